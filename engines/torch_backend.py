@@ -1,0 +1,49 @@
+"""Torch backend: the reference engine, running the PyTorch FGSL module directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgsl import weights
+from fgsl.model import FGSL
+
+from .base import check_clips
+
+
+class TorchEngine:
+    """Runs ``fgsl.model.FGSL`` under ``torch.inference_mode`` on CPU or CUDA."""
+
+    backend = "torch"
+
+    def __init__(self, model: FGSL, device: str = "cpu", source: str | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = model.cfg
+        self.source = source
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str = "cpu", allow_untrained: bool = False) -> "TorchEngine":
+        model = weights.load(folder, allow_untrained=allow_untrained)
+        return cls(model, device=device, source=str(folder))
+
+    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        clips = check_clips(clips, self.cfg)
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(clips).to(self.device))
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+    def describe(self) -> dict[str, Any]:
+        c = self.cfg
+        return {
+            "backend": self.backend,
+            "precision": "fp32",
+            "device": str(self.device) if self.device.type != "cpu" else f"cpu ({torch.get_num_threads()} threads)",
+            "input_shape": ["B", 3, c.window_frames, c.image_size, c.image_size],
+            "preset": c.name,
+            "fifm_form": self.model.fifm.form,
+            "source": self.source,
+        }

@@ -1,0 +1,50 @@
+"""Shared command-line plumbing: one clear error line instead of a traceback.
+
+Every CLI of the project wraps its ``main`` with :func:`run`, so a bad file, a bad flag
+value or a mismatched weights folder prints ``error: <reason>`` on stderr and exits with
+status 2. Unexpected exceptions still show a traceback: those are bugs to report.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from .backbone import CheckpointError
+from .config import ConfigError
+from .model import InputShapeError
+from .weights import WeightsError
+
+
+class UsageError(ValueError):
+    """A bad combination of command-line arguments or inputs."""
+
+
+#: Errors that describe bad input, not bugs: reported in one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError,
+    ConfigError,
+    CheckpointError,
+    WeightsError,
+    InputShapeError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+)
+
+
+def register_user_error(*kinds: type[BaseException]) -> None:
+    """Let another package (engines, realtime) add its own bad-input error types."""
+    global USER_ERRORS
+    USER_ERRORS = USER_ERRORS + tuple(k for k in kinds if k not in USER_ERRORS)
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    try:
+        return int(main(argv) or 0)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,224 @@
+"""FGSL configuration: one dataclass, named presets, JSON round trip.
+
+The config travels beside the weights as ``config.json`` so that a weights folder is
+self-describing: engines, the live spotter and offline inference rebuild exactly the
+network that was trained. Loading refuses unknown keys and inconsistent values with one
+clear :class:`ConfigError` instead of guessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: MEGC STR recognition classes (MEGC 2023-2025 use these four for CAS(ME)^3 and SAMM).
+MEGC_CLASSES: tuple[str, ...] = ("negative", "positive", "surprise", "others")
+
+#: VideoMAE V2 chunks are always 16 frames with a temporal tubelet of 2 (8 time tokens).
+CHUNK_FRAMES = 16
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a valid FGSL network (the message says why)."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """VideoMAE V2 ViT encoder. Defaults are ViT-S/16 as in the official release."""
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    tubelet_size: int = 2
+    #: Input size the checkpoint was trained at; the position table is built for this grid
+    #: and resized to ``FGSLConfig.image_size`` (VideoMAE V2 fine-tunes at 224).
+    pretrain_image_size: int = 224
+    #: Layer-scale init (``gamma_1``/``gamma_2`` in checkpoints); 0 means no layer scale.
+    init_values: float = 0.0
+
+
+@dataclass(frozen=True)
+class FGSLConfig:
+    """Everything needed to rebuild an FGSL network and to read its outputs."""
+
+    name: str = "realtime"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    image_size: int = 112
+    #: Window length in frames (at ``fps``); a multiple of the 16-frame chunk.
+    window_frames: int = 64
+    fps: float = 30.0
+    #: Indices of the frozen blocks whose outputs feed an IGA side branch.
+    iga_blocks: tuple[int, ...] = (3, 7, 11)
+    iga_dim: int = 64
+    iga_kernel: int = 3
+    #: Width of the projection transformer, pyramid, FIFM and heads.
+    neck_dim: int = 256
+    neck_heads: int = 4
+    neck_layers: int = 2
+    #: Local attention window (tokens) of the projection / pyramid transformers.
+    attn_window: int = 9
+    num_levels: int = 4
+    fifm_blocks: int = 2
+    fifm_mlp_ratio: float = 2.0
+    #: ``"freq"`` (rFFT -> filter -> irFFT) or ``"conv"`` (circular conv; plain ONNX Conv).
+    fifm_form: str = "freq"
+    head_layers: int = 3
+    classes: tuple[str, ...] = MEGC_CLASSES
+    #: Decoding defaults (see :mod:`fgsl.decode`).
+    score_threshold: float = 0.3
+    nms_sigma: float = 0.5
+    max_intervals: int = 20
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def tokens(self) -> int:
+        """Time tokens per window (L): one per tubelet."""
+        return self.window_frames // self.backbone.tubelet_size
+
+    @property
+    def chunks(self) -> int:
+        return self.window_frames // CHUNK_FRAMES
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def level_lengths(self) -> list[int]:
+        return [self.tokens >> level for level in range(self.num_levels)]
+
+    def level_strides_frames(self) -> list[int]:
+        """Frames per point at each pyramid level (used to scale offsets)."""
+        return [self.backbone.tubelet_size << level for level in range(self.num_levels)]
+
+    @property
+    def num_points(self) -> int:
+        """N: points over all pyramid levels (rows of ``scores`` and ``offsets``)."""
+        return sum(self.level_lengths())
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        b = self.backbone
+        problems: list[str] = []
+        if self.window_frames <= 0 or self.window_frames % CHUNK_FRAMES:
+            problems.append(f"window_frames={self.window_frames} is not a positive multiple of {CHUNK_FRAMES}")
+        if CHUNK_FRAMES % b.tubelet_size:
+            problems.append(f"tubelet_size={b.tubelet_size} does not divide {CHUNK_FRAMES}")
+        if self.image_size % b.patch_size:
+            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={b.patch_size}")
+        if b.embed_dim % b.num_heads:
+            problems.append(f"embed_dim={b.embed_dim} is not divisible by num_heads={b.num_heads}")
+        if self.neck_dim % self.neck_heads:
+            problems.append(f"neck_dim={self.neck_dim} is not divisible by neck_heads={self.neck_heads}")
+        bad_taps = [i for i in self.iga_blocks if not 0 <= i < b.depth]
+        if bad_taps or len(set(self.iga_blocks)) != len(self.iga_blocks):
+            problems.append(f"iga_blocks={list(self.iga_blocks)} must be distinct indices in [0, {b.depth})")
+        if self.num_levels != 4:
+            problems.append("num_levels must be 4 (FIFM reads levels L, L/2, L/4, L/8)")
+        elif not problems and self.tokens % (1 << (self.num_levels - 1)):
+            problems.append(f"window of {self.tokens} tokens cannot be halved {self.num_levels - 1} times")
+        if self.fifm_form not in ("freq", "conv"):
+            problems.append(f"fifm_form={self.fifm_form!r} must be 'freq' or 'conv'")
+        if self.head_layers < 2:
+            problems.append(f"head_layers={self.head_layers} must be at least 2 (a tower and an output conv)")
+        if not self.classes:
+            problems.append("classes must not be empty")
+        if self.fps <= 0:
+            problems.append(f"fps={self.fps} must be positive")
+        if problems:
+            raise ConfigError("invalid FGSL config: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FGSLConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("config must be a JSON object")
+        data = dict(data)
+        backbone = data.pop("backbone", {})
+        _reject_unknown(BackboneConfig, backbone, "backbone")
+        _reject_unknown(cls, data, "config")
+        for key in ("iga_blocks", "classes"):
+            if key in data:
+                data[key] = tuple(data[key])
+        try:
+            return cls(backbone=BackboneConfig(**backbone), **data)
+        except TypeError as exc:  # wrong value types, e.g. a string where an int belongs
+            raise ConfigError(f"invalid FGSL config: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FGSLConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def replace(self, **changes: Any) -> "FGSLConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _reject_unknown(kind: type, data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON object")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys: {', '.join(unknown)}")
+
+
+VIT_S = BackboneConfig(embed_dim=384, depth=12, num_heads=6)
+VIT_B = BackboneConfig(embed_dim=768, depth=12, num_heads=12)
+VIT_L = BackboneConfig(embed_dim=1024, depth=24, num_heads=16)
+VIT_G = BackboneConfig(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11)
+
+PRESETS: dict[str, FGSLConfig] = {
+    # ViT-S, 112², 64-frame windows (four 16-frame chunks): the live default.
+    "realtime": FGSLConfig(name="realtime", backbone=VIT_S, image_size=112),
+    "balanced": FGSLConfig(name="balanced", backbone=VIT_S, image_size=160),
+    "accurate": FGSLConfig(
+        name="accurate", backbone=VIT_B, image_size=224, iga_blocks=(3, 7, 11), neck_dim=384, neck_heads=6
+    ),
+    # A few-kilobyte network with the full structure, for tests.
+    "tiny": FGSLConfig(
+        name="tiny",
+        backbone=BackboneConfig(embed_dim=48, depth=2, num_heads=2, pretrain_image_size=64),
+        image_size=32,
+        window_frames=16,
+        iga_blocks=(0, 1),
+        iga_dim=8,
+        neck_dim=32,
+        neck_heads=2,
+        neck_layers=1,
+        attn_window=5,
+        fifm_blocks=1,
+        head_layers=2,
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> FGSLConfig:
+    """A named preset, optionally with fields replaced (e.g. ``window_frames=16``)."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+    return base.replace(**overrides) if overrides else base

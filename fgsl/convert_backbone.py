@@ -1,0 +1,97 @@
+"""``python -m fgsl.convert_backbone IN.pth OUT.safetensors``: import official VideoMAE V2 weights.
+
+Reads an official checkpoint with ``torch.load(weights_only=True)`` (no code runs from
+the file), unwraps it (``module``/``model``, ``encoder.`` prefix, ``fc_norm`` -> ``norm``),
+checks every tensor against the ViT the config describes and writes the encoder weights as
+safetensors with the backbone config in the header. Missing, unexpected or mis-shaped keys
+fail with one error that lists them; deliberately unused keys (the action classifier
+``head.*``, a stored ``pos_embed``, pretraining decoder weights) are printed, not hidden.
+FGSL then loads the file with ``fgsl.convert_backbone.load_backbone_file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .backbone import CheckpointError, VideoMAEEncoder, infer_backbone_config, map_checkpoint, read_official_checkpoint
+from .config import BackboneConfig
+from .model import FGSL
+
+
+def convert(src: str | Path, dst: str | Path, heads: int | None = None) -> tuple[BackboneConfig, list[str]]:
+    """Convert ``src`` (.pth) to ``dst`` (.safetensors); returns (config used, ignored keys).
+
+    The ViT's width, depth, patch and tubelet are read from tensor shapes; the head count
+    cannot be, so it follows the standard ViT sizes unless ``heads`` is given.
+    """
+    state = read_official_checkpoint(src)
+    cfg = infer_backbone_config(state)
+    if heads:
+        cfg = dataclasses.replace(cfg, num_heads=heads)
+    encoder = VideoMAEEncoder(cfg, cfg.pretrain_image_size, taps=())
+    mapped, ignored = map_checkpoint(state, encoder)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "fgsl-backbone", "backbone": json.dumps(dataclasses.asdict(cfg)), "source": Path(src).name}
+    save_file({k: v.contiguous() for k, v in mapped.items()}, str(dst), metadata=meta)
+    return cfg, ignored
+
+
+def load_backbone_file(path: str | Path) -> tuple[BackboneConfig, dict[str, torch.Tensor]]:
+    """Read a converted backbone: (its config, encoder state dict)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({exc})") from None
+    if meta.get("format") != "fgsl-backbone":
+        raise CheckpointError(f"{path}: not a converted backbone (run python -m fgsl.convert_backbone first)")
+    return BackboneConfig(**json.loads(meta["backbone"])), state
+
+
+def load_into(model: FGSL, path: str | Path) -> None:
+    """Load a converted backbone into ``model``'s frozen encoder, refusing another ViT."""
+    cfg, state = load_backbone_file(path)
+    mine = model.cfg.backbone
+    fields = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "tubelet_size")
+    differ = [f"{f}={getattr(cfg, f)} (model has {getattr(mine, f)})" for f in fields if getattr(cfg, f) != getattr(mine, f)]
+    if differ:
+        raise CheckpointError(f"{path}: backbone does not fit preset {model.cfg.name!r}: {', '.join(differ)}")
+    model.load_backbone(state)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fgsl.convert_backbone",
+        description="Convert an official VideoMAE V2 .pth checkpoint into encoder safetensors for FGSL.",
+    )
+    parser.add_argument("src", help="official checkpoint, e.g. vit_s_k710_dl_from_giant.pth")
+    parser.add_argument("dst", help="output .safetensors file")
+    parser.add_argument("--heads", type=int, help="attention heads (default: inferred from the width)")
+    args = parser.parse_args(argv)
+    from .cli import run
+
+    def body(_: list[str] | None) -> int:
+        cfg, ignored = convert(args.src, args.dst, args.heads)
+        print(f"wrote {args.dst}: ViT D={cfg.embed_dim} depth={cfg.depth} heads={cfg.num_heads} "
+              f"patch={cfg.patch_size} tubelet={cfg.tubelet_size}")
+        if ignored:
+            print(f"not used by FGSL ({len(ignored)} keys): {', '.join(ignored)}")
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

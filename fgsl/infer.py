@@ -1,0 +1,163 @@
+"""``python -m fgsl.infer``: offline FGSL inference on videos -> MEGC submission CSV.
+
+Each video is read (centre-square crop, see :mod:`fgsl.data.video`), resampled to the
+model's fps and cut into windows of ``T`` frames every ``T/2`` frames (the last window is
+aligned to the end; a video shorter than a window is padded by repeating its last frame).
+Windows go through the engine in batches, are decoded with :func:`fgsl.decode.decode`, moved
+to video time, merged across windows with the same class-aware soft-NMS, and written as
+``subject,video,onset,offset,emotion`` rows with 0-based frame indices of the source video.
+
+``--preset P --allow-untrained`` runs randomly initialised weights: the intervals are
+meaningless and every output line says so. It exists to exercise the pipeline and for
+benchmarks before trained weights exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .cli import UsageError, register_user_error, run
+from .config import PRESETS, FGSLConfig
+from .data.video import VideoError, normalise, read_centre_crops, resample_indices
+from .decode import Interval, decode, soft_nms
+
+register_user_error(VideoError)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An interval in source-video frames (0-based, inclusive) with its class name."""
+
+    video: str
+    onset: int
+    apex: int
+    offset: int
+    emotion: str
+    score: float
+
+
+def window_starts(frames: int, window: int) -> list[int]:
+    """Starts of windows of ``window`` frames every ``window // 2``, the last one end-aligned."""
+    if frames <= window:
+        return [0]
+    stride = window // 2
+    starts = list(range(0, frames - window + 1, stride))
+    if starts[-1] != frames - window:
+        starts.append(frames - window)
+    return starts
+
+
+def merge(intervals: list[Interval], cfg: FGSLConfig, threshold: float) -> list[Interval]:
+    """Class-aware soft-NMS over intervals from overlapping windows; best first."""
+    if not intervals:
+        return []
+    segs = np.array([[i.onset, i.offset] for i in intervals], dtype=np.float64)
+    scores = np.array([i.score for i in intervals], dtype=np.float64)
+    labels = np.array([i.label for i in intervals])
+    keep = soft_nms(segs, scores, labels, cfg.nms_sigma, max(threshold, 1e-3), limit=len(intervals))
+    return [Interval(intervals[k].onset, intervals[k].apex, intervals[k].offset, intervals[k].label, float(scores[k]))
+            for k in keep]
+
+
+def infer_video(
+    engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None
+) -> list[Detection]:
+    cfg: FGSLConfig = engine.cfg
+    threshold = cfg.score_threshold if threshold is None else threshold
+    video = read_centre_crops(path, cfg.image_size)
+    index = resample_indices(video.count, video.fps, cfg.fps)
+    frames = video.frames[index]
+    if len(frames) < cfg.window_frames:  # pad short videos with their last frame
+        frames = np.concatenate([frames, np.repeat(frames[-1:], cfg.window_frames - len(frames), 0)])
+    starts = window_starts(len(frames), cfg.window_frames)
+    found: list[Interval] = []
+    bar = tqdm(total=len(starts), desc=Path(path).name, unit="win", disable=not progress, file=sys.stderr)
+    for i in range(0, len(starts), batch):
+        group = starts[i : i + batch]
+        clips = np.stack([normalise(frames[s : s + cfg.window_frames]) for s in group])
+        for start, intervals in zip(group, decode(engine.infer(clips), cfg, threshold=threshold)):
+            found.extend(iv.shifted(start) for iv in intervals)
+        bar.update(len(group))
+    bar.close()
+    last_model = len(index) - 1
+    scale = video.fps / cfg.fps  # model frame -> source frame
+
+    def to_source(frame: float) -> int:
+        return int(round(min(frame, last_model) * scale))
+
+    return [
+        Detection(str(path), to_source(iv.onset), to_source(iv.apex), to_source(iv.offset), cfg.classes[iv.label], iv.score)
+        for iv in merge(found, cfg, threshold)
+    ]
+
+
+def write_csv(rows: list[Detection], out: Path, subject: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject", "video", "onset", "offset", "emotion"])
+        for d in rows:
+            w.writerow([subject, Path(d.video).stem, d.onset, d.offset, d.emotion])
+
+
+def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
+    """(engine, trained?) from ``--weights`` or, with ``--allow-untrained``, a random preset."""
+    import engines
+    from engines.torch_backend import TorchEngine
+
+    from . import weights
+    from .model import build
+
+    if args.weights:
+        engine = engines.open(args.weights, backend=args.backend, allow_untrained=args.allow_untrained)
+        return engine, weights.is_trained(args.weights)
+    if not args.allow_untrained:
+        raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
+    return TorchEngine(build(PRESETS[args.preset]), source=f"untrained preset {args.preset!r}"), False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
+    parser.add_argument("--backend", default="auto", help="engine backend (default: auto)")
+    parser.add_argument("--videos", nargs="+", required=True, help="video files")
+    parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
+    parser.add_argument("--subject", default="0", help="subject column value (default: 0)")
+    parser.add_argument("--batch", type=int, default=4, help="windows per engine call (default: 4)")
+    parser.add_argument("--threshold", type=float, help="minimum score (default: the config's score_threshold)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        if args.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        engine, trained = open_engine(args)
+        tag = "" if trained else " [UNTRAINED WEIGHTS: intervals are meaningless]"
+        d = engine.describe()
+        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)
+        rows: list[Detection] = []
+        for path in args.videos:
+            found = infer_video(engine, path, batch=args.batch, progress=not args.quiet, threshold=args.threshold)
+            for det in found:
+                print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
+                      f"{det.emotion} score {det.score:.2f}{tag}")
+            rows.extend(found)
+        out = Path(args.out)
+        write_csv(rows, out, args.subject)
+        print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

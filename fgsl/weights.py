@@ -1,0 +1,132 @@
+"""Weights folders: ``model.safetensors`` + ``config.json``, validated on load.
+
+A weights folder is what training writes and what engines, offline inference and the live
+spotter read. The safetensors header carries ``format=fgsl`` and whether the weights were
+trained; random weights (for benchmarks) are refused unless the caller allows them.
+Nothing is ever unpickled here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ConfigError, FGSLConfig
+from .model import FGSL, build
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "fgsl"
+
+
+class WeightsError(ValueError):
+    """A weights folder that cannot be used (the message names the file and the reason)."""
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes and bytes of all tensors: detects flipped bytes on disk,
+    which the safetensors format itself does not."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed).
+
+    ``info`` (for example the training data's name and metrics) is stored as JSON in the
+    safetensors header and in ``config.json`` under nothing else: the config stays a pure
+    network description.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "trained": "true" if trained else "false",
+        "info": json.dumps(info or {}),
+        "sha256": tensor_digest(state),
+    }
+    tmp = folder / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(model.cfg.to_json() + "\n")
+    return folder
+
+
+def read_metadata(folder: str | Path) -> dict[str, str]:
+    path = Path(folder) / WEIGHTS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: corrupt or not a safetensors file ({exc})") from None
+
+
+def load(folder: str | Path, *, allow_untrained: bool = False, device: str | torch.device = "cpu") -> FGSL:
+    """Rebuild the network from ``folder`` and load its weights, refusing any mismatch."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: not a weights folder (expected {WEIGHTS_FILE} and {CONFIG_FILE} inside)")
+    absent = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+    if absent:
+        raise WeightsError(f"{folder}: not a weights folder (missing {' and '.join(absent)})")
+    try:
+        cfg = FGSLConfig.load(folder / CONFIG_FILE)
+    except ConfigError as exc:
+        raise WeightsError(str(exc)) from None
+    meta = read_metadata(folder)
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{folder / WEIGHTS_FILE}: not FGSL weights (header format={meta.get('format')!r})")
+    if meta.get("trained") != "true" and not allow_untrained:
+        raise WeightsError(
+            f"{folder / WEIGHTS_FILE}: these are untrained (random) weights; their outputs mean nothing. "
+            "Train with `python -m fgsl.train`, or pass --allow-untrained for benchmarks"
+        )
+    model = build(cfg, seed=None)
+    expected = model.state_dict()
+    path = folder / WEIGHTS_FILE
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            stored = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: corrupt or unreadable ({exc})") from None
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(
+        f"{k} {list(stored[k].shape)} != {list(expected[k].shape)}"
+        for k in set(stored) & set(expected)
+        if stored[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
+                 for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
+        raise WeightsError(f"{path}: does not match {CONFIG_FILE} ({'; '.join(parts)})")
+    if meta.get("sha256") != tensor_digest(stored):
+        raise WeightsError(f"{path}: corrupt (tensor checksum does not match the one written at save time)")
+    model.load_state_dict(stored, strict=True)
+    return model.to(device).eval()
+
+
+def is_trained(folder: str | Path) -> bool:
+    return read_metadata(folder).get("trained") == "true"
+
+
+def info(folder: str | Path) -> dict[str, Any]:
+    """The ``info`` dict stored at save time (training data, metrics)."""
+    raw = read_metadata(folder).get("info", "{}")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return {}

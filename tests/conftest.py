@@ -1,0 +1,42 @@
+"""Shared fixtures: the tiny preset, seeded models and the real face videos in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from fgsl.config import preset
+from fgsl.model import build
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FGSL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
+
+
+@pytest.fixture
+def tiny_cfg():
+    return preset("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_cfg):
+    return build(tiny_cfg, seed=0)
+
+
+def randomise_adapters(model, seed: int = 1) -> None:
+    """Give every IGA up-projection non-zero weights (they start at zero by design)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for adapter in model.iga.adapters:
+            adapter.up.weight.copy_(torch.randn(adapter.up.weight.shape, generator=g) * 0.1)
+            adapter.up.bias.copy_(torch.randn(adapter.up.bias.shape, generator=g) * 0.1)
+
+
+def shared_video(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.fail(f"test video {path} is missing: set FGSL_SHARED_DATA to the shared/data folder")
+    return path

@@ -1,0 +1,97 @@
+"""Offline inference on real face videos, and clear errors for bad files."""
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fgsl.data.video import VideoError, normalise, read_centre_crops, resample_indices
+from fgsl.infer import window_starts
+from tests.conftest import SAMPLE_VIDEO, shared_video
+
+
+def test_reads_real_videos_as_centre_crops():
+    video = read_centre_crops(shared_video("pyfeat_single_face.mp4"), 112)
+    assert video.count == 72 and video.fps == pytest.approx(30.0)
+    assert video.frames.shape == (72, 112, 112, 3) and video.frames.dtype == np.uint8
+    assert video.frames.std() > 10  # real image content, not a blank frame
+    portrait = read_centre_crops(shared_video("liveportrait_d13_talking_portrait.mp4"), 64)
+    assert portrait.frames.shape[1:] == (64, 64, 3)
+
+
+def test_bundled_sample_is_the_shared_video():
+    assert SAMPLE_VIDEO.read_bytes() == shared_video("pyfeat_single_face.mp4").read_bytes()
+
+
+def test_corrupt_and_missing_videos_are_clear_errors(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(VideoError, match="broken.mp4"):
+        read_centre_crops(bad, 32)
+    with pytest.raises(VideoError, match="no such video file"):
+        read_centre_crops(tmp_path / "none.mp4", 32)
+
+
+def test_resampling_and_window_layout():
+    assert resample_indices(10, 30, 30).tolist() == list(range(10))
+    assert resample_indices(200, 200, 30)[:4].tolist() == [0, 7, 13, 20]  # SAMM 200 fps -> 30
+    assert resample_indices(5, 15, 30).tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4]
+    assert window_starts(64, 64) == [0]
+    assert window_starts(100, 64) == [0, 32, 36]
+    assert window_starts(10, 64) == [0]
+
+
+def test_normalise_uses_imagenet_statistics():
+    frames = np.full((2, 4, 4, 3), 255, np.uint8)
+    x = normalise(frames)
+    assert x.shape == (3, 2, 4, 4)
+    assert x[0, 0, 0, 0] == pytest.approx((1 - 0.485) / 0.229, rel=1e-6)
+
+
+def _infer(*args):
+    return subprocess.run([sys.executable, "-m", "fgsl.infer", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_infer_cli_on_real_videos_writes_a_megc_csv(tmp_path):
+    out = tmp_path / "pred.csv"
+    run = _infer("--preset", "realtime", "--allow-untrained", "--quiet", "--threshold", "0",
+                 "--videos", str(shared_video("pyfeat_single_face.mp4")),
+                 str(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")), "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "UNTRAINED WEIGHTS" in run.stderr
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["subject", "video", "onset", "offset", "emotion"]
+    videos = {r[1] for r in rows[1:]}
+    assert videos == {"pyfeat_single_face", "liveportrait_d18_d19_two_faces_sidebyside"}
+    for _, video, onset, offset, emotion in rows[1:]:
+        last = 71 if video == "pyfeat_single_face" else 215
+        assert 0 <= int(onset) <= int(offset) <= last
+        assert emotion in {"negative", "positive", "surprise", "others"}
+
+
+def test_infer_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"garbage")
+    for args, words in [
+        (["--videos", str(SAMPLE_VIDEO)], "give --weights RUN_DIR"),
+        (["--preset", "tiny", "--allow-untrained", "--videos", str(bad)], "x.mp4: OpenCV cannot open"),
+        (["--weights", str(tmp_path), "--videos", str(SAMPLE_VIDEO)], "not a weights folder"),
+    ]:
+        run = _infer(*args)
+        assert run.returncode == 2
+        lines = run.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and words in lines[-1]
+        assert "Traceback" not in run.stderr
+
+
+def test_model_summary_cli_prints_the_table():
+    run = subprocess.run([sys.executable, "-m", "fgsl.model", "--preset", "realtime"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+    assert "parameters trainable" in text and "[None, 3, 64, 112, 112]" in text
+    enc = next(line for line in text.splitlines() if line.startswith("GMACs per 16-frame chunk"))
+    assert 9.0 < float(enc.split()[4]) < 11.0  # DESIGN: about 10 GMAC per ViT-S 112² chunk
+    assert "RuntimeWarning" not in run.stderr

@@ -1,0 +1,78 @@
+"""Weights folders: exact round trip, and one clear error for every kind of bad folder."""
+
+import json
+
+import pytest
+import torch
+
+from fgsl import weights
+from fgsl.config import preset
+from fgsl.model import build
+from tests.conftest import randomise_adapters
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_model):
+    randomise_adapters(tiny_model)
+    weights.save(tiny_model, tmp_path / "run", trained=True, info={"data": "synthetic", "strs": 0.1})
+    return tmp_path / "run", tiny_model
+
+
+def test_round_trip_reproduces_outputs_exactly(saved):
+    folder, model = saved
+    loaded = weights.load(folder)
+    clips = torch.randn(2, 3, 16, 32, 32)
+    with torch.no_grad():
+        a, b = model(clips), loaded(clips)
+    for key in a:
+        assert torch.equal(a[key], b[key])
+    assert weights.info(folder) == {"data": "synthetic", "strs": 0.1}
+    assert json.loads((folder / "config.json").read_text())["name"] == "tiny"
+
+
+def test_flipped_bytes_are_detected(saved):
+    folder, _ = saved
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # inside the tensor data, which safetensors itself does not check
+    path.write_bytes(bytes(data))
+    with pytest.raises(weights.WeightsError, match="corrupt"):
+        weights.load(folder)
+
+
+def test_truncated_and_garbage_files_are_clear_errors(saved):
+    folder, _ = saved
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(weights.WeightsError, match="corrupt"):
+        weights.load(folder)
+    path.write_bytes(b"\x00" * 20)
+    with pytest.raises(weights.WeightsError, match="corrupt"):
+        weights.load(folder)
+
+
+def test_config_that_does_not_match_the_weights_is_refused(saved):
+    folder, _ = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["neck_dim"] = 64
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(weights.WeightsError, match=r"does not match config.json \(.*wrong shape"):
+        weights.load(folder)
+    cfg["neck_dim"] = "wide"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(weights.WeightsError):
+        weights.load(folder)
+
+
+def test_untrained_weights_are_refused_unless_allowed(tmp_path):
+    weights.save(build(preset("tiny")), tmp_path, trained=False)
+    with pytest.raises(weights.WeightsError, match="untrained"):
+        weights.load(tmp_path)
+    assert weights.load(tmp_path, allow_untrained=True).cfg.name == "tiny"
+
+
+def test_missing_files_name_what_is_missing(tmp_path):
+    with pytest.raises(weights.WeightsError, match="missing config.json and model.safetensors"):
+        weights.load(tmp_path)
+    with pytest.raises(weights.WeightsError, match="not a weights folder"):
+        weights.load(tmp_path / "nope")
