@@ -12,7 +12,18 @@ from fgsl.config import preset
 from fgsl.model import build
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("FGSL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+def _shared_data() -> Path:
+    """``$FGSL_SHARED_DATA``, else ``../shared/data`` beside the checkout, else /work/shared/data."""
+    if os.environ.get("FGSL_SHARED_DATA"):
+        return Path(os.environ["FGSL_SHARED_DATA"])
+    for candidate in (ROOT.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return ROOT.parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data()
 SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
 
 
