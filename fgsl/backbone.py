@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHUNK_FRAMES, BackboneConfig
+from .statedict import mismatch
 
 
 class CheckpointError(ValueError):
@@ -200,28 +201,10 @@ def map_checkpoint(
     mapped = {k: v for k, v in state.items() if k not in ignored and k != "pos_embed"}
     if "pos_embed" in state:
         ignored.append("pos_embed")
-    missing = sorted(set(expected) - set(mapped))
-    unexpected = sorted(set(mapped) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(mapped[k].shape)} != {tuple(expected[k].shape)}"
-        for k in set(mapped) & set(expected)
-        if mapped[k].shape != expected[k].shape
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_short(wrong)}")
+    problems = mismatch(mapped, expected)
     if problems:
         raise CheckpointError("checkpoint does not fit the configured ViT: " + "; ".join(problems))
     return {k: v.float() for k, v in mapped.items()}, ignored
-
-
-def _short(items: list[str], limit: int = 12) -> str:
-    head = ", ".join(items[:limit])
-    return head + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:

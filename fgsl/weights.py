@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from .config import ConfigError, FGSLConfig
 from .model import FGSL, build
+from .statedict import mismatch
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -102,17 +103,9 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
             stored = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"{path}: corrupt or unreadable ({exc})") from None
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    wrong = sorted(
-        f"{k} {list(stored[k].shape)} != {list(expected[k].shape)}"
-        for k in set(stored) & set(expected)
-        if stored[k].shape != expected[k].shape
-    )
-    if missing or unexpected or wrong:
-        parts = [f"{name}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
-                 for name, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if items]
-        raise WeightsError(f"{path}: does not match {CONFIG_FILE} ({'; '.join(parts)})")
+    problems = mismatch(stored, expected, limit=8)
+    if problems:
+        raise WeightsError(f"{path}: does not match {CONFIG_FILE} ({'; '.join(problems)})")
     if meta.get("sha256") != tensor_digest(stored):
         raise WeightsError(f"{path}: corrupt (tensor checksum does not match the one written at save time)")
     model.load_state_dict(stored, strict=True)

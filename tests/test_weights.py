@@ -56,7 +56,7 @@ def test_config_that_does_not_match_the_weights_is_refused(saved):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["neck_dim"] = 64
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(weights.WeightsError, match=r"does not match config.json \(.*wrong shape"):
+    with pytest.raises(weights.WeightsError, match=r"does not match config.json \(.*wrong shapes"):
         weights.load(folder)
     cfg["neck_dim"] = "wide"
     (folder / "config.json").write_text(json.dumps(cfg))
