@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from .backbone import CheckpointError
 from .config import ConfigError
+from .data.frames import VideoError
+from .data.table import AnnotationError
 from .model import InputShapeError
 from .weights import WeightsError
 
@@ -27,6 +29,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
     WeightsError,
     InputShapeError,
+    VideoError,
+    AnnotationError,
     FileNotFoundError,
     PermissionError,
     IsADirectoryError,

@@ -17,6 +17,10 @@ from typing import Any
 #: MEGC STR recognition classes (MEGC 2023-2025 use these four for CAS(ME)^3 and SAMM).
 MEGC_CLASSES: tuple[str, ...] = ("negative", "positive", "surprise", "others")
 
+#: ImageNet statistics used to normalise clips (VideoMAE V2 fine-tuning uses them).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 #: VideoMAE V2 chunks are always 16 frames with a temporal tubelet of 2 (8 time tokens).
 CHUNK_FRAMES = 16
 

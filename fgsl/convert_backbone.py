@@ -17,12 +17,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+from fgsl import tensorfile
 
 from .backbone import CheckpointError, VideoMAEEncoder, infer_backbone_config, map_checkpoint, read_official_checkpoint
 from .config import BackboneConfig
 from .model import FGSL
+
+BACKBONE_FORMAT = "fgsl-backbone"
 
 
 def convert(src: str | Path, dst: str | Path, heads: int | None = None) -> tuple[BackboneConfig, list[str]]:
@@ -39,24 +41,15 @@ def convert(src: str | Path, dst: str | Path, heads: int | None = None) -> tuple
     mapped, ignored = map_checkpoint(state, encoder)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "fgsl-backbone", "backbone": json.dumps(dataclasses.asdict(cfg)), "source": Path(src).name}
-    save_file({k: v.contiguous() for k, v in mapped.items()}, str(dst), metadata=meta)
+    meta = {"format": BACKBONE_FORMAT, "backbone": json.dumps(dataclasses.asdict(cfg)), "source": Path(src).name}
+    tensorfile.write(mapped, dst, meta)
     return cfg, ignored
 
 
 def load_backbone_file(path: str | Path) -> tuple[BackboneConfig, dict[str, torch.Tensor]]:
     """Read a converted backbone: (its config, encoder state dict)."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: not found") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({exc})") from None
-    if meta.get("format") != "fgsl-backbone":
-        raise CheckpointError(f"{path}: not a converted backbone (run python -m fgsl.convert_backbone first)")
+    meta, state = tensorfile.read(path, CheckpointError, BACKBONE_FORMAT,
+                                  "converted backbone (run python -m fgsl.convert_backbone first)")
     return BackboneConfig(**json.loads(meta["backbone"])), state
 
 

@@ -23,12 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cli import UsageError, register_user_error, run
+from .cli import UsageError, run
 from .config import PRESETS, FGSLConfig
-from .data.video import VideoError, normalise, read_centre_crops, resample_indices
+from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode, soft_nms
-
-register_user_error(VideoError)
 
 
 @dataclass(frozen=True)
@@ -66,19 +64,16 @@ def merge(intervals: list[Interval], cfg: FGSLConfig, threshold: float) -> list[
             for k in keep]
 
 
-def infer_video(
-    engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None
-) -> list[Detection]:
+def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | None = None,
+                progress: bool = False, desc: str = "") -> list[Interval]:
+    """Intervals (model frames, merged across windows) in ``[F, S, S, 3]`` RGB uint8 frames at ``cfg.fps``."""
     cfg: FGSLConfig = engine.cfg
     threshold = cfg.score_threshold if threshold is None else threshold
-    video = read_centre_crops(path, cfg.image_size)
-    index = resample_indices(video.count, video.fps, cfg.fps)
-    frames = video.frames[index]
     if len(frames) < cfg.window_frames:  # pad short videos with their last frame
         frames = np.concatenate([frames, np.repeat(frames[-1:], cfg.window_frames - len(frames), 0)])
     starts = window_starts(len(frames), cfg.window_frames)
     found: list[Interval] = []
-    bar = tqdm(total=len(starts), desc=Path(path).name, unit="win", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(starts), desc=desc, unit="win", disable=not progress, file=sys.stderr)
     for i in range(0, len(starts), batch):
         group = starts[i : i + batch]
         clips = np.stack([normalise(frames[s : s + cfg.window_frames]) for s in group])
@@ -86,16 +81,31 @@ def infer_video(
             found.extend(iv.shifted(start) for iv in intervals)
         bar.update(len(group))
     bar.close()
-    last_model = len(index) - 1
-    scale = video.fps / cfg.fps  # model frame -> source frame
+    return merge(found, cfg, threshold)
+
+
+def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source_fps: float,
+                  source_frames: int) -> list[Detection]:
+    """Model-frame intervals -> detections in the source video's own 0-based frames."""
+    scale = source_fps / cfg.fps
 
     def to_source(frame: float) -> int:
-        return int(round(min(frame, last_model) * scale))
+        return int(min(round(frame * scale), source_frames - 1))
 
     return [
-        Detection(str(path), to_source(iv.onset), to_source(iv.apex), to_source(iv.offset), cfg.classes[iv.label], iv.score)
-        for iv in merge(found, cfg, threshold)
+        Detection(video, to_source(iv.onset), to_source(iv.apex), to_source(iv.offset), cfg.classes[iv.label], iv.score)
+        for iv in intervals
     ]
+
+
+def infer_video(
+    engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None
+) -> list[Detection]:
+    cfg: FGSLConfig = engine.cfg
+    video = read_centre_crops(path, cfg.image_size)
+    frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
+    intervals = spot_frames(engine, frames, batch, threshold, progress, desc=Path(path).name)
+    return to_detections(intervals, cfg, str(path), video.fps, video.count)
 
 
 def write_csv(rows: list[Detection], out: Path, subject: str) -> None:

@@ -19,15 +19,13 @@ import torch
 from torch import nn
 
 from .backbone import VideoMAEEncoder
-from .config import CHUNK_FRAMES, FGSLConfig
+from .config import CHUNK_FRAMES, IMAGENET_MEAN, IMAGENET_STD, FGSLConfig
 from .fifm import FIFM
 from .heads import DecoupledHeads
 from .iga import IGAStack
 from .neck import PyramidNeck
 
-#: ImageNet statistics used to normalise clips (VideoMAE V2 fine-tuning uses them).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["FGSL", "IMAGENET_MEAN", "IMAGENET_STD", "InputShapeError", "build"]
 
 
 class InputShapeError(ValueError):

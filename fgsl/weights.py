@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from . import tensorfile
 from .config import ConfigError, FGSLConfig
 from .model import FGSL, build
 from .statedict import mismatch
@@ -57,22 +56,14 @@ def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any]
         "info": json.dumps(info or {}),
         "sha256": tensor_digest(state),
     }
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(folder / WEIGHTS_FILE)
+    tensorfile.write(state, folder / WEIGHTS_FILE, meta)
     (folder / CONFIG_FILE).write_text(model.cfg.to_json() + "\n")
     return folder
 
 
 def read_metadata(folder: str | Path) -> dict[str, str]:
-    path = Path(folder) / WEIGHTS_FILE
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return f.metadata() or {}
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: not found") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: corrupt or not a safetensors file ({exc})") from None
+    """The safetensors header of a weights folder (refuses files that are not FGSL weights)."""
+    return tensorfile.read(Path(folder) / WEIGHTS_FILE, WeightsError, FORMAT, "FGSL weights file", tensors=False)[0]
 
 
 def load(folder: str | Path, *, allow_untrained: bool = False, device: str | torch.device = "cpu") -> FGSL:
@@ -87,9 +78,8 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
         cfg = FGSLConfig.load(folder / CONFIG_FILE)
     except ConfigError as exc:
         raise WeightsError(str(exc)) from None
-    meta = read_metadata(folder)
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"{folder / WEIGHTS_FILE}: not FGSL weights (header format={meta.get('format')!r})")
+    path = folder / WEIGHTS_FILE
+    meta, stored = tensorfile.read(path, WeightsError, FORMAT, "FGSL weights file")
     if meta.get("trained") != "true" and not allow_untrained:
         raise WeightsError(
             f"{folder / WEIGHTS_FILE}: these are untrained (random) weights; their outputs mean nothing. "
@@ -97,12 +87,6 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
         )
     model = build(cfg, seed=None)
     expected = model.state_dict()
-    path = folder / WEIGHTS_FILE
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            stored = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: corrupt or unreadable ({exc})") from None
     problems = mismatch(stored, expected, limit=8)
     if problems:
         raise WeightsError(f"{path}: does not match {CONFIG_FILE} ({'; '.join(problems)})")

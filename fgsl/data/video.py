@@ -14,11 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fgsl.model import IMAGENET_MEAN, IMAGENET_STD
+from fgsl.config import IMAGENET_MEAN, IMAGENET_STD
+from fgsl.data.frames import VideoError, open_source
 
-
-class VideoError(ValueError):
-    """A video that cannot be read (the message names the file and the reason)."""
+__all__ = ["Video", "VideoError", "normalise", "read_centre_crops", "resample_indices"]
 
 
 @dataclass
@@ -32,33 +31,25 @@ class Video:
         return len(self.frames)
 
 
-def read_centre_crops(path: str | Path, size: int) -> Video:
-    """All frames of ``path`` as centre-square RGB crops of ``size``×``size``."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise VideoError(f"{path}: OpenCV cannot open this file as a video")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        crops = []
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            h, w = frame.shape[:2]
-            side = min(h, w)
-            y, x = (h - side) // 2, (w - side) // 2
-            crop = cv2.resize(frame[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
-            crops.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
-    if not crops:
+def centre_crop(frame: np.ndarray, size: int) -> np.ndarray:
+    """The largest centred square of a BGR frame, resized to ``size`` and turned RGB."""
+    h, w = frame.shape[:2]
+    side = min(h, w)
+    y, x = (h - side) // 2, (w - side) // 2
+    crop = cv2.resize(frame[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+def read_centre_crops(path: str | Path, size: int, fps: float | None = None) -> Video:
+    """All frames of a video file or numbered-frame folder as centre-square RGB crops.
+
+    ``fps`` is required for a frame folder (the data set's rate) and overrides a file's.
+    """
+    source = open_source(path, fps)
+    frames = [centre_crop(frame, size) for frame in source]
+    if not frames:
         raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
-    if not fps or not np.isfinite(fps) or fps <= 0:
-        raise VideoError(f"{path}: the file reports no frame rate")
-    return Video(path, float(fps), np.stack(crops))
+    return Video(Path(path), source.fps, np.stack(frames))
 
 
 def resample_indices(count: int, source_fps: float, model_fps: float) -> np.ndarray:

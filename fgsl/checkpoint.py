@@ -1,0 +1,62 @@
+"""Training checkpoints in safetensors: model, EMA, optimiser, schedule and RNG, no pickles.
+
+``torch.save`` checkpoints are pickles, and loading a pickle runs code; the project loads
+weights only from safetensors. A training state is a tree of dicts and lists whose leaves
+are tensors or plain JSON values, so it is stored as flat tensors (keys are paths like
+``optimizer/state/3/exp_avg``) plus one JSON skeleton in the header that records where
+each tensor goes and every non-tensor value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fgsl import tensorfile
+
+FORMAT = "fgsl-train-state"
+_TENSOR = "__tensor__"
+
+
+class CheckpointStateError(ValueError):
+    """A training checkpoint that cannot be resumed from (the message says why)."""
+
+
+def _flatten(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous()
+        return {_TENSOR: path}
+    if isinstance(value, dict):
+        # JSON keys are strings: remember int keys (optimizer state is keyed by index).
+        return {"__dict__": [[k, _flatten(v, f"{path}/{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} at {path} in a checkpoint")
+
+
+def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, dict):
+        if _TENSOR in node:
+            return tensors[node[_TENSOR]]
+        if "__dict__" in node:
+            return {k: _unflatten(v, tensors) for k, v in node["__dict__"]}
+        if "__list__" in node:
+            return [_unflatten(v, tensors) for v in node["__list__"]]
+    return node
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` atomically (a crash mid-write leaves the previous checkpoint intact)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, "state", tensors)
+    tensorfile.write(tensors, path, {"format": FORMAT, "skeleton": json.dumps(skeleton)})
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    meta, tensors = tensorfile.read(path, CheckpointStateError, FORMAT, "training checkpoint")
+    return _unflatten(json.loads(meta["skeleton"]), tensors)

@@ -1,0 +1,179 @@
+"""Video sources: a video file or a folder of numbered image frames, as BGR uint8 frames.
+
+The data sets ship their videos as image folders (CAS(ME)^2 ``rawpic/s15/15_0401.../img001.jpg``,
+CAS(ME)^3 ``spNO.1/a/color/1.jpg``, SAMM ``SAMM_longvideos/006_1/006_1_0001.jpg``), users
+bring video files; :func:`open_source` gives both the same face: ``fps`` and an iterable of
+frames. Frame ``i`` of a folder is its ``i``-th image in the order of the number in the file
+name (the last run of digits: ``img12.jpg`` -> 12, ``006_1_0001.jpg`` -> 1), so frame
+indices are the 0-based source indices of the annotation table (DESIGN.md). A folder has no
+frame rate of its own: pass the data set's (``fgsl.data.datasets.DATASET_FPS``).
+
+Problems are one :class:`VideoError` naming the folder or file and the
+reason: gaps or duplicates in the numbering, no images, a file without a number at open;
+an unreadable image or one of another size when iteration reaches it (reading 8,000 SAMM
+frames up front just to check them would double the cost of every pass).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+
+class VideoError(ValueError):
+    """A video that cannot be read (the message names the file and the reason)."""
+
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """A video file (``files`` empty) or a frame folder (``files`` in frame order).
+
+    Iterating yields ``[H, W, 3]`` BGR uint8 frames and may be repeated (each pass reopens).
+    ``count`` is the number of frames of a folder; ``None`` for a video file, whose header
+    count is only an estimate in OpenCV.
+    """
+
+    path: Path
+    fps: float
+    files: tuple[Path, ...] = ()
+    first_number: int | None = None
+
+    @property
+    def is_folder(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def count(self) -> int | None:
+        return len(self.files) if self.files else None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._folder_frames() if self.files else self._video_frames()
+
+    def _folder_frames(self) -> Iterator[np.ndarray]:
+        first: tuple[Path, tuple[int, ...]] | None = None
+        for file in self.files:
+            image = _read_image(file)
+            if first is None:
+                first = (file, image.shape)
+            elif image.shape != first[1]:
+                raise VideoError(
+                    f"{file}: {_size(image.shape)} image, but the folder's first frame "
+                    f"{first[0].name} is {_size(first[1])}: all frames must have one size"
+                )
+            yield image
+
+    def _video_frames(self) -> Iterator[np.ndarray]:
+        cap = _open_capture(self.path)
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield frame
+        finally:
+            cap.release()
+
+
+def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
+    """Open a video file or a folder of numbered frames (``fps`` required for a folder).
+
+    For a video file, ``fps`` overrides the rate the container reports (for files that
+    report none or a wrong one); otherwise the container's rate is used.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such video file or frame folder")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise VideoError(f"{path}: fps must be a positive number, got {fps}")
+    if path.is_dir():
+        return _open_folder(path, fps)
+    return _open_video(path, fps)
+
+
+def _open_folder(path: Path, fps: float | None) -> FrameSource:
+    numbered = _numbered_images(path)
+    numbers = sorted(numbered)
+    for before, after in zip(numbers, numbers[1:]):
+        if after != before + 1:
+            raise VideoError(
+                f"{path}: frame {before + 1} is missing (nothing numbered {before + 1} between "
+                f"{numbered[before].name} and {numbered[after].name}); frames must be numbered without gaps"
+            )
+    if fps is None:
+        raise VideoError(
+            f"{path}: a folder of frames has no frame rate: pass fps "
+            "(fgsl.data.datasets.DATASET_FPS has each data set's)"
+        )
+    return FrameSource(path, float(fps), tuple(numbered[n] for n in numbers), numbers[0])
+
+
+def _numbered_images(path: Path) -> dict[int, Path]:
+    """{frame number: file} for the images of ``path``; clear errors for anything ambiguous."""
+    images = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
+        hint = f"; it has subfolders ({', '.join(subfolders[:5])}): point at the one with the frames"
+        kinds = ", ".join(IMAGE_SUFFIXES)
+        raise VideoError(f"{path}: no image frames ({kinds}) in this folder{hint if subfolders else ''}")
+    numbered: dict[int, Path] = {}
+    for image in sorted(images):
+        match = _LAST_NUMBER.search(image.stem)
+        if match is None:
+            raise VideoError(f"{image}: no frame number in the file name (expected e.g. img12.jpg)")
+        number = int(match.group(1))
+        if number in numbered:
+            twice = f"{numbered[number].name}, {image.name}"
+            raise VideoError(f"{path}: frame number {number} appears twice ({twice})")
+        numbered[number] = image
+    return numbered
+
+
+def _open_video(path: Path, fps: float | None) -> FrameSource:
+    cap = _open_capture(path)
+    try:
+        reported = cap.get(cv2.CAP_PROP_FPS)
+        ok, _ = cap.read()
+    finally:
+        cap.release()
+    if not ok:
+        raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
+    if fps is None:
+        if not (reported and math.isfinite(reported) and reported > 0):
+            raise VideoError(f"{path}: the file reports no frame rate: pass fps")
+        fps = reported
+    return FrameSource(path, float(fps))
+
+
+def _open_capture(path: Path) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoError(f"{path}: OpenCV cannot open this file as a video")
+    return cap
+
+
+def _read_image(file: Path) -> np.ndarray:
+    """One frame as BGR uint8 (grey and 16-bit images are converted by OpenCV)."""
+    try:
+        data = np.fromfile(file, dtype=np.uint8)  # not cv2.imread: it returns None for every failure
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error) as exc:
+        raise VideoError(f"{file}: cannot read this image ({exc})") from None
+    if image is None:
+        raise VideoError(f"{file}: cannot read this image (empty, corrupt or not an image)")
+    return image
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"

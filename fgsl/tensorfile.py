@@ -1,0 +1,44 @@
+"""Reading and writing safetensors files the one way the project does it.
+
+Every weights-like file here (FGSL weights, converted backbones, training checkpoints) is
+safetensors with a ``format`` tag in its header, written atomically and read back with
+one clear error for a missing, truncated, corrupt or foreign file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+
+def write(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write atomically: a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def read(path: str | Path, error: type[Exception], fmt: str, what: str,
+         tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors) of ``path``; ``error`` for anything unusable.
+
+    ``fmt`` is the expected ``format`` tag and ``what`` names the kind of file in messages
+    (e.g. "training checkpoint").
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except FileNotFoundError:
+        raise error(f"{path}: not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise error(f"{path}: corrupt or not a safetensors file ({exc})") from None
+    if meta.get("format") != fmt:
+        raise error(f"{path}: not a {what} (header format={meta.get('format')!r})")
+    return meta, data

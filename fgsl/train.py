@@ -1,0 +1,429 @@
+"""``python -m fgsl.train --preset P --data SPEC --out RUN_DIR``: train FGSL, one GPU to many.
+
+The same command runs under ``torchrun --nproc-per-node N -m fgsl.train ...`` (DDP:
+gloo on CPU, NCCL on CUDA; each rank reads a different shard of the epoch's windows,
+rank 0 alone logs, evaluates and saves).
+
+What one run does
+-----------------
+* **Data** (:mod:`fgsl.data.spec`): videos loaded once at the model's size and fps.
+* **Windows, positive-aware**: every epoch, for each training event two windows that
+  contain it whole (at random positions), plus one background window per half-window of
+  video (random jitter); shuffled with the epoch's seed and sharded across ranks
+  (``DistributedSampler`` semantics). Random horizontal flip and brightness.
+* **Targets** (:func:`fgsl.losses.assign_targets`): events wholly inside the window.
+* **Optimisation**: AdamW on the trainable parameters (IGA, neck, FIFM, heads; plus the
+  encoder when it is trained from scratch), linear warm-up then cosine decay per step,
+  gradient accumulation (``--accum``), gradient clipping at 1.0, mixed precision on CUDA
+  (bf16 where supported, else fp16 with a gradient scaler), and an EMA of the weights
+  (``--ema``; the EMA weights are what is evaluated and saved).
+* **Backbone**: ``--backbone FILE`` loads converted VideoMAE V2 weights
+  (``python -m fgsl.convert_backbone``) and keeps them frozen. Without one there is nothing
+  to keep frozen, so the encoder trains from scratch (and the run says so); the ``tiny``
+  preset is meant for exactly that.
+* **Every epoch**: held-out videos go through the same windowing, decoding and merging as
+  ``fgsl.infer``, scored with the MEGC STR metric (``fgsl.evaluate``); a line goes to
+  ``RUN_DIR/metrics.jsonl``; the full training state is checkpointed to
+  ``RUN_DIR/checkpoint.safetensors`` (``--resume`` continues from it); the best epoch by
+  STRS (then spotting F1) is saved as ``RUN_DIR/model.safetensors`` + ``config.json``, so
+  ``RUN_DIR`` is a weights folder for ``fgsl.infer`` and ``engines.open``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from fgsl import weights
+from fgsl.checkpoint import CheckpointStateError, load_state, save_state
+from fgsl.cli import UsageError, register_user_error, run
+from fgsl.config import PRESETS, FGSLConfig, preset
+from fgsl.data import spec as data_spec
+from fgsl.data.synthetic import Recipe, make_set
+from fgsl.data.table import Annotation
+from fgsl.data.video import normalise
+from fgsl.infer import spot_frames, to_detections
+from fgsl.losses import FGSLLoss, assign_targets
+from fgsl.model import FGSL, build
+
+register_user_error(data_spec.DataSpecError, CheckpointStateError)
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------- distributed
+class Dist:
+    """Rank/world/device of this process; a no-op when not launched by torchrun."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{self.local}" if cuda else "cpu")
+        if cuda:
+            torch.cuda.set_device(self.device)
+        if self.world > 1:
+            dist.init_process_group("nccl" if cuda else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------- data
+def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist) -> data_spec.TrainData:
+    kind, value = data_spec.parse(args.data)
+    if kind != "synthetic":
+        root = Path(args.video_root) if args.video_root else None
+        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows)
+    if args.split:
+        raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
+    source = Path(value) if value else data_spec.default_face_videos()
+    videos = sorted(p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
+    if not videos:
+        raise data_spec.DataSpecError(f"{source}: no videos to inject micro-expressions into")
+    folders = {}
+    for part, count, seed in (("train", args.synthetic_count, args.seed), ("test", max(1, args.synthetic_count // 4), args.seed + 1)):
+        recipe = Recipe(count=count, frames=args.synthetic_frames, amplitude=args.amplitude, part=part, seed=seed)
+        folder = out / "data" / part
+        folders[part] = folder
+        if env.main and not _same_recipe(folder, recipe):
+            make_set(videos, folder, recipe, progress=not args.quiet)
+    env.barrier()
+    train, _ = data_spec.load_folder(cfg, folders["train"])
+    held_out, truth = data_spec.load_folder(cfg, folders["test"])
+    return data_spec.TrainData(
+        train, held_out, truth,
+        f"synthetic from {source} (amplitude {args.amplitude} px of a 128 px face crop, {args.synthetic_count} videos per face)",
+    )
+
+
+def _same_recipe(folder: Path, recipe: Recipe) -> bool:
+    try:
+        return json.loads((folder / "synthetic.json").read_text())["recipe"] == asdict(recipe)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, seed: int) -> list[tuple[int, int]]:
+    """(video index, start) pairs for one epoch: positives around events + background."""
+    rng = np.random.default_rng(seed * 100_003 + epoch)
+    out: list[tuple[int, int]] = []
+    for v, item in enumerate(items):
+        last = max(0, len(item.frames) - window)
+        for onset, _, offset, _ in item.events:
+            lo, hi = max(0, offset - window + 1), min(onset, last)
+            if lo <= hi:
+                out.extend((v, int(rng.integers(lo, hi + 1))) for _ in range(2))
+        for start in range(0, last + 1, max(1, window // 2)):
+            out.append((v, int(min(last, start + rng.integers(0, max(1, window // 2))))))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], cfg: FGSLConfig,
+               rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    clips, segments, labels = [], [], []
+    t = cfg.window_frames
+    for v, start in picks:
+        item = items[v]
+        frames = item.frames[start : start + t]
+        if len(frames) < t:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], t - len(frames), 0)])
+        if rng.random() < 0.5:
+            frames = frames[:, :, ::-1]
+        clip = normalise(frames) * rng.uniform(0.9, 1.1)
+        clips.append(clip)
+        inside = [(on - start, off - start, c) for on, _, off, c in item.events if on >= start and off < start + t]
+        segments.append(torch.tensor([[a, b] for a, b, _ in inside], dtype=torch.float32).reshape(-1, 2))
+        labels.append(torch.tensor([c for _, _, c in inside], dtype=torch.long))
+    return torch.from_numpy(np.stack(clips).astype(np.float32)), segments, labels
+
+
+# ---------------------------------------------------------------------------- evaluation
+class _ModelEngine:
+    """The minimal engine face of a model in memory (what ``fgsl.infer`` needs)."""
+
+    def __init__(self, model: FGSL, device: torch.device) -> None:
+        self.model, self.cfg, self.device = model, model.cfg, device
+
+    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(clips).to(self.device))
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def evaluate_held_out(model: FGSL, data: data_spec.TrainData, device: torch.device) -> dict[str, Any]:
+    """Spot the held-out videos like ``fgsl.infer`` does and score them like ``fgsl.evaluate``."""
+    from fgsl.evaluate import evaluate_all
+
+    model.eval()
+    engine = _ModelEngine(model, device)
+    predictions = []
+    for item in data.held_out:
+        intervals = spot_frames(engine, item.frames, batch=8)
+        for det in to_detections(intervals, model.cfg, item.name, item.source_fps, item.source_frames):
+            predictions.append(Annotation(item.subject, item.name, det.onset, det.apex, det.offset, "micro", det.emotion))
+    results = evaluate_all(data.held_out_truth, predictions)  # as `python -m fgsl.evaluate` scores it
+    summary: dict[str, Any] = {}
+    for mode, result in results.items():
+        spot = result["spotting"]
+        summary[mode] = {
+            "spotting_f1": _finite(spot["f1"]),
+            "recognition_f1": _finite(result["recognition"]["f1"]),
+            "strs": _finite(result["strs"]),
+            "tp": spot["tp"],
+            "fp": spot["fp"],
+            "fn": spot["fn"],
+        }
+    # Model selection uses the strict numbers: megc's are NaN whenever no event is spotted.
+    summary.update(summary["strict"])
+    return summary
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)  # NaN -> None (JSON null)
+
+
+# ---------------------------------------------------------------------------- training
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 1 % of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_model(cfg: FGSLConfig, args: argparse.Namespace, env: Dist) -> FGSL:
+    torch.manual_seed(args.seed)
+    model = FGSL(cfg)
+    if args.backbone:
+        from fgsl.convert_backbone import load_into
+
+        load_into(model, args.backbone)
+    else:
+        model.encoder.requires_grad_(True)
+        if env.main:
+            print("no --backbone given: training the encoder from scratch (use converted VideoMAE V2 weights for real data)",
+                  file=sys.stderr)
+    return model.to(env.device)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    env = Dist()
+    try:
+        return _train(args, env)
+    finally:
+        env.close()
+
+
+def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
+    out = Path(args.out)
+    cfg = preset(args.preset)
+    if args.resume and not (out / CHECKPOINT).is_file():
+        raise UsageError(f"--resume: {out / CHECKPOINT} does not exist")
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    env.barrier()
+    data = prepare_data(cfg, args, out, env)
+    if not data.train or not any(item.events for item in data.train):
+        raise data_spec.DataSpecError("no training events: nothing to learn from")
+
+    model = build_model(cfg, args, env)
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    criterion = FGSLLoss()
+    amp = autocast_dtype(env.device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
+
+    windows_per_epoch = len(epoch_windows(data.train, cfg.window_frames, 0, args.seed))
+    steps_per_epoch = max(1, math.ceil(windows_per_epoch / (args.batch * env.world * args.accum)))
+    total_steps = min(args.max_steps or 10**12, steps_per_epoch * args.epochs)
+    warmup = max(1, min(args.warmup, total_steps // 10 or 1))
+
+    start_epoch, step, best, history = 0, 0, None, []
+    if args.resume:
+        state = load_state(out / CHECKPOINT)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        criterion.normaliser = state["normaliser"]
+        torch.set_rng_state(state["torch_rng"])
+        if env.main:
+            print(f"resumed from {out / CHECKPOINT} at epoch {start_epoch}, step {step}", file=sys.stderr)
+
+    if env.main:
+        print(f"FGSL {cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
+              f"{len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
+              file=sys.stderr)
+    started = time.monotonic()
+    deadline = started + args.max_minutes * 60 if args.max_minutes else None
+    rng = np.random.default_rng(args.seed * 7919 + env.rank)
+    epoch = start_epoch
+    for epoch in range(start_epoch, args.epochs):
+        if step >= total_steps or (deadline and time.monotonic() > deadline):
+            break
+        picks = epoch_windows(data.train, cfg.window_frames, epoch, args.seed)
+        per_rank = math.ceil(len(picks) / env.world)
+        picks = (picks * 2)[: per_rank * env.world][env.rank :: env.world]  # equal shards, like DistributedSampler
+        model.train()
+        totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
+        seen = 0
+        tick = time.monotonic()
+        micro_batches = [picks[i : i + args.batch] for i in range(0, len(picks), args.batch)]
+        bar = tqdm(total=len(micro_batches), desc=f"epoch {epoch}", unit="batch", disable=not env.main or args.quiet,
+                   file=sys.stderr)
+        for i, group in enumerate(micro_batches):
+            clips, segments, labels = make_batch(data.train, group, cfg, rng)
+            targets = assign_targets(cfg, segments, labels)
+            with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
+                outputs = ddp(clips.to(env.device))
+            losses = criterion({k: v.float() for k, v in outputs.items()}, targets)
+            scaler.scale(losses["loss"] / args.accum).backward()
+            for key in totals:
+                totals[key] += float(losses[key].detach()) * len(group)
+            seen += len(group)
+            if (i + 1) % args.accum == 0 or i + 1 == len(micro_batches):
+                for g in optimizer.param_groups:
+                    g["lr"] = args.lr * lr_factor(step, warmup, total_steps)
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                ema.update_parameters(model)
+                step += 1
+            rate = seen * env.world / max(1e-9, time.monotonic() - tick)
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", win_s=f"{rate:.1f}")
+            bar.update(1)
+            if step >= total_steps or (deadline and time.monotonic() > deadline):
+                break
+        bar.close()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: v / max(1, seen) for k, v in totals.items()},
+            "windows_per_s": seen * env.world / max(1e-9, time.monotonic() - tick),
+            "elapsed_s": time.monotonic() - started,
+        }
+        if env.main:
+            if data.held_out and (epoch % args.eval_every == 0 or epoch == args.epochs - 1 or step >= total_steps):
+                record["held_out"] = evaluate_held_out(ema.module, data, env.device)
+                score = (record["held_out"]["strs"], record["held_out"]["spotting_f1"])
+                if best is None or score > tuple(best):
+                    best = list(score)
+                    weights.save(ema.module, out, trained=True, info={
+                        "data": data.description, "epoch": epoch, "step": step, "held_out": record["held_out"]})
+                    record["saved_best"] = True
+            elif not (out / weights.WEIGHTS_FILE).is_file() or not data.held_out:
+                weights.save(ema.module, out, trained=True, info={"data": data.description, "epoch": epoch, "step": step})
+            with (out / METRICS).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            held = record.get("held_out")
+            summary = (f"spotting F1 {held['spotting_f1']:.3f} STRS {held['strs']:.3f}" if held else "no held-out evaluation")
+            print(f"epoch {epoch}: loss {record['loss']:.4f} ({record['windows_per_s']:.1f} windows/s), {summary}",
+                  file=sys.stderr)
+            save_state({
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": epoch, "step": step,
+                "best": best, "normaliser": criterion.normaliser, "torch_rng": torch.get_rng_state(),
+                "config": cfg.to_dict(),
+            }, out / CHECKPOINT)
+        history.append(record)
+        env.barrier()
+    ranks = check_ranks_agree(model, env, out)
+    return {"epochs": len(history), "step": step, "best": best, "history": history, "rank_digests": ranks}
+
+
+def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
+    """Digest of every rank's weights; DDP must keep them identical (written to ranks.json)."""
+    digest = weights.tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if env.world == 1:
+        return [digest]
+    digests: list[str] = [""] * env.world
+    dist.all_gather_object(digests, digest)
+    if env.main:
+        (out / "ranks.json").write_text(json.dumps({"world_size": env.world, "digests": digests}, indent=2) + "\n")
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
+    return digests
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).")
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS))
+    parser.add_argument("--data", default="synthetic", help="synthetic[=DIR] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
+    parser.add_argument("--video-root", help="folder holding the data set's videos (annotated data)")
+    parser.add_argument("--split", help="held-out subjects: loso:K (default loso:0) or subjects:A,B")
+    parser.add_argument("--skip-bad-rows", action="store_true",
+                        help="drop contradictory annotation rows with a warning (the public files have a few)")
+    parser.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics.jsonl)")
+    parser.add_argument("--backbone", help="converted VideoMAE V2 weights (python -m fgsl.convert_backbone)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--max-minutes", type=float, help="stop after the epoch running at this wall time")
+    parser.add_argument("--batch", type=int, default=8, help="windows per process per micro-batch")
+    parser.add_argument("--accum", type=int, default=1, help="micro-batches per optimiser step")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    parser.add_argument("--ema", type=float, default=0.995, help="EMA decay of the weights")
+    parser.add_argument("--eval-every", type=int, default=1, help="evaluate held-out videos every N epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
+    parser.add_argument("--synthetic-count", type=int, default=8, help="synthetic training videos per face")
+    parser.add_argument("--synthetic-frames", type=int, default=192, help="frames per synthetic video")
+    parser.add_argument("--amplitude", type=float, default=12.0,
+                        help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        for name in ("epochs", "batch", "accum", "eval_every", "synthetic_count", "synthetic_frames"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        result = train(args)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"done: {result['epochs']} epoch(s), {result['step']} steps; weights in {args.out}", file=sys.stderr)
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""``--data`` specs and subject splits."""
+
+import pytest
+
+from fgsl.config import preset
+from fgsl.data.spec import DataSpecError, find_video, load_annotated, parse, split_subjects
+from fgsl.data.table import Annotation, write_table
+from tests.conftest import shared_video
+
+
+def test_parse_specs():
+    assert parse("synthetic") == ("synthetic", None)
+    assert parse("synthetic=/videos") == ("synthetic", "/videos")
+    assert parse("casme2=/a/b.xlsx") == ("casme2", "/a/b.xlsx")
+    with pytest.raises(DataSpecError, match="needs a file"):
+        parse("samm")
+    with pytest.raises(DataSpecError, match="kind must be one of"):
+        parse("kinetics=/x")
+
+
+def test_subject_splits():
+    subjects = ["s3", "s1", "s2", "s1"]
+    assert split_subjects(subjects, None) == {"s1"}
+    assert split_subjects(subjects, "loso:2") == {"s3"}
+    assert split_subjects(subjects, "subjects:s2,s3") == {"s2", "s3"}
+    for bad, words in [("loso:9", "fold must be in 0..2"), ("loso:x", "fold number"), ("subjects:s9", "unknown subjects"),
+                       ("random", "use loso:K")]:
+        with pytest.raises(DataSpecError, match=words):
+            split_subjects(subjects, bad)
+    with pytest.raises(DataSpecError, match="at least two subjects"):
+        split_subjects(["only"], None)
+
+
+def test_find_video_looks_in_subject_folders_and_any_extension(tmp_path):
+    (tmp_path / "s1").mkdir()
+    clip = tmp_path / "s1" / "clip.avi"
+    clip.write_bytes(b"")
+    frames = tmp_path / "s2" / "clip2"
+    frames.mkdir(parents=True)
+    assert find_video(tmp_path, "s1", "clip") == clip
+    assert find_video(tmp_path, "s2", "clip2") == frames
+    with pytest.raises(DataSpecError, match="video s3/nope not found"):
+        find_video(tmp_path, "s3", "nope")
+
+
+def test_table_data_is_split_by_subject_and_moved_to_model_frames(tmp_path):
+    cfg = preset("tiny")
+    for subject in ("a", "b"):
+        (tmp_path / subject).mkdir()
+        (tmp_path / subject / "face.mp4").write_bytes(shared_video("pyfeat_single_face.mp4").read_bytes())
+    rows = [Annotation("a", "face", 10, 12, 16, "micro", "positive"), Annotation("b", "face", 30, 31, 33, "micro", "surprise")]
+    write_table(rows, tmp_path / "gt.csv")
+    data = load_annotated(cfg, "table", tmp_path / "gt.csv", tmp_path, "subjects:b")
+    assert [i.subject for i in data.train] == ["a"] and [i.subject for i in data.held_out] == ["b"]
+    assert data.train[0].events == [(10, 12, 16, cfg.classes.index("positive"))]
+    assert data.held_out_truth == rows[1:]
+    assert data.train[0].frames.shape == (72, 32, 32, 3)

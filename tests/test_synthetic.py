@@ -1,0 +1,139 @@
+"""Synthetic micro-expressions on real faces: ground truth, motion where it says, clear errors."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fgsl.data.synthetic import (
+    CLASSES,
+    Recipe,
+    crop_coordinates,
+    displacement_field,
+    find_faces,
+    make_set,
+    place_events,
+    temporal_profile,
+    warp,
+)
+from fgsl.data.table import read_table
+from fgsl.data.video import read_centre_crops
+from tests.conftest import shared_video
+
+
+def test_faces_are_found_left_to_right_in_the_two_face_video():
+    boxes = find_faces(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4"))
+    assert len(boxes) == 2
+    (x0, _, s0), (x1, _, s1) = boxes
+    assert x0 + s0 / 2 < 480 < x1 + s1 / 2  # one face per half of the 960 px frame
+    assert len(find_faces(shared_video("pyfeat_single_face.mp4"))) == 1
+
+
+def test_temporal_profile_rises_to_the_apex_and_falls_back():
+    values = [temporal_profile(10, 13, 18, t) for t in range(9, 20)]
+    assert values[0] == 0 and values[1] == 0  # before and at the onset
+    assert values[4] == pytest.approx(1.0)  # apex
+    assert values[-2] == 0 and values[-1] == 0  # offset and after
+    assert values[1:5] == sorted(values[1:5]) and values[4:10] == sorted(values[4:10], reverse=True)
+
+
+def test_warp_moves_content_by_the_field():
+    size = 128
+    image = np.zeros((size, size, 3), np.uint8)
+    cx, cy = (int(c * size) for c in crop_coordinates((0.37, 0.78)))  # left mouth corner
+    cv2.circle(image, (cx, cy), 3, (255, 255, 255), -1)
+    field = displacement_field("positive", size, amplitude=4.0, flip=False)
+    moved = warp(image, field, 1.0)
+    ys, xs = np.nonzero(moved[..., 0] > 127)
+    # positive: the corner goes up and out by about (-0.6, -0.8) * 4 px
+    assert xs.mean() - cx == pytest.approx(-2.4, abs=0.6)
+    assert ys.mean() - cy == pytest.approx(-3.2, abs=0.6)
+    assert np.array_equal(warp(image, field, 0.0), image)
+
+
+def test_events_are_brief_ordered_and_apart():
+    rng = np.random.default_rng(3)
+    events = place_events(600, 30.0, Recipe(), rng)
+    assert len(events) > 10
+    for (on, apex, off, emotion), nxt in zip(events, events[1:] + [None]):
+        assert 3 <= off - on + 1 <= 15 and on < apex < off and emotion in CLASSES
+        if nxt:
+            assert nxt[0] > off
+    slow = place_events(4000, 200.0, Recipe(), rng)  # SAMM-like rate: durations scale
+    assert all(off - on + 1 >= 20 for on, _, off, _ in slow)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    rows = make_set([shared_video("pyfeat_single_face.mp4")], out,
+                    Recipe(count=2, frames=96, size=64, amplitude=4.0), progress=False)
+    return out, rows
+
+
+def test_a_set_has_videos_ground_truth_and_its_recipe(small_set):
+    out, rows = small_set
+    assert read_table(out / "annotations.csv") == rows
+    assert {r.video for r in rows} <= {"pyfeat_single_face_train000", "pyfeat_single_face_train001"}
+    assert all(r.type == "micro" and r.subject == "pyfeat_single_face" for r in rows)
+    video = read_centre_crops(out / "videos" / "pyfeat_single_face_train000.avi", 64)
+    assert video.count == 96 and video.fps == pytest.approx(30.0)
+    assert '"amplitude": 4.0' in (out / "synthetic.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def still_face(tmp_path_factory):
+    """A real face frozen in time: every change in a synthetic video of it is an injected event."""
+    cap = cv2.VideoCapture(str(shared_video("pyfeat_single_face.mp4")))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    path = tmp_path_factory.mktemp("still") / "still_face.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 30, (frame.shape[1], frame.shape[0]))
+    for _ in range(60):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_injected_motion_is_where_and_when_the_ground_truth_says(still_face, tmp_path):
+    rows = make_set([still_face], tmp_path, Recipe(count=3, frames=120, size=64, amplitude=4.0), progress=False)
+    assert len(rows) >= 6
+    for name in {r.video for r in rows}:
+        frames = read_centre_crops(tmp_path / "videos" / f"{name}.avi", 64).frames.astype(np.float32)
+        change = np.abs(frames - frames[0]).mean(-1)  # [T, 64, 64] against the undisturbed first frame
+        events = [r for r in rows if r.video == name]
+        moving = np.zeros(len(frames), bool)
+        for r in events:
+            moving[r.onset + 1 : r.offset] = True
+            assert change[r.apex].mean() > 0.3  # visible at the apex
+            assert change[r.onset].max() < 8 and change[r.offset].max() < 8  # at rest at both ends
+            # The class decides where the face moves: the mouth (rows 0.78) or the brows (0.27).
+            mouth = change[r.apex, int(64 * 0.72) : int(64 * 0.84)].mean()
+            brows = change[r.apex, int(64 * 0.22) : int(64 * 0.34)].mean()
+            if r.emotion in ("positive", "others"):
+                assert mouth > 2 * brows
+            elif r.emotion == "surprise":
+                assert brows > mouth
+        assert change[~moving].max() < 8  # nothing else moves (brightness gain aside, which is global)
+
+
+def test_noise_mode_has_no_events(tmp_path):
+    rows = make_set([shared_video("pyfeat_single_face.mp4")], tmp_path,
+                    Recipe(count=1, frames=32, size=32, events=False), progress=False)
+    assert rows == [] and read_table(tmp_path / "annotations.csv") == []
+    assert (tmp_path / "videos" / "pyfeat_single_face_train000.avi").is_file()
+
+
+def test_a_video_without_a_face_is_one_clear_error(tmp_path):
+    blank = tmp_path / "blank.avi"
+    writer = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"FFV1"), 30, (64, 64))
+    for _ in range(5):
+        writer.write(np.full((64, 64, 3), 128, np.uint8))
+    writer.release()
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(blank), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == f"error: {blank}: no face found for synthetic injection"

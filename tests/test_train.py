@@ -1,0 +1,131 @@
+"""Training: windows, schedule, checkpoints, --resume, the CLI end to end and DDP on CPU."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import engines
+from fgsl import weights
+from fgsl.checkpoint import CheckpointStateError, load_state, save_state
+from fgsl.config import preset
+from fgsl.data.spec import VideoItem
+from fgsl.losses import assign_targets
+from fgsl.train import epoch_windows, lr_factor, make_batch
+from tests.conftest import shared_video
+
+
+def _item(events, frames=64):
+    return VideoItem("s", "v", Path("v.avi"), 30.0, frames, np.zeros((frames, 32, 32, 3), np.uint8), events)
+
+
+def test_epoch_windows_hold_each_event_whole_and_vary_by_epoch():
+    items = [_item([(10, 12, 15, 0), (40, 44, 50, 2)])]
+    picks = epoch_windows(items, 16, epoch=0, seed=0)
+    for event in items[0].events:
+        holding = [s for _, s in picks if s <= event[0] and event[2] < s + 16]
+        assert len(holding) >= 2
+    assert all(0 <= s <= 64 - 16 for _, s in picks)
+    assert picks == epoch_windows(items, 16, epoch=0, seed=0)
+    assert picks != epoch_windows(items, 16, epoch=1, seed=0)
+
+
+def test_batches_carry_the_events_inside_each_window():
+    cfg = preset("tiny")
+    items = [_item([(10, 12, 15, 1)])]
+    clips, segments, labels = make_batch(items, [(0, 4), (0, 40)], cfg, np.random.default_rng(0))
+    assert clips.shape == (2, 3, 16, 32, 32) and clips.dtype == torch.float32
+    assert segments[0].tolist() == [[6.0, 11.0]] and labels[0].tolist() == [1]
+    assert segments[1].shape == (0, 2)
+    assert assign_targets(cfg, segments, labels).positive[0].any()
+
+
+def test_learning_rate_warms_up_then_decays():
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) < lr_factor(20, 10, 100) < 1.0
+    assert lr_factor(100, 10, 100) == pytest.approx(0.01)
+
+
+def test_training_state_round_trips_without_pickles(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    save_state({"optimizer": opt.state_dict(), "epoch": 3, "best": [0.5, 0.25], "rng": torch.get_rng_state()},
+               tmp_path / "c.safetensors")
+    state = load_state(tmp_path / "c.safetensors")
+    again = torch.optim.AdamW(model.parameters())
+    again.load_state_dict(state["optimizer"])
+    assert torch.equal(again.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert state["epoch"] == 3 and state["best"] == [0.5, 0.25]
+    (tmp_path / "c.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointStateError, match="corrupt"):
+        load_state(tmp_path / "c.safetensors")
+
+
+@pytest.fixture(scope="module")
+def face_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faces")
+    shutil.copy(shared_video("pyfeat_single_face.mp4"), folder)
+    return folder
+
+
+SMALL = ["--preset", "tiny", "--synthetic-count", "2", "--synthetic-frames", "48", "--batch", "4", "--quiet"]
+
+
+def _train(*args, launcher=(sys.executable, "-m", "fgsl.train")):
+    return subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_dir):
+    out = tmp_path / "run"
+    first = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "2")
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1]
+    assert all({"loss", "cls", "reg", "lr", "windows_per_s", "held_out"} <= set(r) for r in lines)
+    assert {"megc", "strict"} <= set(lines[0]["held_out"])
+    assert weights.is_trained(out) and "synthetic" in weights.info(out)["data"]
+    assert engines.open(out).describe()["preset"] == "tiny"
+    assert load_state(out / "checkpoint.safetensors")["epoch"] == 1
+
+    resumed = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1, 2] and lines[2]["step"] > lines[1]["step"]
+
+
+def test_train_cli_errors_are_one_line(tmp_path):
+    for args, words in [
+        (["--data", "imagenet", "--out", str(tmp_path / "a")], "kind must be one of"),
+        (["--data", "casme2", "--out", str(tmp_path / "b")], "needs a file"),
+        (["--data", "table=" + str(tmp_path / "none.csv"), "--video-root", str(tmp_path), "--out", str(tmp_path / "c")],
+         "annotation file not found"),
+        (["--out", str(tmp_path / "d"), "--resume"], "does not exist"),
+        (["--out", str(tmp_path / "e"), "--batch", "0"], "--batch must be at least 1"),
+    ]:
+        run = _train("--preset", "tiny", *args)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.strip().splitlines()[-1].startswith("error: ") and words in run.stderr
+        assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu_keeps_both_ranks_identical(tmp_path, face_dir):
+    out = tmp_path / "ddp"
+    run = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "1", "--max-steps", "5",
+                 launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                           "-m", "fgsl.train"))
+    assert run.returncode == 0, run.stderr
+    ranks = json.loads((out / "ranks.json").read_text())
+    assert ranks["world_size"] == 2 and len(ranks["digests"]) == 2
+    assert ranks["digests"][0] == ranks["digests"][1]
+    assert load_state(out / "checkpoint.safetensors")["step"] == 5
