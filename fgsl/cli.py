@@ -52,3 +52,6 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return 0

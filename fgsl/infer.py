@@ -1,10 +1,10 @@
 """``python -m fgsl.infer``: offline FGSL inference on videos -> MEGC submission CSV.
 
 Each video is read (centre-square crop, see :mod:`fgsl.data.video`), resampled to the
-model's fps and cut into windows of ``T`` frames every ``T/2`` frames (the last window is
+model's fps and cut into windows of ``T`` frames every ``T/4`` frames (the last window is
 aligned to the end; a video shorter than a window is padded by repeating its last frame).
 Windows go through the engine in batches, are decoded with :func:`fgsl.decode.decode`, moved
-to video time, merged across windows with the same class-aware soft-NMS, and written as
+to video time, merged across windows into one interval per movement (:func:`merge`), and written as
 ``subject,video,onset,offset,emotion`` rows with 0-based frame indices of the source video.
 
 ``--preset P --allow-untrained`` runs randomly initialised weights: the intervals are
@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .cli import UsageError, run
 from .config import PRESETS, FGSLConfig
 from .data.video import normalise, read_centre_crops, resample_indices
-from .decode import Interval, decode, soft_nms
+from .decode import Interval, decode, temporal_iou
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,39 @@ class Detection:
 
 
 def window_starts(frames: int, window: int) -> list[int]:
-    """Starts of windows of ``window`` frames every ``window // 2``, the last one end-aligned."""
+    """Starts of windows of ``window`` frames every ``window // 4``, the last one end-aligned.
+
+    A quarter-window stride puts every event of up to 3/4 of a window wholly inside at
+    least one window; the merge step then keeps the best-scored interval.
+    """
     if frames <= window:
         return [0]
-    stride = window // 2
+    stride = max(1, window // 4)
     starts = list(range(0, frames - window + 1, stride))
     if starts[-1] != frames - window:
         starts.append(frames - window)
     return starts
 
 
-def merge(intervals: list[Interval], cfg: FGSLConfig, threshold: float) -> list[Interval]:
-    """Class-aware soft-NMS over intervals from overlapping windows; best first."""
-    if not intervals:
-        return []
-    segs = np.array([[i.onset, i.offset] for i in intervals], dtype=np.float64)
-    scores = np.array([i.score for i in intervals], dtype=np.float64)
-    labels = np.array([i.label for i in intervals])
-    keep = soft_nms(segs, scores, labels, cfg.nms_sigma, max(threshold, 1e-3), limit=len(intervals))
-    return [Interval(intervals[k].onset, intervals[k].apex, intervals[k].offset, intervals[k].label, float(scores[k]))
-            for k in keep]
+#: Intervals that overlap more than this (temporal IoU) are one movement in the final output.
+MERGE_IOU = 0.1
+
+
+def merge(intervals: list[Interval], threshold: float, iou: float = MERGE_IOU) -> list[Interval]:
+    """One interval per movement: class-agnostic greedy NMS over all windows' intervals.
+
+    Within a window, decoding keeps ActionFormer's class-aware soft-NMS (a ranked list).
+    A spotter's final output is different: the MEGC metric counts every reported interval,
+    so the same movement seen by overlapping windows, or scored for two classes, must be
+    reported once, with its best-scored class. Returns the survivors above ``threshold``,
+    best first.
+    """
+    ranked = sorted((iv for iv in intervals if iv.score >= threshold), key=lambda iv: -iv.score)
+    kept: list[Interval] = []
+    for iv in ranked:
+        if not kept or temporal_iou(np.array([iv.onset, iv.offset]), np.array([[k.onset, k.offset] for k in kept])).max() <= iou:
+            kept.append(iv)
+    return kept
 
 
 def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | None = None,
@@ -81,7 +94,7 @@ def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | N
             found.extend(iv.shifted(start) for iv in intervals)
         bar.update(len(group))
     bar.close()
-    return merge(found, cfg, threshold)
+    return merge(found, threshold)
 
 
 def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source_fps: float,
@@ -108,13 +121,24 @@ def infer_video(
     return to_detections(intervals, cfg, str(path), video.fps, video.count)
 
 
-def write_csv(rows: list[Detection], out: Path, subject: str) -> None:
+def write_csv(rows: list[Detection], out: Path, subjects: dict[str, str], default_subject: str) -> None:
+    """The MEGC submission CSV; ``subjects`` maps a video name to its subject."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subject", "video", "onset", "offset", "emotion"])
         for d in rows:
-            w.writerow([subject, Path(d.video).stem, d.onset, d.offset, d.emotion])
+            name = Path(d.video).stem
+            w.writerow([subjects.get(name, default_subject), name, d.onset, d.offset, d.emotion])
+
+
+def subjects_from(path: str | None) -> dict[str, str]:
+    """Video name -> subject from a ground-truth CSV (our table or the MEGC layout)."""
+    if not path:
+        return {}
+    from .evaluate import read_intervals
+
+    return {row.video: row.subject for row in read_intervals(path)}
 
 
 def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
@@ -142,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", nargs="+", required=True, help="video files")
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
     parser.add_argument("--subject", default="0", help="subject column value (default: 0)")
+    parser.add_argument("--subjects-from", metavar="GT.csv",
+                        help="take each video's subject from this ground-truth CSV (videos it lacks get --subject)")
     parser.add_argument("--batch", type=int, default=4, help="windows per engine call (default: 4)")
     parser.add_argument("--threshold", type=float, help="minimum score (default: the config's score_threshold)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -150,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(_: list[str] | None) -> int:
         if args.batch < 1:
             raise UsageError("--batch must be at least 1")
+        subjects = subjects_from(args.subjects_from)  # read first: a bad file fails before the long part
         engine, trained = open_engine(args)
         tag = "" if trained else " [UNTRAINED WEIGHTS: intervals are meaningless]"
         d = engine.describe()
@@ -162,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{det.emotion} score {det.score:.2f}{tag}")
             rows.extend(found)
         out = Path(args.out)
-        write_csv(rows, out, args.subject)
+        write_csv(rows, out, subjects, args.subject)
         print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
         return 0
 

@@ -8,9 +8,10 @@ What one run does
 -----------------
 * **Data** (:mod:`fgsl.data.spec`): videos loaded once at the model's size and fps.
 * **Windows, positive-aware**: every epoch, for each training event two windows that
-  contain it whole (at random positions), plus one background window per half-window of
-  video (random jitter); shuffled with the epoch's seed and sharded across ranks
-  (``DistributedSampler`` semantics). Random horizontal flip and brightness.
+  contain it whole (at random positions), plus one background window per quarter window of
+  video (random jitter); no window cuts an event; shuffled with the epoch's seed and sharded
+  across ranks (``DistributedSampler`` semantics). Random horizontal flip, shifts of up to
+  2 pixels and brightness.
 * **Targets** (:func:`fgsl.losses.assign_targets`): events wholly inside the window.
 * **Optimisation**: AdamW on the trainable parameters (IGA, neck, FIFM, heads; plus the
   encoder when it is trained from scratch), linear warm-up then cosine decay per step,
@@ -129,19 +130,45 @@ def _same_recipe(folder: Path, recipe: Recipe) -> bool:
 
 
 def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, seed: int) -> list[tuple[int, int]]:
-    """(video index, start) pairs for one epoch: positives around events + background."""
+    """(video index, start) pairs for one epoch: positives around events + background.
+
+    Background windows start every quarter window (jittered), so natural movements, the
+    source of false alarms, are seen from many offsets.
+
+    No window cuts an event: a visible but unlabelled movement would teach the model that
+    movements are background. Background windows whose jittered start would cut one are
+    moved (a few tries) or dropped.
+    """
     rng = np.random.default_rng(seed * 100_003 + epoch)
     out: list[tuple[int, int]] = []
     for v, item in enumerate(items):
         last = max(0, len(item.frames) - window)
+
+        def cuts_an_event(start: int) -> bool:
+            end = start + window - 1
+            return any(on <= end and off >= start and not (start <= on and off <= end) for on, _, off, _ in item.events)
+
         for onset, _, offset, _ in item.events:
-            lo, hi = max(0, offset - window + 1), min(onset, last)
-            if lo <= hi:
-                out.extend((v, int(rng.integers(lo, hi + 1))) for _ in range(2))
-        for start in range(0, last + 1, max(1, window // 2)):
-            out.append((v, int(min(last, start + rng.integers(0, max(1, window // 2))))))
+            starts = [s for s in range(max(0, offset - window + 1), min(onset, last) + 1) if not cuts_an_event(s)]
+            if starts:
+                out.extend((v, int(rng.choice(starts))) for _ in range(2))
+        for base in range(0, last + 1, max(1, window // 4)):
+            for _ in range(4):
+                start = int(min(last, base + rng.integers(0, max(1, window // 4))))
+                if not cuts_an_event(start):
+                    out.append((v, start))
+                    break
     order = rng.permutation(len(out))
     return [out[i] for i in order]
+
+
+def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Translate a clip by whole pixels, repeating the edge: the face crop is never exact."""
+    if dy == 0 and dx == 0:
+        return frames
+    h, w = frames.shape[1:3]
+    padded = np.pad(frames, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    return padded[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
 
 
 def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], cfg: FGSLConfig,
@@ -155,6 +182,7 @@ def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], c
             frames = np.concatenate([frames, np.repeat(frames[-1:], t - len(frames), 0)])
         if rng.random() < 0.5:
             frames = frames[:, :, ::-1]
+        frames = shift(frames, *rng.integers(-2, 3, size=2))
         clip = normalise(frames) * rng.uniform(0.9, 1.1)
         clips.append(clip)
         inside = [(on - start, off - start, c) for on, _, off, c in item.events if on >= start and off < start + t]
@@ -394,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="drop contradictory annotation rows with a warning (the public files have a few)")
     parser.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics.jsonl)")
     parser.add_argument("--backbone", help="converted VideoMAE V2 weights (python -m fgsl.convert_backbone)")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--max-minutes", type=float, help="stop after the epoch running at this wall time")
     parser.add_argument("--batch", type=int, default=8, help="windows per process per micro-batch")
@@ -406,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate held-out videos every N epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
-    parser.add_argument("--synthetic-count", type=int, default=8, help="synthetic training videos per face")
+    parser.add_argument("--synthetic-count", type=int, default=32, help="synthetic training videos per face")
     parser.add_argument("--synthetic-frames", type=int, default=192, help="frames per synthetic video")
     parser.add_argument("--amplitude", type=float, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")

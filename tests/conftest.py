@@ -29,7 +29,8 @@ SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
 
 @pytest.fixture
 def tiny_cfg():
-    return preset("tiny")
+    """The tiny preset with one-chunk (16-frame) windows: the structure, at the least cost."""
+    return preset("tiny", window_frames=16)
 
 
 @pytest.fixture

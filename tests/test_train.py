@@ -36,7 +36,7 @@ def test_epoch_windows_hold_each_event_whole_and_vary_by_epoch():
 
 
 def test_batches_carry_the_events_inside_each_window():
-    cfg = preset("tiny")
+    cfg = preset("tiny", window_frames=16)
     items = [_item([(10, 12, 15, 1)])]
     clips, segments, labels = make_batch(items, [(0, 4), (0, 40)], cfg, np.random.default_rng(0))
     assert clips.shape == (2, 3, 16, 32, 32) and clips.dtype == torch.float32
@@ -129,3 +129,26 @@ def test_torchrun_ddp_on_cpu_keeps_both_ranks_identical(tmp_path, face_dir):
     assert ranks["world_size"] == 2 and len(ranks["digests"]) == 2
     assert ranks["digests"][0] == ranks["digests"][1]
     assert load_state(out / "checkpoint.safetensors")["step"] == 5
+
+
+@pytest.mark.slow
+def test_tiny_learns_synthetic_micro_expressions_end_to_end(tmp_path):
+    """The acceptance pipeline at a smaller budget: train, then fgsl.infer + fgsl.evaluate on
+    held-out synthetic videos. The full run (docs/benchmarks.md) reaches far more; this
+    budget (about 2 minutes of training on 2 cores) must already spot a fair share."""
+    out = tmp_path / "run"
+    run = _train("--preset", "tiny", "--data", "synthetic", "--out", str(out), "--synthetic-count", "16",
+                 "--epochs", "100", "--max-steps", "2400", "--eval-every", "1000", "--quiet")
+    assert run.returncode == 0, run.stderr
+    videos = sorted(str(p) for p in (out / "data" / "test" / "videos").iterdir())
+    pred = tmp_path / "pred.csv"
+    truth = out / "data" / "test" / "annotations.csv"
+    infer = subprocess.run([sys.executable, "-m", "fgsl.infer", "--weights", str(out), "--videos", *videos,
+                            "--subjects-from", str(truth), "--out", str(pred), "--quiet"], capture_output=True, text=True)
+    assert infer.returncode == 0, infer.stderr
+    scored = subprocess.run([sys.executable, "-m", "fgsl.evaluate", "--gt", str(truth),
+                             "--pred", str(pred), "--json"], capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    strict = json.loads(scored.stdout)["strict"]
+    assert strict["spotting"]["f1"] >= 0.3, strict
+    assert strict["strs"] >= 0.15, strict

@@ -39,7 +39,7 @@ def test_resampling_and_window_layout():
     assert resample_indices(200, 200, 30)[:4].tolist() == [0, 7, 13, 20]  # SAMM 200 fps -> 30
     assert resample_indices(5, 15, 30).tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4]
     assert window_starts(64, 64) == [0]
-    assert window_starts(100, 64) == [0, 32, 36]
+    assert window_starts(100, 64) == [0, 16, 32, 36]
     assert window_starts(10, 64) == [0]
 
 
@@ -95,3 +95,14 @@ def test_model_summary_cli_prints_the_table():
     enc = next(line for line in text.splitlines() if line.startswith("GMACs per 16-frame chunk"))
     assert 9.0 < float(enc.split()[4]) < 11.0  # DESIGN: about 10 GMAC per ViT-S 112² chunk
     assert "RuntimeWarning" not in run.stderr
+
+
+def test_merge_reports_each_movement_once_with_its_best_class():
+    from fgsl.decode import Interval
+    from fgsl.infer import merge
+
+    same_movement = [Interval(10, 12, 16, 0, 0.9), Interval(11, 12, 17, 2, 0.7), Interval(9, 12, 15, 0, 0.6)]
+    other = [Interval(40, 42, 45, 1, 0.5), Interval(60, 61, 62, 3, 0.1)]
+    kept = merge(same_movement + other, threshold=0.3)
+    assert kept == [Interval(10, 12, 16, 0, 0.9), Interval(40, 42, 45, 1, 0.5)]
+    assert merge([], threshold=0.3) == []

@@ -65,7 +65,7 @@ def test_config_that_does_not_match_the_weights_is_refused(saved):
 
 
 def test_untrained_weights_are_refused_unless_allowed(tmp_path):
-    weights.save(build(preset("tiny")), tmp_path, trained=False)
+    weights.save(build(preset("tiny", window_frames=16)), tmp_path, trained=False)
     with pytest.raises(weights.WeightsError, match="untrained"):
         weights.load(tmp_path)
     assert weights.load(tmp_path, allow_untrained=True).cfg.name == "tiny"
