@@ -192,24 +192,12 @@ def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], c
 
 
 # ---------------------------------------------------------------------------- evaluation
-class _ModelEngine:
-    """The minimal engine face of a model in memory (what ``fgsl.infer`` needs)."""
-
-    def __init__(self, model: FGSL, device: torch.device) -> None:
-        self.model, self.cfg, self.device = model, model.cfg, device
-
-    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            out = self.model(torch.from_numpy(clips).to(self.device))
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
-
-
 def evaluate_held_out(model: FGSL, data: data_spec.TrainData, device: torch.device) -> dict[str, Any]:
     """Spot the held-out videos like ``fgsl.infer`` does and score them like ``fgsl.evaluate``."""
+    from engines.torch_backend import TorchEngine
     from fgsl.evaluate import evaluate_all
 
-    model.eval()
-    engine = _ModelEngine(model, device)
+    engine = TorchEngine(model, device=str(device))
     predictions = []
     for item in data.held_out:
         intervals = spot_frames(engine, item.frames, batch=8)
