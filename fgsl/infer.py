@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .cli import UsageError, run
 from .config import PRESETS, FGSLConfig
 from .data.video import normalise, read_centre_crops, resample_indices
-from .decode import Interval, decode, temporal_iou
+from .decode import Interval, decode
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,27 @@ def window_starts(frames: int, window: int) -> list[int]:
     return starts
 
 
-#: Intervals that overlap more than this (temporal IoU) are one movement in the final output.
-MERGE_IOU = 0.1
+#: Intervals closer than this (seconds between one's end and the other's start, or
+#: overlapping) are one movement in the final output. Chosen on a validation set of
+#: synthetic events (docs/benchmarks.md): the ramps of one movement otherwise come out as
+#: extra fragments beside it.
+MERGE_GAP_S = 0.25
 
 
-def merge(intervals: list[Interval], threshold: float, iou: float = MERGE_IOU) -> list[Interval]:
-    """One interval per movement: class-agnostic greedy NMS over all windows' intervals.
+def merge(intervals: list[Interval], threshold: float, gap: float = 0.0) -> list[Interval]:
+    """One interval per movement: class-agnostic greedy suppression over all windows.
 
     Within a window, decoding keeps ActionFormer's class-aware soft-NMS (a ranked list).
     A spotter's final output is different: the MEGC metric counts every reported interval,
-    so the same movement seen by overlapping windows, or scored for two classes, must be
-    reported once, with its best-scored class. Returns the survivors above ``threshold``,
-    best first.
+    so the same movement seen by overlapping windows, scored for two classes, or split
+    into fragments must be reported once, with its best-scored class. An interval is
+    dropped when it overlaps, or comes within ``gap`` frames of, a better one. Returns the
+    survivors above ``threshold``, best first.
     """
     ranked = sorted((iv for iv in intervals if iv.score >= threshold), key=lambda iv: -iv.score)
     kept: list[Interval] = []
     for iv in ranked:
-        if not kept or temporal_iou(np.array([iv.onset, iv.offset]), np.array([[k.onset, k.offset] for k in kept])).max() <= iou:
+        if all(iv.offset < k.onset - gap or iv.onset > k.offset + gap for k in kept):
             kept.append(iv)
     return kept
 
@@ -94,7 +98,7 @@ def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | N
             found.extend(iv.shifted(start) for iv in intervals)
         bar.update(len(group))
     bar.close()
-    return merge(found, threshold)
+    return merge(found, threshold, gap=MERGE_GAP_S * cfg.fps)
 
 
 def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source_fps: float,

@@ -106,3 +106,6 @@ def test_merge_reports_each_movement_once_with_its_best_class():
     kept = merge(same_movement + other, threshold=0.3)
     assert kept == [Interval(10, 12, 16, 0, 0.9), Interval(40, 42, 45, 1, 0.5)]
     assert merge([], threshold=0.3) == []
+    fragment = Interval(20, 21, 23, 2, 0.8)  # 4 frames after the first movement ends
+    assert merge(same_movement + [fragment], threshold=0.3) == [same_movement[0], fragment]
+    assert merge(same_movement + [fragment], threshold=0.3, gap=8) == [same_movement[0]]
