@@ -242,10 +242,6 @@ def infer_backbone_config(state: dict[str, torch.Tensor]) -> BackboneConfig:
     )
 
 
-def count_chunk_tokens(cfg: BackboneConfig, image_size: int) -> int:
-    return (CHUNK_FRAMES // cfg.tubelet_size) * (image_size // cfg.patch_size) ** 2
-
-
 __all__ = [
     "CheckpointError",
     "VideoMAEEncoder",
@@ -255,5 +251,4 @@ __all__ = [
     "read_official_checkpoint",
     "sinusoid_table",
     "infer_backbone_config",
-    "count_chunk_tokens",
 ]

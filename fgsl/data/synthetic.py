@@ -49,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fgsl.data.table import Annotation, write_table
-from fgsl.data.video import VideoError
+from fgsl.data.frames import VideoError, open_source
 
 #: The crop is the detected face box enlarged by this factor (square, same centre).
 MARGIN = 1.15
@@ -156,23 +156,14 @@ def face_sources(videos: list[Path]) -> list[FaceSource]:
 
 def read_face_frames(source: FaceSource, size: int) -> tuple[np.ndarray, float]:
     """All frames of the source face as ``[F, size, size, 3]`` BGR crops, and the fps."""
-    cap = cv2.VideoCapture(str(source.video))
-    if not cap.isOpened():
-        raise VideoError(f"{source.video}: OpenCV cannot open this file as a video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    video = open_source(source.video)
     x, y, side = source.box
     crops = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
+    for frame in video:
         padded = cv2.copyMakeBorder(frame, side, side, side, side, cv2.BORDER_REPLICATE)
         crop = padded[y + side : y + 2 * side, x + side : x + 2 * side]
         crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
-    cap.release()
-    if not crops:
-        raise VideoError(f"{source.video}: no decodable frames")
-    return np.stack(crops), float(fps)
+    return np.stack(crops), video.fps
 
 
 # ---------------------------------------------------------------------------- motion
