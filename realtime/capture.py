@@ -1,0 +1,462 @@
+"""Capture: a camera, a video file or a folder of numbered frames as a stream of :class:`Frame`.
+
+Reading runs in its own thread so that decoding overlaps face tracking and the spotter
+(DESIGN.md, "Contracts"). The two kinds of source need opposite policies:
+
+* **Files and frame folders** are evidence: every frame counts, so none is ever dropped. The
+  thread blocks on a bounded queue until the consumer takes the next frame (no unbounded
+  memory), and with ``realtime=True`` it also waits for each frame's time on the file's clock
+  (the CLI's ``--realtime``, a stand-in for a live camera). ``timestamp`` is ``index / fps``
+  so event times match the video's own clock.
+* **Live cameras** (and network streams) cannot wait: a consumer that falls behind must see
+  the present, not a growing backlog. The queue holds only the newest few frames; when it is
+  full the *oldest* is dropped and counted. A camera that stops delivering (unplugged, driver
+  hiccup) is released and reopened with exponential backoff while ``stats.status`` says so;
+  after ``give_up_s`` seconds without a frame the stream ends with a :class:`RealtimeError`.
+  Frame indices keep counting across reconnects, ``timestamp`` is seconds since the capture
+  started.
+
+The end of a stream reaches the consumer as the end of iteration; a failure as
+:class:`RealtimeError` raised from iteration (one line, naming the source). Files and folders
+are read by :func:`fgsl.data.frames.open_source`; its :class:`~fgsl.data.frames.VideoError` is
+converted to :class:`RealtimeError`, so everything this module raises for bad input is one type.
+A broken image in a folder ends the stream with that error; a video file ends where OpenCV stops
+decoding (it cannot tell a broken tail from the end of the file).
+
+Typical use::
+
+    with Capture(parse_source(device=None, path="clip.mp4")) as capture:
+        for frame in capture:
+            ...
+        print(capture.stats)
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from fgsl.data.frames import FrameSource, VideoError, open_source
+
+from .types import Frame, RealtimeError
+
+#: Frame rate assumed for a camera that reports none (many webcams report 0).
+DEFAULT_CAMERA_FPS = 30.0
+#: Newest frames kept for a live camera: small, so what the consumer sees is recent.
+LIVE_QUEUE_SIZE = 2
+#: Frames decoded ahead for files: enough to smooth decode jitter, bounded in memory.
+FILE_QUEUE_SIZE = 16
+_POLL_S = 0.05  # how often blocked waits look at the stop flag
+
+
+class FrameReader(Protocol):
+    """What capture needs from a camera: the subset of ``cv2.VideoCapture`` it uses."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's spelling)
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """A live source: ``opener()`` returns a fresh reader each time (first open and reopens)."""
+
+    name: str
+    opener: Callable[[], FrameReader]
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A video file or a folder of numbered frames; ``fps`` overrides the file's / sets the folder's."""
+
+    path: Path
+    fps: float | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+CaptureSource = CameraSource | FileSource
+
+
+def camera_opener(
+    device: int | str, fps: float | None = None, size: tuple[int, int] | None = None
+) -> Callable[[], FrameReader]:
+    """An opener for ``cv2.VideoCapture(device)``, asking for ``fps`` and ``size`` (width, height).
+
+    The requests are hints: drivers pick the nearest mode they support, and capture reads the
+    rate actually reported back.
+    """
+
+    def open_camera() -> FrameReader:
+        cap = cv2.VideoCapture(device)
+        if cap.isOpened():
+            if size is not None:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+            if fps is not None:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+        return cap
+
+    return open_camera
+
+
+def parse_source(
+    device: int | None,
+    path: str | Path | None,
+    fps: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> CaptureSource:
+    """The source named by the CLI's ``--device`` or ``--source`` (exactly one of them).
+
+    A ``path`` with a URL scheme (``rtsp://``, ``http://``) is a live network stream and gets the
+    camera policy (newest frames, reconnects). ``fps`` is the rate to request from a camera, or
+    the rate of a file (overriding its header) or of a frame folder (which has none of its own).
+    """
+    if (device is None) == (path is None):
+        raise RealtimeError("give exactly one source: a camera (--device N) or a file/folder (--source PATH)")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise RealtimeError(f"fps must be a positive number, got {fps}")
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+            raise RealtimeError(f"camera index must be a whole number >= 0, got {device!r}")
+        return CameraSource(f"camera {device}", camera_opener(device, fps, size))
+    text = str(path)
+    if "://" in text:
+        return CameraSource(f"stream {text}", camera_opener(text, fps, size))
+    return FileSource(Path(text), fps)
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """A snapshot of the capture's counters.
+
+    ``read``: frames taken from the source; ``delivered``: handed to the consumer; ``dropped``:
+    discarded because the consumer was behind (live sources only); ``reconnects``: outages after
+    which frames flowed again; ``status``: empty while frames flow, else what is going on.
+    """
+
+    source: str
+    fps: float
+    live: bool
+    read: int
+    delivered: int
+    dropped: int
+    reconnects: int
+    status: str
+
+
+class _End:
+    """Queue marker: the stream ended normally."""
+
+
+_END = _End()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Queue marker: the stream ended with this exception (raised in the consumer)."""
+
+    error: BaseException
+
+
+_Item = Frame | _End | _Failure
+
+
+class Capture:
+    """Reads a source in a background thread; iterate it to receive :class:`Frame` records.
+
+    Opening happens here, so a bad source fails at construction with one clear line and
+    :attr:`fps` is known before :meth:`start`. Iterating starts the thread if needed. ``queue_size``
+    defaults to :data:`LIVE_QUEUE_SIZE` for live sources and :data:`FILE_QUEUE_SIZE` for files.
+    ``backoff_s`` is the (first, longest) wait between camera reopen attempts; ``realtime`` only
+    affects files (a camera is real time already).
+    """
+
+    def __init__(
+        self,
+        source: CaptureSource,
+        realtime: bool = False,
+        queue_size: int | None = None,
+        give_up_s: float = 10.0,
+        backoff_s: tuple[float, float] = (0.5, 4.0),
+    ) -> None:
+        if not give_up_s > 0:
+            raise RealtimeError(f"give_up_s must be positive, got {give_up_s}")
+        if not 0 < backoff_s[0] <= backoff_s[1]:
+            raise RealtimeError(f"backoff_s must be (first, longest) with 0 < first <= longest, got {backoff_s}")
+        self.source = source
+        self.name = source.name
+        self.live = isinstance(source, CameraSource)
+        self.realtime = realtime
+        self.give_up_s = float(give_up_s)
+        self.backoff_s = (float(backoff_s[0]), float(backoff_s[1]))
+        size = queue_size if queue_size is not None else (LIVE_QUEUE_SIZE if self.live else FILE_QUEUE_SIZE)
+        if size < 1:
+            raise RealtimeError(f"queue_size must be at least 1, got {size}")
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+        self._read = self._delivered = self._dropped = self._reconnects = 0
+        self._status = ""
+        self._t0 = 0.0
+        self._reader: FrameReader | None = None
+        self._frames: FrameSource | None = None
+        if isinstance(source, CameraSource):
+            self._reader = self._open_camera()
+            if self._reader is None:
+                raise RealtimeError(
+                    f"{self.name}: cannot open (not connected, in use by another program, or no permission)"
+                )
+            self.fps = _camera_fps(self._reader)
+        else:
+            try:
+                self._frames = open_source(source.path, source.fps)
+            except VideoError as exc:
+                raise RealtimeError(str(exc)) from None
+            self.fps = self._frames.fps
+
+    # -- consumer side -------------------------------------------------------------------
+
+    def start(self) -> Capture:
+        """Start the reading thread (once; later calls do nothing)."""
+        if self._thread is None and not self._stop.is_set():
+            self._t0 = time.monotonic()
+            target = self._run_camera if self.live else self._run_file
+            self._thread = threading.Thread(target=self._guard, args=(target,), name=f"capture {self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Frames in order until the stream ends; a failed stream raises :class:`RealtimeError`."""
+        self.start()
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                if self._thread is not None and not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError(f"capture thread of {self.name} ended without an end marker")
+                continue
+            if isinstance(item, Frame):
+                with self._lock:
+                    self._delivered += 1
+                yield item
+                continue
+            self._finished = True
+            self._join(timeout=1.0)
+            if isinstance(item, _Failure):
+                raise item.error
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop reading and release the source; returns within about ``timeout`` seconds.
+
+        A camera driver stuck inside ``read()`` cannot be interrupted: its daemon thread is then
+        left to finish on its own (it releases the camera when ``read()`` returns).
+        """
+        self._stop.set()
+        self._finished = True
+        self._join(timeout)
+        if self._thread is None and self._reader is not None:  # opened but never started
+            _release(self._reader)
+            self._reader = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the reading thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stats(self) -> CaptureStats:
+        with self._lock:
+            return CaptureStats(
+                self.name, self.fps, self.live, self._read, self._delivered,
+                self._dropped, self._reconnects, self._status,
+            )
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # -- thread side ---------------------------------------------------------------------
+
+    def _guard(self, target: Callable[[], None]) -> None:
+        """Run ``target``; whatever it raises reaches the consumer instead of dying silently."""
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the consumer's thread)
+            self._put_end(_Failure(exc))
+        else:
+            self._put_end(_END)
+
+    def _run_file(self) -> None:
+        assert self._frames is not None
+        frames = iter(self._frames)
+        index = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    image = next(frames)
+                except StopIteration:
+                    return
+                except VideoError as exc:
+                    raise RealtimeError(str(exc)) from None
+                except cv2.error as exc:
+                    detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
+                    raise RealtimeError(f"{self.name}: frame {index} cannot be decoded ({detail})") from None
+                captured = time.monotonic()
+                timestamp = index / self.fps
+                if self.realtime and self._stop.wait(max(0.0, self._t0 + timestamp - time.monotonic())):
+                    return
+                if not self._put_blocking(Frame(index, timestamp, captured, image)):
+                    return
+                with self._lock:
+                    self._read += 1
+                index += 1
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _run_camera(self) -> None:
+        reader, self._reader = self._reader, None
+        index = 0
+        lost_since: float | None = None
+        delay = self.backoff_s[0]
+        try:
+            while not self._stop.is_set():
+                ok, image = _read(reader)
+                now = time.monotonic()
+                if ok:
+                    if lost_since is not None:
+                        lost_since, delay = None, self.backoff_s[0]
+                        with self._lock:
+                            self._status = ""
+                            self._reconnects += 1
+                    self._put_newest(Frame(index, now - self._t0, now, image))
+                    index += 1
+                    continue
+                _release(reader)
+                reader = None
+                if lost_since is None:
+                    lost_since = now
+                outage = now - lost_since
+                if outage >= self.give_up_s:
+                    raise RealtimeError(
+                        f"{self.name} lost: no frames for {_seconds(outage)} s (gave up after {self.give_up_s:g} s); "
+                        "check that it is connected and not in use by another program"
+                    )
+                wait = min(delay, self.give_up_s - outage)
+                with self._lock:
+                    self._status = f"{self.name} lost; reopening in {_seconds(wait)} s"
+                if self._stop.wait(wait):
+                    return
+                delay = min(delay * 2, self.backoff_s[1])
+                reader = self._open_camera()
+        finally:
+            _release(reader)
+
+    def _open_camera(self) -> FrameReader | None:
+        """A fresh opened reader, or ``None`` (an opener that raises counts as a failed open)."""
+        assert isinstance(self.source, CameraSource)
+        try:
+            reader = self.source.opener()
+        except Exception:  # noqa: BLE001 (a driver error is just "not open yet")
+            return None
+        if reader is None or not reader.isOpened():
+            _release(reader)
+            return None
+        return reader
+
+    def _put_blocking(self, item: _Item) -> bool:
+        """Wait for room (files never drop); ``False`` when stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _put_newest(self, item: _Item) -> None:
+        """Enqueue now, dropping the oldest queued frames to make room (live sources)."""
+        while True:
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                try:
+                    old = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(old, Frame):
+                    with self._lock:
+                        self._dropped += 1
+                continue
+            if isinstance(item, Frame):
+                with self._lock:
+                    self._read += 1
+            return
+
+    def _put_end(self, item: _End | _Failure) -> None:
+        if self.live:
+            self._put_newest(item)
+        else:
+            self._put_blocking(item)
+
+    def _join(self, timeout: float) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+def _read(reader: FrameReader | None) -> tuple[bool, np.ndarray | None]:
+    """One camera read; a driver exception or an empty image counts as a failed read."""
+    if reader is None:
+        return False, None
+    try:
+        ok, image = reader.read()
+    except cv2.error:
+        return False, None
+    if not ok or image is None or image.size == 0:
+        return False, None
+    return True, image
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a status line: one decimal, two below 0.1 s (so short waits do not read 0.0)."""
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.2f}"
+
+
+def _camera_fps(reader: FrameReader) -> float:
+    try:
+        fps = float(reader.get(cv2.CAP_PROP_FPS))
+    except (cv2.error, TypeError, ValueError):
+        return DEFAULT_CAMERA_FPS
+    return fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
+
+
+def _release(reader: FrameReader | None) -> None:
+    if reader is None:
+        return
+    try:
+        reader.release()
+    except Exception:  # noqa: BLE001 (releasing a lost camera may fail; nothing to do about it)
+        pass

@@ -1,0 +1,145 @@
+"""Merge the candidates of overlapping windows into final events, and write them out.
+
+Windows overlap, so one movement is reported by several windows. :class:`EventMerger`
+keeps, per track, the pending candidates; a new candidate that overlaps a pending one
+(temporal IoU >= ``iou`` on inclusive frame ranges) replaces it only if it scores higher
+(NMS across windows). A pending candidate becomes a final :class:`~realtime.types.Event`
+once it ends before ``final_before`` (the spotter's promise that no later window of that
+track reports anything earlier; see :mod:`realtime.spotters.base`) or when its track ends.
+Each event is emitted exactly once, with ``emitted_s`` on the stream clock so its delay
+after the offset is known.
+
+Sinks receive events as they are emitted and flush each one, so a Ctrl-C or a crash loses
+nothing already spotted: :class:`ConsoleSink` (one readable line), :class:`JsonlSink` (the
+schema in :mod:`realtime.types`), :class:`CsvSink` (the MEGC submission CSV
+``subject,video,onset,offset,emotion``; micro-expressions only, as MEGC's STR task scores
+micro-expressions; macro movements are in the JSONL with ``kind: "macro"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import IO, Protocol
+
+from .types import Candidate, Event, RealtimeError
+
+
+def frame_iou(a: Candidate, b: Candidate) -> float:
+    """IoU of two inclusive frame ranges (as the MEGC scorer counts them)."""
+    inter = min(a.offset, b.offset) - max(a.onset, b.onset) + 1
+    if inter <= 0:
+        return 0.0
+    union = (a.offset - a.onset + 1) + (b.offset - b.onset + 1) - inter
+    return inter / union
+
+
+class EventMerger:
+    """Cross-window NMS per track; emits each movement once, when it is final."""
+
+    def __init__(self, spotter: str, iou: float = 0.3) -> None:
+        self.spotter = spotter
+        self.iou = iou
+        self._pending: dict[int, list[Candidate]] = {}
+
+    def add(self, track: int, candidates: list[Candidate], final_before: int, now_s: float,
+            track_ended: bool = False) -> list[Event]:
+        """Take one window's candidates; return the events that are now final."""
+        pending = self._pending.setdefault(track, [])
+        for cand in candidates:
+            rivals = [p for p in pending if frame_iou(p, cand) >= self.iou]
+            if all(cand.score > r.score for r in rivals):
+                for r in rivals:
+                    pending.remove(r)
+                pending.append(cand)
+        done = [c for c in pending if track_ended or c.offset < final_before]
+        self._pending[track] = [c for c in pending if c not in done]
+        if track_ended:
+            del self._pending[track]
+        return [self._event(c, now_s) for c in sorted(done, key=lambda c: c.onset)]
+
+    def finish(self, now_s: float) -> list[Event]:
+        """Emit everything still pending (end of stream)."""
+        out = []
+        for track in list(self._pending):
+            out += self.add(track, [], 0, now_s, track_ended=True)
+        return out
+
+    @property
+    def pending(self) -> int:
+        return sum(len(p) for p in self._pending.values())
+
+    def _event(self, c: Candidate, now_s: float) -> Event:
+        return Event(track=c.track, onset=c.onset, apex=c.apex, offset=c.offset, onset_s=c.onset_s,
+                     offset_s=c.offset_s, label=c.label, score=c.score, spotter=self.spotter,
+                     emitted_s=max(now_s, c.offset_s), kind=c.kind)
+
+
+# ---------------------------------------------------------------------------- sinks
+class Sink(Protocol):
+    def write(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open_for_writing(path: str | Path) -> IO[str]:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise RealtimeError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+
+
+def describe(event: Event) -> str:
+    """The console line of one event."""
+    return (f"{event.kind.upper():5s} track {event.track}  {event.label:8s} score {event.score:.2f}  "
+            f"onset {event.onset} apex {event.apex} offset {event.offset}  "
+            f"({event.onset_s:.2f}-{event.offset_s:.2f} s, emitted +{event.delay_s:.2f} s)")
+
+
+class ConsoleSink:
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def write(self, event: Event) -> None:
+        print(describe(event), file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlSink:
+    def __init__(self, path: str | Path) -> None:
+        self._file = _open_for_writing(path)
+
+    def write(self, event: Event) -> None:
+        self._file.write(json.dumps(event.to_json()) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CsvSink:
+    """MEGC submission rows for micro-expressions; every row carries ``subject`` and ``video``."""
+
+    HEADER = ("subject", "video", "onset", "offset", "emotion")
+
+    def __init__(self, path: str | Path, subject: str, video: str) -> None:
+        self._file = _open_for_writing(path)
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.HEADER)
+        self._file.flush()
+        self.subject, self.video = subject, video
+
+    def write(self, event: Event) -> None:
+        if event.kind != "micro":
+            return
+        self._writer.writerow([self.subject, self.video, event.onset, event.offset, event.label])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,461 @@
+"""What the user sees: face boxes, live motion signals, event banners, a status bar (OpenCV only).
+
+The overlay is the one place where a person judges whether the spotter works, so it shows the
+evidence (the per-track motion signal it thresholds) next to its verdicts (event banners), and
+the health of the pipeline (fps, drops, latency, camera state) at all times. Everything is drawn
+on a copy: the frame the caller holds may still be recorded or fed to other sinks.
+
+Times are *stream time* (``Frame.timestamp``), never wall time, so a video file replayed faster
+or slower than real time shows banners for the same span of the video.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from realtime.types import Event, FaceObservation, RealtimeError
+
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+#: BGR colours, one per track (``track % len``): distinct hues that read on skin and on dark
+#: backgrounds. A colour fixed per track lets the eye follow a face, its plot and its banners.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (80, 220, 80),
+    (255, 160, 0),
+    (220, 90, 255),
+    (255, 255, 80),
+    (0, 140, 255),
+    (255, 120, 200),
+    (60, 255, 200),
+    (200, 200, 200),
+)
+MICRO_FILL = (30, 30, 210)  # saturated red: micro-expressions are what the tool is for
+MACRO_FILL = (90, 90, 90)  # grey: macro movements are context, not findings
+WARN_COLOUR = (0, 200, 255)  # amber: status warnings (camera lost, ...); no track uses it
+
+
+def track_colour(track: int) -> tuple[int, int, int]:
+    """The BGR colour of ``track`` (stable for the track's whole life)."""
+    return PALETTE[int(track) % len(PALETTE)]
+
+
+@dataclass(frozen=True)
+class _Style:
+    """Font and spacing scaled to the image, so text reads at 320x240 and at 1280x720 alike."""
+
+    scale: float
+    thick: int
+    pad: int
+    line_h: int
+    baseline: int
+
+    @classmethod
+    def for_shape(cls, height: int, width: int) -> "_Style":
+        # 0.38 is the smallest Hershey scale that stays readable; 1.5 keeps 4K from shouting.
+        scale = float(np.clip(min(height, width) / 800.0, 0.38, 1.5))
+        thick = 1 if scale < 0.75 else 2
+        (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, thick)
+        pad = max(2, round(4 * scale))
+        return cls(scale, thick, pad, text_h + baseline + pad, baseline)
+
+    def width(self, text: str) -> int:
+        return cv2.getTextSize(text, FONT, self.scale, self.thick)[0][0]
+
+
+def _put(img: np.ndarray, text: str, x: int, y_top: int, st: _Style, colour, outline=True) -> None:
+    """Text whose box starts at ``y_top``; a dark outline keeps it legible on any background."""
+    org = (int(x), int(y_top + st.line_h - st.baseline - st.pad // 2))
+    if outline:
+        cv2.putText(img, text, org, FONT, st.scale, (0, 0, 0), st.thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, FONT, st.scale, colour, st.thick, cv2.LINE_AA)
+
+
+def _paste(out: np.ndarray, canvas: np.ndarray, x: int, y: int, alpha: float) -> None:
+    """Blend ``canvas`` into ``out`` at (x, y), clipped to the image (panels may hang off it)."""
+    h, w = out.shape[:2]
+    ch, cw = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + cw, w), min(y + ch, h)
+    if x0 >= x1 or y0 >= y1 or alpha <= 0:
+        return
+    src = canvas[y0 - y : y1 - y, x0 - x : x1 - x]
+    if alpha >= 1:
+        out[y0:y1, x0:x1] = src
+    else:
+        out[y0:y1, x0:x1] = cv2.addWeighted(src, alpha, out[y0:y1, x0:x1], 1.0 - alpha, 0.0)
+
+
+def _stat(stats: Any, key: str) -> Any:
+    """``stats[key]`` for a mapping, ``stats.key`` for a dataclass-like object, else None."""
+    if stats is None:
+        return None
+    if isinstance(stats, Mapping):
+        return stats.get(key)
+    return getattr(stats, key, None)
+
+
+def _clip_box(box: Iterable[float], height: int, width: int) -> tuple[int, int, int, int] | None:
+    """Integer box limited to a margin around the image; None when it is not finite."""
+    vals = [float(v) for v in box]
+    if len(vals) != 4 or not all(math.isfinite(v) for v in vals):
+        return None
+    x0, y0, x1, y1 = vals
+    x0, x1 = sorted((x0, x1))
+    y0, y1 = sorted((y0, y1))
+    # OpenCV clips drawing itself, but giant coordinates overflow its int maths.
+    cx = lambda v: int(np.clip(round(v), -width, 2 * width))  # noqa: E731
+    cy = lambda v: int(np.clip(round(v), -height, 2 * height))  # noqa: E731
+    return cx(x0), cy(y0), cx(x1), cy(y1)
+
+
+class OverlayState:
+    """Draws annotated frames and remembers recent events so their banners outlive one frame.
+
+    An event is emitted in exactly one frame (``events_new``), after its offset; a banner drawn
+    only then would flash for 33 ms. The state keeps each event for ``banner_s`` seconds of
+    stream time after it arrived, fading out over the last ``fade_s``, at most ``max_banners``
+    per track (newest first). A clock that runs backwards (a new stream) clears the memory.
+
+    ``signal_s`` seconds of each track's signal are plotted, assuming ``signal_rate`` samples a
+    second (the source frame rate). ``signal_floor`` is the smallest full-scale span of the
+    plot, in signal units: below it the plot does not zoom in, so sensor noise on a still face
+    stays a flat line instead of being blown up into fake motion.
+    """
+
+    def __init__(
+        self,
+        banner_s: float = 2.5,
+        fade_s: float = 0.6,
+        signal_s: float = 3.0,
+        signal_rate: float = 30.0,
+        signal_floor: float = 0.5,
+        max_banners: int = 3,
+    ) -> None:
+        if not banner_s > 0 or not 0 <= fade_s <= banner_s:
+            raise RealtimeError("overlay needs banner_s > 0 and 0 <= fade_s <= banner_s")
+        if not signal_s > 0 or not signal_rate > 0 or not signal_floor > 0:
+            raise RealtimeError("overlay needs signal_s, signal_rate and signal_floor > 0")
+        self.banner_s = float(banner_s)
+        self.fade_s = float(fade_s)
+        self.signal_samples = max(2, round(signal_s * signal_rate))
+        self.signal_floor = float(signal_floor)
+        self.max_banners = int(max_banners)
+        self._events: dict[int, list[tuple[float, Event]]] = {}
+        self._last_now: float | None = None
+
+    # -- event memory ---------------------------------------------------------------------
+
+    def add_events(self, events: Iterable[Event], now_s: float) -> None:
+        """Remember ``events`` as arrived at stream time ``now_s``."""
+        self._expire(now_s)
+        for event in events:
+            kept = self._events.setdefault(int(event.track), [])
+            kept.insert(0, (float(now_s), event))
+            del kept[self.max_banners :]
+
+    def active(self, now_s: float) -> dict[int, list[tuple[Event, float]]]:
+        """Per track, the events still shown at ``now_s`` with their opacity (newest first)."""
+        self._expire(now_s)
+        out: dict[int, list[tuple[Event, float]]] = {}
+        for track, kept in self._events.items():
+            shown = []
+            for t0, event in kept:
+                left = self.banner_s - (now_s - t0)
+                alpha = 1.0 if self.fade_s == 0 or left >= self.fade_s else left / self.fade_s
+                shown.append((event, float(np.clip(alpha, 0.0, 1.0))))
+            if shown:
+                out[track] = shown
+        return out
+
+    def _expire(self, now_s: float) -> None:
+        if self._last_now is not None and now_s < self._last_now:
+            self._events.clear()  # the stream restarted: old banners describe another video
+        self._last_now = now_s
+        for track in list(self._events):
+            kept = [(t0, e) for t0, e in self._events[track] if now_s - t0 < self.banner_s]
+            if kept:
+                self._events[track] = kept
+            else:
+                del self._events[track]
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def draw(
+        self,
+        image_bgr: np.ndarray,
+        faces: list[FaceObservation],
+        signals: Mapping[int, np.ndarray],
+        events_new: list[Event],
+        stats: Any,
+        now_s: float,
+    ) -> np.ndarray:
+        """Return an annotated copy of ``image_bgr`` (the input is never modified).
+
+        ``signals``: per track, the recent motion-signal values (oldest first; the last
+        ``signal_s`` seconds are plotted). ``stats``: a mapping (or object) with any of
+        ``fps``, ``dropped``, ``latency_ms``, ``spotter``, ``status``; missing ones are left
+        out of the status bar.
+        """
+        if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8 or (
+            image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or min(image_bgr.shape[:2]) < 2
+        ):
+            shape = getattr(image_bgr, "shape", None)
+            raise RealtimeError(f"overlay needs a BGR uint8 HxWx3 image, got {shape}")
+        out = np.array(image_bgr, copy=True, order="C")
+        h, w = out.shape[:2]
+        st = _Style.for_shape(h, w)
+        self.add_events(events_new, now_s)
+        banners = self.active(now_s)
+        bar = self._status_layout(stats, st, w)
+        bar_h = len(bar) * st.line_h + st.pad if bar else 0
+        placed: dict[int, tuple[int, int]] = {}  # track -> the face's top-left corner
+        for face in faces:
+            box = _clip_box(face.box, h, w)
+            if box is None:
+                continue
+            colour = track_colour(face.track)
+            x0, y0, x1, y1 = box
+            cv2.rectangle(out, (x0, y0), (x1, y1), colour, max(1, st.thick), cv2.LINE_AA)
+            tag = f"#{face.track}"
+            _put(out, tag, int(np.clip(x0 + st.pad, 0, w - st.width(tag))),
+                 int(np.clip(y0 + st.pad, bar_h, h - st.line_h)), st, colour)
+            self._signal_panel(out, box, signals.get(face.track), colour, st)
+            placed.setdefault(face.track, (x0, y0))
+        # Banners after all faces, so no other face's plot hides them. Banners of a track that
+        # is not in this frame (face lost right after its event) stack at the top left.
+        free_y = bar_h
+        for track, shown in banners.items():
+            canvases = [(self._banner(e, track, st, w), alpha) for e, alpha in shown]
+            total = sum(c.shape[0] + st.pad for c, _ in canvases)
+            if track in placed:
+                x, y0 = placed[track]
+                # Above the face if there is room, else as high as the status bar allows.
+                top = int(np.clip(y0 - total, bar_h, max(bar_h, h - total)))
+                self._banners(out, canvases, x, top, st)
+            else:
+                free_y = self._banners(out, canvases, 0, free_y, st)
+        self._status_bar(out, bar, bar_h, st)  # last: nothing may hide the pipeline's health
+        return out
+
+    def _status_layout(self, stats: Any, st: _Style, width: int) -> list[list[tuple]]:
+        """The status items, wrapped into lines that fit ``width``: [(x, text, colour)] each."""
+        items: list[tuple[str, tuple[int, int, int]]] = []
+        fps, dropped, latency, spotter, status = (
+            _stat(stats, key) for key in ("fps", "dropped", "latency_ms", "spotter", "status"))
+        white = (255, 255, 255)
+        if isinstance(fps, (int, float)):
+            items.append((f"fps {fps:.1f}", white))
+        if isinstance(dropped, (int, float)):
+            items.append((f"dropped {int(dropped)}", white if dropped == 0 else WARN_COLOUR))
+        if isinstance(latency, (int, float)):
+            items.append((f"latency {latency:.0f} ms", white))
+        if spotter:
+            items.append((f"spotter {spotter}", white))
+        if status:
+            items.append((str(status), WARN_COLOUR))
+        lines: list[list[tuple[int, str, tuple]]] = []
+        x = st.pad
+        for text, colour in items:
+            tw = st.width(text)
+            if not lines or (lines[-1] and x + tw > width - st.pad):
+                lines.append([])
+                x = st.pad
+            lines[-1].append((x, text, colour))
+            x += tw + st.width("  ")
+        return lines
+
+    def _status_bar(self, out: np.ndarray, lines, bar_h: int, st: _Style) -> None:
+        """A translucent dark band at the top with the laid-out status items."""
+        if not lines:
+            return
+        _paste(out, np.zeros((bar_h, out.shape[1], 3), np.uint8), 0, 0, 0.6)
+        for i, line in enumerate(lines):
+            for x, text, colour in line:
+                _put(out, text, x, st.pad // 2 + i * st.line_h, st, colour, outline=False)
+
+    def _signal_panel(self, out, box, sig, colour, st: _Style) -> None:
+        """The track's last ``signal_s`` seconds, newest at the right edge, below the face."""
+        h, w = out.shape[:2]
+        x0, y0, x1, y1 = box
+        ph = int(np.clip(0.12 * h, 24, 110))
+        pw = int(np.clip(x1 - x0, min(3 * ph, w), max(min(3 * ph, w), w // 2)))
+        canvas = np.full((ph, pw, 3), 24, np.uint8)
+        cv2.rectangle(canvas, (0, 0), (pw - 1, ph - 1), colour, 1)
+        values = np.asarray(sig if sig is not None else [], np.float64).ravel()
+        values = np.nan_to_num(values[-self.signal_samples :], nan=0.0, posinf=0.0, neginf=0.0)
+        m = max(2, ph // 10)
+        lo = min(0.0, float(values.min())) if values.size else 0.0
+        hi = max(0.0, float(values.max())) if values.size else 0.0
+        span = max(hi - lo, self.signal_floor)
+        zero_y = ph - m - (0.0 - lo) / span * (ph - 2 * m)
+        cv2.line(canvas, (1, int(round(zero_y))), (pw - 2, int(round(zero_y))), (90, 90, 90), 1)
+        if values.size >= 2:
+            step = (pw - 2 * m) / (self.signal_samples - 1)
+            xs = (pw - m) - (values.size - 1 - np.arange(values.size)) * step
+            ys = ph - m - (values - lo) / span * (ph - 2 * m)
+            pts = np.round(np.stack([xs, ys], 1)).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(canvas, [pts], False, colour, 1 + (st.thick > 1), cv2.LINE_AA)
+        px = int(np.clip(x0, 0, max(0, w - pw)))
+        py = y1 + st.pad
+        if py + ph > h:  # no room below the face: along the bottom edge
+            py = h - ph
+        _paste(out, canvas, px, int(py), 0.85)
+
+    def _banners(self, out: np.ndarray, canvases, x: int, y: int, st: _Style) -> int:
+        """Paste rendered banners downwards from ``y``, newest on top; the next free y."""
+        w = out.shape[1]
+        for canvas, alpha in canvases:
+            bh, bw = canvas.shape[:2]
+            bx = int(np.clip(x, 0, max(0, w - bw)))  # keep the whole banner on screen if it fits
+            _paste(out, canvas, bx, y, alpha)
+            y += bh + st.pad
+        return y
+
+    def _banner(self, event: Event, track: int, st: _Style, max_w: int) -> np.ndarray:
+        """One banner: ``#0 MICRO positive 0.82`` over ``onset 123 apex 127 offset 131 (4.10-4.37 s)``.
+
+        The detail wraps onto more lines when the image is too narrow for it, so a 320 px
+        wide stream still shows every number. Macro movements are grey and lower case.
+        """
+        micro = event.kind != "macro"
+        head = f"#{track} {'MICRO' if micro else 'macro'} {event.label} {event.score:.2f}"
+        chunks = [f"onset {event.onset}", f"apex {event.apex}", f"offset {event.offset}",
+                  f"({event.onset_s:.2f}-{event.offset_s:.2f} s)"]
+        stripe = max(3, st.pad)
+        inner = max_w - stripe - 2 * st.pad
+        lines = [head, chunks[0]]
+        for chunk in chunks[1:]:
+            joined = f"{lines[-1]} {chunk}"
+            if st.width(joined) <= inner:
+                lines[-1] = joined
+            else:
+                lines.append(chunk)
+        bw = stripe + st.pad + max(st.width(t) for t in lines) + st.pad
+        bh = len(lines) * st.line_h + st.pad
+        canvas = np.empty((bh, bw, 3), np.uint8)
+        canvas[:] = MICRO_FILL if micro else MACRO_FILL
+        canvas[:, :stripe] = track_colour(track)
+        colour = (255, 255, 255) if micro else (220, 220, 220)
+        for i, text in enumerate(lines):
+            _put(canvas, text, stripe + st.pad, st.pad // 2 + i * st.line_h, st, colour, outline=False)
+        return canvas
+
+
+class VideoSaver:
+    """Records annotated frames to an mp4 (``mp4v``), so a session can be reviewed afterwards.
+
+    The writer opens on the first frame because only then is the size known. A bad path is
+    reported when the saver is made (missing or unwritable folder) or, at the latest, on the
+    first frame, as a :class:`RealtimeError`, never as a silently empty file. Frames of another
+    size (a camera that reopened at a different resolution) are resized to the first size, as
+    an mp4 stream cannot change size.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+        self.path = Path(path)
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            raise RealtimeError(f"video fps must be a positive number, got {fps!r}")
+        self.fps = float(fps)
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if self.path.is_dir():
+            raise RealtimeError(f"cannot write video {self.path}: it is a folder")
+        if not parent.is_dir():
+            raise RealtimeError(f"cannot write video {self.path}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise RealtimeError(f"cannot write video {self.path}: folder {parent} is not writable")
+        self.frames = 0
+        self.size: tuple[int, int] | None = None  # (width, height)
+        self._writer: cv2.VideoWriter | None = None
+        self._closed = False
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        """Append one BGR uint8 frame."""
+        if self._closed:
+            raise RealtimeError(f"video {self.path} is already closed")
+        if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise RealtimeError(f"video frames must be BGR uint8 HxWx3, got {image_bgr.shape}")
+        if self._writer is None:
+            h, w = image_bgr.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
+            if not writer.isOpened():
+                writer.release()
+                raise RealtimeError(f"cannot write video {self.path} (mp4v, {w}x{h})")
+            self._writer, self.size = writer, (w, h)
+        if (image_bgr.shape[1], image_bgr.shape[0]) != self.size:
+            image_bgr = cv2.resize(image_bgr, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(np.ascontiguousarray(image_bgr))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (safe to call twice)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        self._closed = True
+
+    def __enter__(self) -> "VideoSaver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Display:
+    """A ``cv2.imshow`` window for the CLI; refuses early when there is no screen.
+
+    Failing in the constructor (not on the first frame, after the camera and model loaded)
+    tells a user on a server or in a container at once to pass ``--headless``.
+    """
+
+    def __init__(self, title: str = "micro-expression spotter") -> None:
+        self.title = title
+        if sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        ):
+            raise RealtimeError("no display available: use --headless")
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as err:  # headless OpenCV build, or the X server refused us
+            raise RealtimeError("no display available: use --headless") from err
+        self._open = True
+
+    def show(self, image_bgr: np.ndarray) -> bool:
+        """Show a frame; False once the user pressed q or Esc or closed the window."""
+        if not self._open:
+            return False
+        try:
+            cv2.imshow(self.title, image_bgr)
+            key = cv2.waitKey(1) & 0xFF
+            visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE)
+        except cv2.error:
+            visible = -1  # the window was destroyed under us
+            key = -1
+        if key in (ord("q"), ord("Q"), 27) or visible < 1:
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close the window (safe to call twice)."""
+        if getattr(self, "_open", False):
+            self._open = False
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)  # lets HighGUI process the destroy event
+            except cv2.error:
+                pass
+
+    def __enter__(self) -> "Display":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,112 @@
+"""One frame through faces -> buffers -> spotter -> events -> sinks, with per-stage timings.
+
+The CLI (``realtime.cam``), the benchmark (``realtime.bench``) and the Gradio demo all drive
+this one class, so what they show is the same computation. Capture stays outside: the
+caller owns the thread and hands frames in.
+
+Stage names (the benchmark's ``stages``): ``capture`` (frame read -> processing starts:
+decode hand-off and queueing), ``face`` (MediaPipe), ``align`` (key-point smoothing and the
+warp), ``spotter`` (buffering and the spotter on the windows that completed), ``events``
+(merging and the sinks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .buffer import Buffers
+from .events import EventMerger, Sink
+from .face import FaceTracker
+from .spotters.base import Spotter
+from .types import Event, FaceObservation, Frame, Window
+
+STAGES = ("capture", "face", "align", "spotter", "events")
+
+
+@dataclass
+class StepResult:
+    """What one frame produced, for overlays and for the benchmark."""
+
+    frame: Frame
+    faces: list[FaceObservation]
+    events: list[Event]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Faces, buffers, spotter and event merging for one stream."""
+
+    def __init__(self, tracker: FaceTracker, spotter: Spotter, sinks: Iterable[Sink] = ()) -> None:
+        self.tracker = tracker
+        self.spotter = spotter
+        self.sinks = list(sinks)
+        self.buffers = Buffers(spotter.window, spotter.stride, spotter.fps)
+        self.merger = EventMerger(spotter.name)
+        self.frames = 0
+        self.event_count = 0
+        self.recent_events: deque[Event] = deque(maxlen=1000)  # bounded, for summaries and delays
+        self.last_face_s: float | None = None  # stream time of the last frame with a face
+        self._now = 0.0
+
+    def step(self, frame: Frame) -> StepResult:
+        start = time.monotonic()
+        timings = {"capture": max(0.0, (start - frame.captured) * 1000)}
+        self.frames += 1
+        self._now = frame.timestamp
+        update = self.tracker.process(frame)
+        timings["face"], timings["align"] = update.face_ms, update.align_ms
+        if update.faces:
+            self.last_face_s = frame.timestamp
+        t0 = time.monotonic()
+        windows = self.buffers.push(update.faces)
+        ended = self.buffers.end(update.lost)
+        done = self._spot(windows + ended, ended_tracks=set(update.lost))
+        timings["spotter"] = (time.monotonic() - t0) * 1000 - done[1]
+        timings["events"] = done[1]
+        return StepResult(frame, update.faces, done[0], timings)
+
+    def finish(self) -> list[Event]:
+        """End of stream: close every track, flush every pending event."""
+        lost = self.tracker.close()
+        ended = self.buffers.end(lost) + self.buffers.end_all()
+        events, _ = self._spot(ended, ended_tracks=set(lost) | {w.track for w in ended})
+        tail = self.merger.finish(self._now)
+        self._write(tail)
+        return events + tail
+
+    def signals(self) -> dict[int, np.ndarray]:
+        """The spotter's latest motion signal per track (empty for spotters without one)."""
+        last = getattr(self.spotter, "last_signal", {})
+        return {track: values for track, (_, values) in last.items()}
+
+    # ------------------------------------------------------------------ internals
+    def _spot(self, windows: list[Window], ended_tracks: set[int]) -> tuple[list[Event], float]:
+        """Run the spotter on ``windows`` (one batch) and merge; returns events and ms in events."""
+        if not windows:
+            return [], 0.0
+        results = self.spotter.process(windows)
+        t0 = time.monotonic()
+        events: list[Event] = []
+        for window, candidates in zip(windows, results):
+            events += self.merger.add(window.track, candidates, self.spotter.final_before(window), self._now,
+                                      track_ended=window.final)
+        for track in ended_tracks:
+            self.spotter.end_track(track)
+        self._write(events)
+        return events, (time.monotonic() - t0) * 1000
+
+    def _write(self, events: list[Event]) -> None:
+        for event in events:
+            self.event_count += 1
+            self.recent_events.append(event)
+            for sink in self.sinks:
+                sink.write(event)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

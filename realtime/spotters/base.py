@@ -1,0 +1,44 @@
+"""The one protocol every spotter follows, and the rule for when its candidates are final.
+
+A spotter sees one :class:`~realtime.types.Window` at a time and returns the movements it
+found in it as :class:`~realtime.types.Candidate`s. Windows of a track overlap (a new one
+every ``stride`` model frames), so the same movement is usually reported by several windows;
+:mod:`realtime.events` merges those. For that it must know when no later window can still
+report a movement: :meth:`Spotter.final_before` gives, for the window just processed, the
+source frame before which every candidate of every *later* window of that track will lie
+after — events that end before it are final.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..types import Candidate, Window
+
+
+class Spotter(Protocol):
+    """``process(window) -> candidates``; windows of ``window`` model frames every ``stride``."""
+
+    name: str
+    window: int
+    stride: int
+    fps: float
+
+    def process(self, windows: list[Window]) -> list[list[Candidate]]:
+        """Candidates of each window (one list per window; a batch may mix tracks)."""
+        ...
+
+    def final_before(self, window: Window) -> int:
+        """Source frame before which later windows of this track report nothing new."""
+        ...
+
+    def end_track(self, track: int) -> None:
+        """Forget a track's state (face lost or stream over)."""
+        ...
+
+
+def next_window_start(window: Window, stride: int) -> int:
+    """Source frame where the next window of this track starts (end of stream: past the end)."""
+    if window.final or stride >= len(window.indices):
+        return int(window.indices[-1]) + 1
+    return int(window.indices[stride])

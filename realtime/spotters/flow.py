@@ -1,0 +1,292 @@
+"""The default, training-free spotter: optical flow in facial regions of the aligned crop.
+
+Why this design (and where it comes from)
+-----------------------------------------
+Classic micro-expression spotting compares each frame with frames a fixed lag ``k`` before
+and after it ("feature difference analysis", Moilanen, Zhao and Pietikäinen, ICPR 2014; the
+MEGC baselines by He et al. 2020 use optical flow in regions of interest the same way). A
+movement that starts after ``t-k`` and is over by ``t+k`` shows at ``t`` with its full size,
+while slow drifts cancel. We compute, per model frame ``t`` and per region ``r``,
+
+    B_r(t) = mean optical flow from crop[t-k] to crop[t] inside region r, minus the median
+             flow of the whole face (global head motion the alignment did not remove),
+
+once per frame (DIS optical flow, OpenCV), and the band-limited difference
+
+    d_r(t) = (B_r(t) - B_r(t+k)) / 2        (~ displacement at t relative to t-k and t+k)
+
+The signal is ``s(t) = max_r |d_r(t)|``, lightly smoothed. A peak of ``s`` above an adaptive
+threshold (median + ``c`` robust deviations of the track's recent signal, and an absolute
+floor) is a movement's apex ``a``. Its extent comes from projecting every ``d(t)`` on the
+apex pattern ``d(a)``: ``q(t) = <d(t), d(a)> / |d(a)|^2`` is 1 at the apex and falls to 0
+where the face is back to its pre-movement state, so onset and offset are where ``q`` drops
+below ``EXTENT`` on either side. A lasting change of expression (a step, not a there-and-back
+movement) gives an equally strong *negative* ``q`` lobe within ``2k`` of the apex; those
+are not movements of their own and are dropped (``STEP_LOBE``).
+
+Durations: 0.065-0.5 s is a micro-expression (the common definition used by CAS(ME)^2 and
+SAMM: under 0.5 s); longer ones are reported as ``macro``; shorter ones (one-frame glitches)
+are dropped. The lag ``k`` (1/3 s) covers the longest micro-expression's rise or fall.
+
+Emotion: from the change of MediaPipe blendshapes between onset and apex
+(:data:`EMOTION_BLENDSHAPES`, after the FACS action units that define the MEGC classes:
+AU12/AU6 positive, AU1+2/AU5/AU26 surprise, AU4/AU15/AU9 negative); ``others`` when no class
+rises by at least ``MIN_BLENDSHAPE_RISE`` or two classes are within ``UNSURE_MARGIN``.
+
+Windows: ``window`` model frames every ``stride``; frame ``t`` has a signal only when
+``t-k`` and ``t+k`` lie in the window, so candidates lie in ``[k, window-k)`` and a later
+window never reports anything that ends before its own ``start + k``: that is
+:meth:`FlowSpotter.final_before`. Flow per frame is cached per track, so overlapping windows
+cost one flow per new frame.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..face import BLENDSHAPE_NAMES
+from ..types import Candidate, Window
+from .base import next_window_start
+
+#: Regions of interest: MediaPipe face-mesh landmark indices whose mean position (in the
+#: aligned crop) is the region's centre. Names are in the image's left/right.
+REGIONS: dict[str, tuple[int, ...]] = {
+    "brow_outer_left": (70, 63),
+    "brow_left": (105, 66),
+    "brow_inner_left": (107, 55),
+    "brow_inner_right": (336, 285),
+    "brow_right": (334, 296),
+    "brow_outer_right": (300, 293),
+    "lid_left": (159, 158),
+    "lid_right": (386, 385),
+    "cheek_left": (205, 50),
+    "cheek_right": (425, 280),
+    "mouth_corner_left": (61, 146),
+    "mouth_corner_right": (291, 375),
+    "chin": (199, 175),
+}
+REGION_HALF = 0.075  # half side of a region's box, fraction of the crop
+
+#: MediaPipe blendshape names whose rise signals each MEGC class.
+EMOTION_BLENDSHAPES: dict[str, tuple[str, ...]] = {
+    "positive": ("mouthSmileLeft", "mouthSmileRight", "cheekSquintLeft", "cheekSquintRight"),
+    "surprise": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "eyeWideLeft", "eyeWideRight", "jawOpen"),
+    "negative": ("browDownLeft", "browDownRight", "mouthFrownLeft", "mouthFrownRight", "noseSneerLeft",
+                 "noseSneerRight"),
+}
+MIN_BLENDSHAPE_RISE = 0.02
+UNSURE_MARGIN = 0.01
+
+EXTENT = 0.3  # q below this: back to the pre-movement state (raised-cosine ramps cross it ~1/3 in)
+STEP_LOBE = -0.8  # a brief movement has lobes of -0.5 at apex -/+ k; a lasting change reaches -1
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Tunable parameters (defaults chosen on synthetic validation videos, see docs)."""
+
+    fps: float = 30.0
+    window: int = 48
+    stride: int = 8
+    lag_s: float = 1 / 3
+    threshold_mads: float = 4.0  # c: robust deviations above a region's median
+    floor_px: float = 0.35  # absolute threshold in crop pixels at a 112 px crop
+    history_s: float = 10.0  # how much of the track's signal the threshold adapts to
+    min_s: float = 0.065
+    micro_max_s: float = 0.5
+    macro_max_s: float = 4.0
+
+    @property
+    def lag(self) -> int:
+        return max(1, round(self.lag_s * self.fps))
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stride <= self.window - 4 * self.lag:
+            raise ValueError(f"flow stride must be 1..window - 4 x lag ({self.window - 4 * self.lag}), "
+                             f"got {self.stride} (window {self.window}, lag {self.lag})")
+
+
+class _Track:
+    """Per-track memory: flow per frame pair, and the recent signal for the threshold."""
+
+    def __init__(self, history: int) -> None:
+        self.flows: dict[tuple[int, int], np.ndarray] = {}
+        self.signal: deque[np.ndarray] = deque(maxlen=history)  # [R] magnitudes per frame
+        self.signal_until = -1  # last source frame whose signal value is in ``signal``
+
+
+def _gray(crop: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+
+
+class FlowSpotter:
+    """Training-free ROI optical-flow spotter (see the module docstring)."""
+
+    name = "flow"
+    crop_size = 112
+
+    def __init__(self, settings: FlowSettings | None = None, sensitivity: float = 1.0) -> None:
+        if sensitivity <= 0:
+            raise ValueError(f"sensitivity must be positive, got {sensitivity}")
+        self.settings = settings or FlowSettings()
+        self.sensitivity = sensitivity
+        self.window, self.stride, self.fps = self.settings.window, self.settings.stride, self.settings.fps
+        self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._tracks: dict[int, _Track] = {}
+        #: The last window's signal per track, for overlays: (source frames, values).
+        self.last_signal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ protocol
+    def describe(self) -> str:
+        return "training-free optical-flow spotter (no weights; emotion guessed from blendshapes)"
+
+    def process(self, windows: list[Window]) -> list[list[Candidate]]:
+        return [self._process_one(w) for w in windows]
+
+    def final_before(self, window: Window) -> int:
+        ahead = self.stride + self.settings.lag
+        if window.final or ahead >= len(window.indices):
+            return next_window_start(window, self.stride)
+        return int(window.indices[ahead])
+
+    def end_track(self, track: int) -> None:
+        self._tracks.pop(track, None)
+        self.last_signal.pop(track, None)
+
+    # ------------------------------------------------------------------ signal
+    def _region_boxes(self, window: Window) -> np.ndarray:
+        """``[R, 4]`` integer boxes (x0, y0, x1, y1) from the window's median landmarks."""
+        size = window.crops.shape[1]
+        marks = np.median(window.landmarks, axis=0)
+        half = max(2, round(REGION_HALF * size))
+        boxes = []
+        for ids in REGIONS.values():
+            cx, cy = marks[list(ids)].mean(axis=0)
+            x0 = int(np.clip(round(cx) - half, 0, size - 2))
+            y0 = int(np.clip(round(cy) - half, 0, size - 2))
+            boxes.append((x0, y0, min(size, x0 + 2 * half + 1), min(size, y0 + 2 * half + 1)))
+        return np.array(boxes)
+
+    def _region_flow(self, before: np.ndarray, after: np.ndarray, boxes: np.ndarray,
+                     face: tuple[int, int, int, int]) -> np.ndarray:
+        """``[R, 2]`` mean flow per region after removing the face's global (affine) motion.
+
+        The alignment removes most head motion, but its smoothing lags a moving head and a
+        similarity cannot follow yaw or pitch; an affine fit to the flow over the face
+        (least squares on a grid) takes out what is left, so regions report deformation.
+        """
+        flow = self._flow.calc(_gray(before), _gray(after), None)
+        x0, y0, x1, y1 = face
+        step = max(2, (x1 - x0) // 12)
+        ys, xs = np.mgrid[y0:y1:step, x0:x1:step]
+        grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1).astype(np.float32)
+        target = flow[ys.ravel(), xs.ravel()]
+        affine, *_ = np.linalg.lstsq(grid, target, rcond=None)  # [3, 2]
+        out = []
+        for bx0, by0, bx1, by1 in boxes:
+            yy, xx = np.mgrid[by0:by1, bx0:bx1]
+            model = np.stack([xx.ravel(), yy.ravel(), np.ones(xx.size)], axis=1).astype(np.float32) @ affine
+            out.append((flow[by0:by1, bx0:bx1].reshape(-1, 2) - model).mean(axis=0))
+        return np.array(out, np.float32)
+
+    def signal(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``d [T, R, 2]`` (NaN where undefined) and ``s [T]`` for one window."""
+        cfg = self.settings
+        k, n = cfg.lag, len(window.indices)
+        state = self._tracks.setdefault(window.track, _Track(max(1, round(cfg.history_s * cfg.fps))))
+        boxes = self._region_boxes(window)
+        size = window.crops.shape[1]
+        lo = np.clip(np.min(window.landmarks, axis=(0, 1)), 0, size - 1).astype(int)
+        hi = np.clip(np.max(window.landmarks, axis=(0, 1)), 1, size).astype(int)
+        face = (lo[0], lo[1], max(hi[0], lo[0] + 2), max(hi[1], lo[1] + 2))
+        back = np.full((n, len(boxes), 2), np.nan, np.float32)
+        for t in range(k, n):
+            key = (int(window.indices[t - k]), int(window.indices[t]))
+            if key not in state.flows:
+                state.flows[key] = self._region_flow(window.crops[t - k], window.crops[t], boxes, face)
+            back[t] = state.flows[key]
+        # Keep the cache bounded: only pairs that can still appear in a later window.
+        oldest = int(window.indices[min(self.stride, n - 1)])
+        for key in [key for key in state.flows if key[0] < oldest - k]:
+            del state.flows[key]
+        d = np.full_like(back, np.nan)
+        d[k:n - k] = 0.5 * (back[k:n - k] - back[2 * k:n])
+        magnitude = np.linalg.norm(d, axis=2)  # [T, R]
+        # Feed each region's noise estimate with each source frame once.
+        for t in range(k, n - k):
+            if window.indices[t] > state.signal_until:
+                state.signal.append(magnitude[t].copy())
+                state.signal_until = int(window.indices[t])
+        history = np.stack(state.signal)
+        median = np.median(history, axis=0)
+        spread = 1.4826 * np.median(np.abs(history - median), axis=0)
+        floor = cfg.floor_px * size / 112
+        scale = np.maximum(spread, floor / cfg.threshold_mads)
+        excess = ((magnitude - median) / scale).max(axis=1)
+        smooth = excess.copy()
+        smooth[k + 1:n - k - 1] = 0.25 * excess[k:n - k - 2] + 0.5 * excess[k + 1:n - k - 1] + 0.25 * excess[k + 2:n - k]
+        self.last_signal[window.track] = (window.indices[k:n - k].copy(), smooth[k:n - k].copy())
+        return d, smooth
+
+    def threshold(self) -> float:
+        """Robust deviations above a region's median that make a movement."""
+        return self.settings.threshold_mads / self.sensitivity
+
+    # ------------------------------------------------------------------ candidates
+    def _process_one(self, window: Window) -> list[Candidate]:
+        cfg = self.settings
+        k, n = cfg.lag, len(window.indices)
+        d, s = self.signal(window)
+        theta = self.threshold()
+        # Apexes only where both side lobes (apex -/+ k) can be inspected: [2k, n-2k).
+        valid = np.arange(2 * k, n - 2 * k)
+        out: list[Candidate] = []
+        taken = np.zeros(n, bool)
+        for a in valid[np.argsort(-s[valid])]:
+            if s[a] < theta:
+                break
+            if taken[a]:
+                continue
+            pattern = d[a]
+            q = np.einsum("trc,rc->t", np.nan_to_num(d), pattern) / max(float((pattern**2).sum()), 1e-9)
+            onset, offset = a, a
+            while onset > k and q[onset] > EXTENT:
+                onset -= 1
+            while offset < n - k - 1 and q[offset] > EXTENT:
+                offset += 1
+            taken[max(onset, a - k):min(offset, a + k) + 1] = True
+            truncated = (q[onset] > EXTENT or q[offset] > EXTENT) and not window.final
+            lobe = q[max(k, a - 2 * k):min(n - k, a + 2 * k + 1)].min()
+            if truncated or lobe < STEP_LOBE:
+                continue
+            cand = self._candidate(window, onset, a, offset, float(s[a] / theta))
+            if cand is not None:
+                out.append(cand)
+        return out
+
+    def _candidate(self, window: Window, onset: int, apex: int, offset: int, strength: float) -> Candidate | None:
+        cfg = self.settings
+        idx, ts = window.indices, window.timestamps
+        duration = (offset - onset) / cfg.fps
+        if duration < cfg.min_s or duration > cfg.macro_max_s:
+            return None
+        kind = "micro" if duration <= cfg.micro_max_s else "macro"
+        score = float(1 - np.exp(-(strength - 1) * 2)) * 0.5 + 0.5  # 0.5 at the threshold, ->1
+        return Candidate(track=window.track, onset=int(idx[onset]), apex=int(idx[apex]), offset=int(idx[offset]),
+                         onset_s=float(ts[onset]), apex_s=float(ts[apex]), offset_s=float(ts[offset]),
+                         label=self.emotion(window.blendshapes[onset], window.blendshapes[apex]),
+                         score=round(score, 4), kind=kind)
+
+    def emotion(self, before: np.ndarray, apex: np.ndarray) -> str:
+        """MEGC class from the blendshape change onset -> apex; ``others`` when unsure."""
+        rise = dict(zip(BLENDSHAPE_NAMES, (apex - before).tolist()))
+        evidence = {label: max(rise.get(n, 0.0) for n in names) for label, names in EMOTION_BLENDSHAPES.items()}
+        ranked = sorted(evidence.items(), key=lambda kv: -kv[1])
+        (best, top), (_, second) = ranked[0], ranked[1]
+        if top < MIN_BLENDSHAPE_RISE or top - second < UNSURE_MARGIN:
+            return "others"
+        return best

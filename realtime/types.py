@@ -1,0 +1,159 @@
+"""The records that flow through the live spotter, one per stage (see DESIGN.md, "Contracts").
+
+capture -> :class:`Frame` -> face -> :class:`FaceObservation` -> buffer -> :class:`Window`
+-> spotter -> :class:`Candidate` -> events -> :class:`Event` -> sinks.
+
+Times: ``timestamp`` is *stream time* in seconds: ``index / fps`` for files and image folders
+(so event times match the video's own clock), seconds since the capture started for live
+cameras. ``captured`` is ``time.monotonic()`` when the frame was read, used only to measure
+latency. Frame numbers are 0-based indices of the source's own frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class RealtimeError(ValueError):
+    """Bad input to the live spotter (camera, file, model file, flags): one clear line."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One source frame: 0-based index, stream time (s), capture time, BGR uint8 image."""
+
+    index: int
+    timestamp: float
+    captured: float
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class FaceObservation:
+    """One tracked face in one frame.
+
+    ``landmarks``: ``[478, 3]`` float32, x and y in source pixels, z in MediaPipe's relative
+    units. ``blendshapes``: ``[52]`` float32 in MediaPipe's category order
+    (:data:`realtime.face.BLENDSHAPE_NAMES`). ``transform``: the smoothed ``2x3`` similarity
+    that maps source pixels to the aligned crop. ``crop``: RGB uint8 ``[S, S, 3]``. ``box``:
+    ``(x0, y0, x1, y1)`` of the landmarks in source pixels.
+    """
+
+    track: int
+    index: int
+    timestamp: float
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    transform: np.ndarray
+    crop: np.ndarray
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Window:
+    """T aligned crops of one track, resampled to the model fps.
+
+    ``indices[i]`` and ``timestamps[i]`` are the source frame (and its stream time) that
+    model frame ``i`` was taken from; ``crops`` is ``[T, S, S, 3]`` RGB uint8,
+    ``landmarks`` ``[T, 478, 2]`` float32 in crop pixels and ``blendshapes`` ``[T, 52]``. ``final`` marks the last window of a track (face lost or
+    stream ended): it may repeat frames at its end when the track was shorter than T.
+    """
+
+    track: int
+    indices: np.ndarray
+    timestamps: np.ndarray
+    crops: np.ndarray
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    final: bool = False
+
+    @property
+    def start(self) -> int:
+        return int(self.indices[0])
+
+    @property
+    def end(self) -> int:
+        return int(self.indices[-1])
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One spotted movement in one window (source frame numbers and stream times)."""
+
+    track: int
+    onset: int
+    apex: int
+    offset: int
+    onset_s: float
+    apex_s: float
+    offset_s: float
+    label: str
+    score: float
+    kind: str = "micro"  # "micro" (0.065-0.5 s) or "macro"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A final, merged movement as the sinks receive it (the JSONL schema)."""
+
+    track: int
+    onset: int
+    apex: int
+    offset: int
+    onset_s: float
+    offset_s: float
+    label: str
+    score: float
+    spotter: str
+    emitted_s: float
+    kind: str = "micro"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def delay_s(self) -> float:
+        """Stream time between the movement's offset and its emission."""
+        return self.emitted_s - self.offset_s
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        extra = out.pop("extra")
+        out.update(extra)
+        out["delay_s"] = round(self.delay_s, 4)
+        for key in ("onset_s", "offset_s", "emitted_s", "score"):
+            out[key] = round(float(out[key]), 4)
+        return out
+
+
+#: Keys every event line carries (DESIGN.md), checked by :func:`validate_event_line`.
+EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
+    "track": int,
+    "onset": int,
+    "apex": int,
+    "offset": int,
+    "onset_s": (int, float),
+    "offset_s": (int, float),
+    "label": str,
+    "score": (int, float),
+    "spotter": str,
+    "emitted_s": (int, float),
+    "kind": str,
+}
+LABELS = ("negative", "positive", "surprise", "others")
+
+
+def validate_event_line(obj: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first way ``obj`` breaks the event schema."""
+    for key, kind in EVENT_SCHEMA.items():
+        if key not in obj:
+            raise ValueError(f"event lacks {key!r}")
+        if isinstance(obj[key], bool) or not isinstance(obj[key], kind):
+            raise ValueError(f"event field {key!r} has type {type(obj[key]).__name__}")
+    if not obj["onset"] <= obj["apex"] <= obj["offset"]:
+        raise ValueError("event needs onset <= apex <= offset")
+    if obj["label"] not in LABELS:
+        raise ValueError(f"event label {obj['label']!r} is not one of {LABELS}")
+    if obj["kind"] not in ("micro", "macro"):
+        raise ValueError(f"event kind {obj['kind']!r} is not micro or macro")

@@ -1,0 +1,341 @@
+"""Capture on real video: files never drop, live cameras keep the newest frames and reconnect.
+
+Live cameras are played by :class:`FakeCamera`, a ``cv2.VideoCapture`` stand-in that serves the
+real frames of ``pyfeat_single_face.mp4`` and fails on command, so disconnects, slow consumers
+and dead cameras are tested without hardware.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+from fgsl.data.frames import VideoError
+from realtime.capture import (
+    DEFAULT_CAMERA_FPS,
+    CameraSource,
+    Capture,
+    FileSource,
+    parse_source,
+)
+from realtime.types import Frame, RealtimeError
+from tests.conftest import shared_video
+
+VIDEO = "pyfeat_single_face.mp4"
+FAST_BACKOFF = (0.02, 0.08)
+
+
+@pytest.fixture(scope="module")
+def real_frames() -> list[np.ndarray]:
+    """Every frame of the test video as OpenCV decodes it (the reference for all comparisons)."""
+    cap = cv2.VideoCapture(str(shared_video(VIDEO)))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    assert len(frames) == 72
+    return frames
+
+
+class FakeCamera:
+    """A camera serving ``frames`` (cycling) for ``fail_after`` reads, then failing forever."""
+
+    def __init__(self, frames: list[np.ndarray], fail_after: int | None = None,
+                 fps: float = 30.0, period_s: float = 0.0, opened: bool = True,
+                 on_read: Callable[[int], None] | None = None) -> None:
+        self.frames, self.fail_after, self.fps = frames, fail_after, fps
+        self.period_s, self.opened, self.on_read = period_s, opened, on_read
+        self.reads = 0
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802
+        return self.opened and not self.released
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.period_s:
+            time.sleep(self.period_s)
+        if self.on_read is not None:
+            self.on_read(self.reads)
+        if self.released or (self.fail_after is not None and self.reads >= self.fail_after):
+            return False, None
+        image = self.frames[self.reads % len(self.frames)]
+        self.reads += 1
+        return True, image
+
+    def get(self, prop: int) -> float:
+        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        self.released = True
+
+
+def scripted_opener(*cameras: FakeCamera, on_open: Callable[[int], None] | None = None) -> Callable[[], FakeCamera]:
+    """Hands out ``cameras`` in turn (the last one again once they run out); counts calls."""
+    calls = {"n": 0}
+
+    def opener() -> FakeCamera:
+        n = calls["n"]
+        calls["n"] += 1
+        if on_open is not None:
+            on_open(n)
+        return cameras[min(n, len(cameras) - 1)]
+
+    opener.calls = calls  # type: ignore[attr-defined]
+    return opener
+
+
+def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
+    message = str(exc.value)
+    assert message and "\n" not in message
+    return message
+
+
+# -- files and folders -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_file_delivers_every_frame_in_order(real_frames):
+    path = shared_video(VIDEO)
+    with Capture(parse_source(None, str(path))) as capture:
+        assert capture.fps == pytest.approx(30.0) and capture.name == str(path)
+        frames = list(capture)
+    assert len(frames) == len(real_frames) == 72
+    assert [f.index for f in frames] == list(range(72))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 30.0 for i in range(72)])
+    for frame, expected in zip(frames, real_frames):
+        assert isinstance(frame, Frame) and frame.image.dtype == np.uint8
+        assert np.array_equal(frame.image, expected)
+    assert all(a.captured <= b.captured for a, b in zip(frames, frames[1:]))
+    stats = capture.stats
+    assert (stats.read, stats.delivered, stats.dropped, stats.reconnects) == (72, 72, 0, 0)
+    assert not stats.live and stats.status == ""
+    assert not capture.running
+
+
+@pytest.mark.timeout(30)
+def test_file_with_slow_consumer_still_drops_nothing():
+    capture = Capture(FileSource(shared_video(VIDEO)), queue_size=2)
+    indices = []
+    for frame in capture:
+        indices.append(frame.index)
+        if frame.index < 6:
+            time.sleep(0.02)  # the reader fills the small queue and must wait, not drop
+    assert indices == list(range(72))
+    assert capture.stats.dropped == 0 and not capture.running
+
+
+@pytest.mark.timeout(30)
+def test_frame_folder_uses_the_given_fps(tmp_path, real_frames):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"img{i + 1:03d}.png"), real_frames[i * 10])
+    frames = list(Capture(parse_source(None, tmp_path, fps=25.0)))
+    assert [f.index for f in frames] == list(range(5))
+    assert [f.timestamp for f in frames] == pytest.approx([i / 25 for i in range(5)])
+    for i, frame in enumerate(frames):
+        assert np.array_equal(frame.image, real_frames[i * 10])  # PNG is lossless
+
+
+@pytest.mark.timeout(30)
+def test_broken_image_mid_folder_ends_the_stream_with_an_error(tmp_path, real_frames):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"img{i + 1:03d}.png"), real_frames[i])
+    (tmp_path / "img004.png").write_bytes(b"not a png at all")
+    capture = Capture(FileSource(tmp_path, fps=30.0))
+    seen = []
+    with pytest.raises(RealtimeError) as exc:
+        for frame in capture:
+            seen.append(frame.index)
+    assert seen == [0, 1, 2]
+    assert "img004.png" in one_line(exc)
+    assert not capture.running
+
+
+def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
+    with pytest.raises(RealtimeError) as exc:
+        Capture(parse_source(None, tmp_path / "nothere.mp4"))
+    assert "nothere.mp4" in one_line(exc) and "no such" in str(exc.value)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(RealtimeError) as exc:
+        Capture(parse_source(None, bad))
+    assert "broken.mp4" in one_line(exc)
+    with pytest.raises(RealtimeError) as exc:  # a folder needs a frame rate
+        cv2.imwrite(str(tmp_path / "f1.png"), np.zeros((4, 4, 3), np.uint8))
+        Capture(parse_source(None, tmp_path))
+    assert "fps" in one_line(exc)
+    assert not issubclass(RealtimeError, VideoError)  # one error type out of capture: converted
+
+
+def test_parse_source_needs_exactly_one_valid_source():
+    for device, path in ((None, None), (0, "a.mp4")):
+        with pytest.raises(RealtimeError, match="exactly one source"):
+            parse_source(device, path)
+    with pytest.raises(RealtimeError, match="camera index"):
+        parse_source(-1, None)
+    with pytest.raises(RealtimeError, match="fps"):
+        parse_source(None, "a.mp4", fps=0)
+    assert isinstance(parse_source(0, None), CameraSource)
+    assert parse_source(0, None).name == "camera 0"
+    assert isinstance(parse_source(None, "rtsp://host/stream"), CameraSource)
+    assert isinstance(parse_source(None, "a.mp4"), FileSource)
+
+
+@pytest.mark.timeout(30)
+def test_realtime_pacing_follows_the_file_clock():
+    capture = Capture(FileSource(shared_video(VIDEO)), realtime=True)
+    start = time.monotonic()
+    for frame in capture:
+        if frame.index == 20:
+            break
+    elapsed = time.monotonic() - start
+    capture.stop()
+    assert elapsed >= 0.5  # frame 20 is due at 20/30 s; without pacing it takes ~0.05 s
+    assert elapsed < 10
+    assert not capture.running
+
+
+@pytest.mark.timeout(30)
+def test_stop_mid_stream_is_prompt():
+    # Producer blocked on a full queue (consumer stopped taking frames).
+    capture = Capture(FileSource(shared_video(VIDEO)), queue_size=2).start()
+    first = next(iter(capture))
+    assert first.index == 0
+    time.sleep(0.1)
+    start = time.monotonic()
+    capture.stop()
+    assert time.monotonic() - start < 1.0 and not capture.running
+    assert list(capture) == []  # a stopped capture yields nothing more
+    # Producer waiting on the --realtime clock.
+    paced = Capture(FileSource(shared_video(VIDEO)), realtime=True).start()
+    start = time.monotonic()
+    paced.stop()
+    assert time.monotonic() - start < 1.0 and not paced.running
+
+
+# -- live cameras (fake reader, real frames) --------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_slow_consumer_drops_oldest_and_sees_newest(real_frames):
+    camera = FakeCamera(real_frames, period_s=0.001, fps=60.0)
+    capture = Capture(CameraSource("camera 0", scripted_opener(camera)), queue_size=2)
+    assert capture.fps == 60.0 and capture.live
+    got = []
+    with capture:
+        frames = iter(capture)
+        for _ in range(8):
+            read_before = capture.stats.read
+            frame = next(frames)
+            # Only the newest queue_size frames are kept: nothing older than that can come out.
+            assert frame.index >= read_before - 2
+            got.append(frame)
+            time.sleep(0.03)
+    stats = capture.stats
+    indices = [f.index for f in got]
+    assert indices == sorted(set(indices))  # strictly increasing
+    assert indices[-1] - indices[0] > len(indices)  # gaps: frames were skipped
+    assert stats.dropped > 0
+    assert stats.read - stats.delivered - stats.dropped <= 2  # the rest is at most the queue
+    for frame in got:  # each index carries the image the camera produced for it
+        assert np.array_equal(frame.image, real_frames[frame.index % len(real_frames)])
+    assert all(b.timestamp > a.timestamp >= 0 for a, b in zip(got, got[1:]))
+    assert not capture.running and camera.released
+
+
+@pytest.mark.timeout(30)
+def test_camera_reconnects_and_keeps_counting(real_frames):
+    statuses, after_reconnect = [], []
+    capture: Capture | None = None
+
+    def on_open(n: int) -> None:
+        if n > 0:  # a reopen: capture must be reporting the outage right now
+            statuses.append(capture.stats.status)
+
+    def on_second_read(n: int) -> None:
+        if n == 2:  # two frames have flowed since the reconnect
+            after_reconnect.append(capture.stats)
+
+    first = FakeCamera(real_frames[:10], fail_after=10)
+    second = FakeCamera(real_frames[10:], fail_after=15, on_read=on_second_read)
+
+    # Reopens: first a camera that will not open, then the working one.
+    opener = scripted_opener(first, FakeCamera([], opened=False), second,
+                             FakeCamera([], opened=False), on_open=on_open)
+    capture = Capture(CameraSource("camera 0", opener), queue_size=100, give_up_s=0.5, backoff_s=FAST_BACKOFF)
+    frames = []
+    with pytest.raises(RealtimeError):  # after the second camera's 15 frames, it gives up
+        frames.extend(capture)
+    assert [f.index for f in frames] == list(range(25))  # no gap, no restart at 0
+    for frame in frames:
+        assert np.array_equal(frame.image, real_frames[frame.index])
+    assert first.released and second.released
+    assert statuses and all(s.startswith("camera 0 lost; reopening in 0.") for s in statuses)
+    assert after_reconnect[0].status == "" and after_reconnect[0].reconnects == 1  # status cleared
+    stats = capture.stats
+    assert stats.reconnects == 1 and stats.dropped == 0 and stats.read == 25
+
+
+@pytest.mark.timeout(30)
+def test_permanent_outage_ends_with_a_clear_error(real_frames):
+    camera = FakeCamera(real_frames, fail_after=5)
+    attempts = []
+
+    def opener():
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            return camera
+        raise RuntimeError("driver says no")  # an opener that raises counts as a failed open
+
+    capture = Capture(CameraSource("camera 3", opener), queue_size=100, give_up_s=0.3, backoff_s=FAST_BACKOFF)
+    seen = []
+    start = time.monotonic()
+    with pytest.raises(RealtimeError) as exc:
+        for frame in capture:
+            seen.append(frame.index)
+    elapsed = time.monotonic() - start
+    message = one_line(exc)
+    assert message.startswith("camera 3 lost") and "0.3 s" in message
+    assert seen == [0, 1, 2, 3, 4]
+    assert 0.3 <= elapsed < 5
+    assert len(attempts) >= 3  # it kept trying, with backoff, before giving up
+    gaps = np.diff(attempts[1:])
+    assert (gaps >= FAST_BACKOFF[0] * 0.9).all()
+    assert not capture.running and camera.released
+
+
+def test_camera_that_cannot_be_opened_is_a_clear_error(real_frames):
+    dead = FakeCamera(real_frames, opened=False)
+    with pytest.raises(RealtimeError) as exc:
+        Capture(CameraSource("camera 5", scripted_opener(dead)))
+    assert one_line(exc).startswith("camera 5: cannot open")
+    assert dead.released
+    with pytest.raises(RealtimeError, match="camera 97: cannot open"):  # the real OpenCV path
+        Capture(parse_source(97, None))
+
+
+def test_camera_without_a_reported_rate_assumes_the_default(real_frames):
+    capture = Capture(CameraSource("camera 0", scripted_opener(FakeCamera(real_frames, fps=0.0))))
+    assert capture.fps == DEFAULT_CAMERA_FPS
+    capture.stop()  # never started: stop releases the camera it opened
+    assert not capture.running
+
+
+@pytest.mark.timeout(30)
+def test_stop_during_camera_backoff_is_prompt(real_frames):
+    camera = FakeCamera(real_frames, fail_after=3)
+    capture = Capture(CameraSource("camera 0", scripted_opener(camera, FakeCamera([], opened=False))),
+                      give_up_s=60, backoff_s=(30.0, 60.0)).start()
+    deadline = time.monotonic() + 5
+    while "lost" not in capture.stats.status and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "reopening in 30.0 s" in capture.stats.status
+    start = time.monotonic()
+    capture.stop()
+    assert time.monotonic() - start < 1.0 and not capture.running

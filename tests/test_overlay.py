@@ -1,0 +1,279 @@
+"""The overlay on a real video frame: what it draws, where, for how long; recording; the window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime import overlay
+from realtime.overlay import Display, OverlayState, VideoSaver, track_colour
+from realtime.types import Event, FaceObservation, RealtimeError
+from tests.conftest import shared_video
+
+STATS = {"fps": 29.7, "dropped": 2, "latency_ms": 41.0, "spotter": "flow", "status": None}
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    cap = cv2.VideoCapture(str(shared_video("pyfeat_single_face.mp4")))
+    ok, image = cap.read()
+    cap.release()
+    assert ok and image.shape == (360, 640, 3)
+    return image
+
+
+def face(track: int, box: tuple[float, float, float, float]) -> FaceObservation:
+    return FaceObservation(
+        track=track,
+        index=0,
+        timestamp=0.0,
+        landmarks=np.zeros((478, 3), np.float32),
+        blendshapes=np.zeros(52, np.float32),
+        transform=np.eye(2, 3, dtype=np.float32),
+        crop=np.zeros((112, 112, 3), np.uint8),
+        box=box,
+    )
+
+
+def event(track: int = 0, kind: str = "micro", emitted: float = 4.5) -> Event:
+    return Event(track, 123, 127, 131, 4.1, 4.37, "positive", 0.82, "flow", emitted, kind=kind)
+
+
+# The face in pyfeat_single_face.mp4 sits roughly here in the first frame (640x360).
+BOX = (215.0, 110.0, 380.0, 300.0)
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mask of pixels that differ between two images."""
+    return np.any(a != b, axis=2)
+
+
+def test_draw_annotates_a_copy_inside_the_face_box(frame):
+    before = frame.copy()
+    sig = np.abs(np.random.default_rng(0).normal(0, 0.05, 120))
+    out = OverlayState().draw(frame, [face(0, BOX)], {0: sig}, [event()], STATS, now_s=4.5)
+    assert np.array_equal(frame, before), "the input frame must not be modified"
+    assert out.shape == frame.shape and out.dtype == np.uint8 and out is not frame
+    x0, y0, x1, y1 = map(int, BOX)
+    # The box outline is drawn in the track's colour on its edges.
+    edge = out[(y0 + y1) // 2, x0 - 1 : x0 + 2]
+    assert any(np.abs(px.astype(int) - track_colour(0)).max() < 60 for px in edge)
+    assert changed(out, frame)[y0 - 2 : y1 + 3, x0 - 2 : x1 + 3].sum() > 2 * (x1 - x0)
+    # The inside of the face is not painted over (the plot and banners go around it).
+    inner = changed(out, frame)[y0 + 40 : y1 - 10, x0 + 10 : x1 - 10]
+    assert inner.mean() < 0.05
+
+
+def test_banner_sits_next_to_its_face_and_macro_looks_different(frame):
+    faces, sig = [face(0, BOX)], {0: np.zeros(90)}
+    plain = OverlayState().draw(frame, faces, sig, [], STATS, now_s=4.5)
+    micro = OverlayState().draw(frame, faces, sig, [event()], STATS, now_s=4.5)
+    macro = OverlayState().draw(frame, faces, sig, [event(kind="macro")], STATS, now_s=4.5)
+    x0, y0, x1, y1 = map(int, BOX)
+    diff = changed(micro, plain)
+    ys, xs = np.nonzero(diff)
+    assert diff.sum() > 2000, "a banner is a solid block of pixels"
+    assert ys.max() < y0 and ys.min() >= 0, "the banner stands above the face box"
+    assert xs.min() >= x0 - 1 and xs.min() < x1, "and starts at the box's left edge"
+    block = micro[diff].astype(int)  # mostly the red micro fill (BGR)
+    assert np.median(block[:, 2]) > 150 and np.median(block[:, 0]) < 100
+    grey = macro[changed(macro, plain)].astype(int)
+    assert np.median(np.abs(grey[:, 2] - grey[:, 0])) < 30, "macro banners are grey, not red"
+
+
+def test_signal_plot_below_the_face_and_noise_stays_flat(frame):
+    faces = [face(0, BOX)]
+    x0, y0, x1, y1 = map(int, BOX)
+    flat = OverlayState().draw(frame, faces, {0: np.zeros(90)}, [], {}, now_s=3.0)
+    noise = np.random.default_rng(1).normal(0, 0.01, 90)  # far below the 0.5 floor
+    spike = np.zeros(90)
+    spike[60:66] = [0.5, 1.5, 3.0, 3.0, 1.5, 0.5]
+    noisy = OverlayState().draw(frame, faces, {0: noise}, [], {}, now_s=3.0)
+    spiky = OverlayState().draw(frame, faces, {0: spike}, [], {}, now_s=3.0)
+    assert changed(flat, frame)[y1 + 1 :].sum() > 1000, "the plot panel is drawn below the face"
+    rows_noise = np.nonzero(changed(noisy, flat).any(axis=1))[0]
+    rows_spike = np.nonzero(changed(spiky, flat).any(axis=1))[0]
+    panel_h = 0.12 * frame.shape[0]
+    assert rows_spike.min() > y1 and np.ptp(rows_spike) >= 0.6 * panel_h, "movement fills it"
+    assert rows_noise.size == 0 or np.ptp(rows_noise) <= 0.2 * panel_h, "noise stays flat"
+    # Without the floor the same noise would be zoomed to the full panel height.
+    zoomed = OverlayState(signal_floor=1e-6).draw(frame, faces, {0: noise}, [], {}, now_s=3.0)
+    assert np.ptp(np.nonzero(changed(zoomed, flat).any(axis=1))[0]) >= 0.6 * panel_h
+
+
+def test_faces_partly_outside_the_image_and_odd_boxes_do_not_crash(frame):
+    h, w = frame.shape[:2]
+    faces = [
+        face(0, (-80.0, -60.0, 90.0, 100.0)),
+        face(1, (w - 50.0, h - 30.0, w + 300.0, h + 200.0)),
+        face(2, (float("nan"), 0.0, 10.0, 10.0)),
+        face(3, (1e12, -1e12, 2e12, 3e12)),
+        face(4, (300.0, 200.0, 250.0, 150.0)),  # corners swapped
+    ]
+    sigs = {0: np.linspace(0, 2, 90), 1: np.array([np.nan, np.inf, 1.0]), 3: np.ones(500)}
+    events = [event(0), event(1, "macro"), event(3)]
+    out = OverlayState().draw(frame, faces, sigs, events, STATS, now_s=4.5)
+    assert out.shape == frame.shape
+    assert changed(out, frame)[:60, :90].any() and changed(out, frame)[h - 30 :, w - 50 :].any()
+
+
+def test_banners_fade_then_expire_in_stream_time(frame):
+    faces, sig = [face(0, BOX)], {0: np.zeros(90)}
+    state = OverlayState(banner_s=2.0, fade_s=0.5)
+    reference = OverlayState(banner_s=2.0, fade_s=0.5)
+    fresh = state.draw(frame, faces, sig, [event(emitted=10.0)], STATS, now_s=10.0)
+    base = reference.draw(frame, faces, sig, [], STATS, now_s=10.0)
+    strength = lambda img: np.abs(img.astype(int) - base.astype(int)).sum()  # noqa: E731
+    full = strength(fresh)
+    assert full > 0
+    # Events arrive once (in events_new) but stay on screen for later frames.
+    held = state.draw(frame, faces, sig, [], STATS, now_s=11.0)
+    assert strength(held) == full
+    fading = state.draw(frame, faces, sig, [], STATS, now_s=11.75)
+    assert 0 < strength(fading) < 0.8 * full
+    gone = state.draw(frame, faces, sig, [], STATS, now_s=12.01)
+    assert np.array_equal(gone, reference.draw(frame, faces, sig, [], STATS, now_s=12.01))
+    assert state.active(12.01) == {}
+    # A clock that runs backwards is a new stream: old banners do not carry over.
+    state.draw(frame, faces, sig, [event(emitted=20.0)], STATS, now_s=20.0)
+    assert state.active(1.0) == {}
+
+
+def test_banner_of_a_lost_face_still_shows(frame):
+    state = OverlayState()
+    plain = OverlayState().draw(frame, [], {}, [], STATS, now_s=5.0)
+    out = state.draw(frame, [], {}, [event(track=7)], STATS, now_s=5.0)
+    assert changed(out, plain).sum() > 2000
+
+
+def status_bar_rows(frame: np.ndarray, size: tuple[int, int]) -> int:
+    """Draw on ``frame`` resized to ``size``; the height of the darkened status band."""
+    image = cv2.resize(frame, size)
+    w, h = size
+    box = (w * 0.33, h * 0.3, w * 0.6, h * 0.8)
+    stats = dict(STATS, status="camera lost; reopening")
+    out = OverlayState().draw(image, [face(0, box)], {0: np.ones(60)}, [event()], stats, now_s=4.5)
+    assert out.shape == (h, w, 3) and changed(out, image)[int(box[1]) : int(box[3])].any()
+    left = changed(out, image)[:, :3].all(axis=1)  # the band spans the full width
+    rows = int(np.argmin(left)) if not left.all() else h
+    assert out[:rows].astype(int).sum() < image[:rows].astype(int).sum(), "the band is dark"
+    return rows
+
+
+@pytest.mark.parametrize("size", [(320, 240), (1280, 720)])
+def test_small_and_large_images_keep_text_legible(frame, size):
+    assert status_bar_rows(frame, size) >= 12, "text below ~12 px cannot be read"
+
+
+def test_font_scales_with_the_image(frame):
+    small = status_bar_rows(frame, (320, 240))
+    large = status_bar_rows(frame, (1280, 720))
+    assert large > small
+
+
+def test_status_accepts_an_object_and_rejects_bad_images(frame):
+    @dataclass
+    class Stats:
+        fps: float = 12.0
+        dropped: int = 0
+        latency_ms: float = 80.0
+        spotter: str = "fgsl"
+
+    out = OverlayState().draw(frame, [], {}, [], Stats(), now_s=0.0)
+    assert changed(out, frame)[:10].mean() > 0.9
+    assert np.array_equal(OverlayState().draw(frame, [], {}, [], None, now_s=0.0), frame)
+    with pytest.raises(RealtimeError, match="BGR uint8"):
+        OverlayState().draw(frame[..., 0], [], {}, [], STATS, now_s=0.0)
+    with pytest.raises(RealtimeError, match="BGR uint8"):
+        OverlayState().draw(frame.astype(np.float32), [], {}, [], STATS, now_s=0.0)
+
+
+def test_video_saver_writes_frames_opencv_reads_back(tmp_path, frame):
+    path = tmp_path / "out.mp4"
+    small = cv2.resize(frame, (320, 240))
+    with VideoSaver(path, fps=25) as saver:
+        assert not path.exists(), "opens lazily, on the first frame"
+        for i in range(5):
+            saver.write(small)
+        saver.write(frame)  # another size (camera reopened): resized, not a broken file
+        assert saver.frames == 6 and saver.size == (320, 240)
+    saver.close()  # idempotent
+    with pytest.raises(RealtimeError, match="closed"):
+        saver.write(small)
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        assert img.shape == (240, 320, 3)
+        count += 1
+    assert count == 6
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25, abs=0.1)
+    cap.release()
+
+
+def test_video_saver_refuses_unwritable_paths(tmp_path, frame):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for bad in (tmp_path / "missing" / "out.mp4", blocker / "out.mp4", tmp_path):
+        with pytest.raises(RealtimeError, match="cannot write video"):
+            with VideoSaver(bad, fps=30) as saver:
+                saver.write(frame)
+    with pytest.raises(RealtimeError, match="fps"):
+        VideoSaver(tmp_path / "x.mp4", fps=0)
+
+
+def test_video_saver_reports_a_writer_that_does_not_open(tmp_path, frame, monkeypatch):
+    class Closed:
+        def isOpened(self):
+            return False
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(overlay.cv2, "VideoWriter", lambda *a, **k: Closed())
+    saver = VideoSaver(tmp_path / "x.mp4", fps=30)
+    with pytest.raises(RealtimeError, match="cannot write video"):
+        saver.write(frame)
+
+
+def test_display_without_a_screen_says_use_headless(monkeypatch):
+    monkeypatch.setattr(overlay.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(RealtimeError, match="no display available: use --headless"):
+        Display("spotter")
+
+
+def test_display_when_opencv_cannot_open_a_window(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")
+
+    def refuse(*args):
+        raise cv2.error("The function is not implemented")
+
+    monkeypatch.setattr(overlay.cv2, "namedWindow", refuse)
+    with pytest.raises(RealtimeError, match="use --headless"):
+        Display("spotter")
+
+
+def test_display_show_stops_on_q_esc_or_closed_window(monkeypatch, frame):
+    """HighGUI replaced by fakes (no screen in CI): the key/close logic of ``show``."""
+    keys, visible = [-1], [1.0]
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(overlay.cv2, "namedWindow", lambda *a: None)
+    monkeypatch.setattr(overlay.cv2, "imshow", lambda *a: None)
+    monkeypatch.setattr(overlay.cv2, "waitKey", lambda *a: keys[0])
+    monkeypatch.setattr(overlay.cv2, "getWindowProperty", lambda *a: visible[0])
+    monkeypatch.setattr(overlay.cv2, "destroyWindow", lambda *a: None)
+    for key, vis, expected in [(-1, 1.0, True), (ord("q"), 1.0, False), (27, 1.0, False),
+                               (-1, 0.0, False)]:
+        keys[0], visible[0] = key, vis
+        with Display("spotter") as display:
+            assert display.show(frame) is expected
+            if not expected:
+                assert display.show(frame) is False  # stays stopped
+        display.close()  # idempotent
