@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .cli import UsageError, run
-from .config import PRESETS, FGSLConfig
+from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
 
@@ -158,7 +158,7 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
         return engine, weights.is_trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    return TorchEngine(build(PRESETS[args.preset]), source=f"untrained preset {args.preset!r}"), False
+    return TorchEngine(build(preset(args.preset)), source=f"untrained preset {args.preset!r}"), False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ from fgsl.data.table import Annotation
 from fgsl.data.video import normalise
 from fgsl.infer import spot_frames, to_detections
 from fgsl.losses import FGSLLoss, assign_targets
-from fgsl.model import FGSL, build
+from fgsl.model import FGSL
 
 register_user_error(data_spec.DataSpecError, CheckpointStateError)
 

@@ -143,6 +143,12 @@ EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
 }
 LABELS = ("negative", "positive", "surprise", "others")
 
+#: A micro-expression lasts at most this long (onset to offset); longer movements are
+#: ``macro``. The common definition of CAS(ME)^2 and SAMM (under 0.5 s).
+MICRO_MAX_S = 0.5
+#: Shorter than this is a one-frame glitch, not a facial movement (DESIGN.md: ME = 0.065-0.5 s).
+MIN_MOVEMENT_S = 0.065
+
 
 def validate_event_line(obj: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the first way ``obj`` breaks the event schema."""

@@ -1,6 +1,6 @@
 """Capture on real video: files never drop, live cameras keep the newest frames and reconnect.
 
-Live cameras are played by :class:`FakeCamera`, a ``cv2.VideoCapture`` stand-in that serves the
+Live cameras are played by :class:`tests.fakes.FakeCamera`, a ``cv2.VideoCapture`` stand-in that serves the
 real frames of ``pyfeat_single_face.mp4`` and fails on command, so disconnects, slow consumers
 and dead cameras are tested without hardware.
 """
@@ -8,7 +8,6 @@ and dead cameras are tested without hardware.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ from realtime.capture import (
 )
 from realtime.types import Frame, RealtimeError
 from tests.conftest import shared_video
+from tests.fakes import FakeCamera, scripted_opener
 
 VIDEO = "pyfeat_single_face.mp4"
 FAST_BACKOFF = (0.02, 0.08)
@@ -42,53 +42,6 @@ def real_frames() -> list[np.ndarray]:
     cap.release()
     assert len(frames) == 72
     return frames
-
-
-class FakeCamera:
-    """A camera serving ``frames`` (cycling) for ``fail_after`` reads, then failing forever."""
-
-    def __init__(self, frames: list[np.ndarray], fail_after: int | None = None,
-                 fps: float = 30.0, period_s: float = 0.0, opened: bool = True,
-                 on_read: Callable[[int], None] | None = None) -> None:
-        self.frames, self.fail_after, self.fps = frames, fail_after, fps
-        self.period_s, self.opened, self.on_read = period_s, opened, on_read
-        self.reads = 0
-        self.released = False
-
-    def isOpened(self) -> bool:  # noqa: N802
-        return self.opened and not self.released
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        if self.period_s:
-            time.sleep(self.period_s)
-        if self.on_read is not None:
-            self.on_read(self.reads)
-        if self.released or (self.fail_after is not None and self.reads >= self.fail_after):
-            return False, None
-        image = self.frames[self.reads % len(self.frames)]
-        self.reads += 1
-        return True, image
-
-    def get(self, prop: int) -> float:
-        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self) -> None:
-        self.released = True
-
-
-def scripted_opener(*cameras: FakeCamera, on_open: Callable[[int], None] | None = None) -> Callable[[], FakeCamera]:
-    """Hands out ``cameras`` in turn (the last one again once they run out); counts calls."""
-    calls = {"n": 0}
-
-    def opener() -> FakeCamera:
-        n = calls["n"]
-        calls["n"] += 1
-        if on_open is not None:
-            on_open(n)
-        return cameras[min(n, len(cameras) - 1)]
-
-    opener.calls = calls  # type: ignore[attr-defined]
-    return opener
 
 
 def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:

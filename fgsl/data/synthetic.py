@@ -31,8 +31,13 @@ How a set is made
 ``events=False`` ("noise mode") writes the same kind of videos with no events and small
 Gaussian pixel noise, for false-positive rates.
 
+``still=True`` holds one real frame of the segment for the whole video (a still face, as
+in a lab recording of a subject told to keep still) and adds the same sensor noise; the
+training-free flow spotter is measured on both kinds (docs/benchmarks.md), since the
+shared source videos themselves talk, smile and change expression all the time.
+
 CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [--frames F]
-[--amplitude PX] [--part train|test] [--no-events] [--seed S]``.
+[--amplitude PX] [--part train|test] [--no-events] [--still] [--seed S]``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class Recipe:
     min_frames: int = 3
     max_frames: int = 15
     noise: float = 2.0
+    still: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,7 +266,10 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
         segment = faces[:cut] if recipe.part == "train" else faces[cut:] if len(faces) > cut else faces[-1:]
         for k in range(recipe.count):
             name = f"{source.subject}_{recipe.part}{k:03d}"
-            clip = ping_pong(segment, recipe.frames, int(rng.integers(0, max(1, 2 * len(segment) - 2))))
+            if recipe.still:
+                clip = np.repeat(segment[int(rng.integers(0, len(segment)))][None], recipe.frames, axis=0)
+            else:
+                clip = ping_pong(segment, recipe.frames, int(rng.integers(0, max(1, 2 * len(segment) - 2))))
             flip = bool(rng.integers(0, 2))
             if flip:
                 clip = clip[:, :, ::-1]
@@ -271,7 +280,7 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
                     for t in range(onset + 1, offset):
                         clip[t] = warp(clip[t], field, temporal_profile(onset, apex, offset, t))
                     rows.append(Annotation(source.subject, name, onset, apex, offset, "micro", emotion, ""))
-            else:
+            if recipe.still or not recipe.events:
                 clip = clip + rng.normal(0, recipe.noise, clip.shape)
             write_video(out / "videos" / f"{name}.avi", np.clip(clip, 0, 255).astype(np.uint8), fps)
             bar.update(1)
@@ -294,12 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amplitude", type=float, default=Recipe.amplitude, help="peak displacement in crop pixels (default %(default)s)")
     parser.add_argument("--part", choices=("train", "test"), default="train", help="which part of each source video to use")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
+    parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
         recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
-                        part=args.part, events=not args.no_events, seed=args.seed)
+                        part=args.part, events=not args.no_events, still=args.still, seed=args.seed)
         rows = make_set([Path(v) for v in args.videos], Path(args.out), recipe)
         print(f"wrote {recipe.count} videos per face and {len(rows)} events to {args.out}")
         return 0

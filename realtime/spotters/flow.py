@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from ..face import BLENDSHAPE_NAMES
-from ..types import Candidate, Window
+from ..types import MICRO_MAX_S, MIN_MOVEMENT_S, Candidate, Window
 from .base import next_window_start
 
 #: Regions of interest: MediaPipe face-mesh landmark indices whose mean position (in the
@@ -96,8 +96,8 @@ class FlowSettings:
     threshold_mads: float = 4.0  # c: robust deviations above a region's median
     floor_px: float = 0.35  # absolute threshold in crop pixels at a 112 px crop
     history_s: float = 10.0  # how much of the track's signal the threshold adapts to
-    min_s: float = 0.065
-    micro_max_s: float = 0.5
+    min_s: float = MIN_MOVEMENT_S
+    micro_max_s: float = MICRO_MAX_S
     macro_max_s: float = 4.0
 
     @property

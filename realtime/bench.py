@@ -1,0 +1,375 @@
+"""``python -m realtime.bench``: how fast and how well the live spotter runs on this machine.
+
+It drives the same :class:`~realtime.pipeline.Pipeline` as ``realtime.cam`` (capture thread ->
+faces -> buffers -> spotter -> events) over a video file as fast as the machine allows, and
+reports end-to-end frames per second, what that is in multiples of real time, per-stage latency
+percentiles, how long after a movement's offset its event was emitted, dropped frames and peak
+memory. A file is evidence, so capture never drops its frames: every frame is processed and
+``x_realtime >= 1`` means a live camera at the video's frame rate would keep up.
+
+* ``--faces N`` tiles N copies of each frame side by side, so N faces are tracked at once (the
+  cost of a crowded scene without needing a video of one).
+* ``--repeat R`` plays the video R times in one stream (frame numbers and stream time run on),
+  for runs long enough to reach steady state.
+* ``--synthetic`` first injects micro-expressions with known onset/offset into face crops of
+  the video (:mod:`fgsl.data.synthetic`, held-out ``test`` part, 12 px of a 128 px crop by
+  default as ``docs/benchmarks.md`` uses), runs on those videos and also scores the spotted
+  micro-expressions against their ground truth (a MEGC CSV, :func:`fgsl.evaluate.evaluate`,
+  ``strict`` mode), so speed and accuracy are measured on the same run.
+
+Model loading and synthetic-set generation are outside the timed part; opening and decoding
+the video is inside it (decoding overlaps processing in the capture thread, as it does live).
+Capture reads one frame ahead (``queue_size=1``): with its usual 16-frame read-ahead, a run
+that processes slower than the file decodes would report as ``capture`` latency the time each
+frame waits behind 16 decoded ones, a backlog a live camera never builds (it drops instead).
+Run as fast as possible, ``capture`` is still mostly the wait behind the frame or two decoded
+ahead (about 1-2 frames' processing time), not the cost of decoding.
+``--realtime`` paces the file at its own frame rate like a camera: ``fps`` is then capped at
+the video's rate (``x_realtime`` near 1 means it kept up) and the other stages run without a
+backlog, as they would live. (Capture stamps a paced frame before its wait for its time, so
+there ``capture`` includes up to one frame interval of pacing.)
+With ``--json`` the last line of stdout is one JSON object (keys in :func:`report`); the
+table above it is for people.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fgsl.cli import UsageError, register_user_error, run
+from fgsl.data.frames import open_source
+
+from .capture import Capture, parse_source
+from .pipeline import STAGES, Pipeline
+from .spotters import SPOTTERS, make_spotter
+from .spotters.base import Spotter
+from .types import Event, Frame, RealtimeError
+
+register_user_error(RealtimeError)
+
+#: The bundled sample (``samples/README.md``), found from this file so any cwd works.
+SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "pyfeat_single_face.mp4"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--video", default=None,
+                   help=f"video file or frame folder (default: the bundled {SAMPLE_VIDEO.name})")
+    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame side by side: N faces tracked")
+    p.add_argument("--repeat", type=int, default=1, help="play the video R times in one stream")
+    p.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
+    p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
+    p.add_argument("--allow-untrained", action="store_true", help="let the fgsl spotter use untrained weights")
+    p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
+    p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
+    p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
+    p.add_argument("--sensitivity", type=float, default=1.0, help="flow spotter sensitivity")
+    syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
+    syn.add_argument("--synthetic", action="store_true",
+                     help="inject micro-expressions into the video's face and run on those")
+    syn.add_argument("--amplitude", type=float, default=12.0, help="peak displacement, pixels of the 128 px face crop")
+    syn.add_argument("--count", type=int, default=4, help="synthetic videos per face")
+    syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    p.add_argument("--json", action="store_true", help="end stdout with the report as one JSON line")
+    return p
+
+
+# ------------------------------------------------------------------------------ one stream
+@dataclass
+class StreamRun:
+    """What one stream (one video, repeated and tiled) produced; the report aggregates these."""
+
+    video: Path
+    fps: float = 0.0  # the video's own frame rate
+    frames: int = 0
+    frames_per_pass: int = 0
+    seconds: float = 0.0  # processing wall time: first frame requested -> finish() done
+    dropped: int = 0
+    timings: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    live_events: list[Event] = field(default_factory=list)  # emitted while frames still came
+    flushed_events: list[Event] = field(default_factory=list)  # emitted by finish() at the end
+    tile_of_track: dict[int, int] = field(default_factory=dict)
+    most_faces: int = 0  # most faces seen in one frame
+
+    @property
+    def events(self) -> list[Event]:
+        return self.live_events + self.flushed_events
+
+
+def tile(frame: Frame, copies: int) -> Frame:
+    """``copies`` copies of the frame's image side by side (the benchmark's extra faces)."""
+    if copies == 1:
+        return frame
+    return Frame(frame.index, frame.timestamp, frame.captured, np.ascontiguousarray(np.hstack([frame.image] * copies)))
+
+
+def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime: bool = False) -> StreamRun:
+    """Process ``video`` ``repeat`` times as one stream of ``faces`` tiled copies.
+
+    Each pass opens a fresh :class:`Capture` (files never drop frames); frame numbers and
+    stream times of later passes continue where the previous pass ended, so windows, tracks
+    and event times behave as in one long recording.
+    """
+    from .face import FaceTracker
+
+    out = StreamRun(video)
+    tracker = FaceTracker(max_faces=faces, crop_size=getattr(spotter, "crop_size", 112))
+    pipeline = Pipeline(tracker, spotter)
+    try:
+        start = time.perf_counter()
+        for k in range(repeat):
+            capture = Capture(parse_source(None, video), realtime=realtime, queue_size=1)
+            out.fps = capture.fps
+            offset = k * out.frames_per_pass
+            try:
+                for frame in capture:
+                    index = frame.index + offset
+                    frame = Frame(index, index / capture.fps, frame.captured, frame.image)
+                    result = pipeline.step(tile(frame, faces))
+                    out.frames += 1
+                    for stage in STAGES:
+                        out.timings[stage].append(result.timings_ms[stage])
+                    out.live_events += result.events
+                    out.most_faces = max(out.most_faces, len(result.faces))
+                    width = frame.image.shape[1]
+                    for face in result.faces:
+                        centre = (face.box[0] + face.box[2]) / 2
+                        out.tile_of_track.setdefault(face.track, min(faces - 1, max(0, int(centre // width))))
+            finally:
+                capture.stop()
+                out.dropped += capture.stats.dropped
+            if k == 0:
+                out.frames_per_pass = out.frames
+        out.flushed_events = pipeline.finish()
+        out.seconds = time.perf_counter() - start
+    finally:
+        pipeline.close()
+    return out
+
+
+# ------------------------------------------------------------------------------ synthetic
+def make_synthetic(video: Path, folder: Path, args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """Write the synthetic set into ``folder``; return its videos and its annotations.csv.
+
+    The held-out ``test`` part of the source (its last quarter) is used, so FGSL weights
+    trained on synthetic data made from the same video are not scored on training frames.
+    """
+    from fgsl.data.synthetic import Recipe, make_set
+
+    recipe = Recipe(count=args.count, frames=args.frames, size=128, amplitude=args.amplitude,
+                    part="test", events=True, seed=args.seed)
+    make_set([video], folder, recipe, progress=False)
+    return sorted((folder / "videos").glob("*.avi")), folder / "annotations.csv"
+
+
+def score(runs: list[StreamRun], annotations: Path, faces: int, folder: Path) -> dict[str, Any]:
+    """Spotting TP/FP/FN/F1 of the micro events against the injected ground truth (strict mode).
+
+    With tiles, each tile is its own video (``NAME_tileK``, the track's tile found from where
+    its face is) with its own copy of the ground truth; with repeats the ground truth repeats
+    with the frame numbers of each pass.
+    """
+    from fgsl.evaluate import evaluate, read_intervals
+
+    truth = read_intervals(annotations)
+    subject_of = {g.video: g.subject for g in truth}
+    by_name = {r.video.stem: r for r in runs}
+
+    def name(video: str, tile_index: int) -> str:
+        return video if faces == 1 else f"{video}_tile{tile_index}"
+
+    gt_rows, pred_rows = [], []
+    for g in truth:
+        stream = by_name.get(g.video)
+        passes = stream.frames // max(stream.frames_per_pass, 1) if stream else 1
+        for k in range(faces):
+            for p in range(passes):
+                shift = p * stream.frames_per_pass if stream else 0
+                gt_rows.append((g.subject, name(g.video, k), g.onset + shift, g.offset + shift, g.emotion))
+    for video, stream in by_name.items():
+        for e in stream.events:
+            if e.kind == "micro":
+                pred_rows.append((subject_of.get(video, video), name(video, stream.tile_of_track.get(e.track, 0)),
+                                  e.onset, e.offset, e.label))
+    paths = {}
+    for which, rows in (("ground_truth", gt_rows), ("predictions", pred_rows)):
+        paths[which] = folder / f"{which}.csv"
+        with paths[which].open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("subject", "video", "onset", "offset", "emotion"))
+            writer.writerows(rows)
+    result = evaluate(read_intervals(paths["ground_truth"]), read_intervals(paths["predictions"]), mode="strict")
+    s = result["spotting"]
+    return {"tp": s["tp"], "fp": s["fp"], "fn": s["fn"], "precision": round(s["precision"], 4),
+            "recall": round(s["recall"], 4), "f1": round(s["f1"], 4), "mode": "strict"}
+
+
+# ------------------------------------------------------------------------------ report
+def percentiles(values: list[float], names: tuple[str, ...] = ("p50_ms", "p95_ms", "p99_ms"),
+                qs: tuple[float, ...] = (50, 95, 99), digits: int = 3) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {n: round(float(v), digits) for n, v in zip(names, np.percentile(values, qs))}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def gpu_peak_mb() -> float | None:
+    """Peak CUDA memory torch allocated, when torch is in use here and has a GPU; else None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def backend_of(spotter: Spotter) -> Any:
+    """``"opencv"`` for the flow spotter; the engine's ``describe()`` for FGSL."""
+    if spotter.name == "flow":
+        return "opencv"
+    engine = getattr(spotter, "engine", None)
+    if engine is not None and hasattr(engine, "describe"):
+        return engine.describe()
+    return spotter.describe() if hasattr(spotter, "describe") else None
+
+
+def machine() -> dict[str, Any]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"cpus": os.cpu_count(), "usable_cpus": usable, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "opencv": cv2.__version__}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return info
+
+
+def report(runs: list[StreamRun], spotter: Spotter, args: argparse.Namespace, video: Path) -> dict[str, Any]:
+    """The JSON report: speed, stage latency, event delay, memory, and what was measured."""
+    frames = sum(r.frames for r in runs)
+    seconds = sum(r.seconds for r in runs)
+    fps = frames / seconds if seconds > 0 else 0.0
+    video_fps = runs[0].fps if runs else 0.0
+    stages = {s: percentiles([t for r in runs for t in r.timings[s]]) for s in STAGES}
+    # Only events emitted while frames still arrived: finish() emits the rest at the stream's
+    # end, a time set by where the video stops, not by how soon the spotter decided.
+    delays = [e.delay_s for r in runs for e in r.live_events]
+    events = [e for r in runs for e in r.events]
+    delay = percentiles(delays, ("p50", "p95"), (50, 95), 4)
+    return {
+        "fps": round(fps, 3),
+        "x_realtime": round(fps / video_fps, 4),
+        "video_fps": video_fps,
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "dropped_frames": sum(r.dropped for r in runs),
+        "stages": stages,
+        "event_delay_s": None if delay is None else {**delay, "events": len(delays)},
+        "events": len(events),
+        "micro_events": sum(e.kind == "micro" for e in events),
+        "peak_rss_mb": peak_rss_mb(),
+        "gpu_peak_mb": gpu_peak_mb(),
+        "spotter": spotter.name,
+        "backend": backend_of(spotter),
+        "faces": args.faces,
+        "tracks": sum(len(r.tile_of_track) for r in runs),
+        "max_faces_in_frame": max((r.most_faces for r in runs), default=0),
+        "repeat": args.repeat,
+        "paced": args.realtime,
+        "video": str(video),
+        "videos": len(runs),
+        "synthetic": {"amplitude_px": args.amplitude, "crop_px": 128, "count": args.count,
+                      "frames": args.frames, "seed": args.seed} if args.synthetic else None,
+        "machine": machine(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def table(rep: dict[str, Any]) -> str:
+    """The report for people."""
+    backend = rep["backend"] if isinstance(rep["backend"], str) else json.dumps(rep["backend"])
+    synthetic = f" (synthetic: {rep['videos']} videos)" if rep["synthetic"] else ""
+    lines = [
+        f"video     {rep['video']}{synthetic}",
+        f"spotter   {rep['spotter']} ({backend})",
+        f"faces     {rep['faces']} tiled, {rep['tracks']} tracks, repeat {rep['repeat']}",
+        f"speed     {rep['frames']} frames in {rep['seconds']:.2f} s: {rep['fps']:.1f} fps = "
+        f"{rep['x_realtime']:.2f}x real time at {rep['video_fps']:g} fps, {rep['dropped_frames']} dropped",
+        "",
+        f"{'stage':<10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
+    ]
+    for stage, p in rep["stages"].items():
+        cells = [f"{p[k]:10.2f}" for k in ("p50_ms", "p95_ms", "p99_ms")] if p else [f"{'-':>10}"] * 3
+        lines.append(f"{stage:<10}" + "".join(cells))
+    lines.append("")
+    d = rep["event_delay_s"]
+    delay = (f"; delay after offset p50 {d['p50']:.2f} s, p95 {d['p95']:.2f} s" if d
+             else "; none emitted before the end of the stream")
+    lines.append(f"events    {rep['events']} ({rep['micro_events']} micro){delay}")
+    lines.append(f"memory    peak RSS {rep['peak_rss_mb']:.0f} MB" +
+                 (f", GPU {rep['gpu_peak_mb']:.0f} MB" if rep["gpu_peak_mb"] is not None else ""))
+    if "spotting" in rep:
+        s = rep["spotting"]
+        lines.append(f"spotting  TP {s['tp']} FP {s['fp']} FN {s['fn']}: F1 {s['f1']:.3f} (strict)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ CLI
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        for flag, value, least in (("--faces", args.faces, 1), ("--repeat", args.repeat, 1),
+                                   ("--count", args.count, 1), ("--frames", args.frames, 16)):
+            if value < least:
+                raise UsageError(f"{flag} must be at least {least}, got {value}")
+        if not args.amplitude > 0:
+            raise UsageError(f"--amplitude must be positive, got {args.amplitude}")
+        video = Path(args.video) if args.video else SAMPLE_VIDEO
+        if args.video is None and not SAMPLE_VIDEO.is_file():
+            raise UsageError(f"the bundled sample {SAMPLE_VIDEO} is missing; pass --video PATH")
+        open_source(video)  # a bad path fails here, in one line, before any model loads
+        spotter = make_spotter(args)
+        with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
+            videos, annotations = [video], None
+            if args.synthetic:
+                print(f"bench: injecting micro-expressions into {video} ({args.count} videos, "
+                      f"{args.amplitude:g} px)", file=sys.stderr, flush=True)
+                videos, annotations = make_synthetic(video, Path(tmp), args)
+            print(f"bench: {len(videos)} video(s), {args.faces} face(s), repeat {args.repeat}, "
+                  f"{spotter.name} spotter", file=sys.stderr, flush=True)
+            runs = [run_stream(v, spotter, args.faces, args.repeat, args.realtime) for v in videos]
+            rep = report(runs, spotter, args, video)
+            if annotations is not None:
+                rep["spotting"] = score(runs, annotations, args.faces, Path(tmp))
+        print(table(rep), flush=True)
+        if args.json:
+            print(json.dumps(rep), flush=True)
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""The FGSL spotter: the trained network behind an engine (``engines.open``), live.
+
+What it does with a batch of windows (:meth:`FGSLSpotter.process`)
+------------------------------------------------------------------
+1. Each window's crops (``[T, S, S, 3]`` RGB uint8, see :class:`~realtime.types.Window`) are
+   resized to the model's ``image_size`` when the face tracker made them at another size
+   (``INTER_AREA`` to shrink, ``INTER_LINEAR`` to enlarge), then normalised exactly as
+   offline inference does (:func:`fgsl.data.video.normalise`: ImageNet mean/std, channels
+   first ``[3, T, H, W]``).
+2. All windows of all faces go to the engine in **one** ``infer`` call ``[B, 3, T, H, W]``
+   (the batching DESIGN.md asks for: one call per step, whatever the number of faces).
+3. Each window's ``scores`` / ``offsets`` are decoded by :func:`fgsl.decode.decode` (the same
+   decoding as ``fgsl.infer``: per-point intervals, class-aware soft-NMS, score threshold).
+4. Intervals are in model frames of the window (continuous, 0-based). A model frame ``x`` is
+   mapped to the source frame ``window.indices[round(x)]`` and its stream time
+   ``window.timestamps[round(x)]`` (the buffer already resampled the source to the model's
+   fps, so this is where model frame ``round(x)`` came from).
+
+   * onset / offset: the interval's start and end;
+   * apex: the interval's **centre**, ``(start + end) / 2``. FGSL has no apex head; the
+     decoder's own "apex" is the centre of the pyramid point that produced the interval,
+     which says where the model anchored its guess rather than where the face peaked, so
+     the live spotter reports the plain centre (offline ``fgsl.infer`` keeps the point's
+     centre; MEGC scores onset and offset only);
+   * label: the model's class name as a MEGC label (:data:`realtime.types.LABELS`); class
+     names of the CAS(ME)^3 / SAMM emotion tables are folded into those as the data readers
+     do; a model with any other class name is refused when the spotter is made;
+   * kind: ``micro`` when the interval lasts at most 0.5 s (``(end - start) / fps`` in model
+     frames, :data:`realtime.types.MICRO_MAX_S`, the rule the flow spotter follows too), else ``macro``.
+     Nothing is dropped for being short: which intervals exist is the model's decision;
+   * score: the decoded score (sigmoid probability after soft-NMS).
+
+Threshold and ``--sensitivity``
+-------------------------------
+The score threshold is the weights' ``config.score_threshold`` unless one is given.
+``sensitivity`` divides the threshold's *odds*: ``p / (1 - p)`` becomes ``p / (1 - p) / s``.
+``s = 1`` keeps the threshold, ``s > 1`` lowers it (more, weaker candidates), ``s < 1``
+raises it (fewer false alarms), and the result always stays a probability in (0, 1) (a
+plain division of the probability would not). Same direction as the flow spotter's flag.
+
+Finality: a window's intervals lie anywhere inside it, so a later window of the track can
+report nothing before that window's start: :meth:`final_before` is
+:func:`~realtime.spotters.base.next_window_start`.
+
+Untrained weights give meaningless intervals; :meth:`FGSLSpotter.from_args` refuses them
+unless ``--allow-untrained`` is given, and :meth:`describe` then says so loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fgsl.config import FGSLConfig
+from fgsl.config import preset as preset_config
+from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
+from fgsl.data.video import normalise
+from fgsl.decode import Interval, decode
+
+from ..types import LABELS, MICRO_MAX_S, Candidate, RealtimeError, Window
+from .base import next_window_start
+
+#: Longest micro-expression (s); longer intervals are ``macro`` (same rule as the flow spotter).
+
+UNTRAINED_BANNER = "UNTRAINED WEIGHTS: candidates are meaningless (benchmarks only)"
+
+
+def megc_label(name: str) -> str:
+    """A model class name as a MEGC label (:data:`~realtime.types.LABELS`); ``ValueError`` if none."""
+    key = name.strip().lower()
+    if key in LABELS:
+        return key
+    for table in (CASME3_EMOTIONS, SAMM_EMOTIONS):
+        if key in table:
+            return table[key]
+    raise ValueError(f"FGSL class {name!r} has no MEGC label ({', '.join(LABELS)})")
+
+
+def scaled_threshold(threshold: float, sensitivity: float) -> float:
+    """``threshold`` with its odds divided by ``sensitivity`` (see the module docstring)."""
+    if sensitivity <= 0 or not math.isfinite(sensitivity):
+        raise ValueError(f"sensitivity must be a positive number, got {sensitivity}")
+    if threshold <= 0 or threshold >= 1 or sensitivity == 1:
+        return float(threshold)
+    odds = threshold / (1 - threshold) / sensitivity
+    return odds / (1 + odds)
+
+
+def _weights_trained(engine: Any) -> bool | None:
+    """Whether the engine's weights folder says trained; ``None`` when it has no folder."""
+    from fgsl import weights
+
+    source = getattr(engine, "source", None)
+    if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
+        return weights.is_trained(source)
+    return None
+
+
+class FGSLSpotter:
+    """FGSL through an engine: windows of ``cfg.window_frames`` model frames every ``stride``.
+
+    ``engine``: anything with the :class:`engines.base.Engine` protocol (``cfg``,
+    ``infer``, ``describe``). ``threshold``: minimum score (default: the config's).
+    ``stride``: model frames between windows (default ``window // 4``, as ``fgsl.infer``).
+    ``sensitivity``: scales the threshold's odds (module docstring). ``trained``: whether the
+    weights are trained; ``None`` reads it from the engine's weights folder when it has one.
+    """
+
+    name = "fgsl"
+
+    def __init__(self, engine: Any, threshold: float | None = None, stride: int | None = None,
+                 sensitivity: float = 1.0, trained: bool | None = None) -> None:
+        cfg: FGSLConfig = engine.cfg
+        self.engine = engine
+        self.cfg = cfg
+        self.window = cfg.window_frames
+        self.stride = max(1, self.window // 4) if stride is None else int(stride)
+        if not 1 <= self.stride <= self.window:
+            raise ValueError(f"fgsl stride must be 1..{self.window} (the window), got {stride}")
+        self.fps = float(cfg.fps)
+        self.crop_size = cfg.image_size
+        base = cfg.score_threshold if threshold is None else float(threshold)
+        if not 0 <= base < 1:
+            raise ValueError(f"fgsl score threshold must be in [0, 1), got {base}")
+        self.sensitivity = float(sensitivity)
+        self.threshold = scaled_threshold(base, self.sensitivity)
+        self.labels = tuple(megc_label(c) for c in cfg.classes)
+        self.trained = _weights_trained(engine) if trained is None else bool(trained)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "FGSLSpotter":
+        """From ``realtime.cam``-style flags: ``weights``, ``allow_untrained``, ``preset``,
+        ``backend``, ``sensitivity``.
+
+        ``--weights DIR`` opens that folder with ``engines.open`` (untrained weights there are
+        refused with :class:`fgsl.weights.WeightsError` unless ``--allow-untrained``);
+        without weights, ``--allow-untrained`` builds the ``--preset`` network with seed 0
+        (``fgsl.infer``'s :func:`~fgsl.infer.open_engine`), and nothing at all is a
+        :class:`fgsl.cli.UsageError`.
+        """
+        from fgsl.infer import open_engine
+
+        ns = argparse.Namespace(
+            weights=getattr(args, "weights", None),
+            allow_untrained=bool(getattr(args, "allow_untrained", False)),
+            preset=getattr(args, "preset", None) or "realtime",
+            backend=getattr(args, "backend", None) or "auto",
+        )
+        if not ns.weights and ns.allow_untrained:
+            preset_config(ns.preset)  # an unknown preset: ConfigError naming the choices
+        engine, trained = open_engine(ns)
+        sensitivity = getattr(args, "sensitivity", None)
+        try:
+            return cls(engine, sensitivity=1.0 if sensitivity is None else float(sensitivity), trained=trained)
+        except ValueError as exc:  # bad --sensitivity, or a model whose classes are not MEGC's
+            raise RealtimeError(str(exc)) from None
+
+    # ------------------------------------------------------------------ protocol
+    def describe(self) -> str:
+        d = self.engine.describe()
+        where = f"{d.get('backend', '?')} {d.get('precision', '')} on {d.get('device', '?')}".replace("  ", " ")
+        text = (f"FGSL spotter (preset {d.get('preset', self.cfg.name)!r}, {where}, "
+                f"weights {d.get('source') or 'in memory'}, window {self.window} frames every {self.stride}, "
+                f"score >= {self.threshold:.3g})")
+        if self.trained is False:
+            text += f" [{UNTRAINED_BANNER}]"
+        elif self.trained is None:
+            text += " [weights of unknown origin: not read from a weights folder]"
+        return text
+
+    def process(self, windows: list[Window]) -> list[list[Candidate]]:
+        """Candidates of each window; all windows (any tracks) in one engine call."""
+        if not windows:
+            return []
+        intervals = decode(self.infer(windows), self.cfg, threshold=self.threshold)
+        return [[self._candidate(w, iv) for iv in found] for w, found in zip(windows, intervals)]
+
+    def final_before(self, window: Window) -> int:
+        return next_window_start(window, self.stride)
+
+    def end_track(self, track: int) -> None:
+        """Nothing per track to forget yet: every window is computed from its own crops.
+
+        The streaming path (issue 8) will cache encoder features per chunk and per track;
+        this is where that cache is dropped.
+        """
+
+    # ------------------------------------------------------------------ steps
+    def clips(self, windows: list[Window]) -> np.ndarray:
+        """``[B, 3, T, H, W]`` float32: the windows' crops resized and ImageNet-normalised."""
+        return np.stack([normalise(self._crops(w)) for w in windows])
+
+    def infer(self, windows: list[Window]) -> dict[str, np.ndarray]:
+        """The engine's raw outputs (``scores`` logits, ``offsets``) for ``windows``, one call."""
+        return self.engine.infer(self.clips(windows))
+
+    def _crops(self, window: Window) -> np.ndarray:
+        crops = np.asarray(window.crops)
+        if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
+            raise RealtimeError(f"track {window.track}: window crops must be [T, S, S, 3] RGB uint8, "
+                                f"got {crops.dtype} {list(crops.shape)}")
+        if len(crops) != self.window or len(window.indices) != self.window:
+            raise RealtimeError(f"track {window.track}: window of {len(crops)} frames, the FGSL model "
+                                f"takes {self.window}")
+        size = self.crop_size
+        if crops.shape[1:3] != (size, size):
+            shrink = crops.shape[1] * crops.shape[2] > size * size
+            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            crops = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+        return crops
+
+    def _candidate(self, window: Window, iv: Interval) -> Candidate:
+        last = len(window.indices) - 1
+
+        def at(x: float) -> int:
+            return int(min(max(math.floor(x + 0.5), 0), last))
+
+        on, apex, off = at(iv.onset), at((iv.onset + iv.offset) / 2), at(iv.offset)
+        idx, ts = window.indices, window.timestamps
+        duration = (iv.offset - iv.onset) / self.fps
+        return Candidate(
+            track=window.track, onset=int(idx[on]), apex=int(idx[apex]), offset=int(idx[off]),
+            onset_s=float(ts[on]), apex_s=float(ts[apex]), offset_s=float(ts[off]),
+            label=self.labels[iv.label], score=round(float(iv.score), 4),
+            kind="micro" if duration <= MICRO_MAX_S else "macro",
+        )

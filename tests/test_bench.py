@@ -1,0 +1,115 @@
+"""``python -m realtime.bench``: the JSON report's contract, tiled faces, bad input, scoring.
+
+The command is run as users run it (a subprocess, from another working directory, so the
+bundled sample must be found from the package, not the cwd), on the 72-frame bundled sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from realtime.bench import StreamRun, percentiles, score
+from realtime.pipeline import STAGES
+from realtime.types import Event
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = ("fps", "x_realtime", "frames", "dropped_frames", "stages", "event_delay_s", "peak_rss_mb",
+            "spotter", "backend", "faces", "video", "machine", "date")
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "realtime.bench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def last_json(proc: subprocess.CompletedProcess[str]) -> dict:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_json_report_on_bundled_sample(tmp_path):
+    rep = last_json(bench("--json", cwd=tmp_path))
+    for key in REQUIRED:
+        assert key in rep, key
+    assert rep["frames"] == 72  # every frame of the file, none dropped
+    assert rep["dropped_frames"] == 0
+    assert rep["fps"] > 0
+    assert rep["x_realtime"] == pytest.approx(rep["fps"] / 30, rel=1e-3)
+    assert set(rep["stages"]) == set(STAGES) == {"capture", "face", "align", "spotter", "events"}
+    for stage, p in rep["stages"].items():
+        assert 0 <= p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"], stage
+    delay = rep["event_delay_s"]
+    assert delay is None or delay["p50"] <= delay["p95"]
+    assert rep["spotter"] == "flow" and rep["backend"] == "opencv"
+    assert rep["faces"] == 1 and rep["tracks"] == 1
+    assert Path(rep["video"]).name == "pyfeat_single_face.mp4"
+    assert rep["machine"]["cpus"] >= 1 and rep["machine"]["platform"]
+    assert rep["peak_rss_mb"] > 0
+    assert "spotting" not in rep  # only with --synthetic
+
+
+def test_two_tiled_faces_are_two_tracks(tmp_path):
+    proc = bench("--faces", "2", "--json", "--video", str(ROOT / "samples" / "pyfeat_single_face.mp4"), cwd=tmp_path)
+    rep = last_json(proc)
+    assert rep["faces"] == 2
+    assert rep["tracks"] == 2
+    assert rep["max_faces_in_frame"] == 2
+    assert rep["frames"] == 72
+    assert "p50" in proc.stdout  # the table for people comes before the JSON line
+
+
+def test_bad_video_is_one_error_line(tmp_path):
+    proc = bench("--video", str(tmp_path / "missing.mp4"), "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "missing.mp4" in errors[0]
+    assert proc.stdout == ""
+
+
+def test_bad_flag_value_is_one_error_line(tmp_path):
+    proc = bench("--faces", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: --faces must be at least 1, got 0"]
+
+
+def test_synthetic_reports_spotting(tmp_path):
+    rep = last_json(bench("--synthetic", "--count", "1", "--frames", "96", "--json", cwd=tmp_path))
+    assert rep["frames"] == 96 and rep["videos"] == 1
+    s = rep["spotting"]
+    assert set(s) >= {"tp", "fp", "fn", "f1"}
+    assert s["tp"] + s["fn"] >= 1  # the recipe places events in 96 frames
+    assert 0.0 <= s["f1"] <= 1.0
+    assert rep["synthetic"]["amplitude_px"] == 12.0
+
+
+def _event(track: int, onset: int, offset: int) -> Event:
+    return Event(track, onset, (onset + offset) // 2, offset, onset / 30, offset / 30, "positive", 1.0, "flow",
+                 offset / 30 + 1)
+
+
+def test_score_maps_tiles_and_repeats(tmp_path):
+    """Each tile is its own video and the ground truth repeats with every pass of the video."""
+    gt = tmp_path / "annotations.csv"
+    gt.write_text("subject,video,onset,apex,offset,type,emotion,aus\ns1,v,10,12,15,micro,positive,\n")
+    run = StreamRun(Path("videos/v.avi"), fps=30.0, frames=200, frames_per_pass=100,
+                    tile_of_track={0: 0, 1: 1},
+                    live_events=[_event(0, 10, 15), _event(1, 110, 115)],
+                    flushed_events=[_event(0, 150, 160)])
+    s = score([run], gt, faces=2, folder=tmp_path)
+    # ground truth: 2 tiles x 2 passes; found: tile 0 pass 0 and tile 1 pass 1; one stray
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 2)
+    assert s["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2), abs=1e-4)
+
+
+def test_percentiles_are_ordered_and_empty_is_none():
+    p = percentiles([5.0, 1.0, 3.0, 100.0, 2.0])
+    assert p["p50_ms"] == 3.0 and p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= 100.0
+    assert percentiles([]) is None

@@ -1,0 +1,100 @@
+"""Event merging across overlapping windows, emission once final, and sinks that lose nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from realtime.events import ConsoleSink, CsvSink, EventMerger, JsonlSink, frame_iou
+from realtime.types import Candidate, Event, RealtimeError, validate_event_line
+
+
+def cand(onset: int, offset: int, score: float = 0.8, track: int = 0, kind: str = "micro",
+         label: str = "positive") -> Candidate:
+    apex = (onset + offset) // 2
+    return Candidate(track, onset, apex, offset, onset / 30, apex / 30, offset / 30, label, score, kind)
+
+
+def test_frame_iou_counts_inclusive_frames():
+    assert frame_iou(cand(0, 9), cand(0, 9)) == 1.0
+    assert frame_iou(cand(0, 9), cand(10, 19)) == 0.0
+    assert frame_iou(cand(0, 9), cand(5, 14)) == pytest.approx(5 / 15)
+
+
+def test_same_movement_from_two_windows_is_emitted_once_with_the_best_score():
+    merger = EventMerger("flow")
+    assert merger.add(0, [cand(40, 48, 0.6)], final_before=20, now_s=1.7) == []
+    assert merger.add(0, [cand(41, 48, 0.9)], final_before=30, now_s=2.0) == []
+    assert merger.pending == 1
+    events = merger.add(0, [], final_before=49, now_s=2.3)
+    assert len(events) == 1 and events[0].onset == 41 and events[0].score == 0.9
+    assert events[0].emitted_s == 2.3 and events[0].delay_s == pytest.approx(2.3 - 48 / 30)
+    assert merger.add(0, [], final_before=200, now_s=9.0) == []  # never twice
+
+
+def test_weaker_duplicate_does_not_replace_and_distinct_movements_both_survive():
+    merger = EventMerger("flow")
+    merger.add(0, [cand(10, 18, 0.9), cand(30, 36, 0.5)], final_before=0, now_s=0)
+    merger.add(0, [cand(11, 18, 0.7)], final_before=0, now_s=0)
+    events = merger.add(0, [], final_before=100, now_s=4)
+    assert [(e.onset, e.score) for e in events] == [(10, 0.9), (30, 0.5)]
+
+
+def test_tracks_are_independent_and_ending_a_track_flushes_it():
+    merger = EventMerger("fgsl")
+    merger.add(0, [cand(10, 18, track=0)], final_before=0, now_s=0)
+    merger.add(1, [cand(10, 18, track=1)], final_before=0, now_s=0)
+    assert merger.pending == 2  # same frames, other face: not a duplicate
+    done = merger.add(1, [], final_before=0, now_s=1.0, track_ended=True)
+    assert [e.track for e in done] == [1] and done[0].spotter == "fgsl"
+    rest = merger.finish(now_s=2.0)
+    assert [e.track for e in rest] == [0] and merger.pending == 0
+
+
+def test_event_lines_follow_the_schema(tmp_path):
+    event = EventMerger("flow").add(3, [cand(5, 9, kind="macro", track=3)], 100, 1.0)[0]
+    line = event.to_json()
+    validate_event_line(line)
+    assert line["track"] == 3 and line["kind"] == "macro" and line["delay_s"] >= 0
+    broken = dict(line, label="angry")
+    with pytest.raises(ValueError, match="label"):
+        validate_event_line(broken)
+    with pytest.raises(ValueError, match="onset"):
+        validate_event_line(dict(line, onset=20))
+    with pytest.raises(ValueError, match="lacks"):
+        validate_event_line({k: v for k, v in line.items() if k != "score"})
+
+
+def _event(onset: int, kind: str = "micro") -> Event:
+    return EventMerger("flow").add(0, [cand(onset, onset + 6, kind=kind)], 10_000, 50.0)[0]
+
+
+def test_file_sinks_flush_every_event_before_close(tmp_path):
+    jsonl, table = JsonlSink(tmp_path / "e.jsonl"), CsvSink(tmp_path / "sub" / "p.csv", "s01", "clip")
+    for sink in (jsonl, table):
+        sink.write(_event(10))
+        sink.write(_event(40, kind="macro"))
+    # Read while still open: a crash now must not lose the events already written.
+    lines = (tmp_path / "e.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        validate_event_line(json.loads(line))
+    rows = list(csv.reader((tmp_path / "sub" / "p.csv").open()))
+    assert rows == [["subject", "video", "onset", "offset", "emotion"], ["s01", "clip", "10", "16", "positive"]]
+    jsonl.close()
+    table.close()
+
+
+def test_console_sink_prints_one_line_per_event(capsys):
+    ConsoleSink().write(_event(10))
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "MICRO" in out and "onset 10" in out
+
+
+def test_unwritable_sink_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RealtimeError, match="cannot write"):
+        JsonlSink(blocker / "e.jsonl")
