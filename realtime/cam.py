@@ -37,6 +37,7 @@ class Summary:
     dropped: int
     events: int
     micro: int
+    failure: RealtimeError | None = None  # the source failed mid-stream (events were kept)
 
     def line(self) -> str:
         return (f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
     p.add_argument("--sensitivity", type=float, default=1.0, help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
     p.add_argument("--max-faces", type=int, default=4, help="faces tracked at once")
+    p.add_argument("--face-model", default=None,
+                   help="MediaPipe face landmarker bundle (default: the one shipped in realtime/models/)")
     p.add_argument("--headless", action="store_true", help="no window: print events only")
     p.add_argument("--save", help="write the annotated video here (.mp4)")
     p.add_argument("--events", help="append each event as one JSON line to this file")
@@ -87,6 +90,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline) -> Su
     overlay = OverlayState(signal_rate=pipeline.spotter.fps) if (display or saver) else None
     start = time.monotonic()
     warned = False
+    failure: RealtimeError | None = None
     try:
         try:
             for frame in capture:
@@ -111,6 +115,8 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline) -> Su
                         break
         except KeyboardInterrupt:
             print("interrupted: finishing open events", file=sys.stderr)
+        except RealtimeError as exc:  # the source failed (camera gone for good): keep what was spotted
+            failure = exc
         pipeline.finish()
     finally:
         capture.stop()
@@ -120,16 +126,15 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline) -> Su
         if display is not None:
             display.close()
     seconds = time.monotonic() - start
-    micro = sum(e.kind == "micro" for e in pipeline.recent_events)
     return Summary(pipeline.frames, seconds, pipeline.frames / max(seconds, 1e-6), capture.stats.dropped,
-                   pipeline.event_count, micro)
+                   pipeline.event_count, pipeline.micro_count, failure)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        from .face import FaceTracker
+        from .face import MODEL_SHA256, FaceTracker
 
         if args.max_faces < 1:
             raise UsageError("--max-faces must be at least 1")
@@ -138,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         capture = Capture(source, realtime=args.realtime)
         spotter = make_spotter(args)
         video = Path(args.source).stem if args.source else f"camera{device}"
-        tracker = FaceTracker(max_faces=args.max_faces, crop_size=spotter.crop_size)
+        tracker = FaceTracker(max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
+                              sha256=MODEL_SHA256 if args.face_model is None else None)
         print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
         print(DISCLAIMER, file=sys.stderr)
         pipeline = Pipeline(tracker, spotter, open_sinks(args, video))
         summary = stream(args, capture, pipeline)
         print(summary.line(), file=sys.stderr)
+        if summary.failure is not None:
+            raise summary.failure
         if pipeline.last_face_s is None:
             raise RealtimeError(f"{capture.name}: no face found in {summary.frames} frames")
         return 0

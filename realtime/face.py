@@ -18,9 +18,13 @@ before loading; nothing is fetched at run time (DESIGN.md, "Defaults and honesty
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -160,6 +164,22 @@ class _Track:
     missed: int = 0
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide MediaPipe's C++ start-up log lines (glog/TFLite write straight to fd 2, and no
+    environment variable turns them off in mediapipe 1.2), so a user sees one clear line
+    per problem instead of a screen of "W0000 ... feedback manager" notes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -211,7 +231,7 @@ class FaceTracker:
         self._landmarker = self._load(self.model_path, sha256, min_confidence)
         self._tracks: list[_Track] = []
         self._next_id = 0
-        self._last_ms = -1
+        self._last_ms = 0  # _load's warm-up frame used timestamp 0
         self.last_face_ms = 0.0
         self.last_align_ms = 0.0
 
@@ -243,10 +263,14 @@ class FaceTracker:
         )
         self._mp_image = lambda rgb: mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         try:
-            return vision.FaceLandmarker.create_from_options(options)
+            with _native_stderr_silenced():
+                landmarker = vision.FaceLandmarker.create_from_options(options)
+                # The first inference logs TFLite set-up notes too: run it on a blank frame now.
+                landmarker.detect_for_video(self._mp_image(np.zeros((64, 64, 3), np.uint8)), 0)
         except Exception as exc:  # MediaPipe raises RuntimeError / ValueError on a bad bundle
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise RealtimeError(f"MediaPipe could not load face model {path}: {reason}") from exc
+        return landmarker
 
     # -- per frame ------------------------------------------------------------------------
 

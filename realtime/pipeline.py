@@ -49,6 +49,7 @@ class Pipeline:
         self.merger = EventMerger(spotter.name)
         self.frames = 0
         self.event_count = 0
+        self.micro_count = 0
         self.recent_events: deque[Event] = deque(maxlen=1000)  # bounded, for summaries and delays
         self.last_face_s: float | None = None  # stream time of the last frame with a face
         self._now = 0.0
@@ -103,6 +104,7 @@ class Pipeline:
     def _write(self, events: list[Event]) -> None:
         for event in events:
             self.event_count += 1
+            self.micro_count += event.kind == "micro"
             self.recent_events.append(event)
             for sink in self.sinks:
                 sink.write(event)

@@ -17,13 +17,19 @@ frames up front just to check them would double the cost of every pass).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# FFmpeg inside OpenCV prints its own lines ("moov atom not found") for a broken file before
+# OpenCV reports failure; we report the failure in one line of our own, so keep FFmpeg quiet
+# (AV_LOG_QUIET). Read by OpenCV when it first opens a video; a user's own setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 

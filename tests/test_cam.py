@@ -1,0 +1,187 @@
+"""``python -m realtime.cam`` end to end: real face video, real MediaPipe, the flow spotter.
+
+Movements are injected into a *still* real face (``fgsl.data.synthetic`` with ``still=True``):
+the shared source videos talk and smile all the time, so the still face is where the
+spotter's own errors show (docs/benchmarks.md has the numbers on moving faces too).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fgsl.data.synthetic import Recipe, displacement_field, face_sources, make_set, read_face_frames, warp, write_video
+from fgsl.evaluate import evaluate, read_intervals
+from realtime.cam import build_parser, main, stream
+from realtime.capture import CameraSource, Capture
+from realtime.events import JsonlSink
+from realtime.face import FaceTracker
+from realtime.pipeline import Pipeline
+from realtime.spotters.flow import FlowSpotter
+from realtime.types import RealtimeError, validate_event_line
+from tests.conftest import shared_video
+from tests.fakes import FakeCamera, scripted_opener
+
+SOURCE = "pyfeat_single_face.mp4"
+
+
+@pytest.fixture(scope="module")
+def still_set(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("still")
+    make_set([shared_video(SOURCE)], out, Recipe(count=1, frames=240, amplitude=12, part="test", still=True, seed=5),
+             progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def face_crop() -> np.ndarray:
+    frames, _ = read_face_frames(face_sources([shared_video(SOURCE)])[0], 128)
+    return frames[60]
+
+
+def run_cam(capfd, *args: str) -> tuple[int, list[str], str]:
+    code = main(list(args))
+    out, err = capfd.readouterr()
+    return code, out.splitlines(), err
+
+
+def events_of(path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    for line in lines:
+        validate_event_line(line)
+    return lines
+
+
+@pytest.mark.slow
+def test_flow_spotter_finds_injected_movements_on_a_still_face(still_set, tmp_path, capfd):
+    video = next((still_set / "videos").glob("*.avi"))
+    code, out, err = run_cam(capfd, "--source", str(video), "--headless", "--events", str(tmp_path / "e.jsonl"),
+                             "--csv", str(tmp_path / "p.csv"), "--subject", "pyfeat_single_face")
+    assert code == 0, err
+    assert "summary: 240 frames" in err and "0 dropped" in err
+    events = events_of(tmp_path / "e.jsonl")
+    assert events and all(e["spotter"] == "flow" and e["track"] == 0 for e in events)
+    assert len(out) == len(events)  # one console line per event
+    result = evaluate(read_intervals(still_set / "annotations.csv"), read_intervals(tmp_path / "p.csv"), mode="strict")
+    # Measured 0.91 (5 of 6 found, no false alarm); a spotter that lost its way would score near 0.
+    assert result["spotting"]["f1"] >= 0.75, result["spotting"]
+
+
+@pytest.mark.slow
+def test_no_movement_on_a_still_face_raises_no_event(tmp_path, capfd):
+    make_set([shared_video(SOURCE)], tmp_path / "set", Recipe(count=1, frames=240, events=False, still=True, part="test"),
+             progress=False)
+    video = next((tmp_path / "set" / "videos").glob("*.avi"))
+    code, _, err = run_cam(capfd, "--source", str(video), "--headless", "--events", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    assert events_of(tmp_path / "e.jsonl") == []
+
+
+@pytest.mark.slow
+def test_a_lasting_change_of_expression_is_not_a_micro_expression(face_crop, tmp_path, capfd):
+    """A smile that comes in 5 frames and stays is no brief movement: the step-lobe rule."""
+    field = displacement_field("positive", 128, 12, flip=False)
+    rng = np.random.default_rng(0)
+    frames = []
+    for t in range(200):
+        strength = float(np.clip((t - 100) / 5, 0, 1))
+        frame = warp(face_crop.astype(np.float32), field, strength) + rng.normal(0, 2.0, face_crop.shape)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    write_video(tmp_path / "step.avi", np.stack(frames), 30.0)
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "step.avi"), "--headless", "--events", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    assert [e for e in events_of(tmp_path / "e.jsonl") if e["kind"] == "micro"] == []
+
+
+def test_unreadable_file_is_one_clear_line(tmp_path, capfd):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    code, _, err = run_cam(capfd, "--source", str(bad), "--headless")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and err.startswith("error:") and "broken.mp4" in err
+
+
+def test_missing_file_and_bad_flags_are_one_clear_line(tmp_path, capfd):
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "nope.mp4"), "--headless")
+    assert code == 2 and err.startswith("error:") and "nope.mp4" in err and "Traceback" not in err
+    code, _, err = run_cam(capfd, "--source", str(shared_video(SOURCE)), "--headless", "--max-faces", "0")
+    assert code == 2 and "--max-faces" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--spotter", "magic"])
+    assert exit_info.value.code == 2  # argparse's usage error, one line on stderr
+
+
+def test_video_without_a_face_is_a_clear_error(tmp_path, capfd):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (45, 240, 320, 3), dtype=np.uint8)
+    write_video(tmp_path / "noise.avi", frames, 30.0)
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "noise.avi"), "--headless", "--no-face-warning", "1")
+    assert code == 2
+    assert "warning: no face in view for 1 s" in err
+    assert err.strip().splitlines()[-1].startswith("error:") and "no face found in 45 frames" in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_face_model_is_a_clear_error(tmp_path, capfd):
+    model = tmp_path / "face_landmarker.task"
+    model.write_bytes(b"PK\x03\x04 this is not a model")
+    code, _, err = run_cam(capfd, "--source", str(shared_video(SOURCE)), "--headless", "--face-model", str(model))
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error:") and "face model" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_face_lost_mid_video_ends_the_track_and_keeps_its_events(still_set, tmp_path, capfd):
+    video = next((still_set / "videos").glob("*.avi"))
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    cap.release()
+    blank = np.zeros_like(frames[0])
+    write_video(tmp_path / "lost.avi", np.stack(frames + [blank] * 60), 30.0)
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "lost.avi"), "--headless", "--no-face-warning", "1",
+                           "--events", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    assert "warning: no face in view for 1 s" in err
+    code, _, err = run_cam(capfd, "--source", str(video), "--headless", "--events", str(tmp_path / "whole.jsonl"))
+    assert code == 0, err
+    lost, whole = events_of(tmp_path / "e.jsonl"), events_of(tmp_path / "whole.jsonl")
+    # The movements before the face left are all there, exactly as without the blank tail...
+    assert lost and [(e["onset"], e["offset"]) for e in lost] == [(e["onset"], e["offset"]) for e in whole]
+    # ...and were emitted when the track ended (10 blank frames later), not at the end of the file.
+    assert max(e["emitted_s"] for e in lost) < (len(frames) + 30) / 30
+
+
+def test_two_faces_give_two_tracks(tmp_path, capfd):
+    code, _, err = run_cam(capfd, "--source", str(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")),
+                           "--headless", "--quiet", "--sensitivity", "3", "--events", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    tracks = {e["track"] for e in events_of(tmp_path / "e.jsonl")}
+    assert tracks <= {0, 1} and tracks  # ids never exceed the two faces: no track split
+
+
+@pytest.mark.slow
+def test_webcam_disconnect_and_reconnect_through_the_cli_loop(still_set, tmp_path):
+    """The live path with a fake camera serving real frames: lost, reopened, then gone for good."""
+    video = next((still_set / "videos").glob("*.avi"))
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    cap.release()
+    first = FakeCamera(frames[:120], fail_after=120, period_s=1 / 60)
+    second = FakeCamera(frames[120:], fail_after=120, period_s=1 / 60)
+    capture = Capture(CameraSource("camera 0", scripted_opener(first, second)), give_up_s=0.5, backoff_s=(0.05, 0.1))
+    args = build_parser().parse_args(["--headless", "--events", str(tmp_path / "e.jsonl")])
+    pipeline = Pipeline(FaceTracker(max_faces=1), FlowSpotter(), [JsonlSink(tmp_path / "e.jsonl")])
+    summary = stream(args, capture, pipeline)
+    assert isinstance(summary.failure, RealtimeError) and "camera 0" in str(summary.failure)
+    assert capture.stats.reconnects == 1
+    assert summary.frames > 200  # both halves were processed
+    events = events_of(tmp_path / "e.jsonl")
+    assert summary.events == len(events) > 0  # every event reached the file before the error
