@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The live spotter: on the bundled sample (no camera or display needed), or `make run DEVICE=0`.
 run: $(STAMP)
-	@echo "The live webcam spotter (python -m realtime.cam) is not built yet (issue #5)."
-	@echo "Running offline FGSL inference on the bundled sample video instead, with UNTRAINED weights:"
-	@echo "the pipeline is real, the intervals it prints are meaningless until you train (python -m fgsl.train)."
-	$(PY) -m fgsl.infer --preset realtime --allow-untrained --videos samples/pyfeat_single_face.mp4 --out runs/sample_pred.csv
+ifdef DEVICE
+	$(PY) -m realtime.cam --device $(DEVICE)
+else
+	$(PY) -m realtime.cam --source samples/pyfeat_single_face.mp4 --headless --events runs/sample_events.jsonl
+endif
 
 test: $(STAMP)
 	$(PY) -m pytest

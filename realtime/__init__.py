@@ -1,5 +1,5 @@
-"""The live spotter: capture -> faces -> buffers -> spotter -> events -> sinks (issue #5).
+"""The live spotter: capture -> faces -> buffers -> spotter -> events -> sinks (docs/realtime.md).
 
-Not implemented yet; ``make run`` meanwhile runs offline FGSL inference (``fgsl.infer``) on
-the bundled sample video, clearly labelled.
+``python -m realtime.cam`` runs it on a webcam or a file, ``python -m realtime.bench`` measures
+it; :class:`realtime.pipeline.Pipeline` is the one place the stages are wired together.
 """

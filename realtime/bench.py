@@ -7,7 +7,7 @@ percentiles, how long after a movement's offset its event was emitted, dropped f
 memory. A file is evidence, so capture never drops its frames: every frame is processed and
 ``x_realtime >= 1`` means a live camera at the video's frame rate would keep up.
 
-* ``--faces N`` tiles N copies of each frame side by side, so N faces are tracked at once (the
+* ``--faces N`` tiles N copies of each frame in a grid, so N faces are tracked at once (the
   cost of a crowded scene without needing a video of one).
 * ``--repeat R`` plays the video R times in one stream (frame numbers and stream time run on),
   for runs long enough to reach steady state.
@@ -38,6 +38,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file or frame folder (default: the bundled {SAMPLE_VIDEO.name})")
-    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame side by side: N faces tracked")
+    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame in a grid: N faces tracked")
     p.add_argument("--repeat", type=int, default=1, help="play the video R times in one stream")
     p.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--count", type=int, default=4, help="synthetic videos per face")
     syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    syn.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) instead of playing it")
     p.add_argument("--json", action="store_true", help="end stdout with the report as one JSON line")
     return p
 
@@ -113,11 +115,34 @@ class StreamRun:
         return self.live_events + self.flushed_events
 
 
+def grid(copies: int) -> tuple[int, int]:
+    """(rows, columns) of the tiling: as square as possible, so faces stay large in the frame
+    (MediaPipe's short-range detector misses faces under about a tenth of the frame)."""
+    cols = math.ceil(math.sqrt(copies))
+    return math.ceil(copies / cols), cols
+
+
 def tile(frame: Frame, copies: int) -> Frame:
-    """``copies`` copies of the frame's image side by side (the benchmark's extra faces)."""
+    """``copies`` copies of the frame's image in a grid (the benchmark's extra faces); cells
+    beyond ``copies`` stay black."""
     if copies == 1:
         return frame
-    return Frame(frame.index, frame.timestamp, frame.captured, np.ascontiguousarray(np.hstack([frame.image] * copies)))
+    rows, cols = grid(copies)
+    h, w = frame.image.shape[:2]
+    canvas = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k in range(copies):
+        r, c = divmod(k, cols)
+        canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = frame.image
+    return Frame(frame.index, frame.timestamp, frame.captured, canvas)
+
+
+def tile_index(box: tuple[float, float, float, float], shape: tuple[int, ...], copies: int) -> int:
+    """Which tile a face box lies in (its centre), for scoring each tile as its own video."""
+    rows, cols = grid(copies)
+    h, w = shape[:2]
+    col = min(cols - 1, max(0, int((box[0] + box[2]) / 2 // w)))
+    row = min(rows - 1, max(0, int((box[1] + box[3]) / 2 // h)))
+    return min(copies - 1, row * cols + col)
 
 
 def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime: bool = False) -> StreamRun:
@@ -148,10 +173,8 @@ def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime:
                         out.timings[stage].append(result.timings_ms[stage])
                     out.live_events += result.events
                     out.most_faces = max(out.most_faces, len(result.faces))
-                    width = frame.image.shape[1]
                     for face in result.faces:
-                        centre = (face.box[0] + face.box[2]) / 2
-                        out.tile_of_track.setdefault(face.track, min(faces - 1, max(0, int(centre // width))))
+                        out.tile_of_track.setdefault(face.track, tile_index(face.box, frame.image.shape, faces))
             finally:
                 capture.stop()
                 out.dropped += capture.stats.dropped
@@ -174,7 +197,7 @@ def make_synthetic(video: Path, folder: Path, args: argparse.Namespace) -> tuple
     from fgsl.data.synthetic import Recipe, make_set
 
     recipe = Recipe(count=args.count, frames=args.frames, size=128, amplitude=args.amplitude,
-                    part="test", events=True, seed=args.seed)
+                    part="test", events=True, still=args.still, seed=args.seed)
     make_set([video], folder, recipe, progress=False)
     return sorted((folder / "videos").glob("*.avi")), folder / "annotations.csv"
 

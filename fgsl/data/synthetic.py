@@ -9,8 +9,9 @@ How a set is made
 1. **Faces.** Each source video's faces are found with OpenCV's bundled Haar cascade on a
    few frames (median box per face, left to right), and each face becomes one *subject*
    cropped with a fixed square box (the box enlarged by ``MARGIN``). This is the "simple
-   fixed crop" that stands in until the live face pipeline (issue #5) provides aligned
-   crops; the videos here hold their heads fairly still.
+   fixed crop" the issue allows (the videos here hold their heads fairly still); the live
+   spotter then finds and aligns the face in these crops with ``realtime.face`` like in any
+   other video.
 2. **Segments.** ``part="train"`` uses the first 75 % of each source video and
    ``part="test"`` the last 25 %, so held-out videos never show training frames. A segment
    is played forward and backward (ping-pong) to the requested length; a random horizontal

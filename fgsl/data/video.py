@@ -1,8 +1,10 @@
 """Reading videos into model-ready clips (OpenCV), with clear errors for bad files.
 
-Until the live face pipeline lands (issue #5), offline inference uses a fixed centre
-square crop of each frame: right for webcam-style frontal recordings like the bundled
-sample, wrong for faces away from the centre. Frames are resampled to the model's fps by
+Offline inference and training use a fixed centre square crop of each frame (the synthetic
+sets are fixed face crops too): right for face crops and webcam-style frontal recordings,
+wrong for faces away from the centre. The live spotter (``realtime``) tracks and aligns
+faces with MediaPipe instead; feeding its aligned crops to offline inference and training is
+not done yet (it would change what trained weights expect). Frames are resampled to the model's fps by
 nearest source frame (``source = round(model_index * source_fps / model_fps)``).
 """
 

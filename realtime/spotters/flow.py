@@ -8,20 +8,23 @@ MEGC baselines by He et al. 2020 use optical flow in regions of interest the sam
 movement that starts after ``t-k`` and is over by ``t+k`` shows at ``t`` with its full size,
 while slow drifts cancel. We compute, per model frame ``t`` and per region ``r``,
 
-    B_r(t) = mean optical flow from crop[t-k] to crop[t] inside region r, minus the median
-             flow of the whole face (global head motion the alignment did not remove),
+    B_r(t) = mean optical flow from crop[t-k] to crop[t] inside region r, minus an affine
+             fit to the flow of the whole face (head motion the alignment did not remove),
 
 once per frame (DIS optical flow, OpenCV), and the band-limited difference
 
     d_r(t) = (B_r(t) - B_r(t+k)) / 2        (~ displacement at t relative to t-k and t+k)
 
-The signal is ``s(t) = max_r |d_r(t)|``, lightly smoothed. A peak of ``s`` above an adaptive
-threshold (median + ``c`` robust deviations of the track's recent signal, and an absolute
-floor) is a movement's apex ``a``. Its extent comes from projecting every ``d(t)`` on the
+Each region is judged against its own recent noise: ``s(t) = max_r (|d_r(t)| - median_r) /
+spread_r`` with the median and robust spread (1.4826 x MAD, at least ``floor_px / c``) of that
+region's last ``history_s`` seconds, lightly smoothed; a talking mouth then does not hide a
+brow movement. A peak of ``s`` above ``c`` (``threshold_mads``, divided by the sensitivity) is
+a movement's apex ``a``. Its extent comes from projecting every ``d(t)`` on the
 apex pattern ``d(a)``: ``q(t) = <d(t), d(a)> / |d(a)|^2`` is 1 at the apex and falls to 0
 where the face is back to its pre-movement state, so onset and offset are where ``q`` drops
-below ``EXTENT`` on either side. A lasting change of expression (a step, not a there-and-back
-movement) gives an equally strong *negative* ``q`` lobe within ``2k`` of the apex; those
+below ``EXTENT`` on either side. A brief movement leaves lobes of -0.5 at ``a -/+ k`` (there
+the frame a lag away is the apex); a lasting change of expression (a step, not a there-and-back
+movement) gives a lobe of -1 and those
 are not movements of their own and are dropped (``STEP_LOBE``).
 
 Durations: 0.065-0.5 s is a micro-expression (the common definition used by CAS(ME)^2 and
@@ -34,10 +37,11 @@ AU12/AU6 positive, AU1+2/AU5/AU26 surprise, AU4/AU15/AU9 negative); ``others`` w
 rises by at least ``MIN_BLENDSHAPE_RISE`` or two classes are within ``UNSURE_MARGIN``.
 
 Windows: ``window`` model frames every ``stride``; frame ``t`` has a signal only when
-``t-k`` and ``t+k`` lie in the window, so candidates lie in ``[k, window-k)`` and a later
-window never reports anything that ends before its own ``start + k``: that is
-:meth:`FlowSpotter.final_before`. Flow per frame is cached per track, so overlapping windows
-cost one flow per new frame.
+``t-k`` and ``t+k`` lie in the window, and an apex is only taken in ``[2k, window-2k)`` where
+both its lobes can be inspected (so ``stride <= window - 4k``: every apex falls in some
+window). Candidates then lie in ``[k, window-k)`` and a later window never reports anything
+that ends before its own ``start + k``: that is :meth:`FlowSpotter.final_before`. Flow per
+frame is cached per track, so overlapping windows cost one flow per new frame.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class _Track:
         self.flows: dict[tuple[int, int], np.ndarray] = {}
         self.signal: deque[np.ndarray] = deque(maxlen=history)  # [R] magnitudes per frame
         self.signal_until = -1  # last source frame whose signal value is in ``signal``
+        self.windows = 0  # windows seen (the first may take apexes earlier than 2k)
 
 
 def _gray(crop: np.ndarray) -> np.ndarray:
@@ -242,8 +247,12 @@ class FlowSpotter:
         k, n = cfg.lag, len(window.indices)
         d, s = self.signal(window)
         theta = self.threshold()
-        # Apexes only where both side lobes (apex -/+ k) can be inspected: [2k, n-2k).
-        valid = np.arange(2 * k, n - 2 * k)
+        # Apexes only where both side lobes (apex -/+ k) can be inspected: [2k, n-2k). No
+        # window comes before a track's first or after its last, so those also take the
+        # apexes near the track's ends, with whatever lobe can be inspected.
+        state = self._tracks[window.track]
+        state.windows += 1
+        valid = np.arange(k + 1 if state.windows == 1 else 2 * k, n - k - 1 if window.final else n - 2 * k)
         out: list[Candidate] = []
         taken = np.zeros(n, bool)
         for a in valid[np.argsort(-s[valid])]:
