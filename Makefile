@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup clean
 
+# Debian packages: chromium (the demo's browser tests) and ffmpeg (making .y4m fake-camera clips).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS   := $(foreach p,chromium ffmpeg,$(if $(shell command -v $(p)),,$(p)))
+
 $(STAMP): pyproject.toml Makefile
+	$(if $(DEBS),$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: this exact CPU wheel lies on the machine; any other downloads GBs.

@@ -11,7 +11,7 @@ import torch
 from fgsl import weights
 from fgsl.model import FGSL
 
-from .base import check_clips
+from .base import check_chunks, check_clips, check_features
 
 
 class TorchEngine:
@@ -34,6 +34,18 @@ class TorchEngine:
         clips = check_clips(clips, self.cfg)
         with torch.inference_mode():
             out = self.model(torch.from_numpy(clips).to(self.device))
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+    def encode_chunk(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
+        chunks = check_chunks(chunks, self.cfg)
+        with torch.inference_mode():
+            final, taps = self.model.encode_chunk(torch.from_numpy(chunks).to(self.device))
+        return {"final": final.float().cpu().numpy(), "taps": taps.float().cpu().numpy()}
+
+    def decode_window(self, final: np.ndarray, taps: np.ndarray) -> dict[str, np.ndarray]:
+        final, taps = check_features(final, taps, self.cfg)
+        with torch.inference_mode():
+            out = self.model.decode_window(torch.from_numpy(final).to(self.device), torch.from_numpy(taps).to(self.device))
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
     def describe(self) -> dict[str, Any]:
