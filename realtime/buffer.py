@@ -91,6 +91,7 @@ class TrackBuffer:
 
     def _emit(self, final: bool) -> Window:
         slots = list(self._slots)
+        position = self._produced - len(slots)
         if len(slots) < self.window:
             slots += [slots[-1]] * (self.window - len(slots))
         self._covered = self._produced
@@ -102,6 +103,7 @@ class TrackBuffer:
             landmarks=np.stack([s.landmarks for s in slots]),
             blendshapes=np.stack([s.blendshapes for s in slots]),
             final=final,
+            position=position,
         )
 
 

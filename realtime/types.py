@@ -60,6 +60,9 @@ class Window:
     model frame ``i`` was taken from; ``crops`` is ``[T, S, S, 3]`` RGB uint8,
     ``landmarks`` ``[T, 478, 2]`` float32 in crop pixels and ``blendshapes`` ``[T, 52]``. ``final`` marks the last window of a track (face lost or
     stream ended): it may repeat frames at its end when the track was shorter than T.
+    ``position`` is the track's model-frame number of the window's first frame (windows of a
+    track start at 0, stride, 2 x stride, ...; a final window anywhere): the FGSL spotter
+    keys its per-chunk encoder cache by it.
     """
 
     track: int
@@ -69,6 +72,7 @@ class Window:
     landmarks: np.ndarray
     blendshapes: np.ndarray
     final: bool = False
+    position: int = 0
 
     @property
     def start(self) -> int:

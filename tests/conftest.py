@@ -52,3 +52,25 @@ def shared_video(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"test video {path} is missing: set FGSL_SHARED_DATA to the shared/data folder")
     return path
+
+
+def track_faces(name: str, count: int, max_faces: int, size: int):
+    """Faces of the first ``count`` frames of a shared video, tracked and aligned at ``size`` px
+    by the real face pipeline (MediaPipe): one list of ``FaceObservation`` per frame."""
+    import time
+
+    import cv2
+
+    from realtime.face import FaceTracker
+    from realtime.types import Frame
+
+    cap = cv2.VideoCapture(str(shared_video(name)))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    out = []
+    with FaceTracker(max_faces=max_faces, crop_size=size) as tracker:
+        for i in range(count):
+            ok, image = cap.read()
+            assert ok, f"{name}: frame {i} unreadable"
+            out.append(tracker.process(Frame(i, i / fps, time.monotonic(), image)).faces)
+    cap.release()
+    return out

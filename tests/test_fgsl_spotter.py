@@ -29,23 +29,13 @@ from realtime.pipeline import Pipeline
 from realtime.spotters import make_spotter
 from realtime.spotters.fgsl import MICRO_MAX_S, FGSLSpotter, megc_label, scaled_threshold
 from realtime.types import LABELS, FaceObservation, Frame, RealtimeError, Window, validate_event_line
-from tests.conftest import randomise_adapters, shared_video
+from tests.conftest import randomise_adapters, shared_video, track_faces
 
 SIZE = 32  # the tiny preset's image_size: the tracker makes crops the model takes as they are
 
 
 def track(name: str, count: int, max_faces: int) -> list[list[FaceObservation]]:
-    """Faces of the first ``count`` frames of a shared video, tracked and aligned at SIZE px."""
-    cap = cv2.VideoCapture(str(shared_video(name)))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    out = []
-    with FaceTracker(max_faces=max_faces, crop_size=SIZE) as tracker:
-        for i in range(count):
-            ok, image = cap.read()
-            assert ok, f"{name}: frame {i} unreadable"
-            out.append(tracker.process(Frame(i, i / fps, time.monotonic(), image)).faces)
-    cap.release()
-    return out
+    return track_faces(name, count, max_faces, SIZE)
 
 
 def windows_of(faces: list[list[FaceObservation]], window: int, stride: int, fps: float) -> list[Window]:
@@ -104,8 +94,9 @@ class Counting:
 
 
 def test_candidates_lie_in_their_window_with_valid_labels(engine, single) -> None:
-    spotter = FGSLSpotter(engine, threshold=0.0)
+    spotter = FGSLSpotter(engine, threshold=0.0, cached=False)
     assert (spotter.name, spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == ("fgsl", 16, 4, 30.0, 32)
+    assert FGSLSpotter(engine).stride == 16  # cached: chunk-aligned windows
     assert "UNTRAINED" in spotter.describe() and "torch" in spotter.describe() and str(engine.source) in spotter.describe()
     windows = windows_of(single, spotter.window, spotter.stride, spotter.fps)
     assert len(windows) >= 4 and windows[0].crops.shape == (16, SIZE, SIZE, 3)
@@ -223,7 +214,7 @@ def test_intervals_map_to_source_frames_through_the_window(single) -> None:
 
 
 def test_final_before_and_end_track(engine, single) -> None:
-    spotter = FGSLSpotter(engine)
+    spotter = FGSLSpotter(engine, cached=False)
     buffers = Buffers(spotter.window, spotter.stride, spotter.fps)
     windows = []
     for faces in single[:18]:
@@ -232,7 +223,7 @@ def test_final_before_and_end_track(engine, single) -> None:
     assert [w.final for w in windows] == [False, True]
     assert spotter.final_before(windows[0]) == windows[0].indices[4] == 4
     assert spotter.final_before(windows[1]) == windows[1].end + 1 == 18
-    spotter.end_track(0)  # nothing cached per track yet; must not fail, also for unknown tracks
+    spotter.end_track(0)  # must not fail, also for unknown tracks
     spotter.end_track(7)
 
 
@@ -271,7 +262,7 @@ def test_untrained_weights_refused_without_allow_untrained(folder, capsys) -> No
 def test_make_spotter_weights_pick_fgsl(folder, tmp_path) -> None:
     spotter = make_spotter(args("--weights", str(folder), "--allow-untrained"))
     assert isinstance(spotter, FGSLSpotter) and spotter.name == "fgsl"
-    assert (spotter.window, spotter.stride, spotter.crop_size) == (16, 4, 32)
+    assert (spotter.window, spotter.stride, spotter.crop_size, spotter.cached) == (16, 16, 32, True)
     assert spotter.trained is False and "UNTRAINED WEIGHTS" in spotter.describe()
     assert spotter.threshold == pytest.approx(spotter.cfg.score_threshold)
     # Weights marked trained (random here: only the flag matters) need no flag and are not flagged.

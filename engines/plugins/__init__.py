@@ -1,1 +1,20 @@
-"""TensorRT plugins, e.g. the FIFM FFT plugin (issue #6; not implemented yet)."""
+"""TensorRT plugins for FGSL engines.
+
+* :mod:`engines.plugins.fifm_fft`: the FIFM frequency filter (rFFT over time -> learned complex
+  filter -> irFFT, per channel) as the TensorRT Python plugin ``fgsl::FIFMFilter``, and its
+  kernel as a plain torch function (importable and tested without TensorRT).
+
+Nothing here imports TensorRT until :func:`register_plugins` is called.
+"""
+
+from __future__ import annotations
+
+from .fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, fifm_fft_filter, register_plugin
+
+
+def register_plugins() -> bool:
+    """Register every plugin of the project with TensorRT; ``False`` where TensorRT is missing."""
+    return register_plugin()
+
+
+__all__ = ["ONNX_DOMAIN", "OP_TYPE", "PLUGIN_ID", "fifm_fft_filter", "register_plugin", "register_plugins"]

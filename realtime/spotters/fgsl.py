@@ -42,7 +42,28 @@ Finality: a window's intervals lie anywhere inside it, so a later window of the 
 report nothing before that window's start: :meth:`final_before` is
 :func:`~realtime.spotters.base.next_window_start`.
 
-Untrained weights give meaningless intervals; :meth:`FGSLSpotter.from_args` refuses them
+Streaming: encode each 16-frame chunk once (DESIGN.md, "Streaming FGSL")
+-----------------------------------------------------------------------
+The frozen encoder's output for a 16-frame chunk depends on that chunk alone, so with
+``cached=True`` (the default when the engine serves ``encode_chunk``/``decode_window``) the
+spotter keeps, per track, a ring of chunk features keyed by the chunk's model-frame position
+in the track (:attr:`~realtime.types.Window.position`); for a batch of windows it encodes only
+the chunks not in the ring (all faces' new chunks in one ``encode_chunk`` call), then decodes
+every window from its chunks (one ``decode_window`` call). The result equals ``infer`` on the
+window's clip (tests, every preset, torch and ONNX Runtime).
+
+* Chunk boundaries: windows must start on chunk boundaries for chunks to be shared, so the
+  cached spotter's stride is a multiple of 16 model frames (default 16: each new window brings
+  one new chunk; the uncached default is a quarter window). Resampling to the model's fps
+  happens before (the buffer), so chunks are 16 *model* frames whatever the camera's rate.
+* Stream start: nothing is spotted before the first full window (T model frames), as
+  uncached. Stream end / face lost: the track's last window is the last T frames, usually not
+  on a chunk boundary, and a track shorter than T is padded by repeating its last frame;
+  those chunks are encoded fresh (their positions never match a cached one).
+* Memory: the ring holds at most ``T / 16`` chunks per track (:meth:`cache_bytes`), and is
+  dropped in :meth:`end_track` when the face is lost.
+
+ :meth:`FGSLSpotter.from_args` refuses them
 unless ``--allow-untrained`` is given, and :meth:`describe` then says so loudly.
 """
 
@@ -50,13 +71,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from fgsl.config import FGSLConfig
+from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.video import normalise
@@ -114,14 +136,25 @@ class FGSLSpotter:
     name = "fgsl"
 
     def __init__(self, engine: Any, threshold: float | None = None, stride: int | None = None,
-                 sensitivity: float = 1.0, trained: bool | None = None) -> None:
+                 sensitivity: float = 1.0, trained: bool | None = None, cached: bool | None = None) -> None:
         cfg: FGSLConfig = engine.cfg
         self.engine = engine
         self.cfg = cfg
         self.window = cfg.window_frames
-        self.stride = max(1, self.window // 4) if stride is None else int(stride)
+        self.cached = hasattr(engine, "encode_chunk") and hasattr(engine, "decode_window") if cached is None else cached
+        if self.cached and not hasattr(engine, "encode_chunk"):
+            raise ValueError("this engine serves no encode_chunk/decode_window graphs: use cached=False")
+        default = CHUNK_FRAMES if self.cached else max(1, self.window // 4)
+        self.stride = default if stride is None else int(stride)
         if not 1 <= self.stride <= self.window:
             raise ValueError(f"fgsl stride must be 1..{self.window} (the window), got {stride}")
+        if self.cached and self.stride % CHUNK_FRAMES:
+            raise ValueError(f"the cached fgsl spotter needs a stride that is a multiple of {CHUNK_FRAMES} "
+                             f"(chunk-aligned windows), got {self.stride}")
+        self._rings: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        #: Work done, for the benchmark: chunks encoded, windows decoded, and time in each (ms).
+        self.work: dict[str, list[float]] = {"encode_ms": [], "decode_ms": [], "infer_ms": []}
+        self.encoded_chunks = 0
         self.fps = float(cfg.fps)
         self.crop_size = cfg.image_size
         base = cfg.score_threshold if threshold is None else float(threshold)
@@ -167,7 +200,7 @@ class FGSLSpotter:
         where = f"{d.get('backend', '?')} {d.get('precision', '')} on {d.get('device', '?')}".replace("  ", " ")
         text = (f"FGSL spotter (preset {d.get('preset', self.cfg.name)!r}, {where}, "
                 f"weights {d.get('source') or 'in memory'}, window {self.window} frames every {self.stride}, "
-                f"score >= {self.threshold:.3g})")
+                f"{'chunk cache' if self.cached else 'no cache'}, score >= {self.threshold:.3g})")
         if self.trained is False:
             text += f" [{UNTRAINED_BANNER}]"
         elif self.trained is None:
@@ -185,11 +218,13 @@ class FGSLSpotter:
         return next_window_start(window, self.stride)
 
     def end_track(self, track: int) -> None:
-        """Nothing per track to forget yet: every window is computed from its own crops.
+        """The face is gone: drop its chunk ring."""
+        self._rings.pop(track, None)
 
-        The streaming path (issue 8) will cache encoder features per chunk and per track;
-        this is where that cache is dropped.
-        """
+    def cache_bytes(self, track: int | None = None) -> int:
+        """Bytes held in chunk rings (one track, or all)."""
+        rings = [self._rings.get(track, {})] if track is not None else list(self._rings.values())
+        return sum(f.nbytes + t.nbytes for ring in rings for f, t in ring.values())
 
     # ------------------------------------------------------------------ steps
     def clips(self, windows: list[Window]) -> np.ndarray:
@@ -197,8 +232,61 @@ class FGSLSpotter:
         return np.stack([normalise(self._crops(w)) for w in windows])
 
     def infer(self, windows: list[Window]) -> dict[str, np.ndarray]:
-        """The engine's raw outputs (``scores`` logits, ``offsets``) for ``windows``, one call."""
-        return self.engine.infer(self.clips(windows))
+        """The engine's raw outputs (``scores`` logits, ``offsets``) for ``windows``.
+
+        Uncached: one ``infer`` call on the windows' clips. Cached: one ``encode_chunk`` call
+        for the chunks no ring holds yet, one ``decode_window`` call for all windows.
+        """
+        if not self.cached:
+            t0 = time.perf_counter()
+            out = self.engine.infer(self.clips(windows))
+            self.work["infer_ms"].append((time.perf_counter() - t0) * 1000)
+            return out
+        self._encode_missing(windows)
+        features = [self._window_features(w) for w in windows]
+        t0 = time.perf_counter()
+        out = self.engine.decode_window(np.stack([f for f, _ in features]), np.stack([t for _, t in features]))
+        self.work["decode_ms"].append((time.perf_counter() - t0) * 1000)
+        for w in windows:
+            self._evict(w)
+        return out
+
+    def _chunk_keys(self, window: Window) -> list[int]:
+        return [window.position + CHUNK_FRAMES * j for j in range(self.window // CHUNK_FRAMES)]
+
+    def _encode_missing(self, windows: list[Window]) -> None:
+        todo: list[tuple[int, int]] = []  # (track, chunk position)
+        chunks: list[np.ndarray] = []
+        for w in windows:
+            ring = self._rings.setdefault(w.track, {})
+            crops = None
+            for j, pos in enumerate(self._chunk_keys(w)):
+                if pos in ring or (w.track, pos) in todo:
+                    continue
+                crops = self._crops(w) if crops is None else crops
+                chunks.append(normalise(crops[j * CHUNK_FRAMES:(j + 1) * CHUNK_FRAMES]))
+                todo.append((w.track, pos))
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        out = self.engine.encode_chunk(np.stack(chunks))
+        self.work["encode_ms"].append((time.perf_counter() - t0) * 1000)
+        self.encoded_chunks += len(todo)
+        for k, (track, pos) in enumerate(todo):
+            self._rings[track][pos] = (out["final"][k], out["taps"][k])
+
+    def _window_features(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``final [L, D]`` and ``taps [n_taps, L, D]`` of a window, from its chunks in the ring."""
+        ring = self._rings[window.track]
+        parts = [ring[pos] for pos in self._chunk_keys(window)]
+        return np.concatenate([f for f, _ in parts], axis=0), np.concatenate([t for _, t in parts], axis=1)
+
+    def _evict(self, window: Window) -> None:
+        """Keep only chunks a later window of the track can still use (bounded memory)."""
+        ring = self._rings.get(window.track, {})
+        keep_from = window.position + self.stride
+        for pos in [p for p in ring if p < keep_from or window.final]:
+            del ring[pos]
 
     def _crops(self, window: Window) -> np.ndarray:
         crops = np.asarray(window.crops)

@@ -1,0 +1,421 @@
+"""Per-browser live state: one :class:`~realtime.pipeline.Pipeline` per page, bounded and released.
+
+The spotting itself is :mod:`realtime` (faces, buffers, spotter, events, overlay); this module
+only keeps one pipeline per browser session and makes sure it goes away:
+
+* :class:`PipelineFactory` builds a pipeline for the controls a page sends (spotter,
+  sensitivity, max faces). The FGSL engine, when the app was started with ``--weights``, is
+  opened once and shared; each session gets its own spotter (its own per-track caches).
+* :class:`LiveSession` turns webcam frames (RGB arrays, as Gradio delivers them) into
+  :class:`~realtime.types.Frame` records on the session's own clock, runs the pipeline, draws
+  the overlay and keeps what the page shows: the latest events (at most ``max_events``), each
+  face's recent motion signal (at most ``signal_s`` seconds per face, at most ``max_tracks``
+  faces) and the frame rate and latency figures. Everything it holds is bounded, however long
+  the stream runs.
+* :class:`SessionRegistry` maps Gradio's ``session_hash`` to a session: at most
+  ``max_sessions`` at once (the next page gets a clear "busy" message instead of a pipeline),
+  released when the page is closed (the app wires ``demo.unload`` to :meth:`release`), when its
+  controls change (a fresh pipeline for the new settings), or after ``idle_s`` seconds without
+  a frame (a background reaper), whichever comes first. Releasing finishes the pipeline, which
+  closes MediaPipe's landmarker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from realtime.events import Sink
+from realtime.face import FaceTracker
+from realtime.overlay import OverlayState
+from realtime.pipeline import Pipeline
+from realtime.spotters.base import Spotter
+from realtime.types import Event, Frame
+
+#: The largest number of faces the controls offer (MediaPipe slows down with each face).
+MAX_FACES = 8
+#: Sensitivity range the controls offer (the spotters accept any positive value).
+SENSITIVITY_RANGE = (0.25, 4.0)
+
+
+class DemoError(ValueError):
+    """Bad input from the page (a file that is not a video, no face, ...): one clear line."""
+
+
+class SessionBusy(DemoError):
+    """All live slots are taken."""
+
+
+class SessionClosed(DemoError):
+    """The session was released while a frame was on its way."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The page's controls."""
+
+    spotter: str = "flow"
+    sensitivity: float = 1.0
+    max_faces: int = 4
+
+    @classmethod
+    def from_controls(cls, spotter: Any, sensitivity: Any, max_faces: Any) -> "Settings":
+        """Validated settings from the widgets' values (the API can send anything)."""
+        name = str(spotter or "flow").strip().lower()
+        try:
+            sens = float(sensitivity if sensitivity is not None else 1.0)
+            faces = int(max_faces if max_faces is not None else 4)
+        except (TypeError, ValueError):
+            raise DemoError(f"sensitivity must be a number and max faces a whole number, got "
+                            f"{sensitivity!r} and {max_faces!r}") from None
+        if not math.isfinite(sens) or sens <= 0:
+            raise DemoError(f"sensitivity must be a positive number, got {sensitivity!r}")
+        if not 1 <= faces <= MAX_FACES:
+            raise DemoError(f"max faces must be 1 to {MAX_FACES}, got {max_faces!r}")
+        return cls(name, round(sens, 4), faces)
+
+
+class PipelineFactory:
+    """Pipelines for :class:`Settings`: the flow spotter always, FGSL with an engine.
+
+    ``weights``: an FGSL run folder (opened once here, through ``engines``; untrained weights
+    are refused unless ``allow_untrained``, as in ``realtime.cam``). ``face_model``: a MediaPipe
+    bundle of one's own instead of the shipped one.
+    """
+
+    def __init__(self, weights: str | Path | None = None, backend: str = "auto", allow_untrained: bool = False,
+                 preset: str = "realtime", face_model: str | Path | None = None) -> None:
+        self.engine: Any = None
+        self.trained: bool | None = None
+        self.face_model = face_model
+        if weights or allow_untrained:
+            from fgsl.infer import open_engine
+
+            ns = argparse.Namespace(weights=str(weights) if weights else None, allow_untrained=allow_untrained,
+                                    preset=preset, backend=backend)
+            self.engine, self.trained = open_engine(ns)
+
+    @property
+    def spotters(self) -> tuple[str, ...]:
+        return ("flow", "fgsl") if self.engine is not None else ("flow",)
+
+    def spotter(self, settings: Settings) -> Spotter:
+        if settings.spotter == "flow":
+            from realtime.spotters.flow import FlowSpotter
+
+            return FlowSpotter(sensitivity=settings.sensitivity)
+        if settings.spotter == "fgsl":
+            if self.engine is None:
+                raise DemoError("the FGSL spotter needs trained weights: start the demo with "
+                                "`python -m demo --weights RUN_DIR`; the flow spotter needs none")
+            from realtime.spotters.fgsl import FGSLSpotter
+
+            return FGSLSpotter(self.engine, sensitivity=settings.sensitivity, trained=self.trained)
+        raise DemoError(f"unknown spotter {settings.spotter!r} (choose one of {', '.join(self.spotters)})")
+
+    def describe(self, name: str) -> str:
+        """One line about a spotter, for the page."""
+        if name == "fgsl" and self.engine is not None:
+            return self.spotter(Settings("fgsl")).describe()
+        from realtime.spotters.flow import FlowSpotter
+
+        return FlowSpotter().describe()
+
+    def pipeline(self, settings: Settings, sinks: Iterable[Sink] = ()) -> Pipeline:
+        from realtime.face import MODEL_SHA256
+
+        spotter = self.spotter(settings)
+        tracker = FaceTracker(max_faces=settings.max_faces, crop_size=spotter.crop_size, model_path=self.face_model,
+                              sha256=MODEL_SHA256 if self.face_model is None else None)
+        return Pipeline(tracker, spotter, sinks)
+
+
+class SignalHistory:
+    """Each track's motion signal by source frame, as the spotter last computed it.
+
+    The flow spotter publishes its latest window's signal per track (``last_signal``: source
+    frames and values); windows overlap, so the newest value of a frame wins. ``max_frames``
+    bounds each track (oldest frames go first), ``max_tracks`` the number of tracks kept
+    (tracks not updated for longest go first); ``None`` keeps everything (an uploaded file,
+    whose length the upload limit bounds). Spotters without a signal (FGSL) leave it empty.
+    """
+
+    def __init__(self, max_frames: int | None = None, max_tracks: int | None = None) -> None:
+        self.max_frames, self.max_tracks = max_frames, max_tracks
+        self._tracks: dict[int, dict[int, float]] = {}
+
+    def update(self, spotter: Any) -> None:
+        last = getattr(spotter, "last_signal", None) or {}
+        for track, (indices, values) in list(last.items()):
+            series = self._tracks.pop(int(track), {})
+            self._tracks[int(track)] = series  # most recently updated last
+            for index, value in zip(np.asarray(indices).tolist(), np.asarray(values, np.float64).tolist()):
+                series[int(index)] = float(value) if math.isfinite(value) else 0.0
+            if self.max_frames is not None and len(series) > self.max_frames:
+                for index in sorted(series)[: len(series) - self.max_frames]:
+                    del series[index]
+        if self.max_tracks is not None:
+            while len(self._tracks) > self.max_tracks:
+                del self._tracks[next(iter(self._tracks))]
+
+    def series(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per track: sorted source frames and their values."""
+        out = {}
+        for track, series in sorted(self._tracks.items()):
+            if series:
+                idx = np.array(sorted(series), np.int64)
+                out[track] = (idx, np.array([series[i] for i in idx.tolist()], np.float64))
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._tracks.values())
+
+
+def signal_threshold(spotter: Any) -> float | None:
+    """The level a spotter's plotted signal must cross to make a movement (flow), else None."""
+    threshold = getattr(spotter, "threshold", None)
+    if getattr(spotter, "name", "") == "flow" and callable(threshold):
+        return float(threshold())
+    return None
+
+
+def to_bgr(image: Any) -> np.ndarray:
+    """A webcam frame as Gradio delivers it (RGB, RGBA or grey uint8) as BGR uint8."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 16:
+        raise DemoError(f"expected a webcam image, got {getattr(image, 'shape', type(image).__name__)}")
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR)
+    if image.shape[2] != 3:
+        raise DemoError(f"expected an RGB image, got {image.shape[2]} channels")
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+
+@dataclass
+class LiveStep:
+    """What one webcam frame gave the page."""
+
+    image_bgr: np.ndarray
+    index: int
+    new_events: list[Event]
+    fps: float  # frames reaching the server per second (recent)
+    latency_ms: float  # this frame: arrival at the server -> annotated frame ready
+    faces: int
+    received_wall: float  # time.time() when the frame reached the handler (for the benchmark)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class LiveSession:
+    """One browser's live pipeline and what its page shows (all bounded; see the module doc)."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, clock: Callable[[], float] = time.monotonic,
+                 max_events: int = 200, signal_s: float = 20.0, max_tracks: int = 8,
+                 no_face_s: float = 1.5) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.clock = clock
+        self.overlay = OverlayState(signal_rate=pipeline.spotter.fps)
+        self.events: deque[Event] = deque(maxlen=max_events)
+        self.signals = SignalHistory(max_frames=max(2, round(signal_s * 60)), max_tracks=max_tracks)
+        self.signal_s = signal_s
+        self.no_face_s = no_face_s
+        self.frame_times: deque[tuple[int, float]] = deque(maxlen=max(2, round(signal_s * 60)))
+        self._arrivals: deque[float] = deque(maxlen=60)
+        self.latencies_ms: deque[float] = deque(maxlen=120)
+        self.frames = 0
+        self.t0: float | None = None
+        self.last_used = clock()
+        self.closed = False
+        self.lock = threading.Lock()
+
+    @property
+    def spotter_name(self) -> str:
+        return self.pipeline.spotter.name
+
+    def fps(self) -> float:
+        """Frames that reached the server per second, over the last 60 frames (or 5 s)."""
+        if len(self._arrivals) < 2:
+            return 0.0
+        now = self._arrivals[-1]
+        recent = [t for t in self._arrivals if now - t <= 5.0]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def step(self, image: Any, received: float | None = None) -> LiveStep:
+        """Run one webcam frame (RGB) through the pipeline; returns the annotated frame (BGR)."""
+        received_wall = time.time()
+        received = self.clock() if received is None else received
+        bgr = to_bgr(image)
+        with self.lock:
+            if self.closed:
+                raise SessionClosed("this live session was closed; start the webcam again")
+            if self.t0 is None:
+                self.t0 = received
+            self.last_used = received
+            self._arrivals.append(received)
+            frame = Frame(self.frames, received - self.t0, received, bgr)
+            result = self.pipeline.step(frame)
+            self.frames += 1
+            self.frame_times.append((frame.index, frame.timestamp))
+            self.signals.update(self.pipeline.spotter)
+            self.events.extend(result.events)
+            seen = self.pipeline.last_face_s
+            status = ""
+            if not result.faces and (seen is None or frame.timestamp - seen >= self.no_face_s):
+                status = "no face in view"
+            fps = self.fps()
+            previous = self.latencies_ms[-1] if self.latencies_ms else None
+            stats = {"fps": fps, "latency_ms": previous, "spotter": self.spotter_name, "status": status}
+            image_out = self.overlay.draw(bgr, result.faces, self.pipeline.signals(), result.events, stats,
+                                          frame.timestamp)
+            latency = (self.clock() - received) * 1000
+            self.latencies_ms.append(latency)
+            stats["latency_ms"] = latency
+            return LiveStep(image_out, frame.index, result.events, fps, latency, len(result.faces), received_wall,
+                            stats)
+
+    def timestamps(self) -> dict[int, float]:
+        """Stream time of the recent frames (source frame -> seconds), for plots."""
+        return dict(self.frame_times)
+
+    def close(self) -> None:
+        """Finish the pipeline (releases MediaPipe); waits for a frame in progress. Idempotent."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.pipeline.finish()
+            finally:
+                self.pipeline.close()
+
+
+class SessionRegistry:
+    """``session_hash`` -> :class:`LiveSession`, bounded, with idle expiry (module docstring)."""
+
+    def __init__(self, factory: Callable[[Settings], LiveSession], max_sessions: int = 4, idle_s: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_sessions < 1 or not idle_s > 0:
+            raise ValueError("SessionRegistry needs max_sessions >= 1 and idle_s > 0")
+        self.factory = factory
+        self.max_sessions = max_sessions
+        self.idle_s = float(idle_s)
+        self.clock = clock
+        self._sessions: dict[str, LiveSession] = {}
+        self._starting: set[str] = set()
+        self._lock = threading.Lock()
+        self.created = 0
+        self.released = 0
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._sessions
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def get(self, key: str, settings: Settings) -> LiveSession:
+        """The session of ``key`` for ``settings`` (created, or recreated when they changed)."""
+        stale: list[LiveSession] = []
+        try:
+            with self._lock:
+                stale = self._expired_locked()
+                session = self._sessions.get(key)
+                if session is not None and session.settings == settings and not session.closed:
+                    return session
+                if session is not None:  # new controls: a fresh pipeline for them
+                    stale.append(self._sessions.pop(key))
+                if key in self._starting:
+                    raise SessionBusy("this page's live session is still starting; frames resume in a moment")
+                if len(self._sessions) + len(self._starting) >= self.max_sessions:
+                    raise SessionBusy(f"the server is busy: {self.max_sessions} live sessions already run (the "
+                                      f"limit, --max-sessions); try again when one ends, or use the upload tab")
+                self._starting.add(key)
+        finally:
+            self._close(stale)
+        try:
+            session = self.factory(settings)  # MediaPipe loads here: outside the lock
+        except BaseException:
+            with self._lock:
+                self._starting.discard(key)
+            raise
+        with self._lock:
+            self._starting.discard(key)
+            self._sessions[key] = session
+            self.created += 1
+        return session
+
+    def release(self, key: str) -> bool:
+        """Close and forget the session of ``key``; False when there was none."""
+        with self._lock:
+            session = self._sessions.pop(key, None)
+        if session is None:
+            return False
+        self._close([session])
+        return True
+
+    def reap(self) -> int:
+        """Release sessions idle for more than ``idle_s``; returns how many."""
+        with self._lock:
+            stale = self._expired_locked()
+        self._close(stale)
+        return len(stale)
+
+    def close_all(self) -> None:
+        self.stop_reaper()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        self._close(sessions)
+
+    def start_reaper(self, every_s: float | None = None) -> None:
+        """Reap idle sessions in a daemon thread every ``every_s`` (default idle_s / 4, 1-10 s)."""
+        if self._reaper is not None:
+            return
+        period = every_s if every_s is not None else min(10.0, max(1.0, self.idle_s / 4))
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                self.reap()
+
+        self._reaper = threading.Thread(target=loop, name="demo-session-reaper", daemon=True)
+        self._reaper.start()
+
+    def stop_reaper(self) -> None:
+        self._stop.set()
+        if self._reaper is not None:
+            self._reaper.join(timeout=2)
+            self._reaper = None
+
+    def _expired_locked(self) -> list[LiveSession]:
+        now = self.clock()
+        gone = [k for k, s in self._sessions.items() if now - s.last_used > self.idle_s or s.closed]
+        return [self._sessions.pop(k) for k in gone]
+
+    def _close(self, sessions: list[LiveSession]) -> None:
+        for session in sessions:
+            session.close()
+            with self._lock:
+                self.released += 1
