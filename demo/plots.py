@@ -29,10 +29,10 @@ def _rgb(track: int) -> tuple[float, float, float]:
 def signal_plot(series: Mapping[int, tuple[np.ndarray, np.ndarray]], events: Iterable[Event],
                 threshold: float | None = None, span: tuple[float, float] | None = None,
                 title: str = "", width_px: int = 900, panel_px: int = 150,
-                note: str = "") -> np.ndarray:
+                note: str = "", ylabel: str = "motion") -> np.ndarray:
     """RGB uint8 image: one panel per face (track), its signal over time (s), the threshold as
     a dashed line and every event as a shaded interval (red: micro, grey: macro) labelled with
-    its emotion and score. ``series``: per track, times (s) and values. ``span``: the time range
+    its emotion and score. ``series``: per track, times (s) and values (``ylabel``: their unit). ``span``: the time range
     shown (default: all the data). ``note``: shown when there is nothing to plot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -66,15 +66,17 @@ def signal_plot(series: Mapping[int, tuple[np.ndarray, np.ndarray]], events: Ite
                     ha="center", va="center", transform=ax.transAxes, fontsize=9, color="0.35")
         if threshold is not None and len(t):
             ax.axhline(threshold, color="0.3", linestyle="--", linewidth=0.9)
-        top = ax.get_ylim()[1]
-        for e in (e for e in events if e.track == track):
-            if e.offset_s < span[0] or e.onset_s > span[1]:
-                continue
+        lo_y, top = ax.get_ylim()
+        shown = [e for e in events if e.track == track and e.offset_s >= span[0] and e.onset_s <= span[1]]
+        for n, e in enumerate(sorted(shown, key=lambda e: e.onset_s)):
             fill = MICRO_RGB if e.kind == "micro" else MACRO_RGB
             ax.axvspan(e.onset_s, max(e.offset_s, e.onset_s + 1e-3), color=fill, alpha=0.25, linewidth=0)
-            ax.text((e.onset_s + e.offset_s) / 2, top, f"{e.label} {e.score:.2f}", ha="center", va="top",
-                    fontsize=8, color=fill, clip_on=True)
-        ax.set_ylabel(f"face #{track}", color=colour, fontweight="bold")
+            # Labels alternate between two heights so neighbours do not print over each other.
+            y = top - (top - lo_y) * (0.02 if n % 2 == 0 else 0.14)
+            ax.text((e.onset_s + e.offset_s) / 2, y, f"{e.label} {e.score:.2f}", ha="center", va="top",
+                    fontsize=7, color=fill, clip_on=True)
+        ax.set_ylabel(f"face #{track}\n{ylabel}" if ylabel and len(t) else f"face #{track}", color=colour,
+                      fontweight="bold", fontsize=9)
         ax.grid(alpha=0.25)
     axes[-1].set_xlim(*span)
     axes[-1].set_xlabel("time (s)")

@@ -331,6 +331,11 @@ class SessionRegistry:
         with self._lock:
             return key in self._sessions
 
+    def peek(self, key: str) -> LiveSession | None:
+        """The session of ``key`` if it exists (never creates one)."""
+        with self._lock:
+            return self._sessions.get(key)
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._sessions)

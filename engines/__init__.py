@@ -1,22 +1,141 @@
 """FGSL inference engines behind one call: ``engines.open(path, backend="auto")``.
 
-A *path* is a weights folder (``model.safetensors`` + ``config.json``). ``backend="auto"``
-picks the best backend available for that path; today that is the torch backend, which is
-also the reference every other backend is checked against. Engines never import realtime
-code.
+A *path* is a weights folder (``model.safetensors`` + ``config.json``) or an engine folder
+written by ``python -m engines.build`` (``manifest.json`` + ONNX graphs, TensorRT plans).
+
+``backend="auto"`` takes the first backend that works, in the order tensorrt -> onnxruntime
+-> torch (TensorRT only on a CUDA device), and prints why it passed over another once per
+process on stderr. From a weights folder the onnxruntime and tensorrt backends compile the
+model into the engine cache (:mod:`engines.cache`; ``$FGSL_ENGINE_CACHE``) on first use.
+The torch backend is the reference every other backend is checked against
+(``python -m engines.selftest``). Engines never import realtime code.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fgsl.cli import register_user_error
 
 from .base import Engine, EngineError, check_clips
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+#: ``auto`` tries these in order (tensorrt only when the device is CUDA).
+AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
 
 register_user_error(EngineError)
+
+
+class BackendUnavailable(EngineError):
+    """A backend that cannot run here (not installed, no CUDA device, ...); ``auto`` moves on."""
+
+
+def _cuda(device: str) -> bool:
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def candidates(backend: str, device: str) -> tuple[str, ...]:
+    """Backends to try for ``backend`` on ``device``, best first."""
+    if backend not in ("auto", *BACKENDS):
+        raise EngineError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return (backend,)
+    return tuple(b for b in AUTO_ORDER if b != "tensorrt" or _cuda(device))
+
+
+def _trt_module(needs: str) -> Any:
+    """``engines.trt`` with the function ``needs``, or :class:`BackendUnavailable` saying why not."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailable("tensorrt is not installed (pip install 'fgsl-spotter[trt]' on a machine with an "
+                                 "NVIDIA GPU)")
+    try:
+        from . import trt
+    except ImportError as exc:
+        raise BackendUnavailable(f"engines.trt cannot be imported ({exc})") from None
+    if not hasattr(trt, needs):
+        raise BackendUnavailable(f"engines.trt provides no {needs}()")
+    return trt
+
+
+def _open_model_with(name: str, model: Any, device: str, source: str | None, threads: int | None,
+                     cache_dir: str | Path | None) -> Engine:
+    from .cache import EngineCache
+
+    if name == "torch":
+        from .torch_backend import TorchEngine
+
+        return TorchEngine(model, device=device, source=source)
+    cache = EngineCache.at(cache_dir)
+    if name == "onnxruntime":
+        from . import onnx_backend
+
+        reason = onnx_backend.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        try:
+            return onnx_backend.OnnxEngine.from_model(model, device=device, cache=cache, source=source,
+                                                      intra_op_threads=threads)
+        except BackendUnavailable:
+            raise
+        except EngineError as exc:  # e.g. no CUDA provider in this onnxruntime build
+            raise BackendUnavailable(str(exc)) from None
+    if not _cuda(device):
+        raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
+    return _trt_module("open_model").open_model(model, device=device, cache=cache, source=source)
+
+
+def _first_that_opens(names: tuple[str, ...], attempt: Callable[[str], Engine]) -> Engine:
+    """Try ``names`` in order; a fallback prints its reason once. A single name just raises."""
+    from .cache import say_once
+
+    for i, name in enumerate(names):
+        try:
+            return attempt(name)
+        except BackendUnavailable as exc:
+            if i == len(names) - 1:
+                raise
+            say_once(f"{name} backend not used ({exc}); falling back to {names[i + 1]}")
+    raise EngineError("no backend to try")  # unreachable: candidates() is never empty
+
+
+def open_model(model: Any, backend: str = "auto", *, device: str = "cpu", source: str | None = None,
+               threads: int | None = None, cache_dir: str | Path | None = None) -> Engine:
+    """An engine for an in-memory ``fgsl.model.FGSL`` (e.g. untrained weights for a benchmark).
+
+    ``threads``: intra-op threads for onnxruntime (default: its own). ``cache_dir``: the
+    engine cache (default :func:`engines.cache.default_dir`).
+    """
+    names = candidates(backend, device)
+    return _first_that_opens(names, lambda name: _open_model_with(name, model, device, source, threads, cache_dir))
+
+
+def _open_engine_dir(path: Path, backend: str, device: str, allow_untrained: bool, threads: int | None) -> Engine:
+    from .export import read_manifest
+
+    built_for = read_manifest(path).get("backend", "onnxruntime")
+    if backend == "torch":
+        raise EngineError(f"{path}: an engine folder holds compiled graphs; open the weights folder for the torch backend")
+    names = candidates(backend, device)
+    if backend == "auto":  # a folder built for onnxruntime holds no TensorRT plans
+        names = tuple(n for n in names if n != "torch" and (n != "tensorrt" or built_for == "tensorrt"))
+
+    def attempt(name: str) -> Engine:
+        if name == "tensorrt":
+            if not _cuda(device):
+                raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
+            return _trt_module("open_dir").open_dir(path, device=device, allow_untrained=allow_untrained)
+        from . import onnx_backend
+
+        reason = onnx_backend.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        return onnx_backend.OnnxEngine.from_dir(path, device=device, allow_untrained=allow_untrained,
+                                                intra_op_threads=threads)
+
+    return _first_that_opens(names, attempt)
 
 
 def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape on purpose
@@ -25,21 +144,31 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
     *,
     device: str = "cpu",
     allow_untrained: bool = False,
+    threads: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Engine:
-    """Open an FGSL engine for ``path``; raises :class:`EngineError` with a clear reason."""
-    if backend not in ("auto", *BACKENDS):
-        raise EngineError(
-            f"unknown backend {backend!r}; available here: {', '.join(BACKENDS)} "
-            "(onnxruntime and tensorrt arrive with the engines issue)"
-        )
+    """Open an FGSL engine for ``path``; raises :class:`EngineError` with a clear reason.
+
+    ``backend``: ``auto`` (tensorrt -> onnxruntime -> torch, reasons printed once),
+    ``torch``, ``onnxruntime`` or ``tensorrt``. Untrained weights are refused unless
+    ``allow_untrained`` (:class:`fgsl.weights.WeightsError`).
+    """
+    candidates(backend, device)  # an unknown backend fails before any file is read
     path = Path(path)
     if not path.exists():
-        raise EngineError(f"{path}: no such weights folder")
+        raise EngineError(f"{path}: no such weights folder or engine folder")
     if not path.is_dir():
-        raise EngineError(f"{path}: the torch backend reads a weights folder (model.safetensors + config.json)")
-    from .torch_backend import TorchEngine
+        raise EngineError(f"{path}: expected a weights folder (model.safetensors + config.json) "
+                          "or an engine folder (manifest.json)")
+    from .export import is_engine_dir
 
-    return TorchEngine.from_folder(path, device=device, allow_untrained=allow_untrained)
+    if is_engine_dir(path):
+        return _open_engine_dir(path, backend, device, allow_untrained, threads)
+    from fgsl import weights
+
+    model = weights.load(path, allow_untrained=allow_untrained)
+    return open_model(model, backend, device=device, source=str(path), threads=threads, cache_dir=cache_dir)
 
 
-__all__ = ["BACKENDS", "Engine", "EngineError", "check_clips", "open"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "BackendUnavailable", "Engine", "EngineError", "candidates", "check_clips",
+           "open", "open_model"]

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
     syn.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) instead of playing it")
+    p.add_argument("--cached-only", action="store_true",
+                   help="fgsl: skip the second pass without the chunk cache (by default both are reported)")
     p.add_argument("--json", action="store_true", help="end stdout with the report as one JSON line")
     return p
 
@@ -109,6 +111,7 @@ class StreamRun:
     flushed_events: list[Event] = field(default_factory=list)  # emitted by finish() at the end
     tile_of_track: dict[int, int] = field(default_factory=dict)
     most_faces: int = 0  # most faces seen in one frame
+    cache_bytes_per_track: int = 0  # FGSL chunk cache: the most one track held
 
     @property
     def events(self) -> list[Event]:
@@ -173,6 +176,9 @@ def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime:
                         out.timings[stage].append(result.timings_ms[stage])
                     out.live_events += result.events
                     out.most_faces = max(out.most_faces, len(result.faces))
+                    if hasattr(spotter, "cache_bytes"):
+                        held = max((spotter.cache_bytes(f.track) for f in result.faces), default=0)
+                        out.cache_bytes_per_track = max(out.cache_bytes_per_track, held)
                     for face in result.faces:
                         out.tile_of_track.setdefault(face.track, tile_index(face.box, frame.image.shape, faces))
             finally:
@@ -352,10 +358,45 @@ def table(rep: dict[str, Any]) -> str:
     lines.append(f"events    {rep['events']} ({rep['micro_events']} micro){delay}")
     lines.append(f"memory    peak RSS {rep['peak_rss_mb']:.0f} MB" +
                  (f", GPU {rep['gpu_peak_mb']:.0f} MB" if rep["gpu_peak_mb"] is not None else ""))
+    if "streaming" in rep:
+        c, u = rep["streaming"]["cached"], rep["streaming"]["uncached"]
+        lines.append(f"fgsl      chunk cache {c['x_realtime']:.2f}x real time (encoder p50 {c['encoder_ms']['p50']:.0f} ms "
+                     f"per call, decoder p50 {c['decoder_ms']['p50']:.0f} ms, {c['cache_bytes_per_track'] / 1024:.0f} KiB "
+                     f"per track) vs no cache {u['x_realtime']:.2f}x (window p50 {u['window_ms']['p50']:.0f} ms): "
+                     f"{rep['streaming']['cached_over_uncached']}x")
     if "spotting" in rep:
         s = rep["spotting"]
         lines.append(f"spotting  TP {s['tp']} FP {s['fp']} FN {s['fn']}: F1 {s['f1']:.3f} (strict)")
     return "\n".join(lines)
+
+
+def streaming_modes(cached: Spotter, video: Path, args: argparse.Namespace, runs: list[StreamRun]) -> dict[str, Any]:
+    """FGSL with and without the chunk cache on the same video in the same process.
+
+    ``cached`` has already run (``runs``); the uncached spotter uses the same engine, the same
+    windows (same stride) and the same frames, so the ratio is the cache's effect alone.
+    """
+    from .spotters.fgsl import FGSLSpotter
+
+    plain = FGSLSpotter(cached.engine, threshold=cached.threshold, stride=cached.stride, cached=False,
+                        trained=cached.trained)
+    print("bench: the same video again without the chunk cache", file=sys.stderr, flush=True)
+    plain_runs = [run_stream(video, plain, args.faces, args.repeat, args.realtime)]
+
+    def speed(rs: list[StreamRun]) -> dict[str, float]:
+        frames, seconds = sum(r.frames for r in rs), sum(r.seconds for r in rs)
+        fps = frames / seconds if seconds else 0.0
+        return {"fps": round(fps, 3), "x_realtime": round(fps / rs[0].fps, 4) if rs and rs[0].fps else 0.0}
+
+    with_cache = {**speed(runs), "encoder_ms": percentiles(cached.work["encode_ms"], ("p50", "p95"), (50, 95), 2),
+                  "decoder_ms": percentiles(cached.work["decode_ms"], ("p50", "p95"), (50, 95), 2),
+                  "encoded_chunks": cached.encoded_chunks,
+                  "cache_bytes_per_track": max(r.cache_bytes_per_track for r in runs)}
+    without = {**speed(plain_runs), "window_ms": percentiles(plain.work["infer_ms"], ("p50", "p95"), (50, 95), 2),
+               "engine_calls": len(plain.work["infer_ms"])}
+    ratio = with_cache["x_realtime"] / without["x_realtime"] if without["x_realtime"] else None
+    return {"cached": with_cache, "uncached": without, "cached_over_uncached": None if ratio is None else round(ratio, 3),
+            "stride": cached.stride, "window": cached.window}
 
 
 # ------------------------------------------------------------------------------ CLI
@@ -386,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             rep = report(runs, spotter, args, video)
             if annotations is not None:
                 rep["spotting"] = score(runs, annotations, args.faces, Path(tmp))
+            if getattr(spotter, "cached", False) and not args.synthetic and not args.cached_only:
+                rep["streaming"] = streaming_modes(spotter, video, args, runs)
         print(table(rep), flush=True)
         if args.json:
             print(json.dumps(rep), flush=True)

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true", help="let the fgsl spotter use untrained weights (benchmarks only)")
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="FGSL: recompute every chunk of every window (default: encode each 16-frame chunk once)")
     p.add_argument("--sensitivity", type=float, default=1.0, help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
     p.add_argument("--max-faces", type=int, default=4, help="faces tracked at once")
     p.add_argument("--face-model", default=None,

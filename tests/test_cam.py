@@ -185,3 +185,18 @@ def test_webcam_disconnect_and_reconnect_through_the_cli_loop(still_set, tmp_pat
     assert summary.frames > 200  # both halves were processed
     events = events_of(tmp_path / "e.jsonl")
     assert summary.events == len(events) > 0  # every event reached the file before the error
+
+
+def test_save_writes_the_annotated_video(tmp_path, capfd):
+    sample = shared_video(SOURCE)
+    code, _, err = run_cam(capfd, "--source", str(sample), "--headless", "--save", str(tmp_path / "out.mp4"))
+    assert code == 0, err
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = cap.read()
+    cap.release()
+    source = cv2.VideoCapture(str(sample))
+    _, original = source.read()
+    source.release()
+    assert ok and frames == 72 and first.shape == original.shape
+    assert np.abs(first.astype(int) - original.astype(int)).mean() > 1.0  # the overlay is drawn on it

@@ -190,7 +190,8 @@ class FGSLSpotter:
         engine, trained = open_engine(ns)
         sensitivity = getattr(args, "sensitivity", None)
         try:
-            return cls(engine, sensitivity=1.0 if sensitivity is None else float(sensitivity), trained=trained)
+            return cls(engine, sensitivity=1.0 if sensitivity is None else float(sensitivity), trained=trained,
+                       cached=False if getattr(args, "no_cache", False) else None)
         except ValueError as exc:  # bad --sensitivity, or a model whose classes are not MEGC's
             raise RealtimeError(str(exc)) from None
 

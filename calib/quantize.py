@@ -1,0 +1,250 @@
+"""``python -m calib.quantize``: an INT8 / FP8 Q/DQ (or FP16) ONNX for TensorRT from an FP32 export.
+
+TensorRT >= 10 builds strongly typed networks: the precision is in the ONNX graph (Q/DQ nodes
+for INT8/FP8, FLOAT16 tensors for FP16), not in builder flags (``engines/trt.py``). This
+command makes those graphs.
+
+* ``--mode int8`` / ``--mode fp8`` (default tool ``modelopt``): NVIDIA ModelOpt ONNX PTQ,
+  ``modelopt.onnx.quantization.quantize(onnx_path, quantize_mode, calibration_data,
+  calibration_method, calibration_eps, output_path, high_precision_dtype, ...)``: it inserts
+  Q/DQ nodes where TensorRT fuses them and sets their scales from activation statistics over
+  the calibration windows (``--method entropy``, the default for int8/fp8, or ``max``).
+  Reference: ModelOpt's ``modelopt.onnx.quantization.quantize`` docstring (nvidia-modelopt
+  0.47.0, ``modelopt/onnx/quantization/quantize.py``) and the ONNX PTQ guide
+  (nvidia.github.io/Model-Optimizer). ``--eps`` is the calibration execution-provider order
+  (default ``cpu``; ``cuda:0`` / ``trt`` on a GPU machine).
+* ``--mode fp16``: ModelOpt AutoCast, ``modelopt.onnx.autocast.convert_to_mixed_precision(
+  onnx_path, low_precision_type="fp16", keep_io_types=True)``, the replacement TensorRT 11's
+  migration guide gives for the removed ``BuilderFlag.FP16``. No calibration data needed.
+* ``--tool onnxruntime`` (``--mode int8`` only): ONNX Runtime's static quantiser
+  (``onnxruntime.quantization.quantize_static``, QDQ format, symmetric signed int8
+  activations and per-channel weights: the Q/DQ form TensorRT accepts). A stand-in for
+  machines without ModelOpt; ModelOpt remains the product path (its Q/DQ placement follows
+  TensorRT's fusion rules, ORT's follows ORT's CPU kernels).
+
+ModelOpt is the optional extra ``calib`` (``pip install 'fgsl-spotter[calib]'``, which is
+``nvidia-modelopt[onnx]`` and pulls its own ONNX Runtime GPU build and CuPy). Without it this
+command says so in one line. ``docs/calibration.md`` records what ran here.
+
+The calibration data is a file from ``python -m calib.collect``; its windows are fed to the
+model input by name: ``clips`` (the whole model) or ``chunks`` (the ``encode_chunk`` graph:
+the same windows cut into 16-frame chunks). ``decode_window`` takes encoder features, not
+clips; keep it in FP32/FP16 (it is a few percent of the compute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgsl.cli import UsageError, run
+
+from . import CalibError
+from .collect import CalibrationSet, load
+
+MODES = ("int8", "fp8", "fp16")
+METHODS = ("entropy", "max")
+TOOLS = ("modelopt", "onnxruntime")
+MODELOPT_HINT = ("NVIDIA ModelOpt is not installed: pip install 'fgsl-spotter[calib]' (nvidia-modelopt[onnx]), "
+                 "or use --tool onnxruntime for an ONNX Runtime int8 stand-in")
+
+
+def onnx_inputs(onnx_path: str | Path) -> list[str]:
+    """Names of the graph inputs that are not initializers."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
+        raise CalibError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    initializers = {i.name for i in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in initializers]
+
+
+def calibration_inputs(names: list[str], data: CalibrationSet, count: int | None = None) -> dict[str, np.ndarray]:
+    """The calibration windows as the model's named inputs (``clips`` or ``chunks``)."""
+    if names == ["clips"]:
+        return {"clips": data.clips(count)}
+    if names == ["chunks"]:
+        return {"chunks": data.chunks(count)}
+    raise CalibError(f"the model's inputs are {names}: calibration windows feed a model whose input is 'clips' "
+                     "(the whole model) or 'chunks' (encode_chunk); keep decode_window in fp32/fp16")
+
+
+def check_config(onnx_path: str | Path, data: CalibrationSet, names: list[str]) -> None:
+    """Refuse calibration windows whose size does not match the model input (one line)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for value in model.graph.input:
+        if value.name not in names:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        c = data.cfg
+        want = [None, 3, c.window_frames if value.name == "clips" else 16, c.image_size, c.image_size]
+        if len(dims) == 5 and any(d is not None and w is not None and d != w for d, w in zip(dims, want)):
+            raise CalibError(f"{onnx_path}: input {value.name} is {dims[1:]}, but the calibration windows are for "
+                             f"preset {c.name!r} ({want[1:]}): collect them with the model's preset or weights")
+
+
+def _atomic_output(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".onnx", dir=out.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] | None, mode: str, method: str,
+                      eps: list[str], high_precision: str) -> None:
+    """ModelOpt PTQ (int8/fp8) or AutoCast (fp16) into ``out``."""
+    try:
+        if mode == "fp16":
+            from modelopt.onnx.autocast import convert_to_mixed_precision
+        else:
+            from modelopt.onnx.quantization import quantize
+    except ImportError as exc:
+        raise CalibError(f"{MODELOPT_HINT} ({exc})") from None
+    import onnx
+
+    tmp = _atomic_output(out)
+    try:
+        if mode == "fp16":
+            model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
+                                               keep_io_types=True, providers=eps)
+            onnx.save(model, str(tmp))
+        else:
+            quantize(onnx_path=str(onnx_path), quantize_mode=mode, calibration_data=inputs,
+                     calibration_method=method, calibration_eps=eps, output_path=str(tmp),
+                     high_precision_dtype=high_precision, log_level="WARNING")
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise CalibError(f"ModelOpt wrote no model for {onnx_path}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _Reader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over the windows, one at a time."""
+
+    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
+        self.inputs = inputs
+        self.n = len(next(iter(inputs.values())))
+        self.i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= self.n:
+            return None
+        item = {k: v[self.i:self.i + 1] for k, v in self.inputs.items()}
+        self.i += 1
+        return item
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray], method: str) -> None:
+    """ONNX Runtime static int8 Q/DQ (symmetric, per-channel weights), the stand-in quantiser."""
+    try:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    except ImportError as exc:
+        raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
+
+    tmp = _atomic_output(out)
+    try:
+        quantize_static(
+            str(onnx_path), str(tmp), _Reader(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            calibration_providers=["CPUExecutionProvider"],
+        )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str | Path, mode: str = "int8",
+                  method: str = "entropy", tool: str = "modelopt", count: int | None = None,
+                  eps: list[str] | None = None, high_precision: str = "fp16") -> dict[str, Any]:
+    """Quantise ``onnx_path`` into ``out``; returns a summary (also what the CLI prints)."""
+    onnx_path, out = Path(onnx_path), Path(out)
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if tool not in TOOLS:
+        raise UsageError(f"--tool must be one of {', '.join(TOOLS)}, got {tool!r}")
+    if tool == "onnxruntime" and mode != "int8":
+        raise UsageError("--tool onnxruntime makes int8 only; fp8 and fp16 need ModelOpt")
+    if not onnx_path.is_file():
+        raise CalibError(f"{onnx_path}: no such ONNX file")
+    if out.resolve() == onnx_path.resolve():
+        raise UsageError("--out must differ from --onnx (the FP32 model is the report's reference)")
+    names = onnx_inputs(onnx_path)
+    inputs = None
+    windows = 0
+    if mode != "fp16":
+        if data_path is None:
+            raise UsageError(f"--mode {mode} needs calibration data: --data calib.npz (python -m calib.collect)")
+        data = load(data_path)
+        check_config(onnx_path, data, names)
+        inputs = calibration_inputs(names, data, count)
+        windows = len(next(iter(inputs.values())))
+    started = time.monotonic()
+    if tool == "modelopt":
+        quantize_modelopt(onnx_path, out, inputs, mode, method, eps or ["cpu"], high_precision)
+    else:
+        assert inputs is not None
+        quantize_onnxruntime(onnx_path, out, inputs, method)
+    from engines.trt import onnx_precision
+
+    import onnx
+
+    found = onnx_precision(onnx.load(str(out), load_external_data=False))
+    return {"onnx": str(onnx_path), "out": str(out), "mode": mode, "method": None if mode == "fp16" else method,
+            "tool": tool, "calibration_inputs": windows, "seconds": round(time.monotonic() - started, 1),
+            "qdq": list(found.qdq), "float16": found.float16, "precision": found.label}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calib.quantize",
+                                description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.")
+    p.add_argument("--onnx", required=True, help="FP32 ONNX export (model or encode_chunk graph)")
+    p.add_argument("--data", help="calibration windows from python -m calib.collect (.npz)")
+    p.add_argument("--mode", choices=MODES, default="int8")
+    p.add_argument("--out", required=True, help="quantised ONNX to write")
+    p.add_argument("--method", choices=METHODS, default="entropy", help="activation calibration (int8/fp8)")
+    p.add_argument("--tool", choices=TOOLS, default="modelopt",
+                   help="modelopt (the product path) or onnxruntime (int8 stand-in without ModelOpt)")
+    p.add_argument("--count", type=int, help="use only the first N calibration windows")
+    p.add_argument("--eps", default="cpu", help="ModelOpt calibration execution providers, in order (e.g. cuda:0,cpu)")
+    p.add_argument("--high-precision", choices=("fp16", "fp32"), default="fp16",
+                   help="ModelOpt: dtype of the ops left unquantised (fp16 is TensorRT's fast path)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        if args.count is not None and args.count < 1:
+            raise UsageError("--count must be at least 1")
+        info = quantize_file(args.onnx, args.data, args.out, args.mode, args.method, args.tool, args.count,
+                             [e.strip() for e in args.eps.split(",") if e.strip()], args.high_precision)
+        extra = f", {info['calibration_inputs']} calibration inputs, {info['method']}" if info["method"] else ""
+        print(f"{info['out']}: {info['precision']} ({info['tool']}{extra}; Q/DQ types {info['qdq'] or 'none'}) "
+              f"in {info['seconds']} s", file=sys.stderr)
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""``python -m calib.report``: how far a quantised FGSL ONNX is from FP32, on real calibration windows.
+
+Both models run with ONNX Runtime (CPU by default) on the same windows of a ``calib.collect``
+file, and the report gives:
+
+* **raw outputs**, per output tensor: max and mean absolute difference (``scores`` are logits;
+  their sigmoid probabilities are compared too), and how often the top-scoring (point, class)
+  of a window is the same;
+* **decoded intervals** (:func:`fgsl.decode.decode`, the live spotter's and offline inference's
+  decoding, at the config's score threshold unless ``--threshold``): the fraction of windows
+  whose intervals are identical (same count, labels, and onset/offset at whole model frames),
+  and, matching each FP32 interval to the quantised interval of the same class with the
+  highest temporal IoU, the mean IoU and the fraction matched at IoU >= 0.5;
+* the time per window of each model on this machine (informative only: ONNX Runtime's CPU
+  kernels are not TensorRT's).
+
+For an ``encode_chunk`` model (input ``chunks``) only the raw comparison applies. The last
+line with ``--json`` is one JSON object with all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgsl.cli import UsageError, run
+from fgsl.config import FGSLConfig
+from fgsl.decode import Interval, decode
+
+from . import CalibError
+from .collect import load
+from .quantize import calibration_inputs, onnx_inputs
+
+
+def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
+    """An ONNX Runtime session, or :class:`CalibError` naming the file and the reason."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
+    path = Path(path)
+    if not path.is_file():
+        raise CalibError(f"{path}: no such ONNX file")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 (ORT raises its own exception types)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CalibError(f"ONNX Runtime cannot run {path} with {', '.join(providers)}: {first}") from None
+
+
+def run_session(session: Any, name: str, x: np.ndarray, batch: int) -> tuple[dict[str, np.ndarray], float]:
+    """Outputs over all of ``x`` in batches, and the mean milliseconds per item."""
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    session.run(None, {name: x[:1]})  # warm-up (first-run allocations are not the model's time)
+    start = time.perf_counter()
+    for i in range(0, len(x), batch):
+        for n, value in zip(names, session.run(None, {name: x[i:i + batch]})):
+            parts[n].append(np.asarray(value, dtype=np.float32))
+    ms = (time.perf_counter() - start) * 1000 / len(x)
+    return {n: np.concatenate(v) for n, v in parts.items()}, ms
+
+
+def compare_raw(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per common output: max/mean absolute difference (and of sigmoid(scores))."""
+    out = {}
+    for name in ref:
+        if name not in test:
+            continue
+        if ref[name].shape != test[name].shape:
+            raise CalibError(f"output {name} differs in shape: {list(ref[name].shape)} vs {list(test[name].shape)}")
+        diff = np.abs(ref[name].astype(np.float64) - test[name].astype(np.float64))
+        out[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+                     "ref_abs_max": float(np.abs(ref[name]).max())}
+    if "scores" in ref and "scores" in test:
+        p, q = (1 / (1 + np.exp(-a.astype(np.float64))) for a in (ref["scores"], test["scores"]))
+        d = np.abs(p - q)
+        out["probabilities"] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
+                                "ref_abs_max": float(p.max())}
+        b = len(ref["scores"])
+        top_r = ref["scores"].reshape(b, -1).argmax(1)
+        top_t = test["scores"].reshape(b, -1).argmax(1)
+        out["scores"]["top1_agreement"] = float((top_r == top_t).mean())
+    return out
+
+
+def _tiou(a: Interval, b: Interval) -> float:
+    inter = max(0.0, min(a.offset, b.offset) - max(a.onset, b.onset))
+    union = (a.offset - a.onset) + (b.offset - b.onset) - inter
+    return inter / union if union > 0 else float(a.onset == b.onset and a.offset == b.offset)
+
+
+def _key(iv: Interval) -> tuple[int, int, int]:
+    return (iv.label, int(np.floor(iv.onset + 0.5)), int(np.floor(iv.offset + 0.5)))
+
+
+def compare_intervals(ref: list[list[Interval]], test: list[list[Interval]]) -> dict[str, Any]:
+    """Decoded intervals of FP32 (``ref``) vs quantised (``test``), window by window."""
+    identical = 0
+    ious: list[float] = []
+    unmatched_test = 0
+    for r, t in zip(ref, test):
+        identical += sorted(map(_key, r)) == sorted(map(_key, t))
+        free = list(t)
+        for iv in sorted(r, key=lambda i: -i.score):
+            best, best_iou = None, 0.0
+            for cand in free:
+                if cand.label == iv.label and (iou := _tiou(iv, cand)) > best_iou:
+                    best, best_iou = cand, iou
+            if best is not None:
+                free.remove(best)
+            ious.append(best_iou)
+        unmatched_test += len(free)
+    n_ref = sum(len(r) for r in ref)
+    return {
+        "windows": len(ref),
+        "windows_identical": identical / len(ref) if ref else None,
+        "fp32_intervals": n_ref,
+        "quantized_intervals": sum(len(t) for t in test),
+        "mean_iou": float(np.mean(ious)) if ious else None,
+        "matched_at_0.5": float(np.mean([i >= 0.5 for i in ious])) if ious else None,
+        "quantized_unmatched": unmatched_test,
+    }
+
+
+def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, count: int | None = None,
+           batch: int = 4, threshold: float | None = None, providers: list[str] | None = None,
+           threads: int | None = None, cfg: FGSLConfig | None = None) -> dict[str, Any]:
+    """Run both models on the calibration windows and compare (see the module docstring)."""
+    providers = providers or ["CPUExecutionProvider"]
+    if batch < 1:
+        raise UsageError("--batch must be at least 1")
+    data = load(data_path)
+    cfg = cfg or data.cfg
+    names = onnx_inputs(fp32)
+    q_names = onnx_inputs(quantized)
+    if names != q_names:
+        raise CalibError(f"the models take different inputs: {names} vs {q_names}")
+    x = calibration_inputs(names, data, count)[names[0]]
+    ref_session = open_session(fp32, providers, threads)
+    test_session = open_session(quantized, providers, threads)
+    ref, ref_ms = run_session(ref_session, names[0], x, batch)
+    test, test_ms = run_session(test_session, names[0], x, batch)
+    result: dict[str, Any] = {
+        "fp32": str(fp32), "quantized": str(quantized), "data": str(data_path), "input": names[0],
+        "items": int(len(x)), "preset": cfg.name, "providers": providers,
+        "raw": compare_raw(ref, test),
+        "ms_per_item": {"fp32": round(ref_ms, 2), "quantized": round(test_ms, 2)},
+    }
+    if {"scores", "offsets"} <= set(ref) and {"scores", "offsets"} <= set(test):
+        thr = cfg.score_threshold if threshold is None else float(threshold)
+        result["threshold"] = thr
+        result["intervals"] = compare_intervals(decode(ref, cfg, threshold=thr), decode(test, cfg, threshold=thr))
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"{r['quantized']} vs {r['fp32']} on {r['items']} {r['input']} from {r['data']} "
+          f"(preset {r['preset']!r}, {', '.join(r['providers'])})")
+    for name, d in r["raw"].items():
+        extra = f", top-1 (point, class) agreement {d['top1_agreement']:.3f}" if "top1_agreement" in d else ""
+        print(f"  {name:>13}: max |diff| {d['max_abs_diff']:.4g}, mean |diff| {d['mean_abs_diff']:.4g} "
+              f"(fp32 max |value| {d['ref_abs_max']:.4g}){extra}")
+    if "intervals" in r:
+        iv = r["intervals"]
+        print(f"  intervals at score >= {r['threshold']:g}: {iv['fp32_intervals']} fp32, {iv['quantized_intervals']} "
+              f"quantized; windows identical {_fmt(iv['windows_identical'])}, mean IoU {_fmt(iv['mean_iou'])}, "
+              f"matched at IoU>=0.5 {_fmt(iv['matched_at_0.5'])}, unmatched quantized {iv['quantized_unmatched']}")
+        if not iv["fp32_intervals"]:
+            print("  (no FP32 interval reaches the threshold: lower it with --threshold to compare intervals)")
+    ms = r["ms_per_item"]
+    print(f"  time per item on this machine: fp32 {ms['fp32']} ms, quantized {ms['quantized']} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m calib.report",
+                                description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.")
+    p.add_argument("--fp32", required=True, help="the FP32 ONNX model")
+    p.add_argument("--quantized", required=True, help="the quantised ONNX model (calib.quantize)")
+    p.add_argument("--data", required=True, help="calibration windows (calib.collect .npz)")
+    p.add_argument("--count", type=int, help="use only the first N windows")
+    p.add_argument("--batch", type=int, default=4, help="windows per run")
+    p.add_argument("--threshold", type=float, help="decoding score threshold (default: the config's)")
+    p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = p.parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        if args.count is not None and args.count < 1:
+            raise UsageError("--count must be at least 1")
+        r = report(args.fp32, args.quantized, args.data, count=args.count, batch=args.batch, threshold=args.threshold,
+                   providers=[s.strip() for s in args.providers.split(",") if s.strip()], threads=args.threads)
+        print_report(r)
+        if args.json:
+            print(json.dumps(r))
+        sys.stdout.flush()
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,381 @@
+"""``python -m demo``: the browser demo (Gradio) of the live micro-expression spotter.
+
+Two tabs over one set of controls (spotter, sensitivity, max faces):
+
+* **Live webcam**: the browser streams webcam frames to the server (Gradio's streaming image
+  input); each browser session gets its own :class:`~realtime.pipeline.Pipeline`
+  (:mod:`demo.session`), and the annotated frame comes back with the face boxes, motion
+  signals and event banners drawn by :mod:`realtime.overlay`, plus the frames per second
+  reaching the server and the processing latency. About once a second the page also receives
+  the event table and a plot of each face's motion signal.
+* **Upload a video**: a whole file (or the bundled sample) through the same pipeline, with a
+  progress bar, then the annotated video, a timeline plot with the spotted intervals, the
+  event table and the MEGC CSV and JSONL files (:mod:`demo.upload`).
+
+All spotting is :mod:`realtime`'s; this module only wires it to the page. It serves on
+127.0.0.1 unless told otherwise, never shares a public link unless ``--share``, and fetches
+nothing at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import html
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fgsl.cli import UsageError, register_user_error, run
+from realtime.cam import DISCLAIMER
+from realtime.types import RealtimeError
+
+from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionBusy,
+                      SessionRegistry, Settings, signal_threshold)
+
+register_user_error(RealtimeError, DemoError)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
+DEFAULT_PORT = 7860
+#: Seconds of the live stream the live plot shows.
+LIVE_PLOT_S = 10.0
+#: How often the page asks for the live table and plot (seconds).
+PANEL_EVERY_S = 1.0
+#: Webcam frames are sent at most this often (seconds); frames the server cannot keep up with
+#: are dropped by Gradio (the newest frame wins), never queued.
+STREAM_EVERY_S = 0.04
+
+CSS = """
+#live-frame img {width: 100%; height: auto; display: block; border-radius: 6px;}
+#live-plot img {width: 100%; height: auto; display: block;}
+.live-stats {font-family: ui-monospace, monospace; font-size: 0.9em; margin-top: 4px;}
+.demo-note {border-left: 4px solid #d97706; padding: 6px 10px; background: rgba(217, 119, 6, 0.08);}
+.demo-message {border: 2px solid #d97706; border-radius: 6px; padding: 14px; font-size: 1.05em;}
+.demo-untrained {color: #b91c1c; font-weight: bold;}
+"""
+
+
+@dataclass
+class DemoConfig:
+    max_upload_mb: float = 200.0
+    max_sessions: int = 4
+    idle_s: float = 120.0
+    work_dir: Path | None = None
+
+
+def message_html(text: str, elem: str = "demo-message") -> str:
+    return f'<div class="{elem}">{html.escape(text)}</div>'
+
+
+class DemoApp:
+    """The page's handlers and their state (one per server)."""
+
+    def __init__(self, factory: PipelineFactory, config: DemoConfig | None = None) -> None:
+        self.factory = factory
+        self.config = config or DemoConfig()
+        if self.config.work_dir is None:
+            self.config.work_dir = Path(tempfile.mkdtemp(prefix="fgsl-demo-"))
+            atexit.register(shutil.rmtree, self.config.work_dir, True)
+        self.work_dir = Path(self.config.work_dir)
+        self.registry = SessionRegistry(self._new_session, self.config.max_sessions, self.config.idle_s)
+        self._panels: dict[str, tuple[int, int]] = {}  # session -> (frames, events) last sent
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.config.max_upload_mb * 2**20)
+
+    def _new_session(self, settings: Settings) -> LiveSession:
+        return LiveSession(settings, self.factory.pipeline(settings))
+
+    # ------------------------------------------------------------------ live tab
+    def live_step(self, image: Any, spotter: Any, sensitivity: Any, max_faces: Any, request: Any = None) -> str:
+        """One webcam frame -> the annotated frame and its stats, as HTML (an inline image, so
+        a long stream leaves no files behind)."""
+        from .plots import data_url
+
+        if image is None:
+            return message_html("waiting for the webcam ...")
+        key = _session_key(request)
+        try:
+            settings = Settings.from_controls(spotter, sensitivity, max_faces)
+            session = self.registry.get(key, settings)
+            step = session.step(image)
+        except (DemoError, RealtimeError) as exc:
+            return message_html(str(exc))
+        rgb = step.image_bgr[..., ::-1]
+        h, w = rgb.shape[:2]
+        done = time.time()
+        events = list(session.events)
+        micro = sum(e.kind == "micro" for e in events)
+        median = sorted(session.latencies_ms)[len(session.latencies_ms) // 2]
+        stats = (f"{step.fps:.1f} frames/s reach the server · processing {step.latency_ms:.0f} ms (median "
+                 f"{median:.0f}) · {step.faces} face(s) · {len(events)} events ({micro} micro) · frame {step.index} · "
+                 f"spotter {session.spotter_name}")
+        status = step.stats.get("status")
+        if status:
+            stats += f" · {status}"
+        return (f'<div class="live-frame" data-frame="{step.index}" data-recv="{step.received_wall * 1000:.1f}" '
+                f'data-done="{done * 1000:.1f}" data-events="{len(events)}">'
+                f'<img alt="annotated webcam frame" width="{w}" height="{h}" src="{data_url(rgb)}">'
+                f'<div class="live-stats">{html.escape(stats)}</div></div>')
+
+    def live_panels(self, request: Any = None) -> tuple[Any, Any]:
+        """The live plot and event table, when something changed since the last tick."""
+        import gradio as gr
+        import numpy as np
+
+        from .plots import data_url, signal_plot
+        from .upload import event_rows
+
+        key = _session_key(request)
+        session = self.registry.peek(key)
+        if session is None:
+            self._panels.pop(key, None)
+            return gr.skip(), gr.skip()
+        with session.lock:
+            if session.closed:
+                return gr.skip(), gr.skip()
+            state = (session.frames, len(session.events) and id(session.events[-1]))
+            if self._panels.get(key) == state:
+                return gr.skip(), gr.skip()
+            self._panels[key] = state
+            times = session.timestamps()
+            series = {}
+            for track, (idx, values) in session.signals.series().items():
+                keep = [i for i, x in enumerate(idx.tolist()) if x in times]
+                if keep:
+                    series[track] = (np.array([times[i] for i in idx[keep].tolist()]), values[keep])
+            events = list(session.events)
+            now = max(times.values(), default=0.0)
+            threshold = signal_threshold(session.pipeline.spotter)
+        plot = signal_plot(series, events, threshold=threshold, span=(max(0.0, now - LIVE_PLOT_S), max(now, 1.0)),
+                           width_px=760, panel_px=130, note="no face yet", ylabel="motion (x noise)",
+                           title=f"last {LIVE_PLOT_S:g} s; dashed: threshold; shaded: spotted (red micro, grey macro)")
+        rows = event_rows(list(reversed(events)))
+        return (f'<div class="live-plot-img"><img alt="motion signal per face" src="{data_url(plot, "png")}"></div>',
+                rows)
+
+    def live_clear(self, request: Any = None) -> tuple[str, Any, Any]:
+        self.registry.release(_session_key(request))
+        self._panels.pop(_session_key(request), None)
+        return message_html("live session cleared: events, tracks and signals start afresh"), "", []
+
+    def release(self, request: Any = None) -> None:
+        """The page was closed (``demo.unload``): free its pipeline now."""
+        key = _session_key(request)
+        self.registry.release(key)
+        self._panels.pop(key, None)
+
+    # ------------------------------------------------------------------ upload tab
+    def analyse(self, video: Any, spotter: Any, sensitivity: Any, max_faces: Any, progress: Any = None):
+        """The upload tab's button: (summary, annotated video, plot, table, files)."""
+        import gradio as gr
+
+        from .upload import analyse_video
+
+        if not video:
+            raise _user_error("choose a video first (or click the bundled sample below the upload box)")
+        path = Path(video if isinstance(video, (str, Path)) else getattr(video, "path", "") or "")
+        if "://" in str(video):
+            raise _user_error("give a video file, not a link")
+        self._sweep_runs()
+        out = Path(tempfile.mkdtemp(prefix="run-", dir=self.work_dir))
+
+        def report(fraction: float, text: str) -> None:
+            if progress is not None:
+                progress(fraction, desc=text)
+
+        try:
+            settings = Settings.from_controls(spotter, sensitivity, max_faces)
+            report(0.0, "opening the video")
+            result = analyse_video(path, settings, self.factory, out, max_bytes=self.max_upload_bytes,
+                                   progress=report)
+        except (DemoError, RealtimeError) as exc:
+            shutil.rmtree(out, ignore_errors=True)
+            raise _user_error(str(exc)) from None
+        return (result.summary, str(result.video) if result.video else None, result.plot, result.rows,
+                [str(result.csv), str(result.jsonl)])
+
+    def _sweep_runs(self, keep_s: float = 900.0) -> None:
+        """Delete run folders older than ``keep_s`` (Gradio has copied their files to its cache)."""
+        now = time.time()
+        for run_dir in self.work_dir.glob("run-*"):
+            try:
+                if now - run_dir.stat().st_mtime > keep_s:
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ page
+    def blocks(self):
+        import gradio as gr
+
+        from .upload import TABLE_HEADERS
+
+        spotters = list(self.factory.spotters)
+        if self.factory.engine is None:
+            spotter_note = ("Spotter: the training-free **optical-flow** spotter (no weights; emotion guessed from "
+                            "facial blendshapes). The **FGSL spotter needs trained weights**: start the demo with "
+                            "`python -m demo --weights RUN_DIR` to offer it.")
+        else:
+            spotter_note = f"FGSL: {self.factory.describe('fgsl')}. Flow: {self.factory.describe('flow')}."
+            if self.factory.trained is False:
+                spotter_note = f'<span class="demo-untrained">{spotter_note}</span>'
+        with gr.Blocks(title="Micro-expression spotter", delete_cache=(600, 3600)) as demo:
+            gr.Markdown("# Micro-expression spotter")
+            why = DISCLAIMER.split(": ", 1)[-1]
+            gr.HTML(f'<div class="demo-note" id="disclaimer"><b>Micro-expression spotting is a research tool, not a '
+                    f'lie detector</b>: {html.escape(why)}.<br>{_md_inline(spotter_note)}<br>'
+                    f'Webcam frames are processed in memory and not stored.</div>')
+            with gr.Row():
+                spotter = gr.Dropdown(spotters, value="flow", label="Spotter", elem_id="spotter",
+                                      info="fgsl needs --weights" if len(spotters) == 1 else None)
+                sensitivity = gr.Slider(*SENSITIVITY_RANGE, value=1.0, step=0.05, label="Sensitivity",
+                                        info=">1 finds weaker movements, <1 fewer false alarms",
+                                        elem_id="sensitivity")
+                max_faces = gr.Slider(1, MAX_FACES, value=4, step=1, label="Max faces", elem_id="max-faces")
+            with gr.Tabs():
+                with gr.Tab("Live webcam", id="live", elem_id="tab-live"):
+                    with gr.Row():
+                        cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam",
+                                       elem_id="webcam", webcam_options=gr.WebcamOptions(mirror=False))
+                        live_frame = gr.HTML(message_html("start the webcam (Record) to spot live"),
+                                             elem_id="live-frame", label="Annotated")
+                    with gr.Row():
+                        live_plot = gr.HTML("", elem_id="live-plot", label="Motion signal per face")
+                        live_table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
+                                                  label="Spotted events (newest first)", elem_id="live-events")
+                    clear = gr.Button("Clear live session", elem_id="live-clear", size="sm")
+                    cam.stream(self.live_step, [cam, spotter, sensitivity, max_faces], [live_frame],
+                               stream_every=STREAM_EVERY_S, concurrency_limit=self.config.max_sessions,
+                               concurrency_id="live", show_progress="hidden", api_name="live_step")
+                    timer = gr.Timer(PANEL_EVERY_S)
+                    timer.tick(self.live_panels, None, [live_plot, live_table], show_progress="hidden",
+                               concurrency_limit=self.config.max_sessions, concurrency_id="panels",
+                               api_name=False)
+                    clear.click(self.live_clear, None, [live_frame, live_plot, live_table], api_name=False)
+                with gr.Tab("Upload a video", id="upload", elem_id="tab-upload"):
+                    with gr.Row():
+                        with gr.Column():
+                            video_in = gr.Video(sources=["upload"], label="Video", elem_id="video-in")
+                            gr.Examples([[str(SAMPLE_VIDEO)]], inputs=[video_in], label="Bundled sample",
+                                        elem_id="sample")
+                            go = gr.Button("Spot micro-expressions", variant="primary", elem_id="analyse")
+                            gr.Markdown(f"Videos up to {self.config.max_upload_mb:g} MB.")
+                        with gr.Column():
+                            summary = gr.Markdown(elem_id="upload-summary")
+                            video_out = gr.Video(label="Annotated video", elem_id="video-out", interactive=False)
+                    plot = gr.Image(label="Motion signal per face over time", elem_id="upload-plot", type="numpy",
+                                    interactive=False, format="png")
+                    table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False, label="Spotted events",
+                                         elem_id="upload-events")
+                    files = gr.File(label="Downloads: MEGC CSV and event JSONL", file_count="multiple",
+                                    elem_id="downloads", interactive=False)
+
+                    def analyse(video, spotter_, sensitivity_, max_faces_, progress=gr.Progress()):
+                        return self.analyse(video, spotter_, sensitivity_, max_faces_, progress)
+
+                    go.click(analyse, [video_in, spotter, sensitivity, max_faces],
+                             [summary, video_out, plot, table, files], api_name="analyse", concurrency_limit=1)
+            demo.unload(self.release)
+        demo.queue(default_concurrency_limit=1)
+        self._blocks = demo
+        return demo
+
+    def launch(self, host: str = "127.0.0.1", port: int | None = DEFAULT_PORT, share: bool = False,
+               block: bool = True, quiet: bool = False):
+        demo = self.blocks()
+        self.registry.start_reaper()
+        demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.max_upload_bytes,
+                    allowed_paths=[str(self.work_dir), str(SAMPLE_VIDEO.parent)], prevent_thread_lock=not block,
+                    quiet=quiet, show_error=True, css=CSS)
+        return demo
+
+    def close(self) -> None:
+        self.registry.close_all()
+        blocks = getattr(self, "_blocks", None)
+        if blocks is not None:
+            blocks.close()
+
+
+def _user_error(message: str):
+    """A message for the page (a toast that stays until closed; the API client's error text)
+    and one line in the server log, instead of a traceback: bad input is not a server bug."""
+    import gradio as gr
+
+    print(f"demo: {message}", file=sys.stderr, flush=True)
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+def _session_key(request: Any) -> str:
+    """Gradio's per-page session id (one browser tab)."""
+    key = getattr(request, "session_hash", None)
+    return str(key) if key else "anonymous"
+
+
+def _md_inline(text: str) -> str:
+    """The two bits of Markdown the note uses (**bold**, `code`) as HTML."""
+    import re
+
+    if text.startswith("<span"):
+        return text
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it on the network)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
+    p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="offer FGSL with untrained weights (benchmarks only; the page says UNTRAINED)")
+    p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
+    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest video the upload tab accepts")
+    p.add_argument("--max-sessions", type=int, default=4, help="live webcam sessions at once")
+    p.add_argument("--idle-timeout", type=float, default=120.0,
+                   help="seconds without a webcam frame after which a live session is released")
+    p.add_argument("--face-model", default=None, help="MediaPipe face landmarker bundle (default: the shipped one)")
+    return p
+
+
+def make_app(args: argparse.Namespace) -> DemoApp:
+    if not args.max_upload_mb > 0:
+        raise UsageError("--max-upload-mb must be positive")
+    if args.max_sessions < 1:
+        raise UsageError("--max-sessions must be at least 1")
+    if not args.idle_timeout > 0:
+        raise UsageError("--idle-timeout must be positive")
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be 0-65535")
+    factory = PipelineFactory(weights=args.weights, backend=args.backend, allow_untrained=args.allow_untrained,
+                              preset=args.preset, face_model=args.face_model)
+    factory.pipeline(Settings()).finish()  # the face model loads (a corrupt one fails here, in one line)
+    return DemoApp(factory, DemoConfig(max_upload_mb=args.max_upload_mb, max_sessions=args.max_sessions,
+                                       idle_s=args.idle_timeout))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        app = make_app(args)
+        print(DISCLAIMER, file=sys.stderr)
+        try:
+            app.launch(args.host, args.port or None, args.share)
+        except OSError as exc:  # port in use, cannot bind
+            raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+        finally:
+            app.registry.close_all()
+        return 0
+
+    return run(body)

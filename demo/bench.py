@@ -1,0 +1,189 @@
+"""``python -m demo.bench``: the live tab measured in a real browser.
+
+It serves the demo in-process on a free local port, opens ``--sessions`` pages in headless
+chromium (the system browser, through Playwright) whose fake camera plays a face clip (by
+default a still face from the bundled sample with injected micro-expressions, 448x336 at
+30 fps), starts each page's webcam stream, lets it settle for ``--warmup`` seconds and then
+measures for ``--seconds``:
+
+* **frames/s**: grabbed from the camera by the page (``captured_fps``), posted to the server
+  (``sent_fps``), processed by the server (``server_fps``: frames that reach the spotter;
+  Gradio keeps only the newest frame when the server is busy, so the rest are dropped, not
+  queued) and shown back in the page (``shown_fps``);
+* **latency** (ms; median, 95th percentile, mean), from the page's and the server's clocks
+  (the same machine, so ``Date.now()`` and ``time.time()`` agree): ``capture_to_display``
+  (the camera frame is grabbed -> its annotated frame is in the page: the end-to-end latency a
+  user sees), ``send_to_display``, ``server`` (arrival in the handler -> annotated frame
+  encoded) and ``return`` (encoded -> shown). A shown frame is paired with the newest frame
+  grabbed before the server started on it (the one Gradio handed over).
+
+Also ``events`` spotted per page during the run. ``--json`` prints one JSON object last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fgsl.cli import UsageError, run
+
+from . import browser as B
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "mean": None, "n": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1),
+            "mean": round(statistics.fmean(ordered), 1), "n": len(ordered)}
+
+
+def page_report(captured: list[float], sent: list[float], shown: list[list[float]], t0: float, t1: float) -> dict:
+    """Rates and latencies of one page over ``[t0, t1]`` (ms, ``Date.now()`` clock)."""
+    seconds = max((t1 - t0) / 1000, 1e-6)
+    captured = sorted(captured)
+    window = [s for s in shown if t0 <= s[1] <= t1]
+    e2e, send, server, back = [], [], [], []
+    sent = sorted(sent)
+    for _, recv, done, at, _ in window:
+        i = bisect.bisect_right(captured, recv) - 1
+        j = bisect.bisect_right(sent, recv) - 1
+        if i >= 0:
+            e2e.append(at - captured[i])
+        if j >= 0:
+            send.append(at - sent[j])
+        server.append(done - recv)
+        back.append(at - done)
+    events = [s[4] for s in shown]
+    return {
+        "captured_fps": round(sum(t0 <= c <= t1 for c in captured) / seconds, 2),
+        "sent_fps": round(sum(t0 <= s <= t1 for s in sent) / seconds, 2),
+        "shown_fps": round(len(window) / seconds, 2),
+        "latency_ms": {"capture_to_display": _stats(e2e), "send_to_display": _stats(send),
+                       "server": _stats(server), "return": _stats(back)},
+        "events": int(max(events)) if events else 0,
+    }
+
+
+def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, video: Path | None = None,
+              work: Path | None = None) -> dict[str, Any]:
+    """Serve the demo, stream ``sessions`` fake webcams into it, return the report."""
+    from playwright.sync_api import sync_playwright
+
+    from .app import DemoApp, DemoConfig
+    from .session import PipelineFactory
+
+    if B.find_chromium() is None:
+        raise UsageError("chromium is not installed (apt-get install chromium): the benchmark needs a real browser")
+    with tempfile.TemporaryDirectory(prefix="demo-bench-") as tmp:
+        tmp_path = Path(work or tmp)
+        clip = video if video is not None else B.synthetic_clip(tmp_path / "clip")[0]
+        y4m = B.make_y4m(Path(clip), tmp_path / "camera.y4m")
+        factory = PipelineFactory()
+        app = DemoApp(factory, DemoConfig(max_sessions=max(4, sessions)))
+        port = free_port()
+        demo = app.launch(port=port, block=False, quiet=True)
+        try:
+            with sync_playwright() as pw:
+                chromium = B.launch_chromium(pw, y4m)
+                pages = []
+                for _ in range(sessions):
+                    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+                    page.add_init_script(B.PROBE_JS)
+                    page.goto(demo.local_url)
+                    pages.append(page)
+                for page in pages:
+                    B.start_webcam(page)
+                time.sleep(warmup)
+                frames0 = _server_frames(app)
+                t0 = time.time() * 1000
+                time.sleep(seconds)
+                t1 = time.time() * 1000
+                frames1 = _server_frames(app)
+                reports = [page_report(B.captured_times(p), B.sent_times(p), B.shown_frames(p), t0, t1) for p in pages]
+                for page in pages:
+                    B.stop_webcam(page)
+                version = chromium.version
+                chromium.close()
+        finally:
+            app.close()
+    server_fps = sum(max(0, frames1.get(k, 0) - frames0.get(k, 0)) for k in frames1) / ((t1 - t0) / 1000)
+    import gradio
+
+    return {
+        "what": "demo live tab in headless chromium, fake webcam",
+        "camera": {"clip": str(video or f"synthetic still face, {B.CAMERA_SIZE[0]}x{B.CAMERA_SIZE[1]}")},
+        "spotter": "flow",
+        "sessions": sessions,
+        "seconds": round((t1 - t0) / 1000, 2),
+        "server_fps_total": round(server_fps, 2),
+        "server_fps_per_session": round(server_fps / sessions, 2),
+        "pages": reports,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "chromium": version, "gradio": gradio.__version__},
+    }
+
+
+def _server_frames(app: Any) -> dict[str, int]:
+    out = {}
+    for key in app.registry.keys():
+        session = app.registry.peek(key)
+        if session is not None:
+            out[key] = session.frames
+    return out
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(f"demo live tab: {report['sessions']} session(s), {report['seconds']} s, spotter {report['spotter']}, "
+          f"{report['machine']['cpus']} CPUs, chromium {report['machine']['chromium']}")
+    print(f"frames reaching the server: {report['server_fps_total']} /s in all, "
+          f"{report['server_fps_per_session']} /s per session")
+    for n, page in enumerate(report["pages"]):
+        lat = page["latency_ms"]
+        print(f"page {n}: captured {page['captured_fps']}/s, sent {page['sent_fps']}/s, shown {page['shown_fps']}/s, "
+              f"{page['events']} events")
+        for name, s in lat.items():
+            print(f"  {name:20s} p50 {s['p50']} ms  p95 {s['p95']} ms  mean {s['mean']} ms  (n={s['n']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds streamed before measuring")
+    parser.add_argument("--sessions", type=int, default=1, help="browser pages streaming at once")
+    parser.add_argument("--video", help="face video for the fake camera (default: synthetic still face)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    args = parser.parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        if args.seconds <= 0 or args.warmup < 0 or args.sessions < 1:
+            raise UsageError("--seconds must be positive, --warmup >= 0, --sessions >= 1")
+        report = run_bench(args.seconds, args.warmup, args.sessions, Path(args.video) if args.video else None)
+        print_table(report)
+        if args.json:
+            print(json.dumps(report))
+        sys.stdout.flush()
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

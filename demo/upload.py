@@ -1,0 +1,234 @@
+"""The upload tab's work: a whole video through the live pipeline, then a plot, a table and files.
+
+The video is read by :class:`realtime.capture.Capture` (a file never drops a frame), every frame
+goes through the same :class:`~realtime.pipeline.Pipeline` as the live tab and ``realtime.cam``,
+events go to :class:`~realtime.events.CsvSink` (MEGC submission format) and
+:class:`~realtime.events.JsonlSink` as they are emitted, and the annotated frames (drawn by
+:class:`~realtime.overlay.OverlayState`) are encoded as H.264 so a browser plays them.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from realtime.capture import Capture, parse_source
+from realtime.events import CsvSink, JsonlSink
+from realtime.overlay import OverlayState, VideoSaver
+from realtime.types import Event, RealtimeError
+
+from .plots import signal_plot
+from .session import DemoError, PipelineFactory, Settings, SignalHistory, signal_threshold
+
+#: Columns of the event tables (live and upload).
+TABLE_HEADERS = ["face", "kind", "emotion", "score", "onset", "apex", "offset", "onset s", "offset s", "emitted +s"]
+#: The longest side of the annotated video (larger uploads are scaled down for the browser).
+MAX_VIDEO_SIDE = 1280
+
+
+def event_rows(events: list[Event]) -> list[list]:
+    """Table rows, one per event, in the order of :data:`TABLE_HEADERS`."""
+    return [[e.track, e.kind, e.label, round(e.score, 3), e.onset, e.apex, e.offset, round(e.onset_s, 2),
+             round(e.offset_s, 2), round(e.delay_s, 2)] for e in events]
+
+
+class BrowserVideo:
+    """Annotated frames -> an ``.mp4`` a browser plays: H.264 through ``ffmpeg`` when it is
+    installed, else OpenCV's ``mp4v`` (:class:`~realtime.overlay.VideoSaver`; most browsers
+    will then only offer the file for download, which :attr:`playable` says)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = Path(path), float(fps)
+        self.ffmpeg = shutil.which("ffmpeg")
+        self.playable = self.ffmpeg is not None
+        self._proc: subprocess.Popen | None = None
+        self._saver: VideoSaver | None = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, image_bgr: np.ndarray) -> None:
+        h, w = image_bgr.shape[:2]
+        if self._size is None:
+            scale = min(1.0, MAX_VIDEO_SIDE / max(h, w))
+            self._size = (max(2, int(w * scale) // 2 * 2), max(2, int(h * scale) // 2 * 2))
+            self._open()
+        if (w, h) != self._size:
+            image_bgr = cv2.resize(image_bgr, self._size, interpolation=cv2.INTER_AREA)
+        if self._proc is not None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(np.ascontiguousarray(image_bgr).tobytes())
+            except (BrokenPipeError, OSError):
+                raise DemoError(f"ffmpeg stopped while writing the annotated video: {self._stderr()}") from None
+        else:
+            assert self._saver is not None
+            self._saver.write(image_bgr)
+        self.frames += 1
+
+    def _open(self) -> None:
+        assert self._size is not None
+        if self.ffmpeg:
+            w, h = self._size
+            cmd = [self.ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
+                   "-r", f"{self.fps:.6g}", "-i", "-", "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
+                   "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(self.path)]
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE)
+        else:
+            self._saver = VideoSaver(self.path, self.fps)
+
+    def _stderr(self) -> str:
+        if self._proc is None or self._proc.stderr is None:
+            return ""
+        try:
+            self._proc.wait(timeout=5)
+            return self._proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:][0]
+        except (subprocess.TimeoutExpired, IndexError, OSError):
+            return "no message"
+
+    def close(self) -> Path | None:
+        """Finish the file; its path, or None when no frame was written."""
+        if self._proc is not None:
+            proc, self._proc = self._proc, None
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                rc = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = -1
+            if rc != 0:
+                message = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                raise DemoError(f"ffmpeg could not write the annotated video (status {rc}): {message[-300:]}")
+        if self._saver is not None:
+            self._saver.close()
+            self._saver = None
+        return self.path if self.frames else None
+
+    def abort(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+        if self._saver is not None:
+            self._saver.close()
+            self._saver = None
+
+
+@dataclass
+class UploadResult:
+    video: Path | None
+    video_playable: bool
+    plot: np.ndarray
+    events: list[Event]
+    rows: list[list]
+    csv: Path
+    jsonl: Path
+    frames: int
+    fps: float
+    faces: int
+    seconds: float  # processing time
+    summary: str
+
+
+def frame_count(path: Path) -> int:
+    """The container's frame count (an estimate; 0 when unknown), for the progress bar."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    finally:
+        cap.release()
+    return int(n) if n and math.isfinite(n) and n > 0 else 0
+
+
+def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory, out_dir: Path,
+                  max_bytes: int | None = None, name: str | None = None,
+                  progress: Callable[[float, str], None] | None = None) -> UploadResult:
+    """Spot micro-expressions in the whole video; raises :class:`DemoError` with one clear line
+    for anything the user can fix (not a video, no face, too large)."""
+    path = Path(path)
+    name = name or path.name
+    if not path.is_file():
+        raise DemoError(f"{name}: no such file was uploaded")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise DemoError(f"{name} is {size / 2**20:.1f} MB; this server accepts videos up to "
+                        f"{max_bytes / 2**20:.0f} MB (--max-upload-mb)")
+    try:
+        capture = Capture(parse_source(None, path))
+    except RealtimeError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        raise DemoError(f"{name} is not a video this demo can read ({reason}); try an .mp4, .avi, .mov or "
+                        f".webm file") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(name).stem or "video"
+    csv_path, jsonl_path = out_dir / f"{stem}_megc.csv", out_dir / f"{stem}_events.jsonl"
+    try:
+        sinks = [CsvSink(csv_path, stem, stem), JsonlSink(jsonl_path)]
+        pipeline = factory.pipeline(settings, sinks)
+    except BaseException:
+        capture.stop()
+        raise
+    total = frame_count(path)
+    writer = BrowserVideo(out_dir / f"{stem}_annotated.mp4", capture.fps)
+    overlay = OverlayState(signal_rate=pipeline.spotter.fps)
+    history = SignalHistory()
+    events: list[Event] = []
+    tracks: set[int] = set()
+    start = time.monotonic()
+    ok = False
+    try:
+        for frame in capture:
+            result = pipeline.step(frame)
+            history.update(pipeline.spotter)
+            events += result.events
+            tracks.update(f.track for f in result.faces)
+            elapsed = max(time.monotonic() - start, 1e-6)
+            image = overlay.draw(frame.image, result.faces, pipeline.signals(), result.events,
+                                 {"fps": pipeline.frames / elapsed, "spotter": pipeline.spotter.name},
+                                 frame.timestamp)
+            writer.write(image)
+            if progress is not None and (pipeline.frames % 10 == 0):
+                fraction = min(0.99, pipeline.frames / total) if total else 0.5
+                progress(fraction, f"frame {pipeline.frames}{f' of ~{total}' if total else ''}: "
+                                   f"{len(events)} events so far")
+        events += pipeline.finish()
+        history.update(pipeline.spotter)
+        ok = True
+    except RealtimeError as exc:
+        raise DemoError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+    finally:
+        capture.stop()
+        pipeline.close()
+        if not ok:
+            writer.abort()
+    video = writer.close()
+    frames, fps = pipeline.frames, capture.fps
+    if pipeline.last_face_s is None:
+        raise DemoError(f"no face found in the {frames} frames of {name}: the spotter needs a visible, roughly "
+                        f"frontal face")
+    seconds = time.monotonic() - start
+    series = {t: (idx / fps, v) for t, (idx, v) in history.series().items()}
+    micro = sum(e.kind == "micro" for e in events)
+    plot = signal_plot(series, events, threshold=signal_threshold(pipeline.spotter),
+                       span=(0.0, max(frames - 1, 1) / fps),
+                       ylabel="motion (x noise)",
+                       title=f"{name}: motion signal per face; dashed: threshold; shaded: spotted (red micro, grey macro)")
+    summary = (f"**{len(events)} events** ({micro} micro-expressions) in {frames} frames "
+               f"({frames / fps:.1f} s of video) from {len(tracks)} face track(s), spotted with the "
+               f"{pipeline.spotter.name} spotter in {seconds:.1f} s ({frames / max(seconds, 1e-6):.1f} frames/s).")
+    if not writer.playable:
+        summary += " The annotated video is mp4v (ffmpeg is not installed): download it to play it."
+    return UploadResult(video, writer.playable, plot, events, event_rows(events), csv_path, jsonl_path, frames, fps,
+                        len(tracks), seconds, summary)

@@ -1,0 +1,155 @@
+"""``python -m engines.build``: compile FGSL into an engine folder for ONNX Runtime or TensorRT.
+
+    python -m engines.build --weights RUN_DIR --backend onnxruntime --precision fp32 --out DIR
+    python -m engines.build --allow-untrained --preset realtime --backend onnxruntime --out DIR
+
+The folder gets ``model.onnx``, ``encode_chunk.onnx``, ``decode_window.onnx`` and a
+``manifest.json`` (config, FIFM form, opset, weights digest, SHA-256 of every file) that
+``engines.open(DIR)`` reads. An ONNX Runtime build is verified before it is declared done:
+torch and ONNX Runtime run the same random clips and the streaming path, and an fp32 build
+whose outputs differ by more than 1e-4 is refused. TensorRT builds hand each ONNX graph to
+``engines.trt.build_engine`` (imported only then). INT8/FP8 engines need calibration data:
+``python -m calib.collect`` then ``python -m calib.quantize``; this command refuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fgsl.cli import UsageError, run
+from fgsl.config import PRESETS, preset
+
+from .base import EngineError
+from .cache import sha256_file
+from .export import DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir, read_manifest, write_manifest
+
+#: fp32 agreement required of a fresh ONNX Runtime build (the issue's acceptance bound).
+FP32_TOLERANCE = 1e-4
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, bool | None, str]:
+    """(model, trained?, description) from ``--weights`` or ``--preset`` + ``--allow-untrained``."""
+    from fgsl import weights
+    from fgsl.model import build
+
+    if args.weights:
+        model = weights.load(args.weights, allow_untrained=args.allow_untrained)
+        return model, weights.is_trained(args.weights), str(args.weights)
+    if not args.allow_untrained:
+        raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
+    return build(preset(args.preset), seed=0), False, f"untrained preset {args.preset!r}"
+
+
+def refuse_quantized(precision: str) -> None:
+    if precision in ("int8", "fp8"):
+        raise UsageError(
+            f"{precision} engines are built from a calibrated Q/DQ ONNX model: collect data with "
+            "`python -m calib.collect --videos ... --out calib.npz`, then `python -m calib.quantize --onnx "
+            f"DIR/model.onnx --data calib.npz --mode {precision} --out q.onnx`; engines.build makes fp32/fp16 only")
+
+
+def verify(model: Any, folder: Path, precision: str, batch: int = 2) -> dict[str, float]:
+    """Torch vs the built ONNX Runtime engine on random clips (whole model and streaming path).
+
+    Returns the max abs differences; an fp32 build beyond :data:`FP32_TOLERANCE` raises.
+    """
+    from .onnx_backend import OnnxEngine
+    from .torch_backend import TorchEngine
+
+    cfg = model.cfg
+    clips = np.random.default_rng(0).standard_normal((batch, 3, cfg.window_frames, cfg.image_size, cfg.image_size),
+                                                     dtype=np.float32)
+    ref = TorchEngine(model).infer(clips)
+    engine = OnnxEngine.from_dir(folder, allow_untrained=True)
+    whole = engine.infer(clips)
+    chunks = clips.reshape(batch, 3, cfg.chunks, 16, cfg.image_size, cfg.image_size).transpose(0, 2, 1, 3, 4, 5)
+    enc = engine.encode_chunk(np.ascontiguousarray(chunks.reshape(-1, 3, 16, cfg.image_size, cfg.image_size)))
+    steps = enc["final"].shape[1]
+    final = enc["final"].reshape(batch, cfg.chunks * steps, -1)
+    taps = enc["taps"].reshape(batch, cfg.chunks, enc["taps"].shape[1], steps, -1).transpose(0, 2, 1, 3, 4)
+    streamed = engine.decode_window(final, np.ascontiguousarray(taps.reshape(batch, taps.shape[1], cfg.tokens, -1)))
+    diffs = {f"{path}.{k}": float(np.abs(out[k] - ref[k]).max()) for path, out in (("model", whole), ("stream", streamed))
+             for k in ("scores", "offsets")}
+    worst = max(diffs.values())
+    if precision == "fp32" and not worst <= FP32_TOLERANCE:
+        raise EngineError(f"{folder}: the exported engine disagrees with torch (max abs diff {worst:.3g} > "
+                          f"{FP32_TOLERANCE:g}); not using it")
+    return diffs
+
+
+def build_tensorrt(folder: Path, precision: str) -> dict[str, Any]:
+    """Build one TensorRT plan per ONNX graph with ``engines.trt.build_engine``; records them in the manifest."""
+    if importlib.util.find_spec("tensorrt") is None:
+        raise EngineError("tensorrt is not installed (pip install 'fgsl-spotter[trt]' on a machine with an NVIDIA GPU); "
+                          "the ONNX graphs are in " + str(folder))
+    try:
+        from . import trt
+    except ImportError as exc:
+        raise EngineError(f"engines.trt cannot be imported ({exc})") from None
+    manifest = read_manifest(folder)
+    plans: dict[str, Any] = {}
+    for graph, entry in manifest["graphs"].items():
+        plan = folder / f"{graph}.{precision}.plan"
+        trt.build_engine(folder / entry["file"], plan, precision)
+        plans[graph] = {"file": plan.name, "sha256": sha256_file(plan), "bytes": plan.stat().st_size}
+    manifest["plans"] = plans
+    write_manifest(folder, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
+    parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (benchmarks only)")
+    parser.add_argument("--backend", required=True, choices=("onnxruntime", "tensorrt"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--fifm", choices=FIFM_FORMS,
+                        help="FIFM export form (default: conv for onnxruntime, plugin for tensorrt)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}-{MAX_OPSET} (default {DEFAULT_OPSET})")
+    parser.add_argument("--out", required=True, help="engine folder to write")
+    parser.add_argument("--no-verify", action="store_true", help="skip the torch vs ONNX Runtime check")
+    args = parser.parse_args(argv)
+
+    def body(_: list[str] | None) -> int:
+        refuse_quantized(args.precision)
+        fifm = args.fifm or ("plugin" if args.backend == "tensorrt" else "conv")
+        if args.backend == "onnxruntime" and fifm == "plugin":
+            raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
+        if args.backend == "tensorrt" and args.precision == "fp16":
+            precision_onnx = "fp32"  # TensorRT takes FP32 ONNX and builds FP16 kernels itself
+        else:
+            precision_onnx = args.precision
+        model, trained, origin = _model(args)
+        out = Path(args.out)
+        manifest_path = export_engine_dir(model, out, fifm, args.opset, precision=precision_onnx, trained=trained,
+                                          backend=args.backend)
+        manifest = json.loads(manifest_path.read_text())
+        manifest["source"] = origin
+        write_manifest(out, manifest)
+        print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {precision_onnx}) "
+              f"from {origin} to {out}", file=sys.stderr)
+        if args.backend == "onnxruntime":
+            if args.no_verify:
+                print("not verified (--no-verify)", file=sys.stderr)
+            else:
+                diffs = verify(model, out, args.precision)
+                print("torch vs onnxruntime, max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
+                      file=sys.stderr)
+        else:
+            build_tensorrt(out, args.precision)
+        print(out)
+        return 0
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

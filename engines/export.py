@@ -1,0 +1,495 @@
+"""ONNX export of FGSL: the whole model and the two streaming graphs, in three FIFM forms.
+
+Graphs (names and I/O are a contract shared by every backend, DESIGN.md "Contracts")::
+
+    model          clips  [B, 3, T, H, W]                -> scores [B, N, K], offsets [B, N, 2]
+    encode_chunk   chunks [B, 3, 16, H, W]               -> final [B, t, D], taps [B, n_taps, t, D]
+    decode_window  final [B, L, D], taps [B, n_taps, L, D] -> scores [B, N, K], offsets [B, N, 2]
+
+The batch axis is dynamic (or fixed with ``batch=<int>``); T, H, W and so every other axis
+are fixed by the config, which is what lets TensorRT and ONNX Runtime plan memory once.
+
+FIFM forms (``fifm=``), all numerically the same filter ``irfft(H * rfft(x))`` over time:
+
+* ``conv``: the per-channel circular convolution of :func:`fgsl.fifm.filter_conv_form`;
+  plain ONNX (Concat + grouped Conv), runs on every runtime. The portable default.
+* ``dft``: ONNX ``DFT`` ops: full complex DFT of the signal, multiply by the (real,
+  zero-phase) response mirrored to all L bins, inverse DFT, real part. The full spectrum is
+  used because the onesided *inverse* DFT was only specified in 2026 (onnx/onnx#7574) and
+  older runtimes reject it. Some ONNX Runtime builds computed DFT wrongly (onnx/onnx#4798),
+  so :mod:`engines.onnx_backend` checks DFT against torch at load time.
+* ``plugin``: one custom node per filter, ``fgsl::FIFMFilter(x [B, C, L], response [C, L//2+1])
+  -> y [B, C, L]`` with attribute ``length = L``, the response a constant initializer. The
+  TensorRT FFT plugin (``engines/plugins``) implements it; ONNX Runtime cannot run it.
+
+Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter. With
+torch 2.13 the default (dynamo) exporter needs ``onnxscript``, which this project does not
+depend on; the TorchScript one works but warns that it is deprecated (the warning is
+silenced here and recorded in docs/engines.md). The ``dft`` and ``plugin`` forms are emitted
+by the ``symbolic`` of one ``torch.autograd.Function`` substituted for FIFM's frequency
+filter during export only.
+
+Every file records in ``metadata_props``: ``fgsl.graph``, ``fgsl.fifm``, ``fgsl.opset``,
+``fgsl.preset``, ``fgsl.config`` (JSON), ``fgsl.weights_sha256`` (:func:`fgsl.weights.tensor_digest`),
+``fgsl.precision``, ``fgsl.inputs``/``fgsl.outputs`` (JSON shapes), ``fgsl.exporter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import fgsl.fifm as fifm_module
+from fgsl import weights
+from fgsl.config import CHUNK_FRAMES, FGSLConfig
+from fgsl.model import FGSL
+
+from .base import EngineError
+from .cache import atomic_write, sha256_bytes, sha256_file
+
+GRAPHS = ("model", "encode_chunk", "decode_window")
+FIFM_FORMS = ("conv", "dft", "plugin")
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+#: Inputs and outputs of each graph, in order.
+IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "model": (("clips",), ("scores", "offsets")),
+    "encode_chunk": (("chunks",), ("final", "taps")),
+    "decode_window": (("final", "taps"), ("scores", "offsets")),
+}
+PLUGIN_DOMAIN = "fgsl"
+PLUGIN_OP = "FIFMFilter"
+PLUGIN_VERSION = 1
+#: DFT exists from opset 17; the TorchScript exporter stops at 20.
+MIN_OPSET = 17
+MAX_OPSET = int(getattr(getattr(torch.onnx, "_constants", None), "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+DEFAULT_OPSET = 17
+MANIFEST = "manifest.json"
+ENGINE_FORMAT = "fgsl-engine"
+MANIFEST_VERSION = 1
+EXPORTER = f"torch {torch.__version__} torch.onnx.export(dynamo=False)"
+
+
+class ExportError(EngineError):
+    """An export that cannot be done as asked (bad form, opset, graph, precision)."""
+
+
+# ---------------------------------------------------------------------- shapes
+def io_shapes(cfg: FGSLConfig, graph: str, batch: int | str = "B") -> dict[str, dict[str, list[Any]]]:
+    """``{"inputs": {name: shape}, "outputs": {name: shape}}`` of ``graph`` for ``cfg``."""
+    _check_choice("graph", graph, GRAPHS)
+    d, taps, t = cfg.backbone.embed_dim, len(cfg.iga_blocks), CHUNK_FRAMES // cfg.backbone.tubelet_size
+    s, n, k = cfg.image_size, cfg.num_points, cfg.num_classes
+    heads = {"scores": [batch, n, k], "offsets": [batch, n, 2]}
+    if graph == "model":
+        return {"inputs": {"clips": [batch, 3, cfg.window_frames, s, s]}, "outputs": heads}
+    if graph == "encode_chunk":
+        return {"inputs": {"chunks": [batch, 3, CHUNK_FRAMES, s, s]},
+                "outputs": {"final": [batch, t, d], "taps": [batch, taps, t, d]}}
+    return {"inputs": {"final": [batch, cfg.tokens, d], "taps": [batch, taps, cfg.tokens, d]}, "outputs": heads}
+
+
+def example_inputs(cfg: FGSLConfig, graph: str, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Random float32 inputs of ``graph`` (batch 2 by default so no axis is traced as 1)."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = io_shapes(cfg, graph, batch)["inputs"]
+    return tuple(torch.randn(shape, generator=g) for shape in shapes.values())
+
+
+def weights_digest(model: nn.Module) -> str:
+    """The digest :func:`fgsl.weights.save` stores for these tensors (same value for a loaded folder)."""
+    return weights.tensor_digest({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
+
+
+def _check_choice(what: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ExportError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
+def check_opset(opset: int) -> int:
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is not supported: FIFM's DFT needs >= {MIN_OPSET} and the "
+                          f"TorchScript exporter stops at {MAX_OPSET}")
+    return opset
+
+
+# ---------------------------------------------------------------------- FIFM forms
+def _const(g: Any, value: torch.Tensor) -> Any:
+    return g.op("Constant", value_t=value)
+
+
+def _dft(g: Any, x: Any, length: int, inverse: bool) -> Any:
+    """A full complex DFT along axis 2 of ``[B, C, L, 1 or 2]`` (opset 17 attribute, 20 input)."""
+    if g.opset >= 20:
+        return g.op("DFT", x, _const(g, torch.tensor(length, dtype=torch.int64)),
+                    _const(g, torch.tensor(2, dtype=torch.int64)), inverse_i=int(inverse), onesided_i=0)
+    return g.op("DFT", x, axis_i=2, inverse_i=int(inverse), onesided_i=0)
+
+
+#: The torch frequency filter, captured before any export substitutes it.
+_TORCH_FILTER = fifm_module.filter_frequency_form
+
+
+class _FrequencyFilter(torch.autograd.Function):
+    """FIFM's ``irfft(response * rfft(x))``: torch computes it; ``symbolic`` emits the ONNX form."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, response: torch.Tensor, form: str, length: int) -> torch.Tensor:
+        return _TORCH_FILTER(x, response)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, response: Any, form: str, length: int) -> Any:
+        if form == "plugin":
+            return g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP}", x, response, length_i=length).setType(x.type())
+        # Mirror the one-sided response onto all L bins: H_full[k] = H[min(k, L - k)].
+        mirror = torch.tensor([min(k, length - k) for k in range(length)], dtype=torch.int64)
+        full = g.op("Gather", response, _const(g, mirror), axis_i=1)                     # [C, L]
+        full = g.op("Unsqueeze", full, _const(g, torch.tensor([-1])))                   # [C, L, 1]
+        signal = g.op("Unsqueeze", x, _const(g, torch.tensor([-1])))                    # [B, C, L, 1]
+        spectrum = g.op("Mul", _dft(g, signal, length, inverse=False), full)           # [B, C, L, 2]
+        back = _dft(g, spectrum, length, inverse=True)                                  # [B, C, L, 2]
+        return g.op("Gather", back, _const(g, torch.tensor(0)), axis_i=3)               # real part
+
+
+class _FilterProbe(nn.Module):
+    def __init__(self, response: torch.Tensor, form: str) -> None:
+        super().__init__()
+        self.response, self.form = response, form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FrequencyFilter.apply(x, self.response, self.form, int(x.shape[-1]))
+
+
+def filter_probe(channels: int, length: int, form: str = "dft", opset: int = DEFAULT_OPSET,
+                 seed: int = 0) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(ONNX bytes, input, torch output) of FIFM's filter alone, exported in ``form``.
+
+    The graph has exactly the node pattern :func:`export_onnx` writes for that form, so a
+    runtime that gets this probe right computes the model's filter right (used to refuse
+    ONNX Runtime builds with a wrong DFT, and by the TensorRT plugin tests).
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, channels, length, generator=g)
+    response = torch.rand(channels, length // 2 + 1, generator=g) * 2
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_FilterProbe(response, form), (x,), buffer, dynamo=False, opset_version=check_opset(opset),
+                          input_names=["x"], output_names=["y"],
+                          custom_opsets={PLUGIN_DOMAIN: PLUGIN_VERSION} if form == "plugin" else None)
+    expected = _TORCH_FILTER(x, response)
+    return buffer.getvalue(), x.numpy(), expected.numpy()
+
+
+@contextlib.contextmanager
+def fifm_export_form(model: FGSL, form: str) -> Iterator[None]:
+    """Put ``model``'s FIFM into export form ``form`` for the duration of an export.
+
+    ``conv`` switches the model to its own conv form. ``dft``/``plugin`` keep the frequency
+    form and substitute :class:`_FrequencyFilter` for :func:`fgsl.fifm.filter_frequency_form`
+    (a module global that FIFM looks up at call time), so torch still computes the same
+    numbers while the exporter writes DFT ops or the plugin node. Both are undone on exit.
+    """
+    _check_choice("FIFM form", form, FIFM_FORMS)
+    previous = model.fifm.form
+    original = fifm_module.filter_frequency_form
+    if form == "conv":
+        model.set_fifm_form("conv")
+    else:
+        model.set_fifm_form("freq")
+
+        def substitute(x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+            # The response depends on parameters only: hand it over as a constant (a tensor
+            # the tracer did not see being made), so the graph stores the filter itself
+            # rather than the arithmetic that computes it.
+            constant = torch.from_numpy(response.detach().cpu().numpy().copy())
+            return _FrequencyFilter.apply(x, constant, form, int(x.shape[-1]))
+
+        fifm_module.filter_frequency_form = substitute
+    try:
+        yield
+    finally:
+        fifm_module.filter_frequency_form = original
+        model.set_fifm_form(previous)
+
+
+# ---------------------------------------------------------------------- export
+class _GraphModule(nn.Module):
+    """One of the three graphs as a module with positional tensor inputs and tuple outputs."""
+
+    def __init__(self, model: FGSL, graph: str) -> None:
+        super().__init__()
+        self.model = model
+        self.graph = graph
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.graph == "encode_chunk":
+            return tuple(self.model.encode_chunk(inputs[0]))
+        out = self.model(inputs[0]) if self.graph == "model" else self.model.decode_window(*inputs)
+        return out["scores"], out["offsets"]
+
+
+def graph_fifm(graph: str, fifm: str) -> str:
+    """The FIFM form a graph actually contains (``encode_chunk`` has no FIFM: ``none``)."""
+    return "none" if graph == "encode_chunk" else fifm
+
+
+def export_onnx_bytes(model: FGSL, graph: str = "model", fifm: str = "conv", opset: int = DEFAULT_OPSET,
+                      batch: int | str = "dynamic", metadata: Mapping[str, str] | None = None) -> bytes:
+    """Export one graph of ``model`` and return the ONNX bytes (see :func:`export_onnx`)."""
+    import onnx
+
+    _check_choice("graph", graph, GRAPHS)
+    _check_choice("FIFM form", fifm, FIFM_FORMS)
+    check_opset(opset)
+    if batch != "dynamic" and not (isinstance(batch, int) and batch >= 1):
+        raise ExportError(f"batch must be 'dynamic' or a positive int, got {batch!r}")
+    cfg = model.cfg
+    inputs, outputs = IO[graph]
+    args = example_inputs(cfg, graph, batch=2 if batch == "dynamic" else batch)
+    dynamic = {name: {0: "batch"} for name in inputs + outputs} if batch == "dynamic" else None
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with fifm_export_form(model, fifm), torch.no_grad(), warnings.catch_warnings():
+            # Tracer warnings about Python shape checks are expected: every axis but the
+            # batch is fixed by the config. The deprecation warning is documented.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _GraphModule(model, graph), args, buffer, dynamo=False, opset_version=opset,
+                input_names=list(inputs), output_names=list(outputs), dynamic_axes=dynamic,
+                do_constant_folding=True,
+                custom_opsets={PLUGIN_DOMAIN: PLUGIN_VERSION} if graph_fifm(graph, fifm) == "plugin" else None,
+            )
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    if fifm == "plugin":
+        _name_plugin_responses(proto)
+    shapes = io_shapes(cfg, graph, "batch" if batch == "dynamic" else batch)
+    props = {
+        "fgsl.format": "fgsl-onnx",
+        "fgsl.graph": graph,
+        "fgsl.fifm": graph_fifm(graph, fifm),
+        "fgsl.opset": str(opset),
+        "fgsl.preset": cfg.name,
+        "fgsl.config": json.dumps(cfg.to_dict(), sort_keys=True),
+        "fgsl.weights_sha256": weights_digest(model),
+        "fgsl.precision": "fp32",
+        "fgsl.inputs": json.dumps(shapes["inputs"]),
+        "fgsl.outputs": json.dumps(shapes["outputs"]),
+        "fgsl.exporter": EXPORTER,
+        **dict(metadata or {}),
+    }
+    set_metadata(proto, props)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def export_onnx(model: FGSL, path: str | Path, graph: str = "model", fifm: str = "conv", opset: int = DEFAULT_OPSET,
+                batch: int | str = "dynamic", metadata: Mapping[str, str] | None = None) -> Path:
+    """Export one graph of ``model`` to ``path`` (written atomically) and return the path.
+
+    ``graph``: ``model`` | ``encode_chunk`` | ``decode_window``; ``fifm``: ``conv`` | ``dft`` |
+    ``plugin``; ``batch``: ``"dynamic"`` or a fixed int. The file passes ``onnx.checker``.
+    """
+    return atomic_write(path, export_onnx_bytes(model, graph, fifm, opset, batch, metadata))
+
+
+def _name_plugin_responses(proto: Any) -> None:
+    """Name each plugin node ``fifm_filter_<i>`` and store its response as the initializer
+    ``fifm_filter_<i>.response`` (the exporter leaves it as a Constant node), so a TensorRT
+    parser or a reader finds the learned filter as weights under a stable name."""
+    from onnx import numpy_helper
+
+    constants = {n.output[0]: n for n in proto.graph.node if n.op_type == "Constant" and len(n.output) == 1}
+    initializers = {i.name: i for i in proto.graph.initializer}
+    count = 0
+    for node in proto.graph.node:
+        if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_OP:
+            continue
+        name, source = f"fifm_filter_{count}", node.input[1]
+        if source in constants:
+            value = numpy_helper.to_array(constants[source].attribute[0].t)
+        elif source in initializers:
+            value = numpy_helper.to_array(initializers[source])
+        else:
+            raise ExportError(f"FIFM plugin response {source!r} is not a constant; cannot export the plugin form")
+        proto.graph.initializer.append(numpy_helper.from_array(value, f"{name}.response"))
+        node.name, node.input[1] = name, f"{name}.response"
+        count += 1
+    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    for node in [n for n in proto.graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        proto.graph.node.remove(node)
+    for init in [i for i in proto.graph.initializer if i.name not in used]:
+        proto.graph.initializer.remove(init)
+
+
+def set_metadata(proto: Any, props: Mapping[str, str]) -> None:
+    """Replace ``metadata_props`` entries named in ``props`` (others are kept)."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *props.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def read_metadata(source: str | Path | bytes) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file (or its bytes) as a dict."""
+    import onnx
+
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+# ---------------------------------------------------------------------- precision
+def to_fp16(onnx_bytes: bytes) -> bytes:
+    """FP16 weights and compute with float32 inputs/outputs (``onnxconverter_common.float16``).
+
+    Inputs and outputs stay float32 so the Engine contract does not change; ONNX has no
+    converter of its own, so without ``onnxconverter-common`` this refuses clearly.
+    """
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ExportError("fp16 ONNX needs onnxconverter-common (pip install onnxconverter-common); "
+                          "or build fp32") from None
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about values clipped to the fp16 range
+        half = float16.convert_float_to_float16(proto, keep_io_types=True)
+    # The converter retypes every internal float value as float16 but leaves the target of
+    # Cast(to=FLOAT) nodes (the attention scale computed from a shape) as float: the
+    # model would then not load. Those casts are meant to produce float16.
+    declared = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    for node in half.graph.node:
+        if node.op_type == "Cast" and declared.get(node.output[0]) == onnx.TensorProto.FLOAT16:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
+    set_metadata(half, {"fgsl.precision": "fp16"})
+    onnx.checker.check_model(half)
+    return half.SerializeToString()
+
+
+# ---------------------------------------------------------------------- engine folders
+def load_source(source: FGSL | str | Path, allow_untrained: bool = False) -> tuple[FGSL, bool | None, str | None]:
+    """(model, trained?, source path) from a model or a weights folder (``trained`` None: unknown)."""
+    if isinstance(source, FGSL):
+        return source, None, None
+    model = weights.load(source, allow_untrained=allow_untrained)
+    return model, weights.is_trained(source), str(source)
+
+
+def export_engine_dir(
+    source: FGSL | str | Path,
+    out_dir: str | Path,
+    fifm: str = "conv",
+    opset: int = DEFAULT_OPSET,
+    *,
+    precision: str = "fp32",
+    allow_untrained: bool = False,
+    trained: bool | None = None,
+    graphs: tuple[str, ...] = GRAPHS,
+    backend: str = "onnxruntime",
+) -> Path:
+    """Export ``graphs`` of a weights folder (or model) into ``out_dir`` with a ``manifest.json``.
+
+    ``precision``: ``fp32`` or ``fp16`` (via :func:`to_fp16`); int8/fp8 come from calibration
+    (``python -m calib.quantize``), not from here. The manifest is written last, atomically:
+    a folder whose export was interrupted has no manifest and is not an engine folder.
+    Returns the manifest path.
+    """
+    _check_choice("precision", precision, ("fp32", "fp16"))
+    model, was_trained, origin = load_source(source, allow_untrained)
+    trained = was_trained if trained is None else trained
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, Any] = {}
+    meta = {"fgsl.trained": {True: "true", False: "false", None: "unknown"}[trained]}
+    for graph in graphs:
+        data = export_onnx_bytes(model, graph, fifm, opset, metadata=meta)
+        if precision == "fp16":
+            data = to_fp16(data)
+        name = f"{graph}.onnx"
+        atomic_write(out / name, data)
+        entries[graph] = {"file": name, "sha256": sha256_bytes(data), "bytes": len(data), **io_shapes(model.cfg, graph)}
+    manifest = {
+        "format": ENGINE_FORMAT,
+        "version": MANIFEST_VERSION,
+        "backend": backend,
+        "precision": precision,
+        "fifm": fifm,
+        "opset": opset,
+        "preset": model.cfg.name,
+        "config": model.cfg.to_dict(),
+        "weights_sha256": weights_digest(model),
+        "trained": trained,
+        "source": origin,
+        "exporter": EXPORTER,
+        "graphs": entries,
+    }
+    return write_manifest(out, manifest)
+
+
+def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
+    return atomic_write(Path(folder) / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def is_engine_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The manifest of an engine folder; with ``verify`` every graph file is checked.
+
+    A file that is missing, shorter or longer than recorded, or whose SHA-256 differs is
+    refused: an engine folder cannot rebuild itself (it may not know its weights), so the
+    message says how to rebuild it.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    rebuild = "rebuild it with `python -m engines.build`"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EngineError(f"{folder}: not an engine folder (no {MANIFEST}); {rebuild}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EngineError(f"{path}: not an FGSL engine manifest (unreadable JSON); {rebuild}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != ENGINE_FORMAT:
+        raise EngineError(f"{path}: not an FGSL engine manifest; {rebuild}")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise EngineError(f"{path}: engine manifest version {manifest.get('version')} is not "
+                          f"{MANIFEST_VERSION} (built by another release); {rebuild}")
+    if verify:
+        for graph, entry in manifest.get("graphs", {}).items():
+            check_file(folder / entry["file"], entry, f"graph {graph!r}")
+    return manifest
+
+
+def check_file(path: Path, entry: Mapping[str, Any], what: str) -> None:
+    """Refuse ``path`` unless its size and SHA-256 equal ``entry['bytes']``/``entry['sha256']``."""
+    rebuild = "rebuild it with `python -m engines.build`"
+    if not path.is_file():
+        raise EngineError(f"{path}: missing ({what} of this engine folder); {rebuild}")
+    size = path.stat().st_size
+    if size != entry.get("bytes"):
+        kind = "truncated" if isinstance(entry.get("bytes"), int) and size < entry["bytes"] else "altered"
+        raise EngineError(f"{path}: {kind} ({size} bytes, the manifest says {entry.get('bytes')}); {rebuild}")
+    if sha256_file(path) != entry.get("sha256"):
+        raise EngineError(f"{path}: corrupt (SHA-256 differs from the manifest); {rebuild}")
+
+
+def config_of(manifest: Mapping[str, Any]) -> FGSLConfig:
+    return FGSLConfig.from_dict(manifest["config"])
