@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from fgsl.cli import UsageError, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.types import RealtimeError
@@ -93,7 +95,8 @@ class DemoApp:
         return LiveSession(settings, self.factory.pipeline(settings))
 
     # ------------------------------------------------------------------ live tab
-    def live_step(self, image: Any, spotter: Any, sensitivity: Any, max_faces: Any, request: Any = None) -> str:
+    def live_step(self, image: Any, spotter: Any, sensitivity: Any, max_faces: Any,
+                  request: gr.Request | None = None) -> str:
         """One webcam frame -> the annotated frame and its stats, as HTML (an inline image, so
         a long stream leaves no files behind)."""
         from .plots import data_url
@@ -124,9 +127,8 @@ class DemoApp:
                 f'<img alt="annotated webcam frame" width="{w}" height="{h}" src="{data_url(rgb)}">'
                 f'<div class="live-stats">{html.escape(stats)}</div></div>')
 
-    def live_panels(self, request: Any = None) -> tuple[Any, Any]:
+    def live_panels(self, request: gr.Request | None = None) -> tuple[Any, Any]:
         """The live plot and event table, when something changed since the last tick."""
-        import gradio as gr
         import numpy as np
 
         from .plots import data_url, signal_plot
@@ -160,22 +162,20 @@ class DemoApp:
         return (f'<div class="live-plot-img"><img alt="motion signal per face" src="{data_url(plot, "png")}"></div>',
                 rows)
 
-    def live_clear(self, request: Any = None) -> tuple[str, Any, Any]:
+    def live_clear(self, request: gr.Request | None = None) -> tuple[str, Any, Any]:
         self.registry.release(_session_key(request))
         self._panels.pop(_session_key(request), None)
         return message_html("live session cleared: events, tracks and signals start afresh"), "", []
 
-    def release(self, request: Any = None) -> None:
+    def release(self, request: gr.Request | None = None) -> None:
         """The page was closed (``demo.unload``): free its pipeline now."""
         key = _session_key(request)
-        self.registry.release(key)
+        self.registry.release(key, page_closed=True)
         self._panels.pop(key, None)
 
     # ------------------------------------------------------------------ upload tab
     def analyse(self, video: Any, spotter: Any, sensitivity: Any, max_faces: Any, progress: Any = None):
         """The upload tab's button: (summary, annotated video, plot, table, files)."""
-        import gradio as gr
-
         from .upload import analyse_video
 
         if not video:
@@ -213,8 +213,6 @@ class DemoApp:
 
     # ------------------------------------------------------------------ page
     def blocks(self):
-        import gradio as gr
-
         from .upload import TABLE_HEADERS
 
         spotters = list(self.factory.spotters)
@@ -306,8 +304,6 @@ class DemoApp:
 def _user_error(message: str):
     """A message for the page (a toast that stays until closed; the API client's error text)
     and one line in the server log, instead of a traceback: bad input is not a server bug."""
-    import gradio as gr
-
     print(f"demo: {message}", file=sys.stderr, flush=True)
     return gr.Error(message, duration=None, print_exception=False)
 

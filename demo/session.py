@@ -26,7 +26,7 @@ import argparse
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,6 +317,10 @@ class SessionRegistry:
         self.clock = clock
         self._sessions: dict[str, LiveSession] = {}
         self._starting: set[str] = set()
+        # Pages that were closed: a frame still in flight when the tab closed must not start a
+        # new session for it (Gradio never reuses a session id). Bounded: oldest forgotten.
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self.max_ended = 10_000
         self._lock = threading.Lock()
         self.created = 0
         self.released = 0
@@ -346,6 +350,8 @@ class SessionRegistry:
         try:
             with self._lock:
                 stale = self._expired_locked()
+                if key in self._ended:
+                    raise SessionClosed("this page was closed; reload it to start a new live session")
                 session = self._sessions.get(key)
                 if session is not None and session.settings == settings and not session.closed:
                     return session
@@ -367,14 +373,24 @@ class SessionRegistry:
             raise
         with self._lock:
             self._starting.discard(key)
-            self._sessions[key] = session
             self.created += 1
+            orphan = key in self._ended  # the page closed while its pipeline was being built
+            if not orphan:
+                self._sessions[key] = session
+        if orphan:
+            self._close([session])
+            raise SessionClosed("this page was closed; reload it to start a new live session")
         return session
 
-    def release(self, key: str) -> bool:
-        """Close and forget the session of ``key``; False when there was none."""
+    def release(self, key: str, page_closed: bool = False) -> bool:
+        """Close and forget the session of ``key``; False when there was none. ``page_closed``:
+        the page is gone for good, so frames still on their way must not start a new session."""
         with self._lock:
             session = self._sessions.pop(key, None)
+            if page_closed:
+                self._ended[key] = None
+                while len(self._ended) > self.max_ended:
+                    self._ended.popitem(last=False)
         if session is None:
             return False
         self._close([session])

@@ -46,22 +46,54 @@ def candidates(backend: str, device: str) -> tuple[str, ...]:
     return tuple(b for b in AUTO_ORDER if b != "tensorrt" or _cuda(device))
 
 
-def _trt_module(needs: str) -> Any:
-    """``engines.trt`` with the function ``needs``, or :class:`BackendUnavailable` saying why not."""
+def _trt(device: str) -> Any:
+    """``engines.trt`` with TensorRT importable and a CUDA ``device``, or :class:`BackendUnavailable`.
+
+    No TensorRT object is created here: only the import and the CUDA check.
+    """
+    if not _cuda(device):
+        raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
     if importlib.util.find_spec("tensorrt") is None:
         raise BackendUnavailable("tensorrt is not installed (pip install 'fgsl-spotter[trt]' on a machine with an "
                                  "NVIDIA GPU)")
     try:
         from . import trt
+
+        trt.import_tensorrt()
+        trt.require_cuda(device)
     except ImportError as exc:
         raise BackendUnavailable(f"engines.trt cannot be imported ({exc})") from None
-    if not hasattr(trt, needs):
-        raise BackendUnavailable(f"engines.trt provides no {needs}()")
+    except EngineError as exc:
+        raise BackendUnavailable(str(exc)) from None
     return trt
+
+
+def _open_tensorrt_model(model: Any, device: str, source: str | None, cache: Any) -> Engine:
+    """TensorRT engines for ``encode_chunk`` and ``decode_window`` (``infer`` composes them),
+    built from the conv-form ONNX into the engine cache on first use."""
+    import tempfile
+
+    from .export import DEFAULT_OPSET, cache_entry, export_onnx, weights_digest
+
+    trt = _trt(device)
+    digest, plans = weights_digest(model), {}
+    for graph in ("encode_chunk", "decode_window"):
+        identity, key = cache_entry(model.cfg, digest, backend="tensorrt", backend_version=trt.tensorrt_version() or "?",
+                                    graph=graph, precision="fp32", fifm="conv", opset=DEFAULT_OPSET, device=device)
+
+        def build(graph: str = graph) -> bytes:
+            with tempfile.TemporaryDirectory(prefix="fgsl-trt-") as tmp:
+                onnx_path = export_onnx(model, Path(tmp) / f"{graph}.onnx", graph, "conv")
+                trt.build_engine(onnx_path, Path(tmp) / f"{graph}.engine", precision="fp32", device=device)
+                return (Path(tmp) / f"{graph}.engine").read_bytes()
+
+        plans[graph], _ = cache.get_or_build(identity, key, build, meta={"source": source})
+    return trt.TensorRTEngine(model.cfg, plans, device=device, source=source, precision="fp32", fifm_form="conv")
 
 
 def _open_model_with(name: str, model: Any, device: str, source: str | None, threads: int | None,
                      cache_dir: str | Path | None) -> Engine:
+    """Backend ``name`` for ``model``, or :class:`BackendUnavailable` saying why it cannot run here."""
     from .cache import EngineCache
 
     if name == "torch":
@@ -69,22 +101,20 @@ def _open_model_with(name: str, model: Any, device: str, source: str | None, thr
 
         return TorchEngine(model, device=device, source=source)
     cache = EngineCache.at(cache_dir)
-    if name == "onnxruntime":
-        from . import onnx_backend
+    if name == "tensorrt":
+        return _open_tensorrt_model(model, device, source, cache)
+    from . import onnx_backend
 
-        reason = onnx_backend.available()
-        if reason:
-            raise BackendUnavailable(reason)
-        try:
-            return onnx_backend.OnnxEngine.from_model(model, device=device, cache=cache, source=source,
-                                                      intra_op_threads=threads)
-        except BackendUnavailable:
-            raise
-        except EngineError as exc:  # e.g. no CUDA provider in this onnxruntime build
-            raise BackendUnavailable(str(exc)) from None
-    if not _cuda(device):
-        raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
-    return _trt_module("open_model").open_model(model, device=device, cache=cache, source=source)
+    reason = onnx_backend.available()
+    if reason:
+        raise BackendUnavailable(reason)
+    try:
+        return onnx_backend.OnnxEngine.from_model(model, device=device, cache=cache, source=source,
+                                                  intra_op_threads=threads)
+    except BackendUnavailable:
+        raise
+    except EngineError as exc:  # e.g. no CUDA provider in this onnxruntime build
+        raise BackendUnavailable(str(exc)) from None
 
 
 def _first_that_opens(names: tuple[str, ...], attempt: Callable[[str], Engine]) -> Engine:
@@ -113,20 +143,26 @@ def open_model(model: Any, backend: str = "auto", *, device: str = "cpu", source
 
 
 def _open_engine_dir(path: Path, backend: str, device: str, allow_untrained: bool, threads: int | None) -> Engine:
-    from .export import read_manifest
+    """An engine folder: its TensorRT engines (when built for tensorrt), else its ONNX graphs."""
+    from .export import check_file, check_trained, config_of, read_manifest
 
-    built_for = read_manifest(path).get("backend", "onnxruntime")
+    manifest = read_manifest(path)
+    check_trained(manifest, path, allow_untrained)
     if backend == "torch":
         raise EngineError(f"{path}: an engine folder holds compiled graphs; open the weights folder for the torch backend")
-    names = candidates(backend, device)
-    if backend == "auto":  # a folder built for onnxruntime holds no TensorRT plans
-        names = tuple(n for n in names if n != "torch" and (n != "tensorrt" or built_for == "tensorrt"))
+    names = tuple(n for n in candidates(backend, device) if n != "torch")
+    plans = manifest.get("plans") or {}
 
     def attempt(name: str) -> Engine:
         if name == "tensorrt":
-            if not _cuda(device):
-                raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
-            return _trt_module("open_dir").open_dir(path, device=device, allow_untrained=allow_untrained)
+            trt = _trt(device)
+            if not plans:
+                raise BackendUnavailable(f"{path} holds no TensorRT engines (built with --backend onnxruntime)")
+            for graph, entry in plans.items():
+                check_file(path / entry["file"], entry, f"TensorRT engine {graph!r}")
+            return trt.TensorRTEngine(config_of(manifest), {g: path / e["file"] for g, e in plans.items()},
+                                      device=device, source=str(path), precision=manifest.get("precision"),
+                                      fifm_form=manifest.get("fifm"))
         from . import onnx_backend
 
         reason = onnx_backend.available()

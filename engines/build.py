@@ -7,15 +7,17 @@ The folder gets ``model.onnx``, ``encode_chunk.onnx``, ``decode_window.onnx`` an
 ``manifest.json`` (config, FIFM form, opset, weights digest, SHA-256 of every file) that
 ``engines.open(DIR)`` reads. An ONNX Runtime build is verified before it is declared done:
 torch and ONNX Runtime run the same random clips and the streaming path, and an fp32 build
-whose outputs differ by more than 1e-4 is refused. TensorRT builds hand each ONNX graph to
-``engines.trt.build_engine`` (imported only then). INT8/FP8 engines need calibration data:
-``python -m calib.collect`` then ``python -m calib.quantize``; this command refuses them.
+whose outputs differ by more than 1e-4 is refused. ``--precision fp16`` converts the graphs
+to FP16 with float32 inputs/outputs (onnxconverter-common). TensorRT builds hand each ONNX
+graph to ``engines.trt.build_engine`` (imported only then; strongly typed, so an fp16 engine
+comes from the fp16 ONNX) and write ``<graph>.engine`` beside it. INT8/FP8 engines need
+calibration data: ``python -m calib.collect`` then ``python -m calib.quantize``; this command
+refuses them and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -31,7 +33,7 @@ from .cache import sha256_file
 from .export import DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir, read_manifest, write_manifest
 
 #: fp32 agreement required of a fresh ONNX Runtime build (the issue's acceptance bound).
-FP32_TOLERANCE = 1e-4
+FP32_TOLERANCE = 1e-4  # equals engines.selftest.TOLERANCE["fp32"] (tests check they agree)
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, bool | None, str]:
@@ -61,20 +63,15 @@ def verify(model: Any, folder: Path, precision: str, batch: int = 2) -> dict[str
     Returns the max abs differences; an fp32 build beyond :data:`FP32_TOLERANCE` raises.
     """
     from .onnx_backend import OnnxEngine
+    from .selftest import random_clips, stream_infer
     from .torch_backend import TorchEngine
 
     cfg = model.cfg
-    clips = np.random.default_rng(0).standard_normal((batch, 3, cfg.window_frames, cfg.image_size, cfg.image_size),
-                                                     dtype=np.float32)
+    clips = random_clips(cfg, batch)
     ref = TorchEngine(model).infer(clips)
     engine = OnnxEngine.from_dir(folder, allow_untrained=True)
     whole = engine.infer(clips)
-    chunks = clips.reshape(batch, 3, cfg.chunks, 16, cfg.image_size, cfg.image_size).transpose(0, 2, 1, 3, 4, 5)
-    enc = engine.encode_chunk(np.ascontiguousarray(chunks.reshape(-1, 3, 16, cfg.image_size, cfg.image_size)))
-    steps = enc["final"].shape[1]
-    final = enc["final"].reshape(batch, cfg.chunks * steps, -1)
-    taps = enc["taps"].reshape(batch, cfg.chunks, enc["taps"].shape[1], steps, -1).transpose(0, 2, 1, 3, 4)
-    streamed = engine.decode_window(final, np.ascontiguousarray(taps.reshape(batch, taps.shape[1], cfg.tokens, -1)))
+    streamed = stream_infer(engine, clips)
     diffs = {f"{path}.{k}": float(np.abs(out[k] - ref[k]).max()) for path, out in (("model", whole), ("stream", streamed))
              for k in ("scores", "offsets")}
     worst = max(diffs.values())
@@ -84,21 +81,27 @@ def verify(model: Any, folder: Path, precision: str, batch: int = 2) -> dict[str
     return diffs
 
 
-def build_tensorrt(folder: Path, precision: str) -> dict[str, Any]:
-    """Build one TensorRT plan per ONNX graph with ``engines.trt.build_engine``; records them in the manifest."""
-    if importlib.util.find_spec("tensorrt") is None:
-        raise EngineError("tensorrt is not installed (pip install 'fgsl-spotter[trt]' on a machine with an NVIDIA GPU); "
-                          "the ONNX graphs are in " + str(folder))
+def tensorrt_module() -> Any:
+    """``engines.trt`` with TensorRT importable (imported only now), or one clear :class:`EngineError`."""
     try:
         from . import trt
     except ImportError as exc:
         raise EngineError(f"engines.trt cannot be imported ({exc})") from None
+    trt.import_tensorrt()  # raises EngineError: not installed / libraries missing / too old
+    return trt
+
+
+def build_tensorrt(folder: Path, precision: str, device: str = "cuda") -> dict[str, Any]:
+    """One TensorRT engine per ONNX graph of ``folder`` (``<graph>.engine``, by
+    ``engines.trt.build_engine``), recorded with their SHA-256 under ``plans`` in the manifest."""
+    trt = tensorrt_module()
     manifest = read_manifest(folder)
     plans: dict[str, Any] = {}
     for graph, entry in manifest["graphs"].items():
-        plan = folder / f"{graph}.{precision}.plan"
-        trt.build_engine(folder / entry["file"], plan, precision)
-        plans[graph] = {"file": plan.name, "sha256": sha256_file(plan), "bytes": plan.stat().st_size}
+        plan = folder / f"{graph}.engine"
+        info = trt.build_engine(folder / entry["file"], plan, precision=precision, device=device)
+        plans[graph] = {"file": plan.name, "sha256": sha256_file(plan), "bytes": plan.stat().st_size,
+                        "tensorrt": info.get("tensorrt"), "gpu": info.get("gpu")}
     manifest["plans"] = plans
     write_manifest(folder, manifest)
     return manifest
@@ -111,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (benchmarks only)")
     parser.add_argument("--backend", required=True, choices=("onnxruntime", "tensorrt"))
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--fifm", choices=FIFM_FORMS,
-                        help="FIFM export form (default: conv for onnxruntime, plugin for tensorrt)")
+    parser.add_argument("--fifm", choices=FIFM_FORMS, default="conv",
+                        help="FIFM export form: conv (portable, default), dft (ONNX DFT ops), plugin (TensorRT only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}-{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--out", required=True, help="engine folder to write")
     parser.add_argument("--no-verify", action="store_true", help="skip the torch vs ONNX Runtime check")
@@ -120,21 +123,19 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(_: list[str] | None) -> int:
         refuse_quantized(args.precision)
-        fifm = args.fifm or ("plugin" if args.backend == "tensorrt" else "conv")
+        fifm = args.fifm
         if args.backend == "onnxruntime" and fifm == "plugin":
             raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
-        if args.backend == "tensorrt" and args.precision == "fp16":
-            precision_onnx = "fp32"  # TensorRT takes FP32 ONNX and builds FP16 kernels itself
-        else:
-            precision_onnx = args.precision
+        if args.backend == "tensorrt":
+            tensorrt_module()  # a missing TensorRT fails before minutes of export
         model, trained, origin = _model(args)
         out = Path(args.out)
-        manifest_path = export_engine_dir(model, out, fifm, args.opset, precision=precision_onnx, trained=trained,
+        manifest_path = export_engine_dir(model, out, fifm, args.opset, precision=args.precision, trained=trained,
                                           backend=args.backend)
         manifest = json.loads(manifest_path.read_text())
         manifest["source"] = origin
         write_manifest(out, manifest)
-        print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {precision_onnx}) "
+        print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {args.precision}) "
               f"from {origin} to {out}", file=sys.stderr)
         if args.backend == "onnxruntime":
             if args.no_verify:

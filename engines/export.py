@@ -18,9 +18,11 @@ FIFM forms (``fifm=``), all numerically the same filter ``irfft(H * rfft(x))`` o
   used because the onesided *inverse* DFT was only specified in 2026 (onnx/onnx#7574) and
   older runtimes reject it. Some ONNX Runtime builds computed DFT wrongly (onnx/onnx#4798),
   so :mod:`engines.onnx_backend` checks DFT against torch at load time.
-* ``plugin``: one custom node per filter, ``fgsl::FIFMFilter(x [B, C, L], response [C, L//2+1])
-  -> y [B, C, L]`` with attribute ``length = L``, the response a constant initializer. The
-  TensorRT FFT plugin (``engines/plugins``) implements it; ONNX Runtime cannot run it.
+* ``plugin``: one custom node per filter, ``fgsl::FIFMFilter(x [B, C, L], response_re,
+  response_im [C, L//2+1]) -> y [B, C, L]`` with the string attribute ``plugin_namespace =
+  "fgsl"``; the responses are initializers ``fifm_filter_<i>.response_re``/``_im`` (FIFM's
+  response is real, so ``_im`` is zero). The contract is :mod:`engines.plugins.fifm_fft`'s,
+  whose TensorRT plugin implements it; ONNX Runtime cannot run it.
 
 Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter. With
 torch 2.13 the default (dynamo) exporter needs ``onnxscript``, which this project does not
@@ -55,6 +57,7 @@ from fgsl.model import FGSL
 
 from .base import EngineError
 from .cache import atomic_write, sha256_bytes, sha256_file
+from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_NAMESPACE
 
 GRAPHS = ("model", "encode_chunk", "decode_window")
 FIFM_FORMS = ("conv", "dft", "plugin")
@@ -65,8 +68,9 @@ IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "encode_chunk": (("chunks",), ("final", "taps")),
     "decode_window": (("final", "taps"), ("scores", "offsets")),
 }
-PLUGIN_DOMAIN = "fgsl"
-PLUGIN_OP = "FIFMFilter"
+#: The plugin node's domain and op type come from the plugin itself (one contract).
+PLUGIN_DOMAIN = ONNX_DOMAIN
+PLUGIN_OP = OP_TYPE
 PLUGIN_VERSION = 1
 #: DFT exists from opset 17; the TorchScript exporter stops at 20.
 MIN_OPSET = 17
@@ -139,16 +143,21 @@ _TORCH_FILTER = fifm_module.filter_frequency_form
 
 
 class _FrequencyFilter(torch.autograd.Function):
-    """FIFM's ``irfft(response * rfft(x))``: torch computes it; ``symbolic`` emits the ONNX form."""
+    """FIFM's ``irfft(response * rfft(x))``: torch computes it; ``symbolic`` emits the ONNX form.
+
+    ``imag`` is the (zero) imaginary part of the response, an input of the plugin node only.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, response: torch.Tensor, form: str, length: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, response: torch.Tensor, imag: torch.Tensor, form: str,
+                length: int) -> torch.Tensor:
         return _TORCH_FILTER(x, response)
 
     @staticmethod
-    def symbolic(g: Any, x: Any, response: Any, form: str, length: int) -> Any:
+    def symbolic(g: Any, x: Any, response: Any, imag: Any, form: str, length: int) -> Any:
         if form == "plugin":
-            return g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP}", x, response, length_i=length).setType(x.type())
+            node = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP}", x, response, imag, plugin_namespace_s=PLUGIN_NAMESPACE)
+            return node.setType(x.type())
         # Mirror the one-sided response onto all L bins: H_full[k] = H[min(k, L - k)].
         mirror = torch.tensor([min(k, length - k) for k in range(length)], dtype=torch.int64)
         full = g.op("Gather", response, _const(g, mirror), axis_i=1)                     # [C, L]
@@ -159,13 +168,21 @@ class _FrequencyFilter(torch.autograd.Function):
         return g.op("Gather", back, _const(g, torch.tensor(0)), axis_i=3)               # real part
 
 
+def _apply_filter(x: torch.Tensor, response: torch.Tensor, form: str) -> torch.Tensor:
+    """The filter for export. The response depends on parameters only, so it is handed over
+    as a constant (a tensor the tracer did not see being made): the graph then stores the
+    filter itself rather than the arithmetic that computes it."""
+    constant = torch.from_numpy(response.detach().cpu().numpy().copy())
+    return _FrequencyFilter.apply(x, constant, torch.zeros_like(constant), form, int(x.shape[-1]))
+
+
 class _FilterProbe(nn.Module):
     def __init__(self, response: torch.Tensor, form: str) -> None:
         super().__init__()
         self.response, self.form = response, form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _FrequencyFilter.apply(x, self.response, self.form, int(x.shape[-1]))
+        return _apply_filter(x, self.response, self.form)
 
 
 def filter_probe(channels: int, length: int, form: str = "dft", opset: int = DEFAULT_OPSET,
@@ -206,14 +223,7 @@ def fifm_export_form(model: FGSL, form: str) -> Iterator[None]:
     else:
         model.set_fifm_form("freq")
 
-        def substitute(x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-            # The response depends on parameters only: hand it over as a constant (a tensor
-            # the tracer did not see being made), so the graph stores the filter itself
-            # rather than the arithmetic that computes it.
-            constant = torch.from_numpy(response.detach().cpu().numpy().copy())
-            return _FrequencyFilter.apply(x, constant, form, int(x.shape[-1]))
-
-        fifm_module.filter_frequency_form = substitute
+        fifm_module.filter_frequency_form = lambda x, response: _apply_filter(x, response, form)
     try:
         yield
     finally:
@@ -276,6 +286,7 @@ def export_onnx_bytes(model: FGSL, graph: str = "model", fifm: str = "conv", ops
     if fifm == "plugin":
         _name_plugin_responses(proto)
     shapes = io_shapes(cfg, graph, "batch" if batch == "dynamic" else batch)
+    _declare_shapes(proto, {**shapes["inputs"], **shapes["outputs"]})
     props = {
         "fgsl.format": "fgsl-onnx",
         "fgsl.graph": graph,
@@ -306,9 +317,10 @@ def export_onnx(model: FGSL, path: str | Path, graph: str = "model", fifm: str =
 
 
 def _name_plugin_responses(proto: Any) -> None:
-    """Name each plugin node ``fifm_filter_<i>`` and store its response as the initializer
-    ``fifm_filter_<i>.response`` (the exporter leaves it as a Constant node), so a TensorRT
-    parser or a reader finds the learned filter as weights under a stable name."""
+    """Name each plugin node ``fifm_filter_<i>`` and store its responses as the initializers
+    ``fifm_filter_<i>.response_re``/``.response_im`` (the exporter leaves them as Constant
+    nodes), so TensorRT's parser and a reader find the learned filter as weights under a
+    stable name."""
     from onnx import numpy_helper
 
     constants = {n.output[0]: n for n in proto.graph.node if n.op_type == "Constant" and len(n.output) == 1}
@@ -317,21 +329,37 @@ def _name_plugin_responses(proto: Any) -> None:
     for node in proto.graph.node:
         if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_OP:
             continue
-        name, source = f"fifm_filter_{count}", node.input[1]
-        if source in constants:
-            value = numpy_helper.to_array(constants[source].attribute[0].t)
-        elif source in initializers:
-            value = numpy_helper.to_array(initializers[source])
-        else:
-            raise ExportError(f"FIFM plugin response {source!r} is not a constant; cannot export the plugin form")
-        proto.graph.initializer.append(numpy_helper.from_array(value, f"{name}.response"))
-        node.name, node.input[1] = name, f"{name}.response"
+        node.name = f"fifm_filter_{count}"
+        for slot, part in ((1, "response_re"), (2, "response_im")):
+            source = node.input[slot]
+            if source in constants:
+                value = numpy_helper.to_array(constants[source].attribute[0].t)
+            elif source in initializers:
+                value = numpy_helper.to_array(initializers[source])
+            else:
+                raise ExportError(f"FIFM plugin input {source!r} is not a constant; cannot export the plugin form")
+            proto.graph.initializer.append(numpy_helper.from_array(value, f"{node.name}.{part}"))
+            node.input[slot] = f"{node.name}.{part}"
         count += 1
     used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
     for node in [n for n in proto.graph.node if n.op_type == "Constant" and n.output[0] not in used]:
         proto.graph.node.remove(node)
     for init in [i for i in proto.graph.initializer if i.name not in used]:
         proto.graph.initializer.remove(init)
+
+
+def _declare_shapes(proto: Any, shapes: Mapping[str, list[Any]]) -> None:
+    """Declare every input and output with its full shape (the exporter leaves derived axes
+    such as N symbolic): consumers such as TensorRT and Triton read them from the graph."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shapes[value.name]:
+            dim = dims.add()
+            if isinstance(size, int):
+                dim.dim_value = size
+            else:
+                dim.dim_param = size
 
 
 def set_metadata(proto: Any, props: Mapping[str, str]) -> None:
@@ -493,3 +521,28 @@ def check_file(path: Path, entry: Mapping[str, Any], what: str) -> None:
 
 def config_of(manifest: Mapping[str, Any]) -> FGSLConfig:
     return FGSLConfig.from_dict(manifest["config"])
+
+
+def check_trained(manifest: Mapping[str, Any], folder: str | Path, allow_untrained: bool) -> None:
+    """Refuse an engine built from untrained weights unless allowed (as weights folders are)."""
+    if manifest.get("trained") is False and not allow_untrained:
+        raise weights.WeightsError(f"{folder}: this engine was built from untrained (random) weights; its outputs "
+                                   "mean nothing. Pass --allow-untrained for benchmarks")
+
+
+def cache_entry(cfg: FGSLConfig, digest: str, *, backend: str, backend_version: str, graph: str, precision: str,
+                fifm: str, opset: int, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(identity, key) of one compiled graph in the engine cache (:mod:`engines.cache`).
+
+    The identity names what the entry is (weights, backend, graph, precision, FIFM form,
+    device type); the key adds everything the compiled bytes depend on: input shapes, the
+    config, opset, the backend's and the exporter's versions and the device (GPU name and
+    compute capability on CUDA). Both graphs of the streaming pair get their own entry.
+    """
+    from .cache import canonical_hash, device_fingerprint
+
+    identity = {"backend": backend, "graph": graph, "precision": precision, "fifm": graph_fifm(graph, fifm),
+                "weights_sha256": digest, "device_type": device.split(":")[0]}
+    key = {**identity, "opset": opset, "shapes": io_shapes(cfg, graph), "config_sha256": canonical_hash(cfg.to_dict()),
+           "backend_version": backend_version, "exporter": EXPORTER, "device": device_fingerprint(device)}
+    return identity, key

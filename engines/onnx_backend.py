@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 
 from fgsl.config import FGSLConfig
-from fgsl.weights import WeightsError
 
 from .base import EngineError, check_chunks, check_clips, check_features
-from .cache import EngineCache, canonical_hash, device_fingerprint, say_once, sha256_bytes
+from .cache import EngineCache, say_once, sha256_bytes
 from .export import (
-    DEFAULT_OPSET, EXPORTER, IO, PLUGIN_DOMAIN, PLUGIN_OP, config_of, export_onnx_bytes, filter_probe, graph_fifm,
-    io_shapes, read_manifest, weights_digest,
+    DEFAULT_OPSET, IO, PLUGIN_DOMAIN, PLUGIN_OP, cache_entry, check_trained, config_of, export_onnx_bytes, filter_probe,
+    graph_fifm, read_manifest, weights_digest,
 )
 
 #: Max abs difference allowed between ONNX Runtime's DFT filter and torch's on the probe
@@ -168,9 +167,7 @@ class OnnxEngine:
         """Open an engine folder written by ``python -m engines.build`` (files verified first)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
-        if manifest.get("trained") is False and not allow_untrained:
-            raise WeightsError(f"{folder}: this engine was built from untrained (random) weights; its outputs mean "
-                               "nothing. Pass --allow-untrained for benchmarks")
+        check_trained(manifest, folder, allow_untrained)
         graphs = manifest.get("graphs", {})
 
         def load_graph(name: str) -> bytes:
@@ -198,10 +195,8 @@ class OnnxEngine:
         cfg = model.cfg
 
         def load_graph(name: str) -> bytes:
-            identity = {"backend": "onnxruntime", "graph": name, "precision": "fp32", "fifm": graph_fifm(name, fifm),
-                        "weights_sha256": digest, "device_type": device.split(":")[0]}
-            key = {**identity, "opset": opset, "shapes": io_shapes(cfg, name), "config_sha256": canonical_hash(cfg.to_dict()),
-                   "backend_version": ort.__version__, "exporter": EXPORTER, "device": device_fingerprint(device)}
+            identity, key = cache_entry(cfg, digest, backend="onnxruntime", backend_version=ort.__version__, graph=name,
+                                        precision="fp32", fifm=fifm, opset=opset, device=device)
 
             def build() -> bytes:
                 say_once(f"exporting the {name} graph ({cfg.name}, fifm {graph_fifm(name, fifm)}) for onnxruntime into "

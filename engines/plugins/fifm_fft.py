@@ -126,9 +126,11 @@ def fifm_fft_filter(x: torch.Tensor, response_re: torch.Tensor, response_im: Opt
 
 def fifm_fft_filter_numpy(x: np.ndarray, response_re: np.ndarray, response_im: Optional[np.ndarray] = None) -> np.ndarray:
     """:func:`fifm_fft_filter` on NumPy arrays (CPU), for checks of exported graphs."""
-    im = None if response_im is None else torch.from_numpy(np.ascontiguousarray(response_im))
-    y = fifm_fft_filter(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(response_re)), im)
-    return y.numpy()
+    def tensor(a: np.ndarray) -> torch.Tensor:  # a writable contiguous copy only where needed
+        return torch.from_numpy(np.require(a, requirements=["C", "W"]))
+
+    im = None if response_im is None else tensor(response_im)
+    return fifm_fft_filter(tensor(x), tensor(response_re), im).numpy()
 
 
 def block_responses(model: Any, length: Optional[int] = None) -> list[dict[str, np.ndarray]]:

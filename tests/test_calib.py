@@ -1,0 +1,278 @@
+"""Calibration: windows collected through the live pipeline, quantisation, and the FP32 report.
+
+* ``calib.collect`` runs here for real: the shipped sample video goes through
+  capture -> MediaPipe face tracker -> buffers (``realtime.pipeline.Pipeline``) with the tiny
+  preset; the saved windows, normalised on load, must equal ``FGSLSpotter.clips`` of the
+  windows the pipeline produced.
+* ``calib.quantize`` with NVIDIA ModelOpt (the product path) runs only where
+  ``nvidia-modelopt`` imports (skipped otherwise, with the reason; the dev environment does
+  not install it). Its one-line refusal without ModelOpt is tested everywhere.
+* The report (``calib.report``) is tested on an INT8 Q/DQ model made by the **ONNX Runtime
+  stand-in** (``--tool onnxruntime``: ``onnxruntime.quantization.quantize_static``), because
+  ModelOpt is not installed here; ModelOpt remains the product path. The weights are the
+  tiny preset's random ones, so the numbers check the plumbing, not the model's accuracy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from calib import CalibError
+from calib import collect as collect_mod
+from calib import quantize as quantize_mod
+from calib import report as report_mod
+from calib.collect import collect, collect_windows, load, save, spotter_for
+from fgsl.config import preset
+from fgsl.model import build
+from tests.conftest import SAMPLE_VIDEO, randomise_adapters
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+CFG = preset("tiny")  # 32-frame windows of 32 px crops
+HAS_MODELOPT = importlib.util.find_spec("modelopt") is not None
+
+
+@pytest.fixture(scope="module")
+def collected() -> tuple[list[tuple[int, Any]], dict]:
+    """All windows of the sample video (72 frames, one face), through the live pipeline."""
+    return collect_windows([SAMPLE_VIDEO], CFG, count=100, progress=False)
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    save(collect([SAMPLE_VIDEO], CFG, count=100, progress=False), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory) -> Path:
+    from engines.export import export_onnx
+
+    model = build(CFG, seed=0)
+    randomise_adapters(model)
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", graph="model", fifm="conv")
+
+
+# ---------------------------------------------------------------------------------------
+# collect
+# ---------------------------------------------------------------------------------------
+
+def test_windows_come_through_the_live_pipeline(collected: tuple[list[tuple[int, Any]], dict]) -> None:
+    samples, stats = collected
+    assert stats["frames"] == 72 and stats["face_frames"] == 72
+    # 72 frames at 30 fps, windows of 32 model frames every 8 (a quarter window), the last
+    # one when the stream ends: the buffer's own schedule.
+    assert stats["candidate_windows"] == len(samples) == 6
+    starts = [int(w.indices[0]) for _, w in samples]
+    assert starts == sorted(starts) and starts[:5] == [0, 8, 16, 24, 32]
+    for _, window in samples:
+        assert window.crops.shape == (32, 32, 32, 3) and window.crops.dtype == np.uint8
+
+
+def test_saved_windows_normalise_exactly_as_the_fgsl_spotter(collected, tmp_path: Path) -> None:
+    samples, stats = collected
+    data = collect([SAMPLE_VIDEO], CFG, count=100, progress=False)
+    path = save(data, tmp_path / "c.npz")
+    loaded = load(path)
+    assert len(loaded) == 6 and loaded.videos == [SAMPLE_VIDEO.name] and loaded.cfg == CFG
+    want = spotter_for(CFG).clips([w for _, w in samples])
+    assert want.shape == (6, 3, 32, 32, 32) and want.dtype == np.float32
+    assert np.array_equal(loaded.clips(), want)
+    assert np.array_equal(loaded.indices, np.stack([w.indices for _, w in samples]))
+    chunks = loaded.chunks()
+    assert chunks.shape == (12, 3, 16, 32, 32)
+    assert np.array_equal(chunks[1], want[0][:, 16:32]) and np.array_equal(chunks[2], want[1][:, :16])
+    assert loaded.stats["candidate_windows"] == stats["candidate_windows"]
+
+
+def test_sample_is_seeded_and_uniform(tmp_path: Path) -> None:
+    a = collect([SAMPLE_VIDEO], CFG, count=3, seed=1, progress=False)
+    b = collect([SAMPLE_VIDEO], CFG, count=3, seed=1, progress=False)
+    assert len(a) == 3 and np.array_equal(a.indices, b.indices) and np.array_equal(a.crops, b.crops)
+    starts = a.indices[:, 0]
+    assert list(starts) == sorted(starts)
+
+
+def test_cli_collect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.npz"
+    assert collect_mod.main(["--videos", str(SAMPLE_VIDEO), "--out", str(out), "--preset", "tiny", "--count", "4",
+                             "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"{out}: 4 windows of 32 frames at 32 px (preset 'tiny')" in err and "72 with a face" in err
+    assert len(load(out)) == 4
+
+
+def _blank_video(path: Path, frames: int = 20) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (96, 64))
+    for i in range(frames):
+        writer.write(np.full((64, 96, 3), 40 + i, np.uint8))
+    writer.release()
+    return path
+
+
+def test_cli_collect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blank = _blank_video(tmp_path / "blank.mp4")
+    assert collect_mod.main(["--videos", str(blank), "--out", str(tmp_path / "c.npz"), "--preset", "tiny",
+                             "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: no face found in any of the 1 video(s) (20 frames read): calibration needs windows of "
+                   "tracked faces"]
+    assert not (tmp_path / "c.npz").exists()
+    assert collect_mod.main(["--videos", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "c.npz"), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {tmp_path / 'nope.mp4'}: no such video file "
+                                                            "or frame folder"]
+    assert collect_mod.main(["--videos", str(blank), "--out", "x.npz", "--preset", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert collect_mod.main(["--videos", str(blank), "--out", "x.npz", "--weights", str(tmp_path)]) == 2
+    assert "not a weights folder" in capsys.readouterr().err
+
+
+def test_load_refuses_other_files(tmp_path: Path, calib_file: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CalibError, match="damaged calibration file"):
+        load(garbage)
+    other = tmp_path / "other.npz"
+    np.savez(other, clips=np.zeros((1, 2)))
+    with pytest.raises(CalibError, match="not a calibration file from python -m calib.collect"):
+        load(other)
+    with pytest.raises(CalibError, match="no such calibration file"):
+        load(tmp_path / "missing.npz")
+    data = load(calib_file)
+    data.crops = data.crops[:, :16]
+    save(data, tmp_path / "short.npz")
+    with pytest.raises(CalibError, match=r"crops must be \[N, 32, 32, 32, 3\]"):
+        load(tmp_path / "short.npz")
+
+
+# ---------------------------------------------------------------------------------------
+# quantize
+# ---------------------------------------------------------------------------------------
+
+def test_quantize_without_modelopt_is_one_line(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "modelopt", None)
+    for mode in ("int8", "fp8", "fp16"):
+        assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--mode", mode,
+                                  "--out", str(tmp_path / "q.onnx")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: NVIDIA ModelOpt is not installed: pip install "
+                                                   "'fgsl-spotter[calib]'")
+    assert not (tmp_path / "q.onnx").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    q = str(tmp_path / "q.onnx")
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--mode", "int8", "--out", q]) == 2
+    assert "needs calibration data: --data calib.npz" in capsys.readouterr().err
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--mode", "fp8",
+                              "--tool", "onnxruntime", "--out", q]) == 2
+    assert "fp8 and fp16 need ModelOpt" in capsys.readouterr().err
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(fp32_onnx)]) == 2
+    assert "--out must differ from --onnx" in capsys.readouterr().err
+
+
+def test_calibration_inputs_must_fit_the_model(calib_file: Path, tmp_path: Path) -> None:
+    from engines.export import export_onnx
+
+    data = load(calib_file)
+    with pytest.raises(CalibError, match=r"inputs are \['final', 'taps'\].*keep decode_window in fp32/fp16"):
+        quantize_mod.calibration_inputs(["final", "taps"], data)
+    assert quantize_mod.calibration_inputs(["chunks"], data, count=2)["chunks"].shape == (4, 3, 16, 32, 32)
+    other = export_onnx(build(preset("tiny", window_frames=16), seed=0), tmp_path / "m16.onnx")
+    with pytest.raises(CalibError, match=r"input clips is \[3, 16, 32, 32\], but the calibration windows are for "
+                                          r"preset 'tiny' \(\[3, 32, 32, 32\]\)"):
+        quantize_mod.quantize_file(other, calib_file, tmp_path / "q.onnx", tool="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def ort_int8(fp32_onnx: Path, calib_file: Path, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("q") / "model.int8.onnx"
+    return out, quantize_mod.quantize_file(fp32_onnx, calib_file, out, mode="int8", method="entropy",
+                                           tool="onnxruntime")
+
+
+def test_onnxruntime_stand_in_makes_a_tensorrt_style_int8_qdq_model(ort_int8: tuple[Path, dict]) -> None:
+    """Stand-in (ModelOpt is not installed here): symmetric int8 Q/DQ on the encoder only,
+    a graph TensorRT's strongly typed build accepts as int8 (engines.trt.check_precision)."""
+    from engines.trt import check_precision, onnx_precision
+
+    path, info = ort_int8
+    assert info["precision"] == "int8" and info["qdq"] == ["int8"] and info["calibration_inputs"] == 6
+    proto = onnx.load(str(path))
+    assert check_precision("int8", onnx_precision(proto)) == "int8"
+    consumers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    quantized = [c.name for n in proto.graph.node if n.op_type == "DequantizeLinear" for c in consumers.get(n.output[0], [])]
+    assert quantized and all("encoder" in name for name in quantized)
+    zero_points = [i for i in proto.graph.initializer if i.name.endswith("zero_point")]
+    assert zero_points and all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)  # symmetric
+
+
+def test_report_compares_raw_outputs_and_intervals(fp32_onnx: Path, calib_file: Path, ort_int8: tuple[Path, dict],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Report on the ONNX Runtime stand-in's int8 model (see the module docstring)."""
+    path, _ = ort_int8
+    r = report_mod.report(fp32_onnx, path, calib_file, threshold=0.0)
+    assert r["items"] == 6 and r["input"] == "clips"
+    raw = r["raw"]
+    assert set(raw) == {"scores", "offsets", "probabilities"}
+    assert 0 < raw["scores"]["max_abs_diff"] < 0.5 and raw["scores"]["mean_abs_diff"] <= raw["scores"]["max_abs_diff"]
+    assert 0 <= raw["scores"]["top1_agreement"] <= 1
+    iv = r["intervals"]
+    assert iv["windows"] == 6 and iv["fp32_intervals"] > 0
+    assert 0.5 < iv["mean_iou"] <= 1 and 0 <= iv["windows_identical"] <= 1
+    same = report_mod.report(fp32_onnx, fp32_onnx, calib_file, threshold=0.0)
+    assert same["raw"]["scores"]["max_abs_diff"] == 0 and same["intervals"]["windows_identical"] == 1.0
+    assert same["intervals"]["mean_iou"] == 1.0 and same["intervals"]["quantized_unmatched"] == 0
+    assert report_mod.main(["--fp32", str(fp32_onnx), "--quantized", str(path), "--data", str(calib_file),
+                            "--threshold", "0", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "intervals at score >= 0" in "\n".join(out)
+    last = json.loads(out[-1])
+    assert last["intervals"]["windows"] == 6 and last["raw"]["offsets"]["max_abs_diff"] >= 0
+
+
+def test_report_errors_are_one_line(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage" * 10)
+    assert report_mod.main(["--fp32", str(fp32_onnx), "--quantized", str(bad), "--data", str(calib_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.onnx" in err[0]
+
+
+def test_compare_intervals_matching() -> None:
+    from fgsl.decode import Interval
+
+    a = [[Interval(0, 2, 10, 1, 0.9), Interval(20, 22, 30, 0, 0.5)], []]
+    b = [[Interval(0, 2, 10, 1, 0.8), Interval(25, 27, 30, 0, 0.4), Interval(40, 41, 42, 2, 0.3)], []]
+    r = report_mod.compare_intervals(a, b)
+    assert r["windows_identical"] == 0.5 and r["fp32_intervals"] == 2 and r["quantized_intervals"] == 3
+    assert r["mean_iou"] == pytest.approx((1 + 0.5) / 2) and r["matched_at_0.5"] == 1.0
+    assert r["quantized_unmatched"] == 1
+
+
+@pytest.mark.skipif(not HAS_MODELOPT, reason="nvidia-modelopt is not installed (optional extra 'calib'; not in the "
+                                             "dev environment)")
+def test_modelopt_int8_on_real_face_windows(fp32_onnx: Path, calib_file: Path, tmp_path: Path) -> None:
+    """The product path: ModelOpt ONNX PTQ (entropy) on the collected windows, then the report."""
+    out = tmp_path / "model.int8.onnx"
+    info = quantize_mod.quantize_file(fp32_onnx, calib_file, out, mode="int8", method="entropy", tool="modelopt")
+    assert info["precision"] == "int8" and "int8" in info["qdq"]
+    r = report_mod.report(fp32_onnx, out, calib_file, threshold=0.0)
+    assert r["raw"]["scores"]["max_abs_diff"] < 0.5 and r["intervals"]["mean_iou"] > 0.5
+

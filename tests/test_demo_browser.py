@@ -1,0 +1,176 @@
+"""The demo in a real browser: Debian's chromium driven by Playwright, webcam faked from a clip.
+
+The fake camera plays a still real face with injected micro-expressions (``demo.browser``;
+facts in ``/work/shared/notes/browser-webcam-testing.md``). Screenshots of each tab go to
+``test-artifacts/`` (git-ignored) for people to look at.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio", reason="the demo needs gradio (the dev extra)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
+
+from demo import browser as B  # noqa: E402
+from demo.app import DemoApp, DemoConfig  # noqa: E402
+from demo.session import PipelineFactory  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+if B.find_chromium() is None:
+    pytest.skip("chromium is not installed (apt-get install chromium; `make test` installs it)",
+                allow_module_level=True)
+try:
+    B._ffmpeg()  # noqa: SLF001
+except B.BrowserMissing as exc:
+    pytest.skip(str(exc), allow_module_level=True)
+
+pytestmark = [pytest.mark.slow,
+              # Gradio's own table code trips pandas 3 deprecation notes; they are not the demo's.
+              pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+MAX_UPLOAD_MB = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("browser")
+    video, _ = B.synthetic_clip(tmp / "set")
+    return {"y4m": B.make_y4m(video, tmp / "camera.y4m"), "mp4": B.make_mp4(video, tmp / "still_face.mp4"),
+            "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    app = DemoApp(PipelineFactory(), DemoConfig(max_upload_mb=MAX_UPLOAD_MB, max_sessions=3,
+                                                work_dir=tmp_path_factory.mktemp("work")))
+    demo = app.launch(port=free_port(), block=False, quiet=True)
+    yield app, demo.local_url
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(clips):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = B.launch_chromium(pw, clips["y4m"])
+        yield browser
+        browser.close()
+
+
+def open_page(chromium, url: str):
+    """A page in its own context: its own cookies and Gradio session, like another browser."""
+    page = chromium.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.add_init_script(B.PROBE_JS)
+    page.goto(url)
+    page.wait_for_selector("#webcam", timeout=30_000)
+    return page
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_live_tab_spots_events_serves_two_browsers_and_releases_closed_tabs(server, chromium):
+    app, url = server
+    first = open_page(chromium, url)
+    B.start_webcam(first)
+    # The clip's first movement ends 1.5 s in; the flow spotter reports it about 1 s later.
+    first.wait_for_function(
+        "() => (window.__demoShown || []).some(s => s[4] >= 1)", timeout=60_000)
+    first.wait_for_function("() => document.querySelector('#live-events').innerText.includes('micro')",
+                            timeout=30_000)
+    first.wait_for_selector("#live-plot img", timeout=30_000)
+    shown = B.shown_frames(first)
+    assert len(shown) >= 20 and len(app.registry) == 1
+    frame = first.locator("#live-frame .live-frame")
+    assert "face(s)" in frame.inner_text() and "frames/s reach the server" in frame.inner_text()
+    assert first.locator("#live-frame img").evaluate("img => img.naturalWidth") == B.CAMERA_SIZE[0]
+
+    # A second browser at once gets its own session; both keep streaming.
+    second = open_page(chromium, url)
+    B.start_webcam(second)
+    second.wait_for_function("() => (window.__demoShown || []).length >= 10", timeout=60_000)
+    assert len(app.registry) == 2
+    before = len(B.shown_frames(first))
+    wait_until(lambda: len(B.shown_frames(first)) >= before + 10, 30, "the first page to keep streaming")
+    first.wait_for_timeout(1500)  # one more plot/table tick
+    first.screenshot(path=str(ARTIFACTS / "demo_live.png"), full_page=True)
+    assert "Research tool" in first.locator("#disclaimer").inner_text() or \
+        "research tool" in first.locator("#disclaimer").inner_text()
+
+    # Closing a tab mid-stream releases its pipeline (demo.unload), the other keeps going.
+    released = app.registry.released
+    second.context.close()
+    wait_until(lambda: len(app.registry) == 1, 30, "the closed tab's session to be released")
+    assert app.registry.released == released + 1
+    before = len(B.shown_frames(first))
+    wait_until(lambda: len(B.shown_frames(first)) >= before + 10, 30, "the remaining page to keep streaming")
+    B.stop_webcam(first)
+    first.context.close()
+    wait_until(lambda: len(app.registry) == 0, 30, "the last session to be released")
+
+
+def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium, clips):
+    _, url = server
+    page = open_page(chromium, url)
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(clips["mp4"]))
+    page.locator("#analyse").click()
+    page.wait_for_function("() => document.querySelector('#upload-events').innerText.includes('micro')",
+                           timeout=90_000)
+    page.wait_for_selector("#upload-plot img", timeout=30_000)
+    page.wait_for_selector("#video-out video", timeout=30_000)
+    summary = page.locator("#upload-summary").inner_text()
+    assert "240 frames" in summary and "events" in summary
+    downloads = page.locator("#downloads").inner_text().replace("\n", "")
+    assert "still_face_megc.csv" in downloads and "still_face_events.jsonl" in downloads
+    assert page.locator("#upload-plot img").evaluate("img => img.naturalWidth") > 400
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "demo_upload.png"), full_page=True)
+
+    # The bundled sample, one click away.
+    page.reload()
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#sample").get_by_role("button").first.click()
+    page.wait_for_selector("#video-in video", timeout=30_000)
+    page.locator("#analyse").click()
+    page.wait_for_function("() => document.querySelector('#upload-summary').innerText.includes('72 frames')",
+                           timeout=60_000)
+
+    # Not a video: the page says so.
+    bad = clips["tmp"] / "holiday.mp4"
+    bad.write_text("not a video\n" * 100)
+    page.reload()
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(bad))
+    page.locator("#analyse").click()
+    page.get_by_text("holiday.mp4 is not a video this demo can read").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "demo_not_a_video.png"), full_page=True)
+
+    # Too large: refused before the upload, with the limit named.
+    big = clips["tmp"] / "long_recording.mp4"
+    big.write_bytes(b"\0" * (MAX_UPLOAD_MB * 2**20 + 1))
+    page.reload()
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(big))
+    page.get_by_text(f"exceed the maximum allowed size of {MAX_UPLOAD_MB:.1f} Mb").wait_for(timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "demo_too_large.png"), full_page=True)
+    page.context.close()

@@ -1,0 +1,90 @@
+"""``python -m engines.selftest``: real runs of every variant this machine has (tiny preset)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines import build as build_cli
+from engines import selftest
+from engines.onnx_backend import OnnxEngine
+from engines.torch_backend import TorchEngine
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = selftest.main(["--preset", "tiny", "--batches", "1,2", "--repeats", "2", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_json_report_checks_and_times_every_variant_and_says_what_it_skipped(capsys):
+    code, out, err = run(capsys, "--json")
+    assert code == 0, out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert {"device", "checks", "timings", "skipped"} <= set(report)
+    names = [c["name"] for c in report["checks"]]
+    for variant in ("onnxruntime fp32 cpu (fifm conv)", "onnxruntime fp32 cpu (fifm dft)"):
+        assert f"{variant}: infer vs torch fp32" in names
+        assert f"{variant}: encode_chunk+decode_window vs torch fp32" in names
+    for check in report["checks"]:
+        assert check["ok"] is True and 0 <= check["max_abs_diff"] <= check["tolerance"]
+    fp32 = [c for c in report["checks"] if " fp32 " in c["name"]]
+    assert fp32 and all(c["max_abs_diff"] <= 1e-4 for c in fp32)
+    timed = {(t["variant"], t["batch"]) for t in report["timings"]}
+    assert {("torch fp32 cpu", 1), ("torch fp32 cpu", 2), ("onnxruntime fp32 cpu (fifm conv)", 2)} <= timed
+    for t in report["timings"]:
+        assert {"backend", "precision", "batch", "p50_ms", "p95_ms", "windows_per_s"} <= set(t)
+        assert 0 < t["p50_ms"] <= t["p95_ms"] and t["windows_per_s"] > 0 and t["runs"] == 2
+    skipped = {s["name"]: s["reason"] for s in report["skipped"]}
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert skipped["tensorrt fp32 cuda (fifm plugin)"] == "tensorrt is not installed"
+        assert skipped["tensorrt int8 cuda"] == "tensorrt is not installed"
+    if not torch.cuda.is_available():
+        assert report["device"]["note"] == "no CUDA device: CPU part only" and "no CUDA device: CPU part only" in out
+        assert skipped["torch fp32 cuda"] == "no CUDA device"
+    assert "all checks passed" in out and "p50 ms/win" in out
+
+
+def test_a_disagreeing_backend_fails_the_run(capsys, monkeypatch):
+    real_variants, real_infer = selftest.variants, OnnxEngine.infer
+    # torch and ONNX Runtime conv on the CPU only, and an ONNX Runtime that is off by 0.01
+    monkeypatch.setattr(selftest, "variants", lambda *a: [v for v in real_variants(*a)
+                                                          if v.device == "cpu" and "dft" not in v.name
+                                                          and v.precision == "fp32"])
+
+    def off(self, clips):
+        out = real_infer(self, clips)
+        return {k: v + 0.01 for k, v in out.items()}
+
+    monkeypatch.setattr(OnnxEngine, "infer", off)
+    code, out, _ = run(capsys, "--json", "--batches", "1", "--repeats", "1")
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and report["ok"] is False and "SOME CHECKS FAILED" in out
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["onnxruntime fp32 cpu (fifm conv): infer vs torch fp32"]
+    assert failed[0]["max_abs_diff"] == pytest.approx(0.01, abs=1e-4)
+
+
+def test_bad_batches_are_one_error_line(capsys):
+    code, _, err = run(capsys, "--batches", "1,x")
+    assert code == 2 and err.strip() == "error: --batches must be comma-separated positive integers, got '1,x'"
+
+
+def test_stream_infer_is_the_whole_model_on_torch():
+    model = selftest.selftest_model("tiny")
+    clips = selftest.random_clips(model.cfg, 2)
+    engine = TorchEngine(model)
+    whole, streamed = engine.infer(clips), selftest.stream_infer(engine, clips)
+    for key in whole:
+        np.testing.assert_allclose(streamed[key], whole[key], atol=1e-5)
+    assert any(a.up.weight.abs().sum() > 0 for a in model.iga.adapters)  # adapters take part
+
+
+def test_build_and_selftest_share_the_fp32_bound():
+    assert build_cli.FP32_TOLERANCE == selftest.TOLERANCE["fp32"] == 1e-4
