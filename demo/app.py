@@ -36,8 +36,8 @@ from fgsl.cli import UsageError, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.types import RealtimeError
 
-from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionBusy,
-                      SessionRegistry, Settings, signal_threshold)
+from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionRegistry,
+                      Settings, signal_threshold)
 
 register_user_error(RealtimeError, DemoError)
 
@@ -116,9 +116,11 @@ class DemoApp:
         events = list(session.events)
         micro = sum(e.kind == "micro" for e in events)
         median = sorted(session.latencies_ms)[len(session.latencies_ms) // 2]
+        untrained = " (UNTRAINED weights)" if session.spotter_name == "fgsl" and self.factory.trained is False else ""
         stats = (f"{step.fps:.1f} frames/s reach the server · processing {step.latency_ms:.0f} ms (median "
-                 f"{median:.0f}) · {step.faces} face(s) · {len(events)} events ({micro} micro) · frame {step.index} · "
-                 f"spotter {session.spotter_name}")
+                 f"{median:.0f}) · {step.faces} face(s) · {len(events)} events ({micro} micro) · "
+                 f"frame {step.index} · "
+                 f"spotter {session.spotter_name}{untrained}")
         status = step.stats.get("status")
         if status:
             stats += f" · {status}"
@@ -156,7 +158,7 @@ class DemoApp:
             now = max(times.values(), default=0.0)
             threshold = signal_threshold(session.pipeline.spotter)
         plot = signal_plot(series, events, threshold=threshold, span=(max(0.0, now - LIVE_PLOT_S), max(now, 1.0)),
-                           width_px=760, panel_px=130, note="no face yet", ylabel="motion (x noise)",
+                           width_px=1100, panel_px=120, note="no face yet", ylabel="motion (x noise)",
                            title=f"last {LIVE_PLOT_S:g} s; dashed: threshold; shaded: spotted (red micro, grey macro)")
         rows = event_rows(list(reversed(events)))
         return (f'<div class="live-plot-img"><img alt="motion signal per face" src="{data_url(plot, "png")}"></div>',
@@ -198,7 +200,10 @@ class DemoApp:
         except (DemoError, RealtimeError) as exc:
             shutil.rmtree(out, ignore_errors=True)
             raise _user_error(str(exc)) from None
-        return (result.summary, str(result.video) if result.video else None, result.plot, result.rows,
+        summary = result.summary
+        if settings.spotter == "fgsl" and self.factory.trained is False:
+            summary = "**UNTRAINED FGSL weights: these events are meaningless (benchmarks only).** " + summary
+        return (summary, str(result.video) if result.video else None, result.plot, result.rows,
                 [str(result.csv), str(result.jsonl)])
 
     def _sweep_runs(self, keep_s: float = 900.0) -> None:
@@ -244,10 +249,9 @@ class DemoApp:
                                        elem_id="webcam", webcam_options=gr.WebcamOptions(mirror=False))
                         live_frame = gr.HTML(message_html("start the webcam (Record) to spot live"),
                                              elem_id="live-frame", label="Annotated")
-                    with gr.Row():
-                        live_plot = gr.HTML("", elem_id="live-plot", label="Motion signal per face")
-                        live_table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
-                                                  label="Spotted events (newest first)", elem_id="live-events")
+                    live_plot = gr.HTML("", elem_id="live-plot", label="Motion signal per face")
+                    live_table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
+                                              label="Spotted events (newest first)", elem_id="live-events")
                     clear = gr.Button("Clear live session", elem_id="live-clear", size="sm")
                     cam.stream(self.live_step, [cam, spotter, sensitivity, max_faces], [live_frame],
                                stream_every=STREAM_EVERY_S, concurrency_limit=self.config.max_sessions,

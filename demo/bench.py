@@ -112,11 +112,13 @@ def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, vid
                 for page in pages:
                     B.start_webcam(page)
                 time.sleep(warmup)
+                load0 = os.getloadavg()[0]
                 frames0 = _server_frames(app)
                 t0 = time.time() * 1000
                 time.sleep(seconds)
                 t1 = time.time() * 1000
                 frames1 = _server_frames(app)
+                load1 = os.getloadavg()[0]
                 reports = [page_report(B.captured_times(p), B.sent_times(p), B.shown_frames(p), t0, t1) for p in pages]
                 for page in pages:
                     B.stop_webcam(page)
@@ -136,7 +138,8 @@ def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, vid
         "server_fps_total": round(server_fps, 2),
         "server_fps_per_session": round(server_fps / sessions, 2),
         "pages": reports,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m": [round(load0, 2), round(load1, 2)],
+                    "platform": platform.platform(), "python": platform.python_version(),
                     "chromium": version, "gradio": gradio.__version__},
     }
 
@@ -152,7 +155,8 @@ def _server_frames(app: Any) -> dict[str, int]:
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"demo live tab: {report['sessions']} session(s), {report['seconds']} s, spotter {report['spotter']}, "
-          f"{report['machine']['cpus']} CPUs, chromium {report['machine']['chromium']}")
+          f"{report['machine']['cpus']} CPUs (load {report['machine']['load_avg_1m']}), "
+          f"chromium {report['machine']['chromium']}")
     print(f"frames reaching the server: {report['server_fps_total']} /s in all, "
           f"{report['server_fps_per_session']} /s per session")
     for n, page in enumerate(report["pages"]):

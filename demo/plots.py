@@ -32,8 +32,9 @@ def signal_plot(series: Mapping[int, tuple[np.ndarray, np.ndarray]], events: Ite
                 note: str = "", ylabel: str = "motion") -> np.ndarray:
     """RGB uint8 image: one panel per face (track), its signal over time (s), the threshold as
     a dashed line and every event as a shaded interval (red: micro, grey: macro) labelled with
-    its emotion and score. ``series``: per track, times (s) and values (``ylabel``: their unit). ``span``: the time range
-    shown (default: all the data). ``note``: shown when there is nothing to plot.
+    its emotion and score. ``series``: per track, times (s) and values (``ylabel``: their
+    unit). ``span``: the time range shown (default: all the data). ``note``: shown when there is
+    nothing to plot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -224,7 +224,8 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     plot = signal_plot(series, events, threshold=signal_threshold(pipeline.spotter),
                        span=(0.0, max(frames - 1, 1) / fps),
                        ylabel="motion (x noise)",
-                       title=f"{name}: motion signal per face; dashed: threshold; shaded: spotted (red micro, grey macro)")
+                       title=f"{name}: motion signal per face; dashed: threshold; "
+                             f"shaded: spotted (red micro, grey macro)")
     summary = (f"**{len(events)} events** ({micro} micro-expressions) in {frames} frames "
                f"({frames / fps:.1f} s of video) from {len(tracks)} face track(s), spotted with the "
                f"{pipeline.spotter.name} spotter in {seconds:.1f} s ({frames / max(seconds, 1e-6):.1f} frames/s).")

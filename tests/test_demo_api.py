@@ -165,6 +165,23 @@ def test_fgsl_without_weights_is_explained(served, factory):
     assert "FGSL spotter needs trained weights" in page
 
 
+@pytest.mark.slow
+def test_fgsl_spotter_is_offered_with_an_engine_and_says_untrained(tmp_path):
+    """The FGSL wiring, on the tiny preset with random weights (what --allow-untrained allows)."""
+    factory = PipelineFactory(allow_untrained=True, preset="tiny")
+    assert factory.spotters == ("flow", "fgsl")
+    app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
+    page = json.dumps(app.blocks().config)
+    assert "UNTRAINED" in page and "not a lie detector" in page
+    summary, video, plot, table, files = app.analyse(str(SAMPLE), "fgsl", 1.0, 1)
+    assert summary.startswith("**UNTRAINED FGSL weights") and "fgsl spotter" in summary and "72 frames" in summary
+    assert plot.ndim == 3 and Path(video).is_file() and read_rows({"headers": TABLE_HEADERS, "data": table}) == table
+    assert all(Path(f).is_file() for f in files)
+    out = app.live_step(frames_of(SAMPLE)[0], "fgsl", 1.0, 1, SimpleNamespace(session_hash="f"))
+    assert "spotter fgsl (UNTRAINED weights)" in out
+    app.registry.close_all()
+
+
 def test_oversized_upload_is_refused_with_a_clear_message(factory, tmp_path):
     big = tmp_path / "long_recording.mp4"
     big.write_bytes(b"\0" * (2 * 2**20 + 1))
