@@ -9,6 +9,8 @@ command makes those graphs.
   calibration_method, calibration_eps, output_path, high_precision_dtype, ...)``: it inserts
   Q/DQ nodes where TensorRT fuses them and sets their scales from activation statistics over
   the calibration windows (``--method entropy``, the default for int8/fp8, or ``max``).
+  The attention matmuls stay unquantised (``disable_mha_qdq=True``) unless
+  ``--quantize-attention``, and ``--scope encoder`` (default) limits Q/DQ to the frozen encoder.
   Reference: ModelOpt's ``modelopt.onnx.quantization.quantize`` docstring (nvidia-modelopt
   0.47.0, ``modelopt/onnx/quantization/quantize.py``) and the ONNX PTQ guide
   (nvidia.github.io/Model-Optimizer). ``--eps`` is the calibration execution-provider order
@@ -16,7 +18,8 @@ command makes those graphs.
 * ``--mode fp16``: ModelOpt AutoCast, ``modelopt.onnx.autocast.convert_to_mixed_precision(
   onnx_path, low_precision_type="fp16", keep_io_types=True)``, the replacement TensorRT 11's
   migration guide gives for the removed ``BuilderFlag.FP16``. No calibration data needed.
-* ``--tool onnxruntime`` (``--mode int8`` only): ONNX Runtime's static quantiser
+* ``--tool onnxruntime`` (``--mode int8`` only; memory-hungry: 8.9 GB for 8 windows of the
+  realtime preset, more than 23 GB for 32): ONNX Runtime's static quantiser
   (``onnxruntime.quantization.quantize_static``, QDQ format, symmetric signed int8
   activations and per-channel weights: the Q/DQ form TensorRT accepts). A stand-in for
   machines without ModelOpt; ModelOpt remains the product path (its Q/DQ placement follows
@@ -29,7 +32,7 @@ command says so in one line. ``docs/calibration.md`` records what ran here.
 The calibration data is a file from ``python -m calib.collect``; its windows are fed to the
 model input by name: ``clips`` (the whole model) or ``chunks`` (the ``encode_chunk`` graph:
 the same windows cut into 16-frame chunks). ``decode_window`` takes encoder features, not
-clips; keep it in FP32/FP16 (it is a few percent of the compute).
+clips; keep it in FP32/FP16 (it is the cheap part after the encoder).
 """
 
 from __future__ import annotations
@@ -59,8 +62,11 @@ ORT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 #: ``--scope``: which nodes get Q/DQ. ``encoder`` (default): the frozen VideoMAE encoder, which
 #: is nearly all of the model's compute; the small trainable part after it (IGA, neck, FIFM,
 #: heads) stays in high precision. Measured here (docs/calibration.md): ModelOpt INT8 on every
-#: node moved the tiny model's class logits by up to 1.3, on the encoder only by 0.03.
+#: node moved the random-weight tiny model's class logits by up to 1.29, on the encoder only by 0.04.
 SCOPES = {"encoder": [r".*encoder.*"], "all": None}
+#: ModelOpt puts Q/DQ on the attention matmuls (Q.K^T, softmax.V) unless told not to
+#: (``disable_mha_qdq``). Measured here on the realtime preset: with them the logits moved by up
+#: to 0.88, without by 0.03; so they stay in high precision unless ``--quantize-attention``.
 MODELOPT_HINT = ("NVIDIA ModelOpt is not installed: pip install 'fgsl-spotter[calib]' (nvidia-modelopt[onnx]), "
                  "or use --tool onnxruntime for an ONNX Runtime int8 stand-in")
 
@@ -132,7 +138,8 @@ def _atomic_output(out: Path) -> Path:
 
 
 def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] | None, mode: str, method: str,
-                      eps: list[str], high_precision: str, nodes: list[str] | None = None) -> None:
+                      eps: list[str], high_precision: str, nodes: list[str] | None = None,
+                      attention: bool = False) -> None:
     """ModelOpt PTQ (int8/fp8) or AutoCast (fp16) into ``out``."""
     try:
         if mode == "fp16":
@@ -152,7 +159,8 @@ def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] 
         else:
             quantize(onnx_path=str(onnx_path), quantize_mode=mode, calibration_data=inputs,
                      calibration_method=method, calibration_eps=eps, output_path=str(tmp),
-                     high_precision_dtype=high_precision, nodes_to_quantize=nodes, log_level="WARNING")
+                     high_precision_dtype=high_precision, nodes_to_quantize=nodes,
+                     disable_mha_qdq=not attention, log_level="WARNING")
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise CalibError(f"ModelOpt wrote no model for {onnx_path}")
         os.replace(tmp, out)
@@ -204,7 +212,8 @@ def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarra
 
 def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str | Path, mode: str = "int8",
                   method: str = "entropy", tool: str = "modelopt", count: int | None = None,
-                  eps: list[str] | None = None, high_precision: str = "fp16", scope: str = "encoder") -> dict[str, Any]:
+                  eps: list[str] | None = None, high_precision: str = "fp16", scope: str = "encoder",
+                  attention: bool = False) -> dict[str, Any]:
     """Quantise ``onnx_path`` into ``out``; returns a summary (also what the CLI prints)."""
     onnx_path, out = Path(onnx_path), Path(out)
     if mode not in MODES:
@@ -235,7 +244,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
     started = time.monotonic()
     if tool == "modelopt":
         quantize_modelopt(onnx_path, out, inputs, mode, method, eps or ["cpu"], high_precision,
-                          None if nodes is None else SCOPES[scope])
+                          None if nodes is None else SCOPES[scope], attention)
     else:
         assert inputs is not None
         quantize_onnxruntime(onnx_path, out, inputs, method, nodes)
@@ -249,7 +258,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         raise CalibError(f"{onnx_path}: nothing was quantised (scope {scope!r} matched no quantisable node); "
                          "try --scope all")
     return {"onnx": str(onnx_path), "out": str(out), "mode": mode, "method": None if mode == "fp16" else method,
-            "scope": None if mode == "fp16" else scope,
+            "scope": None if mode == "fp16" else scope, "attention": attention if mode != "fp16" else None,
             "tool": tool, "calibration_inputs": windows, "seconds": round(time.monotonic() - started, 1),
             "qdq": list(found.qdq), "float16": found.float16, "precision": found.label}
 
@@ -267,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, help="use only the first N calibration windows")
     p.add_argument("--scope", choices=tuple(SCOPES), default="encoder",
                    help="quantise the frozen encoder only (default; nearly all the compute) or every node")
+    p.add_argument("--quantize-attention", action="store_true",
+                   help="ModelOpt: also put Q/DQ on the attention matmuls (off by default: see docs/calibration.md)")
     p.add_argument("--eps", default="cpu", help="ModelOpt calibration execution providers, in order (e.g. cuda:0,cpu)")
     p.add_argument("--high-precision", choices=("fp16", "fp32"), default="fp16",
                    help="ModelOpt: dtype of the ops left unquantised (fp16 is TensorRT's fast path)")
@@ -280,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.count is not None and args.count < 1:
             raise UsageError("--count must be at least 1")
         info = quantize_file(args.onnx, args.data, args.out, args.mode, args.method, args.tool, args.count,
-                             [e.strip() for e in args.eps.split(",") if e.strip()], args.high_precision, args.scope)
+                             [e.strip() for e in args.eps.split(",") if e.strip()], args.high_precision, args.scope,
+                             args.quantize_attention)
         extra = f", {info['calibration_inputs']} calibration inputs, {info['method']}" if info["method"] else ""
         print(f"{info['out']}: {info['precision']} ({info['tool']}{extra}; Q/DQ types {info['qdq'] or 'none'}) "
               f"in {info['seconds']} s", file=sys.stderr)

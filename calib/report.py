@@ -140,6 +140,9 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
     providers = providers or ["CPUExecutionProvider"]
     if batch < 1:
         raise UsageError("--batch must be at least 1")
+    for path in (fp32, quantized):
+        if not Path(path).is_file():
+            raise CalibError(f"{path}: no such ONNX file")
     data = load(data_path)
     cfg = cfg or data.cfg
     names = onnx_inputs(fp32)

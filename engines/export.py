@@ -264,7 +264,8 @@ def export_onnx_bytes(model: FGSL, graph: str = "model", fifm: str = "conv", ops
         raise ExportError(f"batch must be 'dynamic' or a positive int, got {batch!r}")
     cfg = model.cfg
     inputs, outputs = IO[graph]
-    args = example_inputs(cfg, graph, batch=2 if batch == "dynamic" else batch)
+    device = next(model.parameters()).device  # export where the model lives (a CUDA model too)
+    args = tuple(a.to(device) for a in example_inputs(cfg, graph, batch=2 if batch == "dynamic" else batch))
     dynamic = {name: {0: "batch"} for name in inputs + outputs} if batch == "dynamic" else None
     was_training = model.training
     model.eval()

@@ -499,16 +499,29 @@ def _parser_errors(parser: Any, limit: int = 3) -> str:
 
 
 def _load_timing_cache(config: Any, path: Path | None, log: Any) -> Any:
+    """Read the timing cache file into the config; a damaged or foreign one is replaced, not fatal."""
     data = b""
     if path is not None and path.is_file():
         data = path.read_bytes()
-    cache = config.create_timing_cache(data) if data else None
-    if data and cache is None:
-        log(f"warning: timing cache {path} is not usable by this TensorRT; starting a new one")
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception:  # noqa: BLE001 (the binding may raise instead of returning None)
+            cache = None
+        if cache is None:
+            log(f"warning: timing cache {path} is not usable by this TensorRT; starting a new one")
     if cache is None:
         cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
+
+
+def _init_builtin_plugins(trt: Any, logger: Any) -> None:
+    """Register TensorRT's own plugin library (the ONNX parser falls back to it for some ops)."""
+    init = getattr(trt, "init_libnvinfer_plugins", None)
+    if init is not None:
+        init(logger, "")
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "auto",
@@ -529,8 +542,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     trt = import_tensorrt()
     dev = require_cuda(device)
     if plan.detail.plugin and not register_plugin():
-        raise EngineError(f"{onnx_path}: uses the FIFM plugin {PLUGIN_ID} but {unavailable_reason()}; TensorRT >= 10.6 "
-                          "has Python plugins, or export with --fifm conv")
+        raise EngineError(f"{onnx_path}: uses the FIFM plugin {PLUGIN_ID} but {unavailable_reason()}; it needs a "
+                          "TensorRT with Python plugins (10.7 or later), or export with --fifm conv")
     import torch  # noqa: PLC0415
 
     engine_path = Path(engine_path)
@@ -538,6 +551,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
     started = time.monotonic()
     with torch.cuda.device(dev):
         logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+        _init_builtin_plugins(trt, logger)
         builder = trt.Builder(logger)
         network = builder.create_network(network_flags(trt))
         parser = trt.OnnxParser(network, logger)
@@ -691,6 +705,7 @@ class TensorRTEngine:
         self._lock = threading.Lock()
         with torch.cuda.device(self.device):
             self._logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+            _init_builtin_plugins(trt, self._logger)
             self._runtime = trt.Runtime(self._logger)
             self._stream = torch.cuda.Stream(self.device)
             self._graphs = {g: _Graph(trt, self._runtime, g, blob, where) for g, (blob, where) in blobs.items()}
@@ -698,6 +713,22 @@ class TensorRTEngine:
         self.precision = precision or (recorded.pop() if len(recorded) == 1 else "+".join(sorted(recorded)) or "unknown")
         self.fifm_form = fifm_form or ("plugin" if any(s.get("fifm_plugin") for s in sidecars.values()) else None)
         self._info = gpu_info(self.device)
+
+    def close(self) -> None:
+        """Free the execution contexts and engines before the runtime (TensorRT's required order)."""
+        graphs = getattr(self, "_graphs", None)
+        if graphs:
+            for graph in graphs.values():
+                graph.context = None
+                graph.engine = None
+            graphs.clear()
+        self._runtime = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown)
+            pass
 
     @classmethod
     def from_folder(cls, folder: str | Path, cfg: FGSLConfig | None = None, **kwargs: Any) -> "TensorRTEngine":

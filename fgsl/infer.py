@@ -148,7 +148,6 @@ def subjects_from(path: str | None) -> dict[str, str]:
 def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
     """(engine, trained?) from ``--weights`` or, with ``--allow-untrained``, a random preset."""
     import engines
-    from engines.torch_backend import TorchEngine
 
     from . import weights
     from .model import build
@@ -158,7 +157,9 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
         return engine, weights.is_trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    return TorchEngine(build(preset(args.preset)), source=f"untrained preset {args.preset!r}"), False
+    engine = engines.open_model(build(preset(args.preset)), backend=args.backend,
+                                source=f"untrained preset {args.preset!r}")
+    return engine, False
 
 
 def main(argv: list[str] | None = None) -> int:

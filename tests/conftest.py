@@ -27,6 +27,12 @@ SHARED_DATA = _shared_data()
 SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
 
 
+@pytest.fixture(autouse=True)
+def _engine_cache(tmp_path_factory, monkeypatch):
+    """Engines built during tests go to a temporary cache, never to ~/.cache."""
+    monkeypatch.setenv("FGSL_ENGINE_CACHE", str(tmp_path_factory.getbasetemp() / "engine-cache"))
+
+
 @pytest.fixture
 def tiny_cfg():
     """The tiny preset with one-chunk (16-frame) windows: the structure, at the least cost."""

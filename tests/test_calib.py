@@ -276,3 +276,68 @@ def test_modelopt_int8_on_real_face_windows(fp32_onnx: Path, calib_file: Path, t
     r = report_mod.report(fp32_onnx, out, calib_file, threshold=0.0)
     assert r["raw"]["scores"]["max_abs_diff"] < 0.5 and r["intervals"]["mean_iou"] > 0.5
 
+
+
+def _fake_modelopt(monkeypatch: pytest.MonkeyPatch, write_qdq: bool = True) -> list[dict]:
+    """Stand-in ``modelopt.onnx.quantization`` / ``modelopt.onnx.autocast`` recording the calls."""
+    import types
+
+    from onnx import TensorProto, helper
+
+    calls: list[dict] = []
+
+    def model(qdq: bool) -> Any:
+        nodes = [helper.make_node("Identity", ["x"], ["y"])]
+        inits = []
+        if qdq:
+            inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+            nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                     helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+    def quantize(**kwargs: Any) -> None:
+        calls.append(kwargs)
+        onnx.save(model(write_qdq), kwargs["output_path"])
+
+    def convert_to_mixed_precision(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return model(False)
+
+    root, sub = types.ModuleType("modelopt"), types.ModuleType("modelopt.onnx")
+    q, a = types.ModuleType("modelopt.onnx.quantization"), types.ModuleType("modelopt.onnx.autocast")
+    q.quantize, a.convert_to_mixed_precision = quantize, convert_to_mixed_precision
+    for name, mod in (("modelopt", root), ("modelopt.onnx", sub), ("modelopt.onnx.quantization", q),
+                      ("modelopt.onnx.autocast", a)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return calls
+
+
+def test_modelopt_is_called_as_documented(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product path's call, against a stand-in ModelOpt (the real one is not installed here)."""
+    calls = _fake_modelopt(monkeypatch)
+    out = tmp_path / "q.onnx"
+    info = quantize_mod.quantize_file(fp32_onnx, calib_file, out, mode="int8", method="max", eps=["cuda:0", "cpu"])
+    (kw,) = calls
+    assert kw["onnx_path"] == str(fp32_onnx) and kw["quantize_mode"] == "int8" and kw["calibration_method"] == "max"
+    assert list(kw["calibration_data"]) == ["clips"] and kw["calibration_data"]["clips"].shape == (6, 3, 32, 32, 32)
+    assert np.array_equal(kw["calibration_data"]["clips"], load(calib_file).clips())
+    assert kw["calibration_eps"] == ["cuda:0", "cpu"] and kw["high_precision_dtype"] == "fp16"
+    assert kw["nodes_to_quantize"] == [r".*encoder.*"] and kw["disable_mha_qdq"] is True
+    assert kw["output_path"] != str(out) and Path(kw["output_path"]).parent == out.parent  # written, then renamed
+    assert out.is_file() and info["precision"] == "int8" and info["scope"] == "encoder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+    quantize_mod.quantize_file(fp32_onnx, calib_file, out, mode="fp8", scope="all", attention=True)
+    assert calls[-1]["nodes_to_quantize"] is None and calls[-1]["disable_mha_qdq"] is False
+    quantize_mod.quantize_file(fp32_onnx, None, tmp_path / "h.onnx", mode="fp16")
+    assert calls[-1]["low_precision_type"] == "fp16" and calls[-1]["keep_io_types"] is True
+
+
+def test_a_quantiser_that_quantises_nothing_is_refused(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_modelopt(monkeypatch, write_qdq=False)
+    with pytest.raises(CalibError, match="nothing was quantised"):
+        quantize_mod.quantize_file(fp32_onnx, calib_file, tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()

@@ -16,7 +16,7 @@ def folder(tmp_path, tiny_model):
 
 
 def test_torch_engine_reproduces_the_model(folder, tiny_model):
-    engine = engines.open(folder)
+    engine = engines.open(folder, backend="torch")
     clips = np.random.default_rng(0).standard_normal((3, 3, 16, 32, 32)).astype(np.float32)
     out = engine.infer(clips)
     with torch.no_grad():

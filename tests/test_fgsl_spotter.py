@@ -70,7 +70,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(folder):
-    return engines.open(folder, allow_untrained=True)
+    return engines.open(folder, backend="torch", allow_untrained=True)
 
 
 def by_hand(crops: np.ndarray) -> np.ndarray:

@@ -184,3 +184,22 @@ def test_open_picks_onnxruntime_for_weights_and_honours_explicit_backends(run_di
     assert isinstance(engines.open(engine_dirs("conv")), OnnxEngine)
     with pytest.raises(EngineError, match="holds compiled graphs; open the weights folder for the torch backend"):
         engines.open(engine_dirs("conv"), backend="torch")
+
+
+@pytest.mark.slow
+def test_realtime_preset_on_real_faces_agrees_in_both_forms(tmp_path):
+    """The live default (ViT-S, 64-frame windows of 112 px): whole model and streaming path."""
+    model = build(preset("realtime"), seed=0)
+    randomise_adapters(model)
+    cfg = model.cfg
+    video = read_centre_crops(shared_video("liveportrait_d6_expressions.mp4"), cfg.image_size)
+    frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
+    clips = np.stack([normalise(frames[s : s + cfg.window_frames]) for s in (0, 300)])
+    whole = TorchEngine(model).infer(clips)
+    for form in ("conv", "dft"):
+        export_engine_dir(model, tmp_path / form, fifm=form, trained=False)
+        engine = OnnxEngine.from_dir(tmp_path / form, allow_untrained=True)
+        assert max_diff(engine.infer(clips), whole) <= 1e-4
+        streamed = stream_infer(engine, clips)
+        assert max_diff(streamed, whole) <= 1e-5
+        assert_same_intervals(decode(streamed, cfg, threshold=0.0), decode(whole, cfg, threshold=0.0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import engines
 from engines.torch_backend import TorchEngine
 from fgsl.config import CHUNK_FRAMES, preset
 from fgsl.decode import decode
@@ -23,10 +24,12 @@ from tests.conftest import randomise_adapters, track_faces
 TWO_FACES = "liveportrait_d18_d19_two_faces_sidebyside.mp4"
 
 
-def engine_for(name: str, **overrides) -> TorchEngine:
+def engine_for(name: str, backend: str = "torch", **overrides):
     model = build(preset(name, **overrides), seed=0)
     randomise_adapters(model)
-    return TorchEngine(model)
+    if backend == "torch":
+        return TorchEngine(model)
+    return engines.open_model(model, backend=backend, source=f"test {name}")
 
 
 def feed(spotter: FGSLSpotter, faces_per_frame) -> list:
@@ -55,9 +58,11 @@ def assert_same(spotter: FGSLSpotter, seen, tol: float = 1e-5) -> int:
     return count
 
 
-def test_cached_equals_whole_model_on_two_real_faces_tiny():
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_cached_equals_whole_model_on_two_real_faces_tiny(backend):
     """Tiny preset, 32-frame windows of two real faces, 120 frames: many shared chunks."""
-    engine = engine_for("tiny")
+    engine = engine_for("tiny", backend)
+    assert engine.describe()["backend"] == backend
     spotter = FGSLSpotter(engine, cached=True)
     faces = track_faces(TWO_FACES, 120, max_faces=2, size=spotter.crop_size)
     seen = feed(spotter, faces)
@@ -91,10 +96,12 @@ def test_ring_is_bounded_and_dropped_when_the_face_is_lost():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["realtime", "balanced", "accurate"])
-def test_cached_equals_whole_model_for_every_preset(name):
+@pytest.mark.parametrize("name,backend", [("realtime", "torch"), ("balanced", "torch"), ("accurate", "torch"),
+                                          ("realtime", "onnxruntime"), ("balanced", "onnxruntime"),
+                                          ("accurate", "onnxruntime")])
+def test_cached_equals_whole_model_for_every_preset(name, backend):
     """The product presets at their real sizes, two windows of a real face (80 frames)."""
-    engine = engine_for(name)
+    engine = engine_for(name, backend)
     spotter = FGSLSpotter(engine, cached=True)
     faces = track_faces("liveportrait_d6_expressions.mp4", 80, max_faces=1, size=spotter.crop_size)  # windows at 0, 16
     seen = feed(spotter, faces)

@@ -216,7 +216,7 @@ def register_plugin() -> bool:
             return True
         try:
             import tensorrt.plugin as trtp  # noqa: PLC0415 (optional, lazy on purpose)
-        except ImportError as exc:  # no tensorrt, or a TensorRT older than 10.6 (no Python plugins)
+        except ImportError as exc:  # no tensorrt, or one without Python plugins (before 10.7)
             _unavailable = f"tensorrt.plugin cannot be imported ({exc})"
             return False
         _define(trtp)
