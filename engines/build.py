@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}-{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.add_argument("--out", required=True, help="engine folder to write")
     parser.add_argument("--no-verify", action="store_true", help="skip the torch vs ONNX Runtime check")
+    parser.add_argument("--triton-repo", metavar="DIR",
+                        help="also write a Triton Inference Server model repository of the ONNX graphs here")
+    parser.add_argument("--triton-max-batch", type=int, default=32, help="Triton max_batch_size (default 32)")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
@@ -146,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
         else:
             build_tensorrt(out, args.precision)
+        if args.triton_repo:
+            from .triton import read_config, write_repository
+
+            configs = write_repository(out, args.triton_repo, max_batch=args.triton_max_batch)
+            for config in configs:
+                read_config(config)  # parse it back with Triton's own proto
+            print(f"Triton model repository: {args.triton_repo} ({', '.join(c.parent.name for c in configs)})",
+                  file=sys.stderr)
         print(out)
         return 0
 

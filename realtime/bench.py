@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
     syn.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) instead of playing it")
+    p.add_argument("--compare-backend", default=None, metavar="BACKEND",
+                   help="fgsl: run the same video again on this backend (e.g. torch) and report the speed ratio")
     p.add_argument("--cached-only", action="store_true",
                    help="fgsl: skip the second pass without the chunk cache (by default both are reported)")
     p.add_argument("--json", action="store_true", help="end stdout with the report as one JSON line")
@@ -364,6 +366,10 @@ def table(rep: dict[str, Any]) -> str:
                      f"per call, decoder p50 {c['decoder_ms']['p50']:.0f} ms, {c['cache_bytes_per_track'] / 1024:.0f} KiB "
                      f"per track) vs no cache {u['x_realtime']:.2f}x (window p50 {u['window_ms']['p50']:.0f} ms): "
                      f"{rep['streaming']['cached_over_uncached']}x")
+    if "compare" in rep:
+        c = rep["compare"]
+        name = c["backend"]["backend"] if isinstance(c["backend"], dict) else c["backend"]
+        lines.append(f"compare   {name}: {c['x_realtime']:.2f}x real time; this run is {c['ratio']}x that")
     if "spotting" in rep:
         s = rep["spotting"]
         lines.append(f"spotting  TP {s['tp']} FP {s['fp']} FN {s['fn']}: F1 {s['f1']:.3f} (strict)")
@@ -385,6 +391,18 @@ def warm_up(spotter: Spotter) -> None:
                              np.ascontiguousarray(np.concatenate([out["taps"]] * reps, axis=2)))
     else:
         engine.infer(np.zeros((1, 3, cfg.window_frames, size, size), np.float32))
+
+
+def compare_backend(args: argparse.Namespace, video: Path, rep: dict[str, Any]) -> dict[str, Any]:
+    """The same FGSL spotter on another backend, same video, same process: the speed ratio."""
+    other = make_spotter(argparse.Namespace(**{**vars(args), "backend": args.compare_backend}))
+    print(f"bench: the same video on the {args.compare_backend} backend", file=sys.stderr, flush=True)
+    warm_up(other)
+    runs = [run_stream(video, other, args.faces, args.repeat, args.realtime)]
+    frames, seconds = sum(r.frames for r in runs), sum(r.seconds for r in runs)
+    x_realtime = frames / seconds / runs[0].fps if seconds and runs[0].fps else 0.0
+    return {"backend": backend_of(other), "x_realtime": round(x_realtime, 4),
+            "ratio": round(rep["x_realtime"] / x_realtime, 3) if x_realtime else None}
 
 
 def streaming_modes(cached: Spotter, video: Path, args: argparse.Namespace, runs: list[StreamRun]) -> dict[str, Any]:
@@ -448,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                 rep["spotting"] = score(runs, annotations, args.faces, Path(tmp))
             if getattr(spotter, "cached", False) and not args.synthetic and not args.cached_only:
                 rep["streaming"] = streaming_modes(spotter, video, args, runs)
+            if args.compare_backend and spotter.name == "fgsl":
+                rep["compare"] = compare_backend(args, video, rep)
         print(table(rep), flush=True)
         if args.json:
             print(json.dumps(rep), flush=True)

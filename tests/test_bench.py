@@ -113,3 +113,17 @@ def test_percentiles_are_ordered_and_empty_is_none():
     p = percentiles([5.0, 1.0, 3.0, 100.0, 2.0])
     assert p["p50_ms"] == 3.0 and p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= 100.0
     assert percentiles([]) is None
+
+
+@pytest.mark.slow
+def test_fgsl_reports_cached_uncached_and_the_other_backend(tmp_path):
+    proc = bench("--spotter", "fgsl", "--allow-untrained", "--preset", "tiny", "--backend", "onnxruntime",
+                 "--compare-backend", "torch", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rep = last_json(proc)
+    assert rep["spotter"] == "fgsl" and rep["backend"]["backend"] == "onnxruntime"
+    cached, uncached = rep["streaming"]["cached"], rep["streaming"]["uncached"]
+    assert cached["encoded_chunks"] > 0 and cached["cache_bytes_per_track"] > 0 and uncached["engine_calls"] > 0
+    assert rep["streaming"]["cached_over_uncached"] == pytest.approx(cached["x_realtime"] / uncached["x_realtime"], rel=1e-2)
+    assert rep["compare"]["backend"]["backend"] == "torch" and rep["compare"]["x_realtime"] > 0
+    assert "compare   torch" in proc.stdout
