@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 # Debian packages: chromium (the demo's browser tests) and ffmpeg (making .y4m fake-camera clips).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS   := $(foreach p,chromium ffmpeg,$(if $(shell command -v $(p)),,$(p)))
+DEBS   := $(strip $(foreach p,chromium ffmpeg,$(if $(shell command -v $(p)),,$(p))))
 
 $(STAMP): pyproject.toml Makefile
 	$(if $(DEBS),$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBS))
