@@ -1,0 +1,61 @@
+"""fgsl.tune: the threshold sweep scores exactly what fgsl.infer + fgsl.evaluate would, and
+the chosen threshold is written into the weights' config (tensors untouched)."""
+
+from __future__ import annotations
+
+import torch
+
+from engines.torch_backend import TorchEngine
+from fgsl import weights
+from fgsl.config import FGSLConfig, preset
+from fgsl.data.synthetic import Recipe, make_set
+from fgsl.evaluate import evaluate, read_intervals
+from fgsl.infer import main as infer_main, subjects_from
+from fgsl.model import build
+from fgsl.tune import best, main as tune_main, sweep
+from tests.conftest import randomise_adapters, shared_video
+
+
+def test_sweep_matches_infer_and_evaluate_and_writes_the_best(tmp_path, capsys):
+    data = tmp_path / "val"
+    make_set([shared_video("pyfeat_single_face.mp4")], data, Recipe(count=2, frames=96, amplitude=12, seed=3),
+             progress=False)
+    model = build(preset("tiny"), seed=0)
+    randomise_adapters(model)
+    with torch.no_grad():  # class scores around 0.5 instead of the 0.01 prior: intervals at every threshold
+        model.heads.class_out.bias.fill_(0.0)
+    weights.save(model, tmp_path / "run", trained=True)
+    videos = sorted((data / "videos").glob("*.avi"))
+    gt = read_intervals(data / "annotations.csv")
+    thresholds = (0.05, 0.2, 0.5)
+    subjects = subjects_from(str(data / "annotations.csv"))
+    rows = sweep(TorchEngine(weights.load(tmp_path / "run")), videos, gt, subjects, thresholds)
+    assert sum(r["tp"] + r["fp"] for r in rows) > 0  # the sweep has intervals to judge
+    assert [r["threshold"] for r in rows] == list(thresholds)
+    # Each row is what the offline CLI + evaluator give at that threshold.
+    for row in rows:
+        out = tmp_path / f"pred_{row['threshold']}.csv"
+        assert infer_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *map(str, videos),
+                           "--subjects-from", str(data / "annotations.csv"), "--threshold", str(row["threshold"]),
+                           "--out", str(out), "--quiet"]) == 0
+        spotting = evaluate(gt, read_intervals(out), mode="strict")["spotting"]
+        assert (row["tp"], row["fp"], row["fn"]) == (spotting["tp"], spotting["fp"], spotting["fn"])
+    capsys.readouterr()
+    before = weights.load(tmp_path / "run").state_dict()
+    assert tune_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *map(str, videos),
+                      "--gt", str(data / "annotations.csv"), "--thresholds", "0.05,0.2,0.5", "--write"]) == 0
+    chosen = best(rows)["threshold"]
+    assert FGSLConfig.load(tmp_path / "run" / "config.json").score_threshold == chosen
+    after = weights.load(tmp_path / "run").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the digest still checks out
+    assert f"best: {chosen:g}" in capsys.readouterr().out
+
+
+def test_best_prefers_the_higher_threshold_on_a_tie():
+    rows = [{"threshold": 0.3, "f1": 0.8}, {"threshold": 0.5, "f1": 0.8}, {"threshold": 0.4, "f1": 0.7}]
+    assert best(rows)["threshold"] == 0.5
+
+
+def test_bad_thresholds_are_one_error_line(tmp_path, capsys):
+    assert tune_main(["--weights", str(tmp_path), "--videos", "x.avi", "--gt", "gt.csv", "--thresholds", "0.3,2"]) == 2
+    assert capsys.readouterr().err.startswith("error: --thresholds")
