@@ -66,9 +66,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -81,6 +79,7 @@ import numpy as np
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 
 from .base import EngineError, check_chunks, check_clips, check_features
+from .cache import atomic_write, sha256_file
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, unavailable_reason
 
 #: Precisions a TensorRT engine can have here (``auto``: whatever the ONNX file is).
@@ -394,35 +393,6 @@ def torch_dtype(trt_dtype: Any) -> Any:
 # ---------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------
-
-def atomic_write(path: str | Path, data: bytes | bytearray | memoryview) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half.
-
-    A temporary file in the same folder is written, flushed to disk and renamed over ``path``
-    (``os.replace`` is atomic on POSIX and Windows); it is removed if anything fails.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def sidecar_path(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)

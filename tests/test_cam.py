@@ -49,6 +49,15 @@ def run_cam(capfd, *args: str) -> tuple[int, list[str], str]:
     return code, out.splitlines(), err
 
 
+def read_frames(video: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (ok_frame := cap.read())[0]:
+        frames.append(ok_frame[1])
+    cap.release()
+    return frames
+
+
 def events_of(path: Path) -> list[dict]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     for line in lines:
@@ -137,11 +146,7 @@ def test_corrupt_face_model_is_a_clear_error(tmp_path, capfd):
 @pytest.mark.slow
 def test_face_lost_mid_video_ends_the_track_and_keeps_its_events(still_set, tmp_path, capfd):
     video = next((still_set / "videos").glob("*.avi"))
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while (ok_frame := cap.read())[0]:
-        frames.append(ok_frame[1])
-    cap.release()
+    frames = read_frames(video)
     blank = np.zeros_like(frames[0])
     write_video(tmp_path / "lost.avi", np.stack(frames + [blank] * 60), 30.0)
     code, _, err = run_cam(capfd, "--source", str(tmp_path / "lost.avi"), "--headless", "--no-face-warning", "1",
@@ -169,11 +174,7 @@ def test_two_faces_give_two_tracks(tmp_path, capfd):
 def test_webcam_disconnect_and_reconnect_through_the_cli_loop(still_set, tmp_path):
     """The live path with a fake camera serving real frames: lost, reopened, then gone for good."""
     video = next((still_set / "videos").glob("*.avi"))
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while (ok_frame := cap.read())[0]:
-        frames.append(ok_frame[1])
-    cap.release()
+    frames = read_frames(video)
     first = FakeCamera(frames[:120], fail_after=120, period_s=1 / 60)
     second = FakeCamera(frames[120:], fail_after=120, period_s=1 / 60)
     capture = Capture(CameraSource("camera 0", scripted_opener(first, second)), give_up_s=0.5, backoff_s=(0.05, 0.1))
