@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 import torch
 
+from engines import cache as cache_mod
 from engines import trt as trt_mod
 from engines.base import EngineError
 from engines.trt import (
@@ -206,7 +207,7 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path, monkeypatch: 
     def boom(src: Any, dst: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(trt_mod.os, "replace", boom)
+    monkeypatch.setattr(cache_mod.os, "replace", boom)  # trt writes through engines.cache.atomic_write
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, b"half")
     assert target.read_bytes() == b"new contents"
