@@ -80,3 +80,24 @@ def track_faces(name: str, count: int, max_faces: int, size: int):
             out.append(tracker.process(Frame(i, i / fps, time.monotonic(), image)).faces)
     cap.release()
     return out
+
+
+
+def real_face_clips(cfg, starts):
+    """Normalised windows ``[B, 3, T, S, S]`` of the bundled face video (centre crops at the
+    config's size, resampled to its fps), one per start frame."""
+    import numpy as np
+
+    from fgsl.data.video import normalise, read_centre_crops, resample_indices
+
+    video = read_centre_crops(shared_video("pyfeat_single_face.mp4"), cfg.image_size)
+    frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
+    return np.stack([normalise(frames[s : s + cfg.window_frames]) for s in starts])
+
+
+def real_face_frame_count(cfg) -> int:
+    """Model frames of the bundled face video at the config's fps."""
+    from fgsl.data.video import read_centre_crops, resample_indices
+
+    video = read_centre_crops(shared_video("pyfeat_single_face.mp4"), cfg.image_size)
+    return len(resample_indices(video.count, video.fps, cfg.fps))

@@ -22,10 +22,9 @@ from engines.build import main as build_main
 from engines.export import ExportError
 from fgsl import weights
 from fgsl.config import preset
-from fgsl.data.video import normalise, read_centre_crops, resample_indices
 from fgsl.decode import decode
 from fgsl.model import build
-from tests.conftest import randomise_adapters, shared_video
+from tests.conftest import randomise_adapters, real_face_clips, real_face_frame_count
 
 TOL = 1e-4
 
@@ -54,11 +53,8 @@ def exported(model):
 @pytest.fixture(scope="module")
 def face_clips(model):
     """Three 32-frame windows of a real face video, centre-cropped to 32 px and normalised."""
-    cfg = model.cfg
-    video = read_centre_crops(shared_video("pyfeat_single_face.mp4"), cfg.image_size)
-    frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
-    starts = [0, (len(frames) - cfg.window_frames) // 2, len(frames) - cfg.window_frames]
-    return np.stack([normalise(frames[s : s + cfg.window_frames]) for s in starts])
+    last = real_face_frame_count(model.cfg) - model.cfg.window_frames
+    return real_face_clips(model.cfg, [0, last // 2, last])
 
 
 def torch_outputs(model, graph: str, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ from fgsl.config import preset
 from fgsl.data.video import normalise, read_centre_crops, resample_indices
 from fgsl.decode import decode
 from fgsl.model import build
-from tests.conftest import randomise_adapters, shared_video
+from tests.conftest import randomise_adapters, real_face_clips, real_face_frame_count, shared_video
 from tests.test_export import assert_same_intervals
 
 HAS_CUDA_EP = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -61,10 +61,7 @@ def engine_dirs(run_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def face_clips(model):
     """Two 32-frame windows (two chunks each) of a real face video at 32 px, normalised."""
-    cfg = model.cfg
-    video = read_centre_crops(shared_video("pyfeat_single_face.mp4"), cfg.image_size)
-    frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
-    return np.stack([normalise(frames[s : s + cfg.window_frames]) for s in (8, len(frames) - cfg.window_frames)])
+    return real_face_clips(model.cfg, [8, real_face_frame_count(model.cfg) - model.cfg.window_frames])
 
 
 def max_diff(a, b) -> float:
