@@ -81,9 +81,15 @@ def merge(intervals: list[Interval], threshold: float, gap: float = 0.0) -> list
     return kept
 
 
-def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | None = None,
-                progress: bool = False, desc: str = "") -> list[Interval]:
-    """Intervals (model frames, merged across windows) in ``[F, S, S, 3]`` RGB uint8 frames at ``cfg.fps``."""
+def window_intervals(engine, frames: np.ndarray, batch: int = 4, threshold: float | None = None,
+                     progress: bool = False, desc: str = "") -> list[Interval]:
+    """Every window's decoded intervals above ``threshold``, in model frames of the whole
+    video, before merging.
+
+    The score threshold is applied after soft-NMS (:func:`fgsl.decode.decode`) and again
+    by :func:`merge`, so ``merge(window_intervals(f, t0), t, gap)`` equals
+    ``spot_frames(f, t)`` for every ``t >= t0``: a threshold sweep runs the network once.
+    """
     cfg: FGSLConfig = engine.cfg
     threshold = cfg.score_threshold if threshold is None else threshold
     if len(frames) < cfg.window_frames:  # pad short videos with their last frame
@@ -98,7 +104,20 @@ def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | N
             found.extend(iv.shifted(start) for iv in intervals)
         bar.update(len(group))
     bar.close()
-    return merge(found, threshold, gap=MERGE_GAP_S * cfg.fps)
+    return found
+
+
+def merge_windows(intervals: list[Interval], cfg: FGSLConfig, threshold: float | None = None) -> list[Interval]:
+    """:func:`merge` with the final output's rule: gap :data:`MERGE_GAP_S`, the config's threshold."""
+    threshold = cfg.score_threshold if threshold is None else threshold
+    return merge(intervals, threshold, gap=MERGE_GAP_S * cfg.fps)
+
+
+def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | None = None,
+                progress: bool = False, desc: str = "") -> list[Interval]:
+    """Intervals (model frames, merged across windows) in ``[F, S, S, 3]`` RGB uint8 frames at ``cfg.fps``."""
+    found = window_intervals(engine, frames, batch, threshold, progress, desc)
+    return merge_windows(found, engine.cfg, threshold)
 
 
 def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source_fps: float,

@@ -22,12 +22,19 @@ What one run does
   (``python -m fgsl.convert_backbone``) and keeps them frozen. Without one there is nothing
   to keep frozen, so the encoder trains from scratch (and the run says so); the ``tiny``
   preset is meant for exactly that.
-* **Every epoch**: held-out videos go through the same windowing, decoding and merging as
-  ``fgsl.infer``, scored with the MEGC STR metric (``fgsl.evaluate``); a line goes to
-  ``RUN_DIR/metrics.jsonl``; the full training state is checkpointed to
-  ``RUN_DIR/checkpoint.safetensors`` (``--resume`` continues from it); the best epoch by
-  STRS (then spotting F1) is saved as ``RUN_DIR/model.safetensors`` + ``config.json``, so
-  ``RUN_DIR`` is a weights folder for ``fgsl.infer`` and ``engines.open``.
+* **Every epoch** (``--eval-every``): the *validation* videos (``--val``; synthetic data: a
+  set made from the part of each source between the training and the test part; annotated
+  data: a training subject) go through the same windowing, decoding and merging as ``fgsl.infer``
+  at every candidate score threshold and are scored with the MEGC STR metric
+  (:func:`fgsl.tune.sweep`); the best threshold is that epoch's, and the epoch with the best
+  validation spotting F1 (then STRS) is saved as ``RUN_DIR/model.safetensors`` +
+  ``config.json`` with its threshold as ``score_threshold``, so ``RUN_DIR`` is a weights
+  folder for ``fgsl.infer`` and ``engines.open``. A line goes to ``RUN_DIR/metrics.jsonl``;
+  the full training state is checkpointed to ``RUN_DIR/checkpoint.safetensors`` (``--resume``
+  continues from it). Without validation (``--val none``) the last epoch is saved with the
+  preset's threshold.
+* **At the end**: the saved weights are scored once on the held-out test videos (the line
+  with ``"final": true`` in ``metrics.jsonl``); the test set chooses nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from fgsl import weights
+from fgsl import tune, weights
 from fgsl.checkpoint import CheckpointStateError, load_state, save_state
 from fgsl.cli import UsageError, register_user_error, run
 from fgsl.config import PRESETS, FGSLConfig, preset
@@ -99,26 +106,32 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     kind, value = data_spec.parse(args.data)
     if kind != "synthetic":
         root = Path(args.video_root) if args.video_root else None
-        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows)
+        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val)
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
+    if args.val not in ("auto", "none"):
+        raise UsageError("--val for synthetic data is auto (a validation set from frames between the training and test parts) or none")
     source = Path(value) if value else data_spec.default_face_videos()
     videos = sorted(p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
     if not videos:
         raise data_spec.DataSpecError(f"{source}: no videos to inject micro-expressions into")
-    folders = {}
-    for part, count, seed in (("train", args.synthetic_count, args.seed), ("test", max(1, args.synthetic_count // 4), args.seed + 1)):
+    few = max(1, args.synthetic_count // 4)
+    parts = [("train", args.synthetic_count, args.seed), ("test", few, args.seed + 1)]
+    if args.val == "auto":
+        parts.append(("val", few, args.seed + 2))  # frames between the training and the test part
+    loaded = {}
+    for part, count, seed in parts:
         recipe = Recipe(count=count, frames=args.synthetic_frames, amplitude=args.amplitude, part=part, seed=seed)
         folder = out / "data" / part
-        folders[part] = folder
         if env.main and not _same_recipe(folder, recipe):
             make_set(videos, folder, recipe, progress=not args.quiet)
-    env.barrier()
-    train, _ = data_spec.load_folder(cfg, folders["train"])
-    held_out, truth = data_spec.load_folder(cfg, folders["test"])
+        env.barrier()
+        loaded[part] = data_spec.load_folder(cfg, folder)
+    val, val_truth = loaded.get("val", ([], []))
     return data_spec.TrainData(
-        train, held_out, truth,
+        loaded["train"][0], *loaded["test"],
         f"synthetic from {source} (amplitude {args.amplitude} px of a 128 px face crop, {args.synthetic_count} videos per face)",
+        val, val_truth,
     )
 
 
@@ -215,9 +228,20 @@ def evaluate_held_out(model: FGSL, data: data_spec.TrainData, device: torch.devi
             "fp": spot["fp"],
             "fn": spot["fn"],
         }
-    # Model selection uses the strict numbers: megc's are NaN whenever no event is spotted.
     summary.update(summary["strict"])
     return summary
+
+
+def validate(model: FGSL, data: data_spec.TrainData, device: torch.device) -> dict[str, Any]:
+    """Score the validation videos at every candidate threshold (:func:`fgsl.tune.sweep`);
+    the best one (:func:`fgsl.tune.best`) is this epoch's threshold and score."""
+    from engines.torch_backend import TorchEngine
+
+    rows = tune.sweep(TorchEngine(model, device=str(device)), data.val, data.val_truth, tune.DEFAULT_THRESHOLDS, batch=8)
+    choice = tune.best(rows)
+    return {"threshold": choice["threshold"], "spotting_f1": choice["f1"], "recognition_f1": choice["recognition_f1"],
+            "strs": choice["strs"], "tp": choice["tp"], "fp": choice["fp"], "fn": choice["fn"],
+            "f1_by_threshold": {str(r["threshold"]): round(r["f1"], 4) for r in rows}}
 
 
 def _finite(value: float) -> float | None:
@@ -304,7 +328,7 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
 
     if env.main:
         print(f"FGSL {cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
-              f"{len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
+              f"{len(data.val)} validation videos, {len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
               file=sys.stderr)
     started = time.monotonic()
     deadline = started + args.max_minutes * 60 if args.max_minutes else None
@@ -358,20 +382,24 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
             "elapsed_s": time.monotonic() - started,
         }
         if env.main:
-            if data.held_out and (epoch % args.eval_every == 0 or epoch == args.epochs - 1 or step >= total_steps):
-                record["held_out"] = evaluate_held_out(ema.module, data, env.device)
-                score = (record["held_out"]["strs"], record["held_out"]["spotting_f1"])
+            due = (epoch % args.eval_every == 0 or epoch == args.epochs - 1 or step >= total_steps
+                   or (deadline and time.monotonic() > deadline))
+            if data.val and due:
+                record["validation"] = checked = validate(ema.module, data, env.device)
+                score = (checked["spotting_f1"], checked["strs"])
                 if best is None or score > tuple(best):
                     best = list(score)
-                    weights.save(ema.module, out, trained=True, info={
-                        "data": data.description, "epoch": epoch, "step": step, "held_out": record["held_out"]})
+                    kept = {k: v for k, v in checked.items() if k != "f1_by_threshold"}
+                    weights.save(ema.module, out, trained=True, score_threshold=checked["threshold"],
+                                 info={"data": data.description, "epoch": epoch, "step": step, "validation": kept})
                     record["saved_best"] = True
-            elif not (out / weights.WEIGHTS_FILE).is_file() or not data.held_out:
+            elif not data.val or not (out / weights.WEIGHTS_FILE).is_file():
                 weights.save(ema.module, out, trained=True, info={"data": data.description, "epoch": epoch, "step": step})
             with (out / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            held = record.get("held_out")
-            summary = (f"spotting F1 {held['spotting_f1']:.3f} STRS {held['strs']:.3f}" if held else "no held-out evaluation")
+            checked = record.get("validation")
+            summary = (f"validation spotting F1 {checked['spotting_f1']:.3f} STRS {checked['strs']:.3f} "
+                       f"at threshold {checked['threshold']:g}" if checked else "no validation")
             print(f"epoch {epoch}: loss {record['loss']:.4f} ({record['windows_per_s']:.1f} windows/s), {summary}",
                   file=sys.stderr)
             save_state({
@@ -383,7 +411,26 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         history.append(record)
         env.barrier()
     ranks = check_ranks_agree(model, env, out)
-    return {"epochs": len(history), "step": step, "best": best, "history": history, "rank_digests": ranks}
+    final = score_on_test(data, out, env) if env.main else None
+    return {"epochs": len(history), "step": step, "best": best, "history": history, "rank_digests": ranks,
+            "final": final}
+
+
+def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, Any] | None:
+    """Score the saved weights (best validation epoch, its threshold) on the held-out videos,
+    once, after training: the test set chooses nothing. Appended to metrics.jsonl."""
+    if not data.held_out or not (out / weights.WEIGHTS_FILE).is_file():
+        return None
+    chosen = weights.load(out, device=env.device)
+    final = {"final": True, "epoch": weights.info(out).get("epoch"), "score_threshold": chosen.cfg.score_threshold,
+             "held_out": evaluate_held_out(chosen, data, env.device)}
+    with (out / METRICS).open("a") as f:
+        f.write(json.dumps(final) + "\n")
+    held = final["held_out"]
+    print(f"held-out test (epoch {final['epoch']}, threshold {final['score_threshold']:g}): spotting F1 "
+          f"{held['spotting_f1']:.3f} STRS {held['strs']:.3f} (TP {held['tp']}, FP {held['fp']}, FN {held['fn']})",
+          file=sys.stderr)
+    return final
 
 
 def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
@@ -406,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="synthetic", help="synthetic[=DIR] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
     parser.add_argument("--video-root", help="folder holding the data set's videos (annotated data)")
     parser.add_argument("--split", help="held-out subjects: loso:K (default loso:0) or subjects:A,B")
+    parser.add_argument("--val", default="auto",
+                        help="validation (chooses the epoch and score threshold): auto (synthetic: a validation set "
+                             "from frames between the training and test parts; annotated: the first training subject), none, or for annotated "
+                             "data loso:K / subjects:A,B over the training subjects")
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop contradictory annotation rows with a warning (the public files have a few)")
     parser.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics.jsonl)")
@@ -419,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     parser.add_argument("--ema", type=float, default=0.995, help="EMA decay of the weights")
-    parser.add_argument("--eval-every", type=int, default=1, help="evaluate held-out videos every N epochs")
+    parser.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and after the last)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
     parser.add_argument("--synthetic-count", type=int, default=32, help="synthetic training videos per face")

@@ -1,15 +1,17 @@
 """``python -m fgsl.tune``: choose the score threshold on a validation set, keep it with the weights.
 
-Training ends with a model; which score makes an interval an answer is a separate choice,
-and the training default (``config.score_threshold``, 0.3) is not tuned for any data. This
-command runs offline inference (``fgsl.infer``'s own functions) on *validation* videos with
-known ground truth at each candidate threshold, scores each with the MEGC spotting F1
-(``fgsl.evaluate``, strict mode), picks the best (the higher threshold on a tie: fewer false
+Which score makes an interval an answer is a choice apart from the weights. ``fgsl.train``
+makes it on its own validation split (this module's :func:`sweep` and :func:`best`) and
+stores it in the run's ``config.json``; this command makes it again for weights from
+elsewhere or for other validation data (another camera, another population). It runs
+offline inference (``fgsl.infer``'s own functions) on *validation* videos with known ground
+truth, scores each candidate threshold with the MEGC metric (``fgsl.evaluate``, strict
+mode), picks the best spotting F1 (then STRS; the higher threshold on a tie: fewer false
 alarms) and, with ``--write``, stores it as ``score_threshold`` in the weights folder's
 ``config.json``, which ``fgsl.infer``, the live FGSL spotter and the engines then use.
 
 The validation set must not be the test set: for synthetic data, make it from the training
-part of the sources with another seed (``python -m fgsl.data.synthetic ... --part train --seed
+part of the sources with another seed (``python -m fgsl.data.synthetic ... --part val --seed
 11``); the held-out test videos stay untouched until the final evaluation.
 
 ``python -m fgsl.tune --weights RUN_DIR --videos VAL/videos/* --gt VAL/annotations.csv
@@ -20,50 +22,67 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from .cli import UsageError, run
 from .config import FGSLConfig
-from .data.video import read_centre_crops, resample_indices
+from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
-from .infer import spot_frames, subjects_from, to_detections
+from .infer import merge_windows, subjects_from, to_detections, window_intervals
 from .weights import CONFIG_FILE
 
-DEFAULT_THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
-def sweep(engine, videos: list[Path], gt: list[Interval], subjects: dict[str, str],
-          thresholds: tuple[float, ...], batch: int = 4) -> list[dict[str, float]]:
-    """Spotting TP/FP/FN/F1 (strict) on ``videos`` at each threshold."""
+def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float, ...],
+          batch: int = 4) -> list[dict[str, float]]:
+    """Strict MEGC scores of ``items`` (frames at the model's fps) at each threshold.
+
+    The network runs once per video (:func:`fgsl.infer.window_intervals` at the lowest
+    threshold); each threshold then only merges and scores, giving exactly what
+    ``fgsl.infer --threshold T`` + ``fgsl.evaluate`` would.
+    """
     cfg: FGSLConfig = engine.cfg
-    clips = []
-    for path in videos:  # read and resample each video once
-        video = read_centre_crops(path, cfg.image_size)
-        clips.append((path, video, video.frames[resample_indices(video.count, video.fps, cfg.fps)]))
+    found = [window_intervals(engine, item.frames, batch, min(thresholds)) for item in items]
     rows = []
     for threshold in thresholds:
-        preds = []
-        for path, video, frames in clips:
-            intervals = spot_frames(engine, frames, batch, threshold, progress=False, desc=path.name)
-            for d in to_detections(intervals, cfg, str(path), video.fps, video.count):
-                name = Path(d.video).stem
-                preds.append(Interval(canonical_id(subjects.get(name, name)), canonical_id(name), d.onset, d.offset,
-                                      d.emotion))
-        spotting = evaluate(gt, preds, mode="strict")["spotting"]
-        rows.append({"threshold": threshold, **{k: spotting[k] for k in ("tp", "fp", "fn", "f1")}})
+        preds = [
+            Interval(canonical_id(item.subject), canonical_id(item.name), d.onset, d.offset, d.emotion)
+            for item, raw in zip(items, found)
+            for d in to_detections(merge_windows(raw, cfg, threshold), cfg, item.name, item.source_fps,
+                                   item.source_frames)
+        ]
+        result = evaluate(gt, preds, mode="strict")
+        spotting = result["spotting"]
+        rows.append({"threshold": threshold, **{k: spotting[k] for k in ("tp", "fp", "fn")},
+                     "f1": _finite(spotting["f1"]), "recognition_f1": _finite(result["recognition"]["f1"]),
+                     "strs": _finite(result["strs"])})
     return rows
 
 
+def _finite(value: float) -> float:
+    return 0.0 if math.isnan(value) else float(value)
+
+
 def best(rows: list[dict[str, float]]) -> dict[str, float]:
-    """The row with the highest F1; on a tie the higher threshold (fewer false alarms)."""
-    return max(rows, key=lambda r: (round(r["f1"], 12), r["threshold"]))
+    """The row with the highest spotting F1, then STRS; on a tie the higher threshold
+    (fewer false alarms). Spotting first: it is the live spotter's job, and STRS follows it."""
+    return max(rows, key=lambda r: (round(r["f1"], 12), round(r["strs"], 12), r["threshold"]))
 
 
 def write_threshold(folder: Path, threshold: float) -> None:
     """Store ``score_threshold`` in the folder's config.json (the tensors are untouched)."""
     cfg = FGSLConfig.load(folder / CONFIG_FILE)
     (folder / CONFIG_FILE).write_text(dataclasses.replace(cfg, score_threshold=threshold).to_json() + "\n")
+
+
+def format_sweep(rows: list[dict[str, float]]) -> str:
+    lines = ["threshold    tp    fp    fn  spot F1    STRS"]
+    lines += [f"{r['threshold']:9.3f} {r['tp']:5d} {r['fp']:5d} {r['fn']:5d}   {r['f1']:.4f}  {r['strs']:.4f}" for r in rows]
+    return "\n".join(lines)
 
 
 def _thresholds(text: str) -> tuple[float, ...]:
@@ -91,14 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         import engines
 
         thresholds = _thresholds(args.thresholds)
+        gt = read_intervals(args.gt)
+        subjects = subjects_from(args.gt)
         engine = engines.open(args.weights, backend=args.backend)
-        rows = sweep(engine, [Path(v) for v in args.videos], read_intervals(args.gt), subjects_from(args.gt),
-                     thresholds, args.batch)
-        print("threshold    tp    fp    fn      F1")
-        for r in rows:
-            print(f"{r['threshold']:9.3f} {r['tp']:5d} {r['fp']:5d} {r['fn']:5d}  {r['f1']:.4f}")
+        items = [load_item(engine.cfg, subjects.get(Path(v).stem, Path(v).stem), Path(v).stem, Path(v), [])
+                 for v in args.videos]
+        rows = sweep(engine, items, gt, thresholds, args.batch)
+        print(format_sweep(rows))
         choice = best(rows)
-        print(f"best: {choice['threshold']:g} (F1 {choice['f1']:.4f})")
+        print(f"best: {choice['threshold']:g} (spotting F1 {choice['f1']:.4f}, STRS {choice['strs']:.4f})")
         if args.write:
             write_threshold(Path(args.weights), float(choice["threshold"]))
             print(f"wrote score_threshold {choice['threshold']:g} to {Path(args.weights) / CONFIG_FILE}", file=sys.stderr)

@@ -9,6 +9,7 @@ Nothing is ever unpickled here.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,14 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any] | None = None) -> Path:
+def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any] | None = None,
+         score_threshold: float | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed).
 
     ``info`` (for example the training data's name and metrics) is stored as JSON in the
     safetensors header and in ``config.json`` under nothing else: the config stays a pure
-    network description.
+    network description. ``score_threshold`` (chosen on validation data) replaces the
+    model config's in ``config.json``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,8 @@ def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any]
         "sha256": tensor_digest(state),
     }
     tensorfile.write(state, folder / WEIGHTS_FILE, meta)
-    (folder / CONFIG_FILE).write_text(model.cfg.to_json() + "\n")
+    cfg = model.cfg if score_threshold is None else dataclasses.replace(model.cfg, score_threshold=score_threshold)
+    (folder / CONFIG_FILE).write_text(cfg.to_json() + "\n")
     return folder
 
 

@@ -55,3 +55,27 @@ def test_table_data_is_split_by_subject_and_moved_to_model_frames(tmp_path):
     assert data.train[0].events == [(10, 12, 16, cfg.classes.index("positive"))]
     assert data.held_out_truth == rows[1:]
     assert data.train[0].frames.shape == (72, 32, 32, 3)
+
+
+def test_validation_subjects_come_from_the_training_subjects(tmp_path):
+    cfg = preset("tiny")
+    rows = []
+    for n, subject in enumerate(("a", "b", "c", "d")):
+        (tmp_path / subject).mkdir()
+        (tmp_path / subject / "face.mp4").write_bytes(shared_video("pyfeat_single_face.mp4").read_bytes())
+        rows.append(Annotation(subject, "face", 10 + n, 12 + n, 16 + n, "micro", "positive"))
+    write_table(rows, tmp_path / "gt.csv")
+
+    def split(val):
+        data = load_annotated(cfg, "table", tmp_path / "gt.csv", tmp_path, "subjects:b", val=val)
+        return ([i.subject for i in data.train], [i.subject for i in data.val], [i.subject for i in data.held_out],
+                [r.subject for r in data.val_truth])
+
+    assert split("auto") == (["c", "d"], ["a"], ["b"], ["a"])  # the first remaining subject
+    assert split("subjects:d") == (["a", "c"], ["d"], ["b"], ["d"])
+    assert split("loso:1") == (["a", "d"], ["c"], ["b"], ["c"])  # folds count the remaining subjects
+    assert split("none") == (["a", "c", "d"], [], ["b"], [])
+    with pytest.raises(DataSpecError, match="leaves no training subject"):
+        split("subjects:a,c,d")
+    with pytest.raises(DataSpecError, match="unknown subjects"):
+        split("subjects:b")  # the test subject cannot validate

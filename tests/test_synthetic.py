@@ -14,6 +14,7 @@ from fgsl.data.synthetic import (
     displacement_field,
     find_faces,
     make_set,
+    part_frames,
     place_events,
     temporal_profile,
     warp,
@@ -137,3 +138,13 @@ def test_a_video_without_a_face_is_one_clear_error(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == f"error: {blank}: no face found for synthetic injection"
+
+
+def test_parts_split_each_source_without_sharing_a_frame():
+    for count in (1, 2, 3, 7, 100, 1234):
+        taken = [set(range(count)[part_frames(count, part)]) for part in ("train", "val", "test")]
+        assert all(taken), (count, taken)  # no part is empty, even for a tiny source
+        if count >= 3:
+            assert not (taken[0] & taken[1] or taken[0] & taken[2] or taken[1] & taken[2])
+            assert max(taken[0]) < min(taken[1]) <= max(taken[1]) < min(taken[2])
+    assert range(100)[part_frames(100, "test")] == range(75, 100)  # the held-out quarter

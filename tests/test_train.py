@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import engines
-from fgsl import weights
+from fgsl import tune, weights
 from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-from fgsl.config import preset
+from fgsl.config import FGSLConfig, preset
 from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
 from fgsl.train import epoch_windows, lr_factor, make_batch
@@ -89,9 +89,18 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     first = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "2")
     assert first.returncode == 0, first.stderr
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [0, 1]
-    assert all({"loss", "cls", "reg", "lr", "windows_per_s", "held_out"} <= set(r) for r in lines)
-    assert {"megc", "strict"} <= set(lines[0]["held_out"])
+    epochs, final = lines[:-1], lines[-1]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all({"loss", "cls", "reg", "lr", "windows_per_s", "validation"} <= set(r) for r in epochs)
+    assert all(r["validation"]["threshold"] in tune.DEFAULT_THRESHOLDS for r in epochs)
+    # The saved weights are the best validation epoch, with that epoch's threshold.
+    saved = [r for r in epochs if r.get("saved_best")][-1]
+    assert weights.info(out)["epoch"] == saved["epoch"]
+    assert FGSLConfig.load(out / "config.json").score_threshold == saved["validation"]["threshold"]
+    # The test set is scored once, at the end, on those weights.
+    assert final["final"] and final["epoch"] == saved["epoch"] and {"megc", "strict"} <= set(final["held_out"])
+    assert final["score_threshold"] == saved["validation"]["threshold"]
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["test", "train", "val"]
     assert weights.is_trained(out) and "synthetic" in weights.info(out)["data"]
     assert engines.open(out).describe()["preset"] == "tiny"
     assert load_state(out / "checkpoint.safetensors")["epoch"] == 1
@@ -99,7 +108,7 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     resumed = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("final")]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and lines[2]["step"] > lines[1]["step"]
 
 
@@ -111,6 +120,7 @@ def test_train_cli_errors_are_one_line(tmp_path):
          "annotation file not found"),
         (["--out", str(tmp_path / "d"), "--resume"], "does not exist"),
         (["--out", str(tmp_path / "e"), "--batch", "0"], "--batch must be at least 1"),
+        (["--out", str(tmp_path / "f"), "--val", "loso:1"], "--val for synthetic data is auto"),
     ]:
         run = _train("--preset", "tiny", *args)
         assert run.returncode == 2, run.stderr

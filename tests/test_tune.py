@@ -3,14 +3,16 @@ the chosen threshold is written into the weights' config (tensors untouched)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from engines.torch_backend import TorchEngine
 from fgsl import weights
 from fgsl.config import FGSLConfig, preset
+from fgsl.data.spec import load_folder
 from fgsl.data.synthetic import Recipe, make_set
 from fgsl.evaluate import evaluate, read_intervals
-from fgsl.infer import main as infer_main, subjects_from
+from fgsl.infer import main as infer_main
 from fgsl.model import build
 from fgsl.tune import best, main as tune_main, sweep
 from tests.conftest import randomise_adapters, shared_video
@@ -28,8 +30,8 @@ def test_sweep_matches_infer_and_evaluate_and_writes_the_best(tmp_path, capsys):
     videos = sorted((data / "videos").glob("*.avi"))
     gt = read_intervals(data / "annotations.csv")
     thresholds = (0.05, 0.2, 0.5)
-    subjects = subjects_from(str(data / "annotations.csv"))
-    rows = sweep(TorchEngine(weights.load(tmp_path / "run")), videos, gt, subjects, thresholds)
+    items, _ = load_folder(model.cfg, data)
+    rows = sweep(TorchEngine(weights.load(tmp_path / "run")), items, gt, thresholds)
     assert sum(r["tp"] + r["fp"] for r in rows) > 0  # the sweep has intervals to judge
     assert [r["threshold"] for r in rows] == list(thresholds)
     # Each row is what the offline CLI + evaluator give at that threshold.
@@ -38,8 +40,10 @@ def test_sweep_matches_infer_and_evaluate_and_writes_the_best(tmp_path, capsys):
         assert infer_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *map(str, videos),
                            "--subjects-from", str(data / "annotations.csv"), "--threshold", str(row["threshold"]),
                            "--out", str(out), "--quiet"]) == 0
-        spotting = evaluate(gt, read_intervals(out), mode="strict")["spotting"]
+        result = evaluate(gt, read_intervals(out), mode="strict")
+        spotting = result["spotting"]
         assert (row["tp"], row["fp"], row["fn"]) == (spotting["tp"], spotting["fp"], spotting["fn"])
+        assert row["strs"] == pytest.approx(result["strs"])
     capsys.readouterr()
     before = weights.load(tmp_path / "run").state_dict()
     assert tune_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *map(str, videos),
@@ -51,9 +55,12 @@ def test_sweep_matches_infer_and_evaluate_and_writes_the_best(tmp_path, capsys):
     assert f"best: {chosen:g}" in capsys.readouterr().out
 
 
-def test_best_prefers_the_higher_threshold_on_a_tie():
-    rows = [{"threshold": 0.3, "f1": 0.8}, {"threshold": 0.5, "f1": 0.8}, {"threshold": 0.4, "f1": 0.7}]
+def test_best_takes_f1_then_strs_then_the_higher_threshold():
+    rows = [{"threshold": 0.3, "f1": 0.8, "strs": 0.5}, {"threshold": 0.5, "f1": 0.8, "strs": 0.5},
+            {"threshold": 0.4, "f1": 0.7, "strs": 0.7}]
     assert best(rows)["threshold"] == 0.5
+    rows[0]["strs"] = 0.6
+    assert best(rows)["threshold"] == 0.3
 
 
 def test_bad_thresholds_are_one_error_line(tmp_path, capsys):

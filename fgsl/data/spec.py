@@ -5,14 +5,17 @@ Specs
 ``synthetic`` or ``synthetic=DIR``
     Real face videos (``DIR``; default: ``$FGSL_FACE_VIDEOS``, else ``../shared/data`` beside
     the checkout, else the bundled ``samples/``) with injected micro-expressions
-    (:mod:`fgsl.data.synthetic`). Training videos come from the first 75 % of each source,
-    held-out videos from the last 25 %, so the split needs no ``--split``.
+    (:mod:`fgsl.data.synthetic`). Training videos come from the first 60 % of each source,
+    validation videos from the next 15 %, held-out videos from the last 25 %, so the split
+    needs no ``--split``.
 ``table=ANNOTATIONS.csv``, ``casme2=FILE``, ``casme3=FILE``, ``samm=FILE``
     An annotation file in our table format or a data set's own layout, with the videos
     under ``--video-root`` (looked up as ``ROOT/subject/video``, ``ROOT/video``, each either a
     folder of numbered frames or a file with any extension). The split is by subject:
     ``--split loso:K`` holds out the K-th subject (sorted), ``--split subjects:A,B`` holds
-    out the named ones.
+    out the named ones. Validation subjects come from the remaining ones the same way
+    (``--val loso:K`` / ``subjects:A,B``; ``auto``: the first remaining subject when at
+    least two remain; ``none``: no validation).
 
 Frames are loaded once, as RGB crops at the model's input size, resampled to the model's
 fps; annotations move to model frames with the same rounding (``round(src * fps_model /
@@ -54,10 +57,15 @@ class VideoItem:
 
 @dataclass
 class TrainData:
+    """Training videos, validation videos (choose the epoch and the score threshold) and
+    held-out test videos (scored once, at the end), each with its ground truth."""
+
     train: list[VideoItem]
     held_out: list[VideoItem]
     held_out_truth: list[Annotation]
     description: str
+    val: list[VideoItem] = field(default_factory=list)
+    val_truth: list[Annotation] = field(default_factory=list)
 
 
 def default_face_videos() -> Path:
@@ -166,17 +174,25 @@ def read_annotation_file(kind: str, path: Path, skip_bad: bool = False) -> list[
 
 
 def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | None, split: str | None,
-                   skip_bad: bool = False) -> TrainData:
+                   skip_bad: bool = False, val: str = "auto") -> TrainData:
     if video_root is None:
         raise DataSpecError(f"--data {kind}=... needs --video-root DIR (where the videos are)")
     rows = read_annotation_file(kind, path, skip_bad)
     held = split_subjects([r.subject for r in rows], split)
-    train, test = [], []
+    rest = sorted({r.subject for r in rows} - held)
+    if val == "none" or (val == "auto" and len(rest) < 2):
+        checked: set[str] = set()
+    else:
+        checked = split_subjects(rest, None if val == "auto" else val)
+        if checked == set(rest):
+            raise DataSpecError(f"--val {val!r}: leaves no training subject")
+    parts: dict[str, list[VideoItem]] = {"train": [], "val": [], "test": []}
     for (subject, video), group in group_rows(rows).items():
         item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind))
-        (test if subject in held else train).append(item)
-    truth = [r for r in rows if r.subject in held]
-    return TrainData(train, test, truth, f"{kind}={path} (held out: {', '.join(sorted(held))})")
+        parts["test" if subject in held else "val" if subject in checked else "train"].append(item)
+    description = f"{kind}={path} (held out: {', '.join(sorted(held))}; validation: {', '.join(sorted(checked)) or 'none'})"
+    return TrainData(parts["train"], parts["test"], [r for r in rows if r.subject in held], description,
+                     parts["val"], [r for r in rows if r.subject in checked])
 
 
 __all__ = [

@@ -12,8 +12,11 @@ How a set is made
    fixed crop" the issue allows (the videos here hold their heads fairly still); the live
    spotter then finds and aligns the face in these crops with ``realtime.face`` like in any
    other video.
-2. **Segments.** ``part="train"`` uses the first 75 % of each source video and
-   ``part="test"`` the last 25 %, so held-out videos never show training frames. A segment
+2. **Segments.** ``part="train"`` uses the first 60 % of each source video, ``part="val"``
+   the next 15 % (validation: choosing the epoch and the score threshold) and
+   ``part="test"`` the last 25 % (:data:`PARTS`), so validation and held-out videos never
+   show a training frame, and the validation videos' own natural movements are as new to
+   a model as the test videos' are. A segment
    is played forward and backward (ping-pong) to the requested length; a random horizontal
    flip and brightness gain vary it.
 3. **Events.** Non-overlapping events with 3-15 frames from onset to offset (at 30 fps;
@@ -38,7 +41,7 @@ training-free flow spotter is measured on both kinds (docs/benchmarks.md), since
 shared source videos themselves talk, smile and change expression all the time.
 
 CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [--frames F]
-[--amplitude PX] [--part train|test] [--no-events] [--still] [--seed S]``.
+[--amplitude PX] [--part train|val|test] [--no-events] [--still] [--seed S]``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,17 @@ REGIONS: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = {
 CLASSES = tuple(REGIONS)
 SIGMA = 0.07  # bump width, fraction of the crop
 _CASCADE = "haarcascade_frontalface_default.xml"
+
+
+#: Which fraction of each source video a part reads: [start, end).
+PARTS: dict[str, tuple[float, float]] = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
+
+
+def part_frames(count: int, part: str) -> slice:
+    """The frames of a ``count``-frame source that ``part`` reads (never empty)."""
+    start, end = PARTS[part]
+    lo = min(int(count * start), count - 1)
+    return slice(lo, max(lo + 1, int(count * end)))
 
 
 @dataclass(frozen=True)
@@ -254,8 +268,8 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
 
 def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = True) -> list[Annotation]:
     """Write ``recipe.count`` videos per face of ``videos`` into ``out``; return the table."""
-    if recipe.part not in ("train", "test"):
-        raise ValueError(f"part must be 'train' or 'test', not {recipe.part!r}")
+    if recipe.part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}, not {recipe.part!r}")
     out = Path(out)
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
@@ -263,8 +277,7 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
     bar = tqdm(total=len(sources) * recipe.count, desc="synthetic", unit="video", disable=not progress, file=sys.stderr)
     for source in sources:
         faces, fps = read_face_frames(source, recipe.size)
-        cut = max(1, int(len(faces) * 0.75))
-        segment = faces[:cut] if recipe.part == "train" else faces[cut:] if len(faces) > cut else faces[-1:]
+        segment = faces[part_frames(len(faces), recipe.part)]
         for k in range(recipe.count):
             name = f"{source.subject}_{recipe.part}{k:03d}"
             if recipe.still:
@@ -302,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video (default %(default)s)")
     parser.add_argument("--size", type=int, default=Recipe.size, help="crop size in pixels (default %(default)s)")
     parser.add_argument("--amplitude", type=float, default=Recipe.amplitude, help="peak displacement in crop pixels (default %(default)s)")
-    parser.add_argument("--part", choices=("train", "test"), default="train", help="which part of each source video to use")
+    parser.add_argument("--part", choices=tuple(PARTS), default="train",
+                        help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
     parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
     parser.add_argument("--seed", type=int, default=0)
