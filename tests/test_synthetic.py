@@ -1,5 +1,6 @@
 """Synthetic micro-expressions on real faces: ground truth, motion where it says, clear errors."""
 
+import itertools
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from fgsl.data.synthetic import (
     find_faces,
     make_set,
     part_frames,
+    ping_pong,
     place_events,
     temporal_profile,
     warp,
@@ -148,3 +150,17 @@ def test_parts_split_each_source_without_sharing_a_frame():
             assert not (taken[0] & taken[1] or taken[0] & taken[2] or taken[1] & taken[2])
             assert max(taken[0]) < min(taken[1]) <= max(taken[1]) < min(taken[2])
     assert range(100)[part_frames(100, "test")] == range(75, 100)  # the held-out quarter
+
+
+def test_ping_pong_bounces_hold_still_and_never_jump():
+    frames = np.arange(5)[:, None]  # frame k holds the value k
+    plain = ping_pong(frames, 16, 0.0)[:, 0].tolist()
+    assert plain == [1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0]
+    held = ping_pong(frames, 40, 0.0, hold=3)[:, 0]
+    assert np.abs(np.diff(held)).max() == 1  # playback never skips a frame
+    runs = [(value, len(list(group))) for value, group in itertools.groupby(held.tolist())]
+    # Whole bounces (not cut by the clip's ends) rest 1 + 3 frames; every other frame shows once.
+    assert {length for value, length in runs[1:-1] if value in (0, 4)} == {4}
+    assert {length for value, length in runs[1:-1] if value not in (0, 4)} == {1}
+    assert ping_pong(frames, 40, 0.5, hold=3)[0, 0] != held[0]  # the phase moves the start
+    assert ping_pong(frames[:1], 3, 0.3).tolist() == [[0], [0], [0]]

@@ -17,7 +17,8 @@ How a set is made
    ``part="test"`` the last 25 % (:data:`PARTS`), so validation and held-out videos never
    show a training frame, and the validation videos' own natural movements are as new to
    a model as the test videos' are. A segment
-   is played forward and backward (ping-pong) to the requested length; a random horizontal
+   is played forward and backward (ping-pong) to the requested length, holding still for
+   :data:`BOUNCE_HOLD_S` at each bounce (else the bounce is an unlabelled brief movement); a random horizontal
    flip and brightness gain vary it.
 3. **Events.** Non-overlapping events with 3-15 frames from onset to offset (at 30 fps;
    scaled for other rates), the apex 30-60 % of the way in. The class picks the facial
@@ -243,14 +244,23 @@ def place_events(frames: int, fps: float, recipe: Recipe, rng: np.random.Generat
         cursor = offset + int(rng.integers(hi, 3 * hi))
 
 
-def ping_pong(frames: np.ndarray, length: int, start: int) -> np.ndarray:
-    """``length`` frames from ``start``, bouncing at both ends of ``frames``."""
+#: How long a ping-pong bounce holds its frame, seconds. A bounce turns whatever the face was
+#: doing into its reverse at once: a brief there-and-back movement that no ground truth
+#: lists (on moving test clips, 25 of the flow spotter's 34 false alarms lay at bounces,
+#: docs/benchmarks.md). Resting longer than a spotter's there-and-back span (twice the flow
+#: spotter's 1/3 s lag) turns a bounce into a stop and a start.
+BOUNCE_HOLD_S = 0.8
+
+
+def ping_pong(frames: np.ndarray, length: int, phase: float, hold: int = 0) -> np.ndarray:
+    """``length`` frames bouncing between both ends of ``frames``, resting ``hold`` extra
+    frames at each end, starting ``phase`` (0-1) of the way into the cycle."""
     n = len(frames)
     if n == 1:
         return np.repeat(frames, length, 0)
-    period = 2 * (n - 1)
-    idx = [(start + i) % period for i in range(length)]
-    return frames[[i if i < n else period - i for i in idx]]
+    cycle = [*range(1, n - 1), *[n - 1] * (1 + hold), *range(n - 2, 0, -1), *[0] * (1 + hold)]
+    start = int(phase * len(cycle)) % len(cycle)
+    return frames[[cycle[(start + i) % len(cycle)] for i in range(length)]]
 
 
 # ---------------------------------------------------------------------------- writing
@@ -283,7 +293,7 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
             if recipe.still:
                 clip = np.repeat(segment[int(rng.integers(0, len(segment)))][None], recipe.frames, axis=0)
             else:
-                clip = ping_pong(segment, recipe.frames, int(rng.integers(0, max(1, 2 * len(segment) - 2))))
+                clip = ping_pong(segment, recipe.frames, float(rng.random()), round(BOUNCE_HOLD_S * fps))
             flip = bool(rng.integers(0, 2))
             if flip:
                 clip = clip[:, :, ::-1]
