@@ -62,7 +62,7 @@ from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.data import spec as data_spec
 from fgsl.data.synthetic import Recipe, make_set
 from fgsl.data.table import Annotation
-from fgsl.data.video import normalise
+from fgsl.data.video import CROPS, normalise
 from fgsl.infer import spot_frames, to_detections
 from fgsl.losses import FGSLLoss, assign_targets
 from fgsl.model import FGSL
@@ -391,10 +391,12 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                     best = list(score)
                     kept = {k: v for k, v in checked.items() if k != "f1_by_threshold"}
                     weights.save(ema.module, out, trained=True, score_threshold=checked["threshold"],
-                                 info={"data": data.description, "epoch": epoch, "step": step, "validation": kept})
+                                 info={"data": data.description, "crops": CROPS, "epoch": epoch, "step": step,
+                                       "validation": kept})
                     record["saved_best"] = True
             elif not data.val or not (out / weights.WEIGHTS_FILE).is_file():
-                weights.save(ema.module, out, trained=True, info={"data": data.description, "epoch": epoch, "step": step})
+                weights.save(ema.module, out, trained=True,
+                             info={"data": data.description, "crops": CROPS, "epoch": epoch, "step": step})
             with (out / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
             checked = record.get("validation")

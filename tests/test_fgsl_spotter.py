@@ -268,7 +268,7 @@ def test_make_spotter_weights_pick_fgsl(folder, tmp_path) -> None:
     # Weights marked trained (random here: only the flag matters) need no flag and are not flagged.
     trained = weights.save(build(preset("tiny", window_frames=16), seed=0), tmp_path / "t", trained=True)
     spotter = make_spotter(args("--weights", str(trained), "--sensitivity", "3"))
-    assert spotter.trained is True and "UNTRAINED" not in spotter.describe()
+    assert spotter.trained is True and "UNTRAINED" not in spotter.describe() and "centre crops" not in spotter.describe()
     assert spotter.threshold == pytest.approx(scaled_threshold(0.3, 3.0)) and spotter.threshold < 0.3
     # No weights: --allow-untrained runs the seeded --preset network.
     spotter = make_spotter(args("--spotter", "fgsl", "--allow-untrained", "--preset", "tiny"))
@@ -277,6 +277,15 @@ def test_make_spotter_weights_pick_fgsl(folder, tmp_path) -> None:
         make_spotter(args("--spotter", "fgsl", "--allow-untrained", "--preset", "nope"))
     with pytest.raises(RealtimeError, match="sensitivity"):
         make_spotter(args("--weights", str(trained), "--sensitivity", "0"))
+
+
+def test_weights_trained_on_centre_crops_are_flagged(tmp_path) -> None:
+    """fgsl.train records the crops it trained on; the live spotter (aligned crops) says so."""
+    model = build(preset("tiny", window_frames=16), seed=0)
+    centre = weights.save(model, tmp_path / "c", trained=True, info={"crops": "centre"})
+    assert "trained on centre crops" in make_spotter(args("--weights", str(centre))).describe()
+    aligned = weights.save(model, tmp_path / "a", trained=True, info={"crops": "aligned"})
+    assert "centre crops" not in make_spotter(args("--weights", str(aligned))).describe()
 
 
 def test_threshold_sensitivity_and_labels() -> None:

@@ -102,6 +102,7 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     assert final["score_threshold"] == saved["validation"]["threshold"]
     assert sorted(p.name for p in (out / "data").iterdir()) == ["test", "train", "val"]
     assert weights.is_trained(out) and "synthetic" in weights.info(out)["data"]
+    assert weights.info(out)["crops"] == "centre"  # what the live spotter checks against its aligned crops
     assert engines.open(out).describe()["preset"] == "tiny"
     assert load_state(out / "checkpoint.safetensors")["epoch"] == 1
 

@@ -19,7 +19,11 @@ import numpy as np
 from fgsl.config import IMAGENET_MEAN, IMAGENET_STD
 from fgsl.data.frames import VideoError, open_source
 
-__all__ = ["Video", "VideoError", "normalise", "read_centre_crops", "resample_indices"]
+__all__ = ["CROPS", "Video", "VideoError", "normalise", "read_centre_crops", "resample_indices"]
+
+#: What this reader feeds a model, recorded with trained weights (``weights.info(...)["crops"]``)
+#: so that the live spotter, which feeds MediaPipe-aligned crops, can say when they differ.
+CROPS = "centre"
 
 
 @dataclass

@@ -123,6 +123,22 @@ def _weights_trained(engine: Any) -> bool | None:
     return None
 
 
+def _weights_crops(engine: Any) -> str | None:
+    """What the weights were trained on (``"centre"``: ``fgsl.train``'s centre crops of face
+    videos; ``"aligned"``: crops like this spotter's); ``None`` when unknown."""
+    from fgsl import weights
+
+    source = getattr(engine, "source", None)
+    if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
+        return weights.info(source).get("crops")
+    return None
+
+
+#: Said when trained weights saw other crops than the live spotter feeds them.
+CROPS_CAVEAT = ("trained on centre crops of face videos, not on the MediaPipe-aligned crops this spotter feeds: "
+                "expect lower accuracy than offline fgsl.infer (docs/realtime.md)")
+
+
 class FGSLSpotter:
     """FGSL through an engine: windows of ``cfg.window_frames`` model frames every ``stride``.
 
@@ -164,6 +180,7 @@ class FGSLSpotter:
         self.threshold = scaled_threshold(base, self.sensitivity)
         self.labels = tuple(megc_label(c) for c in cfg.classes)
         self.trained = _weights_trained(engine) if trained is None else bool(trained)
+        self.crops = _weights_crops(engine)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -206,6 +223,8 @@ class FGSLSpotter:
             text += f" [{UNTRAINED_BANNER}]"
         elif self.trained is None:
             text += " [weights of unknown origin: not read from a weights folder]"
+        elif self.crops == "centre":
+            text += f" [{CROPS_CAVEAT}]"
         return text
 
     def process(self, windows: list[Window]) -> list[list[Candidate]]:
