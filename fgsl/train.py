@@ -104,6 +104,8 @@ class Dist:
 # ---------------------------------------------------------------------------- data
 def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist) -> data_spec.TrainData:
     kind, value = data_spec.parse(args.data)
+    if args.align_faces and kind != "synthetic":
+        raise UsageError("--align-faces applies to synthetic data (align annotated videos before training)")
     if kind != "synthetic":
         root = Path(args.video_root) if args.video_root else None
         return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val)
@@ -121,7 +123,8 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
         parts.append(("val", few, args.seed + 2))  # frames between the training and the test part
     loaded = {}
     for part, count, seed in parts:
-        recipe = Recipe(count=count, frames=args.synthetic_frames, amplitude=args.amplitude, part=part, seed=seed)
+        recipe = Recipe(count=count, frames=args.synthetic_frames, amplitude=args.amplitude, part=part, seed=seed,
+                        align=args.align_faces)
         folder = out / "data" / part
         if env.main and not _same_recipe(folder, recipe):
             make_set(videos, folder, recipe, progress=not args.quiet)
@@ -130,7 +133,8 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     val, val_truth = loaded.get("val", ([], []))
     return data_spec.TrainData(
         loaded["train"][0], *loaded["test"],
-        f"synthetic from {source} (amplitude {args.amplitude} px of a 128 px face crop, {args.synthetic_count} videos per face)",
+        f"synthetic from {source} (amplitude {args.amplitude} px of a 128 px face crop, {args.synthetic_count} videos per face"
+        f"{', faces aligned as the live spotter aligns them' if args.align_faces else ''})",
         val, val_truth,
     )
 
@@ -298,6 +302,7 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     if not data.train or not any(item.events for item in data.train):
         raise data_spec.DataSpecError("no training events: nothing to learn from")
 
+    crops = "aligned" if args.align_faces else CROPS  # what the model sees (centre crops of aligned videos)
     model = build_model(cfg, args, env)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -391,12 +396,12 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                     best = list(score)
                     kept = {k: v for k, v in checked.items() if k != "f1_by_threshold"}
                     weights.save(ema.module, out, trained=True, score_threshold=checked["threshold"],
-                                 info={"data": data.description, "crops": CROPS, "epoch": epoch, "step": step,
+                                 info={"data": data.description, "crops": crops, "epoch": epoch, "step": step,
                                        "validation": kept})
                     record["saved_best"] = True
             elif not data.val or not (out / weights.WEIGHTS_FILE).is_file():
                 weights.save(ema.module, out, trained=True,
-                             info={"data": data.description, "crops": CROPS, "epoch": epoch, "step": step})
+                             info={"data": data.description, "crops": crops, "epoch": epoch, "step": step})
             with (out / METRICS).open("a") as f:
                 f.write(json.dumps(record) + "\n")
             checked = record.get("validation")
@@ -479,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-frames", type=int, default=192, help="frames per synthetic video")
     parser.add_argument("--amplitude", type=float, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
+    parser.add_argument("--align-faces", action="store_true",
+                        help="synthetic data: align faces with the live spotter's face pipeline (MediaPipe), so the "
+                             "weights suit realtime.cam --weights (see docs/training.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import deque
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -37,27 +38,45 @@ def frame_iou(a: Candidate, b: Candidate) -> float:
 
 
 class EventMerger:
-    """Cross-window NMS per track; emits each movement once, when it is final."""
+    """Cross-window NMS per track; emits each movement once, when it is final.
 
-    def __init__(self, spotter: str, iou: float = 0.3) -> None:
+    ``gap_s`` > 0 (the FGSL spotter's ``merge_gap_s``, as offline ``fgsl.infer``): candidates
+    that overlap at all or lie within ``gap_s`` of each other are one movement too, and a
+    candidate rivalling an event already emitted on its track is dropped (a later window
+    saw the same movement, or a ramp of it).
+    """
+
+    def __init__(self, spotter: str, iou: float = 0.3, gap_s: float = 0.0) -> None:
         self.spotter = spotter
         self.iou = iou
+        self.gap_s = gap_s
         self._pending: dict[int, list[Candidate]] = {}
+        self._emitted: dict[int, deque[Candidate]] = {}
+
+    def _rivals(self, a: Candidate, b: Candidate) -> bool:
+        if frame_iou(a, b) >= self.iou:
+            return True
+        return self.gap_s > 0 and a.onset_s - self.gap_s <= b.offset_s and b.onset_s - self.gap_s <= a.offset_s
 
     def add(self, track: int, candidates: list[Candidate], final_before: int, now_s: float,
             track_ended: bool = False) -> list[Event]:
         """Take one window's candidates; return the events that are now final."""
         pending = self._pending.setdefault(track, [])
+        emitted = self._emitted.setdefault(track, deque(maxlen=16))
         for cand in candidates:
-            rivals = [p for p in pending if frame_iou(p, cand) >= self.iou]
+            if self.gap_s > 0 and any(self._rivals(e, cand) for e in emitted):
+                continue
+            rivals = [p for p in pending if self._rivals(p, cand)]
             if all(cand.score > r.score for r in rivals):
                 for r in rivals:
                     pending.remove(r)
                 pending.append(cand)
         done = [c for c in pending if track_ended or c.offset < final_before]
         self._pending[track] = [c for c in pending if c not in done]
+        emitted.extend(done)
         if track_ended:
             del self._pending[track]
+            del self._emitted[track]
         return [self._event(c, now_s) for c in sorted(done, key=lambda c: c.onset)]
 
     def finish(self, now_s: float) -> list[Event]:

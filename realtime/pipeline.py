@@ -46,7 +46,7 @@ class Pipeline:
         self.spotter = spotter
         self.sinks = list(sinks)
         self.buffers = Buffers(spotter.window, spotter.stride, spotter.fps)
-        self.merger = EventMerger(spotter.name)
+        self.merger = EventMerger(spotter.name, gap_s=getattr(spotter, "merge_gap_s", 0.0))
         self.frames = 0
         self.event_count = 0
         self.micro_count = 0

@@ -34,6 +34,20 @@ def test_same_movement_from_two_windows_is_emitted_once_with_the_best_score():
     assert merger.add(0, [], final_before=200, now_s=9.0) == []  # never twice
 
 
+def test_a_merge_gap_makes_ramps_and_late_fragments_one_movement():
+    """With ``gap_s`` (the FGSL spotter's, as offline): a fragment overlapping or within the
+    gap of a better candidate is the same movement, even after that one was emitted."""
+    plain, gapped = EventMerger("fgsl"), EventMerger("fgsl", gap_s=0.25)
+    for merger in (plain, gapped):  # main interval 30-39; a ramp 40-44 (0.03 s later, IoU 0)
+        merger.add(0, [cand(30, 39, 0.9), cand(40, 44, 0.5), cand(60, 66, 0.6)], final_before=0, now_s=0)
+    assert [e.onset for e in plain.add(0, [], final_before=70, now_s=3)] == [30, 40, 60]
+    assert [e.onset for e in gapped.add(0, [], final_before=70, now_s=3)] == [30, 60]  # 60 is 0.5 s away
+    # A later window reports a piece of the emitted movement: not a second event.
+    assert gapped.add(0, [cand(36, 41, 0.95)], final_before=80, now_s=4) == []
+    # Elsewhere, still new.
+    assert [e.onset for e in gapped.add(0, [cand(90, 96, 0.7)], final_before=100, now_s=5)] == [90]
+
+
 def test_weaker_duplicate_does_not_replace_and_distinct_movements_both_survive():
     merger = EventMerger("flow")
     merger.add(0, [cand(10, 18, 0.9), cand(30, 36, 0.5)], final_before=0, now_s=0)

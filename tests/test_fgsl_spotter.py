@@ -191,11 +191,14 @@ def test_intervals_map_to_source_frames_through_the_window(single) -> None:
     cfg = preset("tiny", fps=15.0)  # 32-frame windows, points of stride 2, 4, 8, 16 frames
     centres, strides = point_layout(cfg)
     long_point = int(np.flatnonzero((strides == 16) & (centres == 7.5))[0])  # frames 0-15
-    short_point = int(np.flatnonzero((strides == 2) & (centres == 20.5))[0])  # frames 20-21
+    short_point = int(np.flatnonzero((strides == 2) & (centres == 26.5))[0])  # frames 26-27
+    ramp_point = int(np.flatnonzero((strides == 2) & (centres == 20.5))[0])  # frames 20-21
     surprise, negative = cfg.classes.index("surprise"), cfg.classes.index("negative")
     # long: 7.5 - 0.25*16 = 3.5 .. 7.5 + 0.75*16 = 19.5 (16 model frames = 1.07 s: macro)
-    # short: 20.5 - 1*2 = 18.5 .. 20.5 + 1.5*2 = 23.5 (5 model frames = 0.33 s: micro)
-    engine = Planted(cfg, [(long_point, surprise, 0.25, 0.75), (short_point, negative, 1.0, 1.5)])
+    # short: 26.5 - 1*2 = 24.5 .. 26.5 + 1.5*2 = 29.5 (5 model frames = 0.33 s: micro), 0.33 s after long
+    # ramp: 18.5 .. 23.5, overlapping long with a lower score: the same movement, merged away
+    engine = Planted(cfg, [(long_point, surprise, 0.25, 0.75), (short_point, negative, 1.0, 1.5),
+                           (ramp_point, negative, 1.0, 1.5)])
     spotter = FGSLSpotter(engine, threshold=0.5, trained=True)
     assert (spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == (32, 8, 15.0, 32)
     assert "UNTRAINED" not in spotter.describe()
@@ -207,7 +210,7 @@ def test_intervals_map_to_source_frames_through_the_window(single) -> None:
     assert (long.onset, long.apex, long.offset) == (8, 24, 40)
     assert (long.label, long.kind) == ("surprise", "macro") and (19.5 - 3.5) / 15 > MICRO_MAX_S
     assert long.onset_s == window.timestamps[4] and long.offset_s == window.timestamps[20]
-    assert (short.onset, short.apex, short.offset) == (38, 42, 48)  # 18.5 -> 19, 21 -> 21, 23.5 -> 24
+    assert (short.onset, short.apex, short.offset) == (50, 54, 60)  # 24.5 -> 25, 26.5 -> 27, 29.5 -> 30
     assert (short.label, short.kind) == ("negative", "micro")
     assert long.score == pytest.approx(1 / (1 + np.exp(-3.0)), abs=1e-4) and short.score < long.score
     assert spotter.final_before(window) == window.indices[8]

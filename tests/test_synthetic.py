@@ -164,3 +164,37 @@ def test_ping_pong_bounces_hold_still_and_never_jump():
     assert {length for value, length in runs[1:-1] if value not in (0, 4)} == {1}
     assert ping_pong(frames, 40, 0.5, hold=3)[0, 0] != held[0]  # the phase moves the start
     assert ping_pong(frames[:1], 3, 0.3).tolist() == [[0], [0], [0]]
+
+
+def test_aligned_sets_are_framed_like_the_live_spotter_and_move_the_real_features(tmp_path):
+    """``align=True``: the faces come out of the live spotter's own face pipeline, so running
+    that pipeline on the generated video finds the eyes and nose where its template puts them,
+    and the injected regions sit on the features they name (mouth corners for positive)."""
+    from realtime.buffer import crop_landmarks
+    from realtime.face import TEMPLATE, FaceTracker, key_points
+    from realtime.types import Frame
+
+    size = 128
+    make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=1, frames=48, size=size, amplitude=12,
+                                                                       align=True, events=False), progress=False)
+    cap = cv2.VideoCapture(str(next((tmp_path / "videos").iterdir())))
+    points, corners = [], []
+    with FaceTracker(max_faces=1, crop_size=size) as tracker:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            for face in tracker.process(Frame(index, index / 30, 0.0, frame)).faces:
+                points.append(key_points(face.landmarks))
+                corners.append(crop_landmarks(face)[[61, 291]])
+            index += 1
+    assert index == 48 and len(points) == 48
+    # The video itself is aligned: its eyes and nose sit on the template (within 4 % of the crop).
+    assert np.abs(np.median(points, axis=0) - TEMPLATE * size).max() < 0.04 * size
+    # The positive class's strongest motion lies on the mouth corners (within 6 % of the crop).
+    field = np.linalg.norm(displacement_field("positive", size, 12.0, flip=False, aligned=True), axis=2)
+    peaks = [np.unravel_index(np.argmax(np.where(half, field, 0)), field.shape)
+             for half in (np.arange(size)[None, :] < size / 2, np.arange(size)[None, :] >= size / 2)]
+    for (py, px), corner in zip(peaks, np.median(corners, axis=0)):
+        assert abs(px - corner[0]) < 0.06 * size and abs(py - corner[1]) < 0.06 * size, (px, py, corner)

@@ -83,6 +83,7 @@ from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.video import normalise
 from fgsl.decode import Interval, decode
+from fgsl.infer import MERGE_GAP_S, merge_windows
 
 from ..types import LABELS, MICRO_MAX_S, Candidate, RealtimeError, Window
 from .base import next_window_start
@@ -150,6 +151,8 @@ class FGSLSpotter:
     """
 
     name = "fgsl"
+    #: Events closer than this are one movement (``realtime.events.EventMerger``), as offline.
+    merge_gap_s = MERGE_GAP_S
 
     def __init__(self, engine: Any, threshold: float | None = None, stride: int | None = None,
                  sensitivity: float = 1.0, trained: bool | None = None, cached: bool | None = None) -> None:
@@ -232,7 +235,11 @@ class FGSLSpotter:
         if not windows:
             return []
         intervals = decode(self.infer(windows), self.cfg, threshold=self.threshold)
-        return [[self._candidate(w, iv) for iv in found] for w, found in zip(windows, intervals)]
+        # One interval per movement within a window, as offline (fgsl.infer.merge_windows):
+        # decoding keeps a ranked list in which one movement's ramps and other classes are
+        # further entries, and each would become an event of its own.
+        return [[self._candidate(w, iv) for iv in merge_windows(found, self.cfg, self.threshold)]
+                for w, found in zip(windows, intervals)]
 
     def final_before(self, window: Window) -> int:
         return next_window_start(window, self.stride)
