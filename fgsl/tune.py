@@ -10,9 +10,10 @@ mode), picks the best spotting F1 (then STRS; the higher threshold on a tie: few
 alarms) and, with ``--write``, stores it as ``score_threshold`` in the weights folder's
 ``config.json``, which ``fgsl.infer``, the live FGSL spotter and the engines then use.
 
-The validation set must not be the test set: for synthetic data, make it from the training
-part of the sources with another seed (``python -m fgsl.data.synthetic ... --part val --seed
-11``); the held-out test videos stay untouched until the final evaluation.
+The validation set must not be the test set: for synthetic data, make it from the
+validation part of the sources, the frames between the training and the test part
+(``python -m fgsl.data.synthetic ... --part val --seed 11``); the held-out test videos stay
+untouched until the final evaluation.
 
 ``python -m fgsl.tune --weights RUN_DIR --videos VAL/videos/* --gt VAL/annotations.csv
 [--thresholds 0.3,0.35,...] [--write]``
