@@ -114,14 +114,22 @@ def scaled_threshold(threshold: float, sensitivity: float) -> float:
     return odds / (1 + odds)
 
 
-def _weights_trained(engine: Any) -> bool | None:
-    """Whether the engine's weights folder says trained; ``None`` when it has no folder."""
+def _weights_folder(engine: Any) -> Path | None:
+    """The engine's weights folder, when it was opened from one."""
     from fgsl import weights
 
     source = getattr(engine, "source", None)
     if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
-        return weights.is_trained(source)
+        return Path(source)
     return None
+
+
+def _weights_trained(engine: Any) -> bool | None:
+    """Whether the engine's weights folder says trained; ``None`` when it has no folder."""
+    from fgsl import weights
+
+    folder = _weights_folder(engine)
+    return None if folder is None else weights.is_trained(folder)
 
 
 def _weights_crops(engine: Any) -> str | None:
@@ -129,10 +137,8 @@ def _weights_crops(engine: Any) -> str | None:
     videos; ``"aligned"``: crops like this spotter's); ``None`` when unknown."""
     from fgsl import weights
 
-    source = getattr(engine, "source", None)
-    if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
-        return weights.info(source).get("crops")
-    return None
+    folder = _weights_folder(engine)
+    return None if folder is None else weights.info(folder).get("crops")
 
 
 #: Said when trained weights saw other crops than the live spotter feeds them.
