@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fgsl.data.synthetic import Recipe, displacement_field, face_sources, make_set, read_face_frames, warp, write_video
+from fgsl.data.synthetic import (Recipe, displacement_field, face_sources, make_set, read_face_frames, temporal_profile,
+                                 warp, write_video)
 from fgsl.evaluate import evaluate, read_intervals
 from realtime.cam import build_parser, main, stream
 from realtime.capture import CameraSource, Capture
@@ -104,6 +105,33 @@ def test_a_lasting_change_of_expression_is_not_a_micro_expression(face_crop, tmp
     code, _, err = run_cam(capfd, "--source", str(tmp_path / "step.avi"), "--headless", "--events", str(tmp_path / "e.jsonl"))
     assert code == 0, err
     assert [e for e in events_of(tmp_path / "e.jsonl") if e["kind"] == "micro"] == []
+
+
+@pytest.mark.slow
+def test_long_movements_are_reported_once_without_their_lobes(face_crop, tmp_path, capfd):
+    """Five 0.5 s movements on a still face, at different phases of the spotter's windows: each
+    is one micro-expression, and nothing is reported around them (the frames a lag before and
+    after a movement differ from it by half of it: lobes, not movements)."""
+    rng = np.random.default_rng(1)
+    onsets = [30, 87, 141, 203, 258]
+    emotions = ["positive", "negative", "surprise", "others", "positive"]
+    frames, rows = [], ["subject,video,onset,apex,offset,type,emotion,aus"]
+    fields = {name: displacement_field(name, 128, 12, flip=False) for name in set(emotions)}
+    for t in range(300):
+        frame = face_crop.astype(np.float32)
+        for onset, emotion in zip(onsets, emotions):
+            if onset <= t <= onset + 14:
+                frame = warp(frame, fields[emotion], temporal_profile(onset, onset + 6, onset + 14, t))
+        frames.append(np.clip(frame + rng.normal(0, 2.0, frame.shape), 0, 255).astype(np.uint8))
+    rows += [f"s,long,{onset},{onset + 6},{onset + 14},micro,{emotion}," for onset, emotion in zip(onsets, emotions)]
+    write_video(tmp_path / "long.avi", np.stack(frames), 30.0)
+    (tmp_path / "gt.csv").write_text("\n".join(rows) + "\n")
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "long.avi"), "--headless", "--subject", "s",
+                           "--csv", str(tmp_path / "p.csv"), "--events", str(tmp_path / "e.jsonl"))
+    assert code == 0, err
+    result = evaluate(read_intervals(tmp_path / "gt.csv"), read_intervals(tmp_path / "p.csv"), mode="strict")
+    assert (result["spotting"]["tp"], result["spotting"]["fp"]) == (5, 0), result["spotting"]
+    assert len(events_of(tmp_path / "e.jsonl")) == 5  # no macro-expression either
 
 
 def test_unreadable_file_is_one_clear_line(tmp_path, capfd):

@@ -1,0 +1,75 @@
+"""The flow spotter on real faces (real MediaPipe landmarks, crops and blendshapes): blinks
+are not reported, and the per-track flow cache changes no number."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import realtime.spotters.flow as flow_module
+from realtime.buffer import TrackBuffer
+from realtime.events import EventMerger
+from realtime.face import BLENDSHAPE_NAMES
+from realtime.spotters.flow import BLINK_SHAPES, FlowSpotter
+from realtime.types import Event, FaceObservation, Window
+from tests.conftest import track_faces
+
+#: Talks all the time; MediaPipe's eyeBlink reaches about 0.7 three times in the first 130 frames.
+TALKING = "liveportrait_d13_talking_portrait.mp4"
+#: Smiles, and blinks once (eyeBlink about 0.6 near frame 27 of its 72).
+BLINKING = "pyfeat_single_face.mp4"
+
+
+def faces_of(name: str, frames: int) -> list[FaceObservation]:
+    faces = [found[0] for found in track_faces(name, frames, max_faces=1, size=FlowSpotter.crop_size) if found]
+    assert len(faces) == frames
+    return faces
+
+
+@pytest.fixture(scope="module")
+def talking_face() -> list[FaceObservation]:
+    return faces_of(TALKING, 130)
+
+
+def windows_of(faces: list[FaceObservation], spotter: FlowSpotter) -> list[Window]:
+    buffer = TrackBuffer(0, spotter.window, spotter.stride, spotter.fps)
+    windows = [window for face in faces for window in buffer.push(face)]
+    last = buffer.finish()
+    return windows + ([last] if last is not None else [])
+
+
+def spot(faces: list[FaceObservation], spotter: FlowSpotter) -> list[Event]:
+    merger, events = EventMerger(spotter.name), []
+    for window in windows_of(faces, spotter):
+        now = float(window.timestamps[-1])
+        events += merger.add(0, spotter.process([window])[0], spotter.final_before(window), now,
+                             track_ended=window.final)
+    return events + merger.finish(faces[-1].timestamp)
+
+
+@pytest.mark.slow
+def test_blinks_are_not_micro_expressions(monkeypatch):
+    face = faces_of(BLINKING, 72)
+    kept = spot(face, FlowSpotter())
+    monkeypatch.setattr(flow_module, "BLINK_RISE", 2.0)  # no blendshape rises by 2: the rule is off
+    every = spot(face, FlowSpotter())
+    span = {(e.onset, e.offset) for e in kept}
+    removed = [e for e in every if (e.onset, e.offset) not in span]
+    assert span <= {(e.onset, e.offset) for e in every}  # the rule only removes
+    assert removed, "this face blinks; the rule removed nothing"
+    eyes = np.stack([observation.blendshapes for observation in face])[:, [BLENDSHAPE_NAMES.index(n) for n in BLINK_SHAPES]]
+    for event in removed:  # each removed movement holds a closed eye (an open eye reads about 0.1-0.3)
+        assert eyes[max(0, event.onset - 2):event.offset + 3].max() >= 0.5, (event, eyes[event.onset:event.offset + 1])
+
+
+@pytest.mark.slow
+def test_cached_flow_gives_the_same_displacements_as_a_fresh_spotter(talking_face):
+    streaming = FlowSpotter()
+    windows = windows_of(talking_face, streaming)
+    assert len(windows) > 5
+    for window in windows:
+        streamed, _, _ = streaming.signal(window)
+        fresh, _, _ = FlowSpotter().signal(window)
+        np.testing.assert_allclose(streamed, fresh, atol=1e-5)
+        # Only the frame pairs a later window can still use stay cached.
+        assert len(streaming._tracks[0].flows) <= streaming.window
