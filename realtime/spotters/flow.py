@@ -31,9 +31,9 @@ apex pattern ``d(a)``: ``q(t) = <d(t), d(a)> / |d(a)|^2`` is 1 at the apex and f
 where the face is back to its pre-movement state, so onset and offset are where ``q`` drops
 below ``EXTENT`` on either side. A brief movement leaves lobes of -0.5 at ``a -/+ k`` (there
 the frame a lag away is the apex); a lasting change of expression (a step, not a there-and-back
-movement) gives a lobe of -1 and those
-are not movements of their own and are dropped (``STEP_LOBE``). After a movement is taken,
-the ``k`` frames either side of it are too: its lobes there are not movements of their own.
+movement) gives a lobe of -1 and those are not movements of their own and are dropped
+(``STEP_LOBE``). After a movement is taken, the ``k`` frames either side of it are too: its
+lobes there are not movements of their own.
 
 The lag ``k`` is 1/6 s: short enough that talking and slow changes of expression cancel
 (with 1/3 s, 64 of 116 injected movements on talking faces stayed under the threshold),
@@ -58,10 +58,11 @@ Windows: ``window`` model frames every ``stride``; frame ``t`` has a signal only
 ``t-k`` and ``t+k`` lie in the window, and an apex is only taken in ``[2k, window-2k)`` where
 both its lobes can be inspected (so ``stride <= window - 4k``: every apex falls in some
 window). Every peak of the window, inside that range or not, claims its movement and lobes,
-so a window never reports the lobe of an apex it cannot take. Candidates then lie in ``[k, window-k)`` and a later window never reports anything
-that ends before its own ``start + k``: that is :meth:`FlowSpotter.final_before`. Flow per
-frame pair is cached per track (the dense field: each window measures its regions with its
-own boxes), so overlapping windows cost one flow per new frame.
+so a window never reports the lobe of an apex it cannot take. Candidates then lie in
+``[k, window-k)`` and a later window never reports anything that ends before its own
+``start + k``: that is :meth:`FlowSpotter.final_before`. Flow per frame pair is cached per
+track (the dense field: each window measures its regions with its own boxes), so
+overlapping windows cost one flow per new frame.
 """
 
 from __future__ import annotations
