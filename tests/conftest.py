@@ -83,6 +83,16 @@ def track_faces(name: str, count: int, max_faces: int, size: int):
 
 
 
+def live_windows(faces, window: int, stride: int, fps: float, finish: bool = False):
+    """The live buffers' windows of ``faces`` (one list of ``FaceObservation`` per frame, as
+    :func:`track_faces` gives); ``finish`` adds each track's last window, as at end of stream."""
+    from realtime.buffer import Buffers
+
+    buffers = Buffers(window, stride, fps)
+    out = [w for frame_faces in faces for w in buffers.push(frame_faces)]
+    return out + (buffers.end_all() if finish else [])
+
+
 def real_face_clips(cfg, starts):
     """Normalised windows ``[B, 3, T, S, S]`` of the bundled face video (centre crops at the
     config's size, resampled to its fps), one per start frame."""

@@ -29,21 +29,13 @@ from realtime.pipeline import Pipeline
 from realtime.spotters import make_spotter
 from realtime.spotters.fgsl import MICRO_MAX_S, FGSLSpotter, megc_label, scaled_threshold
 from realtime.types import LABELS, FaceObservation, Frame, RealtimeError, Window, validate_event_line
-from tests.conftest import randomise_adapters, shared_video, track_faces
+from tests.conftest import live_windows, randomise_adapters, shared_video, track_faces
 
 SIZE = 32  # the tiny preset's image_size: the tracker makes crops the model takes as they are
 
 
 def track(name: str, count: int, max_faces: int) -> list[list[FaceObservation]]:
     return track_faces(name, count, max_faces, SIZE)
-
-
-def windows_of(faces: list[list[FaceObservation]], window: int, stride: int, fps: float) -> list[Window]:
-    buffers = Buffers(window, stride, fps)
-    out = []
-    for frame_faces in faces:
-        out += buffers.push(frame_faces)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +90,7 @@ def test_candidates_lie_in_their_window_with_valid_labels(engine, single) -> Non
     assert (spotter.name, spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == ("fgsl", 16, 4, 30.0, 32)
     assert FGSLSpotter(engine).stride == 16  # cached: chunk-aligned windows
     assert "UNTRAINED" in spotter.describe() and "torch" in spotter.describe() and str(engine.source) in spotter.describe()
-    windows = windows_of(single, spotter.window, spotter.stride, spotter.fps)
+    windows = live_windows(single, spotter.window, spotter.stride, spotter.fps)
     assert len(windows) >= 4 and windows[0].crops.shape == (16, SIZE, SIZE, 3)
     results = spotter.process(windows)
     assert len(results) == len(windows)
@@ -120,8 +112,8 @@ def test_candidates_lie_in_their_window_with_valid_labels(engine, single) -> Non
 def test_one_engine_call_for_all_faces_equals_one_by_one(engine, single, pair) -> None:
     counting = Counting(engine)
     spotter = FGSLSpotter(counting, threshold=0.0)
-    two = windows_of(pair, spotter.window, spotter.stride, spotter.fps)
-    one = windows_of(single, spotter.window, spotter.stride, spotter.fps)
+    two = live_windows(pair, spotter.window, spotter.stride, spotter.fps)
+    one = live_windows(single, spotter.window, spotter.stride, spotter.fps)
     batch = [w for w in two if w.track == 0][:1] + [w for w in two if w.track == 1][:1] + one[1:2]
     assert [w.track for w in batch] == [0, 1, 0]
     together = spotter.process(batch)
@@ -138,7 +130,7 @@ def test_one_engine_call_for_all_faces_equals_one_by_one(engine, single, pair) -
 
 def test_engine_sees_the_rgb_imagenet_clip_channels_first(engine, single) -> None:
     spotter = FGSLSpotter(engine)
-    window = windows_of(single, spotter.window, spotter.stride, spotter.fps)[2]
+    window = live_windows(single, spotter.window, spotter.stride, spotter.fps)[2]
     clip = by_hand(window.crops)
     np.testing.assert_allclose(spotter.clips([window])[0], clip, atol=1e-6)
     raw = spotter.infer([window])
@@ -155,7 +147,7 @@ def test_engine_sees_the_rgb_imagenet_clip_channels_first(engine, single) -> Non
 
 def test_crops_of_another_size_are_resized(engine, single) -> None:
     spotter = FGSLSpotter(engine, threshold=0.0)
-    window = windows_of(single, spotter.window, spotter.stride, spotter.fps)[0]
+    window = live_windows(single, spotter.window, spotter.stride, spotter.fps)[0]
     big = Window(window.track, window.indices, window.timestamps, window.crops.repeat(2, 1).repeat(2, 2),
                  window.landmarks * 2, window.blendshapes)
     assert big.crops.shape == (16, 2 * SIZE, 2 * SIZE, 3)
@@ -202,7 +194,7 @@ def test_intervals_map_to_source_frames_through_the_window(single) -> None:
     spotter = FGSLSpotter(engine, threshold=0.5, trained=True)
     assert (spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == (32, 8, 15.0, 32)
     assert "UNTRAINED" not in spotter.describe()
-    windows = windows_of(single, spotter.window, spotter.stride, spotter.fps)
+    windows = live_windows(single, spotter.window, spotter.stride, spotter.fps)
     assert len(windows) == 1 and windows[0].indices.tolist() == list(range(0, 64, 2))
     window = windows[0]
     long, short = spotter.process(windows)[0]

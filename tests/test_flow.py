@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 import realtime.spotters.flow as flow_module
-from realtime.buffer import TrackBuffer
 from realtime.events import EventMerger
 from realtime.face import BLENDSHAPE_NAMES
 from realtime.spotters.flow import BLINK_SHAPES, FlowSpotter
 from realtime.types import Event, FaceObservation, Window
-from tests.conftest import track_faces
+from tests.conftest import live_windows, track_faces
 
 #: Talks all the time; MediaPipe's eyeBlink reaches about 0.7 three times in the first 130 frames.
 TALKING = "liveportrait_d13_talking_portrait.mp4"
@@ -20,31 +19,28 @@ TALKING = "liveportrait_d13_talking_portrait.mp4"
 BLINKING = "pyfeat_single_face.mp4"
 
 
-def faces_of(name: str, frames: int) -> list[FaceObservation]:
-    faces = [found[0] for found in track_faces(name, frames, max_faces=1, size=FlowSpotter.crop_size) if found]
-    assert len(faces) == frames
+def faces_of(name: str, frames: int) -> list[list[FaceObservation]]:
+    faces = track_faces(name, frames, max_faces=1, size=FlowSpotter.crop_size)
+    assert all(len(found) == 1 for found in faces)
     return faces
 
 
 @pytest.fixture(scope="module")
-def talking_face() -> list[FaceObservation]:
+def talking_face() -> list[list[FaceObservation]]:
     return faces_of(TALKING, 130)
 
 
-def windows_of(faces: list[FaceObservation], spotter: FlowSpotter) -> list[Window]:
-    buffer = TrackBuffer(0, spotter.window, spotter.stride, spotter.fps)
-    windows = [window for face in faces for window in buffer.push(face)]
-    last = buffer.finish()
-    return windows + ([last] if last is not None else [])
+def windows_of(faces: list[list[FaceObservation]], spotter: FlowSpotter) -> list[Window]:
+    return live_windows(faces, spotter.window, spotter.stride, spotter.fps, finish=True)
 
 
-def spot(faces: list[FaceObservation], spotter: FlowSpotter) -> list[Event]:
+def spot(faces: list[list[FaceObservation]], spotter: FlowSpotter) -> list[Event]:
     merger, events = EventMerger(spotter.name), []
     for window in windows_of(faces, spotter):
         now = float(window.timestamps[-1])
         events += merger.add(0, spotter.process([window])[0], spotter.final_before(window), now,
                              track_ended=window.final)
-    return events + merger.finish(faces[-1].timestamp)
+    return events + merger.finish(faces[-1][0].timestamp)
 
 
 @pytest.mark.slow
@@ -57,7 +53,7 @@ def test_blinks_are_not_micro_expressions(monkeypatch):
     removed = [e for e in every if (e.onset, e.offset) not in span]
     assert span <= {(e.onset, e.offset) for e in every}  # the rule only removes
     assert removed, "this face blinks; the rule removed nothing"
-    eyes = np.stack([observation.blendshapes for observation in face])[:, [BLENDSHAPE_NAMES.index(n) for n in BLINK_SHAPES]]
+    eyes = np.stack([found[0].blendshapes for found in face])[:, [BLENDSHAPE_NAMES.index(n) for n in BLINK_SHAPES]]
     for event in removed:  # each removed movement holds a closed eye (an open eye reads about 0.1-0.3)
         assert eyes[max(0, event.onset - 2):event.offset + 3].max() >= 0.5, (event, eyes[event.onset:event.offset + 1])
 
