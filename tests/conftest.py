@@ -60,9 +60,10 @@ def shared_video(name: str) -> Path:
     return path
 
 
-def track_faces(name: str, count: int, max_faces: int, size: int):
-    """Faces of the first ``count`` frames of a shared video, tracked and aligned at ``size`` px
-    by the real face pipeline (MediaPipe): one list of ``FaceObservation`` per frame."""
+def track_faces(name, count: int, max_faces: int, size: int):
+    """Faces of the first ``count`` frames of a shared video (its name) or of a video file (a
+    ``Path``), tracked and aligned at ``size`` px by the real face pipeline (MediaPipe): one
+    list of ``FaceObservation`` per frame."""
     import time
 
     import cv2
@@ -70,7 +71,7 @@ def track_faces(name: str, count: int, max_faces: int, size: int):
     from realtime.face import FaceTracker
     from realtime.types import Frame
 
-    cap = cv2.VideoCapture(str(shared_video(name)))
+    cap = cv2.VideoCapture(str(name if isinstance(name, Path) else shared_video(name)))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     out = []
     with FaceTracker(max_faces=max_faces, crop_size=size) as tracker:
