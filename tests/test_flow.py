@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import realtime.spotters.flow as flow_module
+from fgsl.data.synthetic import Recipe, make_set
+from fgsl.evaluate import iou
 from realtime.events import EventMerger
 from realtime.face import BLENDSHAPE_NAMES
-from fgsl.data.synthetic import Recipe, make_set
 from realtime.spotters.flow import BLINK_SHAPES, FlowSettings, FlowSpotter
 from realtime.types import Event, FaceObservation, Window
 from tests.conftest import live_windows, shared_video, track_faces
@@ -77,10 +78,6 @@ def test_cached_flow_gives_the_same_displacements_as_a_fresh_spotter(talking_fac
         assert len(streaming._tracks[0].flows) <= streaming.window
 
 
-def overlap(a, b) -> float:
-    return max(0, min(a.offset, b.offset) - max(a.onset, b.onset) + 1) / (max(a.offset, b.offset) - min(a.onset, b.onset) + 1)
-
-
 @pytest.mark.slow
 def test_small_movements_on_a_still_face_are_found(tmp_path: Path):
     """3 px movements (the synthetic generator's default, 2.3 % of the face crop) injected into
@@ -92,7 +89,7 @@ def test_small_movements_on_a_still_face_are_found(tmp_path: Path):
     faces = faces_of(next((tmp_path / "moves" / "videos").glob("*.avi")), 150)
     found = spot(faces, FlowSpotter())
     assert len(found) == len(truth)
-    assert all(e.kind == "micro" and any(overlap(e, t) >= 0.5 for t in truth) for e in found), (found, truth)
+    assert all(e.kind == "micro" and any(iou(e, t) >= 0.5 for t in truth) for e in found), (found, truth)
     assert not spot(faces, FlowSpotter(FlowSettings(floor_px=0.35)))
 
     quiet = Recipe(count=1, frames=150, part="test", events=False, still=True, seed=1)
