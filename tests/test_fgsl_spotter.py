@@ -31,7 +31,7 @@ from realtime.spotters.fgsl import MICRO_MAX_S, FGSLSpotter, megc_label, scaled_
 from realtime.types import LABELS, FaceObservation, Frame, RealtimeError, Window, validate_event_line
 from tests.conftest import live_windows, randomise_adapters, shared_video, track_faces
 
-SIZE = 32  # the tiny preset's image_size: the tracker makes crops the model takes as they are
+SIZE = 32  # the tiny preset's image_size: crops passed on as they are (live, the tracker makes ALIGNED_CROP px)
 
 
 def track(name: str, count: int, max_faces: int) -> list[list[FaceObservation]]:
@@ -87,7 +87,7 @@ class Counting:
 
 def test_candidates_lie_in_their_window_with_valid_labels(engine, single) -> None:
     spotter = FGSLSpotter(engine, threshold=0.0, cached=False)
-    assert (spotter.name, spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == ("fgsl", 16, 4, 30.0, 32)
+    assert (spotter.name, spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == ("fgsl", 16, 4, 30.0, 128)
     assert FGSLSpotter(engine).stride == 16  # cached: chunk-aligned windows
     assert "UNTRAINED" in spotter.describe() and "torch" in spotter.describe() and str(engine.source) in spotter.describe()
     windows = live_windows(single, spotter.window, spotter.stride, spotter.fps)
@@ -192,7 +192,7 @@ def test_intervals_map_to_source_frames_through_the_window(single) -> None:
     engine = Planted(cfg, [(long_point, surprise, 0.25, 0.75), (short_point, negative, 1.0, 1.5),
                            (ramp_point, negative, 1.0, 1.5)])
     spotter = FGSLSpotter(engine, threshold=0.5, trained=True)
-    assert (spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == (32, 8, 15.0, 32)
+    assert (spotter.window, spotter.stride, spotter.fps, spotter.crop_size) == (32, 8, 15.0, 128)
     assert "UNTRAINED" not in spotter.describe()
     windows = live_windows(single, spotter.window, spotter.stride, spotter.fps)
     assert len(windows) == 1 and windows[0].indices.tolist() == list(range(0, 64, 2))
@@ -257,7 +257,7 @@ def test_untrained_weights_refused_without_allow_untrained(folder, capsys) -> No
 def test_make_spotter_weights_pick_fgsl(folder, tmp_path) -> None:
     spotter = make_spotter(args("--weights", str(folder), "--allow-untrained"))
     assert isinstance(spotter, FGSLSpotter) and spotter.name == "fgsl"
-    assert (spotter.window, spotter.stride, spotter.crop_size, spotter.cached) == (16, 16, 32, True)
+    assert (spotter.window, spotter.stride, spotter.crop_size, spotter.cached) == (16, 16, 128, True)
     assert spotter.trained is False and "UNTRAINED WEIGHTS" in spotter.describe()
     assert spotter.threshold == pytest.approx(spotter.cfg.score_threshold)
     # Weights marked trained (random here: only the flag matters) need no flag and are not flagged.

@@ -81,6 +81,7 @@ import numpy as np
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
+from fgsl.data.synthetic import Recipe
 from fgsl.data.video import normalise
 from fgsl.decode import Interval, decode
 from fgsl.infer import MERGE_GAP_S, merge_windows
@@ -88,7 +89,12 @@ from fgsl.infer import MERGE_GAP_S, merge_windows
 from ..types import LABELS, MICRO_MAX_S, Candidate, RealtimeError, Window
 from .base import next_window_start
 
-#: Longest micro-expression (s); longer intervals are ``macro`` (same rule as the flow spotter).
+#: Smallest crop the face tracker makes for this spotter (px); :meth:`FGSLSpotter._crops` shrinks
+#: it to the model's ``image_size`` with ``INTER_AREA``. The tracker's ``warpAffine`` samples
+#: bilinearly, which aliases when it shrinks a face of a few hundred pixels straight to the tiny
+#: preset's 32; and the aligned training sets (``fgsl.data.synthetic --align``) are aligned at
+#: this size and shrunk the same way when read (live F1 0.624 -> 0.680, docs/realtime.md).
+ALIGNED_CROP = Recipe.size
 
 UNTRAINED_BANNER = "UNTRAINED WEIGHTS: candidates are meaningless (benchmarks only)"
 
@@ -181,7 +187,7 @@ class FGSLSpotter:
         self.work: dict[str, list[float]] = {"encode_ms": [], "decode_ms": [], "infer_ms": []}
         self.encoded_chunks = 0
         self.fps = float(cfg.fps)
-        self.crop_size = cfg.image_size
+        self.crop_size = max(cfg.image_size, ALIGNED_CROP)  # what the face tracker makes; shrunk in _crops
         base = cfg.score_threshold if threshold is None else float(threshold)
         if not 0 <= base < 1:
             raise ValueError(f"fgsl score threshold must be in [0, 1), got {base}")
@@ -329,7 +335,7 @@ class FGSLSpotter:
         if len(crops) != self.window or len(window.indices) != self.window:
             raise RealtimeError(f"track {window.track}: window of {len(crops)} frames, the FGSL model "
                                 f"takes {self.window}")
-        size = self.crop_size
+        size = self.cfg.image_size
         if crops.shape[1:3] != (size, size):
             shrink = crops.shape[1] * crops.shape[2] > size * size
             interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
