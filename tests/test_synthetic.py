@@ -13,10 +13,13 @@ from fgsl.data.synthetic import (
     Recipe,
     crop_coordinates,
     displacement_field,
+    face_sources,
     find_faces,
+    head_sway,
     make_set,
     part_frames,
     ping_pong,
+    read_face_frames,
     place_events,
     temporal_profile,
     warp,
@@ -164,6 +167,46 @@ def test_ping_pong_bounces_hold_still_and_never_jump():
     assert {length for value, length in runs[1:-1] if value not in (0, 4)} == {1}
     assert ping_pong(frames, 40, 0.5, hold=3)[0, 0] != held[0]  # the phase moves the start
     assert ping_pong(frames[:1], 3, 0.3).tolist() == [[0], [0], [0]]
+
+
+def test_head_sway_is_a_slow_drift_of_the_asked_size():
+    sway = head_sway(300, 30.0, 128, 3.0, np.random.default_rng(0))
+    assert sway.shape == (300, 2, 3)
+    np.testing.assert_allclose(sway[0], [[1, 0, 0], [0, 1, 0]], atol=1e-6)  # starts where the face is
+    centre = np.array([63.5, 63.5, 1.0])
+    drift = sway @ centre - centre[:2]  # the roll turns about the centre: this is the sideways/up-down part
+    np.testing.assert_allclose(np.abs(drift).max(axis=0), [3.0, 3.0], atol=1e-4)
+    assert np.abs(np.diff(drift, axis=0)).max() < 0.1 * 3.0  # slow next to a 3-frame event
+    roll = np.arctan2(sway[:, 1, 0], sway[:, 0, 0])
+    assert 0 < np.abs(roll).max() <= 3.0 / 64 + 1e-6  # the frame's edge moves at most 3 px by the roll
+
+
+def test_swaying_still_faces_move_as_a_whole(still_face, tmp_path):
+    """``sway``: the held face drifts; the whole picture moves, by at most the sway plus the roll."""
+    size, amount = 64, 2.0
+    make_set([still_face], tmp_path, Recipe(count=1, frames=90, size=size, events=False, still=True, noise=0.0,
+                                            sway=amount), progress=False)
+    frames = read_centre_crops(next((tmp_path / "videos").iterdir()), size).frames.astype(np.float32).mean(-1)
+    shifts = np.array([cv2.phaseCorrelate(frames[0], frame)[0] for frame in frames])
+    assert np.abs(shifts).max() <= 2 * amount  # sideways plus roll
+    assert np.hypot(*shifts.T).max() > amount / 2  # and it does move
+
+
+def test_padded_face_frames_hold_the_crop_in_their_middle(still_face):
+    """What a sway brings into view is real picture: the padded crop's middle is the crop."""
+    source = face_sources([still_face])[0]
+    plain, _ = read_face_frames(source, 64)
+    padded, _ = read_face_frames(source, 64, pad=8)
+    assert padded.shape[1:] == (80, 80, 3)
+    middle = padded[:, 8:72, 8:72].astype(np.float32)
+    assert np.abs(middle - plain).mean() < 3  # the same picture (resampled a little differently)
+    assert np.abs(np.diff(padded[:, :9].astype(np.float32), axis=1)).mean() > 1  # rows of picture, not one row smeared
+
+
+def test_sway_needs_fixed_crops(tmp_path):
+    with pytest.raises(ValueError, match="sway"):
+        make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=1, frames=8, size=32, sway=2.0,
+                                                                           align=True), progress=False)
 
 
 def test_aligned_sets_are_framed_like_the_live_spotter_and_move_the_real_features(tmp_path):

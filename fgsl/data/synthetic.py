@@ -39,12 +39,14 @@ How a set is made
 Gaussian pixel noise, for false-positive rates.
 
 ``still=True`` holds one real frame of the segment for the whole video (a still face, as
-in a lab recording of a subject told to keep still) and adds the same sensor noise; the
+in a lab recording of a subject told to keep still) and adds the same sensor noise;
+``sway`` (pixels) moves the whole face by a slow random drift (:func:`head_sway`), as a
+subject keeping still still drifts; the
 training-free flow spotter is measured on both kinds (docs/benchmarks.md), since the
 shared source videos themselves talk, smile and change expression all the time.
 
 CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [--frames F]
-[--amplitude PX] [--part train|val|test] [--no-events] [--still] [--seed S]``.
+[--amplitude PX] [--part train|val|test] [--no-events] [--still] [--sway PX] [--seed S]``.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class Recipe:
     noise: float = 2.0
     still: bool = False
     align: bool = False
+    sway: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -187,15 +190,20 @@ def face_sources(videos: list[Path]) -> list[FaceSource]:
     return sources
 
 
-def read_face_frames(source: FaceSource, size: int) -> tuple[np.ndarray, float]:
-    """All frames of the source face as ``[F, size, size, 3]`` BGR crops, and the fps."""
+def read_face_frames(source: FaceSource, size: int, pad: int = 0) -> tuple[np.ndarray, float]:
+    """All frames of the source face as ``[F, size + 2 pad, size + 2 pad, 3]`` BGR crops, and
+    the fps: the crop box, widened by ``pad`` output pixels of real picture on every side (what
+    a head sway brings into view, :func:`head_sway`)."""
     video = open_source(source.video)
     x, y, side = source.box
+    extra = round(pad * side / size)
+    x, y, side = x - extra, y - extra, side + 2 * extra
+    out = size + 2 * pad
     crops = []
     for frame in video:
         padded = cv2.copyMakeBorder(frame, side, side, side, side, cv2.BORDER_REPLICATE)
         crop = padded[y + side : y + 2 * side, x + side : x + 2 * side]
-        crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
+        crops.append(cv2.resize(crop, (out, out), interpolation=cv2.INTER_AREA))
     return np.stack(crops), video.fps
 
 
@@ -314,6 +322,42 @@ def ping_pong(frames: np.ndarray, length: int, phase: float, hold: int = 0) -> n
     return frames[[cycle[(start + i) % len(cycle)] for i in range(length)]]
 
 
+#: Frequencies of the head sway's waves, Hz: a slow drift (a 0.5 Hz wave takes a second to
+#: swing one way) next to events that rise and fall within 0.1-0.5 s.
+SWAY_HZ = (0.05, 0.5)
+SWAY_WAVES = 3
+
+
+def head_sway(frames: int, fps: float, size: int, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """``[frames, 2, 3]`` affine matrices of a smooth random head drift: sideways, up-down and
+    roll, each a sum of :data:`SWAY_WAVES` sinusoids (:data:`SWAY_HZ`, random phases) whose
+    largest excursion from the first frame is ``amplitude`` pixels (roll: at the frame's edge).
+
+    Why: a still face (``--still``) holds one frame exactly, but a person told to keep still
+    still drifts a little, and that drift is what the face alignment and the spotter's
+    head-motion removal must absorb without reporting movements. The waves are a chosen test
+    condition, not a measured model of human sway.
+    """
+    t = np.arange(frames) / fps
+
+    def wave() -> np.ndarray:
+        freq = rng.uniform(*SWAY_HZ, SWAY_WAVES)[:, None]
+        phase = rng.uniform(0, 2 * np.pi, SWAY_WAVES)[:, None]
+        weight = rng.uniform(0.5, 1.0, SWAY_WAVES)[:, None]
+        drift = (weight * np.sin(2 * np.pi * freq * t + phase)).sum(axis=0)
+        drift -= drift[0]
+        return drift / max(float(np.abs(drift).max()), 1e-9)
+
+    dx, dy, roll = amplitude * wave(), amplitude * wave(), amplitude / (size / 2) * wave()
+    centre = (size - 1) / 2
+    cos, sin = np.cos(roll), np.sin(roll)
+    matrices = np.empty((frames, 2, 3), np.float32)
+    matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 0], matrices[:, 1, 1] = cos, -sin, sin, cos
+    matrices[:, 0, 2] = centre - cos * centre + sin * centre + dx
+    matrices[:, 1, 2] = centre - sin * centre - cos * centre + dy
+    return matrices
+
+
 # ---------------------------------------------------------------------------- writing
 def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     """Lossless FFV1 AVI, so injected sub-pixel motion survives storage."""
@@ -331,13 +375,22 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
     """Write ``recipe.count`` videos per face of ``videos`` into ``out``; return the table."""
     if recipe.part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, not {recipe.part!r}")
+    if recipe.sway < 0 or (recipe.sway and recipe.align):
+        raise ValueError(f"sway must be >= 0 and needs fixed crops (not --align), got {recipe.sway}")
     out = Path(out)
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
     sources = face_sources([Path(v) for v in videos])
     bar = tqdm(total=len(sources) * recipe.count, desc="synthetic", unit="video", disable=not progress, file=sys.stderr)
+    # A sway moves the crop's corners by up to about 2.4 x ``sway`` pixels (``sway`` sideways
+    # plus a roll of ``sway`` at the frame's edge): read more picture than that around each
+    # crop, move it, and cut the crop from its middle, so no border is ever made up.
+    pad = math.ceil(3 * recipe.sway) + 1 if recipe.sway else 0
     for source in sources:
-        faces, fps = (read_aligned_face_frames if recipe.align else read_face_frames)(source, recipe.size)
+        if recipe.align:
+            faces, fps = read_aligned_face_frames(source, recipe.size)
+        else:
+            faces, fps = read_face_frames(source, recipe.size, pad)
         segment = faces[part_frames(len(faces), recipe.part)]
         for k in range(recipe.count):
             name = f"{source.subject}_{recipe.part}{k:03d}"
@@ -352,9 +405,16 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
             if recipe.events:
                 for onset, apex, offset, emotion in place_events(len(clip), fps, recipe, rng):
                     field = displacement_field(emotion, recipe.size, recipe.amplitude, flip, recipe.align)
+                    field = np.pad(field, ((pad, pad), (pad, pad), (0, 0)))
                     for t in range(onset + 1, offset):
                         clip[t] = warp(clip[t], field, temporal_profile(onset, apex, offset, t))
                     rows.append(Annotation(source.subject, name, onset, apex, offset, "micro", emotion, ""))
+            if recipe.sway:
+                side = recipe.size + 2 * pad
+                for t, matrix in enumerate(head_sway(len(clip), fps, side, recipe.sway, rng)):
+                    clip[t] = cv2.warpAffine(clip[t], matrix, (side, side), flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REPLICATE)
+                clip = clip[:, pad : pad + recipe.size, pad : pad + recipe.size]
             if recipe.still or not recipe.events:
                 clip = clip + rng.normal(0, recipe.noise, clip.shape)
             write_video(out / "videos" / f"{name}.avi", np.clip(clip, 0, 255).astype(np.uint8), fps)
@@ -380,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
     parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
+    parser.add_argument("--sway", type=float, default=Recipe.sway,
+                        help="slow random head drift (sideways, up-down, roll), largest excursion in crop pixels "
+                             "(default %(default)s: none)")
     parser.add_argument("--align", action="store_true",
                         help="align each face with the live spotter's face pipeline (MediaPipe) instead of a fixed crop")
     parser.add_argument("--seed", type=int, default=0)
@@ -388,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(_: list[str] | None) -> int:
         recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
                         part=args.part, events=not args.no_events, still=args.still, seed=args.seed,
-                        align=args.align)
+                        align=args.align, sway=args.sway)
         rows = make_set([Path(v) for v in args.videos], Path(args.out), recipe)
         print(f"wrote {recipe.count} videos per face and {len(rows)} events to {args.out}")
         return 0
