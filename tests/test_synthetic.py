@@ -207,6 +207,10 @@ def test_sway_needs_fixed_crops(tmp_path):
     with pytest.raises(ValueError, match="sway"):
         make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=1, frames=8, size=32, sway=2.0,
                                                                            align=True), progress=False)
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(shared_video("pyfeat_single_face.mp4")),
+                          "--out", str(tmp_path), "--sway", "2", "--align"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == ["error: --sway must be >= 0 and works on fixed crops only (not with --align)"]
 
 
 def test_aligned_sets_are_framed_like_the_live_spotter_and_move_the_real_features(tmp_path):

@@ -427,7 +427,7 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import run
+    from fgsl.cli import UsageError, run
 
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True, help="real face videos")
@@ -449,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
+        if args.sway < 0 or (args.sway and args.align):
+            raise UsageError("--sway must be >= 0 and works on fixed crops only (not with --align)")
         recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
                         part=args.part, events=not args.no_events, still=args.still, seed=args.seed,
                         align=args.align, sway=args.sway)
