@@ -31,6 +31,7 @@ class _Slot:
     crop: np.ndarray
     landmarks: np.ndarray
     blendshapes: np.ndarray
+    inside: np.ndarray | None
 
 
 def crop_landmarks(face: FaceObservation) -> np.ndarray:
@@ -61,7 +62,7 @@ class TrackBuffer:
 
     def push(self, face: FaceObservation) -> list[Window]:
         """Add one observation; return the windows that became complete (usually 0 or 1)."""
-        slot = _Slot(face.index, face.timestamp, face.crop, crop_landmarks(face), face.blendshapes)
+        slot = _Slot(face.index, face.timestamp, face.crop, crop_landmarks(face), face.blendshapes, face.inside)
         if self._t0 is None:
             self._t0 = face.timestamp
         windows = []
@@ -104,6 +105,7 @@ class TrackBuffer:
             blendshapes=np.stack([s.blendshapes for s in slots]),
             final=final,
             position=position,
+            inside=None if any(s.inside is None for s in slots) else np.stack([s.inside for s in slots]),
         )
 
 

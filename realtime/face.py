@@ -99,6 +99,19 @@ def align_transform(points: np.ndarray, crop_size: int) -> np.ndarray:
     return similarity(points, TEMPLATE * crop_size)
 
 
+def inside_mask(transform: np.ndarray, frame_size: tuple[int, int], crop_size: int) -> np.ndarray:
+    """``[S, S]`` bool: which crop pixels show the frame (``transform`` maps frame pixels to
+    the crop; ``frame_size`` is ``(width, height)``). The rest lies past the frame's edge and
+    ``warpAffine`` fills it with black; a spotter must not read motion there, because that
+    edge moves against the face whenever the head does."""
+    inverse = cv2.invertAffineTransform(np.asarray(transform, np.float64))
+    coords = np.arange(crop_size, dtype=np.float64)
+    x = inverse[0, 0] * coords[None, :] + inverse[0, 1] * coords[:, None] + inverse[0, 2]
+    y = inverse[1, 0] * coords[None, :] + inverse[1, 1] * coords[:, None] + inverse[1, 2]
+    width, height = frame_size
+    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
 class OneEuroFilter:
     """One Euro filter (Casiez, Roussel & Vogel, "1 Euro Filter: A Simple Speed-based Low-pass
     Filter for Noisy Input in Interactive Systems", CHI 2012) on a vector of coordinates.
@@ -343,6 +356,7 @@ class FaceTracker:
             update.faces.append(FaceObservation(
                 track=track.id, index=frame.index, timestamp=frame.timestamp, landmarks=pts,
                 blendshapes=shapes, transform=matrix.astype(np.float32), crop=crop, box=box,
+                inside=inside_mask(matrix, (w, h), self.crop_size),
             ))
         update.faces.sort(key=lambda f: f.track)
 

@@ -39,7 +39,8 @@ class FaceObservation:
     units. ``blendshapes``: ``[52]`` float32 in MediaPipe's category order
     (:data:`realtime.face.BLENDSHAPE_NAMES`). ``transform``: the smoothed ``2x3`` similarity
     that maps source pixels to the aligned crop. ``crop``: RGB uint8 ``[S, S, 3]``. ``box``:
-    ``(x0, y0, x1, y1)`` of the landmarks in source pixels.
+    ``(x0, y0, x1, y1)`` of the landmarks in source pixels. ``inside``: ``[S, S]`` bool, the
+    crop pixels that show the frame (the rest lies past its edge); ``None``: all of them.
     """
 
     track: int
@@ -50,6 +51,7 @@ class FaceObservation:
     transform: np.ndarray
     crop: np.ndarray
     box: tuple[float, float, float, float]
+    inside: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Window:
     stream ended): it may repeat frames at its end when the track was shorter than T.
     ``position`` is the track's model-frame number of the window's first frame (windows of a
     track start at 0, stride, 2 x stride, ...; a final window anywhere): the FGSL spotter
-    keys its per-chunk encoder cache by it.
+    keys its per-chunk encoder cache by it. ``inside`` is ``[T, S, S]`` bool, the crop pixels
+    that show the frame (:attr:`FaceObservation.inside`); ``None``: all of them.
     """
 
     track: int
@@ -73,6 +76,7 @@ class Window:
     blendshapes: np.ndarray
     final: bool = False
     position: int = 0
+    inside: np.ndarray | None = None
 
     @property
     def start(self) -> int:

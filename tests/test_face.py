@@ -28,6 +28,7 @@ from realtime.face import (  # noqa: E402
     FaceTracker,
     FaceUpdate,
     align_transform,
+    inside_mask,
     key_points,
 )
 from realtime.types import Frame, RealtimeError  # noqa: E402
@@ -260,3 +261,18 @@ def test_corrupt_model(tmp_path: Path, kind: str) -> None:
         FaceTracker(model_path=bad, sha256=None)
     assert "\n" not in str(info.value)
     print(f"{kind} model: {info.value}")
+
+
+def test_inside_mask_marks_the_crop_pixels_that_show_the_frame():
+    """The mask is what ``warpAffine`` fills from the frame (not the black past its edge), for
+    a shift and for a turned, shrunk face."""
+    frame = np.full((48, 64), 255, np.uint8)
+    shift = np.array([[1.0, 0.0, 20.0], [0.0, 1.0, -10.0]])
+    mask = inside_mask(shift, (64, 48), 32)
+    assert mask[:, 20:].all() and not mask[:, :20].any()  # left of x=20 lies left of the frame
+    turned = cv2.getRotationMatrix2D((30.0, 20.0), 25.0, 0.6)
+    for matrix in (shift, turned):
+        warped = cv2.warpAffine(frame, matrix, (32, 32), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+        mask = inside_mask(matrix, (64, 48), 32)
+        assert (mask == (warped > 0)).mean() > 0.97  # the same picture, but for the edge's own pixels
+        assert 0.05 < mask.mean() < 1

@@ -48,6 +48,14 @@ Blinks are not micro-expressions (CAS(ME)^2 and SAMM do not annotate them): a ca
 whose strongest region is an eyelid and during which MediaPipe's ``eyeBlink`` blendshape
 rises by ``BLINK_RISE`` is dropped.
 
+Frame edges: where the aligned crop reaches past the frame (a tightly cropped face video, a
+chin at the bottom of the picture) the tracker fills it with black, and that edge moves
+against the face whenever the head does; the flow near it follows the edge. Regions not
+wholly in the picture (``EDGE_MARGIN_PX`` clear of its edge) for a whole window are left out
+of that window, and the head-motion fit uses only pixels in the picture: on still faces that
+sway 3 or 6 px in tightly cropped synthetic videos this took the false alarms, all in the
+chin region, from 5.2 and 10.4 per minute to none (docs/benchmarks.md).
+
 Durations: 0.065-0.5 s is a micro-expression (the common definition used by CAS(ME)^2 and
 SAMM: under 0.5 s); longer ones are reported as ``macro``; shorter ones (one-frame glitches)
 are dropped.
@@ -70,6 +78,7 @@ overlapping windows cost one flow per new frame.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 
@@ -114,6 +123,9 @@ STEP_LOBE = -0.8  # a brief movement has lobes of -0.5 at apex -/+ k; a lasting 
 BLINK_REGIONS = ("lid_left", "lid_right")
 BLINK_SHAPES = ("eyeBlinkLeft", "eyeBlinkRight")
 BLINK_RISE = 0.3  # rise of an eyeBlink blendshape (0..1) that makes a lid movement a blink
+#: Pixels (at a 112 px crop) kept clear of the frame's edge: dense flow there is pulled by the
+#: edge, which moves against the face whenever the head does.
+EDGE_MARGIN_PX = 4
 
 
 @dataclass(frozen=True)
@@ -204,9 +216,21 @@ class FlowSpotter:
         return np.array(boxes)
 
     @staticmethod
-    def _region_flow(flows: np.ndarray, boxes: np.ndarray, face: tuple[int, int, int, int]) -> np.ndarray:
+    def _usable(window: Window) -> np.ndarray:
+        """``[S, S]`` bool: the crop pixels that show the frame in every frame of the window,
+        at least ``EDGE_MARGIN_PX`` from its edge (all pixels when the window does not say)."""
+        size = window.crops.shape[1]
+        if window.inside is None:
+            return np.ones((size, size), bool)
+        margin = max(1, round(EDGE_MARGIN_PX * size / 112))
+        kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+        return cv2.erode(window.inside.all(axis=0).astype(np.uint8), kernel).astype(bool)
+
+    @staticmethod
+    def _region_flow(flows: np.ndarray, boxes: np.ndarray, face: tuple[int, int, int, int],
+                     usable: np.ndarray) -> np.ndarray:
         """``[T, R, 2]`` mean flow per region of ``flows [T, S, S, 2]`` after removing the
-        face's global (affine) motion.
+        face's global (affine) motion, fitted on the ``usable`` pixels of the face.
 
         The alignment removes most head motion, but its smoothing lags a moving head and a
         similarity cannot follow yaw or pitch; an affine fit to the flow over the face
@@ -215,10 +239,13 @@ class FlowSpotter:
         """
         x0, y0, x1, y1 = face
         step = max(2, (x1 - x0) // 12)
-        ys, xs = np.mgrid[y0:y1:step, x0:x1:step]
-        grid = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1).astype(np.float32)
+        ys, xs = (a.ravel() for a in np.mgrid[y0:y1:step, x0:x1:step])
+        keep = usable[ys, xs]
+        if keep.sum() >= 12:  # enough of the face left to fit six parameters
+            ys, xs = ys[keep], xs[keep]
+        grid = np.stack([xs, ys, np.ones(xs.size)], axis=1).astype(np.float32)
         count = len(flows)
-        target = flows[:, ys.ravel(), xs.ravel()].transpose(1, 0, 2).reshape(len(grid), count * 2)
+        target = flows[:, ys, xs].transpose(1, 0, 2).reshape(len(grid), count * 2)
         affine = np.linalg.lstsq(grid, target, rcond=None)[0].reshape(3, count, 2)  # [3, T, 2]
         out = np.empty((count, len(boxes), 2), np.float32)
         for r, (bx0, by0, bx1, by1) in enumerate(boxes):
@@ -233,6 +260,10 @@ class FlowSpotter:
         state = self._tracks.setdefault(window.track, _Track(max(1, round(cfg.history_s * cfg.fps))))
         boxes = self._region_boxes(window)
         size = window.crops.shape[1]
+        usable = self._usable(window)
+        # A region not wholly in the picture all window long is not measured (its values are
+        # NaN in the noise history and it takes no part in the signal).
+        seen = np.array([usable[y0:y1, x0:x1].all() for x0, y0, x1, y1 in boxes])
         lo = np.clip(np.min(window.landmarks, axis=(0, 1)), 0, size - 1).astype(int)
         hi = np.clip(np.max(window.landmarks, axis=(0, 1)), 1, size).astype(int)
         face = (lo[0], lo[1], max(hi[0], lo[0] + 2), max(hi[1], lo[1] + 2))
@@ -242,7 +273,7 @@ class FlowSpotter:
             if key not in state.flows:
                 state.flows[key] = self._flow.calc(_gray(window.crops[t - 1]), _gray(window.crops[t]), None)
             dense[t] = state.flows[key]
-        steps = self._region_flow(dense, boxes, face)
+        steps = self._region_flow(dense, boxes, face, usable)
         steps[0] = 0
         # Keep the cache bounded: only pairs that can still appear in a later window.
         oldest = int(window.indices[min(self.stride, n - 1)])
@@ -251,15 +282,20 @@ class FlowSpotter:
         position = np.cumsum(steps, axis=0)  # relative to the window's first frame
         d = np.full_like(steps, np.nan)
         d[k:n - k] = position[k:n - k] - 0.5 * (position[:n - 2 * k] + position[2 * k:])
+        d[k:n - k, ~seen] = 0.0
         magnitude = np.linalg.norm(d, axis=2)  # [T, R]
+        magnitude[:, ~seen] = np.nan
         # Feed each region's noise estimate with each source frame once.
         for t in range(k, n - k):
             if window.indices[t] > state.signal_until:
                 state.signal.append(magnitude[t].copy())
                 state.signal_until = int(window.indices[t])
         history = np.stack(state.signal)
-        median = np.median(history, axis=0)
-        spread = 1.4826 * np.median(np.abs(history - median), axis=0)
+        with warnings.catch_warnings():  # a region never seen yet has an all-NaN history
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(history, axis=0)
+            spread = 1.4826 * np.nanmedian(np.abs(history - median), axis=0)
+        median, spread = np.nan_to_num(median), np.nan_to_num(spread)
         floor = cfg.floor_px * size / 112
         scale = np.maximum(spread, floor / cfg.threshold_mads)
         per_region = np.nan_to_num((magnitude - median) / scale, nan=-np.inf)
