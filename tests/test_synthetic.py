@@ -204,9 +204,9 @@ def test_padded_face_frames_hold_the_crop_in_their_middle(still_face):
 
 
 def test_sway_needs_fixed_crops(tmp_path):
-    with pytest.raises(ValueError, match="sway"):
-        make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=1, frames=8, size=32, sway=2.0,
-                                                                           align=True), progress=False)
+    for bad in (dict(sway=2.0, align=True), dict(sway=-1.0)):
+        with pytest.raises(ValueError, match="sway"):
+            Recipe(**bad)
     run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(shared_video("pyfeat_single_face.mp4")),
                           "--out", str(tmp_path), "--sway", "2", "--align"], capture_output=True, text=True)
     assert run.returncode == 2

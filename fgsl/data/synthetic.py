@@ -139,6 +139,10 @@ class Recipe:
     align: bool = False
     sway: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.sway < 0 or (self.sway and self.align):
+            raise ValueError("--sway must be >= 0 and works on fixed crops only (not with --align)")
+
 
 @dataclass(frozen=True)
 class FaceSource:
@@ -375,8 +379,6 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
     """Write ``recipe.count`` videos per face of ``videos`` into ``out``; return the table."""
     if recipe.part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, not {recipe.part!r}")
-    if recipe.sway < 0 or (recipe.sway and recipe.align):
-        raise ValueError(f"sway must be >= 0 and needs fixed crops (not --align), got {recipe.sway}")
     out = Path(out)
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
@@ -449,11 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.sway < 0 or (args.sway and args.align):
-            raise UsageError("--sway must be >= 0 and works on fixed crops only (not with --align)")
-        recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
-                        part=args.part, events=not args.no_events, still=args.still, seed=args.seed,
-                        align=args.align, sway=args.sway)
+        try:
+            recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
+                            part=args.part, events=not args.no_events, still=args.still, seed=args.seed,
+                            align=args.align, sway=args.sway)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         rows = make_set([Path(v) for v in args.videos], Path(args.out), recipe)
         print(f"wrote {recipe.count} videos per face and {len(rows)} events to {args.out}")
         return 0
