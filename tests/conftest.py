@@ -60,7 +60,7 @@ def shared_video(name: str) -> Path:
     return path
 
 
-def track_faces(name, count: int, max_faces: int, size: int):
+def track_faces(name: str | Path, count: int, max_faces: int, size: int):
     """Faces of the first ``count`` frames of a shared video (its name) or of a video file (a
     ``Path``), tracked and aligned at ``size`` px by the real face pipeline (MediaPipe): one
     list of ``FaceObservation`` per frame."""
