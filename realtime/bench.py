@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
-    p.add_argument("--sensitivity", type=float, default=1.0, help="flow spotter sensitivity")
+    p.add_argument("--sensitivity", type=float, default=1.0,
+                   help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
     syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
     syn.add_argument("--synthetic", action="store_true",
                      help="inject micro-expressions into the video's face and run on those")

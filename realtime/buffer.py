@@ -56,10 +56,6 @@ class TrackBuffer:
         self._covered = 0  # model frames covered by an emitted window
         self._last: _Slot | None = None
 
-    @property
-    def produced(self) -> int:
-        return self._produced
-
     def push(self, face: FaceObservation) -> list[Window]:
         """Add one observation; return the windows that became complete (usually 0 or 1)."""
         slot = _Slot(face.index, face.timestamp, face.crop, crop_landmarks(face), face.blendshapes, face.inside)

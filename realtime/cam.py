@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--device", type=int, default=None, help="camera index (default 0 when no --source)")
     src.add_argument("--source", help="video file, folder of numbered frames, or stream URL instead of a camera")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder (or a camera request)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of a frame folder; overrides a video file's own rate; requested from a camera")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate (default: as fast as possible)")
     p.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MediaPipe face landmarker bundle (default: the one shipped in realtime/models/)")
     p.add_argument("--headless", action="store_true", help="no window: print events only")
     p.add_argument("--save", help="write the annotated video here (.mp4)")
-    p.add_argument("--events", help="append each event as one JSON line to this file")
+    p.add_argument("--events", help="write each event as one JSON line to this file (flushed per event)")
     p.add_argument("--csv", help="write micro-expressions as a MEGC submission CSV")
     p.add_argument("--subject", help="subject column of --csv (default: the video's name)")
     p.add_argument("--no-face-warning", type=float, default=5.0, metavar="S",

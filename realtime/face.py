@@ -53,7 +53,6 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
     "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
     "noseSneerLeft", "noseSneerRight",
 )
-NUM_LANDMARKS = 478
 
 # Key points, as MediaPipe landmark indices. Each eye centre is the mean of the eye's two corners
 # (canthi), which lie on MediaPipe's eye contour: the mean of the whole 16-point contour shifts

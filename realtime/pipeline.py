@@ -13,7 +13,6 @@ warp), ``spotter`` (buffering and the spotter on the windows that completed), ``
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -50,7 +49,6 @@ class Pipeline:
         self.frames = 0
         self.event_count = 0
         self.micro_count = 0
-        self.recent_events: deque[Event] = deque(maxlen=1000)  # bounded, for summaries and delays
         self.last_face_s: float | None = None  # stream time of the last frame with a face
         self._now = 0.0
 
@@ -105,7 +103,6 @@ class Pipeline:
         for event in events:
             self.event_count += 1
             self.micro_count += event.kind == "micro"
-            self.recent_events.append(event)
             for sink in self.sinks:
                 sink.write(event)
 

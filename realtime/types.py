@@ -11,7 +11,7 @@ latency. Frame numbers are 0-based indices of the source's own frames.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -118,7 +118,6 @@ class Event:
     spotter: str
     emitted_s: float
     kind: str = "micro"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def delay_s(self) -> float:
@@ -127,8 +126,6 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        extra = out.pop("extra")
-        out.update(extra)
         out["delay_s"] = round(self.delay_s, 4)
         for key in ("onset_s", "offset_s", "emitted_s", "score"):
             out[key] = round(float(out[key]), 4)
@@ -147,6 +144,7 @@ EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "score": (int, float),
     "spotter": str,
     "emitted_s": (int, float),
+    "delay_s": (int, float),
     "kind": str,
 }
 LABELS = ("negative", "positive", "surprise", "others")

@@ -8,7 +8,9 @@ What it does with a batch of windows (:meth:`FGSLSpotter.process`)
    offline inference does (:func:`fgsl.data.video.normalise`: ImageNet mean/std, channels
    first ``[3, T, H, W]``).
 2. All windows of all faces go to the engine in **one** ``infer`` call ``[B, 3, T, H, W]``
-   (the batching DESIGN.md asks for: one call per step, whatever the number of faces).
+   (the batching DESIGN.md asks for: one call per step, whatever the number of faces); with
+   the chunk cache (the default, below) one ``encode_chunk`` call for all new chunks and one
+   ``decode_window`` call for all windows instead.
 3. Each window's ``scores`` / ``offsets`` are decoded by :func:`fgsl.decode.decode` (the same
    decoding as ``fgsl.infer``: per-point intervals, class-aware soft-NMS, score threshold).
 4. Intervals are in model frames of the window (continuous, 0-based). A model frame ``x`` is
@@ -63,8 +65,8 @@ window's clip (tests, every preset, torch and ONNX Runtime).
 * Memory: the ring holds at most ``T / 16`` chunks per track (:meth:`cache_bytes`), and is
   dropped in :meth:`end_track` when the face is lost.
 
- :meth:`FGSLSpotter.from_args` refuses them
-unless ``--allow-untrained`` is given, and :meth:`describe` then says so loudly.
+Untrained weights: :meth:`FGSLSpotter.from_args` refuses them unless ``--allow-untrained``
+is given, and :meth:`describe` then says so loudly.
 """
 
 from __future__ import annotations
@@ -157,7 +159,8 @@ class FGSLSpotter:
 
     ``engine``: anything with the :class:`engines.base.Engine` protocol (``cfg``,
     ``infer``, ``describe``). ``threshold``: minimum score (default: the config's).
-    ``stride``: model frames between windows (default ``window // 4``, as ``fgsl.infer``).
+    ``stride``: model frames between windows (default one 16-frame chunk with the chunk cache,
+    ``window // 4`` without it, as ``fgsl.infer``).
     ``sensitivity``: scales the threshold's odds (module docstring). ``trained``: whether the
     weights are trained; ``None`` reads it from the engine's weights folder when it has one.
     """

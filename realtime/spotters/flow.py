@@ -57,8 +57,9 @@ sway 3 or 6 px in tightly cropped synthetic videos this took the false alarms, a
 chin region, from 5.2 and 10.4 per minute to none (docs/benchmarks.md).
 
 Durations: 0.065-0.5 s is a micro-expression (the common definition used by CAS(ME)^2 and
-SAMM: under 0.5 s); longer ones are reported as ``macro``; shorter ones (one-frame glitches)
-are dropped.
+SAMM: under 0.5 s); longer ones up to ``macro_max_s`` (4 s) are reported as ``macro``;
+shorter ones (one-frame glitches) and longer ones (a held expression, not a movement) are
+dropped.
 
 Emotion: from the change of MediaPipe blendshapes between onset and apex
 (:data:`EMOTION_BLENDSHAPES`, after the FACS action units that define the MEGC classes:
