@@ -125,9 +125,10 @@ class OverlayState:
     per track (newest first). A clock that runs backwards (a new stream) clears the memory.
 
     ``signal_s`` seconds of each track's signal are plotted, assuming ``signal_rate`` samples a
-    second (the spotter's model frame rate: one value per model frame). ``signal_floor`` is the smallest full-scale span of the
-    plot, in signal units: below it the plot does not zoom in, so sensor noise on a still face
-    stays a flat line instead of being blown up into fake motion.
+    second (the spotter's model frame rate: one value per model frame). ``signal_floor`` is the
+    smallest full-scale span of the plot, in signal units: below it the plot does not zoom in,
+    so sensor noise on a still face stays a flat line instead of being blown up into fake
+    motion.
     """
 
     def __init__(

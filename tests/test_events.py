@@ -77,8 +77,9 @@ def test_event_lines_follow_the_schema(tmp_path):
         validate_event_line(broken)
     with pytest.raises(ValueError, match="onset"):
         validate_event_line(dict(line, onset=20))
-    with pytest.raises(ValueError, match="lacks"):
-        validate_event_line({k: v for k, v in line.items() if k != "score"})
+    for key in ("score", "delay_s"):
+        with pytest.raises(ValueError, match=f"lacks '{key}'"):
+            validate_event_line({k: v for k, v in line.items() if k != key})
 
 
 def _event(onset: int, kind: str = "micro") -> Event:
