@@ -121,7 +121,7 @@ UNSURE_MARGIN = 0.01
 
 #: ``q`` below this: back to the pre-movement state. ``d`` is band-passed (lag ``k``), so ``q``
 #: is narrower than the movement: at 0.3 (before 2026-11-27) movements of 11-16 frames came out
-#: about 7 frames long; 0.2 widens them a little (mean IoU with the truth 0.69 -> 0.74 on a
+#: about 7 frames long; 0.2 widens them a little (mean IoU with the truth 0.71 -> 0.74 on a
 #: fresh moving-face set) and lowering it further merges noise into them (docs/benchmarks.md).
 EXTENT = 0.2
 STEP_LOBE = -0.8  # a brief movement has lobes of -0.5 at apex -/+ k; a lasting change reaches -1
