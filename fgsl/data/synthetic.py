@@ -41,9 +41,9 @@ Gaussian pixel noise, for false-positive rates.
 ``still=True`` holds one real frame of the segment for the whole video (a still face, as
 in a lab recording of a subject told to keep still) and adds the same sensor noise;
 ``sway`` (pixels) moves the whole face by a slow random drift (:func:`head_sway`), as a
-subject keeping still still drifts; the
-training-free flow spotter is measured on both kinds (docs/benchmarks.md), since the
-shared source videos themselves talk, smile and change expression all the time.
+subject told to keep still still drifts. The training-free flow spotter is measured on both
+kinds (docs/benchmarks.md), since the shared source videos themselves talk, smile and change
+expression all the time.
 
 CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [--frames F]
 [--amplitude PX] [--part train|val|test] [--no-events] [--still] [--sway PX] [--seed S]``.
