@@ -32,6 +32,7 @@ from typing import Any
 
 import gradio as gr
 
+from engines.base import DEVICE_HELP
 from fgsl.cli import UsageError, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.types import RealtimeError
@@ -337,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
+    p.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
     p.add_argument("--allow-untrained", action="store_true",
                    help="offer FGSL with untrained weights (benchmarks only; the page says UNTRAINED)")
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
@@ -357,7 +359,8 @@ def make_app(args: argparse.Namespace) -> DemoApp:
         raise UsageError("--idle-timeout must be positive")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be 0-65535")
-    factory = PipelineFactory(weights=args.weights, backend=args.backend, allow_untrained=args.allow_untrained,
+    factory = PipelineFactory(weights=args.weights, backend=args.backend, engine_device=args.engine_device,
+                              allow_untrained=args.allow_untrained,
                               preset=args.preset, face_model=args.face_model)
     factory.pipeline(Settings()).finish()  # the face model loads (a corrupt one fails here, in one line)
     return DemoApp(factory, DemoConfig(max_upload_mb=args.max_upload_mb, max_sessions=args.max_sessions,

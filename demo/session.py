@@ -94,7 +94,7 @@ class PipelineFactory:
     """
 
     def __init__(self, weights: str | Path | None = None, backend: str = "auto", allow_untrained: bool = False,
-                 preset: str = "realtime", face_model: str | Path | None = None) -> None:
+                 preset: str = "realtime", face_model: str | Path | None = None, engine_device: str = "auto") -> None:
         self.engine: Any = None
         self.trained: bool | None = None
         self.face_model = face_model
@@ -102,7 +102,7 @@ class PipelineFactory:
             from fgsl.infer import open_engine
 
             ns = argparse.Namespace(weights=str(weights) if weights else None, allow_untrained=allow_untrained,
-                                    preset=preset, backend=backend)
+                                    preset=preset, backend=backend, engine_device=engine_device)
             self.engine, self.trained = open_engine(ns)
 
     @property

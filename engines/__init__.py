@@ -20,7 +20,7 @@ from typing import Any
 
 from fgsl.cli import register_user_error
 
-from .base import Engine, EngineError, check_clips
+from .base import Engine, EngineError, check_clips, resolve_device
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 #: ``auto`` tries these in order (tensorrt only when the device is CUDA).
@@ -135,9 +135,13 @@ def open_model(model: Any, backend: str = "auto", *, device: str = "cpu", source
                threads: int | None = None, cache_dir: str | Path | None = None) -> Engine:
     """An engine for an in-memory ``fgsl.model.FGSL`` (e.g. untrained weights for a benchmark).
 
+    ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (:func:`resolve_device`).
+
     ``threads``: intra-op threads for onnxruntime (default: its own). ``cache_dir``: the
     engine cache (default :func:`engines.cache.default_dir`).
     """
+    candidates(backend, device)  # an unknown backend fails before torch looks for a GPU
+    device = resolve_device(device)
     names = candidates(backend, device)
     return _first_that_opens(names, lambda name: _open_model_with(name, model, device, source, threads, cache_dir))
 
@@ -186,10 +190,12 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
     """Open an FGSL engine for ``path``; raises :class:`EngineError` with a clear reason.
 
     ``backend``: ``auto`` (tensorrt -> onnxruntime -> torch, reasons printed once),
-    ``torch``, ``onnxruntime`` or ``tensorrt``. Untrained weights are refused unless
+    ``torch``, ``onnxruntime`` or ``tensorrt``. ``device``: ``cpu``, ``cuda``, ``cuda:N`` or
+    ``auto`` (the GPU where torch sees one; :func:`resolve_device`). Untrained weights are refused unless
     ``allow_untrained`` (:class:`fgsl.weights.WeightsError`).
     """
     candidates(backend, device)  # an unknown backend fails before any file is read
+    device = resolve_device(device)
     path = Path(path)
     if not path.exists():
         raise EngineError(f"{path}: no such weights folder or engine folder")
@@ -207,4 +213,4 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "BackendUnavailable", "Engine", "EngineError", "candidates", "check_clips",
-           "open", "open_model"]
+           "open", "open_model", "resolve_device"]

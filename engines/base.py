@@ -28,6 +28,48 @@ class EngineError(ValueError):
     """An engine that cannot be opened or an input it cannot take (one clear message)."""
 
 
+#: ``--engine-device`` choices as the CLIs spell them (``cuda:N`` picks one GPU).
+DEVICE_HELP = "where the FGSL engine runs: auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda or cuda:N"
+
+
+def cuda_missing_reason() -> str | None:
+    """Why torch cannot run on a GPU here (a CPU-only build, or no visible device), or None."""
+    import torch  # noqa: PLC0415 - torch is only needed once a device is chosen
+
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"this torch build ({torch.__version__}) has no CUDA support"
+    return "no CUDA device is visible (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)"
+
+
+def resolve_device(device: str) -> str:
+    """The device an engine runs on, checked: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    ``auto`` is ``cuda`` where torch sees a GPU and ``cpu`` elsewhere, so the same command
+    uses the GPU of a GPU machine and still runs on a laptop. Asking for a GPU that is not
+    there is one :class:`EngineError` line, not torch's "not compiled with CUDA" traceback.
+    """
+    import torch  # noqa: PLC0415
+
+    if device == "auto":
+        return "cpu" if cuda_missing_reason() else "cuda"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EngineError(f"unknown engine device {device!r}; choose auto, cpu, cuda or cuda:N ({exc})") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type != "cuda":
+        raise EngineError(f"unknown engine device {device!r}; choose auto, cpu, cuda or cuda:N")
+    reason = cuda_missing_reason()
+    if reason:
+        raise EngineError(f"engine device {device!r}: {reason}; use --engine-device cpu")
+    if dev.index is not None and not 0 <= dev.index < torch.cuda.device_count():
+        raise EngineError(f"CUDA device {dev.index} does not exist ({torch.cuda.device_count()} visible)")
+    return str(dev)
+
+
 @runtime_checkable
 class Engine(Protocol):
     cfg: FGSLConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,11 @@ class TorchEngine:
 
     def __init__(self, model: FGSL, device: str = "cpu", source: str | None = None) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # nn.Module.to moves in place: on another device the engine runs a copy, so the
+        # caller's model stays where it was (the self-test reuses one model for every backend).
+        here = next(model.parameters()).device
+        same = here.type == self.device.type and (self.device.index is None or here.index == self.device.index)
+        self.model = (model if same else copy.deepcopy(model).to(self.device)).eval()
         self.cfg = model.cfg
         self.source = source
 

@@ -78,7 +78,7 @@ import numpy as np
 
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 
-from .base import EngineError, check_chunks, check_clips, check_features
+from .base import EngineError, check_chunks, check_clips, check_features, cuda_missing_reason, resolve_device
 from .cache import atomic_write, sha256_file
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, unavailable_reason
 
@@ -141,15 +141,11 @@ def require_cuda(device: str = "cuda") -> Any:
     except (RuntimeError, TypeError) as exc:
         raise EngineError(f"bad device {device!r} for the tensorrt backend ({exc})") from None
     if dev.type != "cuda":
-        raise EngineError(f"the tensorrt backend runs on a CUDA device, not {device!r} (use --device cuda)")
-    if not torch.cuda.is_available():
-        reason = ("this torch build has no CUDA support (torch.version.cuda is None)" if torch.version.cuda is None
-                  else "no CUDA device is visible (check the NVIDIA driver and CUDA_VISIBLE_DEVICES)")
+        raise EngineError(f"the tensorrt backend runs on a CUDA device, not {device!r}")
+    reason = cuda_missing_reason()
+    if reason:
         raise EngineError(f"the tensorrt backend needs an NVIDIA GPU: {reason}")
-    index = torch.cuda.current_device() if dev.index is None else dev.index
-    if not 0 <= index < torch.cuda.device_count():
-        raise EngineError(f"CUDA device {index} does not exist ({torch.cuda.device_count()} visible)")
-    return torch.device("cuda", index)
+    return torch.device(resolve_device(device) if dev.index is not None else f"cuda:{torch.cuda.current_device()}")
 
 
 def gpu_info(device: Any) -> dict[str, str]:

@@ -63,9 +63,15 @@ def cosine_basis(length: int) -> torch.Tensor:
 
 
 def filter_frequency_form(x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
-    """``irfft(response * rfft(x))`` over the last axis; x ``[B, C, L]``, response ``[C, L//2+1]``."""
+    """``irfft(response * rfft(x))`` over the last axis; x ``[B, C, L]``, response ``[C, L//2+1]``.
+
+    Computed in float32 and returned in ``x``'s dtype: torch's FFTs take no bfloat16 at all
+    and half only at power-of-two lengths, and mixed-precision training on a GPU hands this
+    filter bf16 activations (seen on an H100: "Unsupported dtype BFloat16").
+    """
     length = x.shape[-1]
-    return torch.fft.irfft(torch.fft.rfft(x, dim=-1) * response, n=length, dim=-1)
+    y = torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1) * response.float(), n=length, dim=-1)
+    return y.to(x.dtype)
 
 
 def filter_conv_form(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

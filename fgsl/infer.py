@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engines.base import DEVICE_HELP
+
 from .cli import UsageError, run
 from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
@@ -165,18 +167,23 @@ def subjects_from(path: str | None) -> dict[str, str]:
 
 
 def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
-    """(engine, trained?) from ``--weights`` or, with ``--allow-untrained``, a random preset."""
+    """(engine, trained?) from ``--weights`` or, with ``--allow-untrained``, a random preset.
+
+    ``--engine-device`` (``args.engine_device``, default ``auto``) picks where it runs: the GPU
+    where torch sees one, so a GPU machine uses it (and ``--backend auto`` tries TensorRT).
+    """
     import engines
 
     from . import weights
     from .model import build
 
+    device = getattr(args, "engine_device", None) or "auto"
     if args.weights:
-        engine = engines.open(args.weights, backend=args.backend, allow_untrained=args.allow_untrained)
+        engine = engines.open(args.weights, backend=args.backend, device=device, allow_untrained=args.allow_untrained)
         return engine, weights.is_trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    engine = engines.open_model(build(preset(args.preset)), backend=args.backend,
+    engine = engines.open_model(build(preset(args.preset)), backend=args.backend, device=device,
                                 source=f"untrained preset {args.preset!r}")
     return engine, False
 
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
     parser.add_argument("--backend", default="auto", help="engine backend (default: auto)")
+    parser.add_argument("--engine-device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
     parser.add_argument("--videos", nargs="+", required=True, help="video files")
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
     parser.add_argument("--subject", default="0", help="subject column value (default: 0)")

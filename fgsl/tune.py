@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engines.base import DEVICE_HELP
+
 from .cli import UsageError, run
 from .config import FGSLConfig
 from .data.spec import VideoItem, load_item
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", required=True, help="their ground truth (annotation table or MEGC CSV)")
     parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--write", action="store_true", help="store the best threshold in RUN_DIR/config.json")
     args = parser.parse_args(argv)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = _thresholds(args.thresholds)
         gt = read_intervals(args.gt)
         subjects = subjects_from(args.gt)
-        engine = engines.open(args.weights, backend=args.backend)
+        engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
         items = [load_item(engine.cfg, subjects.get(Path(v).stem, Path(v).stem), Path(v).stem, Path(v), [])
                  for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch)

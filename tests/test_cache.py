@@ -220,6 +220,7 @@ def test_tensorrt_is_passed_over_with_its_reason_when_missing(tmp_path, model16,
         pass
     monkeypatch.setattr(onnx_backend, "available", lambda: "onnxruntime is not installed")
     monkeypatch.setattr(engines, "_open_model_with", _torch_on_cpu_instead(engines._open_model_with))
+    monkeypatch.setattr(engines, "resolve_device", lambda device: device)  # a GPU as far as the order goes
     engine = engines.open_model(model16, device="cuda", cache_dir=tmp_path)
     assert engine.describe()["backend"] == "torch"
     err = capsys.readouterr().err

@@ -57,3 +57,56 @@ def test_torch_engine_on_cuda_matches_cpu(folder):
     gpu = engines.open(folder, device="cuda").infer(clips)
     for key in cpu:
         np.testing.assert_allclose(cpu[key], gpu[key], atol=1e-3)
+
+
+def test_engine_device_auto_is_the_gpu_only_where_torch_sees_one(folder):
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert engines.resolve_device("auto") == want
+    assert engines.resolve_device("cpu") == "cpu"
+    engine = engines.open(folder, backend="torch", device="auto")
+    assert engine.describe()["device"].startswith(want)
+    for bad in ("tpu", "gpu0", ""):
+        with pytest.raises(EngineError, match="unknown engine device"):
+            engines.resolve_device(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device exists here")
+def test_asking_for_a_gpu_that_is_not_there_is_one_line(folder, capsys):
+    from fgsl.infer import main
+
+    with pytest.raises(EngineError, match=r"^engine device 'cuda': .*; use --engine-device cpu$"):
+        engines.open(folder, backend="torch", device="cuda")
+    with pytest.raises(EngineError, match="engine device 'cuda:1'"):
+        engines.open_model(engines.open(folder, backend="torch").model, device="cuda:1")
+    assert main(["--weights", str(folder), "--engine-device", "cuda", "--videos", "none.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: engine device 'cuda': ") and err.count("\n") == 1
+
+
+def test_torch_engine_on_the_models_device_runs_that_model(tiny_model):
+    engine = engines.open_model(tiny_model, backend="torch", device="cpu")
+    assert engine.model is tiny_model  # no copy (and no second set of weights) on the same device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_torch_engine_on_the_gpu_leaves_the_callers_model_on_the_cpu(tiny_model):
+    engine = engines.open_model(tiny_model, backend="torch", device="cuda")
+    assert next(engine.model.parameters()).is_cuda
+    assert all(not p.is_cuda for p in tiny_model.parameters())
+    clips = np.random.default_rng(3).standard_normal((1, 3, 16, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        tiny_model(torch.from_numpy(clips))  # still runs where it was
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_auto_engine_device_runs_the_torch_backend_on_the_gpu(folder):
+    engine = engines.open(folder, device="auto")
+    d = engine.describe()
+    assert d["device"].startswith("cuda") and d["backend"] in ("torch", "onnxruntime", "tensorrt")
+    clips = np.random.default_rng(2).standard_normal((3, 3, 16, 32, 32)).astype(np.float32)
+    cpu = engines.open(folder, backend="torch", device="cpu")
+    for key, value in engine.infer(clips).items():
+        np.testing.assert_allclose(value, cpu.infer(clips)[key], atol=1e-3)
+    chunks = clips[:, :, :16]
+    gpu_feats, cpu_feats = engine.encode_chunk(chunks), cpu.encode_chunk(chunks)
+    np.testing.assert_allclose(gpu_feats["final"], cpu_feats["final"], atol=1e-3)

@@ -295,3 +295,15 @@ def test_threshold_sensitivity_and_labels() -> None:
     assert (megc_label("happiness"), megc_label("Disgust"), megc_label("other")) == ("positive", "negative", "others")
     with pytest.raises(ValueError, match="no MEGC label"):
         megc_label("boredom")
+
+
+def test_engine_device_flag_reaches_the_engine(tmp_path) -> None:
+    """``--engine-device`` picks where the live FGSL engine runs (auto: the GPU where there is one)."""
+    import torch
+
+    trained = weights.save(build(preset("tiny", window_frames=16), seed=0), tmp_path / "t", trained=True)
+    assert " on cpu" in make_spotter(args("--weights", str(trained), "--engine-device", "cpu")).describe()
+    auto = make_spotter(args("--weights", str(trained), "--backend", "torch")).describe()
+    assert (" on cuda" in auto) == torch.cuda.is_available() and (" on cpu" in auto) != torch.cuda.is_available()
+    with pytest.raises(ValueError, match="unknown engine device 'tpu'"):
+        make_spotter(args("--weights", str(trained), "--engine-device", "tpu"))

@@ -80,3 +80,16 @@ def test_fifm_parameters_receive_gradients_in_the_full_model():
     (out["scores"].sum() + out["offsets"].sum()).backward()
     filt = model.fifm.blocks[0].filter
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in filt.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_frequency_form_takes_mixed_precision_activations(dtype):
+    """Autocast on a GPU feeds FIFM bf16; torch's FFTs refuse bf16 (and odd-length half)."""
+    x = torch.randn(2, 8, 15, generator=torch.Generator().manual_seed(0))
+    response = ResonantFilter(8).response(15, True).detach()
+    want = filter_frequency_form(x, response)
+    low = x.to(dtype).requires_grad_()
+    got = filter_frequency_form(low, response)
+    assert got.dtype == dtype and (got.float() - want).abs().max().item() <= 0.05 * want.abs().max().item()
+    got.float().sum().backward()
+    assert low.grad is not None and low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()

@@ -204,7 +204,7 @@ class FGSLSpotter:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "FGSLSpotter":
         """From ``realtime.cam``-style flags: ``weights``, ``allow_untrained``, ``preset``,
-        ``backend``, ``sensitivity``.
+        ``backend``, ``engine_device``, ``sensitivity``.
 
         ``--weights DIR`` opens that folder with ``engines.open`` (untrained weights there are
         refused with :class:`fgsl.weights.WeightsError` unless ``--allow-untrained``);
@@ -219,6 +219,7 @@ class FGSLSpotter:
             allow_untrained=bool(getattr(args, "allow_untrained", False)),
             preset=getattr(args, "preset", None) or "realtime",
             backend=getattr(args, "backend", None) or "auto",
+            engine_device=getattr(args, "engine_device", None) or "auto",
         )
         if not ns.weights and ns.allow_untrained:
             preset_config(ns.preset)  # an unknown preset: ConfigError naming the choices
