@@ -32,7 +32,7 @@ from typing import Any
 
 import gradio as gr
 
-from engines.base import DEVICE_HELP
+from engines.base import add_engine_device_flag
 from fgsl.cli import UsageError, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.types import RealtimeError
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
-    p.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
+    add_engine_device_flag(p)
     p.add_argument("--allow-untrained", action="store_true",
                    help="offer FGSL with untrained weights (benchmarks only; the page says UNTRAINED)")
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")

@@ -105,16 +105,50 @@ def _open_model_with(name: str, model: Any, device: str, source: str | None, thr
         return _open_tensorrt_model(model, device, source, cache)
     from . import onnx_backend
 
-    reason = onnx_backend.available()
-    if reason:
-        raise BackendUnavailable(reason)
+    _require_onnxruntime(device)
     try:
         return onnx_backend.OnnxEngine.from_model(model, device=device, cache=cache, source=source,
                                                   intra_op_threads=threads)
     except BackendUnavailable:
         raise
-    except EngineError as exc:  # e.g. no CUDA provider in this onnxruntime build
+    except EngineError as exc:  # the export or session failed: auto moves on to torch
         raise BackendUnavailable(str(exc)) from None
+
+
+def _require_onnxruntime(device: str) -> None:
+    """:class:`BackendUnavailable` when onnxruntime is missing or has no provider for ``device``."""
+    from . import onnx_backend
+
+    reason = onnx_backend.available()
+    if reason:
+        raise BackendUnavailable(reason)
+    try:
+        onnx_backend.providers_for(device)
+    except EngineError as exc:  # a CUDA device, but no CUDA provider in this onnxruntime build
+        raise BackendUnavailable(str(exc)) from None
+
+
+def _gpu_else_cpu(asked: str, device: str, opener: Callable[[str], Engine]) -> Engine:
+    """``opener(device)``; where ``auto`` chose the GPU and nothing can run there, ``opener("cpu")``.
+
+    A GPU machine whose onnxruntime has no CUDA provider still runs an engine folder's graphs,
+    or ``--backend onnxruntime``, on the CPU as it did before ``auto`` looked for a GPU. An
+    explicit ``cuda`` never falls back; when the CPU cannot run it either, the GPU's reason is
+    the error.
+    """
+    try:
+        return opener(device)
+    except BackendUnavailable as exc:
+        if asked != "auto" or device == "cpu":
+            raise
+        try:
+            engine = opener("cpu")
+        except EngineError:
+            raise exc from None
+        from .cache import say_once
+
+        say_once(f"engine not run on {device} ({exc}); running it on the CPU")
+        return engine
 
 
 def _first_that_opens(names: tuple[str, ...], attempt: Callable[[str], Engine]) -> Engine:
@@ -141,9 +175,12 @@ def open_model(model: Any, backend: str = "auto", *, device: str = "cpu", source
     engine cache (default :func:`engines.cache.default_dir`).
     """
     candidates(backend, device)  # an unknown backend fails before torch looks for a GPU
-    device = resolve_device(device)
-    names = candidates(backend, device)
-    return _first_that_opens(names, lambda name: _open_model_with(name, model, device, source, threads, cache_dir))
+
+    def on(where: str) -> Engine:
+        return _first_that_opens(candidates(backend, where),
+                                 lambda name: _open_model_with(name, model, where, source, threads, cache_dir))
+
+    return _gpu_else_cpu(device, resolve_device(device), on)
 
 
 def _open_engine_dir(path: Path, backend: str, device: str, allow_untrained: bool, threads: int | None) -> Engine:
@@ -169,9 +206,7 @@ def _open_engine_dir(path: Path, backend: str, device: str, allow_untrained: boo
                                       fifm_form=manifest.get("fifm"))
         from . import onnx_backend
 
-        reason = onnx_backend.available()
-        if reason:
-            raise BackendUnavailable(reason)
+        _require_onnxruntime(device)
         return onnx_backend.OnnxEngine.from_dir(path, device=device, allow_untrained=allow_untrained,
                                                 intra_op_threads=threads)
 
@@ -195,7 +230,7 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
     ``allow_untrained`` (:class:`fgsl.weights.WeightsError`).
     """
     candidates(backend, device)  # an unknown backend fails before any file is read
-    device = resolve_device(device)
+    resolved = resolve_device(device)  # and a missing GPU
     path = Path(path)
     if not path.exists():
         raise EngineError(f"{path}: no such weights folder or engine folder")
@@ -205,7 +240,7 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
     from .export import is_engine_dir
 
     if is_engine_dir(path):
-        return _open_engine_dir(path, backend, device, allow_untrained, threads)
+        return _gpu_else_cpu(device, resolved, lambda where: _open_engine_dir(path, backend, where, allow_untrained, threads))
     from fgsl import weights
 
     model = weights.load(path, allow_untrained=allow_untrained)

@@ -28,8 +28,11 @@ class EngineError(ValueError):
     """An engine that cannot be opened or an input it cannot take (one clear message)."""
 
 
-#: ``--engine-device`` choices as the CLIs spell them (``cuda:N`` picks one GPU).
-DEVICE_HELP = "where the FGSL engine runs: auto (a CUDA GPU when torch sees one, else cpu), cpu, cuda or cuda:N"
+def add_engine_device_flag(parser: Any) -> None:
+    """``--engine-device`` (default ``auto``), the same in every CLI that opens an engine."""
+    parser.add_argument("--engine-device", default="auto",
+                        help="where the FGSL engine runs: auto (a CUDA GPU when torch sees one, else the CPU), "
+                             "cpu, cuda or cuda:N (default: %(default)s)")
 
 
 def cuda_missing_reason() -> str | None:

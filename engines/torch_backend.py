@@ -25,8 +25,11 @@ class TorchEngine:
         # nn.Module.to moves in place: on another device the engine runs a copy, so the
         # caller's model stays where it was (the self-test reuses one model for every backend).
         here = next(model.parameters()).device
-        same = here.type == self.device.type and (self.device.index is None or here.index == self.device.index)
-        self.model = (model if same else copy.deepcopy(model).to(self.device)).eval()
+        if here.type == self.device.type and self.device.index in (None, here.index):
+            self.device = here  # "cuda" for a model on cuda:1 means cuda:1, where it is
+            self.model = model.eval()
+        else:
+            self.model = copy.deepcopy(model).to(self.device).eval()
         self.cfg = model.cfg
         self.source = source
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engines.base import DEVICE_HELP
+from engines.base import add_engine_device_flag
 
 from .cli import UsageError, run
 from .config import PRESETS, FGSLConfig, preset
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
     parser.add_argument("--backend", default="auto", help="engine backend (default: auto)")
-    parser.add_argument("--engine-device", default="auto", help=f"{DEVICE_HELP} (default: auto)")
+    add_engine_device_flag(parser)
     parser.add_argument("--videos", nargs="+", required=True, help="video files")
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
     parser.add_argument("--subject", default="0", help="subject column value (default: 0)")

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engines.base import DEVICE_HELP
+from engines.base import add_engine_device_flag
 
 from .cli import UsageError, run
 from .config import FGSLConfig
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gt", required=True, help="their ground truth (annotation table or MEGC CSV)")
     parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
+    add_engine_device_flag(parser)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--write", action="store_true", help="store the best threshold in RUN_DIR/config.json")
     args = parser.parse_args(argv)

@@ -52,7 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.base import DEVICE_HELP
+from engines.base import add_engine_device_flag
 from fgsl.cli import UsageError, register_user_error, run
 from fgsl.data.frames import open_source
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true", help="let the fgsl spotter use untrained weights")
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
-    p.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
+    add_engine_device_flag(p)
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
     p.add_argument("--sensitivity", type=float, default=1.0,
                    help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")

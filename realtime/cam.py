@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.base import DEVICE_HELP
+from engines.base import add_engine_device_flag
 from fgsl.cli import UsageError, register_user_error, run
 
 from .capture import Capture, parse_source
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untrained", action="store_true", help="let the fgsl spotter use untrained weights (benchmarks only)")
     p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
     p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
-    p.add_argument("--engine-device", default="auto", help=DEVICE_HELP)
+    add_engine_device_flag(p)
     p.add_argument("--no-cache", action="store_true",
                    help="FGSL: recompute every chunk of every window (default: encode each 16-frame chunk once)")
     p.add_argument("--sensitivity", type=float, default=1.0, help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")

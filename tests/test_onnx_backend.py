@@ -156,6 +156,29 @@ def test_cuda_without_a_cuda_provider_is_a_clear_error(engine_dirs):
         OnnxEngine.from_dir(engine_dirs("conv"), device="cuda")
 
 
+@pytest.mark.skipif(HAS_CUDA_EP, reason="this onnxruntime has a CUDA provider")
+def test_auto_device_runs_an_engine_folder_on_the_cpu_when_its_graphs_cannot_use_the_gpu(engine_dirs, monkeypatch, capsys):
+    """A GPU machine (as ``auto`` sees it) with a CPU-only onnxruntime: the folder opens on the CPU."""
+    monkeypatch.setattr(engines, "resolve_device", lambda device: "cuda" if device == "auto" else device)
+    engine = engines.open(engine_dirs("conv"), device="auto")
+    assert engine.describe()["device"].startswith("cpu")
+    assert "engine not run on cuda (" in capsys.readouterr().err
+    with pytest.raises(EngineError, match="has no CUDAExecutionProvider"):  # asked for the GPU: no quiet fallback
+        engines.open(engine_dirs("conv"), device="cuda")
+
+
+@pytest.mark.skipif(HAS_CUDA_EP, reason="this onnxruntime has a CUDA provider")
+def test_auto_device_with_a_named_backend_that_cannot_use_the_gpu(run_dir, monkeypatch):
+    monkeypatch.setattr(engines, "resolve_device", lambda device: "cuda" if device == "auto" else device)
+    engine = engines.open(run_dir, backend="onnxruntime", device="auto")  # weights folder, CPU-only onnxruntime
+    assert engine.describe()["backend"] == "onnxruntime" and engine.describe()["device"].startswith("cpu")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:  # nor can TensorRT run on the CPU: the GPU's reason is the error
+        with pytest.raises(EngineError, match="tensorrt is not installed"):
+            engines.open(run_dir, backend="tensorrt", device="auto")
+
+
 @pytest.mark.skipif(not (HAS_CUDA_EP and torch.cuda.is_available()), reason="no CUDA device with onnxruntime-gpu here")
 def test_cuda_provider_with_io_binding_matches_cpu(engine_dirs, face_clips):  # pragma: no cover - GPU machines
     gpu = OnnxEngine.from_dir(engine_dirs("conv"), device="cuda")

@@ -219,7 +219,7 @@ class FGSLSpotter:
             allow_untrained=bool(getattr(args, "allow_untrained", False)),
             preset=getattr(args, "preset", None) or "realtime",
             backend=getattr(args, "backend", None) or "auto",
-            engine_device=getattr(args, "engine_device", None) or "auto",
+            engine_device=getattr(args, "engine_device", None),
         )
         if not ns.weights and ns.allow_untrained:
             preset_config(ns.preset)  # an unknown preset: ConfigError naming the choices
