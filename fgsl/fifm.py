@@ -65,9 +65,10 @@ def cosine_basis(length: int) -> torch.Tensor:
 def filter_frequency_form(x: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     """``irfft(response * rfft(x))`` over the last axis; x ``[B, C, L]``, response ``[C, L//2+1]``.
 
-    Half-precision inputs are computed in float32 and returned in their dtype: torch's FFTs take no bfloat16 at all
-    and half only at power-of-two lengths, and mixed-precision training on a GPU hands this
-    filter bf16 activations (seen on an H100: "Unsupported dtype BFloat16").
+    Half-precision inputs are computed in float32 and returned in their dtype: torch's FFTs
+    take no bfloat16 at all and half only at power-of-two lengths, and mixed-precision
+    training on a GPU hands this filter bf16 activations (seen on an H100: "Unsupported
+    dtype BFloat16").
     """
     length = x.shape[-1]
     full = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
