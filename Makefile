@@ -6,9 +6,16 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup clean
 
-# Debian packages: chromium (the demo's browser tests) and ffmpeg (making .y4m fake-camera clips).
+# Debian packages: chromium (the demo's browser tests), ffmpeg (making .y4m fake-camera clips) and
+# the GL libraries MediaPipe loads.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := $(strip $(foreach p,chromium ffmpeg,$(if $(shell command -v $(p)),,$(p))))
+# Shared libraries MediaPipe's native code links (realtime/face.py, SYSTEM_LIBRARIES); headless
+# servers often lack them. Only where ldconfig can tell.
+DEBS   += $(shell for p in libEGL.so.1:libegl1 libGLESv2.so.2:libgles2; do \
+            /sbin/ldconfig -p >/dev/null 2>&1 || break; \
+            /sbin/ldconfig -p | grep -qF "$${p%%:*}" || echo "$$p" | cut -d: -f2; done)
+DEBS   := $(strip $(DEBS))
 
 $(STAMP): pyproject.toml Makefile
 	$(if $(DEBS),$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(DEBS))

@@ -213,6 +213,21 @@ def _match_score(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return 0.05 * (1.0 - dist / (0.5 * size)) if dist < 0.5 * size else 0.0
 
 
+#: Shared libraries MediaPipe's native library links (``ldd libmediapipe.so``, mediapipe
+#: 1.2.3) and the Debian/Ubuntu packages that hold them. Headless servers, GPU ones included,
+#: often lack them (seen on the project's GPU machine: "libEGL.so.1: cannot open shared object file").
+SYSTEM_LIBRARIES = {"libEGL.so.1": "libegl1", "libGLESv2.so.2": "libgles2", "libGLdispatch.so.0": "libglvnd0"}
+
+
+def missing_library_hint(exc: OSError) -> str:
+    """One line for a native-library load failure, naming the package to install when known."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    packages = [pkg for lib, pkg in SYSTEM_LIBRARIES.items() if lib in text]
+    if packages:
+        return f"{text} (Debian/Ubuntu: apt-get install {' '.join(packages)}; `make setup` installs them)"
+    return text
+
+
 class FaceTracker:
     """MediaPipe FaceLandmarker + track ids + stabilised alignment. Not thread-safe: one
     tracker per stream (MediaPipe's VIDEO mode keeps per-stream state).
@@ -262,7 +277,7 @@ class FaceTracker:
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as exc:
             raise RealtimeError(
-                f"face tracking needs mediapipe ({exc}); install the 'cam' extra"
+                f"face tracking needs mediapipe ({exc}); reinstall the package (pip install -e .)"
             ) from exc
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_buffer=data),  # the bytes we just checked
@@ -279,6 +294,8 @@ class FaceTracker:
                 landmarker = vision.FaceLandmarker.create_from_options(options)
                 # The first inference logs TFLite set-up notes too: run it on a blank frame now.
                 landmarker.detect_for_video(self._mp_image(np.zeros((64, 64, 3), np.uint8)), 0)
+        except OSError as exc:  # its native library did not load: a system library is missing
+            raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
         except Exception as exc:  # MediaPipe raises RuntimeError / ValueError on a bad bundle
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise RealtimeError(f"MediaPipe could not load face model {path}: {reason}") from exc

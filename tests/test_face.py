@@ -263,6 +263,22 @@ def test_corrupt_model(tmp_path: Path, kind: str) -> None:
     print(f"{kind} model: {info.value}")
 
 
+def test_a_missing_system_library_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A headless server without libEGL (as the project's GPU machine was): one line saying what
+    to install, not "could not load face model". The library cannot be removed here, so
+    MediaPipe's loader is made to fail the way it did there."""
+    from mediapipe.tasks.python import vision
+
+    def no_egl(options):  # noqa: ANN001, ANN202
+        raise OSError("libEGL.so.1: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(vision.FaceLandmarker, "create_from_options", no_egl)
+    with pytest.raises(RealtimeError) as info:
+        FaceTracker()
+    assert str(info.value) == ("MediaPipe cannot start: libEGL.so.1: cannot open shared object file: No such file "
+                               "or directory (Debian/Ubuntu: apt-get install libegl1; `make setup` installs them)")
+
+
 def test_inside_mask_marks_the_crop_pixels_that_show_the_frame():
     """The mask is what ``warpAffine`` fills from the frame (not the black past its edge), for
     a shift and for a turned, shrunk face."""
