@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import UsageError, first_line, run
 from fgsl.config import FGSLConfig
 from fgsl.decode import Interval, decode
 
@@ -54,8 +54,7 @@ def open_session(path: str | Path, providers: list[str], threads: int | None = N
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # noqa: BLE001 (ORT raises its own exception types)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CalibError(f"ONNX Runtime cannot run {path} with {', '.join(providers)}: {first}") from None
+        raise CalibError(f"ONNX Runtime cannot run {path} with {', '.join(providers)}: {first_line(exc)}") from None
 
 
 def run_session(session: Any, name: str, x: np.ndarray, batch: int) -> tuple[dict[str, np.ndarray], float]:

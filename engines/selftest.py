@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import UsageError, first_line, run
 from fgsl.config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
@@ -244,7 +244,7 @@ def selftest(preset_name: str, batches: list[int], repeats: int, max_seconds: fl
                 streamed = stream_infer(engine, clips)
             except Exception as exc:  # a variant that breaks is a failed check, not a crashed self-test
                 checks.append({"name": f"{variant.name}: opens and runs", "ok": False, "max_abs_diff": None,
-                               "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+                               "error": first_line(exc)})
                 continue
             if reference is None:
                 reference = whole  # the first variant is torch fp32 on CPU

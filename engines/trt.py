@@ -145,7 +145,9 @@ def require_cuda(device: str = "cuda") -> Any:
     reason = cuda_missing_reason()
     if reason:
         raise EngineError(f"the tensorrt backend needs an NVIDIA GPU: {reason}")
-    return torch.device(resolve_device(device) if dev.index is not None else f"cuda:{torch.cuda.current_device()}")
+    if dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(resolve_device(device))  # checks that GPU exists
 
 
 def gpu_info(device: Any) -> dict[str, str]:

@@ -37,6 +37,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when it has none): a library's
+    multi-line error (MediaPipe, ONNX Runtime) folded into our one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def register_user_error(*kinds: type[BaseException]) -> None:
     """Let another package (engines, realtime) add its own bad-input error types."""
     global USER_ERRORS

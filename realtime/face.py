@@ -221,7 +221,9 @@ SYSTEM_LIBRARIES = {"libEGL.so.1": "libegl1", "libGLESv2.so.2": "libgles2", "lib
 
 def missing_library_hint(exc: OSError) -> str:
     """One line for a native-library load failure, naming the package to install when known."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    from fgsl.cli import first_line  # noqa: PLC0415 - on the failure path only: fgsl.cli imports torch
+
+    text = first_line(exc)
     packages = [pkg for lib, pkg in SYSTEM_LIBRARIES.items() if lib in text]
     if packages:
         return f"{text} (Debian/Ubuntu: apt-get install {' '.join(packages)}; `make setup` installs them)"
@@ -297,8 +299,9 @@ class FaceTracker:
         except OSError as exc:  # its native library did not load: a system library is missing
             raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
         except Exception as exc:  # MediaPipe raises RuntimeError / ValueError on a bad bundle
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RealtimeError(f"MediaPipe could not load face model {path}: {reason}") from exc
+            from fgsl.cli import first_line  # noqa: PLC0415 - torch only on the failure path
+
+            raise RealtimeError(f"MediaPipe could not load face model {path}: {first_line(exc)}") from exc
         return landmarker
 
     # -- per frame ------------------------------------------------------------------------
