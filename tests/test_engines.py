@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,17 @@ def test_torch_engine_on_the_gpu_leaves_the_callers_model_on_the_cpu(tiny_model)
     clips = np.random.default_rng(3).standard_normal((1, 3, 16, 32, 32)).astype(np.float32)
     with torch.no_grad():
         tiny_model(torch.from_numpy(clips))  # still runs where it was
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_torch_engine_runs_a_model_already_on_the_gpu_in_place(tiny_model):
+    on_gpu = copy.deepcopy(tiny_model).to("cuda:0")
+    engine = engines.open_model(on_gpu, backend="torch", device="cuda")
+    assert engine.model is on_gpu and engine.device == torch.device("cuda:0")
+    clips = np.random.default_rng(4).standard_normal((2, 3, 16, 32, 32)).astype(np.float32)
+    want = engines.open_model(tiny_model, backend="torch", device="cpu").infer(clips)
+    for key, value in engine.infer(clips).items():
+        np.testing.assert_allclose(value, want[key], atol=5e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -1,5 +1,6 @@
 """FIFM: the frequency and circular-convolution forms agree; the filter's peaks learn."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,14 +83,29 @@ def test_fifm_parameters_receive_gradients_in_the_full_model():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in filt.parameters())
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="no CUDA device on this machine"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_frequency_form_takes_mixed_precision_activations(dtype):
+def test_frequency_form_takes_mixed_precision_activations(dtype, device):
     """Autocast on a GPU feeds FIFM bf16; torch's FFTs refuse bf16 (and odd-length half)."""
-    x = torch.randn(2, 8, 15, generator=torch.Generator().manual_seed(0))
-    response = ResonantFilter(8).response(15, True).detach()
+    x = torch.randn(2, 8, 15, generator=torch.Generator().manual_seed(0)).to(device)
+    response = ResonantFilter(8).response(15, True).detach().to(device)
     want = filter_frequency_form(x, response)
     low = x.to(dtype).requires_grad_()
     got = filter_frequency_form(low, response)
     assert got.dtype == dtype and (got.float() - want).abs().max().item() <= 0.05 * want.abs().max().item()
     got.float().sum().backward()
     assert low.grad is not None and low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frequency_form_keeps_float64(device):
+    """Double precision (gradient checks) is computed in double, not cast down."""
+    x = torch.randn(2, 8, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(device)
+    response = ResonantFilter(8).response(15, True).detach().to(device)
+    got = filter_frequency_form(x, response)
+    want = np.fft.irfft(np.fft.rfft(x.cpu().numpy(), axis=-1) * response.cpu().numpy().astype(np.complex128), n=15, axis=-1)
+    assert got.dtype == torch.float64 and np.abs(got.cpu().numpy() - want).max() <= 1e-5
