@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fgsl.cli import first_line
 from fgsl.config import FGSLConfig
 
 from .base import EngineError, check_chunks, check_clips, check_features
@@ -114,7 +115,7 @@ def check_dft(providers: list[Any], channels: int, length: int, opset: int = DEF
             got = _run_probe(probe, x, providers)
         except Exception as exc:  # an ORT that cannot run DFT at all is refused the same way
             raise EngineError(f"onnxruntime {ort.__version__} cannot run FIFM's DFT form ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); build with --fifm conv") from None
+                              f"{first_line(exc)}); build with --fifm conv") from None
         diff = float(np.abs(np.asarray(got) - expected).max()) if np.shape(got) == expected.shape else float("inf")
         if not diff <= DFT_TOLERANCE:
             raise EngineError(f"onnxruntime {ort.__version__} computes DFT wrongly here (max abs diff {diff:.3g} vs "
