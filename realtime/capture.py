@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
 
 import cv2
 import numpy as np
@@ -123,9 +124,11 @@ def parse_source(
 ) -> CaptureSource:
     """The source named by the CLI's ``--device`` or ``--source`` (exactly one of them).
 
-    A ``path`` with a URL scheme (``rtsp://``, ``http://``) is a live network stream and gets the
-    camera policy (newest frames, reconnects). ``fps`` is the rate to request from a camera, or
-    the rate of a file (overriding its header) or of a frame folder (which has none of its own).
+    A ``path`` with a URL scheme (``rtsp://``, ``http://``) is a network stream and gets the
+    camera policy (newest frames, reconnects), except that a stream that reports a frame count
+    (a recording served over HTTP) ends at its end instead of being reopened (:func:`_recording_ended`).
+    A ``file://`` URL is a file. ``fps`` is the rate to request from a camera, or the rate of a
+    file (overriding its header) or of a frame folder (which has none of its own).
     """
     if (device is None) == (path is None):
         raise RealtimeError("give exactly one source: a camera (--device N) or a file/folder (--source PATH)")
@@ -136,6 +139,8 @@ def parse_source(
             raise RealtimeError(f"camera index must be a whole number >= 0, got {device!r}")
         return CameraSource(f"camera {device}", camera_opener(device, fps, size))
     text = str(path)
+    if text.startswith("file://"):
+        return FileSource(Path(unquote(urlparse(text).path)), fps)
     if "://" in text:
         return CameraSource(f"stream {text}", camera_opener(text, fps, size))
     return FileSource(Path(text), fps)
@@ -355,6 +360,8 @@ class Capture:
                     self._put_newest(Frame(index, now - self._t0, now, image))
                     index += 1
                     continue
+                if _recording_ended(reader):
+                    return
                 _release(reader)
                 reader = None
                 if lost_since is None:
@@ -438,6 +445,18 @@ def _read(reader: FrameReader | None) -> tuple[bool, np.ndarray | None]:
     if not ok or image is None or image.size == 0:
         return False, None
     return True, image
+
+
+def _recording_ended(reader: FrameReader | None) -> bool:
+    """Whether a failed read is the end of a recording (a video file behind a URL) rather than
+    an outage: cameras and live streams report no frame count (0 or -1), recordings do, and
+    reopening one would play it again from the start, for ever."""
+    if reader is None:
+        return False
+    try:
+        return float(reader.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
+    except (cv2.error, TypeError, ValueError):
+        return False
 
 
 def _seconds(value: float) -> str:

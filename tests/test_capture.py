@@ -292,3 +292,44 @@ def test_stop_during_camera_backoff_is_prompt(real_frames):
     start = time.monotonic()
     capture.stop()
     assert time.monotonic() - start < 1.0 and not capture.running
+
+
+def test_a_file_url_is_read_as_a_file(real_frames):
+    path = shared_video(VIDEO)
+    source = parse_source(None, path.resolve().as_uri())
+    assert isinstance(source, FileSource) and source.path == path.resolve()
+    with Capture(source) as capture:
+        assert sum(1 for _ in capture) == len(real_frames)
+
+
+def test_a_recording_served_over_http_ends_instead_of_replaying(tmp_path, real_frames):
+    """A URL is live (reopened when it stops) unless it reports a frame count: then it ends.
+
+    The real frames go into an MJPG .avi, which streams without seeking (Python's test
+    server cannot serve the byte ranges an mp4 with its index at the end needs)."""
+    import functools
+    import http.server
+    import threading
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30.0,
+                             real_frames[0].shape[1::-1])
+    for image in real_frames:
+        writer.write(image)
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        capture = Capture(parse_source(None, f"http://127.0.0.1:{server.server_address[1]}/clip.avi"),
+                          give_up_s=5.0, backoff_s=FAST_BACKOFF, queue_size=len(real_frames) * 3)
+        assert capture.live
+        frames = []
+        for frame in capture:  # a replaying stream would run past three plays and fail below
+            frames.append(frame)
+            if len(frames) > 3 * len(real_frames):
+                break
+        capture.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(frames) == len(real_frames) and capture.stats.reconnects == 0
