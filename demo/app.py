@@ -33,7 +33,7 @@ from typing import Any
 import gradio as gr
 
 from engines.base import add_engine_device_flag
-from fgsl.cli import UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.types import RealtimeError
 
@@ -332,7 +332,7 @@ def _md_inline(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it on the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")

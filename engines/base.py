@@ -59,8 +59,8 @@ def resolve_device(device: str) -> str:
         return "cpu" if cuda_missing_reason() else "cuda"
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise EngineError(f"unknown engine device {device!r}; choose auto, cpu, cuda or cuda:N ({exc})") from None
+    except (RuntimeError, TypeError):
+        raise EngineError(f"unknown engine device {device!r}; choose auto, cpu, cuda or cuda:N") from None
     if dev.type == "cpu":
         return "cpu"
     if dev.type != "cuda":

@@ -7,6 +7,8 @@ status 2. Unexpected exceptions still show a traceback: those are bugs to report
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -41,6 +43,44 @@ def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none): a library's
     multi-line error (MediaPipe, ONNX Runtime) folded into our one-line errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already says its default, or
+    there is none to say (``None``, ``False``): else ``--help`` reads "(default 0 when no
+    --source) (default: None)"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action) or text
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """argparse ``type`` for a float flag that must be > 0 (rejects 0, negatives, nan, inf)."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def non_negative_number(text: str) -> float:
+    """argparse ``type`` for a float flag that must be >= 0 (0 usually meaning "off")."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def register_user_error(*kinds: type[BaseException]) -> None:

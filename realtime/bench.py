@@ -52,13 +52,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.base import add_engine_device_flag
-from fgsl.cli import UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
 from fgsl.data.frames import open_source
 
 from .capture import Capture, parse_source
 from .pipeline import STAGES, Pipeline
-from .spotters import SPOTTERS, make_spotter
+from .spotters import add_spotter_flags, make_spotter
 from .spotters.base import Spotter
 from .types import Event, Frame, RealtimeError
 
@@ -70,20 +69,13 @@ SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "pyfeat_single_
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
-                   help=f"video file or frame folder (default: the bundled {SAMPLE_VIDEO.name})")
+                   help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")
     p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame in a grid: N faces tracked")
     p.add_argument("--repeat", type=int, default=1, help="play the video R times in one stream")
-    p.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
-    p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
-    p.add_argument("--allow-untrained", action="store_true", help="let the fgsl spotter use untrained weights")
-    p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
-    p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
-    add_engine_device_flag(p)
+    add_spotter_flags(p)
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
-    p.add_argument("--sensitivity", type=float, default=1.0,
-                   help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
     syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
     syn.add_argument("--synthetic", action="store_true",
                      help="inject micro-expressions into the video's face and run on those")
@@ -160,10 +152,11 @@ def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime:
     stream times of later passes continue where the previous pass ended, so windows, tracks
     and event times behave as in one long recording.
     """
-    from .face import FaceTracker
+    from .face import DEFAULT_MAX_FACES, FaceTracker
 
     out = StreamRun(video)
-    tracker = FaceTracker(max_faces=faces, crop_size=getattr(spotter, "crop_size", 112))
+    # Every face of every tile: a video with two people tiled twice has four.
+    tracker = FaceTracker(max_faces=faces * DEFAULT_MAX_FACES, crop_size=getattr(spotter, "crop_size", 112))
     pipeline = Pipeline(tracker, spotter)
     try:
         start = time.perf_counter()
@@ -452,8 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         video = Path(args.video) if args.video else SAMPLE_VIDEO
         if args.video is None and not SAMPLE_VIDEO.is_file():
             raise UsageError(f"the bundled sample {SAMPLE_VIDEO} is missing; pass --video PATH")
+        if video.is_dir():
+            raise UsageError(f"--video {video}: a folder; the benchmark reads a video file")
         open_source(video)  # a bad path fails here, in one line, before any model loads
         spotter = make_spotter(args)
+        if spotter.name != "fgsl" and (args.compare_backend or args.cached_only):
+            flag = "--compare-backend" if args.compare_backend else "--cached-only"
+            raise UsageError(f"{flag} concerns the fgsl spotter (pass --weights, or --allow-untrained)")
         with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
             videos, annotations = [video], None
             if args.synthetic:

@@ -38,6 +38,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,17 @@ class FileSource:
 CaptureSource = CameraSource | FileSource
 
 
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """Silence OpenCV's own logging (its backends each print why they could not open a device)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def camera_opener(
     device: int | str, fps: float | None = None, size: tuple[int, int] | None = None
 ) -> Callable[[], FrameReader]:
@@ -104,7 +116,8 @@ def camera_opener(
     """
 
     def open_camera() -> FrameReader:
-        cap = cv2.VideoCapture(device)
+        with _opencv_quiet():  # a missing camera is one error line of ours, not a dozen of OpenCV's
+            cap = cv2.VideoCapture(device)
         if cap.isOpened():
             if size is not None:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])

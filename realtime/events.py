@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections import deque
 from pathlib import Path
@@ -120,11 +121,29 @@ def describe(event: Event) -> str:
 
 
 class ConsoleSink:
+    """One line per event on stdout.
+
+    When the reader of stdout goes away (``... | head -1``) the console falls silent but the
+    run goes on, so the event files are still complete; stdout is pointed at ``/dev/null`` so
+    that Python's own flush at exit does not complain either (the recipe in Python's docs,
+    "Note on SIGPIPE").
+    """
+
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.silenced = False
 
     def write(self, event: Event) -> None:
-        print(describe(event), file=self.stream, flush=True)
+        if self.silenced:
+            return
+        try:
+            print(describe(event), file=self.stream, flush=True)
+        except BrokenPipeError:
+            self.silenced = True
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            except (OSError, ValueError):  # not a real file (a StringIO): nothing to redirect
+                pass
 
     def close(self) -> None:
         pass

@@ -230,6 +230,10 @@ def missing_library_hint(exc: OSError) -> str:
     return text
 
 
+#: Faces tracked at once unless asked otherwise (``realtime.cam --max-faces``).
+DEFAULT_MAX_FACES = 4
+
+
 class FaceTracker:
     """MediaPipe FaceLandmarker + track ids + stabilised alignment. Not thread-safe: one
     tracker per stream (MediaPipe's VIDEO mode keeps per-stream state).
@@ -242,7 +246,7 @@ class FaceTracker:
 
     def __init__(
         self,
-        max_faces: int = 4,
+        max_faces: int = DEFAULT_MAX_FACES,
         crop_size: int = 112,
         model_path: str | Path | None = None,
         min_confidence: float = 0.5,
@@ -266,7 +270,9 @@ class FaceTracker:
 
     def _load(self, path: Path, sha256: str | None, min_confidence: float) -> Any:
         if not path.is_file():
-            raise RealtimeError(f"face model {path} is missing (it ships in realtime/models/)")
+            shipped = path.resolve() == MODEL_PATH.resolve()
+            raise RealtimeError(f"face model {path} is missing" + (" (it ships in realtime/models/: reinstall the package)"
+                                                                  if shipped else ""))
         data = path.read_bytes()
         actual = hashlib.sha256(data).hexdigest()
         if sha256 is not None and actual != sha256:

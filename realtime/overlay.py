@@ -350,11 +350,16 @@ class OverlayState:
         return canvas
 
 
+#: Names OpenCV's writer makes an ``mp4v`` video for (checked on OpenCV 5.1; ``.webm`` needs VP8/9).
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+
+
 class VideoSaver:
     """Records annotated frames to an mp4 (``mp4v``), so a session can be reviewed afterwards.
 
     The writer opens on the first frame because only then is the size known. A bad path is
-    reported when the saver is made (missing or unwritable folder) or, at the latest, on the
+    reported when the saver is made (a name without a video suffix, an unwritable folder; a
+    missing folder is made) or, at the latest, on the
     first frame, as a :class:`RealtimeError`, never as a silently empty file. Frames of another
     size (a camera that reopened at a different resolution) are resized to the first size, as
     an mp4 stream cannot change size.
@@ -368,8 +373,13 @@ class VideoSaver:
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if self.path.is_dir():
             raise RealtimeError(f"cannot write video {self.path}: it is a folder")
-        if not parent.is_dir():
-            raise RealtimeError(f"cannot write video {self.path}: folder {parent} does not exist")
+        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise RealtimeError(f"cannot write video {self.path}: name it {', '.join(VIDEO_SUFFIXES)} "
+                                "(the container comes from the name)")
+        try:  # like the event files, a missing folder is made
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
         if not os.access(parent, os.W_OK):
             raise RealtimeError(f"cannot write video {self.path}: folder {parent} is not writable")
         self.frames = 0

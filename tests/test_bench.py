@@ -17,6 +17,7 @@ import pytest
 from realtime.bench import StreamRun, percentiles, score
 from realtime.pipeline import STAGES
 from realtime.types import Event
+from tests.conftest import shared_video
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = ("fps", "x_realtime", "frames", "dropped_frames", "stages", "event_delay_s", "peak_rss_mb",
@@ -63,6 +64,9 @@ def test_two_tiled_faces_are_two_tracks(tmp_path):
     assert rep["max_faces_in_frame"] == 2
     assert rep["frames"] == 72
     assert "p50" in proc.stdout  # the table for people comes before the JSON line
+    two_people = last_json(bench("--json", "--video", str(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")),
+                                 cwd=tmp_path))
+    assert two_people["faces"] == 1 and two_people["max_faces_in_frame"] == 2  # every face of a tile is tracked
 
 
 def test_bad_video_is_one_error_line(tmp_path):
@@ -78,6 +82,14 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
     proc = bench("--faces", "0", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --faces must be at least 1, got 0"]
+    proc = bench("--video", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --video {tmp_path}: a folder; the benchmark reads a video file"]
+    proc = bench("--compare-backend", "torch", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --compare-backend concerns the fgsl spotter (pass --weights, or --allow-untrained)"]
+    proc = bench("--sensitivity", "nan", cwd=tmp_path)
+    assert proc.returncode == 2 and "argument --sensitivity: must be a finite number" in proc.stderr
 
 
 def test_synthetic_reports_spotting(tmp_path):

@@ -8,6 +8,9 @@ spotter's own errors show (docs/benchmarks.md has the numbers on moving faces to
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -229,3 +232,68 @@ def test_save_writes_the_annotated_video(tmp_path, capfd):
     source.release()
     assert ok and frames == 72 and first.shape == original.shape
     assert np.abs(first.astype(int) - original.astype(int)).mean() > 1.0  # the overlay is drawn on it
+
+
+def cam_process(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    """The CLI as users run it: a process of its own (so what Python prints at exit shows too)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    return subprocess.run([sys.executable, "-m", "realtime.cam", *args], cwd=cwd, env=env, text=True,
+                          timeout=300, **streams)
+
+
+def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):
+    sample = tmp_path / "sample.mp4"
+    sample.write_bytes(shared_video(SOURCE).read_bytes())
+    events = tmp_path / "earlier.jsonl"
+    events.write_text("kept\n")
+    for args, why in ((["--events", "/proc/no/e.jsonl"], "cannot write here"),
+                      (["--events", str(events), "--save", str(tmp_path / "out.txt")], "name it .mp4"),
+                      (["--save", str(sample)], "would overwrite the --source video"),
+                      (["--csv", "sample.mp4"], "would overwrite the --source video")):
+        proc = cam_process("--source", str(sample), "--headless", *args, cwd=tmp_path)
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:"), proc.stderr  # no MediaPipe noise
+    assert events.read_text() == "kept\n" and sample.read_bytes() == shared_video(SOURCE).read_bytes()
+
+
+def test_a_closed_stdout_silences_the_console_but_not_the_files(tmp_path):
+    video = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
+    full = cam_process("--source", str(video), "--headless", "--events", "all.jsonl", cwd=tmp_path)
+    assert full.returncode == 0 and full.stdout.count("\n") >= 2, full.stderr  # enough events to cut short
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head -0`) has gone before the first event
+    with os.fdopen(write, "w") as closed:
+        cut = cam_process("--source", str(video), "--headless", "--events", "cut.jsonl", cwd=tmp_path, stdout=closed)
+    assert cut.returncode == 0 and "summary:" in cut.stderr and "Exception" not in cut.stderr, cut.stderr
+    assert (tmp_path / "cut.jsonl").read_text().count("\n") == (tmp_path / "all.jsonl").read_text().count("\n")
+
+
+@pytest.mark.parametrize("flag, value", [("--sensitivity", "0"), ("--sensitivity", "nan"), ("--sensitivity", "-2"),
+                                         ("--fps", "inf"), ("--no-face-warning", "-1")])
+def test_bad_numbers_are_usage_errors(flag, value, capfd):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--source", "x.mp4", "--headless", flag, value])
+    assert exit_info.value.code == 2 and f"argument {flag}: must be" in capfd.readouterr().err
+
+
+def test_no_face_warning_zero_never_warns(tmp_path, capfd):
+    rng = np.random.default_rng(2)
+    write_video(tmp_path / "noise.avi", rng.integers(0, 256, (30, 240, 320, 3), dtype=np.uint8), 30.0)
+    code, _, err = run_cam(capfd, "--source", str(tmp_path / "noise.avi"), "--headless", "--no-face-warning", "0")
+    assert code == 2 and "no face found" in err and "warning: no face" not in err
+
+
+def test_help_states_each_default_once():
+    text = " ".join(build_parser().format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "camera index (default 0 when no --source) --source" in text  # its own wording, nothing appended
+    assert "faces tracked at once (default: 4)" in text and "(default: 1.0)" in text
+
+
+@pytest.mark.skipif(Path("/dev/video0").exists(), reason="a camera is attached: camera 0 would open")
+def test_a_missing_camera_is_one_line_without_opencvs_noise(tmp_path):
+    proc = cam_process("--device", "0", "--headless", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: camera 0: cannot open"), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr

@@ -111,3 +111,9 @@ def test_a_frame_edge_moving_against_a_still_face_is_not_a_movement(tmp_path: Pa
     assert spot(faces, FlowSpotter()) == []
     blind = [[dataclasses.replace(face, inside=None) for face in found] for found in faces]
     assert spot(blind, FlowSpotter())
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_sensitivity_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match="sensitivity must be a positive number"):
+        flow_module.FlowSpotter(sensitivity=bad)

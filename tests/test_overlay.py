@@ -219,10 +219,13 @@ def test_video_saver_writes_frames_opencv_reads_back(tmp_path, frame):
 def test_video_saver_refuses_unwritable_paths(tmp_path, frame):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    for bad in (tmp_path / "missing" / "out.mp4", blocker / "out.mp4", tmp_path):
+    for bad in (blocker / "out.mp4", tmp_path, tmp_path / "no_suffix", tmp_path / "out.txt"):
         with pytest.raises(RealtimeError, match="cannot write video"):
             with VideoSaver(bad, fps=30) as saver:
                 saver.write(frame)
+    with VideoSaver(tmp_path / "new" / "folder" / "out.avi", fps=30) as saver:  # made, like --events's
+        saver.write(frame)
+    assert (tmp_path / "new" / "folder" / "out.avi").stat().st_size > 0
     with pytest.raises(RealtimeError, match="fps"):
         VideoSaver(tmp_path / "x.mp4", fps=0)
 

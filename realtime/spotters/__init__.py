@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from fgsl.cli import UsageError
+from engines.base import add_engine_device_flag
+from fgsl.cli import UsageError, positive_number
 
 from .base import Spotter
 
 SPOTTERS = ("flow", "fgsl")
+
+
+def add_spotter_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`make_spotter` reads, the same in ``realtime.cam`` and ``realtime.bench``."""
+    parser.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
+    parser.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="let the fgsl spotter use untrained weights (benchmarks only)")
+    parser.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
+    parser.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, onnxruntime, tensorrt)")
+    add_engine_device_flag(parser)
+    parser.add_argument("--sensitivity", type=positive_number, default=1.0,
+                        help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
 
 
 def make_spotter(args: argparse.Namespace) -> Spotter:

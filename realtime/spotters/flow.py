@@ -79,6 +79,7 @@ overlapping windows cost one flow per new frame.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import deque
 from dataclasses import dataclass
@@ -179,8 +180,8 @@ class FlowSpotter:
     crop_size = 112
 
     def __init__(self, settings: FlowSettings | None = None, sensitivity: float = 1.0) -> None:
-        if sensitivity <= 0:
-            raise ValueError(f"sensitivity must be positive, got {sensitivity}")
+        if not (math.isfinite(sensitivity) and sensitivity > 0):
+            raise ValueError(f"sensitivity must be a positive number, got {sensitivity}")
         self.settings = settings or FlowSettings()
         self.sensitivity = sensitivity
         self.window, self.stride, self.fps = self.settings.window, self.settings.stride, self.settings.fps
