@@ -29,7 +29,11 @@ the video's rate (``x_realtime`` near 1 means it kept up) and the other stages r
 backlog, as they would live. (Capture stamps a paced frame before its wait for its time, so
 there ``capture`` includes up to one frame interval of pacing.)
 With ``--json`` the last line of stdout is one JSON object (keys in :func:`report`); the
-table above it is for people.
+table above it is for people. Its ``backend`` is ``"opencv"`` for the flow spotter (OpenCV's
+optical flow, no engine) and the engine's ``describe()`` object for FGSL (``backend``,
+``device``, ``precision`` and the like), since an engine has more to say than its name.
+``--faces N`` tiles the frame N times and tracks every face of every tile (up to
+:data:`~realtime.face.DEFAULT_MAX_FACES` per tile).
 """
 
 from __future__ import annotations
