@@ -32,9 +32,9 @@ from typing import Any
 
 import gradio as gr
 
-from engines.base import add_engine_device_flag
-from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, positive_number, register_user_error, run
 from realtime.cam import DISCLAIMER
+from realtime.spotters import add_engine_flags
 from realtime.types import RealtimeError
 
 from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionRegistry,
@@ -337,26 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
-    p.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, ...)")
-    add_engine_device_flag(p)
-    p.add_argument("--allow-untrained", action="store_true",
-                   help="offer FGSL with untrained weights (benchmarks only; the page says UNTRAINED)")
-    p.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
-    p.add_argument("--max-upload-mb", type=float, default=200.0, help="largest video the upload tab accepts")
+    add_engine_flags(p)
+    p.add_argument("--max-upload-mb", type=positive_number, default=200.0, help="largest video the upload tab accepts")
     p.add_argument("--max-sessions", type=int, default=4, help="live webcam sessions at once")
-    p.add_argument("--idle-timeout", type=float, default=120.0,
+    p.add_argument("--idle-timeout", type=positive_number, default=120.0,
                    help="seconds without a webcam frame after which a live session is released")
     p.add_argument("--face-model", default=None, help="MediaPipe face landmarker bundle (default: the shipped one)")
     return p
 
 
 def make_app(args: argparse.Namespace) -> DemoApp:
-    if not args.max_upload_mb > 0:
-        raise UsageError("--max-upload-mb must be positive")
     if args.max_sessions < 1:
         raise UsageError("--max-sessions must be at least 1")
-    if not args.idle_timeout > 0:
-        raise UsageError("--idle-timeout must be positive")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be 0-65535")
     factory = PipelineFactory(weights=args.weights, backend=args.backend, engine_device=args.engine_device,

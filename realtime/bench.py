@@ -56,7 +56,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, positive_number, register_user_error, run
 from fgsl.data.frames import open_source
 
 from .capture import Capture, parse_source
@@ -76,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")
-    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame in a grid: N faces tracked")
+    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame in a grid (every face of each tile is tracked)")
     p.add_argument("--repeat", type=int, default=1, help="play the video R times in one stream")
     add_spotter_flags(p)
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
     syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
     syn.add_argument("--synthetic", action="store_true",
                      help="inject micro-expressions into the video's face and run on those")
-    syn.add_argument("--amplitude", type=float, default=12.0, help="peak displacement, pixels of the 128 px face crop")
+    syn.add_argument("--amplitude", type=positive_number, default=12.0, help="peak displacement, pixels of the 128 px face crop")
     syn.add_argument("--count", type=int, default=4, help="synthetic videos per face")
     syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
     syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
@@ -444,8 +444,6 @@ def main(argv: list[str] | None = None) -> int:
                                    ("--count", args.count, 1), ("--frames", args.frames, 16)):
             if value < least:
                 raise UsageError(f"{flag} must be at least {least}, got {value}")
-        if not args.amplitude > 0:
-            raise UsageError(f"--amplitude must be positive, got {args.amplitude}")
         video = Path(args.video) if args.video else SAMPLE_VIDEO
         if args.video is None and not SAMPLE_VIDEO.is_file():
             raise UsageError(f"the bundled sample {SAMPLE_VIDEO} is missing; pass --video PATH")
@@ -455,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         spotter = make_spotter(args)
         if spotter.name != "fgsl" and (args.compare_backend or args.cached_only):
             flag = "--compare-backend" if args.compare_backend else "--cached-only"
-            raise UsageError(f"{flag} concerns the fgsl spotter (pass --weights, or --allow-untrained)")
+            raise UsageError(f"{flag} concerns the fgsl spotter (pass --weights, or --spotter fgsl --allow-untrained)")
         with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
             videos, annotations = [video], None
             if args.synthetic:

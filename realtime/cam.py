@@ -11,16 +11,17 @@ Without ``--weights`` the spotter is the training-free optical-flow spotter; it 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
 
-from .capture import Capture, parse_source
-from .events import ConsoleSink, CsvSink, JsonlSink, Sink
+from .capture import Capture, CaptureSource, FileSource, parse_source
+from .events import ConsoleSink, CsvSink, JsonlSink, Sink, unwritable_reason
 from .face import DEFAULT_MAX_FACES
 from .overlay import Display, OverlayState, VideoSaver
 from .pipeline import Pipeline
@@ -74,26 +75,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_sinks(args: argparse.Namespace, video: str, opened: ExitStack) -> list[Sink]:
-    """The console and the files asked for; ``opened`` closes them."""
+    """The console and the files asked for, each closed by ``opened`` from the moment it exists."""
     sinks: list[Sink] = [] if args.quiet else [ConsoleSink()]
     if args.events:
-        sinks.append(JsonlSink(args.events))
+        sinks.append(opened.enter_context(closing(JsonlSink(args.events))))
     if args.csv:
-        sinks.append(CsvSink(args.csv, args.subject or video, video))
-    for sink in sinks:
-        opened.callback(sink.close)
+        sinks.append(opened.enter_context(closing(CsvSink(args.csv, args.subject or video, video))))
     return sinks
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before anything is opened or truncated, an output that would overwrite the source."""
-    if not args.source or "://" in args.source:
-        return
-    source = Path(args.source).resolve()
-    for flag in ("save", "events", "csv"):
-        path = getattr(args, flag)
-        if path and Path(path).resolve() == source:
-            raise UsageError(f"--{flag} {path} would overwrite the --source video; write it elsewhere")
+def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
+    """Refuse bad output paths while nothing is loaded or written yet: one that cannot be
+    written, one named twice, or one that is the source video itself."""
+    outputs = [(f"--{flag}", Path(getattr(args, flag))) for flag in ("save", "events", "csv") if getattr(args, flag)]
+    for i, (flag, path) in enumerate(outputs):
+        reason = unwritable_reason(path)
+        if reason is not None:
+            raise UsageError(f"{flag} {path}: cannot write here ({reason})")
+        if isinstance(source, FileSource) and _same_file(path, source.path):
+            raise UsageError(f"{flag} {path} would overwrite the --source video; write it elsewhere")
+        for other_flag, other in outputs[:i]:
+            if _same_file(path, other):
+                raise UsageError(f"{other_flag} and {flag} both name {path}; give each its own file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and, where the file system ignores it, case included)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
@@ -144,24 +154,24 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.max_faces < 1:
             raise UsageError("--max-faces must be at least 1")
-        check_outputs(args)
         device = 0 if args.source is None and args.device is None else args.device
         source = parse_source(device, args.source, fps=args.fps)
+        check_outputs(args, source)
         video = Path(args.source).stem if args.source else f"camera{device}"
         # Everything opened is closed on every way out (MediaPipe's landmarker included: left
-        # to the garbage collector at exit, it prints a traceback of its own).
+        # to the garbage collector at exit, it prints a traceback of its own). Files are
+        # opened (and so truncated) last, once the source, the spotter and the face model
+        # have loaded: a run that cannot start leaves an earlier run's files as they were.
         with ExitStack() as opened:
             capture = Capture(source, realtime=args.realtime)
             opened.callback(capture.stop)
-            spotter = make_spotter(args)
-            # Outputs before the face model: a bad --save path must not cost a model load,
-            # and must not leave an --events file from an earlier run truncated.
-            display = None if args.headless else opened.enter_context(Display("micro-expression spotter (q to quit)"))
             saver = opened.enter_context(VideoSaver(args.save, capture.fps)) if args.save else None
-            sinks = open_sinks(args, video, opened)
+            display = None if args.headless else opened.enter_context(Display("micro-expression spotter (q to quit)"))
+            spotter = make_spotter(args)
             tracker = opened.enter_context(FaceTracker(
                 max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
                 sha256=MODEL_SHA256 if args.face_model is None else None))
+            sinks = open_sinks(args, video, opened)
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)

@@ -42,7 +42,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import cv2
 import numpy as np
@@ -58,6 +59,9 @@ LIVE_QUEUE_SIZE = 2
 #: Frames decoded ahead for files: enough to smooth decode jitter, bounded in memory.
 FILE_QUEUE_SIZE = 16
 _POLL_S = 0.05  # how often blocked waits look at the stop flag
+#: Frames short of its reported count at which a recording behind a URL counts as finished
+#: (containers' counts are estimates).
+RECORDING_END_SLACK = 2
 
 
 class FrameReader(Protocol):
@@ -95,15 +99,30 @@ class FileSource:
 CaptureSource = CameraSource | FileSource
 
 
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved_level = 0
+
+
 @contextmanager
 def _opencv_quiet() -> Iterator[None]:
-    """Silence OpenCV's own logging (its backends each print why they could not open a device)."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    """Silence OpenCV's own logging (its backends each print why they could not open a device).
+
+    The level is process-wide and cameras reopen on capture threads, so nested and concurrent
+    uses share one saved level, restored when the last one leaves."""
+    global _quiet_depth, _quiet_saved_level
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_quiet_saved_level)
 
 
 def camera_opener(
@@ -152,10 +171,15 @@ def parse_source(
             raise RealtimeError(f"camera index must be a whole number >= 0, got {device!r}")
         return CameraSource(f"camera {device}", camera_opener(device, fps, size))
     text = str(path)
-    if text.startswith("file://"):
-        return FileSource(Path(unquote(urlparse(text).path)), fps)
+    url = urlparse(text)
+    if url.scheme.lower() == "file":
+        if url.netloc not in ("", "localhost"):
+            raise RealtimeError(f"{text}: a file URL on another host ({url.netloc}); give a path instead")
+        return FileSource(Path(url2pathname(url.path)), fps)
     if "://" in text:
         return CameraSource(f"stream {text}", camera_opener(text, fps, size))
+    if fps is None and Path(text).is_dir():
+        raise RealtimeError(f"{text}: a folder of frames has no frame rate of its own; pass it with --fps")
     return FileSource(Path(text), fps)
 
 
@@ -373,7 +397,7 @@ class Capture:
                     self._put_newest(Frame(index, now - self._t0, now, image))
                     index += 1
                     continue
-                if _recording_ended(reader):
+                if _recording_ended(reader, self.name):
                     return
                 _release(reader)
                 reader = None
@@ -460,16 +484,25 @@ def _read(reader: FrameReader | None) -> tuple[bool, np.ndarray | None]:
     return True, image
 
 
-def _recording_ended(reader: FrameReader | None) -> bool:
+def _recording_ended(reader: FrameReader | None, name: str) -> bool:
     """Whether a failed read is the end of a recording (a video file behind a URL) rather than
-    an outage: cameras and live streams report no frame count (0 or -1), recordings do, and
-    reopening one would play it again from the start, for ever."""
+    an outage. Cameras and live streams report no frame count (0 or -1); a recording does, and
+    reopening one would play it again from the start, for ever. A recording that breaks off
+    well before its end cannot be resumed either (a reopen starts over): that is an error.
+    """
     if reader is None:
         return False
     try:
-        return float(reader.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
+        count = float(reader.get(cv2.CAP_PROP_FRAME_COUNT))
+        position = float(reader.get(cv2.CAP_PROP_POS_FRAMES))
     except (cv2.error, TypeError, ValueError):
         return False
+    if not (math.isfinite(count) and count > 0):
+        return False
+    if position < count - RECORDING_END_SLACK:
+        raise RealtimeError(f"{name} broke off at frame {position:.0f} of {count:.0f} "
+                            "(a recording: reopening would start it over)")
+    return True
 
 
 def _seconds(value: float) -> str:

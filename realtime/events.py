@@ -19,6 +19,7 @@ micro-expressions; macro movements are in the JSONL with ``kind: "macro"``).
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import sys
@@ -104,8 +105,29 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def unwritable_reason(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written as a file (its missing folders would be made), or None.
+
+    Touches nothing, so every output can be checked before any is opened (opening truncates).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "it is a folder"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "no permission"
+    return None
+
+
 def _open_for_writing(path: str | Path) -> IO[str]:
     path = Path(path)
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise RealtimeError(f"{path}: cannot write here ({reason})")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("w", newline="", encoding="utf-8")
@@ -138,12 +160,20 @@ class ConsoleSink:
             return
         try:
             print(describe(event), file=self.stream, flush=True)
-        except BrokenPipeError:
+        except OSError as exc:  # BrokenPipeError; Windows says EINVAL for a closed pipe
+            if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EINVAL):
+                raise
             self.silenced = True
             try:
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+                null = os.open(os.devnull, os.O_WRONLY)
+            except OSError:
+                return
+            try:
+                os.dup2(null, self.stream.fileno())
             except (OSError, ValueError):  # not a real file (a StringIO): nothing to redirect
                 pass
+            finally:
+                os.close(null)
 
     def close(self) -> None:
         pass

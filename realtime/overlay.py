@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from realtime.events import unwritable_reason
 from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -359,7 +360,7 @@ class VideoSaver:
 
     The writer opens on the first frame because only then is the size known. A bad path is
     reported when the saver is made (a name without a video suffix, an unwritable folder; a
-    missing folder is made) or, at the latest, on the
+    missing folder is made on the first frame) or, at the latest, on the
     first frame, as a :class:`RealtimeError`, never as a silently empty file. Frames of another
     size (a camera that reopened at a different resolution) are resized to the first size, as
     an mp4 stream cannot change size.
@@ -370,18 +371,11 @@ class VideoSaver:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
             raise RealtimeError(f"video fps must be a positive number, got {fps!r}")
         self.fps = float(fps)
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if self.path.is_dir():
-            raise RealtimeError(f"cannot write video {self.path}: it is a folder")
-        if self.path.suffix.lower() not in VIDEO_SUFFIXES:
-            raise RealtimeError(f"cannot write video {self.path}: name it {', '.join(VIDEO_SUFFIXES)} "
-                                "(the container comes from the name)")
-        try:  # like the event files, a missing folder is made
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-        if not os.access(parent, os.W_OK):
-            raise RealtimeError(f"cannot write video {self.path}: folder {parent} is not writable")
+        reason = unwritable_reason(self.path)
+        if reason is None and self.path.suffix.lower() not in VIDEO_SUFFIXES:
+            reason = f"name it {', '.join(VIDEO_SUFFIXES)} (the container comes from the name)"
+        if reason is not None:
+            raise RealtimeError(f"cannot write video {self.path}: {reason}")
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (width, height)
         self._writer: cv2.VideoWriter | None = None
@@ -395,6 +389,10 @@ class VideoSaver:
             raise RealtimeError(f"video frames must be BGR uint8 HxWx3, got {image_bgr.shape}")
         if self._writer is None:
             h, w = image_bgr.shape[:2]
+            try:  # like the event files', a missing folder is made (only now: making nothing on a failed start)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
             writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
             if not writer.isOpened():

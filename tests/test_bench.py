@@ -87,7 +87,7 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
         f"error: --video {tmp_path}: a folder; the benchmark reads a video file"]
     proc = bench("--compare-backend", "torch", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: --compare-backend concerns the fgsl spotter (pass --weights, or --allow-untrained)"]
+        "error: --compare-backend concerns the fgsl spotter (pass --weights, or --spotter fgsl --allow-untrained)"]
     proc = bench("--sensitivity", "nan", cwd=tmp_path)
     assert proc.returncode == 2 and "argument --sensitivity: must be a finite number" in proc.stderr
 

@@ -300,6 +300,40 @@ def test_a_file_url_is_read_as_a_file(real_frames):
     assert isinstance(source, FileSource) and source.path == path.resolve()
     with Capture(source) as capture:
         assert sum(1 for _ in capture) == len(real_frames)
+    assert parse_source(None, "FILE://localhost" + path.resolve().as_uri()[7:]).path == path.resolve()
+    with pytest.raises(RealtimeError, match="a file URL on another host"):
+        parse_source(None, "file://server/share/a.mp4")
+
+
+def test_a_frame_folder_needs_fps_from_the_command_line(tmp_path):
+    with pytest.raises(RealtimeError, match=r"a folder of frames has no frame rate of its own; pass it with --fps$"):
+        parse_source(None, str(tmp_path))
+
+
+class _Recording(FakeCamera):
+    """A camera that reports a frame count and its position, as OpenCV does for a video file."""
+
+    def __init__(self, frames: list[np.ndarray], count: int, fail_after: int) -> None:
+        super().__init__(frames, fail_after=fail_after)
+        self.count = count
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_FRAME_COUNT:
+            return float(self.count)
+        if prop == cv2.CAP_PROP_POS_FRAMES:
+            return float(self.reads)
+        return super().get(prop)
+
+
+def test_a_recording_that_breaks_off_is_an_error_not_a_replay(real_frames):
+    opener = scripted_opener(_Recording(real_frames, count=60, fail_after=20))
+    capture = Capture(CameraSource("stream http://x/clip.avi", opener), give_up_s=5.0, backoff_s=FAST_BACKOFF,
+                      queue_size=100)
+    got = []
+    with pytest.raises(RealtimeError, match=r"broke off at frame 20 of 60"):
+        for frame in capture:
+            got.append(frame)
+    assert len(got) == 20 and opener.calls["n"] == 1
 
 
 def test_a_recording_served_over_http_ends_instead_of_replaying(tmp_path, real_frames):

@@ -108,4 +108,4 @@ def test_frequency_form_keeps_float64(device):
     response = ResonantFilter(8).response(15, True).detach().to(device)
     got = filter_frequency_form(x, response)
     want = np.fft.irfft(np.fft.rfft(x.cpu().numpy(), axis=-1) * response.cpu().numpy().astype(np.complex128), n=15, axis=-1)
-    assert got.dtype == torch.float64 and np.abs(got.cpu().numpy() - want).max() <= 1e-5
+    assert got.dtype == torch.float64 and np.abs(got.cpu().numpy() - want).max() <= 1e-12  # float32 is 4e-7 off
