@@ -42,11 +42,12 @@ import os
 import platform
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fgsl.files import atomic_write
 
 from .base import EngineError
 
@@ -123,30 +124,6 @@ def device_fingerprint(device: str = "cpu") -> dict[str, Any]:
     except Exception as exc:  # a broken CUDA install must not hide the cache: key on what we know
         info["error"] = type(exc).__name__
     return info
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path:
-    """Write ``path`` through a temporary file in the same folder and :func:`os.replace` it.
-
-    ``write`` is the bytes to write or a function that writes into a binary file object.
-    On any failure the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(write, (bytes, bytearray, memoryview)):
-                f.write(write)
-            else:
-                write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_entry(path: str | Path, key: Mapping[str, Any], payload: bytes, meta: Mapping[str, Any] | None = None) -> Path:

@@ -15,6 +15,7 @@ lets the live spotter cache each chunk's features (see DESIGN.md, "Streaming FGS
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,11 +212,16 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Load an official ``.pth`` safely (``weights_only=True``) and unwrap it."""
     path = Path(path)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle it then refuses: our error says it
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as exc:  # torch raises many types for corrupt/unsafe pickles
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({exc})") from None
+        from .cli import first_line  # noqa: PLC0415 - fgsl.cli imports this module
+
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint "
+                              f"({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
     return official_state_dict(raw)

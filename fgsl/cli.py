@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Callable
+from typing import Any
 
 from .backbone import CheckpointError
 from .config import ConfigError
@@ -36,6 +38,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     PermissionError,
     IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
 )
 
 
@@ -89,7 +93,22 @@ def register_user_error(*kinds: type[BaseException]) -> None:
     USER_ERRORS = USER_ERRORS + tuple(k for k in kinds if k not in USER_ERRORS)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as one ``warning: ...`` line (Python's default adds the file, line and source)."""
+    print(f"warning: {first_line(message) if isinstance(message, BaseException) else message}",
+          file=file or sys.stderr, flush=True)
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """``main(argv)`` with bad input reported as one ``error:`` line (exit 2) and warnings as
+    one ``warning:`` line each."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(main, argv)
+
+
+def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None) -> int:
     try:
         return int(main(argv) or 0)
     except USER_ERRORS as exc:

@@ -35,7 +35,9 @@ def convert(src: str | Path, dst: str | Path, heads: int | None = None) -> tuple
     """
     state = read_official_checkpoint(src)
     cfg = infer_backbone_config(state)
-    if heads:
+    if heads is not None:
+        if heads < 1 or cfg.embed_dim % heads:
+            raise CheckpointError(f"--heads {heads}: must divide the checkpoint's width {cfg.embed_dim}")
         cfg = dataclasses.replace(cfg, num_heads=heads)
     encoder = VideoMAEEncoder(cfg, cfg.pretrain_image_size, taps=())
     mapped, ignored = map_checkpoint(state, encoder)

@@ -72,13 +72,15 @@ def format_table(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.")
-    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS))
+    from .cli import HelpFormatter, run
+
+    parser = argparse.ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model preset")
     parser.add_argument("--window", type=int, help="window length in frames (multiple of 16)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    overrides = {"window_frames": args.window} if args.window else {}
-    from .cli import run
+    overrides = {"window_frames": args.window} if args.window is not None else {}
 
     def body(_: list[str] | None) -> int:
         s = summarise(preset(args.preset, **overrides))
@@ -86,3 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(body)
+
+
+if __name__ == "__main__":  # also reachable as python -m fgsl.model
+    raise SystemExit(main())

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
+
+from .files import atomic_write
 
 
 def write(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    """Write atomically (:func:`fgsl.files.atomic_write`): a crash mid-write leaves the
+    previous file intact and no temporary file behind."""
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    return atomic_write(path, data)
 
 
 def read(path: str | Path, error: type[Exception], fmt: str, what: str,

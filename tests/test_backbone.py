@@ -128,8 +128,12 @@ def test_unsafe_or_corrupt_pth_is_refused(tmp_path):
 
     evil = tmp_path / "evil.pth"
     torch.save({"module": Evil()}, evil)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="weights-only") as refused:
         read_official_checkpoint(evil)
+    assert "\n" not in str(refused.value)  # torch's multi-line advice is folded into one line
+    cli = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(evil), str(tmp_path / "e.safetensors")],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "Warning" not in cli.stderr, cli.stderr
 
 
 def test_converted_backbone_for_another_vit_is_refused(tmp_path):
@@ -147,6 +151,10 @@ def test_convert_cli_reports_unused_keys_and_errors_in_one_line(tmp_path):
                          "--heads", "2"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "not used by FGSL (2 keys): head.bias, head.weight" in ok.stdout
+    for heads in ("0", "5"):  # the width (SMALL's) is not divisible by them
+        odd = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(pth), str(tmp_path / "h.safetensors"),
+                              "--heads", heads], capture_output=True, text=True)
+        assert odd.returncode == 2 and f"--heads {heads}: must divide" in odd.stderr, odd.stderr
     state = official_keys_state(SMALL)
     del state["norm.weight" if "norm.weight" in state else "fc_norm.weight"]
     torch.save({"module": state}, pth)

@@ -307,3 +307,12 @@ def test_missing_and_corrupt_video_files(tmp_path):
         open_source(bad)
     with pytest.raises(VideoError, match=r"fps must be a positive number"):
         open_source(shared_video("pyfeat_single_face.mp4"), fps=0)
+
+
+def test_a_skipped_row_is_one_warning_line_on_the_command_line(tmp_path, capsys):
+    from fgsl.cli import run
+
+    path = edited(CASME3, tmp_path, "label", "E3", "160")
+    assert run(main, ["casme3", str(path), "--skip-bad-rows"]) == 0
+    err = capsys.readouterr().err
+    assert err == f"warning: {path}, sheet 'label', row 3: onset 166 is after offset 160\n"

@@ -83,3 +83,12 @@ def test_build_is_reproducible_for_a_seed():
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     assert isinstance(a, FGSL)
+
+
+def test_summary_cli_takes_the_window_it_is_given(capsys):
+    from fgsl.summary import main
+
+    assert main(["--preset", "tiny", "--window", "0"]) == 2  # was silently the preset's own window
+    assert capsys.readouterr().err.strip() == "error: invalid FGSL config: window_frames=0 is not a positive multiple of 16"
+    assert main(["--preset", "tiny", "--window", "48", "--json"]) == 0
+    assert '"clips": [null, 3, 48, 32, 32]' in capsys.readouterr().out

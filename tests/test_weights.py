@@ -76,3 +76,14 @@ def test_missing_files_name_what_is_missing(tmp_path):
         weights.load(tmp_path)
     with pytest.raises(weights.WeightsError, match="not a weights folder"):
         weights.load(tmp_path / "nope")
+
+
+def test_weights_are_written_with_a_plain_files_mode_and_no_leftovers(saved):
+    """safetensors (and mkstemp) create files 0600; a serving container must be able to read them."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    folder, _ = saved
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
