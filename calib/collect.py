@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, positive_number, run
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
@@ -194,13 +194,13 @@ class _Recorder:
         pass
 
 
-def _frame_estimate(path: Path) -> int | None:
+def _frame_estimate(path: Path, fps: float | None = None) -> int | None:
     import cv2
 
     from fgsl.data.frames import open_source
 
     try:
-        source = open_source(path)
+        source = open_source(path, fps)
     except Exception:  # noqa: BLE001 (Capture reports the real error next)
         return None
     if source.count is not None:
@@ -215,12 +215,15 @@ def _frame_estimate(path: Path) -> int | None:
 
 def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFAULT_COUNT, *,
                     stride: int | None = None, max_faces: int = 4, seed: int = 0, max_frames: int | None = None,
-                    face_model: str | Path | None = None, progress: bool = True) -> tuple[list[tuple[int, Any]], dict]:
+                    face_model: str | Path | None = None, progress: bool = True,
+                    fps: float | None = None) -> tuple[list[tuple[int, Any]], dict]:
     """Run every video through capture -> face tracker -> buffers; return a sample of windows.
 
     Returns ``([(video_index, Window), ...], stats)``, sorted by video, track and start frame.
     ``stride`` (model frames between a track's windows) defaults to a quarter window, as the
-    uncached FGSL spotter. ``max_frames`` caps the frames read per video.
+    uncached FGSL spotter. ``max_frames`` caps the frames read per video. ``fps`` is the
+    frame rate of every source: required for a folder of numbered frames (it has none),
+    overriding a video file's header (as ``realtime.cam --fps``).
     """
     from tqdm import tqdm
 
@@ -242,7 +245,7 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
     sources = []
     for path in paths:  # open every source first: a bad path fails before the long part
         try:
-            sources.append(parse_source(None, path))
+            sources.append(parse_source(None, path, fps))
             Capture(sources[-1]).stop()
         except RealtimeError as exc:
             raise CalibError(str(exc)) from None
@@ -252,7 +255,7 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
         recorder.video = i
         before = recorder.seen
         frames = face_frames = 0
-        total = _frame_estimate(path)
+        total = _frame_estimate(path, fps)
         if max_frames is not None and total is not None:
             total = min(total, max_frames)
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
@@ -318,8 +321,13 @@ def config_from_args(preset: str | None, weights: str | None) -> FGSLConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calib.collect", description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
-    p.add_argument("--videos", nargs="+", required=True, help="video files or folders of numbered frames")
+    p = argparse.ArgumentParser(prog="python -m calib.collect", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--videos", nargs="+", required=True,
+                   help="video files or folders of numbered frames (a folder needs --fps)")
+    p.add_argument("--fps", type=positive_number,
+                   help="frame rate of the sources: required for folders of numbered frames; "
+                        "overrides a video's header")
     p.add_argument("--out", required=True, help="calibration file to write (.npz)")
     p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="windows to keep (a uniform sample of all windows)")
     which = p.add_mutually_exclusive_group()
@@ -347,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_faces < 1:
             raise UsageError("--max-faces must be at least 1")
         data = collect(args.videos, cfg, args.count, stride=args.stride, max_faces=args.max_faces, seed=args.seed,
-                       max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet)
+                       max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet,
+                       fps=args.fps)
         if len(data) < args.count:
             print(f"warning: only {len(data)} windows found (asked for {args.count}); saving them all",
                   file=sys.stderr)

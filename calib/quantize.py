@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, run
 
 from . import CalibError
 from .collect import CalibrationSet, load
@@ -81,6 +81,19 @@ def onnx_inputs(onnx_path: str | Path) -> list[str]:
         raise CalibError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
     initializers = {i.name for i in model.graph.initializer}
     return [v.name for v in model.graph.input if v.name not in initializers]
+
+
+def refuse_quantized_input(onnx_path: str | Path) -> None:
+    """One line for a model that already has Q/DQ nodes: quantising it again would calibrate
+    the scales of its own rounding, and ``calib.report`` would compare it with itself."""
+    import onnx
+
+    from engines.trt import onnx_precision
+
+    found = onnx_precision(onnx.load(str(onnx_path), load_external_data=False))
+    if found.qdq:
+        raise UsageError(f"{onnx_path}: already quantised ({', '.join(found.qdq)} Q/DQ nodes); "
+                         "give the FP32 export (engines.build's model.onnx or encode_chunk.onnx)")
 
 
 def calibration_inputs(names: list[str], data: CalibrationSet, count: int | None = None) -> dict[str, np.ndarray]:
@@ -231,6 +244,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
     if out.resolve() == onnx_path.resolve():
         raise UsageError("--out must differ from --onnx (the FP32 model is the report's reference)")
     names = onnx_inputs(onnx_path)
+    refuse_quantized_input(onnx_path)
     inputs = None
     windows = 0
     if mode != "fp16":
@@ -265,10 +279,12 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calib.quantize",
-                                description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.")
+                                description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="FP32 ONNX export (model or encode_chunk graph)")
     p.add_argument("--data", help="calibration windows from python -m calib.collect (.npz)")
-    p.add_argument("--mode", choices=MODES, default="int8")
+    p.add_argument("--mode", choices=MODES, default="int8",
+                   help="int8/fp8: Q/DQ nodes calibrated on --data; fp16: AutoCast, no data needed")
     p.add_argument("--out", required=True, help="quantised ONNX to write")
     p.add_argument("--method", choices=METHODS, default="entropy", help="activation calibration (int8/fp8)")
     p.add_argument("--tool", choices=TOOLS, default="modelopt",

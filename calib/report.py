@@ -7,7 +7,8 @@ file, and the report gives:
   their sigmoid probabilities are compared too), and how often the top-scoring (point, class)
   of a window is the same;
 * **decoded intervals** (:func:`fgsl.decode.decode`, the live spotter's and offline inference's
-  decoding, at the config's score threshold unless ``--threshold``): the fraction of windows
+  decoding, at the FP32 model's own score threshold, the ``fgsl.config`` its export recorded,
+  unless ``--threshold``; the calibration file's config only for a model without one): the fraction of windows
   whose intervals are identical (same count, labels, and onset/offset at whole model frames),
   and, matching each FP32 interval to the quantised interval of the same class with the
   highest temporal IoU, the mean IoU and the fraction matched at IoU >= 0.5;
@@ -29,21 +30,49 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import UsageError, first_line, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, run
 from fgsl.config import FGSLConfig
 from fgsl.decode import Interval, decode
+from fgsl.infer import score_threshold
 
 from . import CalibError
 from .collect import load
-from .quantize import calibration_inputs, onnx_inputs
+from .quantize import calibration_inputs, check_config, onnx_inputs
 
 
-def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
-    """An ONNX Runtime session, or :class:`CalibError` naming the file and the reason."""
+def _onnxruntime() -> Any:
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
+    return ort
+
+
+def check_providers(providers: list[str]) -> None:
+    """Refuse providers this ONNX Runtime lacks, up front: it would otherwise log an error per
+    session, fall back to the CPU and the report would name providers that never ran."""
+    available = _onnxruntime().get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise UsageError(f"--providers: {', '.join(missing)} not available in this ONNX Runtime "
+                         f"(available: {', '.join(available)})")
+
+
+def model_config(onnx_path: str | Path) -> FGSLConfig | None:
+    """The FGSL config an ONNX export recorded (``fgsl.config`` metadata), or ``None``: its
+    ``score_threshold`` is the one chosen for these weights, not the calibration preset's default."""
+    from engines.export import read_metadata
+
+    text = read_metadata(onnx_path).get("fgsl.config")
+    try:
+        return FGSLConfig.from_dict(json.loads(text)) if text else None
+    except (ValueError, TypeError) as exc:
+        raise CalibError(f"{onnx_path}: its fgsl.config metadata is unreadable ({exc})") from None
+
+
+def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
+    """An ONNX Runtime session, or :class:`CalibError` naming the file and the reason."""
+    ort = _onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise CalibError(f"{path}: no such ONNX file")
@@ -139,15 +168,18 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
     providers = providers or ["CPUExecutionProvider"]
     if batch < 1:
         raise UsageError("--batch must be at least 1")
+    check_providers(providers)
     for path in (fp32, quantized):
         if not Path(path).is_file():
             raise CalibError(f"{path}: no such ONNX file")
     data = load(data_path)
-    cfg = cfg or data.cfg
     names = onnx_inputs(fp32)
     q_names = onnx_inputs(quantized)
     if names != q_names:
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")
+    for path in (fp32, quantized):
+        check_config(path, data, names)  # windows of another preset: one line, not ORT's InvalidArgument
+    cfg = cfg or model_config(fp32) or data.cfg
     x = calibration_inputs(names, data, count)[names[0]]
     ref_session = open_session(fp32, providers, threads)
     test_session = open_session(quantized, providers, threads)
@@ -190,13 +222,15 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calib.report",
-                                description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.")
+                                description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.",
+                                formatter_class=HelpFormatter)
     p.add_argument("--fp32", required=True, help="the FP32 ONNX model")
     p.add_argument("--quantized", required=True, help="the quantised ONNX model (calib.quantize)")
     p.add_argument("--data", required=True, help="calibration windows (calib.collect .npz)")
     p.add_argument("--count", type=int, help="use only the first N windows")
     p.add_argument("--batch", type=int, default=4, help="windows per run")
-    p.add_argument("--threshold", type=float, help="decoding score threshold (default: the config's)")
+    p.add_argument("--threshold", type=score_threshold,
+                   help="decoding score threshold, in [0, 1) (default: the FP32 model's score_threshold)")
     p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="end with one JSON line")

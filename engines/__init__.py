@@ -33,6 +33,26 @@ class BackendUnavailable(EngineError):
     """A backend that cannot run here (not installed, no CUDA device, ...); ``auto`` moves on."""
 
 
+def add_backend_flag(parser: Any) -> None:
+    """``--backend`` (default ``auto``), the same choices and help in every CLI that opens an engine."""
+    parser.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                        help="engine backend: auto tries " + " -> ".join(AUTO_ORDER) + " (tensorrt only on a CUDA "
+                             "device); an engine folder runs on onnxruntime or tensorrt")
+
+
+def trained(path: str | Path) -> bool | None:
+    """Whether the weights behind ``path`` were trained: a weights folder's safetensors header
+    says so, an engine folder's manifest records what ``engines.build`` knew (``None``: built
+    from an in-memory model, unknown). An engine folder has no ``model.safetensors`` to ask."""
+    from .export import is_engine_dir, read_manifest
+
+    if is_engine_dir(path):
+        return read_manifest(path, verify=False).get("trained")
+    from fgsl import weights
+
+    return weights.is_trained(path)
+
+
 def _cuda(device: str) -> bool:
     return device == "cuda" or device.startswith("cuda:")
 
@@ -248,4 +268,4 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "BackendUnavailable", "Engine", "EngineError", "candidates", "check_clips",
-           "open", "open_model", "resolve_device"]
+           "add_backend_flag", "open", "open_model", "resolve_device", "trained"]

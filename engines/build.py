@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, run
 from fgsl.config import PRESETS, preset
 
 from .base import EngineError
 from .cache import sha256_file
 from .export import DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir, read_manifest, write_manifest
 
+#: The network ``--allow-untrained`` builds without ``--preset``.
+DEFAULT_PRESET = "realtime"
 #: fp32 agreement required of a fresh ONNX Runtime build (the issue's acceptance bound).
 FP32_TOLERANCE = 1e-4  # equals engines.selftest.TOLERANCE["fp32"] (tests check they agree)
 
@@ -46,7 +48,20 @@ def _model(args: argparse.Namespace) -> tuple[Any, bool | None, str]:
         return model, weights.is_trained(args.weights), str(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
-    return build(preset(args.preset), seed=0), False, f"untrained preset {args.preset!r}"
+    name = args.preset or DEFAULT_PRESET
+    return build(preset(name), seed=0), False, f"untrained preset {name!r}"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse flag combinations that cannot work before minutes of export, not after."""
+    refuse_quantized(args.precision)
+    if args.weights and args.preset:
+        raise UsageError("--preset is for --allow-untrained without --weights: a weights folder's config.json "
+                         "sets its preset")
+    if args.backend == "onnxruntime" and args.fifm == "plugin":
+        raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
+    if args.triton_max_batch < 1:
+        raise UsageError(f"--triton-max-batch must be at least 1, got {args.triton_max_batch}")
 
 
 def refuse_quantized(precision: str) -> None:
@@ -108,12 +123,16 @@ def build_tensorrt(folder: Path, precision: str, device: str = "cuda") -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
-    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help=f"with --allow-untrained and no --weights (default: {DEFAULT_PRESET})")
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (benchmarks only)")
-    parser.add_argument("--backend", required=True, choices=("onnxruntime", "tensorrt"))
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--backend", required=True, choices=("onnxruntime", "tensorrt"),
+                        help="onnxruntime: ONNX graphs, verified against torch; tensorrt: also a TensorRT engine per graph")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 or fp16 here; int8/fp8 come from calib.collect + calib.quantize")
     parser.add_argument("--fifm", choices=FIFM_FORMS, default="conv",
                         help="FIFM export form: conv (portable, default), dft (ONNX DFT ops), plugin (TensorRT only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset {MIN_OPSET}-{MAX_OPSET} (default {DEFAULT_OPSET})")
@@ -125,10 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        refuse_quantized(args.precision)
+        check_args(args)
         fifm = args.fifm
-        if args.backend == "onnxruntime" and fifm == "plugin":
-            raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
         if args.backend == "tensorrt":
             tensorrt_module()  # a missing TensorRT fails before minutes of export
         model, trained, origin = _model(args)

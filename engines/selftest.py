@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgsl.cli import UsageError, first_line, run
+from fgsl.cli import UsageError, first_line, positive_number, run
 from fgsl.config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS))
     parser.add_argument("--batches", default="1,8,32", help="batch sizes to time (default 1,8,32)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (default 10)")
-    parser.add_argument("--max-seconds", type=float, default=30.0,
+    parser.add_argument("--max-seconds", type=positive_number, default=30.0,
                         help="stop timing a batch size after this long (at least one call; default 30)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)

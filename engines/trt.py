@@ -89,20 +89,25 @@ GRAPHS = ("model", "encode_chunk", "decode_window")
 #: Oldest TensorRT this backend is written for (name-based I/O, strongly typed networks).
 MIN_TENSORRT_MAJOR = 10
 SIDECAR_FORMAT = "fgsl-tensorrt-engine"
-INSTALL_HINT = ("install the 'trt' extra (pip install 'fgsl-spotter[trt]') on a machine with an NVIDIA GPU "
-                "and driver, or use --backend onnxruntime")
+INSTALL = "install the 'trt' extra (pip install 'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver"
+#: The way out for commands with a ``--backend`` flag (engines.build, fgsl.infer, realtime.cam).
+INSTALL_HINT = f"{INSTALL}, or use --backend onnxruntime"
+#: The way out for ``python -m engines.trt``, which builds TensorRT engines only.
+CLI_INSTALL_HINT = (f"{INSTALL}; without TensorRT, `python -m engines.build --backend onnxruntime` makes an "
+                    "engine folder that ONNX Runtime runs")
 
 
 # ---------------------------------------------------------------------------------------
 # Availability (one clear line when something is missing)
 # ---------------------------------------------------------------------------------------
 
-def import_tensorrt() -> Any:
-    """``import tensorrt``, or :class:`EngineError` saying what is missing and what to do."""
+def import_tensorrt(hint: str = INSTALL_HINT) -> Any:
+    """``import tensorrt``, or :class:`EngineError` saying what is missing and what to do
+    (``hint``: the way out, in the words of the command that needs TensorRT)."""
     try:
         import tensorrt as trt  # noqa: PLC0415 (optional dependency, imported lazily on purpose)
     except ImportError as exc:
-        raise EngineError(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
+        raise EngineError(f"TensorRT is not installed ({exc}): {hint}") from None
     except OSError as exc:  # the Python package is there but its CUDA libraries are not loadable
         raise EngineError(f"TensorRT is installed but its libraries cannot be loaded ({exc}): "
                           "check the NVIDIA driver and CUDA libraries") from None
@@ -782,11 +787,12 @@ def _iter_graph_onnx(folder: Path) -> Iterator[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import register_user_error, run  # noqa: PLC0415
+    from fgsl.cli import HelpFormatter, register_user_error, run  # noqa: PLC0415
 
     register_user_error(EngineError)
     p = argparse.ArgumentParser(prog="python -m engines.trt",
-                                description="Build TensorRT engines from FGSL ONNX graphs (strongly typed).")
+                                description="Build TensorRT engines from FGSL ONNX graphs (strongly typed).",
+                                formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="an ONNX file, or a folder with model/encode_chunk/decode_window.onnx")
     p.add_argument("--out", required=True, help="engine file (for one ONNX) or folder (for a folder)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
@@ -795,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")
     p.add_argument("--workspace-mb", type=int, help="cap on the builder workspace")
     p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="the GPU to build on: cuda or cuda:N")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     args = p.parse_args(argv)
 
@@ -804,9 +810,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs = list(_iter_graph_onnx(src)) if src.is_dir() else [(src.stem, src)]
         if not jobs:
             raise EngineError(f"{src}: no model.onnx, encode_chunk.onnx or decode_window.onnx in this folder")
+        batch = BatchRange.parse(args.batch)
+        for _, onnx_path in jobs:  # every input checked first: no GPU needed to find a bad one
+            plan_build(onnx_path, args.precision, batch, args.opt_level, args.workspace_mb)
+        import_tensorrt(CLI_INSTALL_HINT)  # the way out in this command's words (it has no --backend)
         for graph, onnx_path in jobs:
             target = out / f"{graph}.engine" if src.is_dir() else out
-            info = build_engine(onnx_path, target, precision=args.precision, batch=BatchRange.parse(args.batch),
+            info = build_engine(onnx_path, target, precision=args.precision, batch=batch,
                                 timing_cache=args.timing_cache, workspace_mb=args.workspace_mb,
                                 optimization_level=args.opt_level, device=args.device, verbose=args.verbose)
             print(f"{target}: {info['precision']} engine, batch {args.batch}, {info['engine_bytes'] / 1e6:.1f} MB, "

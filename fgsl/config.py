@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,20 @@ CHUNK_FRAMES = 16
 
 class ConfigError(ValueError):
     """A config that cannot describe a valid FGSL network (the message says why)."""
+
+
+def is_score_threshold(value: Any) -> bool:
+    """Whether ``value`` can be a score threshold: a number in [0, 1).
+
+    Scores are sigmoid probabilities (:mod:`fgsl.decode`): 0 keeps every candidate, 1 or more
+    keeps none, and the live spotter scales the threshold's odds ``t / (1 - t)``. NaN fails
+    here rather than silently failing every comparison (no interval at all).
+    """
+    return _number(value) and 0 <= value < 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -108,9 +124,33 @@ class FGSLConfig:
         return sum(self.level_lengths())
 
     # ------------------------------------------------------------------ validation
+    def _range_problems(self) -> list[str]:
+        """Sizes, rates and decoding limits that are not finite numbers in range, each naming its key.
+
+        Checked first: a zero or negative size would otherwise break the divisibility checks
+        below or surface later as a torch traceback, and a NaN passes every ``<=`` test.
+        """
+        b = self.backbone
+        positive = {"image_size": self.image_size, "fps": self.fps, "iga_dim": self.iga_dim,
+                    "iga_kernel": self.iga_kernel, "neck_dim": self.neck_dim, "neck_heads": self.neck_heads,
+                    "attn_window": self.attn_window, "fifm_mlp_ratio": self.fifm_mlp_ratio,
+                    "nms_sigma": self.nms_sigma, "max_intervals": self.max_intervals,
+                    "backbone.embed_dim": b.embed_dim, "backbone.depth": b.depth, "backbone.num_heads": b.num_heads,
+                    "backbone.mlp_ratio": b.mlp_ratio, "backbone.patch_size": b.patch_size,
+                    "backbone.tubelet_size": b.tubelet_size, "backbone.pretrain_image_size": b.pretrain_image_size}
+        non_negative = {"neck_layers": self.neck_layers, "fifm_blocks": self.fifm_blocks,
+                        "backbone.init_values": b.init_values}
+        problems = [f"{k}={v!r} must be a positive number" for k, v in positive.items() if not (_number(v) and v > 0)]
+        problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_number(v) and v >= 0)]
+        if not is_score_threshold(self.score_threshold):
+            problems.append(f"score_threshold={self.score_threshold!r} must be a score in [0, 1)")
+        return problems
+
     def validate(self) -> None:
         b = self.backbone
-        problems: list[str] = []
+        problems = self._range_problems()
+        if problems:
+            raise ConfigError("invalid FGSL config: " + "; ".join(problems))
         if self.window_frames <= 0 or self.window_frames % CHUNK_FRAMES:
             problems.append(f"window_frames={self.window_frames} is not a positive multiple of {CHUNK_FRAMES}")
         if CHUNK_FRAMES % b.tubelet_size:
@@ -134,8 +174,6 @@ class FGSLConfig:
             problems.append(f"head_layers={self.head_layers} must be at least 2 (a tower and an output conv)")
         if not self.classes:
             problems.append("classes must not be empty")
-        if self.fps <= 0:
-            problems.append(f"fps={self.fps} must be positive")
         if problems:
             raise ConfigError("invalid FGSL config: " + "; ".join(problems))
 

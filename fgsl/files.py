@@ -1,4 +1,7 @@
-"""Writing a file so that readers see the old one or the whole new one, never half of it.
+"""Writing files: checked before anything is written, and replaced whole, never half.
+
+:func:`unwritable_reason` says why a path cannot be written without touching anything, so a
+command can check all its outputs before it opens (and truncates) the first one.
 
 Every product file (weights, checkpoints, exported engines, manifests, caches) goes through
 :func:`atomic_write`: the bytes go to a temporary file in the same folder, which then
@@ -46,3 +49,21 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def unwritable_reason(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written as a file (its missing folders would be made), or None.
+
+    Touches nothing, so every output can be checked before any is opened (opening truncates).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "it is a folder"
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "no permission"
+    return None

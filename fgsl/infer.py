@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import UsageError, run
-from .config import PRESETS, FGSLConfig, preset
+from .cli import HelpFormatter, UsageError, run
+from .config import PRESETS, FGSLConfig, is_score_threshold, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
+from .files import unwritable_reason
 
 
 @dataclass(frozen=True)
@@ -166,21 +169,22 @@ def subjects_from(path: str | None) -> dict[str, str]:
     return {row.video: row.subject for row in read_intervals(path)}
 
 
-def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
-    """(engine, trained?) from ``--weights`` or, with ``--allow-untrained``, a random preset.
+def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
+    """(engine, trained?) from ``--weights`` (a weights or an engine folder) or, with
+    ``--allow-untrained``, a random preset. ``trained`` is ``None`` for an engine folder
+    whose manifest does not know (:func:`engines.trained`).
 
     ``--engine-device`` (``args.engine_device``, default ``auto``) picks where it runs: the GPU
     where torch sees one, so a GPU machine uses it (and ``--backend auto`` tries TensorRT).
     """
     import engines
 
-    from . import weights
     from .model import build
 
     device = getattr(args, "engine_device", None) or "auto"
     if args.weights:
         engine = engines.open(args.weights, backend=args.backend, device=device, allow_untrained=args.allow_untrained)
-        return engine, weights.is_trained(args.weights)
+        return engine, engines.trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
     engine = engines.open_model(build(preset(args.preset)), backend=args.backend, device=device,
@@ -188,12 +192,37 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool]:
     return engine, False
 
 
+def score_threshold(text: str) -> float:
+    """argparse ``type`` for a score threshold (:func:`fgsl.config.is_score_threshold`: [0, 1))."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not is_score_threshold(value):
+        raise argparse.ArgumentTypeError(f"must be a score in [0, 1), got {text!r}")
+    return value
+
+
+def check_out(path: Path) -> None:
+    """Refuse an --out the CSV cannot be written to now, not after all the inference."""
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise UsageError(f"--out {path}: cannot write here ({reason})")
+
+
+#: What each output line says about the weights (``engines.trained``: True, False or unknown).
+WEIGHTS_TAG = {True: "", False: " [UNTRAINED WEIGHTS: intervals are meaningless]",
+               None: " [weights of unknown origin: the engine folder does not say whether they were trained]"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
+    parser = argparse.ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--weights", help="weights folder (model.safetensors + config.json) or engine folder "
+                                          "(python -m engines.build)")
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
-    parser.add_argument("--backend", default="auto", help="engine backend (default: auto)")
+    add_backend_flag(parser)
     add_engine_device_flag(parser)
     parser.add_argument("--videos", nargs="+", required=True, help="video files")
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
@@ -201,16 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects-from", metavar="GT.csv",
                         help="take each video's subject from this ground-truth CSV (videos it lacks get --subject)")
     parser.add_argument("--batch", type=int, default=4, help="windows per engine call (default: 4)")
-    parser.add_argument("--threshold", type=float, help="minimum score (default: the config's score_threshold)")
+    parser.add_argument("--threshold", type=score_threshold,
+                        help="minimum score, in [0, 1) (default: the config's score_threshold)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
         if args.batch < 1:
             raise UsageError("--batch must be at least 1")
+        out = Path(args.out)
+        check_out(out)
         subjects = subjects_from(args.subjects_from)  # read first: a bad file fails before the long part
         engine, trained = open_engine(args)
-        tag = "" if trained else " [UNTRAINED WEIGHTS: intervals are meaningless]"
+        tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
         d = engine.describe()
         print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)
         rows: list[Detection] = []
@@ -220,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
                       f"{det.emotion} score {det.score:.2f}{tag}")
             rows.extend(found)
-        out = Path(args.out)
         write_csv(rows, out, subjects, args.subject)
         print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
         return 0

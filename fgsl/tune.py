@@ -7,8 +7,9 @@ elsewhere or for other validation data (another camera, another population). It 
 offline inference (``fgsl.infer``'s own functions) on *validation* videos with known ground
 truth, scores each candidate threshold with the MEGC metric (``fgsl.evaluate``, strict
 mode), picks the best spotting F1 (then STRS; the higher threshold on a tie: fewer false
-alarms) and, with ``--write``, stores it as ``score_threshold`` in the weights folder's
-``config.json``, which ``fgsl.infer``, the live FGSL spotter and the engines then use.
+alarms) and, with ``--write``, stores it as ``score_threshold`` where the folder keeps its
+config: a weights folder's ``config.json``, an engine folder's ``manifest.json`` (the graphs
+do not depend on it); ``fgsl.infer``, the live FGSL spotter and the engines then use it.
 
 The validation set must not be the test set: for synthetic data, make it from the
 validation part of the sources, the frames between the training and the test part
@@ -24,16 +25,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from engines import add_backend_flag
 from engines.base import add_engine_device_flag
+from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
 
-from .cli import UsageError, run
-from .config import FGSLConfig
+from .cli import HelpFormatter, UsageError, run
+from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
+from .files import atomic_write
 from .infer import merge_windows, subjects_from, to_detections, window_intervals
 from .weights import CONFIG_FILE
 
@@ -76,10 +81,25 @@ def best(rows: list[dict[str, float]]) -> dict[str, float]:
     return max(rows, key=lambda r: (round(r["f1"], 12), round(r["strs"], 12), r["threshold"]))
 
 
-def write_threshold(folder: Path, threshold: float) -> None:
-    """Store ``score_threshold`` in the folder's config.json (the tensors are untouched)."""
-    cfg = FGSLConfig.load(folder / CONFIG_FILE)
-    (folder / CONFIG_FILE).write_text(dataclasses.replace(cfg, score_threshold=threshold).to_json() + "\n")
+def threshold_file(folder: Path) -> Path:
+    """The file ``--write`` rewrites, checked before the sweep (not after minutes of it): an
+    engine folder keeps its config in ``manifest.json``, a weights folder in ``config.json``.
+    Both are replaced atomically, so the folder must be writable."""
+    target = folder / (MANIFEST if is_engine_dir(folder) else CONFIG_FILE)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"--write: {folder} is not writable (the threshold goes into {target.name})")
+    return target
+
+
+def write_threshold(folder: Path, threshold: float) -> Path:
+    """Store ``score_threshold`` in the folder's config (tensors and graphs are untouched); returns the file."""
+    target = threshold_file(folder)
+    if target.name == MANIFEST:
+        manifest = read_manifest(folder, verify=False)
+        manifest["config"] = dataclasses.replace(config_of(manifest), score_threshold=threshold).to_dict()
+        return write_manifest(folder, manifest)
+    cfg = FGSLConfig.load(target)
+    return atomic_write(target, (dataclasses.replace(cfg, score_threshold=threshold).to_json() + "\n").encode())
 
 
 def format_sweep(rows: list[dict[str, float]]) -> str:
@@ -93,30 +113,37 @@ def _thresholds(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise UsageError(f"--thresholds must be comma-separated numbers, got {text!r}") from None
-    if not values or not all(0 < v < 1 for v in values):
-        raise UsageError(f"--thresholds must lie in (0, 1), got {text!r}")
+    if not values or not all(map(is_score_threshold, values)):
+        raise UsageError(f"--thresholds must lie in [0, 1), got {text!r}")
     return values
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="trained weights folder")
+    parser = argparse.ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
     parser.add_argument("--videos", nargs="+", required=True, help="validation videos (not the test set)")
     parser.add_argument("--gt", required=True, help="their ground truth (annotation table or MEGC CSV)")
-    parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
-    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
+                        help="candidate score thresholds, comma-separated, each in [0, 1)")
+    add_backend_flag(parser)
     add_engine_device_flag(parser)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--write", action="store_true", help="store the best threshold in RUN_DIR/config.json")
+    parser.add_argument("--batch", type=int, default=4, help="windows per engine call (at least 1)")
+    parser.add_argument("--write", action="store_true",
+                        help="store the best threshold in the folder's config.json (manifest.json of an engine folder)")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
         import engines
 
         thresholds = _thresholds(args.thresholds)
+        if args.batch < 1:
+            raise UsageError(f"--batch must be at least 1, got {args.batch}")
         gt = read_intervals(args.gt)
         subjects = subjects_from(args.gt)
         engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
+        if args.write:
+            threshold_file(Path(args.weights))
         items = [load_item(engine.cfg, subjects.get(Path(v).stem, Path(v).stem), Path(v).stem, Path(v), [])
                  for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch)
@@ -124,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         choice = best(rows)
         print(f"best: {choice['threshold']:g} (spotting F1 {choice['f1']:.4f}, STRS {choice['strs']:.4f})")
         if args.write:
-            write_threshold(Path(args.weights), float(choice["threshold"]))
-            print(f"wrote score_threshold {choice['threshold']:g} to {Path(args.weights) / CONFIG_FILE}", file=sys.stderr)
+            target = write_threshold(Path(args.weights), float(choice["threshold"]))
+            print(f"wrote score_threshold {choice['threshold']:g} to {target}", file=sys.stderr)
         return 0
 
     return run(body)

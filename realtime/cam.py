@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
+from fgsl.files import unwritable_reason
 
 from .capture import Capture, CaptureSource, FileSource, parse_source
-from .events import ConsoleSink, CsvSink, JsonlSink, Sink, unwritable_reason
+from .events import ConsoleSink, CsvSink, JsonlSink, Sink
 from .face import DEFAULT_MAX_FACES
 from .overlay import Display, OverlayState, VideoSaver
 from .pipeline import Pipeline

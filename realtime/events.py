@@ -27,6 +27,8 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Protocol
 
+from fgsl.files import unwritable_reason
+
 from .types import Candidate, Event, RealtimeError
 
 
@@ -103,24 +105,6 @@ class Sink(Protocol):
     def write(self, event: Event) -> None: ...
 
     def close(self) -> None: ...
-
-
-def unwritable_reason(path: str | Path) -> str | None:
-    """Why ``path`` cannot be written as a file (its missing folders would be made), or None.
-
-    Touches nothing, so every output can be checked before any is opened (opening truncates).
-    """
-    path = Path(path)
-    if path.is_dir():
-        return "it is a folder"
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return "no permission"
-    return None
 
 
 def _open_for_writing(path: str | Path) -> IO[str]:

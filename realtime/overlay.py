@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from realtime.events import unwritable_reason
+from fgsl.files import unwritable_reason
 from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

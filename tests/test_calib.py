@@ -111,6 +111,28 @@ def test_cli_collect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert len(load(out)) == 4
 
 
+def test_cli_collect_reads_a_frame_folder_at_the_given_fps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--help promises folders of numbered frames; such a folder has no frame rate, so --fps gives it."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    for i in range(40):
+        ok, image = cap.read()
+        assert ok
+        cv2.imwrite(str(frames / f"{i:04d}.png"), image)
+    cap.release()
+    out = tmp_path / "c.npz"
+    base = ["--videos", str(frames), "--out", str(out), "--preset", "tiny", "--count", "2", "--quiet"]
+    assert collect_mod.main(base) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {frames}: a folder of frames has no frame rate "
+                                                            "of its own; pass it with --fps"]
+    assert collect_mod.main([*base, "--fps", "30"]) == 0
+    assert "40 frames read, 40 with a face" in capsys.readouterr().err and len(load(out)) == 2
+    with pytest.raises(SystemExit):
+        collect_mod.main([*base, "--fps", "nan"])
+    assert "argument --fps: must be a finite number" in capsys.readouterr().err
+
+
 def _blank_video(path: Path, frames: int = 20) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (96, 64))
     for i in range(frames):
@@ -183,6 +205,27 @@ def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: P
     assert "--out must differ from --onnx" in capsys.readouterr().err
 
 
+def test_quantize_refuses_an_already_quantised_model(ort_int8: tuple[Path, dict], calib_file: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = ort_int8
+    assert quantize_mod.main(["--onnx", str(path), "--data", str(calib_file), "--tool", "onnxruntime",
+                              "--out", str(tmp_path / "q2.onnx")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {path}: already quantised (int8 Q/DQ nodes); give the FP32 export (engines.build's model.onnx or "
+        "encode_chunk.onnx)"]
+    assert not (tmp_path / "q2.onnx").exists()
+
+
+def test_calib_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    for main, defaults in ((quantize_mod.main, ["(default: int8)", "(default: entropy)", "(default: cpu)"]),
+                           (collect_mod.main, ["(default: 64)", "faces tracked at once (default: 4)"]),
+                           (report_mod.main, ["windows per run (default: 4)"])):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(d in text for d in defaults), text
+
+
 def test_calibration_inputs_must_fit_the_model(calib_file: Path, tmp_path: Path) -> None:
     from engines.export import export_onnx
 
@@ -253,6 +296,38 @@ def test_report_errors_are_one_line(fp32_onnx: Path, calib_file: Path, tmp_path:
     assert report_mod.main(["--fp32", str(fp32_onnx), "--quantized", str(bad), "--data", str(calib_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "bad.onnx" in err[0]
+
+
+def test_report_refuses_unknown_providers_other_presets_and_bad_thresholds(
+        fp32_onnx: Path, calib_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engines.export import export_onnx
+
+    base = ["--fp32", str(fp32_onnx), "--quantized", str(fp32_onnx), "--data", str(calib_file)]
+    assert report_mod.main([*base, "--providers", "Bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --providers: Bogus not available in this ONNX Runtime "
+                                               "(available: ") and "CPUExecutionProvider" in err[0]
+    other = export_onnx(build(preset("tiny", window_frames=16), seed=0), tmp_path / "m16.onnx")
+    assert report_mod.main(["--fp32", str(other), "--quantized", str(other), "--data", str(calib_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # was ONNX Runtime's InvalidArgument traceback
+    assert err == [f"error: {other}: input clips is [3, 16, 32, 32], but the calibration windows are for preset "
+                   "'tiny' ([3, 32, 32, 32]): collect them with the model's preset or weights"]
+    with pytest.raises(SystemExit):
+        report_mod.main([*base, "--threshold", "nan"])
+    assert "argument --threshold: must be a score in [0, 1), got 'nan'" in capsys.readouterr().err
+
+
+def test_report_decodes_at_the_models_own_threshold(calib_file: Path, tmp_path: Path) -> None:
+    """The threshold stored with the weights (in the export's fgsl.config), not the calibration
+    file's preset default (0.3)."""
+    from engines.export import export_onnx
+
+    model = build(preset("tiny", score_threshold=0.05), seed=0)
+    randomise_adapters(model)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    assert load(calib_file).cfg.score_threshold == 0.3
+    assert report_mod.report(path, path, calib_file)["threshold"] == 0.05
+    assert report_mod.report(path, path, calib_file, threshold=0.5)["threshold"] == 0.5
 
 
 def test_compare_intervals_matching() -> None:

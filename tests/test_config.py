@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -46,3 +47,40 @@ def test_unknown_keys_and_bad_json_are_clear_errors(tmp_path):
         FGSLConfig.load(bad)
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"score_threshold": 7}, "score_threshold=7 must be a score in [0, 1)"),
+        ({"score_threshold": float("nan")}, "score_threshold=nan"),
+        ({"score_threshold": 1.0}, "score_threshold=1.0"),
+        ({"max_intervals": -1}, "max_intervals=-1 must be a positive number"),
+        ({"max_intervals": 0}, "max_intervals=0"),
+        ({"image_size": -32}, "image_size=-32 must be a positive number"),
+        ({"fps": float("nan")}, "fps=nan must be a positive number"),
+        ({"fps": float("inf")}, "fps=inf"),
+        ({"nms_sigma": 0.0}, "nms_sigma=0.0"),
+        ({"iga_dim": 0}, "iga_dim=0"),
+        ({"fifm_blocks": -1}, "fifm_blocks=-1 must be 0 or more"),
+        ({"fps": "30"}, "fps='30' must be a positive number"),
+    ],
+)
+def test_out_of_range_and_non_finite_values_are_refused_naming_the_key(change, words):
+    """Values that used to pass (NaN passes every ``<=``) and then gave no interval at all or a
+    torch traceback far from the config."""
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        preset("tiny", **change)
+
+
+def test_a_config_file_with_nan_or_a_zero_backbone_size_is_one_config_error(tmp_path):
+    data = preset("tiny").to_dict()
+    data["fps"] = float("nan")  # json writes NaN, and reads it back
+    data["backbone"]["num_heads"] = 0  # would divide by zero in the divisibility checks
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        FGSLConfig.load(path)
+    message = str(info.value)
+    assert "fps=nan" in message and "backbone.num_heads=0" in message and "\n" not in message
+    assert preset("tiny", score_threshold=0.0).score_threshold == 0.0  # 0 keeps every candidate: allowed

@@ -248,6 +248,19 @@ def test_build_cli_refusals_are_one_error_line(args, message, tmp_path, capsys):
     assert code == 2 and err[-1].startswith("error: ") and message in err[-1]
 
 
+def test_build_cli_refuses_preset_with_weights_and_a_bad_triton_batch_before_exporting(tmp_path, capsys):
+    weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True)
+    out = tmp_path / "e"
+    assert build_main(["--weights", str(tmp_path / "run"), "--preset", "accurate", "--backend", "onnxruntime",
+                       "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --preset is for --allow-untrained without --weights: a weights folder's config.json sets its preset"]
+    assert build_main(["--weights", str(tmp_path / "run"), "--backend", "onnxruntime", "--out", str(out),
+                       "--triton-repo", str(tmp_path / "triton"), "--triton-max-batch", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --triton-max-batch must be at least 1, got 0"]
+    assert not out.exists() and not (tmp_path / "triton").exists()  # refused before the export
+
+
 def test_build_cli_without_weights_or_tensorrt_says_why(tmp_path, capsys):
     assert build_main(["--backend", "onnxruntime", "--out", str(tmp_path / "e")]) == 2
     assert "--allow-untrained" in capsys.readouterr().err

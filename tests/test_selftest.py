@@ -80,6 +80,16 @@ def test_bad_batches_are_one_error_line(capsys):
     assert code == 2 and err.strip() == "error: --batches must be comma-separated positive integers, got '1,x'"
 
 
+@pytest.mark.parametrize("value, words", [("nan", "must be a finite number"), ("-1", "must be a positive number"),
+                                          ("0", "must be a positive number")])
+def test_max_seconds_must_be_a_positive_number(value, words, capsys, monkeypatch):
+    monkeypatch.setattr(selftest, "selftest", lambda *a, **k: pytest.fail("ran with a bad --max-seconds"))
+    with pytest.raises(SystemExit) as info:
+        selftest.main(["--max-seconds", value])
+    assert info.value.code == 2
+    assert f"argument --max-seconds: {words}, got '{value}'" in capsys.readouterr().err
+
+
 def test_stream_infer_is_the_whole_model_on_torch():
     model = selftest.selftest_model("tiny")
     clips = selftest.random_clips(model.cfg, 2)

@@ -236,6 +236,13 @@ def test_missing_tensorrt_is_one_line(no_tensorrt: None, exported: dict[str, Pat
     assert not (tmp_path / "m.engine").exists()
 
 
+def test_cli_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        trt_mod.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1,8,32)" in text and "(default: cuda)" in text and "(default: auto)" in text
+
+
 def test_too_old_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
     with pytest.raises(EngineError, match=r"TensorRT 8\.6\.1 is too old: .* >= 10"):
@@ -258,6 +265,9 @@ def test_cli_errors_are_one_line(no_tensorrt: None, exported: dict[str, Path], t
     assert trt_mod.main(["--onnx", str(exported["model"]), "--out", str(tmp_path / "x.engine")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: TensorRT is not installed")
+    # engines.trt has no --backend flag: the way out names the command that has one.
+    assert err[0].endswith("without TensorRT, `python -m engines.build --backend onnxruntime` makes an engine folder "
+                           "that ONNX Runtime runs")
     assert trt_mod.main(["--onnx", str(exported["model"]), "--out", str(tmp_path / "x.engine"),
                          "--precision", "int8"]) == 2
     assert "fp32 model, not int8" in capsys.readouterr().err

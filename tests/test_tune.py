@@ -66,3 +66,64 @@ def test_best_takes_f1_then_strs_then_the_higher_threshold():
 def test_bad_thresholds_are_one_error_line(tmp_path, capsys):
     assert tune_main(["--weights", str(tmp_path), "--videos", "x.avi", "--gt", "gt.csv", "--thresholds", "0.3,2"]) == 2
     assert capsys.readouterr().err.startswith("error: --thresholds")
+
+
+@pytest.mark.parametrize("batch", ["0", "-2"])
+def test_batch_below_one_is_one_error_line(batch, tmp_path, capsys):
+    """--batch 0 was a traceback and -2 a sweep over no windows at all."""
+    assert tune_main(["--weights", str(tmp_path), "--videos", "x.avi", "--gt", "gt.csv", "--batch", batch]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --batch must be at least 1, got {batch}"]
+
+
+@pytest.fixture(scope="module")
+def val_set(tmp_path_factory):
+    data = tmp_path_factory.mktemp("val")
+    make_set([shared_video("pyfeat_single_face.mp4")], data, Recipe(count=1, frames=64, amplitude=12, seed=3),
+             progress=False)
+    return data
+
+
+def _trained_engine_dir(root):
+    from engines.export import export_engine_dir
+
+    model = build(preset("tiny"), seed=0)
+    randomise_adapters(model)
+    weights.save(model, root / "run", trained=True)
+    export_engine_dir(root / "run", root / "engine")
+    return root / "engine"
+
+
+def test_write_on_an_engine_folder_stores_the_threshold_in_its_manifest(val_set, tmp_path, capsys):
+    """An engine folder keeps its config in manifest.json; infer and the engines read it there."""
+    import json
+
+    import engines
+
+    engine_dir = _trained_engine_dir(tmp_path)
+    graphs = {p.name: p.read_bytes() for p in engine_dir.glob("*.onnx")}
+    videos = [str(v) for v in sorted((val_set / "videos").glob("*.avi"))]
+    assert tune_main(["--weights", str(engine_dir), "--backend", "onnxruntime", "--engine-device", "cpu",
+                      "--videos", *videos, "--gt", str(val_set / "annotations.csv"), "--thresholds", "0.05,0.55",
+                      "--write"]) == 0
+    out = capsys.readouterr()
+    chosen = float(out.out.split("best: ")[1].split()[0])
+    assert f"to {engine_dir / 'manifest.json'}" in out.err
+    assert json.loads((engine_dir / "manifest.json").read_text())["config"]["score_threshold"] == chosen
+    assert engines.open(engine_dir).cfg.score_threshold == chosen  # the manifest still verifies
+    assert {p.name: p.read_bytes() for p in engine_dir.glob("*.onnx")} == graphs
+    assert infer_main(["--weights", str(engine_dir), "--backend", "onnxruntime", "--engine-device", "cpu", "--quiet",
+                       "--videos", *videos, "--out", str(tmp_path / "pred.csv")]) == 0
+    assert "UNTRAINED" not in capsys.readouterr().err  # the manifest says trained
+
+
+def test_an_unwritable_folder_is_refused_before_the_sweep(val_set, tmp_path, capsys, monkeypatch):
+    import fgsl.tune as tune_mod
+
+    weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True)
+    monkeypatch.setattr(tune_mod.os, "access", lambda path, mode: False)  # (root may write anywhere)
+    monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: pytest.fail("the sweep ran before --write was checked"))
+    assert tune_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos",
+                      *map(str, (val_set / "videos").glob("*.avi")), "--gt", str(val_set / "annotations.csv"),
+                      "--write"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --write: {tmp_path / 'run'} is not writable (the threshold goes into config.json)"]

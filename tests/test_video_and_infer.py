@@ -109,3 +109,76 @@ def test_merge_reports_each_movement_once_with_its_best_class():
     fragment = Interval(20, 21, 23, 2, 0.8)  # 4 frames after the first movement ends
     assert merge(same_movement + [fragment], threshold=0.3) == [same_movement[0], fragment]
     assert merge(same_movement + [fragment], threshold=0.3, gap=8) == [same_movement[0]]
+
+
+@pytest.fixture(scope="module")
+def untrained_engine_dir(tmp_path_factory):
+    """An engine folder of random tiny weights, as ``engines.build --allow-untrained`` writes it."""
+    from engines.export import export_engine_dir
+    from fgsl.config import preset
+    from fgsl.model import build
+
+    out = tmp_path_factory.mktemp("engine") / "tiny"
+    export_engine_dir(build(preset("tiny"), seed=0), out, trained=False)
+    return out
+
+
+def test_infer_runs_an_engine_folder_whose_manifest_says_untrained(untrained_engine_dir, tmp_path, capsys):
+    """An engine folder has no model.safetensors: whether it is trained comes from its manifest."""
+    from fgsl.infer import main as infer_main
+
+    out = tmp_path / "pred.csv"
+    args = ["--weights", str(untrained_engine_dir), "--backend", "onnxruntime", "--engine-device", "cpu", "--quiet",
+            "--videos", str(SAMPLE_VIDEO), "--out", str(out)]
+    assert infer_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {untrained_engine_dir}: this engine was built from untrained (random) weights; its "
+                   "outputs mean nothing. Pass --allow-untrained for benchmarks"]
+    assert infer_main([*args, "--allow-untrained"]) == 0
+    err = capsys.readouterr().err
+    assert "UNTRAINED WEIGHTS" in err and "model.safetensors" not in err
+    assert next(csv.reader(out.open())) == ["subject", "video", "onset", "offset", "emotion"]
+
+
+def test_the_shared_open_path_reads_trained_from_the_manifest(untrained_engine_dir):
+    """``fgsl.infer.open_engine`` is also how the live FGSL spotter (realtime.cam) opens --weights."""
+    import argparse
+
+    import engines
+    from fgsl.infer import open_engine
+    from realtime.spotters.fgsl import FGSLSpotter
+
+    ns = argparse.Namespace(weights=str(untrained_engine_dir), allow_untrained=True, preset="realtime",
+                            backend="onnxruntime", engine_device="cpu")
+    engine, trained = open_engine(ns)
+    assert trained is False and engines.trained(untrained_engine_dir) is False
+    assert engine.cfg.name == "tiny"
+    assert FGSLSpotter.from_args(ns).trained is False
+
+
+def test_infer_refuses_bad_thresholds_and_a_folder_as_out_before_any_work(tmp_path, capsys):
+    from fgsl.infer import main as infer_main
+
+    for value in ("nan", "-1", "5", "1", "inf"):
+        with pytest.raises(SystemExit) as info:
+            infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(SAMPLE_VIDEO), "--threshold", value])
+        assert info.value.code == 2
+        assert f"argument --threshold: must be a score in [0, 1), got '{value}'" in capsys.readouterr().err
+    # The missing video would fail first if --out were only checked when the CSV is written.
+    assert infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(tmp_path / "none.mp4"),
+                       "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {tmp_path}: cannot write here (it is a folder)"]
+
+
+def test_infer_and_tune_help_list_the_backends(capsys):
+    from fgsl.infer import main as infer_main
+    from fgsl.tune import main as tune_main
+
+    for main in (infer_main, tune_main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--backend {auto,torch,onnxruntime,tensorrt}" in text and "(default: auto)" in text
+    with pytest.raises(SystemExit) as info:
+        infer_main(["--backend", "bogus", "--videos", "x.mp4"])
+    assert info.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
