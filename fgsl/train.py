@@ -31,8 +31,8 @@ What one run does
   ``config.json`` with its threshold as ``score_threshold``, so ``RUN_DIR`` is a weights
   folder for ``fgsl.infer`` and ``engines.open``. A line goes to ``RUN_DIR/metrics.jsonl``;
   the full training state is checkpointed to ``RUN_DIR/checkpoint.safetensors`` (``--resume``
-  continues from it). Without validation (``--val none``) the last epoch is saved with the
-  preset's threshold.
+  continues from it; without ``--resume`` a folder holding a run is refused, :func:`open_run`).
+  Without validation (``--val none``) the last epoch is saved with the preset's threshold.
 * **At the end**: the saved weights are scored once on the held-out test videos (the line
   with ``"final": true`` in ``metrics.jsonl``); the test set chooses nothing.
 """
@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from fgsl import tune, weights
 from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-from fgsl.cli import UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
 from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.data import spec as data_spec
 from fgsl.data.synthetic import Recipe, make_set
@@ -114,7 +114,10 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     if args.val not in ("auto", "none"):
         raise UsageError("--val for synthetic data is auto (a validation set from frames between the training and test parts) or none")
     source = Path(value) if value else data_spec.default_face_videos()
-    videos = sorted(p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
+    if not source.exists():
+        raise data_spec.DataSpecError(f"--data synthetic={source}: no such folder or video file")
+    videos = [source] if source.is_file() else sorted(
+        p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
     if not videos:
         raise data_spec.DataSpecError(f"{source}: no videos to inject micro-expressions into")
     few = max(1, args.synthetic_count // 4)
@@ -282,6 +285,37 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -> dict[str, Any] | None:
+    """Check ``--out`` before anything is read or written; return the checkpoint to resume from.
+
+    A folder that holds a run is continued (``--resume``) or left alone: training afresh into
+    it would append a second run's lines to the first one's metrics.jsonl. A resumed run must
+    build the same model (the checkpoint's weights fit no other) and take as many windows per
+    optimiser step: the step count and the learning-rate schedule are counted in its steps.
+    """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: pass a folder for the run")
+    held = [name for name in (weights.WEIGHTS_FILE, CHECKPOINT, METRICS) if (out / name).exists()]
+    if not args.resume:
+        if held:
+            raise UsageError(f"--out {out} holds a run ({', '.join(held)}): pass --resume to continue it, or another folder")
+        return None
+    if not (out / CHECKPOINT).is_file():
+        raise UsageError(f"--resume: {out / CHECKPOINT} does not exist")
+    state = load_state(out / CHECKPOINT)
+    saved, here = state.get("config"), json.loads(cfg.to_json())  # tuples as the checkpoint's lists
+    differ = [key for key in here if saved and saved.get(key) != here[key]]
+    if differ:
+        raise UsageError(f"--resume: {out / CHECKPOINT} holds a {saved.get('name')} model, which differs from --preset "
+                         f"{args.preset} in {', '.join(differ)}: resume with the run's preset")
+    took, takes = [state.get(k) for k in ("batch", "accum", "processes")], [args.batch, args.accum, world]
+    if None not in took and math.prod(took) != math.prod(takes):
+        raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
+                         f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
+                         f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
+    return state
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     env = Dist()
     try:
@@ -293,8 +327,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     out = Path(args.out)
     cfg = preset(args.preset)
-    if args.resume and not (out / CHECKPOINT).is_file():
-        raise UsageError(f"--resume: {out / CHECKPOINT} does not exist")
+    state = open_run(out, cfg, args, env.world)
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
     env.barrier()
@@ -318,14 +351,16 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     warmup = max(1, min(args.warmup, total_steps // 10 or 1))
 
     start_epoch, step, best, history = 0, 0, None, []
-    if args.resume:
-        state = load_state(out / CHECKPOINT)
+    if state:
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        if start_epoch >= args.epochs or step >= total_steps:
+            raise UsageError(f"--resume: the run has done {start_epoch} epoch(s), {step} steps, and this schedule ends at "
+                             f"{args.epochs} epochs or step {total_steps} (--epochs, --max-steps): nothing left to train")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
         criterion.normaliser = state["normaliser"]
         torch.set_rng_state(state["torch_rng"])
         if env.main:
@@ -413,7 +448,7 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                 "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": epoch, "step": step,
                 "best": best, "normaliser": criterion.normaliser, "torch_rng": torch.get_rng_state(),
-                "config": cfg.to_dict(),
+                "config": cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": env.world,
             }, out / CHECKPOINT)
         history.append(record)
         env.barrier()
@@ -455,9 +490,10 @@ def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).")
-    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS))
-    parser.add_argument("--data", default="synthetic", help="synthetic[=DIR] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
+    parser = argparse.ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model size (fgsl.config)")
+    parser.add_argument("--data", default="synthetic", help="synthetic[=DIR or VIDEO] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
     parser.add_argument("--video-root", help="folder holding the data set's videos (annotated data)")
     parser.add_argument("--split", help="held-out subjects: loso:K (default loso:0) or subjects:A,B")
     parser.add_argument("--val", default="auto",
@@ -466,23 +502,28 @@ def main(argv: list[str] | None = None) -> int:
                              "data loso:K / subjects:A,B over the training subjects")
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop contradictory annotation rows with a warning (the public files have a few)")
-    parser.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics.jsonl)")
+    parser.add_argument("--out", required=True,
+                        help="run folder (weights, checkpoint, metrics.jsonl); one that holds a run needs --resume")
     parser.add_argument("--backbone", help="converted VideoMAE V2 weights (python -m fgsl.convert_backbone)")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=40, help="passes over the training windows")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--max-minutes", type=float, help="stop after the epoch running at this wall time")
+    parser.add_argument("--max-minutes", type=positive_number,
+                        help="stop after this many minutes of training (data preparation not counted), checked after "
+                             "every optimiser step; the epoch cut short is still validated and saved")
     parser.add_argument("--batch", type=int, default=8, help="windows per process per micro-batch")
     parser.add_argument("--accum", type=int, default=1, help="micro-batches per optimiser step")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps")
-    parser.add_argument("--ema", type=float, default=0.995, help="EMA decay of the weights")
+    parser.add_argument("--lr", type=positive_number, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=non_negative_number, default=0.05, help="AdamW weight decay")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (at most a tenth of the run)")
+    parser.add_argument("--ema", type=non_negative_number, default=0.995,
+                        help="EMA decay of the weights, below 1 (0: the latest weights, no average)")
     parser.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and after the last)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.safetensors")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the windows and the synthetic sets")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN_DIR/checkpoint.safetensors (same --preset and windows per optimiser step)")
     parser.add_argument("--synthetic-count", type=int, default=32, help="synthetic training videos per face")
     parser.add_argument("--synthetic-frames", type=int, default=192, help="frames per synthetic video")
-    parser.add_argument("--amplitude", type=float, default=12.0,
+    parser.add_argument("--amplitude", type=positive_number, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
     parser.add_argument("--align-faces", action="store_true",
                         help="synthetic data: align faces with the live spotter's face pipeline (MediaPipe), so the "
@@ -491,9 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        for name in ("epochs", "batch", "accum", "eval_every", "synthetic_count", "synthetic_frames"):
-            if getattr(args, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        least = {"epochs": 1, "batch": 1, "accum": 1, "eval_every": 1, "max_steps": 1, "warmup": 0, "synthetic_count": 1,
+                 "synthetic_frames": Recipe.max_frames}  # synthetic videos hold the longest event
+        for name, lowest in least.items():
+            if getattr(args, name) is not None and getattr(args, name) < lowest:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least {lowest}")
+        if args.ema >= 1:
+            raise UsageError(f"--ema must be below 1 (1 would keep the first weights forever), got {args.ema:g}")
         result = train(args)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"done: {result['epochs']} epoch(s), {result['step']} steps; weights in {args.out}", file=sys.stderr)

@@ -1,10 +1,12 @@
 """``--data`` specs and subject splits."""
 
+import cv2
+import numpy as np
 import pytest
 
 from fgsl.config import preset
-from fgsl.data.spec import DataSpecError, find_video, load_annotated, parse, split_subjects
-from fgsl.data.table import Annotation, write_table
+from fgsl.data.spec import DataSpecError, find_video, load_annotated, load_item, parse, split_subjects
+from fgsl.data.table import Annotation, AnnotationError, write_table
 from tests.conftest import shared_video
 
 
@@ -79,3 +81,26 @@ def test_validation_subjects_come_from_the_training_subjects(tmp_path):
         split("subjects:a,c,d")
     with pytest.raises(DataSpecError, match="unknown subjects"):
         split("subjects:b")  # the test subject cannot validate
+
+
+def test_a_row_past_the_end_of_its_video_is_refused(tmp_path):
+    """Such an event never fits in a window: it would silently drop training windows instead."""
+    cfg = preset("tiny")
+    video = shared_video("pyfeat_single_face.mp4")  # 72 frames
+    late = Annotation("a", "face", 60, 65, 9999, "micro", "positive")
+    with pytest.raises(AnnotationError, match=rf"gt.csv: row a/face onset 60, apex 65, offset 9999 ends past the end "
+                                              rf"of {video} \(frames 0-71\)"):
+        load_item(cfg, "a", "face", video, [late], table=tmp_path / "gt.csv")
+    last = Annotation("a", "face", 60, 65, 71, "micro", "positive")
+    assert load_item(cfg, "a", "face", video, [last]).events == [(60, 65, 71, cfg.classes.index("positive"))]
+
+
+def test_events_at_the_last_frame_stay_in_the_video_at_another_frame_rate(tmp_path):
+    """25 fps -> the model's 30 fps: frame 9 of 10 rounds to model frame 11, one past the last (10)."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25, (32, 32))
+    for _ in range(10):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    item = load_item(preset("tiny"), "a", "clip", path, [Annotation("a", "clip", 5, 7, 9, "micro", "surprise")])
+    assert len(item.frames) == 11 and item.events[0][2] == 10

@@ -1,6 +1,7 @@
 """Synthetic micro-expressions on real faces: ground truth, motion where it says, clear errors."""
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fgsl.cli import UsageError
 from fgsl.data.synthetic import (
     CLASSES,
     Recipe,
@@ -245,3 +247,59 @@ def test_aligned_sets_are_framed_like_the_live_spotter_and_move_the_real_feature
              for half in (np.arange(size)[None, :] < size / 2, np.arange(size)[None, :] >= size / 2)]
     for (py, px), corner in zip(peaks, np.median(corners, axis=0)):
         assert abs(px - corner[0]) < 0.06 * size and abs(py - corner[1]) < 0.06 * size, (px, py, corner)
+
+
+def test_a_set_written_over_an_older_one_replaces_its_videos(tmp_path):
+    """Videos without rows in annotations.csv are read as event-free, so a smaller set made in
+    the folder of a larger one must not leave the larger one's videos behind."""
+    source = [shared_video("pyfeat_single_face.mp4")]
+    make_set(source, tmp_path, Recipe(count=3, frames=16, size=32, events=False), progress=False)
+    assert len(list((tmp_path / "videos").iterdir())) == 3
+    make_set(source, tmp_path, Recipe(count=1, frames=16, size=32, events=False), progress=False)
+    assert [p.name for p in (tmp_path / "videos").iterdir()] == ["pyfeat_single_face_train000.avi"]
+    assert json.loads((tmp_path / "synthetic.json").read_text())["recipe"]["count"] == 1
+
+
+def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
+    source = [shared_video("pyfeat_single_face.mp4")]
+    mine = tmp_path / "videos" / "mine.mp4"
+    mine.parent.mkdir()
+    mine.write_bytes(b"someone's video")
+    with pytest.raises(UsageError, match="holds files but .* has no synthetic.json"):
+        make_set(source, tmp_path, Recipe(count=1, frames=16, size=32, events=False), progress=False)
+    assert mine.read_bytes() == b"someone's video" and not (tmp_path / "synthetic.json").exists()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UsageError, match="afile is a file, not a folder"):
+        make_set(source, tmp_path / "afile", Recipe(count=1, frames=16, size=32, events=False), progress=False)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (dict(count=0), "--count must be at least 1"),
+    (dict(frames=0), "--frames must be at least 15"),
+    (dict(size=0), "--size must be at least 32"),
+    (dict(amplitude=float("nan")), "--amplitude must be a positive number"),
+    (dict(amplitude=float("inf")), "--amplitude must be a positive number"),
+    (dict(amplitude=0.0), "--amplitude must be a positive number"),
+    (dict(sway=float("nan")), "--sway must be >= 0"),
+])
+def test_recipes_refuse_numbers_that_make_no_set(bad, words):
+    with pytest.raises(ValueError, match=words):
+        Recipe(**bad)
+
+
+def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
+    video = str(shared_video("pyfeat_single_face.mp4"))
+    (tmp_path / "afile").write_text("")
+    for args, line in [
+        (["--videos", video, "--count", "-2"], "error: --count must be at least 1, got -2"),
+        (["--videos", video, "--size", "0"], "error: --size must be at least 32 pixels, got 0"),
+        (["--videos", video, "--amplitude", "nan"], "error: argument --amplitude: must be a finite number, got 'nan'"),
+        (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
+        (["--videos", "/nonexistent.mp4"], "error: /nonexistent.mp4: no such video file or frame folder"),
+        (["--videos", video, "--out", str(tmp_path / "afile")], f"error: {tmp_path / 'afile'} is a file, not a folder for a synthetic set"),
+    ]:
+        run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--out", str(tmp_path / "o"), *args],
+                             capture_output=True, text=True)
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.strip().splitlines()[-1].endswith(line), (args, run.stderr)
+    assert not (tmp_path / "o").exists()

@@ -1,5 +1,6 @@
 """Training: windows, schedule, checkpoints, --resume, the CLI end to end and DDP on CPU."""
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from fgsl.checkpoint import CheckpointStateError, load_state, save_state
 from fgsl.config import FGSLConfig, preset
 from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
-from fgsl.train import epoch_windows, lr_factor, make_batch
+from fgsl.train import epoch_windows, lr_factor, main, make_batch, prepare_data
 from tests.conftest import SHARED_DATA, shared_video
 
 
@@ -104,13 +105,20 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     assert weights.is_trained(out) and "synthetic" in weights.info(out)["data"]
     assert weights.info(out)["crops"] == "centre"  # what the live spotter checks against its aligned crops
     assert engines.open(out).describe()["preset"] == "tiny"
-    assert load_state(out / "checkpoint.safetensors")["epoch"] == 1
+    state = load_state(out / "checkpoint.safetensors")
+    assert state["epoch"] == 1 and (state["batch"], state["accum"], state["processes"]) == (4, 1, 1)
+    again = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3")
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1] == (
+        f"error: --out {out} holds a run (model.safetensors, checkpoint.safetensors, metrics.jsonl): "
+        "pass --resume to continue it, or another folder")
 
     resumed = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
     lines = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("final")]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and lines[2]["step"] > lines[1]["step"]
+    done = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("nothing left to train"), done.stderr
 
 
 def test_train_cli_errors_are_one_line(tmp_path):
@@ -164,3 +172,72 @@ def test_tiny_learns_synthetic_micro_expressions_end_to_end(tmp_path):
     strict = json.loads(scored.stdout)["strict"]
     assert strict["spotting"]["f1"] >= 0.3, strict
     assert strict["strs"] >= 0.15, strict
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    """fgsl.train's CLI in this process: exit status 2, no traceback; its last stderr line."""
+    try:
+        code = main(["--preset", "tiny", *argv])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--lr", "nan", "argument --lr: must be a finite number"),
+    ("--lr", "-1", "argument --lr: must be a positive number"),
+    ("--weight-decay", "nan", "argument --weight-decay: must be a finite number"),
+    ("--ema", "nan", "argument --ema: must be a finite number"),
+    ("--ema", "1.5", "error: --ema must be below 1"),
+    ("--warmup", "-5", "error: --warmup must be at least 0"),
+    ("--max-minutes", "nan", "argument --max-minutes: must be a finite number"),
+    ("--max-minutes", "0", "argument --max-minutes: must be a positive number"),
+    ("--max-steps", "-1", "error: --max-steps must be at least 1"),
+    ("--synthetic-frames", "5", "error: --synthetic-frames must be at least 15"),
+    ("--amplitude", "inf", "argument --amplitude: must be a finite number"),
+])
+def test_train_cli_refuses_numbers_that_cannot_train(capsys, tmp_path, flag, value, words):
+    assert words in _cli_error(capsys, "--out", str(tmp_path / "run"), flag, value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_cli_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lr LR peak learning rate (default: 0.001)" in text and "(default: 0.995)" in text
+    assert "checked after every optimiser step" in text
+
+
+def test_train_refuses_a_file_or_a_run_folder_as_out(capsys, tmp_path):
+    (tmp_path / "afile").write_text("")
+    assert _cli_error(capsys, "--out", str(tmp_path / "afile")) == f"error: --out {tmp_path / 'afile'} is a file: pass a folder for the run"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{}\n")
+    assert _cli_error(capsys, "--out", str(tmp_path / "run")) == (
+        f"error: --out {tmp_path / 'run'} holds a run (metrics.jsonl): pass --resume to continue it, or another folder")
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
+    save_state({"config": preset("tiny").to_dict(), "batch": 4, "accum": 1, "processes": 1}, tmp_path / "checkpoint.safetensors")
+    line = _cli_error(capsys, "--out", str(tmp_path), "--resume", "--preset", "realtime")
+    assert line.startswith(f"error: --resume: {tmp_path / 'checkpoint.safetensors'} holds a tiny model, which differs "
+                           "from --preset realtime in name, ") and "image_size" in line
+    assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "16") == (
+        "error: --resume: the run took 4 windows per optimiser step (--batch 4 x --accum 1 x 1 process(es)), this one 16 "
+        "(--batch 16 x --accum 1 x 1): its steps and learning-rate schedule count those; resume with the same")
+
+
+def test_synthetic_data_can_come_from_one_video_file(tmp_path):
+    """``--data synthetic=<one face video>`` (docs/training.md) as well as a folder of them."""
+    video = shared_video("pyfeat_single_face.mp4")
+    args = argparse.Namespace(data=f"synthetic={video}", align_faces=False, split=None, val="none", synthetic_count=1,
+                              synthetic_frames=32, amplitude=12.0, seed=0, quiet=True)
+    env = argparse.Namespace(main=True, barrier=lambda: None)
+    data = prepare_data(preset("tiny"), args, tmp_path, env)
+    assert [item.name for item in data.train] == ["pyfeat_single_face_train000"]
+    assert [item.name for item in data.held_out] == ["pyfeat_single_face_test000"] and not data.val
+    assert f"synthetic from {video}" in data.description

@@ -2,9 +2,9 @@
 
 Specs
 -----
-``synthetic`` or ``synthetic=DIR``
-    Real face videos (``DIR``; default: ``$FGSL_FACE_VIDEOS``, else ``../shared/data`` beside
-    the checkout, else the bundled ``samples/``) with injected micro-expressions
+``synthetic``, ``synthetic=DIR`` or ``synthetic=VIDEO``
+    Real face videos (those in ``DIR``, or the one ``VIDEO``; default: ``$FGSL_FACE_VIDEOS``,
+    else ``../shared/data`` beside the checkout, else the bundled ``samples/``) with injected micro-expressions
     (:mod:`fgsl.data.synthetic`). Training videos come from the first 60 % of each source,
     validation videos from the next 15 %, held-out videos from the last 25 %, so the split
     needs no ``--split``.
@@ -86,9 +86,12 @@ def parse(spec: str) -> tuple[str, str | None]:
 
 
 def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[Annotation],
-              fps: float | None = None) -> VideoItem:
+              fps: float | None = None, table: Path | None = None) -> VideoItem:
     """Read a video (``fps``: the data set's rate, needed for frame folders) and move its
-    annotations to model frames."""
+    annotations (from ``table``, named in errors) to model frames.
+
+    A row that ends past the video's last frame is refused: its event never fits in a window,
+    and every window that would cut it is dropped, so it silently removes training data."""
     video = read_centre_crops(path, cfg.image_size, fps if Path(path).is_dir() else None)
     index = resample_indices(video.count, video.fps, cfg.fps)
     scale = cfg.fps / video.fps
@@ -96,7 +99,11 @@ def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[A
     for r in rows:
         if r.emotion not in cfg.classes:
             raise AnnotationError(f"{subject}/{name}: emotion {r.emotion!r} is not a class of this model")
-        onset, apex, offset = (int(round(f * scale)) for f in (r.onset, r.apex, r.offset))
+        if r.offset >= video.count:
+            raise AnnotationError(f"{table or 'annotations'}: row {subject}/{name} onset {r.onset}, apex {r.apex}, offset "
+                                  f"{r.offset} ends past the end of {path} (frames 0-{video.count - 1})")
+        # Rounding to model frames may land one past the last model frame: keep it in the video.
+        onset, apex, offset = (min(int(round(f * scale)), len(index) - 1) for f in (r.onset, r.apex, r.offset))
         events.append((onset, apex, max(offset, onset), cfg.classes.index(r.emotion)))
     return VideoItem(subject, name, Path(path), video.fps, video.count, video.frames[index], events)
 
@@ -127,7 +134,8 @@ def load_folder(cfg: FGSLConfig, folder: Path) -> tuple[list[VideoItem], list[An
     items = []
     for path in sorted((folder / "videos").iterdir()):
         subject = subjects.get(path.stem, path.stem.rsplit("_", 1)[0])
-        items.append(load_item(cfg, subject, path.stem, path, groups.get((subject, path.stem), [])))
+        items.append(load_item(cfg, subject, path.stem, path, groups.get((subject, path.stem), []),
+                               table=folder / "annotations.csv"))
     return items, rows
 
 
@@ -188,7 +196,7 @@ def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | No
             raise DataSpecError(f"--val {val!r}: leaves no training subject")
     parts: dict[str, list[VideoItem]] = {"train": [], "val": [], "test": []}
     for (subject, video), group in group_rows(rows).items():
-        item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind))
+        item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind), path)
         parts["test" if subject in held else "val" if subject in checked else "train"].append(item)
     description = f"{kind}={path} (held out: {', '.join(sorted(held))}; validation: {', '.join(sorted(checked)) or 'none'})"
     return TrainData(parts["train"], parts["test"], [r for r in rows if r.subject in held], description,

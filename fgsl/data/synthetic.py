@@ -110,6 +110,10 @@ ALIGNED_OFFSET = (0.051, -0.069)
 _CASCADE = "haarcascade_frontalface_default.xml"
 
 
+#: The smallest crop, pixels: the tiny preset's input. Smaller crops blur an injected bump
+#: (sigma 7 % of the crop) to about a pixel, and a 0 px crop cannot be made at all.
+MIN_SIZE = 32
+
 #: Which fraction of each source video a part reads: [start, end).
 PARTS: dict[str, tuple[float, float]] = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
 
@@ -140,8 +144,16 @@ class Recipe:
     sway: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.sway < 0 or (self.sway and self.align):
+        if not (math.isfinite(self.sway) and self.sway >= 0) or (self.sway and self.align):
             raise ValueError("--sway must be >= 0 and works on fixed crops only (not with --align)")
+        if self.count < 1:
+            raise ValueError(f"--count must be at least 1, got {self.count}")
+        if self.frames < self.max_frames:
+            raise ValueError(f"--frames must be at least {self.max_frames} (room for the longest event), got {self.frames}")
+        if self.size < MIN_SIZE:
+            raise ValueError(f"--size must be at least {MIN_SIZE} pixels, got {self.size}")
+        if not (math.isfinite(self.amplitude) and self.amplitude > 0):
+            raise ValueError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +197,7 @@ def find_faces(path: Path, probes: int = 5) -> list[tuple[int, int, int]]:
 def face_sources(videos: list[Path]) -> list[FaceSource]:
     sources = []
     for video in videos:
+        open_source(video)  # a missing or unreadable file says so, not "no face found"
         boxes = find_faces(video)
         if not boxes:
             raise VideoError(f"{video}: no face found for synthetic injection")
@@ -375,14 +388,41 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     writer.release()
 
 
+def claim(out: Path) -> None:
+    """Make ``out`` ready for a new set: the videos of a set made there before are removed.
+
+    Why: a set's videos without rows in its ``annotations.csv`` are read as event-free videos
+    (:func:`fgsl.data.spec.load_folder`), so a smaller set written over a larger one would
+    leave old videos that teach and score their events as background. Only a folder with a
+    ``synthetic.json`` is the generator's; files in any other ``videos/`` are not ours to
+    delete. The ``synthetic.json`` written here marks the folder as ours until the set is
+    done; its recipe is written last, so a set cut short never passes for a complete one.
+    """
+    from fgsl.cli import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder for a synthetic set")
+    videos = out / "videos"
+    if (out / "synthetic.json").is_file():
+        for old in videos.glob("*.avi"):
+            old.unlink()
+    elif videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
+        raise UsageError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
+                         "choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "synthetic.json").write_text(json.dumps({"recipe": None, "note": "being written"}) + "\n")
+
+
 def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = True) -> list[Annotation]:
-    """Write ``recipe.count`` videos per face of ``videos`` into ``out``; return the table."""
+    """Write ``recipe.count`` videos per face of ``videos`` into ``out`` (replacing a set made
+    there before, :func:`claim`); return the table."""
     if recipe.part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, not {recipe.part!r}")
     out = Path(out)
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
     sources = face_sources([Path(v) for v in videos])
+    claim(out)
     bar = tqdm(total=len(sources) * recipe.count, desc="synthetic", unit="video", disable=not progress, file=sys.stderr)
     # A sway moves the crop's corners by up to about 2.4 x ``sway`` pixels (``sway`` sideways
     # plus a roll of ``sway`` at the frame's edge): read more picture than that around each
@@ -429,7 +469,7 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import UsageError, run
+    from fgsl.cli import UsageError, non_negative_number, positive_number, run
 
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True, help="real face videos")
@@ -437,12 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=Recipe.count, help="videos per face (default %(default)s)")
     parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video (default %(default)s)")
     parser.add_argument("--size", type=int, default=Recipe.size, help="crop size in pixels (default %(default)s)")
-    parser.add_argument("--amplitude", type=float, default=Recipe.amplitude, help="peak displacement in crop pixels (default %(default)s)")
+    parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude, help="peak displacement in crop pixels (default %(default)s)")
     parser.add_argument("--part", choices=tuple(PARTS), default="train",
                         help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
     parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
-    parser.add_argument("--sway", type=float, default=Recipe.sway,
+    parser.add_argument("--sway", type=non_negative_number, default=Recipe.sway,
                         help="slow random head drift (sideways, up-down, roll), largest excursion in crop pixels "
                              "(default %(default)s: none)")
     parser.add_argument("--align", action="store_true",
