@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, run, score_threshold
 from fgsl.config import FGSLConfig
 from fgsl.decode import Interval, decode
-from fgsl.infer import score_threshold
 
 from . import CalibError
 from .collect import load

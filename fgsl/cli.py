@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .backbone import CheckpointError
-from .config import ConfigError
+from .config import ConfigError, is_score_threshold
 from .data.frames import VideoError
 from .data.table import AnnotationError
 from .model import InputShapeError
@@ -76,6 +76,17 @@ def positive_number(text: str) -> float:
     value = _finite(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def score_threshold(text: str) -> float:
+    """argparse ``type`` for a score threshold (:func:`fgsl.config.is_score_threshold`: [0, 1))."""
+    try:
+        value = _finite(text)
+    except argparse.ArgumentTypeError:  # one message for every bad threshold
+        value = math.nan
+    if not is_score_threshold(value):
+        raise argparse.ArgumentTypeError(f"must be a score in [0, 1), got {text!r}")
     return value
 
 

@@ -20,10 +20,22 @@ from pathlib import Path
 from typing import Any
 
 
-def _default_mode() -> int:
-    mask = os.umask(0)  # the only way to read the umask is to set it; put it straight back
+def _read_umask() -> int:
+    """The process umask, read once at import: Linux reports it in /proc; elsewhere the only
+    way is to set it and put it back, which must not happen while other threads create files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+#: What a plain ``open()`` would give a new file here.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path:
@@ -43,7 +55,7 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
                 write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

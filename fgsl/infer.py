@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,8 @@ from tqdm import tqdm
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import HelpFormatter, UsageError, run
-from .config import PRESETS, FGSLConfig, is_score_threshold, preset
+from .cli import HelpFormatter, UsageError, run, score_threshold
+from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
 from .files import unwritable_reason
@@ -190,17 +189,6 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
     engine = engines.open_model(build(preset(args.preset)), backend=args.backend, device=device,
                                 source=f"untrained preset {args.preset!r}")
     return engine, False
-
-
-def score_threshold(text: str) -> float:
-    """argparse ``type`` for a score threshold (:func:`fgsl.config.is_score_threshold`: [0, 1))."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not is_score_threshold(value):
-        raise argparse.ArgumentTypeError(f"must be a score in [0, 1), got {text!r}")
-    return value
 
 
 def check_out(path: Path) -> None:

@@ -313,6 +313,9 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
                          f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
                          f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
+    if state["epoch"] + 1 >= args.epochs:
+        raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs}: "
+                         "nothing left to train")
     return state
 
 
@@ -353,9 +356,9 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     start_epoch, step, best, history = 0, 0, None, []
     if state:
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
-        if start_epoch >= args.epochs or step >= total_steps:
-            raise UsageError(f"--resume: the run has done {start_epoch} epoch(s), {step} steps, and this schedule ends at "
-                             f"{args.epochs} epochs or step {total_steps} (--epochs, --max-steps): nothing left to train")
+        if step >= total_steps:  # (the epochs were checked before the data was prepared, in open_run)
+            raise UsageError(f"--resume: the run has done {step} steps, and this schedule ends at step {total_steps} "
+                             "(--epochs, --max-steps): nothing left to train")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from .cli import HelpFormatter, UsageError, run
 from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
-from .files import atomic_write
+from .files import atomic_write, unwritable_reason
 from .infer import merge_windows, subjects_from, to_detections, window_intervals
 from .weights import CONFIG_FILE
 
@@ -86,8 +85,9 @@ def threshold_file(folder: Path) -> Path:
     engine folder keeps its config in ``manifest.json``, a weights folder in ``config.json``.
     Both are replaced atomically, so the folder must be writable."""
     target = folder / (MANIFEST if is_engine_dir(folder) else CONFIG_FILE)
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"--write: {folder} is not writable (the threshold goes into {target.name})")
+    reason = unwritable_reason(target)
+    if reason is not None:
+        raise UsageError(f"--write: cannot write {target} ({reason})")
     return target
 
 

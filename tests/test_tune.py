@@ -117,13 +117,15 @@ def test_write_on_an_engine_folder_stores_the_threshold_in_its_manifest(val_set,
 
 
 def test_an_unwritable_folder_is_refused_before_the_sweep(val_set, tmp_path, capsys, monkeypatch):
+    import os
+
     import fgsl.tune as tune_mod
 
     weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True)
-    monkeypatch.setattr(tune_mod.os, "access", lambda path, mode: False)  # (root may write anywhere)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # (root may write anywhere)
     monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: pytest.fail("the sweep ran before --write was checked"))
     assert tune_main(["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos",
                       *map(str, (val_set / "videos").glob("*.avi")), "--gt", str(val_set / "annotations.csv"),
                       "--write"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: --write: {tmp_path / 'run'} is not writable (the threshold goes into config.json)"]
+        f"error: --write: cannot write {tmp_path / 'run' / 'config.json'} (no permission)"]

@@ -404,8 +404,8 @@ def claim(out: Path) -> None:
         raise UsageError(f"{out} is a file, not a folder for a synthetic set")
     videos = out / "videos"
     if (out / "synthetic.json").is_file():
-        for old in videos.glob("*.avi"):
-            old.unlink()
+        for old in [*videos.glob("*.avi"), out / "annotations.csv"]:  # the old rows would describe new videos
+            old.unlink(missing_ok=True)
     elif videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
         raise UsageError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
                          "choose another folder")
