@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, positive_number, run
+from fgsl.cli import HelpFormatter, UsageError, explain, positive_number, run
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
@@ -115,7 +115,7 @@ def load(path: str | Path) -> CalibrationSet:
     except CalibError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-        raise CalibError(f"{path}: damaged calibration file ({type(exc).__name__}: {exc})") from None
+        raise CalibError(f"{path}: damaged calibration file ({explain(exc)})") from None
     try:
         cfg = FGSLConfig.from_dict(json.loads(str(arrays["config"])))
     except (ValueError, TypeError) as exc:
@@ -311,11 +311,16 @@ def collect(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFAULT_COUN
 
 
 def config_from_args(preset: str | None, weights: str | None) -> FGSLConfig:
-    """The FGSL config of ``--weights DIR`` (its config.json) or of ``--preset``."""
+    """The FGSL config of ``--weights DIR`` (a weights folder's config.json, or an engine
+    folder's manifest.json: the windows are the same for both) or of ``--preset``."""
     if weights:
+        from engines.export import config_of, is_engine_dir, read_manifest
+
         folder = Path(weights)
+        if is_engine_dir(folder):
+            return config_of(read_manifest(folder, verify=False))
         if not (folder / "config.json").is_file():
-            raise CalibError(f"{folder}: not a weights folder (no config.json)")
+            raise CalibError(f"{folder}: neither a weights folder (config.json) nor an engine folder (manifest.json)")
         return FGSLConfig.load(folder / "config.json")
     return preset_config(preset or "realtime")
 
@@ -332,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="windows to keep (a uniform sample of all windows)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", help="FGSL preset whose window and image size to use (default: realtime)")
-    which.add_argument("--weights", help="FGSL weights folder: use its config.json")
+    which.add_argument("--weights", help="FGSL weights folder or engine folder: use its config")
     p.add_argument("--stride", type=int, help="model frames between a track's windows (default: a quarter window)")
     p.add_argument("--max-faces", type=int, default=4, help="faces tracked at once")
     p.add_argument("--max-frames", type=int, help="read at most this many frames of each video")

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, explain, run
 
 from . import CalibError
 from .collect import CalibrationSet, load
@@ -78,7 +78,7 @@ def onnx_inputs(onnx_path: str | Path) -> list[str]:
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
-        raise CalibError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise CalibError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
     initializers = {i.name for i in model.graph.initializer}
     return [v.name for v in model.graph.input if v.name not in initializers]
 

@@ -7,8 +7,9 @@ file, and the report gives:
   their sigmoid probabilities are compared too), and how often the top-scoring (point, class)
   of a window is the same;
 * **decoded intervals** (:func:`fgsl.decode.decode`, the live spotter's and offline inference's
-  decoding, at the FP32 model's own score threshold, the ``fgsl.config`` its export recorded,
-  unless ``--threshold``; the calibration file's config only for a model without one): the fraction of windows
+  decoding, at the FP32 model's own score threshold: its engine folder's ``manifest.json``
+  when it lies in one (where ``fgsl.tune --write`` stores it), else the ``fgsl.config`` its
+  export recorded, unless ``--threshold``; the calibration file's config only for a model without one): the fraction of windows
   whose intervals are identical (same count, labels, and onset/offset at whole model frames),
   and, matching each FP32 interval to the quantised interval of the same class with the
   highest temporal IoU, the mean IoU and the fraction matched at IoU >= 0.5;
@@ -58,10 +59,23 @@ def check_providers(providers: list[str]) -> None:
 
 
 def model_config(onnx_path: str | Path) -> FGSLConfig | None:
-    """The FGSL config an ONNX export recorded (``fgsl.config`` metadata), or ``None``: its
-    ``score_threshold`` is the one chosen for these weights, not the calibration preset's default."""
-    from engines.export import read_metadata
+    """The FGSL config of an FP32 ONNX, or ``None``: its ``score_threshold`` is the one chosen
+    for these weights, not the calibration preset's default.
 
+    In an engine folder the manifest is read first: ``fgsl.tune --write`` updates the
+    threshold there (the graphs are hashed and stay as exported), so the ``fgsl.config``
+    metadata inside the ONNX may hold the export-time threshold. Elsewhere the metadata is used.
+    """
+    from engines.export import MANIFEST, config_of, read_manifest, read_metadata
+
+    folder = Path(onnx_path).parent
+    if (folder / MANIFEST).is_file():
+        manifest = read_manifest(folder, verify=False)
+        if any(Path(entry.get("file", "")).name == Path(onnx_path).name for entry in manifest.get("graphs", {}).values()):
+            try:
+                return config_of(manifest)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise CalibError(f"{folder / MANIFEST}: its config is unreadable ({exc})") from None
     text = read_metadata(onnx_path).get("fgsl.config")
     try:
         return FGSLConfig.from_dict(json.loads(text)) if text else None

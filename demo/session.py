@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fgsl.config import is_positive_number
 from realtime.events import Sink
 from realtime.face import FaceTracker
 from realtime.overlay import OverlayState
@@ -78,7 +79,7 @@ class Settings:
         except (TypeError, ValueError):
             raise DemoError(f"sensitivity must be a number and max faces a whole number, got "
                             f"{sensitivity!r} and {max_faces!r}") from None
-        if not math.isfinite(sens) or sens <= 0:
+        if not is_positive_number(sens):
             raise DemoError(f"sensitivity must be a positive number, got {sensitivity!r}")
         if not 1 <= faces <= MAX_FACES:
             raise DemoError(f"max faces must be 1 to {MAX_FACES}, got {max_faces!r}")

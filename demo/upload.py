@@ -9,7 +9,6 @@ events go to :class:`~realtime.events.CsvSink` (MEGC submission format) and
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fgsl.config import is_positive_number
 from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
@@ -149,7 +149,7 @@ def frame_count(path: Path) -> int:
         n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     finally:
         cap.release()
-    return int(n) if n and math.isfinite(n) and n > 0 else 0
+    return int(n) if is_positive_number(n) else 0
 
 
 def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory, out_dir: Path,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import first_line
+from fgsl.cli import explain
 from fgsl.config import FGSLConfig
 
 from .base import EngineError, check_chunks, check_clips, check_features
@@ -114,8 +114,8 @@ def check_dft(providers: list[Any], channels: int, length: int, opset: int = DEF
         try:
             got = _run_probe(probe, x, providers)
         except Exception as exc:  # an ORT that cannot run DFT at all is refused the same way
-            raise EngineError(f"onnxruntime {ort.__version__} cannot run FIFM's DFT form ({type(exc).__name__}: "
-                              f"{first_line(exc)}); build with --fifm conv") from None
+            raise EngineError(f"onnxruntime {ort.__version__} cannot run FIFM's DFT form ({explain(exc)})"
+                              f"; build with --fifm conv") from None
         diff = float(np.abs(np.asarray(got) - expected).max()) if np.shape(got) == expected.shape else float("inf")
         if not diff <= DFT_TOLERANCE:
             raise EngineError(f"onnxruntime {ort.__version__} computes DFT wrongly here (max abs diff {diff:.3g} vs "

@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from fgsl.cli import explain
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 
 from .base import EngineError, check_chunks, check_clips, check_features, cuda_missing_reason, resolve_device
@@ -440,7 +441,7 @@ def plan_build(onnx_path: str | Path, precision: str = "auto", batch: BatchRange
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf raises several types for a damaged file)
-        raise EngineError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise EngineError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
     detail = onnx_precision(model)
     label = check_precision(precision, detail, str(onnx_path))
     if not 0 <= int(optimization_level) <= 5:

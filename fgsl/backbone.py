@@ -218,10 +218,10 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as exc:  # torch raises many types for corrupt/unsafe pickles
-        from .cli import first_line  # noqa: PLC0415 - fgsl.cli imports this module
+        from .cli import explain  # noqa: PLC0415 - fgsl.cli imports this module
 
         raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint "
-                              f"({type(exc).__name__}: {first_line(exc)})") from None
+                              f"({explain(exc)})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
     return official_state_dict(raw)

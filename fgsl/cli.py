@@ -49,6 +49,14 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def explain(exc: BaseException) -> str:
+    """``Type: first line`` of a library's exception, for "(why)" in our own error lines; only
+    ``Type`` when it has no message (not "KeyError: KeyError")."""
+    name = type(exc).__name__
+    text = first_line(exc)
+    return name if text == name else f"{name}: {text}"
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to a flag's help unless the help already says its default, or
     there is none to say (``None``, ``False``): else ``--help`` reads "(default 0 when no

@@ -45,6 +45,13 @@ def _number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_positive_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number above 0 (not NaN, not inf, not a bool): the
+    check every rate, size and sensitivity takes, where ``value > 0`` alone lets inf through
+    and NaN fails silently."""
+    return bool(_number(value) and value > 0)
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """VideoMAE V2 ViT encoder. Defaults are ViT-S/16 as in the official release."""
@@ -140,7 +147,7 @@ class FGSLConfig:
                     "backbone.tubelet_size": b.tubelet_size, "backbone.pretrain_image_size": b.pretrain_image_size}
         non_negative = {"neck_layers": self.neck_layers, "fifm_blocks": self.fifm_blocks,
                         "backbone.init_values": b.init_values}
-        problems = [f"{k}={v!r} must be a positive number" for k, v in positive.items() if not (_number(v) and v > 0)]
+        problems = [f"{k}={v!r} must be a positive number" for k, v in positive.items() if not is_positive_number(v)]
         problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_number(v) and v >= 0)]
         if not is_score_threshold(self.score_threshold):
             problems.append(f"score_threshold={self.score_threshold!r} must be a score in [0, 1)")

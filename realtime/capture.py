@@ -33,7 +33,6 @@ Typical use::
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -48,6 +47,7 @@ from urllib.request import url2pathname
 import cv2
 import numpy as np
 
+from fgsl.config import is_positive_number
 from fgsl.data.frames import FrameSource, VideoError, open_source
 
 from .types import Frame, RealtimeError
@@ -164,7 +164,7 @@ def parse_source(
     """
     if (device is None) == (path is None):
         raise RealtimeError("give exactly one source: a camera (--device N) or a file/folder (--source PATH)")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
+    if fps is not None and not is_positive_number(fps):
         raise RealtimeError(f"fps must be a positive number, got {fps}")
     if device is not None:
         if isinstance(device, bool) or not isinstance(device, int) or device < 0:
@@ -497,7 +497,7 @@ def _recording_ended(reader: FrameReader | None, name: str) -> bool:
         position = float(reader.get(cv2.CAP_PROP_POS_FRAMES))
     except (cv2.error, TypeError, ValueError):
         return False
-    if not (math.isfinite(count) and count > 0):
+    if not is_positive_number(count):
         return False
     if position < count - RECORDING_END_SLACK:
         raise RealtimeError(f"{name} broke off at frame {position:.0f} of {count:.0f} "
@@ -515,7 +515,7 @@ def _camera_fps(reader: FrameReader) -> float:
         fps = float(reader.get(cv2.CAP_PROP_FPS))
     except (cv2.error, TypeError, ValueError):
         return DEFAULT_CAMERA_FPS
-    return fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_CAMERA_FPS
+    return fps if is_positive_number(fps) and fps <= 1000 else DEFAULT_CAMERA_FPS
 
 
 def _release(reader: FrameReader | None) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fgsl.config import is_positive_number
 from fgsl.files import unwritable_reason
 from realtime.types import Event, FaceObservation, RealtimeError
 
@@ -368,7 +369,7 @@ class VideoSaver:
 
     def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
         self.path = Path(path)
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        if not is_positive_number(fps):
             raise RealtimeError(f"video fps must be a positive number, got {fps!r}")
         self.fps = float(fps)
         reason = unwritable_reason(self.path)

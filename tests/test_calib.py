@@ -155,7 +155,16 @@ def test_cli_collect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert collect_mod.main(["--videos", str(blank), "--out", "x.npz", "--preset", "huge"]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
     assert collect_mod.main(["--videos", str(blank), "--out", "x.npz", "--weights", str(tmp_path)]) == 2
-    assert "not a weights folder" in capsys.readouterr().err
+    assert "neither a weights folder (config.json) nor an engine folder" in capsys.readouterr().err
+
+
+def test_collect_takes_the_config_of_an_engine_folder(tmp_path: Path) -> None:
+    """``--weights`` may name an engine folder (``engines.build``), as everywhere else."""
+    from engines.export import export_engine_dir
+
+    model = build(preset("tiny", score_threshold=0.1), seed=0)
+    export_engine_dir(model, tmp_path / "engine", graphs=("model",), trained=True)
+    assert collect_mod.config_from_args(None, str(tmp_path / "engine")) == model.cfg
 
 
 def test_load_refuses_other_files(tmp_path: Path, calib_file: Path) -> None:
@@ -329,6 +338,26 @@ def test_report_decodes_at_the_models_own_threshold(calib_file: Path, tmp_path: 
     assert report_mod.report(path, path, calib_file)["threshold"] == 0.05
     assert report_mod.report(path, path, calib_file, threshold=0.5)["threshold"] == 0.5
 
+
+
+def test_report_reads_a_tuned_engine_folders_threshold(calib_file: Path, tmp_path: Path) -> None:
+    """After ``fgsl.tune --write`` on an engine folder the threshold lives in its manifest; the
+    ONNX metadata keeps the export-time one (graphs are hashed and not rewritten)."""
+    from engines.export import export_engine_dir, read_metadata
+    from fgsl.tune import write_threshold
+
+    model = build(preset("tiny", score_threshold=0.05), seed=0)
+    randomise_adapters(model)
+    folder = tmp_path / "engine"
+    export_engine_dir(model, folder, graphs=("model",), trained=True)
+    write_threshold(folder, 0.2)
+    path = folder / "model.onnx"
+    assert json.loads(read_metadata(path)["fgsl.config"])["score_threshold"] == 0.05
+    assert report_mod.report(path, path, calib_file)["threshold"] == 0.2
+    # A copy of the graph outside the folder has only its metadata to go by.
+    alone = tmp_path / "alone.onnx"
+    alone.write_bytes(path.read_bytes())
+    assert report_mod.report(alone, alone, calib_file)["threshold"] == 0.05
 
 def test_compare_intervals_matching() -> None:
     from fgsl.decode import Interval

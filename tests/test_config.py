@@ -1,9 +1,11 @@
 import json
+import math
 import re
 
+import numpy as np
 import pytest
 
-from fgsl.config import PRESETS, ConfigError, FGSLConfig, preset
+from fgsl.config import PRESETS, ConfigError, FGSLConfig, is_positive_number, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -84,3 +86,12 @@ def test_a_config_file_with_nan_or_a_zero_backbone_size_is_one_config_error(tmp_
     message = str(info.value)
     assert "fps=nan" in message and "backbone.num_heads=0" in message and "\n" not in message
     assert preset("tiny", score_threshold=0.0).score_threshold == 0.0  # 0 keeps every candidate: allowed
+
+
+@pytest.mark.parametrize("value, expected", [
+    (1, True), (0.5, True), (np.float32(2.0), True), (1e308, True),
+    (0, False), (-1.0, False), (math.nan, False), (math.inf, False), (True, False), ("3", False), (None, False),
+])
+def test_is_positive_number(value, expected) -> None:
+    """The one check every rate, size and sensitivity takes: inf, NaN and bools are not numbers of anything."""
+    assert is_positive_number(value) is expected

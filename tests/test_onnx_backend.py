@@ -147,6 +147,13 @@ def test_an_onnxruntime_with_a_wrong_dft_is_refused(monkeypatch, engine_dirs):
     monkeypatch.setattr(onnx_backend, "_run_probe", broken)
     with pytest.raises(EngineError, match="cannot run FIFM's DFT form .*NOT_IMPLEMENTED"):
         OnnxEngine.from_dir(folder)
+
+    def silent(data, x, providers):
+        raise MemoryError  # no message: named once, not "(MemoryError: MemoryError)"
+
+    monkeypatch.setattr(onnx_backend, "_run_probe", silent)
+    with pytest.raises(EngineError, match=r"cannot run FIFM's DFT form \(MemoryError\); build with --fifm conv$"):
+        OnnxEngine.from_dir(folder)
     OnnxEngine.from_dir(engine_dirs("conv"))  # the conv form never needs the check
 
 

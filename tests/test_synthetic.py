@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from fgsl.cli import UsageError
 from fgsl.data.synthetic import (
     CLASSES,
     Recipe,
@@ -265,11 +264,11 @@ def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
     mine = tmp_path / "videos" / "mine.mp4"
     mine.parent.mkdir()
     mine.write_bytes(b"someone's video")
-    with pytest.raises(UsageError, match="holds files but .* has no synthetic.json"):
+    with pytest.raises(FileExistsError, match="holds files but .* has no synthetic.json"):
         make_set(source, tmp_path, Recipe(count=1, frames=16, size=32, events=False), progress=False)
     assert mine.read_bytes() == b"someone's video" and not (tmp_path / "synthetic.json").exists()
     (tmp_path / "afile").write_text("")
-    with pytest.raises(UsageError, match="afile is a file, not a folder"):
+    with pytest.raises(NotADirectoryError, match="afile is a file, not a folder"):
         make_set(source, tmp_path / "afile", Recipe(count=1, frames=16, size=32, events=False), progress=False)
 
 

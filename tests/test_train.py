@@ -141,7 +141,7 @@ def test_train_cli_errors_are_one_line(tmp_path):
 def test_torchrun_ddp_on_cpu_keeps_both_ranks_identical(tmp_path, face_dir):
     out = tmp_path / "ddp"
     run = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "20", "--max-steps", "5",
-                 launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                 launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                            "-m", "fgsl.train"))
     assert run.returncode == 0, run.stderr
     ranks = json.loads((out / "ranks.json").read_text())

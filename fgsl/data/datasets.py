@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fgsl.config import is_positive_number
 from fgsl.data.table import Annotation, AnnotationError, write_table
 
 DATASETS: tuple[str, ...] = ("casme2", "casme3", "samm")
@@ -590,7 +591,7 @@ def _samm_emotion(clip: str, emotions: dict[str, tuple[str, str]], micro_path: P
 
 def _check_rates(source_fps: float, model_fps: float) -> None:
     for name, fps in (("source_fps", source_fps), ("model_fps", model_fps)):
-        if not (math.isfinite(fps) and fps > 0):
+        if not is_positive_number(fps):
             raise ValueError(f"{name} must be a positive frame rate, got {fps}")
 
 

@@ -16,7 +16,6 @@ frames up front just to check them would double the cost of every pass).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterator
@@ -30,6 +29,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from fgsl.config import is_positive_number  # noqa: E402
 
 
 
@@ -100,7 +101,7 @@ def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such video file or frame folder")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
+    if fps is not None and not is_positive_number(fps):
         raise VideoError(f"{path}: fps must be a positive number, got {fps}")
     if path.is_dir():
         return _open_folder(path, fps)
@@ -155,7 +156,7 @@ def _open_video(path: Path, fps: float | None) -> FrameSource:
     if not ok:
         raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
     if fps is None:
-        if not (reported and math.isfinite(reported) and reported > 0):
+        if not is_positive_number(reported):
             raise VideoError(f"{path}: the file reports no frame rate: pass fps")
         fps = reported
     return FrameSource(path, float(fps))

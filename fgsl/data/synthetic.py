@@ -62,6 +62,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fgsl.config import is_positive_number
 from fgsl.data.table import Annotation, write_table
 from fgsl.data.frames import VideoError, open_source
 
@@ -152,7 +153,7 @@ class Recipe:
             raise ValueError(f"--frames must be at least {self.max_frames} (room for the longest event), got {self.frames}")
         if self.size < MIN_SIZE:
             raise ValueError(f"--size must be at least {MIN_SIZE} pixels, got {self.size}")
-        if not (math.isfinite(self.amplitude) and self.amplitude > 0):
+        if not is_positive_number(self.amplitude):
             raise ValueError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
 
 
@@ -398,16 +399,14 @@ def claim(out: Path) -> None:
     delete. The ``synthetic.json`` written here marks the folder as ours until the set is
     done; its recipe is written last, so a set cut short never passes for a complete one.
     """
-    from fgsl.cli import UsageError
-
     if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} is a file, not a folder for a synthetic set")
+        raise NotADirectoryError(f"{out} is a file, not a folder for a synthetic set")
     videos = out / "videos"
     if (out / "synthetic.json").is_file():
         for old in [*videos.glob("*.avi"), out / "annotations.csv"]:  # the old rows would describe new videos
             old.unlink(missing_ok=True)
     elif videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
-        raise UsageError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
+        raise FileExistsError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
                          "choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "synthetic.json").write_text(json.dumps({"recipe": None, "note": "being written"}) + "\n")

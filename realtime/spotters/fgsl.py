@@ -80,7 +80,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.config import CHUNK_FRAMES, FGSLConfig
+from fgsl.config import CHUNK_FRAMES, FGSLConfig, is_positive_number
 from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.synthetic import Recipe
@@ -114,7 +114,7 @@ def megc_label(name: str) -> str:
 
 def scaled_threshold(threshold: float, sensitivity: float) -> float:
     """``threshold`` with its odds divided by ``sensitivity`` (see the module docstring)."""
-    if sensitivity <= 0 or not math.isfinite(sensitivity):
+    if not is_positive_number(sensitivity):
         raise ValueError(f"sensitivity must be a positive number, got {sensitivity}")
     if threshold <= 0 or threshold >= 1 or sensitivity == 1:
         return float(threshold)

@@ -79,13 +79,14 @@ overlapping windows cost one flow per new frame.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import deque
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from fgsl.config import is_positive_number
 
 from ..face import BLENDSHAPE_NAMES
 from ..types import MICRO_MAX_S, MIN_MOVEMENT_S, Candidate, Window
@@ -180,7 +181,7 @@ class FlowSpotter:
     crop_size = 112
 
     def __init__(self, settings: FlowSettings | None = None, sensitivity: float = 1.0) -> None:
-        if not (math.isfinite(sensitivity) and sensitivity > 0):
+        if not is_positive_number(sensitivity):
             raise ValueError(f"sensitivity must be a positive number, got {sensitivity}")
         self.settings = settings or FlowSettings()
         self.sensitivity = sensitivity
