@@ -313,10 +313,26 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
                          f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
                          f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
-    if state["epoch"] + 1 >= args.epochs:
-        raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs}: "
-                         "nothing left to train")
+    if state["epoch"] + 1 >= args.epochs and held_out_scored(out):
+        raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs} and its "
+                         f"held-out test is scored ({out / METRICS}): nothing left to do")
     return state
+
+
+def held_out_scored(out: Path) -> bool:
+    """Whether ``metrics.jsonl`` has the run's final held-out line. A run that stopped after
+    its last checkpoint but before that line (a crash, Ctrl-C) is resumed only to score it."""
+    try:
+        lines = (out / METRICS).read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    for line in lines:
+        try:
+            if json.loads(line).get("final") is True:
+                return True
+        except (json.JSONDecodeError, AttributeError):  # a line cut short by the crash
+            continue
+    return False
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -356,9 +372,10 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     start_epoch, step, best, history = 0, 0, None, []
     if state:
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
-        if step >= total_steps:  # (the epochs were checked before the data was prepared, in open_run)
+        trained = step >= total_steps or start_epoch >= args.epochs
+        if trained and held_out_scored(out):  # (the epochs were checked before the data was prepared, in open_run)
             raise UsageError(f"--resume: the run has done {step} steps, and this schedule ends at step {total_steps} "
-                             "(--epochs, --max-steps): nothing left to train")
+                             f"(--epochs, --max-steps), and its held-out test is scored: nothing left to do")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -367,7 +384,8 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         criterion.normaliser = state["normaliser"]
         torch.set_rng_state(state["torch_rng"])
         if env.main:
-            print(f"resumed from {out / CHECKPOINT} at epoch {start_epoch}, step {step}", file=sys.stderr)
+            print(f"resumed from {out / CHECKPOINT} at epoch {start_epoch}, step {step}"
+                  + (": nothing left to train, scoring the held-out test only" if trained else ""), file=sys.stderr)
 
     if env.main:
         print(f"FGSL {cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "

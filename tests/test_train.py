@@ -118,7 +118,16 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     lines = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("final")]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and lines[2]["step"] > lines[1]["step"]
     done = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith("nothing left to train"), done.stderr
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
+        "and its held-out test is scored (" + str(out / "metrics.jsonl") + "): nothing left to do"), done.stderr
+    # A run that stopped after its last checkpoint but before scoring is resumed only to be scored.
+    kept = [line for line in (out / "metrics.jsonl").read_text().splitlines() if not json.loads(line).get("final")]
+    (out / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    scored = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
+    assert scored.returncode == 0, scored.stderr
+    assert "nothing left to train, scoring the held-out test only" in scored.stderr and "held-out test (epoch" in scored.stderr
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert rows[:len(kept)] == kept and json.loads(rows[-1])["final"] is True and len(rows) == len(kept) + 1
 
 
 def test_train_cli_errors_are_one_line(tmp_path):
