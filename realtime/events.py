@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import json
 import os
 import sys
@@ -119,6 +120,36 @@ def _open_for_writing(path: str | Path) -> IO[str]:
         raise RealtimeError(f"{path}: cannot write here ({exc.strerror or exc})") from None
 
 
+class SinkError(RealtimeError):
+    """An event file that can no longer be written (a full disk, a vanished network share).
+    :class:`~realtime.pipeline.Pipeline` drops that sink, keeps feeding the others (the
+    console still shows every event) and raises this once the batch is written."""
+
+
+class _FileSink:
+    """An event file, flushed per event; a write that fails is one :class:`SinkError` line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = _open_for_writing(self.path)
+        self._failed = False
+
+    def _put(self, text: str) -> None:
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError as exc:
+            self._failed = True
+            raise SinkError(f"{self.path}: cannot write events any more ({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:  # the buffered rest could not be written either
+            if not self._failed:
+                raise SinkError(f"{self.path}: cannot write events any more ({exc.strerror or exc})") from None
+
+
 def describe(event: Event) -> str:
     """The console line of one event."""
     return (f"{event.kind.upper():5s} track {event.track}  {event.label:8s} score {event.score:.2f}  "
@@ -163,35 +194,32 @@ class ConsoleSink:
         pass
 
 
-class JsonlSink:
-    def __init__(self, path: str | Path) -> None:
-        self._file = _open_for_writing(path)
-
+class JsonlSink(_FileSink):
     def write(self, event: Event) -> None:
-        self._file.write(json.dumps(event.to_json()) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+        self._put(json.dumps(event.to_json()) + "\n")
 
 
-class CsvSink:
+class CsvSink(_FileSink):
     """MEGC submission rows for micro-expressions; every row carries ``subject`` and ``video``."""
 
     HEADER = ("subject", "video", "onset", "offset", "emotion")
 
     def __init__(self, path: str | Path, subject: str, video: str) -> None:
-        self._file = _open_for_writing(path)
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(self.HEADER)
-        self._file.flush()
+        super().__init__(path)
         self.subject, self.video = subject, video
+        try:
+            self._put(self._row(self.HEADER))
+        except SinkError:
+            self.close()
+            raise
+
+    @staticmethod
+    def _row(values: tuple[object, ...]) -> str:
+        line = io.StringIO()
+        csv.writer(line).writerow(values)
+        return line.getvalue()
 
     def write(self, event: Event) -> None:
         if event.kind != "micro":
             return
-        self._writer.writerow([self.subject, self.video, event.onset, event.offset, event.label])
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+        self._put(self._row((self.subject, self.video, event.onset, event.offset, event.label)))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .buffer import Buffers
-from .events import EventMerger, Sink
+from .events import EventMerger, Sink, SinkError
 from .face import FaceTracker
 from .spotters.base import Spotter
 from .types import Event, FaceObservation, Frame, Window
@@ -51,6 +51,7 @@ class Pipeline:
         self.micro_count = 0
         self.last_face_s: float | None = None  # stream time of the last frame with a face
         self._now = 0.0
+        self._failed_sinks: list[Sink] = []  # dropped by _write, still to be closed
 
     def step(self, frame: Frame) -> StepResult:
         start = time.monotonic()
@@ -100,12 +101,23 @@ class Pipeline:
         return events, (time.monotonic() - t0) * 1000
 
     def _write(self, events: list[Event]) -> None:
+        """Every event to every sink. A sink that fails (:class:`SinkError`) is dropped while the
+        others, the console among them, get the rest of the batch; then the first failure is
+        raised (``realtime.cam`` ends the run there, as when its source fails)."""
+        failed: list[SinkError] = []
         for event in events:
             self.event_count += 1
             self.micro_count += event.kind == "micro"
-            for sink in self.sinks:
-                sink.write(event)
+            for sink in list(self.sinks):
+                try:
+                    sink.write(event)
+                except SinkError as exc:
+                    self.sinks.remove(sink)
+                    self._failed_sinks.append(sink)
+                    failed.append(exc)
+        if failed:
+            raise failed[0]
 
     def close(self) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks + self._failed_sinks:
             sink.close()

@@ -277,6 +277,16 @@ def test_a_closed_stdout_silences_the_console_but_not_the_files(tmp_path):
     assert (tmp_path / "cut.jsonl").read_text().count("\n") == (tmp_path / "all.jsonl").read_text().count("\n")
 
 
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_full_disk_ends_the_run_with_one_line_and_the_console_keeps_the_events(tmp_path):
+    video = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
+    run = cam_process("--source", str(video), "--headless", "--events", "/dev/full", cwd=tmp_path)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert err[-1] == "error: /dev/full: cannot write events any more (No space left on device)"
+    assert "summary:" in err[-2] and "MICRO" in run.stdout  # the event that failed to write is on the console
+
 @pytest.mark.parametrize("flag, value", [("--sensitivity", "0"), ("--sensitivity", "nan"), ("--sensitivity", "-2"),
                                          ("--fps", "inf"), ("--no-face-warning", "-1")])
 def test_bad_numbers_are_usage_errors(flag, value, capfd):

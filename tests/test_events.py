@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 
 import pytest
 
-from realtime.events import ConsoleSink, CsvSink, EventMerger, JsonlSink, frame_iou
+from realtime.events import ConsoleSink, CsvSink, EventMerger, JsonlSink, SinkError, frame_iou
 from realtime.types import Candidate, Event, RealtimeError, validate_event_line
 
 
@@ -113,3 +115,25 @@ def test_unwritable_sink_path_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(RealtimeError, match="cannot write"):
         JsonlSink(blocker / "e.jsonl")
+
+
+FULL_DISK = "/dev/full"  # every write fails with ENOSPC, as on a full disk
+
+
+@pytest.mark.skipif(not os.path.exists(FULL_DISK), reason="no /dev/full on this system")
+def test_a_full_disk_is_one_sink_error_and_the_other_sinks_keep_every_event():
+    from realtime.pipeline import Pipeline
+    from realtime.spotters.flow import FlowSpotter
+
+    with pytest.raises(SinkError, match=r"^/dev/full: cannot write events any more \(No space left on device\)$"):
+        CsvSink(FULL_DISK, "s01", "clip")  # its header already fails
+    console, events = io.StringIO(), [_event(10), _event(40), _event(70)]
+    screen = ConsoleSink(console)
+    pipeline = Pipeline(tracker=None, spotter=FlowSpotter(), sinks=[JsonlSink(FULL_DISK), screen])
+    with pytest.raises(SinkError, match="No space left on device"):
+        pipeline._write(events)
+    assert console.getvalue().count("MICRO") == 3  # the console got the whole batch
+    assert pipeline.sinks == [screen] and pipeline.event_count == 3
+    pipeline._write([_event(100)])  # the failed file is not tried again
+    assert console.getvalue().count("MICRO") == 4
+    pipeline.close()  # closing the failed file does not raise again
