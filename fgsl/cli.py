@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -119,6 +120,27 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
           file=file or sys.stderr, flush=True)
 
 
+def error_line(exc: BaseException) -> str:
+    """The text after ``error:``: an OS error as ``PATH: reason`` (not ``[Errno 28] ...: 'PATH'``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else None
+        return f"{where}: {exc.strerror}" if where is not None else exc.strerror
+    return str(exc)
+
+
+def _drop_stdout_if_broken() -> None:
+    """When stdout itself failed (``> /dev/full``), point it at /dev/null so that Python's own
+    flush at exit does not print a second, "Exception ignored" traceback."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, sys.stdout.fileno())
+        finally:
+            os.close(null)
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """``main(argv)`` with bad input reported as one ``error:`` line (exit 2) and warnings as
     one ``warning:`` line each."""
@@ -131,7 +153,7 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
     try:
         return int(main(argv) or 0)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -139,3 +161,7 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
     except BrokenPipeError:  # e.g. piped into `head`: the reader has gone, nothing to report
         sys.stderr.close()
         return 0
+    except OSError as exc:  # the machine, not the input or a bug: a full disk, a read-only folder, an I/O error
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        _drop_stdout_if_broken()
+        return 2

@@ -555,3 +555,15 @@ def test_cli_errors_are_one_line(tmp_path, worked_files, args, reason):
     assert done.stdout == ""
     assert done.stderr.startswith("error: ") and reason in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_cli_output_on_a_full_disk_is_one_line(worked_files):
+    """An OS error (here stdout on a full disk) is the machine's, not a bug: one line, status 2,
+    and no second "Exception ignored" report from Python's flush at exit."""
+    gt, pred = worked_files
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "fgsl.evaluate", "--gt", str(gt), "--pred", str(pred), "--json"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 2 and done.stderr == "error: No space left on device\n"
