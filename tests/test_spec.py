@@ -45,6 +45,30 @@ def test_find_video_looks_in_subject_folders_and_any_extension(tmp_path):
         find_video(tmp_path, "s3", "nope")
 
 
+
+def test_find_video_takes_the_data_sets_own_folder_names(tmp_path):
+    """CAS(ME)^2 names its folders with the stimulus word after the table's video
+    (``rawpic/s15/15_0401girlcrashing``); CAS(ME)^3 keeps frames in ``spNO.1/a/color``."""
+    rawpic = tmp_path / "rawpic"
+    for name in ("15_0401girlcrashing", "15_04012other", "15_0502a"):
+        (rawpic / "s15" / name).mkdir(parents=True)
+    assert find_video(rawpic, "s15", "15_0401") == rawpic / "s15" / "15_0401girlcrashing"  # not 15_04012...
+    rawvideo = tmp_path / "rawvideo" / "s15"
+    rawvideo.mkdir(parents=True)
+    (rawvideo / "15_0401girlcrashing.avi").write_bytes(b"")
+    (rawvideo / "15_0401girlcrashing.txt").write_bytes(b"")
+    assert find_video(tmp_path / "rawvideo", "s15", "15_0401") == rawvideo / "15_0401girlcrashing.avi"
+    (rawpic / "s15" / "15_0502b").mkdir()
+    with pytest.raises(DataSpecError, match=r"video 15_0502: 2 candidates .*\(15_0502a, 15_0502b\); rename all but one"):
+        find_video(rawpic, "s15", "15_0502")
+    for kind in ("color", "depth"):
+        (tmp_path / "casme3" / "spNO.1" / "a" / kind).mkdir(parents=True)
+    assert find_video(tmp_path / "casme3", "spNO.1", "a") == tmp_path / "casme3" / "spNO.1" / "a" / "color"
+    # An exact name wins over a longer one, wherever it is.
+    (tmp_path / "exact" / "s1" / "v1extra").mkdir(parents=True)
+    (tmp_path / "exact" / "v1").mkdir()
+    assert find_video(tmp_path / "exact", "s1", "v1") == tmp_path / "exact" / "v1"
+
 def test_table_data_is_split_by_subject_and_moved_to_model_frames(tmp_path):
     cfg = preset("tiny")
     for subject in ("a", "b"):
@@ -104,3 +128,26 @@ def test_events_at_the_last_frame_stay_in_the_video_at_another_frame_rate(tmp_pa
     writer.release()
     item = load_item(preset("tiny"), "a", "clip", path, [Annotation("a", "clip", 5, 7, 9, "micro", "surprise")])
     assert len(item.frames) == 11 and item.events[0][2] == 10
+
+
+def test_default_face_videos_for_synthetic_data(tmp_path, monkeypatch):
+    from fgsl.data import spec
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FGSL_FACE_VIDEOS", str(empty))
+    with pytest.raises(DataSpecError, match=r"^\$FGSL_FACE_VIDEOS=.*empty: not a folder of .mp4 face videos$"):
+        spec.default_face_videos()
+    (empty / "face.mp4").write_bytes(b"")
+    assert spec.default_face_videos() == empty
+    # No variable and no ../shared/data: the bundled sample, with a warning saying so.
+    monkeypatch.delenv("FGSL_FACE_VIDEOS")
+    checkout = tmp_path / "checkout"
+    (checkout / "samples").mkdir(parents=True)
+    (checkout / "samples" / "sample.mp4").write_bytes(b"")
+    monkeypatch.setattr(spec, "ROOT", checkout)
+    with pytest.warns(UserWarning, match="synthetic data from the bundled sample only"):
+        assert spec.default_face_videos() == checkout / "samples"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "talk.mp4").write_bytes(b"")
+    assert spec.default_face_videos() == tmp_path / "shared" / "data"

@@ -11,7 +11,8 @@ Specs
 ``table=ANNOTATIONS.csv``, ``casme2=FILE``, ``casme3=FILE``, ``samm=FILE``
     An annotation file in our table format or a data set's own layout, with the videos
     under ``--video-root`` (looked up as ``ROOT/subject/video``, ``ROOT/video``, each either a
-    folder of numbered frames or a file with any extension). The split is by subject:
+    folder of numbered frames or a file with any extension, also by a name that continues the
+    video's, as in CAS(ME)^2's ``rawpic``; see :func:`find_video`). The split is by subject:
     ``--split loso:K`` holds out the K-th subject (sorted), ``--split subjects:A,B`` holds
     out the named ones. Validation subjects come from the remaining ones the same way
     (``--val loso:K`` / ``subjects:A,B``; ``auto``: the first remaining subject when at
@@ -25,6 +26,7 @@ fps_src)``).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,10 +71,25 @@ class TrainData:
 
 
 def default_face_videos() -> Path:
-    for candidate in (os.environ.get("FGSL_FACE_VIDEOS"), ROOT.parent / "shared" / "data", ROOT / "samples"):
-        if candidate and Path(candidate).is_dir() and any(Path(candidate).glob("*.mp4")):
-            return Path(candidate)
+    """Face videos for ``--data synthetic`` without ``=``: ``$FGSL_FACE_VIDEOS`` (an error if
+    it names no folder of .mp4 videos), else ``../shared/data`` beside the checkout, else the
+    bundled sample, with a warning: one 2.4-s face is a smoke test, not a training set."""
+    chosen = os.environ.get("FGSL_FACE_VIDEOS")
+    if chosen:
+        if not _has_videos(Path(chosen)):
+            raise DataSpecError(f"$FGSL_FACE_VIDEOS={chosen}: not a folder of .mp4 face videos")
+        return Path(chosen)
+    if _has_videos(ROOT.parent / "shared" / "data"):
+        return ROOT.parent / "shared" / "data"
+    if _has_videos(ROOT / "samples"):
+        warnings.warn(f"no $FGSL_FACE_VIDEOS and no {ROOT.parent / 'shared' / 'data'}: synthetic data from the bundled "
+                      "sample only (one face, 2.4 s); pass --data synthetic=DIR for a real run")
+        return ROOT / "samples"
     raise DataSpecError("no face videos for synthetic data: pass --data synthetic=DIR")
+
+
+def _has_videos(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.mp4"))
 
 
 def parse(spec: str) -> tuple[str, str | None]:
@@ -109,14 +126,46 @@ def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[A
 
 
 def find_video(root: Path, subject: str, video: str) -> Path:
+    """The frames or video file of one annotated video under ``--video-root``.
+
+    Looked up as ``ROOT/subject/video`` then ``ROOT/video``: a folder of numbered frames or a
+    file with a video suffix, named exactly, or else the one entry whose name continues the
+    video's with a non-digit (CAS(ME)^2's ``rawpic/s15/15_0401girlcrashing`` for table video
+    ``15_0401``: the workbook has no stimulus word). A folder holding ``color/`` (CAS(ME)^3's
+    ``spNO.1/a/color`` beside ``depth/``) is read from ``color/``. See docs/datasets.md.
+    """
     tried = [root / subject / video, root / video]
-    for base in tried:
-        if base.is_dir() or base.is_file():
-            return base
-        for suffix in VIDEO_SUFFIXES:
-            if base.with_name(base.name + suffix).is_file():
-                return base.with_name(base.name + suffix)
-    raise DataSpecError(f"video {subject}/{video} not found (looked for {tried[0]}[.*] and {tried[1]}[.*])")
+    for look in (_exact, _continued):  # an exact name anywhere before a longer one
+        for base in tried:
+            found = look(base)
+            if found is not None:
+                return found / "color" if (found / "color").is_dir() else found
+    raise DataSpecError(f"video {subject}/{video} not found (looked for {tried[0]}[.*] and {tried[1]}[.*], "
+                        "and names that continue them)")
+
+
+def _exact(base: Path) -> Path | None:
+    if base.is_dir() or base.is_file():
+        return base
+    for suffix in VIDEO_SUFFIXES:
+        if base.with_name(base.name + suffix).is_file():
+            return base.with_name(base.name + suffix)
+    return None
+
+
+def _continued(base: Path) -> Path | None:
+    """The one folder, or else the one video file, named ``base`` + a non-digit + more."""
+    if not base.parent.is_dir():
+        return None
+    named = [p for p in base.parent.iterdir()
+             if p.name.startswith(base.name) and len(p.name) > len(base.name) and not p.name[len(base.name)].isdigit()]
+    for group in ([p for p in named if p.is_dir()], [p for p in named if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]):
+        if len(group) == 1:
+            return group[0]
+        if len(group) > 1:
+            raise DataSpecError(f"video {base.name}: {len(group)} candidates in {base.parent} "
+                                f"({', '.join(sorted(p.name for p in group)[:4])}); rename all but one")
+    return None
 
 
 def group_rows(rows: list[Annotation]) -> dict[tuple[str, str], list[Annotation]]:
