@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, explain, positive_number, run
+from fgsl.cli import HelpFormatter, UsageError, check_output, explain, positive_number, run
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         from fgsl.cli import register_user_error
 
         register_user_error(RealtimeError)
+        check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)])
         cfg = config_from_args(args.preset, args.weights)
         if args.max_faces < 1:
             raise UsageError("--max-faces must be at least 1")

@@ -18,6 +18,7 @@ refuses them and says so.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ from fgsl.config import PRESETS, preset
 
 from .base import EngineError
 from .cache import sha256_file
-from .export import DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir, read_manifest, write_manifest
+from .export import (DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MANIFEST, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir,
+                     read_manifest, write_manifest)
 
 #: The network ``--allow-untrained`` builds without ``--preset``.
 DEFAULT_PRESET = "realtime"
@@ -62,6 +64,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
     if args.triton_max_batch < 1:
         raise UsageError(f"--triton-max-batch must be at least 1, got {args.triton_max_batch}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: pass a folder for the engine")
+    held = [name for name in ("model.safetensors", "config.json", "checkpoint.safetensors") if (out / name).exists()]
+    if held:
+        # Its manifest.json would make every tool take the run folder for an engine folder.
+        raise UsageError(f"--out {out} holds a weights folder ({', '.join(held)}): write the engine to a folder of its own")
+    needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"engines.build needs {' and '.join(missing)}: pip install 'fgsl-spotter[onnx]'")
 
 
 def refuse_quantized(precision: str) -> None:
@@ -157,15 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         write_manifest(out, manifest)
         print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {args.precision}) "
               f"from {origin} to {out}", file=sys.stderr)
-        if args.backend == "onnxruntime":
-            if args.no_verify:
-                print("not verified (--no-verify)", file=sys.stderr)
+        try:
+            if args.backend == "onnxruntime":
+                if args.no_verify:
+                    print("not verified (--no-verify)", file=sys.stderr)
+                else:
+                    diffs = verify(model, out, args.precision)
+                    print("torch vs onnxruntime, max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
+                          file=sys.stderr)
             else:
-                diffs = verify(model, out, args.precision)
-                print("torch vs onnxruntime, max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
-                      file=sys.stderr)
-        else:
-            build_tensorrt(out, args.precision)
+                build_tensorrt(out, args.precision)
+        except BaseException:
+            # A build that failed its check is no engine: without its manifest nothing opens it.
+            (out / MANIFEST).unlink(missing_ok=True)
+            raise
         if args.triton_repo:
             from .triton import read_config, write_repository
 

@@ -465,6 +465,9 @@ def export_engine_dir(
         "config": model.cfg.to_dict(),
         "weights_sha256": weights_digest(model),
         "trained": trained,
+        # What the weights were trained on (``fgsl.train``'s "centre" or "aligned" crops), so
+        # the live spotter can say so for an engine folder as it does for weights (None: unknown).
+        "crops": weights.info(origin).get("crops") if origin else None,
         "source": origin,
         "exporter": EXPORTER,
         "graphs": entries,

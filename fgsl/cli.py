@@ -12,7 +12,8 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from .backbone import CheckpointError
@@ -118,6 +119,20 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     """A warning as one ``warning: ...`` line (Python's default adds the file, line and source)."""
     print(f"warning: {first_line(message) if isinstance(message, BaseException) else message}",
           file=file or sys.stderr, flush=True)
+
+
+def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
+    """Refuse an output path before any work: one that cannot be written, or one that is an
+    input of the same command (``(flag, path)`` pairs; ``None`` paths are skipped), which
+    writing the output would destroy."""
+    from .files import same_file, unwritable_reason
+
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise UsageError(f"{flag} {path}: cannot write here ({reason})")
+    for other_flag, other in inputs:
+        if other is not None and same_file(path, other):
+            raise UsageError(f"{flag} {path} would overwrite {other_flag} {other}; write it elsewhere")
 
 
 def error_line(exc: BaseException) -> str:

@@ -26,11 +26,10 @@ from tqdm import tqdm
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import HelpFormatter, UsageError, run, score_threshold
+from .cli import HelpFormatter, UsageError, check_output, run, score_threshold
 from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
-from .files import unwritable_reason
 
 
 @dataclass(frozen=True)
@@ -191,13 +190,6 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
     return engine, False
 
 
-def check_out(path: Path) -> None:
-    """Refuse an --out the CSV cannot be written to now, not after all the inference."""
-    reason = unwritable_reason(path)
-    if reason is not None:
-        raise UsageError(f"--out {path}: cannot write here ({reason})")
-
-
 #: What each output line says about the weights (``engines.trained``: True, False or unknown).
 WEIGHTS_TAG = {True: "", False: " [UNTRAINED WEIGHTS: intervals are meaningless]",
                None: " [weights of unknown origin: the engine folder does not say whether they were trained]"}
@@ -227,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch < 1:
             raise UsageError("--batch must be at least 1")
         out = Path(args.out)
-        check_out(out)
+        check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)])
         subjects = subjects_from(args.subjects_from)  # read first: a bad file fails before the long part
         engine, trained = open_engine(args)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])

@@ -11,15 +11,15 @@ Without ``--weights`` the spotter is the training-free optical-flow spotter; it 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
-from fgsl.files import unwritable_reason
+from fgsl.cli import (HelpFormatter, UsageError, check_output, non_negative_number, positive_number, register_user_error,
+                      run)
+from fgsl.files import same_file
 
 from .capture import Capture, CaptureSource, FileSource, parse_source
 from .events import ConsoleSink, CsvSink, JsonlSink, Sink
@@ -87,24 +87,14 @@ def open_sinks(args: argparse.Namespace, video: str, opened: ExitStack) -> list[
 
 def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
     """Refuse bad output paths while nothing is loaded or written yet: one that cannot be
-    written, one named twice, or one that is the source video itself."""
+    written, one that is the source video itself, or one named twice."""
     outputs = [(f"--{flag}", Path(getattr(args, flag))) for flag in ("save", "events", "csv") if getattr(args, flag)]
+    inputs = [("--source", source.path)] if isinstance(source, FileSource) else []
     for i, (flag, path) in enumerate(outputs):
-        reason = unwritable_reason(path)
-        if reason is not None:
-            raise UsageError(f"{flag} {path}: cannot write here ({reason})")
-        if isinstance(source, FileSource) and _same_file(path, source.path):
-            raise UsageError(f"{flag} {path} would overwrite the --source video; write it elsewhere")
+        check_output(flag, path, inputs)
         for other_flag, other in outputs[:i]:
-            if _same_file(path, other):
+            if same_file(path, other):
                 raise UsageError(f"{other_flag} and {flag} both name {path}; give each its own file")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (links and, where the file system ignores it, case included)."""
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
 
 
 def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,

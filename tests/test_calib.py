@@ -156,6 +156,11 @@ def test_cli_collect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert "unknown preset 'huge'" in capsys.readouterr().err
     assert collect_mod.main(["--videos", str(blank), "--out", "x.npz", "--weights", str(tmp_path)]) == 2
     assert "neither a weights folder (config.json) nor an engine folder" in capsys.readouterr().err
+    copy = tmp_path / "v.mp4"
+    copy.write_bytes(blank.read_bytes())
+    assert collect_mod.main(["--videos", str(copy), "--out", str(copy), "--preset", "tiny", "--quiet"]) == 2
+    assert f"error: --out {copy} would overwrite --videos {copy}; write it elsewhere" in capsys.readouterr().err
+    assert copy.read_bytes() == blank.read_bytes()
 
 
 def test_collect_takes_the_config_of_an_engine_folder(tmp_path: Path) -> None:
@@ -211,7 +216,7 @@ def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: P
                               "--tool", "onnxruntime", "--out", q]) == 2
     assert "fp8 and fp16 need ModelOpt" in capsys.readouterr().err
     assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(fp32_onnx)]) == 2
-    assert "--out must differ from --onnx" in capsys.readouterr().err
+    assert f"--out {fp32_onnx} would overwrite --onnx {fp32_onnx}; write it elsewhere" in capsys.readouterr().err
 
 
 def test_quantize_refuses_an_already_quantised_model(ort_int8: tuple[Path, dict], calib_file: Path, tmp_path: Path,

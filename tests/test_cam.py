@@ -255,8 +255,8 @@ def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):
     events.write_text("kept\n")
     for args, why in ((["--events", "/proc/no/e.jsonl"], "cannot write here"),
                       (["--events", str(events), "--save", str(tmp_path / "out.txt")], "name it .mp4"),
-                      (["--save", str(sample)], "would overwrite the --source video"),
-                      (["--csv", "sample.mp4"], "would overwrite the --source video"),
+                      (["--save", str(sample)], "would overwrite --source"),
+                      (["--csv", "sample.mp4"], "would overwrite --source"),
                       (["--events", "x.jsonl", "--csv", "./x.jsonl"], "--events and --csv both name"),
                       (["--events", str(events), "--face-model", "nope.task"], "nope.task is missing")):
         proc = cam_process("--source", str(sample), "--headless", *args, cwd=tmp_path)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
+from fgsl.cli import UsageError
 from fgsl.data.datasets import (
     DATASET_FPS,
     FIRST_FRAME,
@@ -231,6 +232,12 @@ def test_command_line_summary_and_table(tmp_path, capsys):
     assert main(["casme3", str(CASME3), "--out", str(out)]) == 0
     assert "7 expressions in 6 videos of 5 subjects" in capsys.readouterr().out
     assert read_table(out) == read_annotations(CASME3, "casme3")
+    # --out naming the workbook itself would replace it with the CSV.
+    book = tmp_path / "book.xlsx"
+    book.write_bytes(Path(CASME3).read_bytes())
+    with pytest.raises(UsageError, match=r"--out .*book.xlsx would overwrite PATH .*book.xlsx; write it elsewhere"):
+        main(["casme3", str(book), "--out", str(book)])
+    assert book.read_bytes() == Path(CASME3).read_bytes()
 
 
 # --------------------------------------------------------------------------- frame sources

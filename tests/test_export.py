@@ -19,6 +19,7 @@ import torch
 
 from engines import export
 from engines.build import main as build_main
+from engines.base import EngineError
 from engines.export import ExportError
 from fgsl import weights
 from fgsl.config import preset
@@ -260,6 +261,40 @@ def test_build_cli_refuses_preset_with_weights_and_a_bad_triton_batch_before_exp
     assert capsys.readouterr().err.strip().splitlines() == ["error: --triton-max-batch must be at least 1, got 0"]
     assert not out.exists() and not (tmp_path / "triton").exists()  # refused before the export
 
+
+
+def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tmp_path, capsys, monkeypatch):
+    """An engine written into its run folder would make every tool take the run for an engine
+    folder; a build that fails its check must not be left looking like a good engine."""
+    from engines import build as build_mod
+
+    run = tmp_path / "run"
+    weights.save(build(preset("tiny"), seed=0), run, trained=True)
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(run)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out {run} holds a weights folder (model.safetensors, config.json): write the engine to a folder "
+        "of its own"]
+    assert not (run / "manifest.json").exists()
+
+    def disagrees(model, folder, precision, batch=2):
+        raise EngineError(f"{folder}: the exported engine disagrees with torch (max abs diff 1 > 0.0001); not using it")
+
+    monkeypatch.setattr(build_mod, "verify", disagrees)  # an ONNX Runtime that computes wrongly
+    out = tmp_path / "engine"
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 2
+    assert "disagrees with torch" in capsys.readouterr().err
+    assert (out / "model.onnx").exists() and not (out / "manifest.json").exists()
+    with pytest.raises(EngineError, match="not an engine folder"):
+        export.read_manifest(out)
+    # Without ONNX Runtime the build is refused before exporting, not left unverified.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(tmp_path / "e2")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: engines.build needs onnxruntime: pip install 'fgsl-spotter[onnx]'"]
+    assert not (tmp_path / "e2").exists()
 
 def test_build_cli_without_weights_or_tensorrt_says_why(tmp_path, capsys):
     assert build_main(["--backend", "onnxruntime", "--out", str(tmp_path / "e")]) == 2

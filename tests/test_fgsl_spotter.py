@@ -284,6 +284,13 @@ def test_weights_trained_on_centre_crops_are_flagged(tmp_path) -> None:
     assert "trained on centre crops" in make_spotter(args("--weights", str(centre))).describe()
     aligned = weights.save(model, tmp_path / "a", trained=True, info={"crops": "aligned"})
     assert "centre crops" not in make_spotter(args("--weights", str(aligned))).describe()
+    # An engine folder built from those weights says the same (engines.build copies it).
+    from engines.export import export_engine_dir
+
+    for name, folder in (("ce", centre), ("ae", aligned)):
+        export_engine_dir(folder, tmp_path / name, graphs=("encode_chunk", "decode_window"))
+    assert "trained on centre crops" in make_spotter(args("--weights", str(tmp_path / "ce"))).describe()
+    assert "centre crops" not in make_spotter(args("--weights", str(tmp_path / "ae"))).describe()
 
 
 def test_threshold_sensitivity_and_labels() -> None:

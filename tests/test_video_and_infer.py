@@ -168,6 +168,13 @@ def test_infer_refuses_bad_thresholds_and_a_folder_as_out_before_any_work(tmp_pa
     assert infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(tmp_path / "none.mp4"),
                        "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {tmp_path}: cannot write here (it is a folder)"]
+    # An --out that is one of the videos would replace it with the CSV.
+    copy = tmp_path / "clip.mp4"
+    copy.write_bytes(SAMPLE_VIDEO.read_bytes())
+    assert infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(copy), "--out", str(copy)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out {copy} would overwrite --videos {copy}; write it elsewhere"]
+    assert copy.read_bytes() == SAMPLE_VIDEO.read_bytes()
 
 
 def test_infer_and_tune_help_list_the_backends(capsys):

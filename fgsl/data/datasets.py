@@ -610,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad-rows", action="store_true", help="drop bad rows with a warning, do not fail")
     parser.add_argument("--out", help="write the annotation table (CSV) here")
     args = parser.parse_args(argv)
+    if args.out:
+        from fgsl.cli import check_output
+
+        check_output("--out", args.out, [("PATH", args.path), ("--micro-sheet", args.micro_sheet)])
     rows = read_annotations(args.path, args.dataset, micro_sheet=args.micro_sheet, skip_bad=args.skip_bad_rows)
     videos = {(r.subject, r.video) for r in rows}
     print(f"{len(rows)} expressions in {len(videos)} videos of {len({r.subject for r in rows})} subjects")

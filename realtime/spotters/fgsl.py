@@ -143,8 +143,12 @@ def _weights_trained(engine: Any) -> bool | None:
 def _weights_crops(engine: Any) -> str | None:
     """What the weights were trained on (``"centre"``: ``fgsl.train``'s centre crops of face
     videos; ``"aligned"``: crops like this spotter's); ``None`` when unknown."""
+    from engines.export import is_engine_dir, read_manifest
     from fgsl import weights
 
+    source = getattr(engine, "source", None)
+    if source and is_engine_dir(source):  # engines.build copied it from the weights
+        return read_manifest(source, verify=False).get("crops")
     folder = _weights_folder(engine)
     return None if folder is None else weights.info(folder).get("crops")
 
