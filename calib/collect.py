@@ -166,7 +166,7 @@ class _Recorder:
         self.window = cfg.window_frames
         self.stride = stride
         self.fps = float(cfg.fps)
-        self.crop_size = cfg.image_size
+        self.crop_size = spotter_for(cfg).crop_size  # the tracker's crops for the live FGSL spotter
         self.count = count
         self.rng = np.random.default_rng(seed)
         self.seen = 0
@@ -260,7 +260,7 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
             total = min(total, max_frames)
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
         try:
-            with FaceTracker(max_faces=max_faces, crop_size=cfg.image_size, model_path=face_model,
+            with FaceTracker(max_faces=max_faces, crop_size=recorder.crop_size, model_path=face_model,
                              sha256=MODEL_SHA256 if face_model is None else None) as tracker, \
                     Capture(source) as capture:
                 pipeline = Pipeline(tracker, recorder)
@@ -296,7 +296,7 @@ def collect(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFAULT_COUN
     crops = []
     for _, window in samples:
         c = np.asarray(window.crops)
-        if c.shape[1:3] != (size, size):  # the tracker makes model-size crops; resize as the spotter would
+        if c.shape[1:3] != (size, size):  # shrunk from the tracker's crops exactly as the live spotter does
             c = spotter_for(cfg)._crops(window)
         crops.append(c)
     return CalibrationSet(

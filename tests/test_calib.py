@@ -74,8 +74,12 @@ def test_windows_come_through_the_live_pipeline(collected: tuple[list[tuple[int,
     assert stats["candidate_windows"] == len(samples) == 6
     starts = [int(w.indices[0]) for _, w in samples]
     assert starts == sorted(starts) and starts[:5] == [0, 8, 16, 24, 32]
+    # The tracker makes the crops the live FGSL spotter asks for (ALIGNED_CROP px, shrunk to the
+    # model's 32 with INTER_AREA when the clips are made), not model-size crops of its own.
+    from realtime.spotters.fgsl import ALIGNED_CROP
+
     for _, window in samples:
-        assert window.crops.shape == (32, 32, 32, 3) and window.crops.dtype == np.uint8
+        assert window.crops.shape == (32, ALIGNED_CROP, ALIGNED_CROP, 3) and window.crops.dtype == np.uint8
 
 
 def test_saved_windows_normalise_exactly_as_the_fgsl_spotter(collected, tmp_path: Path) -> None:
