@@ -45,6 +45,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,13 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
         recipe = Recipe(count=count, frames=args.synthetic_frames, amplitude=args.amplitude, part=part, seed=seed,
                         align=args.align_faces)
         folder = out / "data" / part
-        if env.main and not _same_recipe(folder, recipe):
+        made = made_from(folder)
+        if args.resume and made is not None and made != (asdict(recipe), _names(videos)):
+            # A resumed run goes on with its own data: new sets would change what validation
+            # chooses epochs by and what the final test scores.
+            raise UsageError(f"--resume: {folder} was made from other videos or data flags (--data, --amplitude, "
+                             "--synthetic-count, --synthetic-frames, --seed, --align-faces); resume with the run's own")
+        if env.main and made != (asdict(recipe), _names(videos)):
             make_set(videos, folder, recipe, progress=not args.quiet)
         env.barrier()
         loaded[part] = data_spec.load_folder(cfg, folder)
@@ -142,11 +149,20 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     )
 
 
-def _same_recipe(folder: Path, recipe: Recipe) -> bool:
+def made_from(folder: Path) -> tuple[dict[str, Any], list[str]] | None:
+    """(recipe, source videos) of a finished synthetic set in ``folder``, or None: a set is
+    reused only when both match (another folder of faces with the same flags is another set)."""
     try:
-        return json.loads((folder / "synthetic.json").read_text())["recipe"] == asdict(recipe)
-    except (OSError, ValueError, KeyError):
-        return False
+        meta = json.loads((folder / "synthetic.json").read_text())
+        if not isinstance(meta.get("recipe"), dict):
+            return None
+        return meta["recipe"], _names(Path(source["video"]) for source in meta["sources"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _names(videos: Iterable[Path]) -> list[str]:
+    return sorted({str(Path(v).resolve()) for v in videos})  # (a video with two faces is two sources)
 
 
 def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, seed: int) -> list[tuple[int, int]]:

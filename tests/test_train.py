@@ -128,6 +128,17 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     assert "nothing left to train, scoring the held-out test only" in scored.stderr and "held-out test (epoch" in scored.stderr
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert rows[:len(kept)] == kept and json.loads(rows[-1])["final"] is True and len(rows) == len(kept) + 1
+    # Resumed with other data flags or other face videos, it would train, choose epochs and
+    # score on other sets than it started with.
+    made = (out / "data" / "test" / "synthetic.json").read_text()
+    other = face_dir.parent / "other_faces"
+    other.mkdir()
+    shutil.copy(shared_video("liveportrait_d13_talking_portrait.mp4"), other)
+    for changed in (["--data", f"synthetic={face_dir}", "--amplitude", "6"], ["--data", f"synthetic={other}"]):
+        refused = _train(*SMALL, *changed, "--out", str(out), "--epochs", "4", "--resume")
+        assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+            f"error: --resume: {out / 'data' / 'train'} was made from other videos or data flags"), refused.stderr
+    assert (out / "data" / "test" / "synthetic.json").read_text() == made
 
 
 def test_train_cli_errors_are_one_line(tmp_path):
