@@ -4,7 +4,7 @@
 and returns ``{"scores": [B, N, K] logits, "offsets": [B, N, 2]}`` as NumPy arrays, the same
 for every backend, so the live spotter and offline inference never care which one runs.
 
-Streaming (DESIGN.md, "Streaming FGSL"): the same model as two graphs, so the live spotter can
+Streaming (docs/design.md, "Streaming FGSL"): the same model as two graphs, so the live spotter can
 encode each 16-frame chunk once and reuse it in every window that contains it:
 
 * ``encode_chunk(chunks [B, 3, 16, H, W])`` -> ``{"final": [B, t, D], "taps": [B, n_taps, t, D]}``

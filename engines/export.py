@@ -1,6 +1,6 @@
 """ONNX export of FGSL: the whole model and the two streaming graphs, in three FIFM forms.
 
-Graphs (names and I/O are a contract shared by every backend, DESIGN.md "Contracts")::
+Graphs (names and I/O are a contract shared by every backend, docs/design.md "Contracts")::
 
     model          clips  [B, 3, T, H, W]                -> scores [B, N, K], offsets [B, N, 2]
     encode_chunk   chunks [B, 3, 16, H, W]               -> final [B, t, D], taps [B, n_taps, t, D]

@@ -85,7 +85,7 @@ from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, 
 
 #: Precisions a TensorRT engine can have here (``auto``: whatever the ONNX file is).
 PRECISIONS = ("fp32", "fp16", "int8", "fp8")
-#: The three graphs of an FGSL engine (DESIGN.md, "Streaming FGSL").
+#: The three graphs of an FGSL engine (docs/design.md, "Streaming FGSL").
 GRAPHS = ("model", "encode_chunk", "decode_window")
 #: Oldest TensorRT this backend is written for (name-based I/O, strongly typed networks).
 MIN_TENSORRT_MAJOR = 10

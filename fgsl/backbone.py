@@ -10,7 +10,7 @@ at the end; the classifier ``head`` is not used here. Tokens are ordered time-ma
 (``Conv3d`` output ``[B, D, t, h, w]`` flattened).
 
 FGSL reads the encoder per 16-frame chunk: attention never crosses chunks, which is what
-lets the live spotter cache each chunk's features (see DESIGN.md, "Streaming FGSL").
+lets the live spotter cache each chunk's features (see docs/design.md, "Streaming FGSL").
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ truth for the whole model and for the live spotter's cached path:
 * :meth:`FGSL.decode_window` takes those for a whole window (chunks concatenated in time)
   and runs the trainable part: IGA branches, projection transformer, pyramid, FIFM, heads.
 
-Engine I/O (DESIGN.md): ``clips`` float32 ``[B, 3, T, H, W]`` normalised with ImageNet
+Engine I/O (docs/design.md): ``clips`` float32 ``[B, 3, T, H, W]`` normalised with ImageNet
 mean/std -> ``scores [B, N, K]`` logits and ``offsets [B, N, 2]`` (>= 0, in units of each
 level's stride) over the N points of all pyramid levels, level 0 first.
 """

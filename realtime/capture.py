@@ -1,7 +1,7 @@
 """Capture: a camera, a video file or a folder of numbered frames as a stream of :class:`Frame`.
 
 Reading runs in its own thread so that decoding overlaps face tracking and the spotter
-(DESIGN.md, "Contracts"). The two kinds of source need opposite policies:
+(docs/design.md, "Contracts"). The two kinds of source need opposite policies:
 
 * **Files and frame folders** are evidence: every frame counts, so none is ever dropped. The
   thread blocks on a bounded queue until the consumer takes the next frame (no unbounded

@@ -13,7 +13,7 @@ face. On top of it this module adds what the spotter needs and MediaPipe does no
   similarity onto fixed template positions of an ``S x S`` crop framed from brows to chin.
 
 The face model ships with the package (``realtime/models``) and is checked against its SHA-256
-before loading; nothing is fetched at run time (DESIGN.md, "Defaults and honesty").
+before loading; nothing is fetched at run time (docs/design.md, "Defaults and honesty").
 """
 
 from __future__ import annotations

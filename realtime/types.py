@@ -1,4 +1,4 @@
-"""The records that flow through the live spotter, one per stage (see DESIGN.md, "Contracts").
+"""The records that flow through the live spotter, one per stage (see docs/design.md, "Contracts").
 
 capture -> :class:`Frame` -> face -> :class:`FaceObservation` -> buffer -> :class:`Window`
 -> spotter -> :class:`Candidate` -> events -> :class:`Event` -> sinks.
@@ -132,7 +132,7 @@ class Event:
         return out
 
 
-#: Keys every event line carries (DESIGN.md), checked by :func:`validate_event_line`.
+#: Keys every event line carries (docs/design.md), checked by :func:`validate_event_line`.
 EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "track": int,
     "onset": int,
@@ -152,7 +152,7 @@ LABELS = ("negative", "positive", "surprise", "others")
 #: A micro-expression lasts at most this long (onset to offset); longer movements are
 #: ``macro``. The common definition of CAS(ME)^2 and SAMM (under 0.5 s).
 MICRO_MAX_S = 0.5
-#: Shorter than this is a one-frame glitch, not a facial movement (DESIGN.md: ME = 0.065-0.5 s).
+#: Shorter than this is a one-frame glitch, not a facial movement (docs/design.md: ME = 0.065-0.5 s).
 MIN_MOVEMENT_S = 0.065
 
 

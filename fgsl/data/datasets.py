@@ -8,7 +8,7 @@ own quirks. What each reader does, and where every fact comes from, is in
 
 * Frame numbers: all three data sets number their frames from 1 (CAS(ME)^2 ``img001.jpg``,
   CAS(ME)^3 ``1.jpg``, SAMM ``006_1_0001.jpg``); the table holds 0-based indices of the
-  source video's own frames (DESIGN.md), so every reader subtracts :data:`FIRST_FRAME`.
+  source video's own frames (docs/design.md), so every reader subtracts :data:`FIRST_FRAME`.
   The table stays in source frames; :func:`to_model_frame` converts to the model's fps.
 * Unannotated values, the same rule for every data set (they occur in the real files):
   offset 0 means "not annotated" and becomes the apex (the CAS(ME)^2 convention used by the

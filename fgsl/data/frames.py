@@ -5,7 +5,7 @@ CAS(ME)^3 ``spNO.1/a/color/1.jpg``, SAMM ``SAMM_longvideos/006_1/006_1_0001.jpg`
 bring video files; :func:`open_source` gives both the same face: ``fps`` and an iterable of
 frames. Frame ``i`` of a folder is its ``i``-th image in the order of the number in the file
 name (the last run of digits: ``img12.jpg`` -> 12, ``006_1_0001.jpg`` -> 1), so frame
-indices are the 0-based source indices of the annotation table (DESIGN.md). A folder has no
+indices are the 0-based source indices of the annotation table (docs/design.md). A folder has no
 frame rate of its own: pass the data set's (``fgsl.data.datasets.DATASET_FPS``).
 
 Problems are one :class:`VideoError` naming the folder or file and the

@@ -1,7 +1,7 @@
 """The one annotation table every data set is read into (and synthetic sets are written as).
 
 Columns: ``subject, video, onset, apex, offset, type, emotion, aus``. Frame numbers are
-0-based indices of the source video's own frames, inclusive (DESIGN.md: readers convert
+0-based indices of the source video's own frames, inclusive (docs/design.md: readers convert
 each data set's numbering in). ``type`` is ``micro`` or ``macro``; ``emotion`` is one of
 the MEGC classes (``negative``, ``positive``, ``surprise``, ``others``); ``aus`` is the
 data set's action-unit string, kept verbatim ("" when unknown).

@@ -8,7 +8,7 @@ What it does with a batch of windows (:meth:`FGSLSpotter.process`)
    offline inference does (:func:`fgsl.data.video.normalise`: ImageNet mean/std, channels
    first ``[3, T, H, W]``).
 2. All windows of all faces go to the engine in **one** ``infer`` call ``[B, 3, T, H, W]``
-   (the batching DESIGN.md asks for: one call per step, whatever the number of faces); with
+   (the batching docs/design.md asks for: one call per step, whatever the number of faces); with
    the chunk cache (the default, below) one ``encode_chunk`` call for all new chunks and one
    ``decode_window`` call for all windows instead.
 3. Each window's ``scores`` / ``offsets`` are decoded by :func:`fgsl.decode.decode` (the same
@@ -44,7 +44,7 @@ Finality: a window's intervals lie anywhere inside it, so a later window of the 
 report nothing before that window's start: :meth:`final_before` is
 :func:`~realtime.spotters.base.next_window_start`.
 
-Streaming: encode each 16-frame chunk once (DESIGN.md, "Streaming FGSL")
+Streaming: encode each 16-frame chunk once (docs/design.md, "Streaming FGSL")
 -----------------------------------------------------------------------
 The frozen encoder's output for a 16-frame chunk depends on that chunk alone, so with
 ``cached=True`` (the default when the engine serves ``encode_chunk``/``decode_window``) the
