@@ -67,8 +67,9 @@ SCOPES = {"encoder": [r".*encoder.*"], "all": None}
 #: ModelOpt puts Q/DQ on the attention matmuls (Q.K^T, softmax.V) unless told not to
 #: (``disable_mha_qdq``). Measured here on the realtime preset: with them the logits moved by up
 #: to 0.88, without by 0.03; so they stay in high precision unless ``--quantize-attention``.
-MODELOPT_HINT = ("NVIDIA ModelOpt is not installed: pip install 'fgsl-spotter[calib]' (nvidia-modelopt[onnx]), "
-                 "or use --tool onnxruntime for an ONNX Runtime int8 stand-in")
+MODELOPT_HINT = "NVIDIA ModelOpt is not installed: pip install 'fgsl-spotter[calib]' (nvidia-modelopt[onnx])"
+#: Added for int8 only: the ONNX Runtime stand-in makes nothing else.
+STAND_IN_HINT = ", or use --tool onnxruntime for an ONNX Runtime int8 stand-in"
 
 
 def onnx_inputs(onnx_path: str | Path) -> list[str]:
@@ -160,7 +161,7 @@ def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] 
         else:
             from modelopt.onnx.quantization import quantize
     except ImportError as exc:
-        raise CalibError(f"{MODELOPT_HINT} ({exc})") from None
+        raise CalibError(f"{MODELOPT_HINT}{STAND_IN_HINT if mode == 'int8' else ''} ({exc})") from None
     import onnx
 
     tmp = _atomic_output(out)

@@ -95,7 +95,7 @@ class PipelineFactory:
     """
 
     def __init__(self, weights: str | Path | None = None, backend: str = "auto", allow_untrained: bool = False,
-                 preset: str = "realtime", face_model: str | Path | None = None, engine_device: str = "auto") -> None:
+                 preset: str | None = None, face_model: str | Path | None = None, engine_device: str = "auto") -> None:
         self.engine: Any = None
         self.trained: bool | None = None
         self.face_model = face_model

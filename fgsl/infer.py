@@ -147,15 +147,16 @@ def infer_video(
     return to_detections(intervals, cfg, str(path), video.fps, video.count)
 
 
-def write_csv(rows: list[Detection], out: Path, subjects: dict[str, str], default_subject: str) -> None:
-    """The MEGC submission CSV; ``subjects`` maps a video name to its subject."""
+def write_csv(rows: list[Detection], out: Path, subjects: dict[str, str], default_subject: str | None) -> None:
+    """The MEGC submission CSV; ``subjects`` maps a video name to its subject, others get
+    ``default_subject`` or, without one, the video's own name (as ``realtime.cam --csv`` does)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subject", "video", "onset", "offset", "emotion"])
         for d in rows:
             name = Path(d.video).stem
-            w.writerow([subjects.get(name, default_subject), name, d.onset, d.offset, d.emotion])
+            w.writerow([subjects.get(name, default_subject or name), name, d.onset, d.offset, d.emotion])
 
 
 def subjects_from(path: str | None) -> dict[str, str]:
@@ -180,13 +181,16 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
     from .model import build
 
     device = getattr(args, "engine_device", None) or "auto"
+    if args.weights and getattr(args, "preset", None):
+        raise UsageError("--preset is for --allow-untrained without --weights: the weights' config sets the preset")
     if args.weights:
         engine = engines.open(args.weights, backend=args.backend, device=device, allow_untrained=args.allow_untrained)
         return engine, engines.trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    engine = engines.open_model(build(preset(args.preset)), backend=args.backend, device=device,
-                                source=f"untrained preset {args.preset!r}")
+    name = getattr(args, "preset", None) or "realtime"
+    engine = engines.open_model(build(preset(name)), backend=args.backend, device=device,
+                                source=f"untrained preset {name!r}")
     return engine, False
 
 
@@ -200,15 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json) or engine folder "
                                           "(python -m engines.build)")
-    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="with --allow-untrained and no --weights")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="with --allow-untrained and no --weights (default: realtime)")
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
     add_backend_flag(parser)
     add_engine_device_flag(parser)
     parser.add_argument("--videos", nargs="+", required=True, help="video files")
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
-    parser.add_argument("--subject", default="0", help="subject column value (default: 0)")
+    parser.add_argument("--subject", help="subject column value (default: each video's name, as realtime.cam --csv)")
     parser.add_argument("--subjects-from", metavar="GT.csv",
-                        help="take each video's subject from this ground-truth CSV (videos it lacks get --subject)")
+                        help="take each video's subject from this ground-truth CSV, as MEGC scoring needs "
+                             "(videos it lacks get --subject)")
     parser.add_argument("--batch", type=int, default=4, help="windows per engine call (default: 4)")
     parser.add_argument("--threshold", type=score_threshold,
                         help="minimum score, in [0, 1) (default: the config's score_threshold)")

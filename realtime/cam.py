@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-model", default=None,
                    help="MediaPipe face landmarker bundle (default: the one shipped in realtime/models/)")
     p.add_argument("--headless", action="store_true", help="no window: print events only")
-    p.add_argument("--save", help="write the annotated video here (.mp4)")
+    p.add_argument("--save", help="write the annotated video here (.mp4, .avi, .mov, .mkv or .m4v)")
     p.add_argument("--events", help="write each event as one JSON line to this file (flushed per event)")
     p.add_argument("--csv", help="write micro-expressions as a MEGC submission CSV")
     p.add_argument("--subject", help="subject column of --csv (default: the video's name)")

@@ -208,6 +208,7 @@ def test_quantize_without_modelopt_is_one_line(fp32_onnx: Path, calib_file: Path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: NVIDIA ModelOpt is not installed: pip install "
                                                    "'fgsl-spotter[calib]'")
+        assert ("--tool onnxruntime" in err[0]) == (mode == "int8")  # the stand-in makes int8 only
     assert not (tmp_path / "q.onnx").exists() and list(tmp_path.iterdir()) == []
 
 

@@ -271,6 +271,8 @@ def test_make_spotter_weights_pick_fgsl(folder, tmp_path) -> None:
     assert isinstance(spotter, FGSLSpotter) and spotter.window == 32 and "UNTRAINED" in spotter.describe()
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         make_spotter(args("--spotter", "fgsl", "--allow-untrained", "--preset", "nope"))
+    with pytest.raises(UsageError, match="--preset is for --allow-untrained without --weights"):
+        make_spotter(args("--weights", str(trained), "--preset", "tiny"))  # it would be silently ignored
     with pytest.raises(SystemExit):  # the command line refuses it (argparse)
         args("--weights", str(trained), "--sensitivity", "0")
     with pytest.raises(RealtimeError, match="sensitivity"):  # and so does the spotter, for callers in Python

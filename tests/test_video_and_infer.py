@@ -66,7 +66,8 @@ def test_infer_cli_on_real_videos_writes_a_megc_csv(tmp_path):
     assert rows[0] == ["subject", "video", "onset", "offset", "emotion"]
     videos = {r[1] for r in rows[1:]}
     assert videos == {"pyfeat_single_face", "liveportrait_d18_d19_two_faces_sidebyside"}
-    for _, video, onset, offset, emotion in rows[1:]:
+    for subject, video, onset, offset, emotion in rows[1:]:
+        assert subject == video  # no --subject, no --subjects-from: the video's name, as realtime.cam --csv
         last = 71 if video == "pyfeat_single_face" else 215
         assert 0 <= int(onset) <= int(offset) <= last
         assert emotion in {"negative", "positive", "surprise", "others"}
@@ -148,7 +149,7 @@ def test_the_shared_open_path_reads_trained_from_the_manifest(untrained_engine_d
     from fgsl.infer import open_engine
     from realtime.spotters.fgsl import FGSLSpotter
 
-    ns = argparse.Namespace(weights=str(untrained_engine_dir), allow_untrained=True, preset="realtime",
+    ns = argparse.Namespace(weights=str(untrained_engine_dir), allow_untrained=True, preset=None,
                             backend="onnxruntime", engine_device="cpu")
     engine, trained = open_engine(ns)
     assert trained is False and engines.trained(untrained_engine_dir) is False
@@ -168,6 +169,9 @@ def test_infer_refuses_bad_thresholds_and_a_folder_as_out_before_any_work(tmp_pa
     assert infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(tmp_path / "none.mp4"),
                        "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {tmp_path}: cannot write here (it is a folder)"]
+    assert infer_main(["--weights", str(tmp_path), "--preset", "tiny", "--videos", str(SAMPLE_VIDEO)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --preset is for --allow-untrained without --weights: the weights' config sets the preset"]
     # An --out that is one of the videos would replace it with the CSV.
     copy = tmp_path / "clip.mp4"
     copy.write_bytes(SAMPLE_VIDEO.read_bytes())

@@ -16,7 +16,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """How the FGSL engine is opened: the same in ``realtime.cam``, ``realtime.bench`` and the demo."""
     parser.add_argument("--allow-untrained", action="store_true",
                         help="let the fgsl spotter use untrained weights (benchmarks only; it says UNTRAINED)")
-    parser.add_argument("--preset", default="realtime", help="FGSL preset for --allow-untrained without --weights")
+    parser.add_argument("--preset", help="FGSL preset for --allow-untrained without --weights (default: realtime)")
     parser.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, onnxruntime, tensorrt)")
     add_engine_device_flag(parser)
 

@@ -221,12 +221,12 @@ class FGSLSpotter:
         ns = argparse.Namespace(
             weights=getattr(args, "weights", None),
             allow_untrained=bool(getattr(args, "allow_untrained", False)),
-            preset=getattr(args, "preset", None) or "realtime",
+            preset=getattr(args, "preset", None),
             backend=getattr(args, "backend", None) or "auto",
             engine_device=getattr(args, "engine_device", None),
         )
         if not ns.weights and ns.allow_untrained:
-            preset_config(ns.preset)  # an unknown preset: ConfigError naming the choices
+            preset_config(ns.preset or "realtime")  # an unknown preset: ConfigError naming the choices
         engine, trained = open_engine(ns)
         sensitivity = getattr(args, "sensitivity", None)
         try:
