@@ -23,6 +23,7 @@ import argparse
 import atexit
 import html
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -292,6 +293,11 @@ class DemoApp:
 
     def launch(self, host: str = "127.0.0.1", port: int | None = DEFAULT_PORT, share: bool = False,
                block: bool = True, quiet: bool = False):
+        """Serve the page on ``host:port``; ``port`` 0 is a port the OS has free (Gradio itself
+        would serve on "port 0" and fail), ``None`` Gradio's first free one from 7860. The real
+        address is ``local_url`` of the returned Blocks (and Gradio's "Running on" line)."""
+        if port == 0:
+            port = free_port(host)
         demo = self.blocks()
         self.registry.start_reaper()
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.max_upload_bytes,
@@ -304,6 +310,14 @@ class DemoApp:
         blocks = getattr(self, "_blocks", None)
         if blocks is not None:
             blocks.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS assigns as free on ``host`` now (bound to port 0, then released)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as s:
+        s.bind(address)
+        return int(s.getsockname()[1])
 
 
 def _user_error(message: str):
@@ -334,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it on the network)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+                   help="port (0: one the OS has free; the address is printed)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
     add_engine_flags(p)
@@ -366,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         app = make_app(args)
         print(DISCLAIMER, file=sys.stderr)
         try:
-            app.launch(args.host, args.port or None, args.share)
+            app.launch(args.host, args.port, args.share)
         except OSError as exc:  # port in use, cannot bind
             raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
         finally:

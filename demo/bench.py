@@ -18,6 +18,10 @@ measures for ``--seconds``:
   grabbed before the server started on it (the one Gradio handed over).
 
 Also ``events`` spotted per page during the run. ``--json`` prints one JSON object last.
+
+``--video`` plays another face video instead (its first :data:`MAX_CLIP_S` seconds, looped, at
+its own frame rate), scaled to fit the 448x336 canvas with its aspect ratio kept. A missing or
+unreadable video, or no chromium, ffmpeg, Playwright or Gradio, is one ``error:`` line (status 2).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import bisect
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,15 +38,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
 
 from . import browser as B
 
+# No chromium or ffmpeg on this machine: the benchmark cannot run; say so in one line.
+register_user_error(B.BrowserMissing)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: The longest stretch of a ``--video`` used as the fake camera's clip (seconds; the camera
+#: loops it). Bounds the raw ``.y4m`` (about 6.8 MB a second at 448x336, 30 fps).
+MAX_CLIP_S = 60.0
+#: What to install for the benchmark's own dependencies.
+INSTALL_HINT = "pip install 'fgsl-spotter[demo]' playwright"
+
+
+def _needs(module: str) -> Any:
+    """Import ``module`` (a package the benchmark needs, not the core install) or say what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name is None or exc.name.split(".")[0] != top:
+            raise
+        raise B.BrowserMissing(f"the benchmark needs {top}: {INSTALL_HINT}") from None
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -85,8 +104,12 @@ def page_report(captured: list[float], sent: list[float], shown: list[list[float
 def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, video: Path | None = None,
               work: Path | None = None) -> dict[str, Any]:
     """Serve the demo, stream ``sessions`` fake webcams into it, return the report."""
-    from playwright.sync_api import sync_playwright
-
+    if video is not None:
+        with open(video, "rb"):  # a missing or unreadable --video fails now, naming it
+            pass
+    sync_playwright = _needs("playwright.sync_api").sync_playwright
+    _needs("gradio")
+    _needs("matplotlib")
     from .app import DemoApp, DemoConfig
     from .session import PipelineFactory
 
@@ -94,12 +117,13 @@ def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, vid
         raise UsageError("chromium is not installed (apt-get install chromium): the benchmark needs a real browser")
     with tempfile.TemporaryDirectory(prefix="demo-bench-") as tmp:
         tmp_path = Path(work or tmp)
-        clip = video if video is not None else B.synthetic_clip(tmp_path / "clip")[0]
-        y4m = B.make_y4m(Path(clip), tmp_path / "camera.y4m")
+        if video is not None:
+            y4m = B.make_y4m(Path(video), tmp_path / "camera.y4m", max_seconds=MAX_CLIP_S)
+        else:
+            y4m = B.make_y4m(B.synthetic_clip(tmp_path / "clip")[0], tmp_path / "camera.y4m")
         factory = PipelineFactory()
         app = DemoApp(factory, DemoConfig(max_sessions=max(4, sessions)))
-        port = free_port()
-        demo = app.launch(port=port, block=False, quiet=True)
+        demo = app.launch(port=0, block=False, quiet=True)  # a port the OS has free
         try:
             with sync_playwright() as pw:
                 chromium = B.launch_chromium(pw, y4m)
@@ -167,14 +191,21 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"  {name:20s} p50 {s['p50']} ms  p95 {s['p95']} ms  mean {s['mean']} ms  (n={s['n']})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured time (seconds)")
     parser.add_argument("--warmup", type=float, default=4.0, help="seconds streamed before measuring")
     parser.add_argument("--sessions", type=int, default=1, help="browser pages streaming at once")
-    parser.add_argument("--video", help="face video for the fake camera (default: synthetic still face)")
+    parser.add_argument("--video",
+                        help="face video for the fake camera, scaled to fit 448x336 "
+                             "(default: the bundled sample's still face with injected micro-expressions)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
         if args.seconds <= 0 or args.warmup < 0 or args.sessions < 1:

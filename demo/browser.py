@@ -10,23 +10,30 @@ Webcam" button, then the capture button inside the component ("Record", then "St
 
 The clip is a real face with injected micro-expressions: a still frame of the bundled sample
 video (:func:`fgsl.data.synthetic.make_set` with ``still=True``), so the live tab has real
-movements to spot.
+movements to spot. Any other video works too (``python -m demo.bench --video``): it is scaled to
+fit the webcam-sized canvas, keeping its aspect ratio, and centred on grey.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from fgsl.data.frames import VideoError
 from fgsl.data.synthetic import Recipe, make_set
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
-#: The fake webcam's picture: the 128 px face crop scaled 2x on a grey 4:3 canvas.
+#: The fake webcam's picture: a 4:3 canvas; the video on it is scaled up at most
+#: :data:`CAMERA_UPSCALE` times, and down to fit (the synthetic clip's 128 px face crop: 2x).
 CAMERA_SIZE = (448, 336)
+CAMERA_UPSCALE = 2
+#: The canvas around the video (``pad``'s colour).
+CAMERA_PAD = "0x505050"
 
 #: Records, in the page, when each webcam frame is grabbed as JPEG (Gradio's webcam calls
 #: ``canvas.toDataURL('image/jpeg')`` per streamed frame: ``window.__demoCaptured``), when it is
@@ -117,23 +124,41 @@ def _ffmpeg() -> str:
 
 
 def _camera_filter() -> str:
+    """``video`` scaled (at most :data:`CAMERA_UPSCALE` x, and down as far as needed) to fit inside
+    :data:`CAMERA_SIZE` with its aspect ratio kept (even sizes, for 4:2:0), centred on grey."""
     w, h = CAMERA_SIZE
-    return f"scale=iw*2:ih*2:flags=lanczos,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=0x505050"
+    k = CAMERA_UPSCALE
+    return (f"scale=w='min({k}*iw,{w})':h='min({k}*ih,{h})':force_original_aspect_ratio=decrease"
+            f":force_divisible_by=2:flags=lanczos,"
+            f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color={CAMERA_PAD},setsar=1")
 
 
-def make_y4m(video: Path, out: Path) -> Path:
-    """The fake camera's clip: ``video`` on a webcam-sized canvas, 4:2:0 ``.y4m``."""
-    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(video), "-vf", _camera_filter(),
-                    "-pix_fmt", "yuv420p", str(out)], check=True)
-    return out
+def _convert(video: Path, out: Path, args: list[str], max_seconds: float | None) -> Path:
+    """``ffmpeg -i video [-t max_seconds] -vf <camera filter> args out``; a missing or unreadable
+    ``video`` is an ``OSError`` naming it, one ffmpeg cannot decode a :class:`VideoError`."""
+    video = Path(video)
+    with open(video, "rb"):  # FileNotFoundError / IsADirectoryError / PermissionError, naming the file
+        pass
+    limit = ["-t", f"{max_seconds:g}"] if max_seconds is not None else []
+    proc = subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(video), *limit, "-vf", _camera_filter(),
+                           *args, str(out)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(out).is_file() or Path(out).stat().st_size == 0:
+        lines = [re.sub(r"^\[[^\]]* @ 0x[0-9a-fA-F]+\]\s*", "", line).strip() for line in proc.stderr.splitlines()]
+        why = next((line for line in lines if line), "no picture")
+        raise VideoError(f"{video} is not a video ffmpeg can turn into the fake camera's clip ({why})")
+    return Path(out)
 
 
-def make_mp4(video: Path, out: Path) -> Path:
+def make_y4m(video: Path, out: Path, max_seconds: float | None = None) -> Path:
+    """The fake camera's clip: ``video`` (its first ``max_seconds``; chromium loops it) on a
+    webcam-sized canvas, 4:2:0 ``.y4m`` (raw: about 6.8 MB per second at 30 fps)."""
+    return _convert(video, out, ["-pix_fmt", "yuv420p"], max_seconds)
+
+
+def make_mp4(video: Path, out: Path, max_seconds: float | None = None) -> Path:
     """The same picture as :func:`make_y4m`, as an H.264 ``.mp4`` to upload (near-lossless)."""
-    subprocess.run([_ffmpeg(), "-y", "-loglevel", "error", "-i", str(video), "-vf", _camera_filter(),
-                    "-c:v", "libx264", "-crf", "12", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(out)],
-                   check=True)
-    return out
+    return _convert(video, out, ["-c:v", "libx264", "-crf", "12", "-preset", "veryfast", "-pix_fmt", "yuv420p"],
+                    max_seconds)
 
 
 def start_webcam(page: Any, timeout_ms: float = 30_000) -> None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import queue
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,15 +29,20 @@ import pytest
 pytest.importorskip("gradio", reason="the demo needs gradio (the dev extra)")
 gradio_client = pytest.importorskip("gradio_client", reason="the API tests need gradio_client (the dev extra)")
 
+from demo import bench  # noqa: E402
+from demo import browser as B  # noqa: E402
 from demo.app import DemoApp, DemoConfig, build_parser, main  # noqa: E402
 from demo.browser import synthetic_clip  # noqa: E402
 from demo.session import (DemoError, LiveSession, PipelineFactory, SessionBusy, SessionRegistry,  # noqa: E402
                           Settings)
 from demo.upload import TABLE_HEADERS, analyse_video  # noqa: E402
+from fgsl import cli  # noqa: E402
+from fgsl.data.frames import VideoError  # noqa: E402
 from fgsl.data.synthetic import write_video  # noqa: E402
 from fgsl.evaluate import evaluate, read_intervals  # noqa: E402
 from realtime.cam import DISCLAIMER  # noqa: E402
 from realtime.types import validate_event_line  # noqa: E402
+from tests.conftest import shared_video  # noqa: E402
 
 # Gradio's own table code trips pandas 3 deprecation notes; they are not the demo's.
 pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
@@ -41,6 +50,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "pyfeat_single_face.mp4"
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None,
+                                  reason="ffmpeg is not installed (apt-get install ffmpeg; `make test` installs it)")
 
 
 def free_port() -> int:
@@ -289,21 +300,37 @@ def test_command_line_flags_and_errors(capsys):
     assert err.startswith("error:") and "\n" not in err and "/nonexistent/run" in err
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the OS assigns free ports from (Linux's, else the whole unprivileged range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 1024, 65535
+
+
 @pytest.mark.slow
-def test_python_m_demo_serves_on_localhost():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", str(port)], cwd=ROOT,
+def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0():
+    """``--port 0`` is a port the OS assigns (not Gradio's first free one from 7860), and the
+    address printed is the one that serves."""
+    proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", "0"], cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         deadline = time.monotonic() + 90
-        page = None
-        while time.monotonic() < deadline and proc.poll() is None:
+        found = None
+        while found is None and time.monotonic() < deadline and proc.poll() is None:
             try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert page is not None, proc.stderr.read() if proc.poll() is not None else "no answer in 90 s"
+                found = re.search(r"Running on local URL:\s*(http://127\.0\.0\.1:(\d+))", lines.get(timeout=0.5))
+            except queue.Empty:
+                pass
+        assert found is not None, proc.stderr.read() if proc.poll() is not None else "no address in 90 s"
+        url, port = found.group(1), int(found.group(2))
+        low, high = _ephemeral_ports()
+        assert low <= port <= high, f"port {port} is not one the OS assigns ({low}-{high})"
+        page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
         assert "<html" in page.lower()
     finally:
         proc.terminate()
@@ -313,3 +340,128 @@ def test_python_m_demo_serves_on_localhost():
             proc.kill()
             _, err = proc.communicate()
     assert DISCLAIMER in err
+
+
+def test_launch_port_0_serves_on_a_free_port_and_says_where(factory, tmp_path):
+    app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
+    demo = app.launch(port=0, block=False, quiet=True)
+    try:
+        port = int(re.fullmatch(r"http://127\.0\.0\.1:(\d+)/?", demo.local_url).group(1))
+        assert port != 0 and demo.server_port == port
+        assert "<html" in urllib.request.urlopen(demo.local_url, timeout=10).read().decode().lower()
+    finally:
+        app.close()
+
+
+#: ``python -c`` body: run ``python -m demo`` with the module named in argv[1] unimportable, as
+#: on a core install without the ``[demo]`` extra (nothing is uninstalled).
+WITHOUT_MODULE = """
+import runpy, sys
+blocked = sys.argv[1]
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Block())
+sys.argv = ["demo"]
+runpy.run_module("demo", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("module", ["gradio", "matplotlib"])
+def test_python_m_demo_without_the_demo_extra_is_one_error_line(module):
+    project = (ROOT / "pyproject.toml").read_text()
+    name = re.search(r'^name = "([^"]+)"', project, re.M).group(1)
+    extra = re.search(r"^demo = \[(.*)\]", project, re.M).group(1)
+    assert f'"{module}' in extra  # the [demo] extra is what brings it
+    out = subprocess.run([sys.executable, "-c", WITHOUT_MODULE, module], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert (out.returncode, out.stderr.strip()) == (2, f"error: the demo needs {module}: pip install '{name}[demo]'")
+    assert out.stdout == ""
+
+
+# ---------------------------------------------------------------------- the fake camera's clip
+def first_luma(y4m: Path) -> np.ndarray:
+    """The first frame's Y plane of a ``.y4m`` (after checking it is 4:2:0, as chromium needs)."""
+    with open(y4m, "rb") as f:
+        header = f.readline().split()
+        assert header[0] == b"YUV4MPEG2"
+        fields = {field[:1]: field[1:] for field in header[1:]}
+        assert fields.get(b"C", b"420").startswith(b"420")
+        width, height = int(fields[b"W"]), int(fields[b"H"])
+        assert f.readline().startswith(b"FRAME")
+        return np.frombuffer(f.read(width * height), np.uint8).reshape(height, width)
+
+
+def picture_box(luma: np.ndarray) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` of what is not the grey canvas (the corner's value)."""
+    differs = np.abs(luma.astype(int) - int(luma[0, 0])) > 3
+    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+@needs_ffmpeg
+def test_any_real_video_fits_the_fake_camera_keeping_its_aspect_ratio(clip, tmp_path):
+    """The bundled sample (640x360) and a portrait video (720x1280) are larger than 224x168 (the
+    old 2x scale could not pad them to 448x336): scaled down to fit, aspect kept, centred. The
+    synthetic clip's 128x128 face stays at 2x (256x256), the picture the browser tests use."""
+    cam_w, cam_h = B.CAMERA_SIZE
+    for video, (w, h) in ((SAMPLE, (640, 360)), (shared_video("liveportrait_d13_talking_portrait.mp4"), (720, 1280)),
+                          (clip[0], (128, 128))):
+        out = B.make_y4m(video, tmp_path / f"{video.stem}.y4m", max_seconds=0.5)
+        luma = first_luma(out)
+        assert luma.shape == (cam_h, cam_w), video
+        scale = min(B.CAMERA_UPSCALE, cam_w / w, cam_h / h)
+        top, bottom, left, right = picture_box(luma)
+        assert abs((right - left) - w * scale) <= 2 and abs((bottom - top) - h * scale) <= 2, (video, luma.shape,
+                                                                                             (top, bottom, left, right))
+        assert abs((left + right) - cam_w) <= 2 and abs((top + bottom) - cam_h) <= 2, video  # centred
+    with open(out, "rb") as f:
+        header = len(f.readline())
+    assert (out.stat().st_size - header) / (len(b"FRAME\n") + cam_w * cam_h * 3 // 2) == 15  # 0.5 s at 30 fps
+
+
+@needs_ffmpeg
+def test_fake_camera_clip_from_a_missing_or_broken_file_is_a_user_error(tmp_path):
+    with pytest.raises(FileNotFoundError) as missing:
+        B.make_y4m(tmp_path / "nope.mp4", tmp_path / "camera.y4m")
+    assert cli.error_line(missing.value) == f"{tmp_path / 'nope.mp4'}: No such file or directory"
+    bad = tmp_path / "holiday.mp4"
+    bad.write_text("not a video\n" * 10)
+    with pytest.raises(VideoError, match=r"holiday\.mp4 is not a video ffmpeg can turn into the fake camera's clip "
+                                         r"\(.+\)") as broken:
+        B.make_y4m(bad, tmp_path / "camera.y4m")
+    assert "\n" not in str(broken.value) and " @ 0x" not in str(broken.value)
+    assert isinstance(broken.value, cli.USER_ERRORS) and isinstance(missing.value, cli.USER_ERRORS)
+
+
+# ---------------------------------------------------------------------- python -m demo.bench
+@pytest.mark.parametrize("video, reason", [("/nonexistent/clip.mp4", "No such file or directory"),
+                                           ("samples", "Is a directory")])
+def test_bench_with_an_unreadable_video_is_one_error_line(video, reason):
+    out = subprocess.run([sys.executable, "-m", "demo.bench", "--video", video, "--seconds", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stderr.strip()) == (2, f"error: {video}: {reason}")
+
+
+def test_bench_help_shows_defaults_and_the_doc_lists_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--seconds", "20.0"), ("--warmup", "4.0"), ("--sessions", "1")):
+        assert re.search(rf"{flag} {flag.strip('-').upper()} [^-]*\(default: {re.escape(default)}\)", help_text), flag
+    assert "--video VIDEO" in help_text and "(default: None)" not in help_text and "(default: False)" not in help_text
+
+    doc = (ROOT / "docs" / "demo.md").read_text()
+    usage = re.search(r"^python -m demo\.bench (.*?)\s+#", doc, re.M).group(1)
+    shown = dict(re.findall(r"\[(--[a-z-]+)(?: ([^\]]+))?\]", usage))
+    for action in bench.build_parser()._actions:
+        flag = action.option_strings[-1] if action.option_strings else None
+        if flag in (None, "--help"):
+            continue
+        assert flag in shown, f"docs/demo.md does not list {flag}"
+        if isinstance(action.default, (int, float)) and not isinstance(action.default, bool):
+            assert float(shown[flag]) == action.default, f"docs/demo.md shows {flag} {shown[flag]}, the default is " \
+                                                         f"{action.default}"

@@ -7,7 +7,10 @@ facts in ``/work/shared/notes/browser-webcam-testing.md``). Screenshots of each 
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,3 +178,18 @@ def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium,
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "demo_too_large.png"), full_page=True)
     page.context.close()
+
+
+def test_bench_streams_a_real_video_larger_than_the_camera():
+    """``python -m demo.bench --video`` with the bundled sample (640x360: the fake camera's clip
+    is scaled down to fit 448x336) serves, streams and reports, in one JSON object last."""
+    out = subprocess.run([sys.executable, "-m", "demo.bench", "--video", str(B.SAMPLE_VIDEO), "--seconds", "2",
+                          "--warmup", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["camera"]["clip"] == str(B.SAMPLE_VIDEO) and report["sessions"] == 1
+    page = report["pages"][0]
+    assert page["captured_fps"] > 0 and page["sent_fps"] > 0, report
+    assert report["server_fps_total"] > 0 and page["shown_fps"] > 0, report
+    assert page["latency_ms"]["capture_to_display"]["n"] > 0
+    assert "frames reaching the server" in out.stdout
