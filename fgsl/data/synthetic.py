@@ -468,25 +468,26 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import UsageError, non_negative_number, positive_number, run
+    from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, run
 
-    parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", description="Inject synthetic micro-expressions into real face videos.")
+    parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
+                                     description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True, help="real face videos")
     parser.add_argument("--out", required=True, help="output folder (videos/, annotations.csv, synthetic.json)")
-    parser.add_argument("--count", type=int, default=Recipe.count, help="videos per face (default %(default)s)")
-    parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video (default %(default)s)")
-    parser.add_argument("--size", type=int, default=Recipe.size, help="crop size in pixels (default %(default)s)")
-    parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude, help="peak displacement in crop pixels (default %(default)s)")
+    parser.add_argument("--count", type=int, default=Recipe.count, help="videos per face")
+    parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video")
+    parser.add_argument("--size", type=int, default=Recipe.size, help="crop size in pixels")
+    parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude, help="peak displacement in crop pixels")
     parser.add_argument("--part", choices=tuple(PARTS), default="train",
                         help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
     parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
     parser.add_argument("--sway", type=non_negative_number, default=Recipe.sway,
                         help="slow random head drift (sideways, up-down, roll), largest excursion in crop pixels "
-                             "(default %(default)s: none)")
+                             "(0: none)")
     parser.add_argument("--align", action="store_true",
                         help="align each face with the live spotter's face pipeline (MediaPipe) instead of a fixed crop")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed and flags make the same set")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
