@@ -349,6 +349,22 @@ def _recognition(pairs: list[Pair], classes: list[str], mode: str, warnings: lis
 # --------------------------------------------------------------------------- public API
 
 
+def _subject_mismatches(gt_by_video: dict[tuple[str, str], list[Any]],
+                        pred_by_video: dict[tuple[str, str], list[Any]]) -> list[str]:
+    """Predictions for a video the ground truth has under another subject: a wrong subject
+    column (a video's name, ``0``), not a missing video. Videos are matched by (subject, video)."""
+    gt_subjects: dict[str, list[str]] = {}
+    for subject, video in gt_by_video:
+        gt_subjects.setdefault(video, []).append(subject)
+    out = []
+    for subject, video in pred_by_video:
+        if (subject, video) not in gt_by_video and video in gt_subjects:
+            out.append(f"video {video!r} is in the ground truth under subject {'/'.join(gt_subjects[video])!r}, "
+                       f"not {subject!r}: fix the prediction file's subject column (fgsl.infer and "
+                       "realtime.cam take --subjects-from GT.csv)")
+    return out[:3] + ([f"... and {len(out) - 3} more video(s) under another subject"] if len(out) > 3 else [])
+
+
 def evaluate(
     gt_rows: Iterable[Any],
     pred_rows: Iterable[Any],
@@ -401,6 +417,7 @@ def evaluate(
             warnings.append(f"{unseen_gt} ground-truth interval(s) of subjects without any prediction are not counted")
         if unseen_pred:
             warnings.append(f"{unseen_pred} prediction(s) in videos absent from the ground truth are ignored")
+            warnings += _subject_mismatches(gt_by_video, pred_by_video)
         if multi:
             warnings.append(f"{multi} prediction(s) matched more than one ground truth (one TP each)")
         if not pairs and classes:
@@ -418,6 +435,7 @@ def evaluate(
         unseen_pred = sum(len(v) for k, v in pred_by_video.items() if k not in gt_by_video)
         if unseen_pred:
             warnings.append(f"{unseen_pred} prediction(s) in videos absent from the ground truth count as FP")
+            warnings += _subject_mismatches(gt_by_video, pred_by_video)
 
     tp = len(pairs)
     precision, recall, f1 = _ratios(tp, fp, fn)

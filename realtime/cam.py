@@ -20,6 +20,7 @@ from pathlib import Path
 from fgsl.cli import (HelpFormatter, UsageError, check_output, non_negative_number, positive_number, register_user_error,
                       run)
 from fgsl.files import same_file
+from fgsl.infer import subjects_from
 
 from .capture import Capture, CaptureSource, FileSource, parse_source
 from .events import ConsoleSink, CsvSink, JsonlSink, Sink
@@ -69,19 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="write each event as one JSON line to this file (flushed per event)")
     p.add_argument("--csv", help="write micro-expressions as a MEGC submission CSV")
     p.add_argument("--subject", help="subject column of --csv (default: the video's name)")
+    p.add_argument("--subjects-from", metavar="GT.csv",
+                   help="take --csv's subject from this ground-truth CSV (the row of the --source video's name), "
+                        "as MEGC scoring needs")
     p.add_argument("--no-face-warning", type=non_negative_number, default=5.0, metavar="S",
                    help="print a warning when no face has been seen for S seconds; 0: never")
     p.add_argument("--quiet", action="store_true", help="no console event lines (files and summary still written)")
     return p
 
 
-def open_sinks(args: argparse.Namespace, video: str, opened: ExitStack) -> list[Sink]:
+def open_sinks(args: argparse.Namespace, subject: str, video: str, opened: ExitStack) -> list[Sink]:
     """The console and the files asked for, each closed by ``opened`` from the moment it exists."""
     sinks: list[Sink] = [] if args.quiet else [ConsoleSink()]
     if args.events:
         sinks.append(opened.enter_context(closing(JsonlSink(args.events))))
     if args.csv:
-        sinks.append(opened.enter_context(closing(CsvSink(args.csv, args.subject or video, video))))
+        sinks.append(opened.enter_context(closing(CsvSink(args.csv, subject, video))))
     return sinks
 
 
@@ -90,6 +94,7 @@ def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
     written, one that is the source video itself, or one named twice."""
     outputs = [(f"--{flag}", Path(getattr(args, flag))) for flag in ("save", "events", "csv") if getattr(args, flag)]
     inputs = [("--source", source.path)] if isinstance(source, FileSource) else []
+    inputs += [("--subjects-from", args.subjects_from), ("--face-model", args.face_model)]
     for i, (flag, path) in enumerate(outputs):
         check_output(flag, path, inputs)
         for other_flag, other in outputs[:i]:
@@ -149,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         source = parse_source(device, args.source, fps=args.fps)
         check_outputs(args, source)
         video = Path(args.source).stem if args.source else f"camera{device}"
+        subject = subjects_from(args.subjects_from).get(video) or args.subject or video  # a bad file fails now
         # Everything opened is closed on every way out (MediaPipe's landmarker included: left
         # to the garbage collector at exit, it prints a traceback of its own). Files are
         # opened (and so truncated) last, once the source, the spotter and the face model
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker = opened.enter_context(FaceTracker(
                 max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
                 sha256=MODEL_SHA256 if args.face_model is None else None))
-            sinks = open_sinks(args, video, opened)
+            sinks = open_sinks(args, subject, video, opened)
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)

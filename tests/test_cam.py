@@ -73,7 +73,7 @@ def events_of(path: Path) -> list[dict]:
 def test_flow_spotter_finds_injected_movements_on_a_still_face(still_set, tmp_path, capfd):
     video = next((still_set / "videos").glob("*.avi"))
     code, out, err = run_cam(capfd, "--source", str(video), "--headless", "--events", str(tmp_path / "e.jsonl"),
-                             "--csv", str(tmp_path / "p.csv"), "--subject", "pyfeat_single_face")
+                             "--csv", str(tmp_path / "p.csv"), "--subjects-from", str(still_set / "annotations.csv"))
     assert code == 0, err
     assert "summary: 240 frames" in err and "0 dropped" in err
     events = events_of(tmp_path / "e.jsonl")

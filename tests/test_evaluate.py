@@ -567,3 +567,16 @@ def test_cli_output_on_a_full_disk_is_one_line(worked_files):
         done = subprocess.run([sys.executable, "-m", "fgsl.evaluate", "--gt", str(gt), "--pred", str(pred), "--json"],
                               stdout=full, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 2 and done.stderr == "error: No space left on device\n"
+
+
+
+def test_a_wrong_subject_column_is_named_as_such():
+    """Predictions whose video the ground truth has under another subject (a video's name or
+    ``0`` in the subject column) are not "videos absent from the ground truth"."""
+    gt = [Interval("s15", "15_0401", 10, 20, "positive")]
+    pred = [Interval("15_0401", "15_0401", 10, 20, "positive"), Interval("x", "other", 1, 5, "others")]
+    for mode in ("megc", "strict"):
+        result = evaluate(gt, pred, mode=mode)
+        assert any("video '15_0401' is in the ground truth under subject 's15', not '15_0401'" in w
+                   for w in result["warnings"]), result["warnings"]
+        assert not any("'other'" in w for w in result["warnings"][1:])
