@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, check_output, explain, positive_number, run
+from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, explain, run
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
@@ -330,9 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--videos", nargs="+", required=True,
                    help="video files or folders of numbered frames (a folder needs --fps)")
-    p.add_argument("--fps", type=positive_number,
-                   help="frame rate of the sources: required for folders of numbered frames; "
-                        "overrides a video's header")
+    add_source_fps_flag(p)
     p.add_argument("--out", required=True, help="calibration file to write (.npz)")
     p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="windows to keep (a uniform sample of all windows)")
     which = p.add_mutually_exclusive_group()

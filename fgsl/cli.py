@@ -121,6 +121,13 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
           file=file or sys.stderr, flush=True)
 
 
+def add_source_fps_flag(parser: argparse.ArgumentParser, overrides_files: bool = True) -> None:
+    """``--fps`` for commands that read videos or frame folders (infer, tune, calib.collect)."""
+    parser.add_argument("--fps", type=positive_number,
+                        help="frame rate of the sources: required for folders of numbered frames"
+                             + ("; overrides a video's header" if overrides_files else " (video files keep their own)"))
+
+
 def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:
     """Refuse an output path before any work: one that cannot be written, or one that is an
     input of the same command (``(flag, path)`` pairs; ``None`` paths are skipped), which

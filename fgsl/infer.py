@@ -26,7 +26,7 @@ from tqdm import tqdm
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import HelpFormatter, UsageError, check_output, run, score_threshold
+from .cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, run, score_threshold
 from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
@@ -138,10 +138,12 @@ def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source
 
 
 def infer_video(
-    engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None
+    engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None,
+    fps: float | None = None,
 ) -> list[Detection]:
+    """Detections in one video file or frame folder (``fps``: required for a folder)."""
     cfg: FGSLConfig = engine.cfg
-    video = read_centre_crops(path, cfg.image_size)
+    video = read_centre_crops(path, cfg.image_size, fps)
     frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
     intervals = spot_frames(engine, frames, batch, threshold, progress, desc=Path(path).name)
     return to_detections(intervals, cfg, str(path), video.fps, video.count)
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-untrained", action="store_true", help="accept random weights (outputs are meaningless)")
     add_backend_flag(parser)
     add_engine_device_flag(parser)
-    parser.add_argument("--videos", nargs="+", required=True, help="video files")
+    parser.add_argument("--videos", nargs="+", required=True, help="video files or folders of numbered frames")
+    add_source_fps_flag(parser)
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
     parser.add_argument("--subject", help="subject column value (default: each video's name, as realtime.cam --csv)")
     parser.add_argument("--subjects-from", metavar="GT.csv",
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)
         rows: list[Detection] = []
         for path in args.videos:
-            found = infer_video(engine, path, batch=args.batch, progress=not args.quiet, threshold=args.threshold)
+            found = infer_video(engine, path, batch=args.batch, progress=not args.quiet, threshold=args.threshold,
+                                fps=args.fps)
             for det in found:
                 print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
                       f"{det.emotion} score {det.score:.2f}{tag}")

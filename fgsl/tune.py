@@ -29,23 +29,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
 
-from .cli import HelpFormatter, UsageError, run
+from .cli import HelpFormatter, UsageError, add_source_fps_flag, run
 from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
 from .files import atomic_write, unwritable_reason
 from .infer import merge_windows, subjects_from, to_detections, window_intervals
-from .weights import CONFIG_FILE
+from .weights import CONFIG_FILE, WeightsError
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
 
 def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float, ...],
-          batch: int = 4) -> list[dict[str, float]]:
+          batch: int = 4, progress: bool = False) -> list[dict[str, float]]:
     """Strict MEGC scores of ``items`` (frames at the model's fps) at each threshold.
 
     The network runs once per video (:func:`fgsl.infer.window_intervals` at the lowest
@@ -53,7 +55,8 @@ def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float
     ``fgsl.infer --threshold T`` + ``fgsl.evaluate`` would.
     """
     cfg: FGSLConfig = engine.cfg
-    found = [window_intervals(engine, item.frames, batch, min(thresholds)) for item in items]
+    found = [window_intervals(engine, item.frames, batch, min(thresholds))
+             for item in tqdm(items, desc="validation videos", unit="video", disable=not progress, file=sys.stderr)]
     rows = []
     for threshold in thresholds:
         preds = [
@@ -122,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
-    parser.add_argument("--videos", nargs="+", required=True, help="validation videos (not the test set)")
+    parser.add_argument("--videos", nargs="+", required=True,
+                        help="validation videos or frame folders (not the test set), named as in --gt")
+    add_source_fps_flag(parser, overrides_files=False)
     parser.add_argument("--gt", required=True, help="their ground truth (annotation table or MEGC CSV)")
     parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
                         help="candidate score thresholds, comma-separated, each in [0, 1)")
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="windows per engine call (at least 1)")
     parser.add_argument("--write", action="store_true",
                         help="store the best threshold in the folder's config.json (manifest.json of an engine folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
@@ -141,15 +147,29 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--batch must be at least 1, got {args.batch}")
         gt = read_intervals(args.gt)
         subjects = subjects_from(args.gt)
-        engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
+        names = [Path(v).stem for v in args.videos]
+        if not any(name in subjects for name in names):
+            # Every video would count as event-free and every threshold score 0.
+            raise UsageError(f"none of the {len(names)} --videos is in --gt {args.gt} (videos are matched by name, "
+                             f"e.g. {names[0]!r}): pass the videos this ground truth describes")
+        try:
+            engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
+        except WeightsError as exc:
+            if "untrained" not in str(exc):
+                raise
+            raise UsageError(f"{args.weights}: untrained (random) weights; a threshold for them means nothing, "
+                             "so fgsl.tune takes trained weights only") from None
         if args.write:
             threshold_file(Path(args.weights))
-        items = [load_item(engine.cfg, subjects.get(Path(v).stem, Path(v).stem), Path(v).stem, Path(v), [])
-                 for v in args.videos]
-        rows = sweep(engine, items, gt, thresholds, args.batch)
+        items = [load_item(engine.cfg, subjects.get(name, name), name, Path(v), [], fps=args.fps)
+                 for name, v in zip(names, args.videos)]
+        rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)
         print(format_sweep(rows))
         choice = best(rows)
         print(f"best: {choice['threshold']:g} (spotting F1 {choice['f1']:.4f}, STRS {choice['strs']:.4f})")
+        if not any(row["tp"] for row in rows):
+            raise UsageError("no threshold found a single movement of the ground truth (spotting F1 0 throughout): "
+                             "nothing to choose" + ("; nothing written" if args.write else ""))
         if args.write:
             target = write_threshold(Path(args.weights), float(choice["threshold"]))
             print(f"wrote score_threshold {choice['threshold']:g} to {target}", file=sys.stderr)

@@ -285,7 +285,7 @@ def test_frames_sort_by_number_not_by_name(tmp_path):
         (lambda d: (d / "color").mkdir(parents=True), 30,
          r"no image frames .* in this folder; it has subfolders \(color\)"),
         (lambda d: write_frames(d, [tiny(0)], "cover.png"), 30, r"cover.png: no frame number in the file name"),
-        (lambda d: write_frames(d, [tiny(0)] * 2), None, r"a folder of frames has no frame rate: pass fps"),
+        (lambda d: write_frames(d, [tiny(0)] * 2), None, r"a folder of frames has no frame rate of its own; pass it with --fps"),
     ],
 )
 def test_bad_frame_folders_fail_at_open(tmp_path, setup, fps, pattern):

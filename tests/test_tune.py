@@ -88,6 +88,8 @@ def _trained_engine_dir(root):
 
     model = build(preset("tiny"), seed=0)
     randomise_adapters(model)
+    with torch.no_grad():  # class scores around 0.5: intervals at every threshold, some on a movement
+        model.heads.class_out.bias.fill_(0.0)
     weights.save(model, root / "run", trained=True)
     export_engine_dir(root / "run", root / "engine")
     return root / "engine"
@@ -129,3 +131,34 @@ def test_an_unwritable_folder_is_refused_before_the_sweep(val_set, tmp_path, cap
                       "--write"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --write: cannot write {tmp_path / 'run' / 'config.json'} (no permission)"]
+
+
+def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_sweep_that_found_nothing(
+        val_set, tmp_path, capsys, monkeypatch):
+    """Each of these used to write a threshold chosen by the tie-break of an all-zero sweep."""
+    import fgsl.tune as tune_mod
+
+    videos = [str(v) for v in sorted((val_set / "videos").glob("*.avi"))]
+    gt = str(val_set / "annotations.csv")
+    other = tmp_path / "other.avi"
+    other.write_bytes((val_set / "videos" / videos[0].rsplit("/", 1)[1]).read_bytes())
+    model = build(preset("tiny"), seed=0)
+    weights.save(model, tmp_path / "run", trained=True)
+    assert tune_main(["--weights", str(tmp_path / "run"), "--videos", str(other), "--gt", gt, "--write"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: none of the 1 --videos is in --gt {gt} (videos are matched by name, e.g. 'other'): pass the videos "
+        "this ground truth describes"]
+    weights.save(model, tmp_path / "random", trained=False)
+    assert tune_main(["--weights", str(tmp_path / "random"), "--videos", *videos, "--gt", gt]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'random'}: untrained (random) weights; a threshold for them means nothing, so fgsl.tune "
+        "takes trained weights only")
+    before = (tmp_path / "run" / "config.json").read_text()
+    nothing = [{"threshold": t, "tp": 0, "fp": 3, "fn": 2, "f1": 0.0, "recognition_f1": 0.0, "strs": 0.0}
+               for t in (0.3, 0.5)]
+    monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: nothing)  # weights that find none of the movements
+    assert tune_main(["--weights", str(tmp_path / "run"), "--videos", *videos, "--gt", gt, "--write", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: no threshold found a single movement of the ground truth (spotting F1 0 throughout): nothing to "
+        "choose; nothing written")
+    assert (tmp_path / "run" / "config.json").read_text() == before

@@ -193,3 +193,27 @@ def test_infer_and_tune_help_list_the_backends(capsys):
     with pytest.raises(SystemExit) as info:
         infer_main(["--backend", "bogus", "--videos", "x.mp4"])
     assert info.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+
+def test_infer_reads_a_folder_of_frames_with_fps(tmp_path, capsys):
+    """The data sets ship frame folders (CAS(ME)^2 rawpic, SAMM); their rate comes from --fps."""
+    import cv2
+
+    from fgsl.infer import main as infer_main
+
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    cap = cv2.VideoCapture(str(SAMPLE_VIDEO))
+    for n in range(1, 41):
+        ok, image = cap.read()
+        assert ok
+        cv2.imwrite(str(frames / f"img{n}.jpg"), image)
+    cap.release()
+    base = ["--preset", "tiny", "--allow-untrained", "--quiet", "--threshold", "0", "--videos", str(frames)]
+    assert infer_main([*base, "--out", str(tmp_path / "a.csv")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        f"error: {frames}: a folder of frames has no frame rate of its own; pass it with --fps")
+    assert infer_main([*base, "--fps", "30", "--out", str(tmp_path / "b.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "b.csv").open()))[1:]
+    assert rows and all(r[1] == "clip" and 0 <= int(r[2]) <= int(r[3]) <= 39 for r in rows)

@@ -119,8 +119,8 @@ def _open_folder(path: Path, fps: float | None) -> FrameSource:
             )
     if fps is None:
         raise VideoError(
-            f"{path}: a folder of frames has no frame rate: pass fps "
-            "(fgsl.data.datasets.DATASET_FPS has each data set's)"
+            f"{path}: a folder of frames has no frame rate of its own; pass it with --fps (in Python: "
+            "fps=; each data set's is in fgsl.data.datasets.DATASET_FPS)"
         )
     return FrameSource(path, float(fps), tuple(numbered[n] for n in numbers), numbers[0])
 
