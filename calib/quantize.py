@@ -38,9 +38,7 @@ clips; keep it in FP32/FP16 (it is the cheap part after the encoder).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import HelpFormatter, UsageError, check_output, explain, run
+from fgsl.files import atomic_output
 
 from . import CalibError
 from .collect import CalibrationSet, load
@@ -144,13 +143,6 @@ def scoped_nodes(onnx_path: str | Path, scope: str) -> list[str] | None:
     return names
 
 
-def _atomic_output(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] | None, mode: str, method: str,
                       eps: list[str], high_precision: str, nodes: list[str] | None = None,
                       attention: bool = False) -> None:
@@ -164,8 +156,7 @@ def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] 
         raise CalibError(f"{MODELOPT_HINT}{STAND_IN_HINT if mode == 'int8' else ''} ({exc})") from None
     import onnx
 
-    tmp = _atomic_output(out)
-    try:
+    with atomic_output(out, suffix=".onnx") as tmp:
         if mode == "fp16":
             model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
                                                keep_io_types=True, providers=eps)
@@ -177,9 +168,6 @@ def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] 
                      disable_mha_qdq=not attention, log_level="WARNING")
         if not tmp.is_file() or tmp.stat().st_size == 0:
             raise CalibError(f"ModelOpt wrote no model for {onnx_path}")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _Reader:
@@ -209,8 +197,7 @@ def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarra
     except ImportError as exc:
         raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
 
-    tmp = _atomic_output(out)
-    try:
+    with atomic_output(out, suffix=".onnx") as tmp:
         quantize_static(
             str(onnx_path), str(tmp), _Reader(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -219,9 +206,6 @@ def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarra
             calibration_providers=["CPUExecutionProvider"], op_types_to_quantize=list(ORT_OP_TYPES),
             nodes_to_quantize=nodes,
         )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str | Path, mode: str = "int8",

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +45,32 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
     ``write`` is the bytes to write or a function that writes into a binary file object.
     On any failure the temporary file is removed and ``path`` is left as it was.
     """
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        if isinstance(write, (bytes, bytearray, memoryview)):
+            f.write(write)
+        else:
+            write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+@contextmanager
+def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for a library that writes files itself (ONNX Runtime's
+    and ModelOpt's quantisers take an output path, not bytes); on success it gets a plain
+    file's mode and replaces ``path``, on failure it is removed. ``suffix``: for libraries that
+    look at the name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(write, (bytes, bytearray, memoryview)):
-                f.write(write)
-            else:
-                write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def unwritable_reason(path: str | Path) -> str | None:

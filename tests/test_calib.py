@@ -272,6 +272,10 @@ def test_onnxruntime_stand_in_makes_a_tensorrt_style_int8_qdq_model(ort_int8: tu
 
     path, info = ort_int8
     assert info["precision"] == "int8" and info["qdq"] == ["int8"] and info["calibration_inputs"] == 6
+    from fgsl.files import FILE_MODE
+
+    assert path.stat().st_mode & 0o777 == FILE_MODE  # not mkstemp's 0600: others serve and read it
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
     proto = onnx.load(str(path))
     assert check_precision("int8", onnx_precision(proto)) == "int8"
     consumers = {}
