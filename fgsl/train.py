@@ -117,6 +117,10 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     source = Path(value) if value else data_spec.default_face_videos()
     if not source.exists():
         raise data_spec.DataSpecError(f"--data synthetic={source}: no such folder or video file")
+    if (source / "synthetic.json").is_file():
+        raise data_spec.DataSpecError(
+            f"--data synthetic={source}: that is a set fgsl.data.synthetic made, not a folder of source face videos; "
+            f"train on it as annotated data: --data table={source / 'annotations.csv'} --video-root {source / 'videos'}")
     videos = [source] if source.is_file() else sorted(
         p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
     if not videos:
@@ -363,15 +367,17 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     out = Path(args.out)
     cfg = preset(args.preset)
     state = open_run(out, cfg, args, env.world)
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-    env.barrier()
+    # Everything that can be refused is, before the run folder exists: a bad --backbone, then
+    # the data (a synthetic set makes its own folder under out/data once its videos have faces).
+    model = build_model(cfg, args, env)
     data = prepare_data(cfg, args, out, env)
     if not data.train or not any(item.events for item in data.train):
         raise data_spec.DataSpecError("no training events: nothing to learn from")
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    env.barrier()
 
     crops = "aligned" if args.align_faces else CROPS  # what the model sees (centre crops of aligned videos)
-    model = build_model(cfg, args, env)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)

@@ -142,6 +142,9 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
 
 
 def test_train_cli_errors_are_one_line(tmp_path):
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "synthetic.json").write_text('{"recipe": {}}')
+    (tmp_path / "fake.mp4").write_text("not a video")
     for args, words in [
         (["--data", "imagenet", "--out", str(tmp_path / "a")], "kind must be one of"),
         (["--data", "casme2", "--out", str(tmp_path / "b")], "needs a file"),
@@ -150,11 +153,17 @@ def test_train_cli_errors_are_one_line(tmp_path):
         (["--out", str(tmp_path / "d"), "--resume"], "does not exist"),
         (["--out", str(tmp_path / "e"), "--batch", "0"], "--batch must be at least 1"),
         (["--out", str(tmp_path / "f"), "--val", "loso:1"], "--val for synthetic data is auto"),
+        (["--out", str(tmp_path / "g"), "--data", f"synthetic={tmp_path / 'made'}"],
+         "that is a set fgsl.data.synthetic made, not a folder of source face videos"),
+        (["--out", str(tmp_path / "h"), "--backbone", str(tmp_path / "made" / "synthetic.json")], "synthetic.json"),
+        (["--out", str(tmp_path / "i"), "--data", f"synthetic={tmp_path / 'fake.mp4'}"], "fake.mp4"),
     ]:
         run = _train("--preset", "tiny", *args)
         assert run.returncode == 2, run.stderr
         assert run.stderr.strip().splitlines()[-1].startswith("error: ") and words in run.stderr
         assert "Traceback" not in run.stderr
+        out = Path(args[args.index("--out") + 1])
+        assert not out.exists(), f"{args}: a refused run left {out}"  # refused before the folder is made
 
 
 @pytest.mark.slow
@@ -254,7 +263,7 @@ def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
 def test_synthetic_data_can_come_from_one_video_file(tmp_path):
     """``--data synthetic=<one face video>`` (docs/training.md) as well as a folder of them."""
     video = shared_video("pyfeat_single_face.mp4")
-    args = argparse.Namespace(data=f"synthetic={video}", align_faces=False, split=None, val="none", synthetic_count=1,
+    args = argparse.Namespace(data=f"synthetic={video}", align_faces=False, split=None, val="none", synthetic_count=1, resume=False,
                               synthetic_frames=32, amplitude=12.0, seed=0, quiet=True)
     env = argparse.Namespace(main=True, barrier=lambda: None)
     data = prepare_data(preset("tiny"), args, tmp_path, env)
