@@ -28,6 +28,8 @@ from .face import DEFAULT_MAX_FACES
 from .overlay import Display, OverlayState, VideoSaver
 from .pipeline import Pipeline
 from .spotters import add_spotter_flags, make_spotter
+from .spotters.base import Spotter
+from .spotters.fgsl import UNTRAINED_BANNER
 from .types import RealtimeError
 
 register_user_error(RealtimeError)
@@ -79,11 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_sinks(args: argparse.Namespace, subject: str, video: str, opened: ExitStack) -> list[Sink]:
+def open_sinks(args: argparse.Namespace, spotter: Spotter, subject: str, video: str, opened: ExitStack) -> list[Sink]:
     """The console and the files asked for, each closed by ``opened`` from the moment it exists."""
-    sinks: list[Sink] = [] if args.quiet else [ConsoleSink()]
+    untrained = getattr(spotter, "trained", None) is False
+    sinks: list[Sink] = [] if args.quiet else [ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else "")]
     if args.events:
-        sinks.append(opened.enter_context(closing(JsonlSink(args.events))))
+        sinks.append(opened.enter_context(closing(JsonlSink(args.events, {"untrained": True} if untrained else None))))
     if args.csv:
         sinks.append(opened.enter_context(closing(CsvSink(args.csv, subject, video))))
     return sinks
@@ -168,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             tracker = opened.enter_context(FaceTracker(
                 max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
                 sha256=MODEL_SHA256 if args.face_model is None else None))
-            sinks = open_sinks(args, subject, video, opened)
+            sinks = open_sinks(args, spotter, subject, video, opened)
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)
             summary = stream(args, capture, pipeline, display, saver)
-        print(summary.line(), file=sys.stderr)
+        untrained = f" [{UNTRAINED_BANNER}]" if getattr(spotter, "trained", None) is False else ""
+        print(summary.line() + untrained, file=sys.stderr)
         if summary.failure is not None:
             raise summary.failure
         if pipeline.last_face_s is None:

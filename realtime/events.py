@@ -166,15 +166,16 @@ class ConsoleSink:
     "Note on SIGPIPE").
     """
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, tag: str = "") -> None:
         self.stream = stream or sys.stdout
+        self.tag = tag  # appended to every line (the untrained-weights warning)
         self.silenced = False
 
     def write(self, event: Event) -> None:
         if self.silenced:
             return
         try:
-            print(describe(event), file=self.stream, flush=True)
+            print(describe(event) + self.tag, file=self.stream, flush=True)
         except OSError as exc:  # BrokenPipeError; Windows says EINVAL for a closed pipe
             if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EINVAL):
                 raise
@@ -195,8 +196,15 @@ class ConsoleSink:
 
 
 class JsonlSink(_FileSink):
+    """One JSON object per event (:data:`~realtime.types.EVENT_SCHEMA`), plus ``extra`` keys
+    on every line (``{"untrained": true}`` for untrained weights)."""
+
+    def __init__(self, path: str | Path, extra: dict[str, object] | None = None) -> None:
+        super().__init__(path)
+        self.extra = dict(extra or {})
+
     def write(self, event: Event) -> None:
-        self._put(json.dumps(event.to_json()) + "\n")
+        self._put(json.dumps({**event.to_json(), **self.extra}) + "\n")
 
 
 class CsvSink(_FileSink):

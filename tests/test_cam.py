@@ -317,3 +317,15 @@ def test_a_missing_camera_is_one_line_without_opencvs_noise(tmp_path):
     proc = cam_process("--device", "0", "--headless", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: camera 0: cannot open"), proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_untrained_weights_mark_every_event_line_and_the_summary(tmp_path, capfd):
+    """README: with --allow-untrained every output line says the intervals are meaningless."""
+    code, out, err = run_cam(capfd, "--source", str(shared_video(SOURCE)), "--headless", "--spotter", "fgsl",
+                             "--allow-untrained", "--preset", "tiny", "--sensitivity", "1000",
+                             "--events", str(tmp_path / "u.jsonl"))
+    assert code == 0, err
+    events = events_of(tmp_path / "u.jsonl")
+    assert events and len(out) == len(events)  # (a sensitivity of 1000 makes random weights report)
+    assert all("UNTRAINED WEIGHTS" in line for line in out) and all(e["untrained"] is True for e in events)
+    assert "UNTRAINED WEIGHTS" in next(line for line in err.splitlines() if line.startswith("summary:"))
