@@ -32,7 +32,7 @@ from fgsl.config import PRESETS, preset
 from .base import EngineError
 from .cache import sha256_file
 from .export import (DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MANIFEST, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir,
-                     read_manifest, write_manifest)
+                     is_engine_dir, read_manifest, write_manifest)
 
 #: The network ``--allow-untrained`` builds without ``--preset``.
 DEFAULT_PRESET = "realtime"
@@ -71,6 +71,10 @@ def check_args(args: argparse.Namespace) -> None:
     if held:
         # Its manifest.json would make every tool take the run folder for an engine folder.
         raise UsageError(f"--out {out} holds a weights folder ({', '.join(held)}): write the engine to a folder of its own")
+    ours = {f"{graph}.{ext}" for graph in GRAPHS for ext in ("onnx", "engine")}  # left by a build that failed its check
+    if out.is_dir() and not is_engine_dir(out) and any(p.name not in ours for p in out.iterdir()):
+        raise UsageError(f"--out {out} holds other files and is not an engine folder: pass a new or empty folder, "
+                         "or an engine folder to rebuild")
     needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:

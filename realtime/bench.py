@@ -393,9 +393,9 @@ def warm_up(spotter: Spotter) -> None:
         engine.infer(np.zeros((1, 3, cfg.window_frames, size, size), np.float32))
 
 
-def compare_backend(args: argparse.Namespace, video: Path, rep: dict[str, Any]) -> dict[str, Any]:
-    """The same FGSL spotter on another backend, same video, same process: the speed ratio."""
-    other = make_spotter(argparse.Namespace(**{**vars(args), "backend": args.compare_backend}))
+def compare_backend(args: argparse.Namespace, video: Path, rep: dict[str, Any], other: Spotter) -> dict[str, Any]:
+    """``other``, the same FGSL spotter on another backend (opened before the first pass, so a
+    backend that cannot run fails at once), on the same video in the same process: the speed ratio."""
     print(f"bench: the same video on the {args.compare_backend} backend", file=sys.stderr, flush=True)
     warm_up(other)
     runs = [run_stream(video, other, args.faces, args.repeat, args.realtime)]
@@ -454,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         if spotter.name != "fgsl" and (args.compare_backend or args.cached_only):
             flag = "--compare-backend" if args.compare_backend else "--cached-only"
             raise UsageError(f"{flag} concerns the fgsl spotter (pass --weights, or --spotter fgsl --allow-untrained)")
+        other = (make_spotter(argparse.Namespace(**{**vars(args), "backend": args.compare_backend}))
+                 if args.compare_backend else None)
         with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
             videos, annotations = [video], None
             if args.synthetic:
@@ -469,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                 rep["spotting"] = score(runs, annotations, args.faces, Path(tmp))
             if getattr(spotter, "cached", False) and not args.synthetic and not args.cached_only:
                 rep["streaming"] = streaming_modes(spotter, video, args, runs)
-            if args.compare_backend and spotter.name == "fgsl":
-                rep["compare"] = compare_backend(args, video, rep)
+            if other is not None:
+                rep["compare"] = compare_backend(args, video, rep, other)
         print(table(rep), flush=True)
         if args.json:
             print(json.dumps(rep), flush=True)

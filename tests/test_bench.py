@@ -88,6 +88,11 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
     proc = bench("--compare-backend", "torch", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --compare-backend concerns the fgsl spotter (pass --weights, or --spotter fgsl --allow-untrained)"]
+    # A backend that cannot run here is refused before the first pass, not after two.
+    proc = bench("--spotter", "fgsl", "--allow-untrained", "--preset", "tiny", "--engine-device", "cpu",
+                 "--compare-backend", "tensorrt", cwd=tmp_path)
+    assert proc.returncode == 2 and "bench: 1 video(s)" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: tensorrt needs a CUDA device")
     proc = bench("--sensitivity", "nan", cwd=tmp_path)
     assert proc.returncode == 2 and "argument --sensitivity: must be a finite number" in proc.stderr
 

@@ -275,6 +275,14 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
         f"error: --out {run} holds a weights folder (model.safetensors, config.json): write the engine to a folder "
         "of its own"]
     assert not (run / "manifest.json").exists()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(notes)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --out {notes} holds other files and is not an engine folder: pass a new or empty folder, or an "
+        "engine folder to rebuild"]
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
 
     def disagrees(model, folder, precision, batch=2):
         raise EngineError(f"{folder}: the exported engine disagrees with torch (max abs diff 1 > 0.0001); not using it")
@@ -286,6 +294,11 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
     assert (out / "model.onnx").exists() and not (out / "manifest.json").exists()
     with pytest.raises(EngineError, match="not an engine folder"):
         export.read_manifest(out)
+    monkeypatch.undo()  # a working ONNX Runtime again: the failed build's folder is rebuilt in place
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 0
+    assert export.read_manifest(out)["trained"] is True
+    capsys.readouterr()
+    monkeypatch.setattr(build_mod, "verify", disagrees)
     # Without ONNX Runtime the build is refused before exporting, not left unverified.
     import importlib.util
 
