@@ -33,7 +33,7 @@ from typing import Any
 
 import gradio as gr
 
-from fgsl.cli import HelpFormatter, UsageError, positive_number, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, positive_number, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.spotters import add_engine_flags
 from realtime.types import RealtimeError
@@ -300,9 +300,17 @@ class DemoApp:
             port = free_port(host)
         demo = self.blocks()
         self.registry.start_reaper()
+        # Gradio's own start-up lines end with a hint about launch(share=True), a Python call our
+        # users do not make (the flag is --share): it runs quiet, and the addresses are said here.
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.max_upload_bytes,
-                    allowed_paths=[str(self.work_dir), str(SAMPLE_VIDEO.parent)], prevent_thread_lock=not block,
-                    quiet=quiet, show_error=True, css=CSS)
+                    allowed_paths=[str(self.work_dir), str(SAMPLE_VIDEO.parent)], prevent_thread_lock=True,
+                    quiet=True, show_error=True, css=CSS)
+        if not quiet:
+            print(f"Running on local URL:  {demo.local_url.rstrip('/')}", flush=True)
+            if share and demo.share_url:
+                print(f"Running on public URL: {demo.share_url}", flush=True)
+        if block:
+            demo.block_thread()
         return demo
 
     def close(self) -> None:
@@ -310,6 +318,23 @@ class DemoApp:
         blocks = getattr(self, "_blocks", None)
         if blocks is not None:
             blocks.close()
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, before anything loads, a ``--host`` that does not resolve or is not this
+    machine's and a ``--port`` in use, in our words (Gradio's own advice names its Python
+    arguments and environment variables)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} "
+                             "(another --port, or --port 0 for one the OS has free)") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -378,12 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
+        check_address(args.host, args.port)
         app = make_app(args)
         print(DISCLAIMER, file=sys.stderr)
         try:
             app.launch(args.host, args.port, args.share)
-        except OSError as exc:  # port in use, cannot bind
-            raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+        except OSError as exc:  # taken in the meantime
+            raise UsageError(f"cannot serve on {args.host}:{args.port}: {first_line(exc)}") from None
         finally:
             app.registry.close_all()
         return 0

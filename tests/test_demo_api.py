@@ -332,6 +332,10 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0()
         assert low <= port <= high, f"port {port} is not one the OS assigns ({low}-{high})"
         page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
         assert "<html" in page.lower()
+        seen = []
+        while not lines.empty():
+            seen.append(lines.get())
+        assert not any("launch()" in line for line in seen), seen  # Gradio's advice to Python callers
     finally:
         proc.terminate()
         try:
@@ -341,6 +345,28 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0()
             _, err = proc.communicate()
     assert DISCLAIMER in err
 
+
+
+def test_python_m_demo_refuses_a_taken_port_and_a_bad_host_in_its_own_words():
+    """Gradio's messages name its Python arguments and environment variables; ours the flags.
+    Both are refused before the app (and MediaPipe) loads."""
+    import socket
+
+    def demo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "demo", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = demo("--port", str(port))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        f"error: cannot serve on 127.0.0.1:{port}: Address already in use (another --port, or --port 0 for one "
+        "the OS has free)"]
+    done = demo("--host", "256.1.1.1")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("error: --host 256.1.1.1: ") and "launch()" not in done.stderr
 
 def test_launch_port_0_serves_on_a_free_port_and_says_where(factory, tmp_path):
     app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
