@@ -182,6 +182,8 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
     if batch < 1:
         raise UsageError("--batch must be at least 1")
     check_providers(providers)
+    if Path(fp32).is_dir() and (Path(fp32) / "model.onnx").is_file():  # an engine folder: its whole-model graph
+        fp32 = Path(fp32) / "model.onnx"
     for path in (fp32, quantized):
         if not Path(path).is_file():
             raise CalibError(f"{path}: no such ONNX file")
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m calib.report",
                                 description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--fp32", required=True, help="the FP32 ONNX model")
+    p.add_argument("--fp32", required=True, help="the FP32 ONNX model, or the engine folder holding it (model.onnx)")
     p.add_argument("--quantized", required=True, help="the quantised ONNX model (calib.quantize)")
     p.add_argument("--data", required=True, help="calibration windows (calib.collect .npz)")
     p.add_argument("--count", type=int, help="use only the first N windows")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgsl.cli import UsageError, first_line, positive_number, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, positive_number, run
 from fgsl.config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
@@ -293,12 +293,14 @@ def _batches(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.selftest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS))
-    parser.add_argument("--batches", default="1,8,32", help="batch sizes to time (default 1,8,32)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size (default 10)")
+    parser = argparse.ArgumentParser(prog="python -m engines.selftest", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS),
+                        help="network to check and time, with random weights (tiny: seconds; realtime: minutes on a CPU)")
+    parser.add_argument("--batches", default="1,8,32", help="batch sizes to time")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size")
     parser.add_argument("--max-seconds", type=positive_number, default=30.0,
-                        help="stop timing a batch size after this long (at least one call; default 30)")
+                        help="stop timing a batch size after this long, in seconds (at least one call)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
     args = parser.parse_args(argv)
 

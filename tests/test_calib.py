@@ -368,6 +368,7 @@ def test_report_reads_a_tuned_engine_folders_threshold(calib_file: Path, tmp_pat
     path = folder / "model.onnx"
     assert json.loads(read_metadata(path)["fgsl.config"])["score_threshold"] == 0.05
     assert report_mod.report(path, path, calib_file)["threshold"] == 0.2
+    assert report_mod.report(folder, path, calib_file)["fp32"] == str(path)  # the folder names its model.onnx
     # A copy of the graph outside the folder has only its metadata to go by.
     alone = tmp_path / "alone.onnx"
     alone.write_bytes(path.read_bytes())
