@@ -145,8 +145,7 @@ def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | 
 def error_line(exc: BaseException) -> str:
     """The text after ``error:``: an OS error as ``PATH: reason`` (not ``[Errno 28] ...: 'PATH'``)."""
     if isinstance(exc, OSError) and exc.strerror:
-        where = exc.filename if exc.filename is not None else None
-        return f"{where}: {exc.strerror}" if where is not None else exc.strerror
+        return f"{exc.filename}: {exc.strerror}" if exc.filename is not None else exc.strerror
     return str(exc)
 
 

@@ -353,13 +353,13 @@ def _subject_mismatches(gt_by_video: dict[tuple[str, str], list[Any]],
                         pred_by_video: dict[tuple[str, str], list[Any]]) -> list[str]:
     """Predictions for a video the ground truth has under another subject: a wrong subject
     column (a video's name, ``0``), not a missing video. Videos are matched by (subject, video)."""
-    gt_subjects: dict[str, list[str]] = {}
+    gt_subjects: dict[str, set[str]] = {}
     for subject, video in gt_by_video:
-        gt_subjects.setdefault(video, []).append(subject)
+        gt_subjects.setdefault(video, set()).add(subject)
     out = []
-    for subject, video in pred_by_video:
+    for subject, video in sorted(pred_by_video):  # (sorted: the result must not depend on row order)
         if (subject, video) not in gt_by_video and video in gt_subjects:
-            out.append(f"video {video!r} is in the ground truth under subject {'/'.join(gt_subjects[video])!r}, "
+            out.append(f"video {video!r} is in the ground truth under subject {'/'.join(sorted(gt_subjects[video]))!r}, "
                        f"not {subject!r}: fix the prediction file's subject column (fgsl.infer and "
                        "realtime.cam take --subjects-from GT.csv)")
     return out[:3] + ([f"... and {len(out) - 3} more video(s) under another subject"] if len(out) > 3 else [])

@@ -28,7 +28,6 @@ from .face import DEFAULT_MAX_FACES
 from .overlay import Display, OverlayState, VideoSaver
 from .pipeline import Pipeline
 from .spotters import add_spotter_flags, make_spotter
-from .spotters.base import Spotter
 from .spotters.fgsl import UNTRAINED_BANNER
 from .types import RealtimeError
 
@@ -81,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_sinks(args: argparse.Namespace, spotter: Spotter, subject: str, video: str, opened: ExitStack) -> list[Sink]:
-    """The console and the files asked for, each closed by ``opened`` from the moment it exists."""
-    untrained = getattr(spotter, "trained", None) is False
+def open_sinks(args: argparse.Namespace, untrained: bool, subject: str, video: str, opened: ExitStack) -> list[Sink]:
+    """The console and the files asked for, each closed by ``opened`` from the moment it exists;
+    with ``untrained`` weights every console line and JSON line says so."""
     sinks: list[Sink] = [] if args.quiet else [ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else "")]
     if args.events:
         sinks.append(opened.enter_context(closing(JsonlSink(args.events, {"untrained": True} if untrained else None))))
@@ -171,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             tracker = opened.enter_context(FaceTracker(
                 max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
                 sha256=MODEL_SHA256 if args.face_model is None else None))
-            sinks = open_sinks(args, spotter, subject, video, opened)
+            untrained = getattr(spotter, "trained", None) is False  # (the flow spotter has no weights)
+            sinks = open_sinks(args, untrained, subject, video, opened)
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)
             summary = stream(args, capture, pipeline, display, saver)
-        untrained = f" [{UNTRAINED_BANNER}]" if getattr(spotter, "trained", None) is False else ""
-        print(summary.line() + untrained, file=sys.stderr)
+        print(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""), file=sys.stderr)
         if summary.failure is not None:
             raise summary.failure
         if pipeline.last_face_s is None:

@@ -268,3 +268,31 @@ def test_a_foreign_manifest_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_bytes(b"\x00\x01 not json")
     with pytest.raises(EngineError, match="unreadable JSON"):
         engines.open(tmp_path)
+
+
+def test_cache_command_lists_and_prunes_by_last_use(tmp_path, capsys):
+    """Entries are never removed on their own; ``python -m engines.cache`` shows and prunes them,
+    and a cache hit counts as use (so ``--older-than`` keeps what is still opened)."""
+    import time
+
+    store = EngineCache.at(tmp_path)
+    ids = [{"backend": "onnxruntime", "graph": g, "precision": "fp32"} for g in ("model", "decode_window")]
+    for identity in ids:
+        store.get_or_build(identity, KEY, lambda: b"x" * 1000)
+    old, used = (store.path_for(i) for i in ids)
+    (tmp_path / ".x.fgsl-engine.abc.tmp").write_bytes(b"left by a killed writer")
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    month_ago = time.time() - 30 * 86400
+    for path in (old, used, tmp_path / ".x.fgsl-engine.abc.tmp"):
+        os.utime(path, (month_ago, month_ago))
+    store.get_or_build(ids[1], KEY, lambda: pytest.fail("a cache hit rebuilt"))  # used now
+    assert cache.main(["--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path}: 3 file(s)") and old.name in out and "used  30.0 days ago" in out
+    assert cache.main(["--dir", str(tmp_path), "--older-than", "7"]) == 0
+    assert "deleted 2 file(s)" in capsys.readouterr().out  # the old entry and the leftover temp file
+    assert not old.exists() and used.exists() and (tmp_path / "notes.txt").exists()
+    assert cache.main(["--dir", str(tmp_path), "--clear"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert cache.main(["--dir", str(tmp_path / "notes.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --dir {tmp_path / 'notes.txt'}: not a folder"
