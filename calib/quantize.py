@@ -226,7 +226,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         raise UsageError("--tool onnxruntime makes int8 only; fp8 and fp16 need ModelOpt")
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")
-    check_output("--out", out, [("--onnx", onnx_path)])  # (the FP32 model is the report's reference)
+    check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path)])  # (the FP32 model: the report's reference)
     names = onnx_inputs(onnx_path)
     refuse_quantized_input(onnx_path)
     inputs = None

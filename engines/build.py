@@ -71,8 +71,12 @@ def check_args(args: argparse.Namespace) -> None:
     if held:
         # Its manifest.json would make every tool take the run folder for an engine folder.
         raise UsageError(f"--out {out} holds a weights folder ({', '.join(held)}): write the engine to a folder of its own")
-    ours = {f"{graph}.{ext}" for graph in GRAPHS for ext in ("onnx", "engine")}  # left by a build that failed its check
-    if out.is_dir() and not is_engine_dir(out) and any(p.name not in ours for p in out.iterdir()):
+    # What a build that failed its check or was killed leaves: graphs, and temporary files
+    # (fgsl.files.atomic_output names them ".<file>.<random>.tmp").
+    ours = {f"{graph}.{ext}" for graph in GRAPHS for ext in ("onnx", "engine")}
+    temporary = tuple(f".{name}." for name in ours)
+    left = [p.name for p in out.iterdir()] if out.is_dir() else []
+    if not is_engine_dir(out) and any(n not in ours and not (n.startswith(temporary) and n.endswith(".tmp")) for n in left):
         raise UsageError(f"--out {out} holds other files and is not an engine folder: pass a new or empty folder, "
                          "or an engine folder to rebuild")
     needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
@@ -171,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                                           backend=args.backend)
         manifest = json.loads(manifest_path.read_text())
         manifest["source"] = origin
+        if args.weights:  # (the model was loaded here, so the export did not see the folder's info)
+            from fgsl import weights
+
+            manifest["crops"] = weights.info(args.weights).get("crops")
         write_manifest(out, manifest)
         print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {args.precision}) "
               f"from {origin} to {out}", file=sys.stderr)

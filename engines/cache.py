@@ -244,7 +244,8 @@ def entries(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_file() and (p.name.endswith(SUFFIX) or
-                                                                 (p.name.startswith(".") and p.name.endswith(".tmp"))))
+                                                                 (p.name.startswith(".") and f"{SUFFIX}." in p.name
+                                                                  and p.name.endswith(".tmp"))))
 
 
 def prune(root: Path, older_than_days: float | None = None) -> int:
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Show the engine cache (what it holds, how big), or prune it. "
                                                  "Entries are never removed on their own: every weights file opened "
                                                  "with onnxruntime or tensorrt adds its graphs.")
-    parser.add_argument("--dir", help="cache folder (default: $FGSL_ENGINE_CACHE, else ~/.cache/fgsl/engines)")
+    parser.add_argument("--dir", help="cache folder (default: $FGSL_ENGINE_CACHE, else $XDG_CACHE_HOME/fgsl/engines, "
+                                      "else ~/.cache/fgsl/engines)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--clear", action="store_true", help="delete every entry (each is rebuilt on its next use)")
     which.add_argument("--older-than", type=non_negative_number, metavar="DAYS",
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.dir) if args.dir else default_dir()
         if root.exists() and not root.is_dir():
             raise UsageError(f"--dir {root}: not a folder")
+        if not root.exists():
+            print(f"{root}: no engine cache yet (made on the first onnxruntime or tensorrt use)")
+            return 0
         if args.clear or args.older_than is not None:
             before = len(entries(root))
             freed = prune(root, args.older_than)

@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .safetensors file")
     parser.add_argument("--heads", type=int, help="attention heads (default: inferred from the width)")
     args = parser.parse_args(argv)
-    from .cli import run
+    from .cli import check_output, run
 
     def body(_: list[str] | None) -> int:
+        check_output("DST", args.dst, [("SRC", args.src)])
         cfg, ignored = convert(args.src, args.dst, args.heads)
         print(f"wrote {args.dst}: ViT D={cfg.embed_dim} depth={cfg.depth} heads={cfg.num_heads} "
               f"patch={cfg.patch_size} tubelet={cfg.tubelet_size}")

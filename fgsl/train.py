@@ -340,19 +340,23 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
 
 
 def held_out_scored(out: Path) -> bool:
-    """Whether ``metrics.jsonl`` has the run's final held-out line. A run that stopped after
-    its last checkpoint but before that line (a crash, Ctrl-C) is resumed only to score it."""
+    """Whether the last epoch in ``metrics.jsonl`` is followed by a final held-out line (a run
+    resumed to train further and stopped before scoring has only its earlier run's). A run
+    that stopped after its last checkpoint but before that line (a crash, Ctrl-C) is resumed
+    only to score it."""
     try:
         lines = (out / METRICS).read_text().splitlines()
     except FileNotFoundError:
         return False
+    scored = False
     for line in lines:
         try:
-            if json.loads(line).get("final") is True:
-                return True
-        except (json.JSONDecodeError, AttributeError):  # a line cut short by the crash
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the crash
             continue
-    return False
+        if isinstance(record, dict):
+            scored = record.get("final") is True or (scored and "epoch" not in record)
+    return scored
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:

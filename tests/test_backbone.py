@@ -164,6 +164,11 @@ def test_convert_cli_reports_unused_keys_and_errors_in_one_line(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "error: checkpoint does not fit the configured ViT: missing keys: norm.weight"
     ]
+    same = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(pth), str(pth)], capture_output=True,
+                          text=True)
+    assert same.returncode == 2 and same.stderr.strip().splitlines() == [
+        f"error: DST {pth} would overwrite SRC {pth}; write it elsewhere"]
+    assert torch.load(pth, weights_only=True)["module"].keys() == state.keys()  # the checkpoint is intact
 
 
 def test_position_table_is_the_official_sinusoid_and_is_resized_spatially():

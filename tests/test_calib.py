@@ -222,6 +222,8 @@ def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: P
     assert "fp8 and fp16 need ModelOpt" in capsys.readouterr().err
     assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(fp32_onnx)]) == 2
     assert f"--out {fp32_onnx} would overwrite --onnx {fp32_onnx}; write it elsewhere" in capsys.readouterr().err
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(calib_file)]) == 2
+    assert f"--out {calib_file} would overwrite --data {calib_file}" in capsys.readouterr().err
 
 
 def test_quantize_refuses_an_already_quantised_model(ort_int8: tuple[Path, dict], calib_file: Path, tmp_path: Path,

@@ -269,7 +269,7 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
     from engines import build as build_mod
 
     run = tmp_path / "run"
-    weights.save(build(preset("tiny"), seed=0), run, trained=True)
+    weights.save(build(preset("tiny"), seed=0), run, trained=True, info={"crops": "centre"})
     assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(run)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: --out {run} holds a weights folder (model.safetensors, config.json): write the engine to a folder "
@@ -294,9 +294,11 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
     assert (out / "model.onnx").exists() and not (out / "manifest.json").exists()
     with pytest.raises(EngineError, match="not an engine folder"):
         export.read_manifest(out)
+    (out / ".encode_chunk.onnx.x1y2.tmp").write_bytes(b"left by a build killed mid-write")
     monkeypatch.undo()  # a working ONNX Runtime again: the failed build's folder is rebuilt in place
     assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 0
     assert export.read_manifest(out)["trained"] is True
+    assert export.read_manifest(out)["crops"] == "centre"  # what the live spotter's caveat reads
     capsys.readouterr()
     monkeypatch.setattr(build_mod, "verify", disagrees)
     # Without ONNX Runtime the build is refused before exporting, not left unverified.

@@ -293,6 +293,13 @@ def test_weights_trained_on_centre_crops_are_flagged(tmp_path) -> None:
         export_engine_dir(folder, tmp_path / name, graphs=("encode_chunk", "decode_window"))
     assert "trained on centre crops" in make_spotter(args("--weights", str(tmp_path / "ce"))).describe()
     assert "centre crops" not in make_spotter(args("--weights", str(tmp_path / "ae"))).describe()
+    # A folder built before manifests recorded crops: the weights folder it names still says.
+    from engines.export import read_manifest, write_manifest
+
+    manifest = read_manifest(tmp_path / "ce")
+    del manifest["crops"]
+    write_manifest(tmp_path / "ce", manifest)
+    assert "trained on centre crops" in make_spotter(args("--weights", str(tmp_path / "ce"))).describe()
 
 
 def test_threshold_sensitivity_and_labels() -> None:

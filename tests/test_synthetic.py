@@ -296,6 +296,9 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
         (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
         (["--videos", "/nonexistent.mp4"], "error: /nonexistent.mp4: no such video file or frame folder"),
         (["--videos", video, "--out", str(tmp_path / "afile")], f"error: {tmp_path / 'afile'} is a file, not a folder for a synthetic set"),
+        (["--videos", str(tmp_path / "made" / "videos" / "x.avi"), "--out", str(tmp_path / "made")],
+         f"error: --videos {tmp_path / 'made' / 'videos' / 'x.avi'} lies in --out {tmp_path / 'made'}, which the new set "
+         "replaces; write it elsewhere"),
     ]:
         run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--out", str(tmp_path / "o"), *args],
                              capture_output=True, text=True)

@@ -270,3 +270,20 @@ def test_synthetic_data_can_come_from_one_video_file(tmp_path):
     assert [item.name for item in data.train] == ["pyfeat_single_face_train000"]
     assert [item.name for item in data.held_out] == ["pyfeat_single_face_test000"] and not data.val
     assert f"synthetic from {video}" in data.description
+
+
+
+def test_held_out_scored_only_when_the_last_epoch_has_its_final_line(tmp_path):
+    """A run scored, resumed to train further and stopped before scoring again is not "scored":
+    its earlier final line is for other weights."""
+    from fgsl.train import held_out_scored
+
+    metrics = tmp_path / "metrics.jsonl"
+    assert not held_out_scored(tmp_path)
+    epoch = lambda n: json.dumps({"epoch": n, "step": 10 * n})  # noqa: E731
+    final = json.dumps({"final": True, "epoch": 1, "held_out": {}})
+    for lines, scored in (([epoch(0), epoch(1)], False), ([epoch(0), epoch(1), final], True),
+                          ([epoch(0), epoch(1), final, epoch(2)], False),
+                          ([epoch(0), epoch(1), final, epoch(2), final, '{"final": tr'], True)):
+        metrics.write_text("\n".join(lines) + "\n")
+        assert held_out_scored(tmp_path) is scored, lines

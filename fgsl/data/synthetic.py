@@ -462,7 +462,8 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
             bar.update(1)
     bar.close()
     write_table(rows, out / "annotations.csv")
-    meta = {"recipe": asdict(recipe), "sources": [{"video": str(s.video), "subject": s.subject, "box": s.box} for s in sources]}
+    meta = {"recipe": asdict(recipe),  # sources resolved: a set is reused from any working folder
+            "sources": [{"video": str(Path(s.video).resolve()), "subject": s.subject, "box": s.box} for s in sources]}
     (out / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
     return rows
 
@@ -491,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
+        out = Path(args.out)
+        for video in args.videos:  # a set made over its own source videos would delete them first
+            if Path(video).resolve().is_relative_to(out.resolve()):
+                raise UsageError(f"--videos {video} lies in --out {out}, which the new set replaces; write it elsewhere")
         try:
             recipe = Recipe(count=args.count, frames=args.frames, size=args.size, amplitude=args.amplitude,
                             part=args.part, events=not args.no_events, still=args.still, seed=args.seed,

@@ -148,7 +148,11 @@ def _weights_crops(engine: Any) -> str | None:
 
     source = getattr(engine, "source", None)
     if source and is_engine_dir(source):  # engines.build copied it from the weights
-        return read_manifest(source, verify=False).get("crops")
+        manifest = read_manifest(source, verify=False)
+        if "crops" in manifest:
+            return manifest["crops"]
+        weights_dir = Path(str(manifest.get("source") or ""))  # built before manifests had it
+        return weights.info(weights_dir).get("crops") if (weights_dir / weights.WEIGHTS_FILE).is_file() else None
     folder = _weights_folder(engine)
     return None if folder is None else weights.info(folder).get("crops")
 
