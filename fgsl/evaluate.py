@@ -359,7 +359,9 @@ def _subject_mismatches(gt_by_video: dict[tuple[str, str], list[Any]],
     out = []
     for subject, video in sorted(pred_by_video):  # (sorted: the result must not depend on row order)
         if (subject, video) not in gt_by_video and video in gt_subjects:
-            out.append(f"video {video!r} is in the ground truth under subject {'/'.join(sorted(gt_subjects[video]))!r}, "
+            known = sorted(gt_subjects[video])
+            under = "/".join(known[:3]) + (f"/... ({len(known)} subjects)" if len(known) > 3 else "")
+            out.append(f"video {video!r} is in the ground truth under subject {under!r}, "
                        f"not {subject!r}: fix the prediction file's subject column (fgsl.infer and "
                        "realtime.cam take --subjects-from GT.csv)")
     return out[:3] + ([f"... and {len(out) - 3} more video(s) under another subject"] if len(out) > 3 else [])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, r
 from .config import PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
+from .files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -149,25 +151,51 @@ def infer_video(
     return to_detections(intervals, cfg, str(path), video.fps, video.count)
 
 
-def write_csv(rows: list[Detection], out: Path, subjects: dict[str, str], default_subject: str | None) -> None:
-    """The MEGC submission CSV; ``subjects`` maps a video name to its subject, others get
-    ``default_subject`` or, without one, the video's own name (as ``realtime.cam --csv`` does)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["subject", "video", "onset", "offset", "emotion"])
-        for d in rows:
-            name = Path(d.video).stem
-            w.writerow([subjects.get(name, default_subject or name), name, d.onset, d.offset, d.emotion])
+def write_csv(rows: list[Detection], out: Path, names: dict[str, tuple[str, str]]) -> None:
+    """The MEGC submission CSV, atomically; ``names`` maps each input path (``Detection.video``)
+    to its (subject, video) columns (:func:`table_names`)."""
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["subject", "video", "onset", "offset", "emotion"])
+    for d in rows:
+        w.writerow([*names[d.video], d.onset, d.offset, d.emotion])
+    atomic_write(out, text.getvalue().encode())
 
 
-def subjects_from(path: str | None) -> dict[str, str]:
-    """Video name -> subject from a ground-truth CSV (our table or the MEGC layout)."""
+def video_name(path: str | Path) -> str:
+    """A video's own name: a file's stem, a frame folder's name; for CAS(ME)^3's
+    ``<subject>/<video>/color`` frame folders, the folder above ``color``."""
+    path = Path(path)
+    return path.parent.name if path.name == "color" else path.stem
+
+
+def truth_keys(path: str | None) -> list[tuple[str, str]]:
+    """The (subject, video) pairs of a ground-truth CSV (our table or the MEGC layout)."""
     if not path:
-        return {}
+        return []
     from .evaluate import read_intervals
 
-    return {row.video: row.subject for row in read_intervals(path)}
+    return sorted({(row.subject, row.video) for row in read_intervals(path)})
+
+
+def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | None = None) -> dict[str, tuple[str, str]]:
+    """Each input path's (subject, video) columns. With ground truth: its row for the video's
+    name, or for a name that continues it with a non-digit (CAS(ME)^2's ``15_0401girlcrashing``
+    is table video ``15_0401``); where several subjects have that video (CAS(ME)^3's ``a``),
+    the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``)."""
+    out = {}
+    for path in paths:
+        name = video_name(path)
+        rows = [(s, v) for s, v in truth if v == name] or [
+            (s, v) for s, v in truth if name.startswith(v) and len(name) > len(v) and not name[len(v)].isdigit()]
+        if len(rows) > 1:
+            rows = [(s, v) for s, v in rows if s in Path(path).resolve().parts] or rows
+        if len(rows) > 1:
+            raise UsageError(f"{path}: the ground truth has video {rows[0][1]!r} under {len(rows)} subjects "
+                             f"({', '.join(s for s, _ in rows[:4])}) and none is in the path; keep each subject's "
+                             "videos in a folder named after it")
+        out[path] = rows[0] if rows else (subject or name, name)
+    return out
 
 
 def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
@@ -229,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--batch must be at least 1")
         out = Path(args.out)
         check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)])
-        subjects = subjects_from(args.subjects_from)  # read first: a bad file fails before the long part
+        names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)  # before the long part
         engine, trained = open_engine(args)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
         d = engine.describe()
@@ -242,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
                       f"{det.emotion} score {det.score:.2f}{tag}")
             rows.extend(found)
-        write_csv(rows, out, subjects, args.subject)
+        write_csv(rows, out, names)
         print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
         return 0
 

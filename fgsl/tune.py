@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
 from .files import atomic_write, unwritable_reason
-from .infer import merge_windows, subjects_from, to_detections, window_intervals
+from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
 from .weights import CONFIG_FILE, WeightsError
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -146,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch < 1:
             raise UsageError(f"--batch must be at least 1, got {args.batch}")
         gt = read_intervals(args.gt)
-        subjects = subjects_from(args.gt)
-        names = [Path(v).stem for v in args.videos]
-        if not any(name in subjects for name in names):
+        keys = truth_keys(args.gt)
+        names = table_names(args.videos, keys)
+        lacking = [v for v in args.videos if names[v] not in keys]
+        if len(lacking) == len(args.videos):
             # Every video would count as event-free and every threshold score 0.
-            raise UsageError(f"none of the {len(names)} --videos is in --gt {args.gt} (videos are matched by name, "
-                             f"e.g. {names[0]!r}): pass the videos this ground truth describes")
+            raise UsageError(f"none of the {len(lacking)} --videos is in --gt {args.gt} (videos are matched by name, "
+                             f"e.g. {video_name(lacking[0])!r}): pass the videos this ground truth describes")
+        if lacking:
+            warnings.warn(f"{len(lacking)} of the --videos are not in --gt and count as videos without movements "
+                          f"({', '.join(video_name(v) for v in lacking[:3])}{', ...' if len(lacking) > 3 else ''})")
         try:
             engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
         except WeightsError as exc:
@@ -161,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                              "so fgsl.tune takes trained weights only") from None
         if args.write:
             threshold_file(Path(args.weights))
-        items = [load_item(engine.cfg, subjects.get(name, name), name, Path(v), [], fps=args.fps)
-                 for name, v in zip(names, args.videos)]
+        items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps) for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)
         print(format_sweep(rows))
         choice = best(rows)

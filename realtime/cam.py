@@ -20,7 +20,7 @@ from pathlib import Path
 from fgsl.cli import (HelpFormatter, UsageError, check_output, non_negative_number, positive_number, register_user_error,
                       run)
 from fgsl.files import same_file
-from fgsl.infer import subjects_from
+from fgsl.infer import table_names, truth_keys
 
 from .capture import Capture, CaptureSource, FileSource, parse_source
 from .events import ConsoleSink, CsvSink, JsonlSink, Sink
@@ -155,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         device = 0 if args.source is None and args.device is None else args.device
         source = parse_source(device, args.source, fps=args.fps)
         check_outputs(args, source)
-        video = Path(args.source).stem if args.source else f"camera{device}"
-        subject = subjects_from(args.subjects_from).get(video) or args.subject or video  # a bad file fails now
+        if args.source:  # the CSV's columns, as fgsl.infer names them (a bad --subjects-from fails now)
+            subject, video = table_names([args.source], truth_keys(args.subjects_from), args.subject)[args.source]
+        else:
+            video = f"camera{device}"
+            subject = args.subject or video
         # Everything opened is closed on every way out (MediaPipe's landmarker included: left
         # to the garbage collector at exit, it prints a traceback of its own). Files are
         # opened (and so truncated) last, once the source, the spotter and the face model

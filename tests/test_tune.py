@@ -157,8 +157,11 @@ def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_swee
     nothing = [{"threshold": t, "tp": 0, "fp": 3, "fn": 2, "f1": 0.0, "recognition_f1": 0.0, "strs": 0.0}
                for t in (0.3, 0.5)]
     monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: nothing)  # weights that find none of the movements
-    assert tune_main(["--weights", str(tmp_path / "run"), "--videos", *videos, "--gt", gt, "--write", "--quiet"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    assert tune_main(["--weights", str(tmp_path / "run"), "--videos", *videos, str(other), "--gt", gt, "--write",
+                      "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: 1 of the --videos are not in --gt and count as videos without movements (other)" in err
+    assert err.strip().splitlines()[-1] == (
         "error: no threshold found a single movement of the ground truth (spotting F1 0 throughout): nothing to "
         "choose; nothing written")
     assert (tmp_path / "run" / "config.json").read_text() == before

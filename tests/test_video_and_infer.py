@@ -217,3 +217,21 @@ def test_infer_reads_a_folder_of_frames_with_fps(tmp_path, capsys):
     assert infer_main([*base, "--fps", "30", "--out", str(tmp_path / "b.csv")]) == 0
     rows = list(csv.reader((tmp_path / "b.csv").open()))[1:]
     assert rows and all(r[1] == "clip" and 0 <= int(r[2]) <= int(r[3]) <= 39 for r in rows)
+
+
+def test_table_names_follow_the_data_sets_layouts(tmp_path):
+    """Output rows must carry the ground truth's (subject, video) to be scored: CAS(ME)^2's
+    rawpic folders add the stimulus word, CAS(ME)^3's frames sit in <subject>/<video>/color,
+    and its video letters repeat across subjects."""
+    from fgsl.cli import UsageError
+    from fgsl.infer import table_names
+
+    truth = [("s15", "15_0401"), ("s15", "15_04012"), ("spNO.1", "a"), ("spNO.2", "a"), ("x", "clip")]
+    casme2 = str(tmp_path / "rawpic" / "s15" / "15_0401girlcrashing")
+    casme3 = str(tmp_path / "part_A" / "spNO.2" / "a" / "color")
+    names = table_names([casme2, casme3, "/v/clip.mp4", "/v/other.mp4"], truth, subject="S")
+    assert names == {casme2: ("s15", "15_0401"), casme3: ("spNO.2", "a"), "/v/clip.mp4": ("x", "clip"),
+                     "/v/other.mp4": ("S", "other")}
+    assert table_names(["/v/other.mp4"], [])["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
+    with pytest.raises(UsageError, match=r"video 'a' under 2 subjects \(spNO.1, spNO.2\) and none is in the path"):
+        table_names([str(tmp_path / "flat" / "a" / "color")], truth)
