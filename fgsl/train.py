@@ -333,10 +333,26 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
                          f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
                          f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
+    saved_data, data_now = state.get("data"), data_identity(args)
+    if saved_data is not None and saved_data != data_now:
+        differ = ", ".join(f"{k} {saved_data.get(k)!r} -> {data_now.get(k)!r}" for k in data_now if saved_data.get(k) != data_now[k])
+        raise UsageError(f"--resume: the run was trained on other data ({differ}): its subject split, validation and "
+                         "test set would change; resume with the run's own data flags")
     if state["epoch"] + 1 >= args.epochs and held_out_scored(out):
         raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs} and its "
                          f"held-out test is scored ({out / METRICS}): nothing left to do")
     return state
+
+
+def data_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What a resumed run must keep of its data flags: the annotation file, its videos, the
+    subject split and the validation choice (synthetic sets are compared by recipe and source
+    videos in :func:`prepare_data`, so only ``--val`` here)."""
+    kind, value = data_spec.parse(args.data)
+    if kind == "synthetic":
+        return {"kind": kind, "val": args.val}
+    return {"kind": kind, "file": str(Path(value).resolve()), "video_root": str(Path(args.video_root).resolve())
+            if args.video_root else None, "split": args.split, "val": args.val, "skip_bad_rows": args.skip_bad_rows}
 
 
 def held_out_scored(out: Path) -> bool:
@@ -496,6 +512,7 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": epoch, "step": step,
                 "best": best, "normaliser": criterion.normaliser, "torch_rng": torch.get_rng_state(),
                 "config": cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": env.world,
+                "data": data_identity(args),
             }, out / CHECKPOINT)
         history.append(record)
         env.barrier()

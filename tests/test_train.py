@@ -258,6 +258,17 @@ def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
     assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "16") == (
         "error: --resume: the run took 4 windows per optimiser step (--batch 4 x --accum 1 x 1 process(es)), this one 16 "
         "(--batch 16 x --accum 1 x 1): its steps and learning-rate schedule count those; resume with the same")
+    # A run on annotated data resumed with another split would train on its own test subjects.
+    table = tmp_path / "gt.csv"
+    table.write_text("subject,video,onset,offset,emotion\n")
+    data = {"kind": "table", "file": str(table.resolve()), "video_root": str(tmp_path.resolve()), "split": "loso:0",
+            "val": "auto", "skip_bad_rows": False}
+    save_state({"config": preset("tiny").to_dict(), "batch": 8, "accum": 1, "processes": 1, "epoch": 0, "data": data},
+               tmp_path / "checkpoint.safetensors")
+    line = _cli_error(capsys, "--out", str(tmp_path), "--resume", "--data", f"table={table}", "--video-root",
+                      str(tmp_path), "--split", "loso:1")
+    assert line == ("error: --resume: the run was trained on other data (split 'loso:0' -> 'loso:1'): its subject "
+                    "split, validation and test set would change; resume with the run's own data flags")
 
 
 def test_synthetic_data_can_come_from_one_video_file(tmp_path):
