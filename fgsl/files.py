@@ -62,15 +62,28 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     file's mode and replaces ``path``, on failure it is removed. ``suffix``: for libraries that
     look at the name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _naming(exc, path, tmp) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _naming(exc: OSError, path: Path, tmp: str | None = None) -> OSError:
+    """``exc`` naming ``path`` where it names no file (a write or flush on a full disk) or the
+    hidden temporary one, which means nothing to the user; other errors as they are."""
+    if exc.strerror and exc.filename in (None, tmp):
+        return OSError(exc.errno, exc.strerror, str(path))
+    return exc
 
 
 def unwritable_reason(path: str | Path) -> str | None:

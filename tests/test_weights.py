@@ -87,3 +87,25 @@ def test_weights_are_written_with_a_plain_files_mode_and_no_leftovers(saved):
     folder, _ = saved
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    """A write or flush that fails (ENOSPC) names no file, and the hidden temporary file means
+    nothing to the user: the error names the output, and the old file stays as it was."""
+    import errno
+    import os
+
+    from fgsl.cli import error_line
+    from fgsl.files import atomic_write
+
+    target = tmp_path / "pred.csv"
+    target.write_text("old")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write(target, b"new")
+    assert error_line(info.value) == f"{target}: No space left on device"
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["pred.csv"]
