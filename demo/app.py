@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import html
 import shutil
 import socket
@@ -333,8 +334,9 @@ def check_address(host: str, port: int) -> None:
         try:
             s.bind(address)
         except OSError as exc:
-            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} "
-                             "(another --port, or --port 0 for one the OS has free)") from None
+            hint = ("--host must be an address of this machine" if exc.errno == errno.EADDRNOTAVAIL
+                    else "another --port, or --port 0 for one the OS has free")
+            raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror or exc} ({hint})") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

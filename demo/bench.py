@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import HelpFormatter, UsageError, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
 
 from . import browser as B
 
@@ -194,8 +194,8 @@ def print_table(report: dict[str, Any]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured time (seconds)")
-    parser.add_argument("--warmup", type=float, default=4.0, help="seconds streamed before measuring")
+    parser.add_argument("--seconds", type=positive_number, default=20.0, help="measured time (seconds)")
+    parser.add_argument("--warmup", type=non_negative_number, default=4.0, help="seconds streamed before measuring")
     parser.add_argument("--sessions", type=int, default=1, help="browser pages streaming at once")
     parser.add_argument("--video",
                         help="face video for the fake camera, scaled to fit 448x336 "
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.seconds <= 0 or args.warmup < 0 or args.sessions < 1:
-            raise UsageError("--seconds must be positive, --warmup >= 0, --sessions >= 1")
+        if args.sessions < 1:
+            raise UsageError(f"--sessions must be at least 1, got {args.sessions}")
         report = run_bench(args.seconds, args.warmup, args.sessions, Path(args.video) if args.video else None)
         print_table(report)
         if args.json:

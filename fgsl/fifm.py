@@ -1,4 +1,4 @@
-"""FIFM: Frequency-based Information Filtering Module (figure ``fgsl_fifm.png``).
+"""FIFM: Frequency-based Information Filtering Module (the paper's FIFM figure, ``figs/FIFM.png``; docs/model.md).
 
 Two branches are built from the pyramid: classification from the coarse levels (L/8 and
 L/4, each brought to L by a transposed conv) and spotting from the fine levels (L/2 by a

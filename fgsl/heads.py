@@ -1,4 +1,4 @@
-"""Decoupled heads over every pyramid level (figures ``fgsl_overview.png``, ``fgsl_fifm.png``).
+"""Decoupled heads over every pyramid level (the paper's overview and FIFM figures; docs/model.md).
 
 FIFM produces a classification and a spotting feature at full resolution L. Each pyramid
 level ``l`` reads them average-pooled to its own length (``L >> l``) and added to its own

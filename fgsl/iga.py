@@ -1,4 +1,4 @@
-"""IGA: Information Gate Adapter (figure ``fgsl_iga_adapter.png``).
+"""IGA: Information Gate Adapter (the paper's adapter figure, ``figs/adaptor.png``; docs/model.md).
 
 Each adapter is a side branch that reads the (spatially pooled) output of one frozen
 encoder block: Down -> depthwise temporal conv -> GELU -> Gate Memory Module, plus a skip

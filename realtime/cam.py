@@ -23,7 +23,7 @@ from fgsl.files import same_file
 from fgsl.infer import table_names, truth_keys
 
 from .capture import Capture, CaptureSource, FileSource, parse_source
-from .events import ConsoleSink, CsvSink, JsonlSink, Sink
+from .events import ConsoleSink, CsvSink, JsonlSink, Sink, SinkError
 from .face import DEFAULT_MAX_FACES
 from .overlay import Display, OverlayState, VideoSaver
 from .pipeline import Pipeline
@@ -138,7 +138,10 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
         print("interrupted: finishing open events", file=sys.stderr)
     except RealtimeError as exc:  # the source failed (camera gone for good): keep what was spotted
         failure = exc
-    pipeline.finish()
+    try:
+        pipeline.finish()
+    except SinkError as exc:  # an event file failed while the last events were written
+        failure = failure or exc
     seconds = time.monotonic() - start
     return Summary(pipeline.frames, seconds, pipeline.frames / max(seconds, 1e-6), capture.stats.dropped,
                    pipeline.event_count, pipeline.micro_count, failure)

@@ -52,6 +52,7 @@ class Pipeline:
         self.last_face_s: float | None = None  # stream time of the last frame with a face
         self._now = 0.0
         self._failed_sinks: list[Sink] = []  # dropped by _write, still to be closed
+        self._sink_failure: SinkError | None = None  # raised at the end of the step that met it
 
     def step(self, frame: Frame) -> StepResult:
         start = time.monotonic()
@@ -68,6 +69,7 @@ class Pipeline:
         done = self._spot(windows + ended, ended_tracks=set(update.lost))
         timings["spotter"] = (time.monotonic() - t0) * 1000 - done[1]
         timings["events"] = done[1]
+        self._raise_sink_failure()
         return StepResult(frame, update.faces, done[0], timings)
 
     def finish(self) -> list[Event]:
@@ -77,6 +79,7 @@ class Pipeline:
         events, _ = self._spot(ended, ended_tracks=set(lost) | {w.track for w in ended})
         tail = self.merger.finish(self._now)
         self._write(tail)
+        self._raise_sink_failure()
         return events + tail
 
     def signals(self) -> dict[int, np.ndarray]:
@@ -102,9 +105,9 @@ class Pipeline:
 
     def _write(self, events: list[Event]) -> None:
         """Every event to every sink. A sink that fails (:class:`SinkError`) is dropped while the
-        others, the console among them, get the rest of the batch; then the first failure is
-        raised (``realtime.cam`` ends the run there, as when its source fails)."""
-        failed: list[SinkError] = []
+        others, the console among them, get every event; :meth:`step` and :meth:`finish` raise
+        the failure once their work is done (``realtime.cam`` ends the run there, as when its
+        source fails), so no event of the step is lost to the console."""
         for event in events:
             self.event_count += 1
             self.micro_count += event.kind == "micro"
@@ -114,10 +117,20 @@ class Pipeline:
                 except SinkError as exc:
                     self.sinks.remove(sink)
                     self._failed_sinks.append(sink)
-                    failed.append(exc)
-        if failed:
-            raise failed[0]
+                    self._sink_failure = self._sink_failure or exc
+
+    def _raise_sink_failure(self) -> None:
+        failure, self._sink_failure = self._sink_failure, None
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
+        """Close every sink, even when one fails to (the first failure is raised after)."""
+        failure: BaseException | None = None
         for sink in self.sinks + self._failed_sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be closed
+                failure = failure or exc
+        if failure is not None:
+            raise failure

@@ -136,9 +136,9 @@ def test_default_face_videos_for_synthetic_data(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("FGSL_FACE_VIDEOS", str(empty))
-    with pytest.raises(DataSpecError, match=r"^\$FGSL_FACE_VIDEOS=.*empty: not a folder of .mp4 face videos$"):
+    with pytest.raises(DataSpecError, match=r"^\$FGSL_FACE_VIDEOS=.*empty: not a folder of face videos$"):
         spec.default_face_videos()
-    (empty / "face.mp4").write_bytes(b"")
+    (empty / "face.AVI").write_bytes(b"")  # any video suffix, any case, as synthetic=DIR takes
     assert spec.default_face_videos() == empty
     # No variable and no ../shared/data: the bundled sample, with a warning saying so.
     monkeypatch.delenv("FGSL_FACE_VIDEOS")

@@ -77,7 +77,7 @@ def default_face_videos() -> Path:
     chosen = os.environ.get("FGSL_FACE_VIDEOS")
     if chosen:
         if not _has_videos(Path(chosen)):
-            raise DataSpecError(f"$FGSL_FACE_VIDEOS={chosen}: not a folder of .mp4 face videos")
+            raise DataSpecError(f"$FGSL_FACE_VIDEOS={chosen}: not a folder of face videos")
         return Path(chosen)
     if _has_videos(ROOT.parent / "shared" / "data"):
         return ROOT.parent / "shared" / "data"
@@ -89,7 +89,7 @@ def default_face_videos() -> Path:
 
 
 def _has_videos(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob("*.mp4"))
+    return folder.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in folder.iterdir())
 
 
 def parse(spec: str) -> tuple[str, str | None]:
