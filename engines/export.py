@@ -530,7 +530,7 @@ def config_of(manifest: Mapping[str, Any]) -> FGSLConfig:
 def check_trained(manifest: Mapping[str, Any], folder: str | Path, allow_untrained: bool) -> None:
     """Refuse an engine built from untrained weights unless allowed (as weights folders are)."""
     if manifest.get("trained") is False and not allow_untrained:
-        raise weights.WeightsError(f"{folder}: this engine was built from untrained (random) weights; its outputs "
+        raise weights.UntrainedWeights(f"{folder}: this engine was built from untrained (random) weights; its outputs "
                                    "mean nothing. Pass --allow-untrained for benchmarks")
 
 

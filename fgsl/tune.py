@@ -42,7 +42,7 @@ from .data.spec import VideoItem, load_item
 from .evaluate import Interval, canonical_id, evaluate, read_intervals
 from .files import atomic_write, unwritable_reason
 from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
-from .weights import CONFIG_FILE, WeightsError
+from .weights import CONFIG_FILE, UntrainedWeights
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 
@@ -159,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"({', '.join(video_name(v) for v in lacking[:3])}{', ...' if len(lacking) > 3 else ''})")
         try:
             engine = engines.open(args.weights, backend=args.backend, device=args.engine_device)
-        except WeightsError as exc:
-            if "untrained" not in str(exc):
-                raise
+        except UntrainedWeights:
             raise UsageError(f"{args.weights}: untrained (random) weights; a threshold for them means nothing, "
                              "so fgsl.tune takes trained weights only") from None
         if args.write:

@@ -30,6 +30,10 @@ class WeightsError(ValueError):
     """A weights folder that cannot be used (the message names the file and the reason)."""
 
 
+class UntrainedWeights(WeightsError):
+    """Weights saved as untrained (random), refused unless the caller allows them."""
+
+
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, shapes and bytes of all tensors: detects flipped bytes on disk,
     which the safetensors format itself does not."""
@@ -85,7 +89,7 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
     path = folder / WEIGHTS_FILE
     meta, stored = tensorfile.read(path, WeightsError, FORMAT, "FGSL weights file")
     if meta.get("trained") != "true" and not allow_untrained:
-        raise WeightsError(
+        raise UntrainedWeights(
             f"{folder / WEIGHTS_FILE}: these are untrained (random) weights; their outputs mean nothing. "
             "Train with `python -m fgsl.train`, or pass --allow-untrained for benchmarks"
         )
