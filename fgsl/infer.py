@@ -180,14 +180,14 @@ def truth_keys(path: str | None) -> list[tuple[str, str]]:
 
 def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | None = None) -> dict[str, tuple[str, str]]:
     """Each input path's (subject, video) columns. With ground truth: its row for the video's
-    name, or for a name that continues it with a non-digit (CAS(ME)^2's ``15_0401girlcrashing``
+    name, or for a name that continues it with a letter (CAS(ME)^2's ``15_0401girlcrashing``
     is table video ``15_0401``); where several subjects have that video (CAS(ME)^3's ``a``),
     the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``)."""
     out = {}
     for path in paths:
         name = video_name(path)
         rows = [(s, v) for s, v in truth if v == name] or [
-            (s, v) for s, v in truth if name.startswith(v) and len(name) > len(v) and not name[len(v)].isdigit()]
+            (s, v) for s, v in truth if name.startswith(v) and len(name) > len(v) and name[len(v)].isalpha()]
         if len(rows) > 1:
             rows = [(s, v) for s, v in rows if s in Path(path).resolve().parts] or rows
         if len(rows) > 1:

@@ -233,5 +233,6 @@ def test_table_names_follow_the_data_sets_layouts(tmp_path):
     assert names == {casme2: ("s15", "15_0401"), casme3: ("spNO.2", "a"), "/v/clip.mp4": ("x", "clip"),
                      "/v/other.mp4": ("S", "other")}
     assert table_names(["/v/other.mp4"], [])["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
+    assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip" + "_v2"
     with pytest.raises(UsageError, match=r"video 'a' under 2 subjects \(spNO.1, spNO.2\) and none is in the path"):
         table_names([str(tmp_path / "flat" / "a" / "color")], truth)

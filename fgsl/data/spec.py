@@ -130,7 +130,7 @@ def find_video(root: Path, subject: str, video: str) -> Path:
 
     Looked up as ``ROOT/subject/video`` then ``ROOT/video``: a folder of numbered frames or a
     file with a video suffix, named exactly, or else the one entry whose name continues the
-    video's with a non-digit (CAS(ME)^2's ``rawpic/s15/15_0401girlcrashing`` for table video
+    video's with a letter (CAS(ME)^2's ``rawpic/s15/15_0401girlcrashing`` for table video
     ``15_0401``: the workbook has no stimulus word). A folder holding ``color/`` (CAS(ME)^3's
     ``spNO.1/a/color`` beside ``depth/``) is read from ``color/``. See docs/datasets.md.
     """
@@ -154,11 +154,11 @@ def _exact(base: Path) -> Path | None:
 
 
 def _continued(base: Path) -> Path | None:
-    """The one folder, or else the one video file, named ``base`` + a non-digit + more."""
+    """The one folder, or else the one video file, named ``base`` + a letter + more (a stimulus word)."""
     if not base.parent.is_dir():
         return None
     named = [p for p in base.parent.iterdir()
-             if p.name.startswith(base.name) and len(p.name) > len(base.name) and not p.name[len(base.name)].isdigit()]
+             if p.name.startswith(base.name) and len(p.name) > len(base.name) and p.name[len(base.name)].isalpha()]
     for group in ([p for p in named if p.is_dir()], [p for p in named if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]):
         if len(group) == 1:
             return group[0]
