@@ -175,7 +175,8 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     stem = Path(name).stem or "video"
     csv_path, jsonl_path = out_dir / f"{stem}_megc.csv", out_dir / f"{stem}_events.jsonl"
     try:
-        sinks = [CsvSink(csv_path, stem, stem), JsonlSink(jsonl_path)]
+        untrained = settings.spotter == "fgsl" and factory.trained is False  # marked as realtime.cam --events does
+        sinks = [CsvSink(csv_path, stem, stem), JsonlSink(jsonl_path, {"untrained": True} if untrained else None)]
         pipeline = factory.pipeline(settings, sinks)
     except BaseException:
         capture.stop()

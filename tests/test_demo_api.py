@@ -188,6 +188,9 @@ def test_fgsl_spotter_is_offered_with_an_engine_and_says_untrained(tmp_path):
     assert summary.startswith("**UNTRAINED FGSL weights") and "fgsl spotter" in summary and "72 frames" in summary
     assert plot.ndim == 3 and Path(video).is_file() and read_rows({"headers": TABLE_HEADERS, "data": table}) == table
     assert all(Path(f).is_file() for f in files)
+    *_, files = app.analyse(str(SAMPLE), "fgsl", 1000.0, 1)  # random weights report at this sensitivity
+    lines = event_lines(next(f for f in files if str(f).endswith(".jsonl")))
+    assert lines and all(line["untrained"] is True for line in lines)  # as realtime.cam --events marks them
     out = app.live_step(frames_of(SAMPLE)[0], "fgsl", 1.0, 1, SimpleNamespace(session_hash="f"))
     assert "spotter fgsl (UNTRAINED weights)" in out
     app.registry.close_all()
