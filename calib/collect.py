@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, explain, run
-from fgsl.config import CHUNK_FRAMES, FGSLConfig
+from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
 
@@ -322,7 +322,7 @@ def config_from_args(preset: str | None, weights: str | None) -> FGSLConfig:
         if not (folder / "config.json").is_file():
             raise CalibError(f"{folder}: neither a weights folder (config.json) nor an engine folder (manifest.json)")
         return FGSLConfig.load(folder / "config.json")
-    return preset_config(preset or "realtime")
+    return preset_config(preset or DEFAULT_PRESET)
 
 
 def build_parser() -> argparse.ArgumentParser:

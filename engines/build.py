@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import HelpFormatter, UsageError, run
-from fgsl.config import PRESETS, preset
+from fgsl.config import DEFAULT_PRESET, PRESETS, preset
 
 from .base import EngineError
 from .cache import sha256_file
@@ -35,7 +35,6 @@ from .export import (DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MANIFEST, MAX_OPSET, MIN
                      is_engine_dir, read_manifest, write_manifest)
 
 #: The network ``--allow-untrained`` builds without ``--preset``.
-DEFAULT_PRESET = "realtime"
 #: fp32 agreement required of a fresh ONNX Runtime build (the issue's acceptance bound).
 FP32_TOLERANCE = 1e-4  # equals engines.selftest.TOLERANCE["fp32"] (tests check they agree)
 

@@ -266,6 +266,10 @@ PRESETS: dict[str, FGSLConfig] = {
 }
 
 
+#: The preset a command uses when it builds a network without weights and no --preset is given.
+DEFAULT_PRESET = "realtime"
+
+
 def preset(name: str, **overrides: Any) -> FGSLConfig:
     """A named preset, optionally with fields replaced (e.g. ``window_frames=16``)."""
     try:

@@ -28,7 +28,7 @@ from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
 from .cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, run, score_threshold
-from .config import PRESETS, FGSLConfig, preset
+from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
 from .files import atomic_write
@@ -218,7 +218,7 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
         return engine, engines.trained(args.weights)
     if not args.allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    name = getattr(args, "preset", None) or "realtime"
+    name = getattr(args, "preset", None) or DEFAULT_PRESET
     engine = engines.open_model(build(preset(name)), backend=args.backend, device=device,
                                 source=f"untrained preset {name!r}")
     return engine, False

@@ -80,7 +80,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.config import CHUNK_FRAMES, FGSLConfig, is_positive_number
+from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, is_positive_number
 from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.synthetic import Recipe
@@ -230,7 +230,7 @@ class FGSLSpotter:
             engine_device=getattr(args, "engine_device", None),
         )
         if not ns.weights and ns.allow_untrained:
-            preset_config(ns.preset or "realtime")  # an unknown preset: ConfigError naming the choices
+            preset_config(ns.preset or DEFAULT_PRESET)  # an unknown preset: ConfigError naming the choices
         engine, trained = open_engine(ns)
         sensitivity = getattr(args, "sensitivity", None)
         try:
