@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
+from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_number,
+                      register_user_error, run)
 
 from . import browser as B
 
@@ -50,19 +51,6 @@ register_user_error(B.BrowserMissing)
 MAX_CLIP_S = 60.0
 #: What to install for the benchmark's own dependencies.
 INSTALL_HINT = "pip install 'fgsl-spotter[demo]' playwright"
-
-
-def _needs(module: str) -> Any:
-    """Import ``module`` (a package the benchmark needs, not the core install) or say what to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        top = module.split(".")[0]
-        if exc.name is None or exc.name.split(".")[0] != top:
-            raise
-        raise B.BrowserMissing(f"the benchmark needs {top}: {INSTALL_HINT}") from None
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -107,9 +95,11 @@ def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, vid
     if video is not None:
         with open(video, "rb"):  # a missing or unreadable --video fails now, naming it
             pass
-    sync_playwright = _needs("playwright.sync_api").sync_playwright
-    _needs("gradio")
-    _needs("matplotlib")
+    problem = missing_module(("playwright.sync_api", "gradio", "matplotlib"), "the benchmark", INSTALL_HINT)
+    if problem is not None:
+        raise B.BrowserMissing(problem)
+    from playwright.sync_api import sync_playwright
+
     from .app import DemoApp, DemoConfig
     from .session import PipelineFactory
 

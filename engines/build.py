@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, run
+from fgsl.cli import HelpFormatter, UsageError, refuse_preset_with_weights, run
 from fgsl.config import DEFAULT_PRESET, PRESETS, preset
 
 from .base import EngineError
@@ -56,9 +56,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, bool | None, str]:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse flag combinations that cannot work before minutes of export, not after."""
     refuse_quantized(args.precision)
-    if args.weights and args.preset:
-        raise UsageError("--preset is for --allow-untrained without --weights: a weights folder's config.json "
-                         "sets its preset")
+    refuse_preset_with_weights(args.weights, args.preset)
     if args.backend == "onnxruntime" and args.fifm == "plugin":
         raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
     if args.triton_max_batch < 1:

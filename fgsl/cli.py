@@ -142,6 +142,31 @@ def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | 
             raise UsageError(f"{flag} {path} would overwrite {other_flag} {other}; write it elsewhere")
 
 
+def refuse_preset_with_weights(weights: object, preset: object) -> None:
+    """``--preset`` picks the network only for ``--allow-untrained`` without weights; with
+    ``--weights`` the folder's config.json does, and a preset given too would be ignored silently."""
+    if weights and preset:
+        raise UsageError("--preset is for --allow-untrained without --weights: a weights folder's config.json "
+                         "sets its preset")
+
+
+def missing_module(modules: Iterable[str], needed_by: str, hint: str) -> str | None:
+    """Why the first of ``modules`` (an optional extra's packages) cannot be imported, as the
+    text of one ``error:`` line naming what to install; ``None`` when all import. A package
+    that is installed but broken (one of its own dependencies missing) is told apart."""
+    import importlib
+
+    for module in modules:
+        top = module.split(".")[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == top:
+                return f"{needed_by} needs {top}: {hint}"
+            return f"{top} is installed but cannot be imported ({explain(exc)}): {hint}"
+    return None
+
+
 def error_line(exc: BaseException) -> str:
     """The text after ``error:``: an OS error as ``PATH: reason`` (not ``[Errno 28] ...: 'PATH'``)."""
     if isinstance(exc, OSError) and exc.strerror:

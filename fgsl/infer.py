@@ -27,7 +27,8 @@ from tqdm import tqdm
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, run, score_threshold
+from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, refuse_preset_with_weights, run,
+                  score_threshold)
 from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
 from .data.video import normalise, read_centre_crops, resample_indices
 from .decode import Interval, decode
@@ -211,8 +212,7 @@ def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
     from .model import build
 
     device = getattr(args, "engine_device", None) or "auto"
-    if args.weights and getattr(args, "preset", None):
-        raise UsageError("--preset is for --allow-untrained without --weights: the weights' config sets the preset")
+    refuse_preset_with_weights(args.weights, getattr(args, "preset", None))
     if args.weights:
         engine = engines.open(args.weights, backend=args.backend, device=device, allow_untrained=args.allow_untrained)
         return engine, engines.trained(args.weights)

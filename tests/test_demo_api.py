@@ -410,6 +410,14 @@ def test_python_m_demo_without_the_demo_extra_is_one_error_line(module):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize("module", ["playwright", "gradio"])
+def test_demo_bench_without_its_packages_is_one_error_line(module):
+    script = WITHOUT_MODULE.replace('sys.argv = ["demo"]', 'sys.argv = ["demo.bench", "--seconds", "1"]').replace(
+        'run_module("demo"', 'run_module("demo.bench"')
+    out = subprocess.run([sys.executable, "-c", script, module], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stderr.strip()) == (2, f"error: the benchmark needs {module}: {bench.INSTALL_HINT}")
+
+
 # ---------------------------------------------------------------------- the fake camera's clip
 def first_luma(y4m: Path) -> np.ndarray:
     """The first frame's Y plane of a ``.y4m`` (after checking it is 4:2:0, as chromium needs)."""

@@ -171,7 +171,7 @@ def test_infer_refuses_bad_thresholds_and_a_folder_as_out_before_any_work(tmp_pa
     assert capsys.readouterr().err.strip().splitlines() == [f"error: --out {tmp_path}: cannot write here (it is a folder)"]
     assert infer_main(["--weights", str(tmp_path), "--preset", "tiny", "--videos", str(SAMPLE_VIDEO)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --preset is for --allow-untrained without --weights: the weights' config sets the preset"]
+        "error: --preset is for --allow-untrained without --weights: a weights folder's config.json sets its preset"]
     # An --out that is one of the videos would replace it with the CSV.
     copy = tmp_path / "clip.mp4"
     copy.write_bytes(SAMPLE_VIDEO.read_bytes())
