@@ -121,11 +121,12 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
           file=file or sys.stderr, flush=True)
 
 
-def add_source_fps_flag(parser: argparse.ArgumentParser, overrides_files: bool = True) -> None:
-    """``--fps`` for commands that read videos or frame folders (infer, tune, calib.collect)."""
+def add_source_fps_flag(parser: argparse.ArgumentParser) -> None:
+    """``--fps`` for commands that read videos or frame folders (infer, tune, calib.collect): one
+    meaning everywhere, so a video lands on the same model frames in each."""
     parser.add_argument("--fps", type=positive_number,
-                        help="frame rate of the sources: required for folders of numbered frames"
-                             + ("; overrides a video's header" if overrides_files else " (video files keep their own)"))
+                        help="frame rate of the sources: required for folders of numbered frames; overrides a "
+                             "video's header")
 
 
 def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:

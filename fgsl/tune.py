@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
     parser.add_argument("--videos", nargs="+", required=True,
                         help="validation videos or frame folders (not the test set), named as in --gt")
-    add_source_fps_flag(parser, overrides_files=False)
+    add_source_fps_flag(parser)
     parser.add_argument("--gt", required=True, help="their ground truth (annotation table or MEGC CSV)")
     parser.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
                         help="candidate score thresholds, comma-separated, each in [0, 1)")

@@ -130,6 +130,20 @@ def test_events_at_the_last_frame_stay_in_the_video_at_another_frame_rate(tmp_pa
     assert len(item.frames) == 11 and item.events[0][2] == 10
 
 
+def test_a_given_rate_overrides_a_video_files_header_as_in_fgsl_infer(tmp_path):
+    """A data set's rate (or tune's --fps) wins over a wrong container rate, as ``fgsl.infer --fps``
+    does: the same video must land on the same model frames in tuning and in inference."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25, (32, 32))
+    for _ in range(20):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    row = Annotation("a", "clip", 10, 12, 14, "micro", "surprise")
+    assert load_item(preset("tiny"), "a", "clip", path, [row]).source_fps == 25
+    item = load_item(preset("tiny"), "a", "clip", path, [row], fps=15)
+    assert item.source_fps == 15 and len(item.frames) == 39 and item.events[0][:3] == (20, 24, 28)
+
+
 def test_default_face_videos_for_synthetic_data(tmp_path, monkeypatch):
     from fgsl.data import spec
 

@@ -104,12 +104,13 @@ def parse(spec: str) -> tuple[str, str | None]:
 
 def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[Annotation],
               fps: float | None = None, table: Path | None = None) -> VideoItem:
-    """Read a video (``fps``: the data set's rate, needed for frame folders) and move its
-    annotations (from ``table``, named in errors) to model frames.
+    """Read a video (``fps``: the data set's rate, needed for frame folders and overriding a
+    video file's header, as ``fgsl.infer --fps`` does) and move its annotations (from ``table``,
+    named in errors) to model frames.
 
     A row that ends past the video's last frame is refused: its event never fits in a window,
     and every window that would cut it is dropped, so it silently removes training data."""
-    video = read_centre_crops(path, cfg.image_size, fps if Path(path).is_dir() else None)
+    video = read_centre_crops(path, cfg.image_size, fps)
     index = resample_indices(video.count, video.fps, cfg.fps)
     scale = cfg.fps / video.fps
     events = []
