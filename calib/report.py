@@ -83,6 +83,18 @@ def model_config(onnx_path: str | Path) -> FGSLConfig | None:
         raise CalibError(f"{onnx_path}: its fgsl.config metadata is unreadable ({exc})") from None
 
 
+def check_same_weights(fp32: str | Path, quantized: str | Path) -> None:
+    """Refuse two models exported from different weights: their differences would be reported
+    as quantisation error. Both carry ``fgsl.weights_sha256`` from ``engines.export`` (the
+    quantisers keep ``metadata_props``); a model without it is not checked."""
+    from engines.export import read_metadata
+
+    digests = [read_metadata(path).get("fgsl.weights_sha256") for path in (fp32, quantized)]
+    if None not in digests and digests[0] != digests[1]:
+        raise CalibError(f"{quantized} was not made from {fp32}: they hold different weights (fgsl.weights_sha256 "
+                         f"{digests[1][:12]}... vs {digests[0][:12]}...); quantise that FP32 model with calib.quantize")
+
+
 def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
     """An ONNX Runtime session, or :class:`CalibError` naming the file and the reason."""
     ort = _onnxruntime()
@@ -194,6 +206,7 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")
     for path in (fp32, quantized):
         check_config(path, data, names)  # windows of another preset: one line, not ORT's InvalidArgument
+    check_same_weights(fp32, quantized)
     cfg = cfg or model_config(fp32) or data.cfg
     x = calibration_inputs(names, data, count)[names[0]]
     ref_session = open_session(fp32, providers, threads)

@@ -342,6 +342,23 @@ def test_report_refuses_unknown_providers_other_presets_and_bad_thresholds(
     assert "argument --threshold: must be a score in [0, 1), got 'nan'" in capsys.readouterr().err
 
 
+def test_report_refuses_a_quantised_model_of_other_weights(fp32_onnx: Path, calib_file: Path,
+                                                          ort_int8: tuple[Path, dict], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Another network's differences would be reported as quantisation error."""
+    from engines.export import export_onnx, read_metadata
+
+    path, _ = ort_int8
+    assert read_metadata(path)["fgsl.weights_sha256"] == read_metadata(fp32_onnx)["fgsl.weights_sha256"]
+    other = build(CFG, seed=1)
+    randomise_adapters(other)
+    other_onnx = export_onnx(other, tmp_path / "other.onnx", graph="model", fifm="conv")
+    assert report_mod.main(["--fp32", str(other_onnx), "--quantized", str(path), "--data", str(calib_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path} was not made from {other_onnx}: they hold different "
+                                               "weights (fgsl.weights_sha256 ")
+
+
 def test_report_decodes_at_the_models_own_threshold(calib_file: Path, tmp_path: Path) -> None:
     """The threshold stored with the weights (in the export's fgsl.config), not the calibration
     file's preset default (0.3)."""
