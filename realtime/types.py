@@ -148,6 +148,8 @@ EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "kind": str,
 }
 LABELS = ("negative", "positive", "surprise", "others")
+#: The spotters that emit events (``realtime/spotters/``).
+SPOTTERS = ("flow", "fgsl")
 
 #: A micro-expression lasts at most this long (onset to offset); longer movements are
 #: ``macro``. The common definition of CAS(ME)^2 and SAMM (under 0.5 s).
@@ -163,9 +165,23 @@ def validate_event_line(obj: dict[str, Any]) -> None:
             raise ValueError(f"event lacks {key!r}")
         if isinstance(obj[key], bool) or not isinstance(obj[key], kind):
             raise ValueError(f"event field {key!r} has type {type(obj[key]).__name__}")
+    extra = set(obj) - set(EVENT_SCHEMA)
+    if extra - {"untrained"} or obj.get("untrained", True) is not True:
+        raise ValueError(f"event has keys outside the schema: {sorted(extra)} (only \"untrained\": true may be added)")
+    if obj["track"] < 0 or obj["onset"] < 0:
+        raise ValueError("event needs a track id and frames of 0 or more")
     if not obj["onset"] <= obj["apex"] <= obj["offset"]:
         raise ValueError("event needs onset <= apex <= offset")
+    if not obj["onset_s"] <= obj["offset_s"] <= obj["emitted_s"]:
+        raise ValueError("event needs onset_s <= offset_s <= emitted_s")
+    # Both sides are rounded to 4 decimals on output (Event.to_json).
+    if abs(obj["delay_s"] - (obj["emitted_s"] - obj["offset_s"])) > 2e-4:
+        raise ValueError("event delay_s is not emitted_s - offset_s")
+    if not 0 <= obj["score"] <= 1:
+        raise ValueError(f"event score {obj['score']} is not in [0, 1]")
     if obj["label"] not in LABELS:
         raise ValueError(f"event label {obj['label']!r} is not one of {LABELS}")
     if obj["kind"] not in ("micro", "macro"):
         raise ValueError(f"event kind {obj['kind']!r} is not micro or macro")
+    if obj["spotter"] not in SPOTTERS:
+        raise ValueError(f"event spotter {obj['spotter']!r} is not one of {SPOTTERS}")

@@ -7,6 +7,8 @@ import io
 import json
 import os
 
+import re
+
 import pytest
 
 from realtime.events import ConsoleSink, CsvSink, EventMerger, JsonlSink, SinkError, frame_iou
@@ -82,6 +84,16 @@ def test_event_lines_follow_the_schema(tmp_path):
     for key in ("score", "delay_s"):
         with pytest.raises(ValueError, match=f"lacks '{key}'"):
             validate_event_line({k: v for k, v in line.items() if k != key})
+    validate_event_line(dict(line, untrained=True))  # the one key a sink may add
+    for change, message in [({"track": "0"}, "'track' has type str"), ({"track": True}, "'track' has type bool"),
+                            ({"kind": "meso"}, "kind 'meso'"), ({"spotter": "lbp"}, "spotter 'lbp'"),
+                            ({"score": 1.5}, "score 1.5"), ({"track": -1}, "track id"),
+                            ({"onset_s": line["offset_s"] + 1}, "onset_s <= offset_s"),
+                            ({"emitted_s": line["offset_s"] - 0.5}, "offset_s <= emitted_s"),
+                            ({"delay_s": line["delay_s"] + 0.5}, "delay_s is not"),
+                            ({"untrained": False}, "outside the schema"), ({"note": "x"}, "outside the schema")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            validate_event_line(dict(line, **change))
 
 
 def _event(onset: int, kind: str = "micro") -> Event:
