@@ -14,8 +14,10 @@ class FakeCamera:
 
     def __init__(self, frames: list[np.ndarray], fail_after: int | None = None,
                  fps: float = 30.0, period_s: float = 0.0, opened: bool = True,
-                 on_read: Callable[[int], None] | None = None) -> None:
-        self.frames, self.fail_after, self.fps = frames, fail_after, fps
+                 on_read: Callable[[int], None] | None = None, fails_as: str = "false") -> None:
+        """``fails_as``: how a failed read looks, as drivers do it on unplug: ``"false"``
+        (``(False, None)``), ``"raise"`` (``cv2.error``) or ``"empty"`` (``(True, 0x0 image)``)."""
+        self.frames, self.fail_after, self.fps, self.fails_as = frames, fail_after, fps, fails_as
         self.period_s, self.opened, self.on_read = period_s, opened, on_read
         self.reads = 0
         self.released = False
@@ -29,6 +31,10 @@ class FakeCamera:
         if self.on_read is not None:
             self.on_read(self.reads)
         if self.released or (self.fail_after is not None and self.reads >= self.fail_after):
+            if self.fails_as == "raise":
+                raise cv2.error("camera unplugged")
+            if self.fails_as == "empty":
+                return True, np.empty((0, 0, 3), np.uint8)
             return False, None
         image = self.frames[self.reads % len(self.frames)]
         self.reads += 1

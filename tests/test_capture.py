@@ -203,6 +203,20 @@ def test_slow_consumer_drops_oldest_and_sees_newest(real_frames):
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("fails_as", ["raise", "empty"])
+def test_a_read_that_raises_or_gives_an_empty_image_is_an_outage(real_frames, fails_as):
+    """Drivers signal an unplugged camera in these ways too: a reconnect follows, indices go on."""
+    first = FakeCamera(real_frames[:10], fail_after=10, fails_as=fails_as)
+    second = FakeCamera(real_frames[10:], fail_after=5, fails_as=fails_as)
+    capture = Capture(CameraSource("camera 0", scripted_opener(first, second)), queue_size=100, give_up_s=0.5,
+                      backoff_s=FAST_BACKOFF)
+    frames = []
+    with pytest.raises(RealtimeError, match="camera 0"):
+        frames.extend(capture)
+    assert [f.index for f in frames] == list(range(15)) and capture.stats.reconnects == 1
+    assert all(np.array_equal(f.image, real_frames[f.index]) for f in frames)
+
+
 def test_camera_reconnects_and_keeps_counting(real_frames):
     statuses, after_reconnect = [], []
     capture: Capture | None = None

@@ -301,7 +301,8 @@ def test_fixture_matches_official():
 STRS_METRIC_DIR = os.environ.get("FGSL_STRS_METRIC_DIR")
 
 
-@pytest.mark.skipif(not STRS_METRIC_DIR, reason="set FGSL_STRS_METRIC_DIR to a checkout of genbing99/STRS-Metric")
+@pytest.mark.skipif(not STRS_METRIC_DIR, reason="needs the official scorer's data, which cannot ship (no licence): set "
+                                                "FGSL_STRS_METRIC_DIR to a checkout of genbing99/STRS-Metric")
 def test_official_repository_data():
     # data/gt.csv and data/pred.csv of the official repository (not vendored: the repository
     # has no licence and the annotations come from a licensed data set). `python main.py` there

@@ -208,6 +208,22 @@ def test_two_faces_side_by_side_keep_their_ids() -> None:
     assert all(fs[0].box[2] < width / 2 < fs[1].box[0] for fs in by_x)  # one face per half
 
 
+def test_one_face_allowed_and_two_in_view_keeps_one_stable_track() -> None:
+    """``--max-faces 1`` with two faces in view: MediaPipe may return either face each frame;
+    the track must stay on one of them, not hop between them (a hop would end the track and
+    lose its buffer every time)."""
+    images, fps = read_frames("liveportrait_d18_d19_two_faces_sidebyside.mp4")
+    images = images[:60]
+    with FaceTracker(max_faces=1, crop_size=S) as tracker:
+        updates = run(tracker, images, fps)
+        assert tracker.close() == [0]
+    assert all(len(u.faces) == 1 for u in updates) and not any(u.lost for u in updates)
+    assert {u.faces[0].track for u in updates} == {0}
+    width = images[0].shape[1]
+    halves = {u.faces[0].box[0] + u.faces[0].box[2] < width for u in updates}  # box centre left of the middle?
+    assert len(halves) == 1  # always the same face
+
+
 def test_face_lost_then_new_id(single_face) -> None:
     images, fps, _ = single_face
     black = np.zeros_like(images[0])
