@@ -232,7 +232,9 @@ class DemoApp:
             spotter_note = f"FGSL: {self.factory.describe('fgsl')}. Flow: {self.factory.describe('flow')}."
             if self.factory.trained is False:
                 spotter_note = f'<span class="demo-untrained">{spotter_note}</span>'
-        with gr.Blocks(title="Micro-expression spotter", delete_cache=(600, 3600)) as demo:
+        # analytics_enabled=False: Gradio's default sends launch statistics to, and checks its
+        # version at, api.gradio.app; the demo fetches and reports nothing (webcam user studies).
+        with gr.Blocks(title="Micro-expression spotter", delete_cache=(600, 3600), analytics_enabled=False) as demo:
             gr.Markdown("# Micro-expression spotter")
             why = DISCLAIMER.split(": ", 1)[-1]
             gr.HTML(f'<div class="demo-note" id="disclaimer"><b>Micro-expression spotting is a research tool, not a '

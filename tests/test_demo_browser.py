@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -89,6 +90,36 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_neither_the_server_nor_the_page_reaches_beyond_this_machine(chromium, tmp_path, monkeypatch):
+    """Nothing is fetched or reported at run time: Gradio's default sends launch statistics to
+    and checks its version at api.gradio.app, and pages can pull fonts or scripts from CDNs.
+    Every name the server process looks up and every request the page makes is recorded."""
+    looked_up: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def recording_getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host if isinstance(host, str) else repr(host))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)
+    app = DemoApp(PipelineFactory(), DemoConfig(work_dir=tmp_path))
+    demo = app.launch(port=free_port(), block=False, quiet=True)
+    requests: list[str] = []
+    try:
+        page = chromium.new_context().new_page()
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(demo.local_url)
+        page.wait_for_selector("#disclaimer", timeout=30_000)
+        page.wait_for_load_state("load")
+        time.sleep(2.0)  # late requests (fonts, the page's own API calls) and Gradio's version-check thread
+        page.context.close()
+    finally:
+        app.close()
+    hosts = {urlparse(url).hostname for url in requests if urlparse(url).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {"127.0.0.1"}, sorted(set(requests))
+    assert set(looked_up) <= {"127.0.0.1", "localhost", "::1", "0.0.0.0"}, sorted(set(looked_up))
 
 
 def test_live_tab_spots_events_serves_two_browsers_and_releases_closed_tabs(server, chromium):
