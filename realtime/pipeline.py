@@ -89,15 +89,20 @@ class Pipeline:
 
     # ------------------------------------------------------------------ internals
     def _spot(self, windows: list[Window], ended_tracks: set[int]) -> tuple[list[Event], float]:
-        """Run the spotter on ``windows`` (one batch) and merge; returns events and ms in events."""
-        if not windows:
-            return [], 0.0
-        results = self.spotter.process(windows)
+        """Run the spotter on ``windows`` (one batch) and merge; returns events and ms in events.
+
+        Every track in ``ended_tracks`` is finished here, also when it brings no last window (its
+        last frame completed a window already, :meth:`TrackBuffer.finish`): its pending events are
+        emitted now, not at the end of the stream, and the spotter and merger drop its state."""
+        results = self.spotter.process(windows) if windows else []
         t0 = time.monotonic()
         events: list[Event] = []
         for window, candidates in zip(windows, results):
             events += self.merger.add(window.track, candidates, self.spotter.final_before(window), self._now,
                                       track_ended=window.final)
+        closed = {w.track for w in windows if w.final}
+        for track in sorted(ended_tracks - closed):
+            events += self.merger.add(track, [], 0, self._now, track_ended=True)
         for track in ended_tracks:
             self.spotter.end_track(track)
         self._write(events)

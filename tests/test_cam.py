@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,7 @@ from realtime.events import JsonlSink
 from realtime.face import FaceTracker
 from realtime.pipeline import Pipeline
 from realtime.spotters.flow import FlowSpotter
-from realtime.types import RealtimeError, validate_event_line
+from realtime.types import Frame, RealtimeError, validate_event_line
 from tests.conftest import shared_video
 from tests.fakes import FakeCamera, scripted_opener
 
@@ -218,6 +219,25 @@ def test_face_lost_mid_video_ends_the_track_and_keeps_its_events(still_set, tmp_
     assert lost and [(e["onset"], e["offset"]) for e in lost] == [(e["onset"], e["offset"]) for e in whole]
     # ...and were emitted when the track ended (10 blank frames later), not at the end of the file.
     assert max(e["emitted_s"] for e in lost) < (len(frames) + 30) / 30
+
+
+@pytest.mark.slow
+def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set):
+    """The face's last frame completes a window (track length = window + stride), so its
+    buffer has no last window to give: the track must still be finished at once (its events
+    emitted, the spotter's cached flow and the merger's state dropped), not at the end of the
+    stream, or a long live run leaks memory and a kill loses the events."""
+    video = next((still_set / "videos").glob("*.avi"))
+    spotter = FlowSpotter()
+    face = read_frames(video)[:spotter.window + spotter.stride]
+    images = face + [np.zeros_like(face[0])] * 60  # the tracker gives a face up after 10 missed frames
+    pipeline = Pipeline(FaceTracker(max_faces=1), spotter)
+    events = []
+    for index, image in enumerate(images):
+        events += pipeline.step(Frame(index, index / 30, time.monotonic(), image)).events
+    assert pipeline.signals() == {} and pipeline.merger.pending == 0  # nothing left of the track
+    assert events and max(e.emitted_s for e in events) < (len(face) + 20) / 30  # emitted as it was lost
+    assert pipeline.finish() == []
 
 
 def test_two_faces_give_two_tracks(tmp_path, capfd):
