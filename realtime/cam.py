@@ -3,7 +3,7 @@
 The capture thread reads frames; the main thread runs :class:`~realtime.pipeline.Pipeline`
 on each (faces -> buffers -> spotter -> events), writes events to the console, ``--events``
 (JSONL) and ``--csv`` (MEGC) as soon as each is final, and draws the overlay (a window, or
-``--save`` a video, or ``--headless`` nothing). Ctrl-C ends cleanly with a summary.
+``--save`` a video, or ``--headless`` nothing). Ctrl-C (or SIGTERM, SIGHUP) ends cleanly with a summary.
 
 Without ``--weights`` the spotter is the training-free optical-flow spotter; it says so.
 """
@@ -11,9 +11,12 @@ Without ``--weights`` the spotter is the training-free optical-flow spotter; it 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
-from contextlib import ExitStack, closing
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,14 +84,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_sinks(args: argparse.Namespace, untrained: bool, subject: str, video: str, opened: ExitStack) -> list[Sink]:
-    """The console and the files asked for, each closed by ``opened`` from the moment it exists;
-    with ``untrained`` weights every console line and JSON line says so."""
-    sinks: list[Sink] = [] if args.quiet else [ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else "")]
+    """The files asked for, each closed by ``opened`` from the moment it exists, then the
+    console (last: a terminal that blocks, paused or scrolled back, is where Ctrl-C comes, and
+    the files have the event by then); with ``untrained`` weights every line says so."""
+    sinks: list[Sink] = []
     if args.events:
         sinks.append(opened.enter_context(closing(JsonlSink(args.events, {"untrained": True} if untrained else None))))
     if args.csv:
         sinks.append(opened.enter_context(closing(CsvSink(args.csv, subject, video))))
+    if not args.quiet:
+        sinks.append(ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else ""))
     return sinks
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) end the run
+    as Ctrl-C does: open events finished and written, the ``--save`` video closed (killed
+    outright, an mp4 has no index and does not play), the summary printed. Python's default
+    for them stops the process on the spot. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt)
+                for sig in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP")) if sig is not None}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
@@ -189,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RealtimeError(f"{capture.name}: no face found in {summary.frames} frames")
         return 0
 
-    return run(body)
+    with terminate_as_interrupt():
+        return run(body)
 
 
 if __name__ == "__main__":

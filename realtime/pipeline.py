@@ -112,17 +112,27 @@ class Pipeline:
         """Every event to every sink. A sink that fails (:class:`SinkError`) is dropped while the
         others, the console among them, get every event; :meth:`step` and :meth:`finish` raise
         the failure once their work is done (``realtime.cam`` ends the run there, as when its
-        source fails), so no event of the step is lost to the console."""
+        source fails), so no event of the step is lost to the console. Ctrl-C in a sink's write
+        is raised once the other sinks have the whole batch."""
+        interrupted: tuple[KeyboardInterrupt, Sink] | None = None
         for event in events:
             self.event_count += 1
             self.micro_count += event.kind == "micro"
             for sink in list(self.sinks):
+                if interrupted is not None and sink is interrupted[1]:
+                    continue
                 try:
                     sink.write(event)
                 except SinkError as exc:
                     self.sinks.remove(sink)
                     self._failed_sinks.append(sink)
                     self._sink_failure = self._sink_failure or exc
+                except KeyboardInterrupt as exc:
+                    # Ctrl-C while a sink was busy (a blocked terminal): these events are out of
+                    # the merger already, so the other sinks still get the whole batch first.
+                    interrupted = interrupted or (exc, sink)
+        if interrupted is not None:
+            raise interrupted[0]
 
     def _raise_sink_failure(self) -> None:
         failure, self._sink_failure = self._sink_failure, None

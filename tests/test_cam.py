@@ -314,16 +314,18 @@ def cam_process(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess[
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_cleanly_with_every_event_written_and_a_summary(still_set, tmp_path):
-    """SIGINT after the first event of a real-time run: status 0, no traceback, the summary
-    line, and the event file holding every event the summary counts."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_end_cleanly_with_every_event_written_and_a_summary(still_set, tmp_path, sig):
+    """The signal after the first event of a real-time run: status 0, no traceback, the
+    summary line, the event file holding every event the summary counts, and a ``--save``
+    video that plays (killed outright, an mp4 lacks its index)."""
     video = next((still_set / "videos").glob("*.avi"))
     proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", str(video), "--headless", "--realtime",
-                             "--events", "e.jsonl"], cwd=tmp_path, env=cam_env(), text=True,
+                             "--events", "e.jsonl", "--save", "out.mp4"], cwd=tmp_path, env=cam_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         first = proc.stdout.readline()  # printed (and flushed) as soon as the first event is final
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -333,6 +335,7 @@ def test_ctrl_c_ends_cleanly_with_every_event_written_and_a_summary(still_set, t
     frames, count = map(int, re.match(r"summary: (\d+) frames .* (\d+) events", lines[-1]).groups())
     assert 0 < frames < 240  # stopped part-way through the 8-s video
     assert count == len(events_of(tmp_path / "e.jsonl")) == 1 + len(out.splitlines())
+    assert len(read_frames(tmp_path / "out.mp4")) >= frames - 1  # (the frame being drawn may be cut)
 
 
 def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):
