@@ -158,8 +158,8 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                                       "latency_ms": (time.monotonic() - frame.captured) * 1000,
                                       "spotter": pipeline.spotter.name, "status": stats.status},
                                      frame.timestamp)
-                if saver is not None:
-                    saver.write(image)
+                if saver is not None:  # a camera's file keeps the camera's clock over dropped frames
+                    saver.write(image, frame.timestamp if capture.live else None)
                 if display is not None and not display.show(image):
                     break
     except KeyboardInterrupt:

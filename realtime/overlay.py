@@ -378,12 +378,17 @@ class VideoSaver:
         if reason is not None:
             raise RealtimeError(f"cannot write video {self.path}: {reason}")
         self.frames = 0
+        self._start_s: float | None = None  # stream time of the first frame written with at_s
+        self._last: np.ndarray | None = None  # the last frame written, held over a live stream's gaps
         self.size: tuple[int, int] | None = None  # (width, height)
         self._writer: cv2.VideoWriter | None = None
         self._closed = False
 
-    def write(self, image_bgr: np.ndarray) -> None:
-        """Append one BGR uint8 frame."""
+    def write(self, image_bgr: np.ndarray, at_s: float | None = None) -> None:
+        """Append one BGR uint8 frame. With ``at_s``, its stream time (a live source, where the
+        spotter sees only the frames it keeps up with), the frame goes to the file's frame of
+        that time and the previous one is held until then (skipped when that slot is taken),
+        so the video plays at the speed it was filmed and its times match the events'."""
         if self._closed:
             raise RealtimeError(f"video {self.path} is already closed")
         if image_bgr.dtype != np.uint8 or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
@@ -400,9 +405,18 @@ class VideoSaver:
                 writer.release()
                 raise RealtimeError(f"cannot write video {self.path} (mp4v, {w}x{h})")
             self._writer, self.size = writer, (w, h)
+        if at_s is not None:
+            self._start_s = at_s if self._start_s is None else self._start_s
+            slot = round((at_s - self._start_s) * self.fps)
+            if slot < self.frames:
+                return
+            while self.frames < slot:  # the frames the spotter never saw: the last one it did
+                self._writer.write(self._last)
+                self.frames += 1
         if (image_bgr.shape[1], image_bgr.shape[0]) != self.size:
             image_bgr = cv2.resize(image_bgr, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(image_bgr))
+        self._last = np.ascontiguousarray(image_bgr)
+        self._writer.write(self._last)
         self.frames += 1
 
     def close(self) -> None:

@@ -216,6 +216,24 @@ def test_video_saver_writes_frames_opencv_reads_back(tmp_path, frame):
     cap.release()
 
 
+def test_video_saver_keeps_a_live_streams_clock(tmp_path, frame):
+    """A camera at 30 fps whose frames the spotter saw at about 10 fps (the rest dropped) and
+    one burst faster than 30 fps: the file still lasts as long as the stream did."""
+    small = cv2.resize(frame, (160, 120))
+    marks = [np.full_like(small, value) for value in (0, 80, 160, 240)]  # tell the frames apart
+    times = [10.0, 10.1, 10.2, 10.21]  # stream time (a camera's starts when the capture does)
+    with VideoSaver(tmp_path / "live.avi", fps=30) as saver:
+        for image, at_s in zip(marks, times):
+            saver.write(image, at_s)
+        assert saver.frames == 7  # frames 0-6 cover 0.2 s at 30 fps; 10.21 s falls in frame 6, taken
+    cap = cv2.VideoCapture(str(tmp_path / "live.avi"))
+    levels = []
+    while (got := cap.read())[0]:
+        levels.append(int(round(got[1].mean() / 80)))
+    cap.release()
+    assert levels == [0, 0, 0, 1, 1, 1, 2]  # each image at its own time, held until the next one's
+
+
 def test_video_saver_refuses_unwritable_paths(tmp_path, frame):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
