@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         # opened (and so truncated) last, once the source, the spotter and the face model
         # have loaded: a run that cannot start leaves an earlier run's files as they were.
         with ExitStack() as opened:
-            capture = Capture(source, realtime=args.realtime)
+            capture = Capture(source, realtime=args.realtime,
+                              on_outage=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
             opened.callback(capture.stop)
             saver = opened.enter_context(VideoSaver(args.save, capture.fps)) if args.save else None
             display = None if args.headless else opened.enter_context(Display("micro-expression spotter (q to quit)"))

@@ -226,7 +226,9 @@ class Capture:
     :attr:`fps` is known before :meth:`start`. Iterating starts the thread if needed. ``queue_size``
     defaults to :data:`LIVE_QUEUE_SIZE` for live sources and :data:`FILE_QUEUE_SIZE` for files.
     ``backoff_s`` is the (first, longest) wait between camera reopen attempts; ``realtime`` only
-    affects files (a camera is real time already).
+    affects files (a camera is real time already). ``on_outage`` is called (from the capture
+    thread) with one line when a camera is lost and one when it is back: while it is away the
+    consumer waits for frames and cannot say so itself.
     """
 
     def __init__(
@@ -236,12 +238,14 @@ class Capture:
         queue_size: int | None = None,
         give_up_s: float = 10.0,
         backoff_s: tuple[float, float] = (0.5, 4.0),
+        on_outage: Callable[[str], None] | None = None,
     ) -> None:
         if not give_up_s > 0:
             raise RealtimeError(f"give_up_s must be positive, got {give_up_s}")
         if not 0 < backoff_s[0] <= backoff_s[1]:
             raise RealtimeError(f"backoff_s must be (first, longest) with 0 < first <= longest, got {backoff_s}")
         self.source = source
+        self.on_outage = on_outage
         self.name = source.name
         self.live = isinstance(source, CameraSource)
         self.realtime = realtime
@@ -390,6 +394,7 @@ class Capture:
                 now = time.monotonic()
                 if ok:
                     if lost_since is not None:
+                        self._tell(f"{self.name} back after {_seconds(now - lost_since)} s")
                         lost_since, delay = None, self.backoff_s[0]
                         with self._lock:
                             self._status = ""
@@ -403,10 +408,15 @@ class Capture:
                 reader = None
                 if lost_since is None:
                     lost_since = now
+                    self._tell(f"{self.name} {'lost' if index else 'gives no frames'}: reopening it "
+                               f"(giving up after {self.give_up_s:g} s)")
                 outage = now - lost_since
                 if outage >= self.give_up_s:
+                    with self._lock:
+                        self._status = f"{self.name} given up"
+                    what = "gave no frame since it was opened" if index == 0 else "lost"
                     raise RealtimeError(
-                        f"{self.name} lost: no frames for {_seconds(outage)} s (gave up after {self.give_up_s:g} s); "
+                        f"{self.name} {what}: no frames for {_seconds(outage)} s (gave up after {self.give_up_s:g} s); "
                         "check that it is connected and not in use by another program"
                     )
                 wait = min(delay, self.give_up_s - outage)
@@ -418,6 +428,11 @@ class Capture:
                 reader = self._open_camera()
         finally:
             _release(reader)
+
+    def _tell(self, message: str) -> None:
+        """Say that the camera was lost or came back (``on_outage``; the overlay shows ``stats.status``)."""
+        if self.on_outage is not None:
+            self.on_outage(message)
 
     def _open_camera(self) -> FrameReader | None:
         """A fresh opened reader, or ``None`` (an opener that raises counts as a failed open)."""

@@ -267,6 +267,10 @@ def test_webcam_disconnect_and_reconnect_through_the_cli(still_set, tmp_path, ca
     lines = err.strip().splitlines()
     assert code == 2 and "Traceback" not in err, err
     assert lines[-1].startswith("error: camera 0 lost"), err
+    # Headless, the outage and the return are said as they happen (the overlay shows them too).
+    said = [line for line in lines if line.startswith("warning: camera 0")]
+    assert said[0] == "warning: camera 0 lost: reopening it (giving up after 0.5 s)", err
+    assert re.fullmatch(r"warning: camera 0 back after [0-9.]+ s", said[1]) and said[2] == said[0], err
     summary = re.match(r"summary: (\d+) frames in .* (\d+) dropped, (\d+) events", lines[-2])
     assert summary, err
     frames_done, dropped, event_count = map(int, summary.groups())

@@ -275,6 +275,17 @@ def test_permanent_outage_ends_with_a_clear_error(real_frames):
     gaps = np.diff(attempts[1:])
     assert (gaps >= FAST_BACKOFF[0] * 0.9).all()
     assert not capture.running and camera.released
+    assert capture.stats.status == "camera 3 given up"  # not "reopening in ..." any more
+
+
+def test_a_camera_that_opens_but_never_gives_a_frame_is_not_called_lost(real_frames):
+    told: list[str] = []
+    never = FakeCamera(real_frames, fail_after=0)
+    capture = Capture(CameraSource("camera 1", scripted_opener(never)), give_up_s=0.3, backoff_s=FAST_BACKOFF,
+                      on_outage=told.append)
+    with pytest.raises(RealtimeError, match=r"^camera 1 gave no frame since it was opened: no frames for"):
+        list(capture)
+    assert told == ["camera 1 gives no frames: reopening it (giving up after 0.3 s)"]
 
 
 def test_camera_that_cannot_be_opened_is_a_clear_error(real_frames):
