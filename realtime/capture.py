@@ -369,10 +369,10 @@ class Capture:
                 except cv2.error as exc:
                     detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
                     raise RealtimeError(f"{self.name}: frame {index} cannot be decoded ({detail})") from None
-                captured = time.monotonic()
                 timestamp = index / self.fps
                 if self.realtime and self._stop.wait(max(0.0, self._t0 + timestamp - time.monotonic())):
                     return
+                captured = time.monotonic()  # paced: the frame "arrives" now, as a camera's would
                 if not self._put_blocking(Frame(index, timestamp, captured, image)):
                     return
                 with self._lock:
