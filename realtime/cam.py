@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--device", type=int, default=None, help="camera index (default 0 when no --source)")
-    src.add_argument("--source", help="video file, folder of numbered frames (with --fps), or stream URL instead of a camera")
+    src.add_argument("--source", help="video file, folder of numbered frames (with --fps), stream URL, or camera device "
+                          "path (/dev/video2) instead of a camera index")
     p.add_argument("--fps", type=positive_number, default=None,
                    help="frame rate of a frame folder; overrides a video file's own rate; requested from a camera")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate (default: as fast as possible)")

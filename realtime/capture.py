@@ -33,7 +33,9 @@ Typical use::
 
 from __future__ import annotations
 
+import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,9 +180,20 @@ def parse_source(
         return FileSource(Path(url2pathname(url.path)), fps)
     if "://" in text:
         return CameraSource(f"stream {text}", camera_opener(text, fps, size))
+    if _is_device(text):  # /dev/video2, /dev/v4l/by-id/...: a camera named by path
+        return CameraSource(f"camera {text}", camera_opener(text, fps, size))
     if fps is None and Path(text).is_dir():
         raise RealtimeError(f"{text}: a folder of frames has no frame rate of its own; pass it with --fps")
     return FileSource(Path(text), fps)
+
+
+def _is_device(path: str) -> bool:
+    """Whether ``path`` is a character device (a V4L2 camera node), which gets the camera policy
+    (newest frames, reconnects, monotonic timestamps) rather than a file's."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ and dead cameras are tested without hardware.
 
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
@@ -138,6 +139,16 @@ def test_parse_source_needs_exactly_one_valid_source():
     assert parse_source(0, None).name == "camera 0"
     assert isinstance(parse_source(None, "rtsp://host/stream"), CameraSource)
     assert isinstance(parse_source(None, "a.mp4"), FileSource)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="no /dev/null on this system")
+def test_a_device_node_is_a_camera_not_a_file():
+    """``--source /dev/video2`` (or /dev/v4l/by-id/...) gets the camera policy: newest frames,
+    reconnects. /dev/null stands in for the camera node: both are character devices."""
+    source = parse_source(None, "/dev/null")
+    assert isinstance(source, CameraSource) and source.name == "camera /dev/null"
+    with pytest.raises(RealtimeError, match="^camera /dev/null: cannot open"):
+        Capture(source)
 
 
 @pytest.mark.timeout(30)
