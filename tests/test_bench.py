@@ -46,8 +46,8 @@ def test_json_report_on_bundled_sample(tmp_path):
     assert set(rep["stages"]) == set(STAGES) == {"capture", "face", "align", "spotter", "events"}
     for stage, p in rep["stages"].items():
         assert 0 <= p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"], stage
-    delay = rep["event_delay_s"]
-    assert delay is None or delay["p50"] <= delay["p95"]
+    # rep["event_delay_s"] (a REQUIRED key) is checked in test_synthetic_reports_spotting, on a video
+    # whose ground truth has movements; nothing says this talking face must give an event or none.
     assert rep["spotter"] == "flow" and rep["backend"] == "opencv"
     assert rep["faces"] == 1 and rep["tracks"] == 1
     assert Path(rep["video"]).name == "pyfeat_single_face.mp4"
@@ -103,7 +103,18 @@ def test_synthetic_reports_spotting(tmp_path):
     s = rep["spotting"]
     assert set(s) >= {"tp", "fp", "fn", "f1"}
     assert s["tp"] + s["fn"] >= 1  # the recipe places events in 96 frames
-    assert 0.0 <= s["f1"] <= 1.0
+    # docs/realtime.md measures spotting F1 0.78-0.84 for 12 px movements injected into the shared
+    # (talking) videos, as here: some must be found. F1 is the spotting F1 of these counts.
+    assert s["tp"] >= 1
+    assert s["f1"] == pytest.approx(2 * s["tp"] / (2 * s["tp"] + s["fp"] + s["fn"]), abs=1e-4)
+    # Strict matching is one-to-one: each micro event scored is a hit or a false alarm.
+    assert rep["micro_events"] == s["tp"] + s["fp"]
+    # Delays are of the events emitted while frames still arrived (not those flushed at the end).
+    delay = rep["event_delay_s"]
+    assert 1 <= delay["events"] <= rep["events"] and delay["p50"] <= delay["p95"]
+    # docs/realtime.md: "an event is emitted about 1.2 s after its offset" (lookahead k = 1/6 s,
+    # the 8-frame window stride, and the window that makes it final).
+    assert 0.5 <= delay["p50"] <= 2.5, delay
     assert rep["synthetic"]["amplitude_px"] == 12.0
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import engines
-from engines import BackendUnavailable, EngineError, cache, onnx_backend
+from engines import EngineError, cache
 from engines.cache import CacheError, EngineCache, read_entry, write_entry
 from engines.export import export_engine_dir
 from engines.onnx_backend import OnnxEngine
@@ -191,16 +191,42 @@ def test_device_fingerprint_separates_cpu_from_cuda():
 
 
 # ---------------------------------------------------------------------- fallback order
-def test_auto_falls_back_to_torch_and_says_why_once(tmp_path, model16, monkeypatch, capsys):
-    monkeypatch.setattr(onnx_backend, "available", lambda: "onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')")
-    first = engines.open_model(model16, cache_dir=tmp_path)
-    second = engines.open_model(model16, cache_dir=tmp_path)
-    assert first.describe()["backend"] == second.describe()["backend"] == "torch"
-    err = capsys.readouterr().err
-    reason = "engines: onnxruntime backend not used (onnxruntime is not installed"
-    assert err.count(reason) == 1 and "falling back to torch" in err
-    with pytest.raises(BackendUnavailable, match="onnxruntime is not installed"):
-        engines.open_model(model16, backend="onnxruntime", cache_dir=tmp_path)  # explicit: no fallback
+def without(modules: tuple[str, ...], body: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a fresh Python in which ``modules`` are not installed, as far as it can tell.
+
+    ``sys.modules[name] = None`` is Python's own import block: ``import name`` raises
+    ModuleNotFoundError and ``importlib.util.find_spec(name)`` returns None, the two ways the
+    engines look for a backend. (test_demo_api's ``WITHOUT_MODULE`` raises from a meta-path
+    finder instead, which ``find_spec`` would pass on as an error, unlike a missing package.)
+    """
+    script = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in modules) + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+
+
+#: ``without`` body: the tiny preset's 16-frame model (as ``model16``), untrained (the order is the point).
+MODEL16 = """
+    import engines
+    from fgsl.config import preset
+    from fgsl.model import build
+    model = build(preset("tiny", window_frames=16), seed=4)
+"""
+
+
+def test_auto_falls_back_to_torch_and_says_why_once(tmp_path):
+    out = without(("onnxruntime",), MODEL16 + f"""
+    for _ in range(2):
+        print(engines.open_model(model, cache_dir={str(tmp_path)!r}).describe()["backend"])
+    try:
+        engines.open_model(model, backend="onnxruntime", cache_dir={str(tmp_path)!r})  # explicit: no fallback
+    except engines.BackendUnavailable as exc:
+        print(f"explicit: {{exc}}")
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [
+        "torch", "torch", "explicit: onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')"]
+    reason = "engines: onnxruntime backend not used (onnxruntime is not installed (pip install 'fgsl-spotter[onnx]'))"
+    assert out.stderr.count(reason) == 1 and out.stderr.count(reason + "; falling back to torch") == 1
 
 
 def test_auto_order_puts_tensorrt_first_on_cuda_only():
@@ -211,28 +237,20 @@ def test_auto_order_puts_tensorrt_first_on_cuda_only():
         engines.candidates("tvm", "cpu")
 
 
-def test_tensorrt_is_passed_over_with_its_reason_when_missing(tmp_path, model16, monkeypatch, capsys):
-    pytest.importorskip("onnxruntime")
-    try:
-        import tensorrt  # noqa: F401
-        pytest.skip("tensorrt is installed here")
-    except ImportError:
-        pass
-    monkeypatch.setattr(onnx_backend, "available", lambda: "onnxruntime is not installed")
-    monkeypatch.setattr(engines, "_open_model_with", _torch_on_cpu_instead(engines._open_model_with))
-    monkeypatch.setattr(engines, "resolve_device", lambda device: device)  # a GPU as far as the order goes
-    engine = engines.open_model(model16, device="cuda", cache_dir=tmp_path)
-    assert engine.describe()["backend"] == "torch"
-    err = capsys.readouterr().err
-    assert "tensorrt backend not used (tensorrt is not installed" in err and "falling back to onnxruntime" in err
-    assert "onnxruntime backend not used (onnxruntime is not installed); falling back to torch" in err
-
-
-def _torch_on_cpu_instead(real):
-    """The real opener, except that torch runs on the CPU (this machine may have no GPU)."""
-    def opener(name, model, device, *rest):
-        return real(name, model, "cpu" if name == "torch" else device, *rest)
-    return opener
+def test_tensorrt_is_passed_over_with_its_reason_when_missing(tmp_path):
+    out = without(("onnxruntime", "tensorrt"), MODEL16 + f"""
+    # This machine may have no GPU: "cuda" is taken as is for the order, and torch runs on the CPU.
+    real = engines._open_model_with
+    engines._open_model_with = lambda name, m, device, *rest: real(name, m, "cpu" if name == "torch" else device, *rest)
+    engines.resolve_device = lambda device: device
+    print(engines.open_model(model, device="cuda", cache_dir={str(tmp_path)!r}).describe()["backend"])
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["torch"]
+    assert "tensorrt backend not used (tensorrt is not installed" in out.stderr
+    assert "falling back to onnxruntime" in out.stderr
+    assert ("onnxruntime backend not used (onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')); "
+            "falling back to torch") in out.stderr
 
 
 # ---------------------------------------------------------------------- engine folders are refused

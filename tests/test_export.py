@@ -9,6 +9,8 @@ the issue's 1e-4.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -25,7 +27,7 @@ from fgsl import weights
 from fgsl.config import preset
 from fgsl.decode import decode
 from fgsl.model import build
-from tests.conftest import randomise_adapters, real_face_clips, real_face_frame_count
+from tests.conftest import ROOT, randomise_adapters, real_face_clips, real_face_frame_count
 
 TOL = 1e-4
 
@@ -299,16 +301,16 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
     assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 0
     assert export.read_manifest(out)["trained"] is True
     assert export.read_manifest(out)["crops"] == "centre"  # what the live spotter's caveat reads
-    capsys.readouterr()
-    monkeypatch.setattr(build_mod, "verify", disagrees)
-    # Without ONNX Runtime the build is refused before exporting, not left unverified.
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(tmp_path / "e2")]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: engines.build needs onnxruntime: pip install 'fgsl-spotter[onnx]'"]
+    # Without ONNX Runtime the build is refused before exporting, not left unverified: run where it
+    # is not installed as far as Python can tell (sys.modules[name] = None blocks its import and
+    # makes importlib.util.find_spec return None, as for a missing package; see test_cache.without).
+    script = ("import sys\nsys.modules['onnxruntime'] = None\nfrom engines.build import main\n"
+              f"raise SystemExit(main(['--weights', {str(run)!r}, '--backend', 'onnxruntime', '--out', "
+              f"{str(tmp_path / 'e2')!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2, ["error: engines.build needs onnxruntime: pip install 'fgsl-spotter[onnx]'"])
     assert not (tmp_path / "e2").exists()
 
 def test_build_cli_without_weights_or_tensorrt_says_why(tmp_path, capsys):

@@ -83,6 +83,10 @@ def test_build_is_reproducible_for_a_seed():
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     assert isinstance(a, FGSL)
+    # The seed is what fixes the random initialisation: another seed draws other weights.
+    c = build(PRESETS["tiny"], seed=4).state_dict()
+    assert c.keys() == a.state_dict().keys()
+    assert any(not torch.equal(v, c[k]) for k, v in a.state_dict().items())
 
 
 def test_summary_cli_takes_the_window_it_is_given(capsys):

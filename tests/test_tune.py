@@ -14,7 +14,7 @@ from fgsl.data.synthetic import Recipe, make_set
 from fgsl.evaluate import evaluate, read_intervals
 from fgsl.infer import main as infer_main
 from fgsl.model import build
-from fgsl.tune import best, main as tune_main, sweep
+from fgsl.tune import DEFAULT_THRESHOLDS, best, main as tune_main, sweep
 from tests.conftest import randomise_adapters, shared_video
 
 
@@ -134,10 +134,8 @@ def test_an_unwritable_folder_is_refused_before_the_sweep(val_set, tmp_path, cap
 
 
 def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_sweep_that_found_nothing(
-        val_set, tmp_path, capsys, monkeypatch):
+        val_set, tmp_path, capsys):
     """Each of these used to write a threshold chosen by the tie-break of an all-zero sweep."""
-    import fgsl.tune as tune_mod
-
     videos = [str(v) for v in sorted((val_set / "videos").glob("*.avi"))]
     gt = str(val_set / "annotations.csv")
     other = tmp_path / "other.avi"
@@ -153,15 +151,19 @@ def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_swee
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'random'}: untrained (random) weights; a threshold for them means nothing, so fgsl.tune "
         "takes trained weights only")
-    before = (tmp_path / "run" / "config.json").read_text()
-    nothing = [{"threshold": t, "tp": 0, "fp": 3, "fn": 2, "f1": 0.0, "recognition_f1": 0.0, "strs": 0.0}
-               for t in (0.3, 0.5)]
-    monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: nothing)  # weights that find none of the movements
-    assert tune_main(["--weights", str(tmp_path / "run"), "--videos", *videos, str(other), "--gt", gt, "--write",
-                      "--quiet"]) == 2
-    err = capsys.readouterr().err
+    # Trained weights that find none of the movements: a class bias of -20 puts every score near
+    # sigmoid(-20) = 2e-9, far below the default thresholds (0.2-0.7). The real sweep runs on them.
+    with torch.no_grad():
+        model.heads.class_out.bias.fill_(-20.0)
+    weights.save(model, tmp_path / "blind", trained=True)
+    before = (tmp_path / "blind" / "config.json").read_text()
+    assert tune_main(["--weights", str(tmp_path / "blind"), "--backend", "torch", "--videos", *videos, str(other),
+                      "--gt", gt, "--write", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines() if line.startswith(" ")]  # the sweep's table
+    assert [(float(r[0]), r[1]) for r in rows] == [(t, "0") for t in DEFAULT_THRESHOLDS]  # no hit at any threshold
     assert "warning: 1 of the --videos are not in --gt and count as videos without movements (other)" in err
     assert err.strip().splitlines()[-1] == (
         "error: no threshold found a single movement of the ground truth (spotting F1 0 throughout): nothing to "
         "choose; nothing written")
-    assert (tmp_path / "run" / "config.json").read_text() == before
+    assert (tmp_path / "blind" / "config.json").read_text() == before

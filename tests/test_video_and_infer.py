@@ -36,8 +36,11 @@ def test_corrupt_and_missing_videos_are_clear_errors(tmp_path):
 
 def test_resampling_and_window_layout():
     assert resample_indices(10, 30, 30).tolist() == list(range(10))
-    assert resample_indices(200, 200, 30)[:4].tolist() == [0, 7, 13, 20]  # SAMM 200 fps -> 30
-    assert resample_indices(5, 15, 30).tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4]
+    assert resample_indices(200, 200, 30)[:4].tolist() == [0, 7, 13, 20]  # SAMM 200 fps -> 30: round(20i/3)
+    # Model frame i (at i/30 s) takes the nearest source frame, for every i/30 s within the source
+    # (4 frames at 10 fps: 0 to 0.3 s, so i = 0..9). Nearest to i/30 s at 10 fps is round(i/3),
+    # never a tie (i/3 is never x.5), so no rounding rule for ties is assumed here.
+    assert resample_indices(4, 10, 30).tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
     assert window_starts(64, 64) == [0]
     assert window_starts(100, 64) == [0, 16, 32, 36]
     assert window_starts(10, 64) == [0]
