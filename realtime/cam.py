@@ -48,6 +48,7 @@ class Summary:
     events: int
     micro: int
     failure: RealtimeError | None = None  # the source failed mid-stream (events were kept)
+    interrupted: bool = False  # Ctrl-C or q: the user ended it
 
     def line(self) -> str:
         return (f"summary: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
@@ -142,6 +143,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
     start = time.monotonic()
     warned = False
     failure: RealtimeError | None = None
+    interrupted = False
     try:
         for frame in capture:
             result = pipeline.step(frame)
@@ -162,9 +164,11 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                 if saver is not None:  # a camera's file keeps the camera's clock over dropped frames
                     saver.write(image, frame.timestamp if capture.live else None)
                 if display is not None and not display.show(image):
+                    interrupted = True
                     break
     except KeyboardInterrupt:
         print("interrupted: finishing open events", file=sys.stderr)
+        interrupted = True
     except RealtimeError as exc:  # the source failed (camera gone for good): keep what was spotted
         failure = exc
     try:
@@ -173,7 +177,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
         failure = failure or exc
     seconds = time.monotonic() - start
     return Summary(pipeline.frames, seconds, pipeline.frames / max(seconds, 1e-6), capture.stats.dropped,
-                   pipeline.event_count, pipeline.micro_count, failure)
+                   pipeline.event_count, pipeline.micro_count, failure, interrupted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""), file=sys.stderr)
         if summary.failure is not None:
             raise summary.failure
-        if pipeline.last_face_s is None:
+        if pipeline.last_face_s is None and not summary.interrupted:  # (stopped before one came: no error)
             raise RealtimeError(f"{capture.name}: no face found in {summary.frames} frames")
         return 0
 

@@ -22,7 +22,9 @@ import contextlib
 import hashlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -192,6 +194,29 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM) until MediaPipe's landmarker is whole: interrupted half-way,
+    its half-built objects are left to the garbage collector at exit, which prints tracebacks
+    of their own (``Image.__del__``, ``FaceLandmarker.__del__``) and the start-up log lines
+    that were being silenced. A signal that came meanwhile is raised again right after, to
+    the handlers there were before. (Blocking it with ``pthread_sigmask`` would not do: the
+    kernel hands a process's signal to any thread not blocking it, MediaPipe's among them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        if came:
+            signal.raise_signal(came[0])
+
+
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -297,11 +322,16 @@ class FaceTracker:
             output_face_blendshapes=True,
         )
         self._mp_image = lambda rgb: mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+        landmarker = None
         try:
-            with _native_stderr_silenced():
+            with _interrupts_deferred(), _native_stderr_silenced():
                 landmarker = vision.FaceLandmarker.create_from_options(options)
                 # The first inference logs TFLite set-up notes too: run it on a blank frame now.
                 landmarker.detect_for_video(self._mp_image(np.zeros((64, 64, 3), np.uint8)), 0)
+        except KeyboardInterrupt:  # held until now: close it, or the traceback keeps it to exit
+            if landmarker is not None:
+                landmarker.close()
+            raise
         except OSError as exc:  # its native library did not load: a system library is missing
             raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
         except Exception as exc:  # MediaPipe raises RuntimeError / ValueError on a bad bundle

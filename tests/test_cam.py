@@ -240,6 +240,24 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
     assert pipeline.finish() == []
 
 
+def test_stopping_before_any_face_came_is_no_error(tmp_path):
+    """Ctrl-C a few frames into a video without a face yet: the user stopped it; "no face
+    found" is for a source that ended without one."""
+    rng = np.random.default_rng(3)
+    write_video(tmp_path / "noise.avi", rng.integers(0, 256, (150, 120, 160, 3), dtype=np.uint8), 30.0)
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", "noise.avi", "--headless", "--realtime"],
+                            cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        started = proc.stderr.readline()  # "spotting noise.avi ..." comes once everything has loaded
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert started.startswith("spotting") and proc.returncode == 0, started + err
+    assert err.strip().splitlines()[-1].startswith("summary:") and "no face found" not in err, err
+
+
 def test_two_faces_give_two_tracks(tmp_path, capfd):
     code, _, err = run_cam(capfd, "--source", str(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")),
                            "--headless", "--quiet", "--sensitivity", "3", "--events", str(tmp_path / "e.jsonl"))

@@ -295,6 +295,37 @@ def test_a_missing_system_library_names_the_package(monkeypatch: pytest.MonkeyPa
                                "or directory (Debian/Ubuntu: apt-get install libegl1; `make setup` installs them)")
 
 
+def test_ctrl_c_while_mediapipe_starts_comes_once_the_landmarker_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted half-way, MediaPipe's half-built objects print tracebacks of their own at
+    exit. The real loader runs; Ctrl-C is sent to this process as it begins."""
+    import os
+    import signal
+
+    from mediapipe.tasks.python import vision
+
+    real = vision.FaceLandmarker.create_from_options
+    made = []
+
+    def interrupted_while_loading(options):  # noqa: ANN001, ANN202
+        os.kill(os.getpid(), signal.SIGINT)
+        made.append(real(options))
+        return made[-1]
+
+    real_close = vision.FaceLandmarker.close
+    closed = []
+
+    def recorded_close(self):  # noqa: ANN001, ANN202
+        closed.append(self)
+        return real_close(self)
+
+    monkeypatch.setattr(vision.FaceLandmarker, "create_from_options", interrupted_while_loading)
+    monkeypatch.setattr(vision.FaceLandmarker, "close", recorded_close)
+    with pytest.raises(KeyboardInterrupt):
+        FaceTracker()
+    assert len(made) == 1  # the landmarker was finished before the interrupt came...
+    assert closed == made  # ...and closed then, not left to the garbage collector at exit
+
+
 def test_inside_mask_marks_the_crop_pixels_that_show_the_frame():
     """The mask is what ``warpAffine`` fills from the frame (not the black past its edge), for
     a shift and for a turned, shrunk face."""
