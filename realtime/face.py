@@ -259,11 +259,19 @@ def missing_library_hint(exc: OSError) -> str:
 DEFAULT_MAX_FACES = 4
 
 
+#: Stream-time gap (s) that ends every track (:class:`FaceTracker` ``max_gap_s``): well over a
+#: frame period of any camera or data set (a 1-fps frame folder still keeps its tracks).
+MAX_GAP_S = 1.5
+
+
 class FaceTracker:
     """MediaPipe FaceLandmarker + track ids + stabilised alignment. Not thread-safe: one
     tracker per stream (MediaPipe's VIDEO mode keeps per-stream state).
 
     ``lost_after``: a track ends after this many consecutive frames without its face.
+    ``max_gap_s``: a longer gap in stream time (a camera outage and reconnect) ends every track:
+    the face before and after it is not one continuous recording, and the buffers would fill
+    the gap with copies of the last frame and spot all of them at once.
     ``min_cutoff`` / ``beta``: the One Euro filter on the key points (:class:`OneEuroFilter`).
     ``sha256``: the model's expected hash (default: the bundled model's); ``None`` skips the
     check for a model of your own.
@@ -279,11 +287,14 @@ class FaceTracker:
         min_cutoff: float = 0.5,
         beta: float = 1.0,
         sha256: str | None = MODEL_SHA256,
+        max_gap_s: float = MAX_GAP_S,
     ) -> None:
-        if max_faces < 1 or crop_size < 16 or lost_after < 1:
+        if max_faces < 1 or crop_size < 16 or lost_after < 1 or not max_gap_s > 0:
             raise RealtimeError("FaceTracker needs max_faces >= 1, crop_size >= 16, "
-                                "lost_after >= 1")
+                                "lost_after >= 1, max_gap_s > 0")
         self.max_faces, self.crop_size, self.lost_after = max_faces, crop_size, lost_after
+        self.max_gap_s = max_gap_s
+        self._last_s: float | None = None  # stream time of the last frame processed
         self.min_cutoff, self.beta = min_cutoff, beta
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
         self._landmarker = self._load(self.model_path, sha256, min_confidence)
@@ -350,6 +361,10 @@ class FaceTracker:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise RealtimeError(f"frame {frame.index}: expected a BGR uint8 image, got "
                                 f"{image.dtype} {image.shape}")
+        gap_ended = []
+        if self._last_s is not None and frame.timestamp - self._last_s > self.max_gap_s:
+            gap_ended, self._tracks = [t.id for t in self._tracks], []
+        self._last_s = frame.timestamp
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         # VIDEO mode demands strictly increasing integer milliseconds; stream time may repeat
@@ -359,6 +374,7 @@ class FaceTracker:
         result = self._landmarker.detect_for_video(self._mp_image(rgb), ms)
         t1 = time.perf_counter()
         update = self._track(frame, rgb, result)
+        update.lost[:0] = gap_ended
         t2 = time.perf_counter()
         update.face_ms, update.align_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
         self.last_face_ms, self.last_align_ms = update.face_ms, update.align_ms

@@ -258,6 +258,30 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
     assert err.strip().splitlines()[-1].startswith("summary:") and "no face found" not in err, err
 
 
+def test_after_a_camera_outage_the_pipeline_does_not_spot_copies_of_the_last_frame(still_set):
+    """8 s without frames, then the face again: its old track ends (one last window) and a new
+    one starts; filling the gap would have run 30 windows of frozen copies in one step."""
+    video = next((still_set / "videos").glob("*.avi"))
+    images = read_frames(video)
+    spotter = FlowSpotter()
+    batches = []
+    real_process = spotter.process
+
+    def counted(windows):  # the real spotter, counting the windows of each call
+        batches.append(len(windows))
+        return real_process(windows)
+
+    spotter.process = counted
+    pipeline = Pipeline(FaceTracker(max_faces=1), spotter)
+    for index, image in enumerate(images[:120]):
+        pipeline.step(Frame(index, index / 30, time.monotonic(), image))
+    calls = len(batches)
+    first_after = pipeline.step(Frame(120, 120 / 30 + 8.0, time.monotonic(), images[120]))
+    assert batches[calls:] in ([], [1])  # at most the old track's last window
+    assert [f.track for f in first_after.faces] == [1]
+    pipeline.finish()
+
+
 def test_two_faces_give_two_tracks(tmp_path, capfd):
     code, _, err = run_cam(capfd, "--source", str(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")),
                            "--headless", "--quiet", "--sensitivity", "3", "--events", str(tmp_path / "e.jsonl"))

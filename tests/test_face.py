@@ -242,6 +242,18 @@ def test_face_lost_then_new_id(single_face) -> None:
         assert tracker.close() == [1]
 
 
+def test_a_gap_in_stream_time_ends_every_track(single_face) -> None:
+    """A camera outage (8 s without frames, then the same face again): the face after it is a
+    new track, and the old one is reported lost on the first frame after the gap."""
+    images, fps, _ = single_face
+    with FaceTracker(max_faces=2, crop_size=S) as tracker:
+        before = run(tracker, images[:10], fps)
+        after = run(tracker, images[10:15], fps, first=250)  # timestamps jump from 0.3 s to 8.3 s
+    assert {f.track for u in before for f in u.faces} == {0}
+    assert after[0].lost == [0] and not any(u.lost for u in after[1:])
+    assert {f.track for u in after for f in u.faces} == {1}
+
+
 def test_no_face_no_error() -> None:
     rng = np.random.default_rng(0)
     images = [np.zeros((360, 640, 3), np.uint8), rng.integers(0, 256, (360, 640, 3), np.uint8)]
