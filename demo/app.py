@@ -40,7 +40,7 @@ from realtime.spotters import add_engine_flags
 from realtime.types import RealtimeError
 
 from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionRegistry,
-                      Settings, signal_threshold)
+                      Settings)
 
 register_user_error(RealtimeError, DemoError)
 
@@ -159,7 +159,7 @@ class DemoApp:
                     series[track] = (np.array([times[i] for i in idx[keep].tolist()]), values[keep])
             events = list(session.events)
             now = max(times.values(), default=0.0)
-            threshold = signal_threshold(session.pipeline.spotter)
+            threshold = session.pipeline.spotter.signal_threshold()
         plot = signal_plot(series, events, threshold=threshold, span=(max(0.0, now - LIVE_PLOT_S), max(now, 1.0)),
                            width_px=1100, panel_px=120, note="no face yet", ylabel="motion (x noise)",
                            title=f"last {LIVE_PLOT_S:g} s; dashed: threshold; shaded: spotted (red micro, grey macro)")

@@ -133,18 +133,15 @@ class PipelineFactory:
         return FlowSpotter().describe()
 
     def pipeline(self, settings: Settings, sinks: Iterable[Sink] = ()) -> Pipeline:
-        from realtime.face import MODEL_SHA256
-
         spotter = self.spotter(settings)
-        tracker = FaceTracker(max_faces=settings.max_faces, crop_size=spotter.crop_size, model_path=self.face_model,
-                              sha256=MODEL_SHA256 if self.face_model is None else None)
+        tracker = FaceTracker(max_faces=settings.max_faces, crop_size=spotter.crop_size, model_path=self.face_model)
         return Pipeline(tracker, spotter, sinks)
 
 
 class SignalHistory:
     """Each track's motion signal by source frame, as the spotter last computed it.
 
-    The flow spotter publishes its latest window's signal per track (``last_signal``: source
+    The flow spotter publishes its latest window's signal per track (``Spotter.signals()``: source
     frames and values); windows overlap, so the newest value of a frame wins. ``max_frames``
     bounds each track (oldest frames go first), ``max_tracks`` the number of tracks kept
     (tracks not updated for longest go first); ``None`` keeps everything (an uploaded file,
@@ -155,9 +152,8 @@ class SignalHistory:
         self.max_frames, self.max_tracks = max_frames, max_tracks
         self._tracks: dict[int, dict[int, float]] = {}
 
-    def update(self, spotter: Any) -> None:
-        last = getattr(spotter, "last_signal", None) or {}
-        for track, (indices, values) in list(last.items()):
+    def update(self, spotter: Spotter) -> None:
+        for track, (indices, values) in spotter.signals().items():
             series = self._tracks.pop(int(track), {})
             self._tracks[int(track)] = series  # most recently updated last
             for index, value in zip(np.asarray(indices).tolist(), np.asarray(values, np.float64).tolist()):
@@ -182,14 +178,6 @@ class SignalHistory:
         return sum(len(s) for s in self._tracks.values())
 
 
-def signal_threshold(spotter: Any) -> float | None:
-    """The level a spotter's plotted signal must cross to make a movement (flow), else None."""
-    threshold = getattr(spotter, "threshold", None)
-    if getattr(spotter, "name", "") == "flow" and callable(threshold):
-        return float(threshold())
-    return None
-
-
 def to_bgr(image: Any) -> np.ndarray:
     """A webcam frame as Gradio delivers it (RGB, RGBA or grey uint8) as BGR uint8."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 16:
@@ -211,7 +199,6 @@ class LiveStep:
 
     image_bgr: np.ndarray
     index: int
-    new_events: list[Event]
     fps: float  # frames reaching the server per second (recent)
     latency_ms: float  # this frame: arrival at the server -> annotated frame ready
     faces: int
@@ -231,7 +218,6 @@ class LiveSession:
         self.overlay = OverlayState(signal_rate=pipeline.spotter.fps)
         self.events: deque[Event] = deque(maxlen=max_events)
         self.signals = SignalHistory(max_frames=max(2, round(signal_s * 60)), max_tracks=max_tracks)
-        self.signal_s = signal_s
         self.no_face_s = no_face_s
         self.frame_times: deque[tuple[int, float]] = deque(maxlen=max(2, round(signal_s * 60)))
         self._arrivals: deque[float] = deque(maxlen=60)
@@ -286,8 +272,7 @@ class LiveSession:
             latency = (self.clock() - received) * 1000
             self.latencies_ms.append(latency)
             stats["latency_ms"] = latency
-            return LiveStep(image_out, frame.index, result.events, fps, latency, len(result.faces), received_wall,
-                            stats)
+            return LiveStep(image_out, frame.index, fps, latency, len(result.faces), received_wall, stats)
 
     def timestamps(self) -> dict[int, float]:
         """Stream time of the recent frames (source frame -> seconds), for plots."""
@@ -323,7 +308,6 @@ class SessionRegistry:
         self._ended: OrderedDict[str, None] = OrderedDict()
         self.max_ended = 10_000
         self._lock = threading.Lock()
-        self.created = 0
         self.released = 0
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -374,7 +358,6 @@ class SessionRegistry:
             raise
         with self._lock:
             self._starting.discard(key)
-            self.created += 1
             orphan = key in self._ended  # the page closed while its pipeline was being built
             if not orphan:
                 self._sessions[key] = session

@@ -26,7 +26,7 @@ from realtime.overlay import OverlayState, VideoSaver
 from realtime.types import Event, RealtimeError
 
 from .plots import signal_plot
-from .session import DemoError, PipelineFactory, Settings, SignalHistory, signal_threshold
+from .session import DemoError, PipelineFactory, Settings, SignalHistory
 
 #: Columns of the event tables (live and upload).
 TABLE_HEADERS = ["face", "kind", "emotion", "score", "onset", "apex", "offset", "onset s", "offset s", "emitted +s"]
@@ -129,7 +129,6 @@ class BrowserVideo:
 @dataclass
 class UploadResult:
     video: Path | None
-    video_playable: bool
     plot: np.ndarray
     events: list[Event]
     rows: list[list]
@@ -222,7 +221,7 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     seconds = time.monotonic() - start
     series = {t: (idx / fps, v) for t, (idx, v) in history.series().items()}
     micro = sum(e.kind == "micro" for e in events)
-    plot = signal_plot(series, events, threshold=signal_threshold(pipeline.spotter),
+    plot = signal_plot(series, events, threshold=pipeline.spotter.signal_threshold(),
                        span=(0.0, max(frames - 1, 1) / fps),
                        ylabel="motion (x noise)",
                        title=f"{name}: motion signal per face; dashed: threshold; "
@@ -232,5 +231,5 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
                f"{pipeline.spotter.name} spotter in {seconds:.1f} s ({frames / max(seconds, 1e-6):.1f} frames/s).")
     if not writer.playable:
         summary += " The annotated video is mp4v (ffmpeg is not installed): download it to play it."
-    return UploadResult(video, writer.playable, plot, events, event_rows(events), csv_path, jsonl_path, frames, fps,
+    return UploadResult(video, plot, events, event_rows(events), csv_path, jsonl_path, frames, fps,
                         len(tracks), seconds, summary)

@@ -160,7 +160,7 @@ def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime:
 
     out = StreamRun(video)
     # Every face of every tile: a video with two people tiled twice has four.
-    tracker = FaceTracker(max_faces=faces * DEFAULT_MAX_FACES, crop_size=getattr(spotter, "crop_size", 112))
+    tracker = FaceTracker(max_faces=faces * DEFAULT_MAX_FACES, crop_size=spotter.crop_size)
     pipeline = Pipeline(tracker, spotter)
     try:
         start = time.perf_counter()

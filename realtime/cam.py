@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        from .face import MODEL_SHA256, FaceTracker
+        from .face import FaceTracker
 
         if args.max_faces < 1:
             raise UsageError("--max-faces must be at least 1")
@@ -208,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             display = None if args.headless else opened.enter_context(Display("micro-expression spotter (q to quit)"))
             spotter = make_spotter(args)
             tracker = opened.enter_context(FaceTracker(
-                max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model,
-                sha256=MODEL_SHA256 if args.face_model is None else None))
-            untrained = getattr(spotter, "trained", None) is False  # (the flow spotter has no weights)
+                max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model))
+            untrained = spotter.trained is False
             sinks = open_sinks(args, untrained, subject, video, opened)
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)

@@ -273,8 +273,8 @@ class FaceTracker:
     the face before and after it is not one continuous recording, and the buffers would fill
     the gap with copies of the last frame and spot all of them at once.
     ``min_cutoff`` / ``beta``: the One Euro filter on the key points (:class:`OneEuroFilter`).
-    ``sha256``: the model's expected hash (default: the bundled model's); ``None`` skips the
-    check for a model of your own.
+    ``sha256``: the expected hash of a ``model_path`` of your own (``None``: not checked); the
+    bundled model (no ``model_path``) is always checked against its recorded hash.
     """
 
     def __init__(
@@ -286,7 +286,7 @@ class FaceTracker:
         lost_after: int = 10,
         min_cutoff: float = 0.5,
         beta: float = 1.0,
-        sha256: str | None = MODEL_SHA256,
+        sha256: str | None = None,
         max_gap_s: float = MAX_GAP_S,
     ) -> None:
         if max_faces < 1 or crop_size < 16 or lost_after < 1 or not max_gap_s > 0:
@@ -297,12 +297,10 @@ class FaceTracker:
         self._last_s: float | None = None  # stream time of the last frame processed
         self.min_cutoff, self.beta = min_cutoff, beta
         self.model_path = Path(model_path) if model_path is not None else MODEL_PATH
-        self._landmarker = self._load(self.model_path, sha256, min_confidence)
+        self._landmarker = self._load(self.model_path, MODEL_SHA256 if model_path is None else sha256, min_confidence)
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_ms = 0  # _load's warm-up frame used timestamp 0
-        self.last_face_ms = 0.0
-        self.last_align_ms = 0.0
 
     def _load(self, path: Path, sha256: str | None, min_confidence: float) -> Any:
         if not path.is_file():
@@ -377,7 +375,6 @@ class FaceTracker:
         update.lost[:0] = gap_ended
         t2 = time.perf_counter()
         update.face_ms, update.align_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-        self.last_face_ms, self.last_align_ms = update.face_ms, update.align_ms
         return update
 
     def _track(self, frame: Frame, rgb: np.ndarray, result: Any) -> FaceUpdate:

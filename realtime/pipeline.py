@@ -45,7 +45,7 @@ class Pipeline:
         self.spotter = spotter
         self.sinks = list(sinks)
         self.buffers = Buffers(spotter.window, spotter.stride, spotter.fps)
-        self.merger = EventMerger(spotter.name, gap_s=getattr(spotter, "merge_gap_s", 0.0))
+        self.merger = EventMerger(spotter.name, gap_s=spotter.merge_gap_s)
         self.frames = 0
         self.event_count = 0
         self.micro_count = 0
@@ -84,8 +84,7 @@ class Pipeline:
 
     def signals(self) -> dict[int, np.ndarray]:
         """The spotter's latest motion signal per track (empty for spotters without one)."""
-        last = getattr(self.spotter, "last_signal", {})
-        return {track: values for track, (_, values) in last.items()}
+        return {track: values for track, (_, values) in self.spotter.signals().items()}
 
     # ------------------------------------------------------------------ internals
     def _spot(self, windows: list[Window], ended_tracks: set[int]) -> tuple[list[Event], float]:

@@ -13,16 +13,39 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
+
 from ..types import Candidate, Window
 
 
 class Spotter(Protocol):
-    """``process(window) -> candidates``; windows of ``window`` model frames every ``stride``."""
+    """``process(window) -> candidates``; windows of ``window`` model frames every ``stride``.
+
+    ``crop_size``: the aligned face crop it wants from the tracker (px). ``merge_gap_s``:
+    candidates closer than this are one movement (:class:`~realtime.events.EventMerger`).
+    ``trained``: whether its weights were trained (``None``: it has none, or it cannot tell).
+    """
 
     name: str
     window: int
     stride: int
     fps: float
+    crop_size: int
+    merge_gap_s: float
+    trained: bool | None
+
+    def describe(self) -> str:
+        """One line for the start of a run: what spots, with which weights, and caveats."""
+        ...
+
+    def signals(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The latest window's motion signal per track, as (source frames, values), for plots
+        and overlays; empty for a spotter without one."""
+        ...
+
+    def signal_threshold(self) -> float | None:
+        """The level :meth:`signals` must cross to make a movement, or ``None``."""
+        ...
 
     def process(self, windows: list[Window]) -> list[list[Candidate]]:
         """Candidates of each window (one list per window; a batch may mix tracks)."""

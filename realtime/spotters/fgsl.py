@@ -206,7 +206,7 @@ class FGSLSpotter:
         self.threshold = scaled_threshold(base, self.sensitivity)
         self.labels = tuple(megc_label(c) for c in cfg.classes)
         self.trained = _weights_trained(engine) if trained is None else bool(trained)
-        self.crops = _weights_crops(engine)
+        self.trained_on_crops = _weights_crops(engine)  # "centre", "aligned" or None: see describe()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -250,9 +250,16 @@ class FGSLSpotter:
             text += f" [{UNTRAINED_BANNER}]"
         elif self.trained is None:
             text += " [weights of unknown origin: not read from a weights folder]"
-        elif self.crops == "centre":
+        elif self.trained_on_crops == "centre":
             text += f" [{CROPS_CAVEAT}]"
         return text
+
+    def signals(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """FGSL scores intervals, not a per-frame motion signal: none to plot."""
+        return {}
+
+    def signal_threshold(self) -> None:
+        return None
 
     def process(self, windows: list[Window]) -> list[list[Candidate]]:
         """Candidates of each window; all windows (any tracks) in one engine call."""

@@ -179,6 +179,8 @@ class FlowSpotter:
 
     name = "flow"
     crop_size = 112
+    merge_gap_s = 0.0  # overlap (IoU) alone merges its candidates
+    trained = None  # no weights
 
     def __init__(self, settings: FlowSettings | None = None, sensitivity: float = 1.0) -> None:
         if not is_positive_number(sensitivity):
@@ -188,12 +190,16 @@ class FlowSpotter:
         self.window, self.stride, self.fps = self.settings.window, self.settings.stride, self.settings.fps
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._tracks: dict[int, _Track] = {}
-        #: The last window's signal per track, for overlays: (source frames, values).
-        self.last_signal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._signals: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # see signals()
 
     # ------------------------------------------------------------------ protocol
     def describe(self) -> str:
         return "training-free optical-flow spotter (no weights; emotion guessed from blendshapes)"
+
+    def signals(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Each track's last window: its smoothed strongest-region excess over the noise, in
+        robust deviations (what :meth:`signal_threshold` applies to), at its source frames."""
+        return dict(self._signals)
 
     def process(self, windows: list[Window]) -> list[list[Candidate]]:
         return [self._process_one(w) for w in windows]
@@ -206,7 +212,7 @@ class FlowSpotter:
 
     def end_track(self, track: int) -> None:
         self._tracks.pop(track, None)
-        self.last_signal.pop(track, None)
+        self._signals.pop(track, None)
 
     # ------------------------------------------------------------------ signal
     def _region_boxes(self, window: Window) -> np.ndarray:
@@ -310,10 +316,10 @@ class FlowSpotter:
         excess = per_region.max(axis=1)
         smooth = excess.copy()
         smooth[k + 1:n - k - 1] = 0.25 * excess[k:n - k - 2] + 0.5 * excess[k + 1:n - k - 1] + 0.25 * excess[k + 2:n - k]
-        self.last_signal[window.track] = (window.indices[k:n - k].copy(), smooth[k:n - k].copy())
+        self._signals[window.track] = (window.indices[k:n - k].copy(), smooth[k:n - k].copy())
         return d, smooth, strongest
 
-    def threshold(self) -> float:
+    def signal_threshold(self) -> float:
         """Robust deviations above a region's median that make a movement."""
         return self.settings.threshold_mads / self.sensitivity
 
@@ -322,7 +328,7 @@ class FlowSpotter:
         cfg = self.settings
         k, n = cfg.lag, len(window.indices)
         d, s, strongest = self.signal(window)
-        theta = self.threshold()
+        theta = self.signal_threshold()
         # Apexes only where both side lobes (apex -/+ k) can be inspected: [2k, n-2k). No
         # window comes before a track's first or after its last, so those also take the
         # apexes near the track's ends, with whatever lobe can be inspected.
