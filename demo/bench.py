@@ -40,6 +40,7 @@ from typing import Any
 
 from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_number,
                       register_user_error, run)
+from realtime.bench import percentiles
 
 from . import browser as B
 
@@ -54,12 +55,11 @@ INSTALL_HINT = "pip install 'fgsl-spotter[demo]' playwright"
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
+    """Median, p95 (``realtime.bench.percentiles``, the live spotter benchmark's) and mean."""
     if not values:
         return {"p50": None, "p95": None, "mean": None, "n": 0}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1),
-            "mean": round(statistics.fmean(ordered), 1), "n": len(ordered)}
+    return {**percentiles(values, ("p50", "p95"), (50, 95), 1), "mean": round(statistics.fmean(values), 1),
+            "n": len(values)}
 
 
 def page_report(captured: list[float], sent: list[float], shown: list[list[float]], t0: float, t1: float) -> dict:

@@ -296,11 +296,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def speed(runs: list[StreamRun]) -> dict[str, float]:
+    """Frames per second over ``runs``, and ``x_realtime``: that over the video's own rate."""
+    frames, seconds = sum(r.frames for r in runs), sum(r.seconds for r in runs)
+    fps = frames / seconds if seconds > 0 else 0.0
+    return {"fps": round(fps, 3), "x_realtime": round(fps / runs[0].fps, 4) if runs and runs[0].fps else 0.0}
+
+
 def report(runs: list[StreamRun], spotter: Spotter, args: argparse.Namespace, video: Path) -> dict[str, Any]:
     """The JSON report: speed, stage latency, event delay, memory, and what was measured."""
     frames = sum(r.frames for r in runs)
     seconds = sum(r.seconds for r in runs)
-    fps = frames / seconds if seconds > 0 else 0.0
     video_fps = runs[0].fps if runs else 0.0
     stages = {s: percentiles([t for r in runs for t in r.timings[s]]) for s in STAGES}
     # Only events emitted while frames still arrived: finish() emits the rest at the stream's
@@ -309,8 +315,7 @@ def report(runs: list[StreamRun], spotter: Spotter, args: argparse.Namespace, vi
     events = [e for r in runs for e in r.events]
     delay = percentiles(delays, ("p50", "p95"), (50, 95), 4)
     return {
-        "fps": round(fps, 3),
-        "x_realtime": round(fps / video_fps, 4),
+        **speed(runs),
         "video_fps": video_fps,
         "frames": frames,
         "seconds": round(seconds, 3),
@@ -398,10 +403,8 @@ def compare_backend(args: argparse.Namespace, video: Path, rep: dict[str, Any], 
     backend that cannot run fails at once), on the same video in the same process: the speed ratio."""
     print(f"bench: the same video on the {args.compare_backend} backend", file=sys.stderr, flush=True)
     warm_up(other)
-    runs = [run_stream(video, other, args.faces, args.repeat, args.realtime)]
-    frames, seconds = sum(r.frames for r in runs), sum(r.seconds for r in runs)
-    x_realtime = frames / seconds / runs[0].fps if seconds and runs[0].fps else 0.0
-    return {"backend": backend_of(other), "x_realtime": round(x_realtime, 4),
+    x_realtime = speed([run_stream(video, other, args.faces, args.repeat, args.realtime)])["x_realtime"]
+    return {"backend": backend_of(other), "x_realtime": x_realtime,
             "ratio": round(rep["x_realtime"] / x_realtime, 3) if x_realtime else None}
 
 
@@ -418,11 +421,6 @@ def streaming_modes(cached: Spotter, video: Path, args: argparse.Namespace, runs
     print("bench: the same video again without the chunk cache", file=sys.stderr, flush=True)
     warm_up(plain)
     plain_runs = [run_stream(video, plain, args.faces, args.repeat, args.realtime)]
-
-    def speed(rs: list[StreamRun]) -> dict[str, float]:
-        frames, seconds = sum(r.frames for r in rs), sum(r.seconds for r in rs)
-        fps = frames / seconds if seconds else 0.0
-        return {"fps": round(fps, 3), "x_realtime": round(fps / rs[0].fps, 4) if rs and rs[0].fps else 0.0}
 
     with_cache = {**speed(runs), "encoder_ms": percentiles(cached.work["encode_ms"], ("p50", "p95"), (50, 95), 2),
                   "decoder_ms": percentiles(cached.work["decode_ms"], ("p50", "p95"), (50, 95), 2),

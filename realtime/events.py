@@ -28,18 +28,15 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Protocol
 
+from fgsl.evaluate import iou
 from fgsl.files import unwritable_reason
 
 from .types import Candidate, Event, RealtimeError
 
 
 def frame_iou(a: Candidate, b: Candidate) -> float:
-    """IoU of two inclusive frame ranges (as the MEGC scorer counts them)."""
-    inter = min(a.offset, b.offset) - max(a.onset, b.onset) + 1
-    if inter <= 0:
-        return 0.0
-    union = (a.offset - a.onset + 1) + (b.offset - b.onset + 1) - inter
-    return inter / union
+    """IoU of two inclusive frame ranges, as the MEGC scorer counts them (:func:`fgsl.evaluate.iou`)."""
+    return float(iou(a, b))
 
 
 class EventMerger:
