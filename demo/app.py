@@ -225,11 +225,11 @@ class DemoApp:
 
         spotters = list(self.factory.spotters)
         if self.factory.engine is None:
-            spotter_note = ("Spotter: the training-free **optical-flow** spotter (no weights; emotion guessed from "
-                            "facial blendshapes). The **FGSL spotter needs trained weights**: start the demo with "
-                            "`python -m demo --weights RUN_DIR` to offer it.")
-        else:
-            spotter_note = f"FGSL: {self.factory.describe('fgsl')}. Flow: {self.factory.describe('flow')}."
+            spotter_note = ("Spotter: the training-free <b>optical-flow</b> spotter (no weights; emotion guessed from "
+                            "facial blendshapes). The <b>FGSL spotter needs trained weights</b>: start the demo with "
+                            "<code>python -m demo --weights RUN_DIR</code> to offer it.")
+        else:  # (the descriptions name folders: escaped)
+            spotter_note = html.escape(f"FGSL: {self.factory.describe('fgsl')}. Flow: {self.factory.describe('flow')}.")
             if self.factory.trained is False:
                 spotter_note = f'<span class="demo-untrained">{spotter_note}</span>'
         # analytics_enabled=False: Gradio's default sends launch statistics to, and checks its
@@ -238,7 +238,7 @@ class DemoApp:
             gr.Markdown("# Micro-expression spotter")
             why = DISCLAIMER.split(": ", 1)[-1]
             gr.HTML(f'<div class="demo-note" id="disclaimer"><b>Micro-expression spotting is a research tool, not a '
-                    f'lie detector</b>: {html.escape(why)}.<br>{_md_inline(spotter_note)}<br>'
+                    f'lie detector</b>: {html.escape(why)}.<br>{spotter_note}<br>'
                     f'Webcam frames are processed in memory and not stored.</div>')
             with gr.Row():
                 spotter = gr.Dropdown(spotters, value="flow", label="Spotter", elem_id="spotter",
@@ -360,17 +360,6 @@ def _session_key(request: Any) -> str:
     """Gradio's per-page session id (one browser tab)."""
     key = getattr(request, "session_hash", None)
     return str(key) if key else "anonymous"
-
-
-def _md_inline(text: str) -> str:
-    """The two bits of Markdown the note uses (**bold**, `code`) as HTML."""
-    import re
-
-    if text.startswith("<span"):
-        return text
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
 def build_parser() -> argparse.ArgumentParser:

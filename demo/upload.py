@@ -23,6 +23,7 @@ from fgsl.config import is_positive_number
 from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
+from realtime.pipeline import Pipeline
 from realtime.types import Event, RealtimeError
 
 from .plots import signal_plot
@@ -151,13 +152,8 @@ def frame_count(path: Path) -> int:
     return int(n) if is_positive_number(n) else 0
 
 
-def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory, out_dir: Path,
-                  max_bytes: int | None = None, name: str | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> UploadResult:
-    """Spot micro-expressions in the whole video; raises :class:`DemoError` with one clear line
-    for anything the user can fix (not a video, no face, too large)."""
-    path = Path(path)
-    name = name or path.name
+def open_upload(path: Path, name: str, max_bytes: int | None) -> Capture:
+    """The upload as a capture, or :class:`DemoError` saying what is wrong with it."""
     if not path.is_file():
         raise DemoError(f"{name}: no such file was uploaded")
     size = path.stat().st_size
@@ -165,11 +161,54 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
         raise DemoError(f"{name} is {size / 2**20:.1f} MB; this server accepts videos up to "
                         f"{max_bytes / 2**20:.0f} MB (--max-upload-mb)")
     try:
-        capture = Capture(parse_source(None, path))
+        return Capture(parse_source(None, path))
     except RealtimeError as exc:
         reason = str(exc).split(": ", 1)[-1]
         raise DemoError(f"{name} is not a video this demo can read ({reason}); try an .mp4, .avi, .mov or "
                         f".webm file") from None
+
+
+@dataclass
+class _Spotted:
+    """What one pass over the upload gave."""
+
+    events: list[Event]
+    tracks: set[int]
+    history: SignalHistory
+
+
+def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo, total: int,
+                      progress: Callable[[float, str], None] | None) -> _Spotted:
+    """Every frame through the pipeline and onto the annotated video, the progress bar fed."""
+    overlay = OverlayState(signal_rate=pipeline.spotter.fps)
+    spotted = _Spotted([], set(), SignalHistory())
+    start = time.monotonic()
+    for frame in capture:
+        result = pipeline.step(frame)
+        spotted.history.update(pipeline.spotter)
+        spotted.events += result.events
+        spotted.tracks.update(f.track for f in result.faces)
+        elapsed = max(time.monotonic() - start, 1e-6)
+        writer.write(overlay.draw(frame.image, result.faces, pipeline.signals(), result.events,
+                                  {"fps": pipeline.frames / elapsed, "spotter": pipeline.spotter.name},
+                                  frame.timestamp))
+        if progress is not None and (pipeline.frames % 10 == 0):
+            fraction = min(0.99, pipeline.frames / total) if total else 0.5
+            progress(fraction, f"frame {pipeline.frames}{f' of ~{total}' if total else ''}: "
+                               f"{len(spotted.events)} events so far")
+    spotted.events += pipeline.finish()
+    spotted.history.update(pipeline.spotter)
+    return spotted
+
+
+def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory, out_dir: Path,
+                  max_bytes: int | None = None, name: str | None = None,
+                  progress: Callable[[float, str], None] | None = None) -> UploadResult:
+    """Spot micro-expressions in the whole video; raises :class:`DemoError` with one clear line
+    for anything the user can fix (not a video, no face, too large)."""
+    path = Path(path)
+    name = name or path.name
+    capture = open_upload(path, name, max_bytes)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(name).stem or "video"
     csv_path, jsonl_path = out_dir / f"{stem}_megc.csv", out_dir / f"{stem}_events.jsonl"
@@ -180,31 +219,11 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     except BaseException:
         capture.stop()
         raise
-    total = frame_count(path)
     writer = BrowserVideo(out_dir / f"{stem}_annotated.mp4", capture.fps)
-    overlay = OverlayState(signal_rate=pipeline.spotter.fps)
-    history = SignalHistory()
-    events: list[Event] = []
-    tracks: set[int] = set()
     start = time.monotonic()
     ok = False
     try:
-        for frame in capture:
-            result = pipeline.step(frame)
-            history.update(pipeline.spotter)
-            events += result.events
-            tracks.update(f.track for f in result.faces)
-            elapsed = max(time.monotonic() - start, 1e-6)
-            image = overlay.draw(frame.image, result.faces, pipeline.signals(), result.events,
-                                 {"fps": pipeline.frames / elapsed, "spotter": pipeline.spotter.name},
-                                 frame.timestamp)
-            writer.write(image)
-            if progress is not None and (pipeline.frames % 10 == 0):
-                fraction = min(0.99, pipeline.frames / total) if total else 0.5
-                progress(fraction, f"frame {pipeline.frames}{f' of ~{total}' if total else ''}: "
-                                   f"{len(events)} events so far")
-        events += pipeline.finish()
-        history.update(pipeline.spotter)
+        spotted = _spot_every_frame(capture, pipeline, writer, frame_count(path), progress)
         ok = True
     except RealtimeError as exc:
         raise DemoError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
@@ -214,12 +233,12 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
         if not ok:
             writer.abort()
     video = writer.close()
-    frames, fps = pipeline.frames, capture.fps
+    frames, fps, events = pipeline.frames, capture.fps, spotted.events
     if pipeline.last_face_s is None:
         raise DemoError(f"no face found in the {frames} frames of {name}: the spotter needs a visible, roughly "
                         f"frontal face")
     seconds = time.monotonic() - start
-    series = {t: (idx / fps, v) for t, (idx, v) in history.series().items()}
+    series = {t: (idx / fps, v) for t, (idx, v) in spotted.history.series().items()}
     micro = sum(e.kind == "micro" for e in events)
     plot = signal_plot(series, events, threshold=pipeline.spotter.signal_threshold(),
                        span=(0.0, max(frames - 1, 1) / fps),
@@ -227,9 +246,9 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
                        title=f"{name}: motion signal per face; dashed: threshold; "
                              f"shaded: spotted (red micro, grey macro)")
     summary = (f"**{len(events)} events** ({micro} micro-expressions) in {frames} frames "
-               f"({frames / fps:.1f} s of video) from {len(tracks)} face track(s), spotted with the "
+               f"({frames / fps:.1f} s of video) from {len(spotted.tracks)} face track(s), spotted with the "
                f"{pipeline.spotter.name} spotter in {seconds:.1f} s ({frames / max(seconds, 1e-6):.1f} frames/s).")
     if not writer.playable:
         summary += " The annotated video is mp4v (ffmpeg is not installed): download it to play it."
     return UploadResult(video, plot, events, event_rows(events), csv_path, jsonl_path, frames, fps,
-                        len(tracks), seconds, summary)
+                        len(spotted.tracks), seconds, summary)

@@ -212,6 +212,20 @@ def test_fgsl_spotter_is_offered_with_an_engine_and_says_untrained(tmp_path):
     app.registry.close_all()
 
 
+def test_the_page_escapes_the_weights_folder_it_names(tmp_path):
+    """The spotter note names the weights folder: a folder name is text on the page, not HTML."""
+    from fgsl import weights
+    from fgsl.config import preset
+    from fgsl.model import build
+
+    folder = tmp_path / "run<img src=x onerror=alert(1)>"
+    weights.save(build(preset("tiny"), seed=0), folder, trained=False)
+    app = DemoApp(PipelineFactory(weights=folder, allow_untrained=True), DemoConfig(work_dir=tmp_path / "work"))
+    page = json.dumps(app.blocks().config)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "demo-untrained" in page  # the untrained marking itself is still HTML
+
+
 def test_oversized_upload_is_refused_with_a_clear_message(factory, tmp_path):
     big = tmp_path / "long_recording.mp4"
     big.write_bytes(b"\0" * (2 * 2**20 + 1))
