@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fgsl.config import MEGC_CLASSES
+
 
 class RealtimeError(ValueError):
     """Bad input to the live spotter (camera, file, model file, flags): one clear line."""
@@ -147,7 +149,7 @@ EVENT_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "delay_s": (int, float),
     "kind": str,
 }
-LABELS = ("negative", "positive", "surprise", "others")
+LABELS = MEGC_CLASSES  # the emotion of every event: the MEGC classes FGSL is trained on
 #: The spotters that emit events (``realtime/spotters/``).
 SPOTTERS = ("flow", "fgsl")
 
