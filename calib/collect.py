@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, explain, run
-from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig
+from fgsl.config import DEFAULT_PRESET, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
 
@@ -78,17 +78,16 @@ class CalibrationSet:
         return np.stack([normalise(c) for c in crops])
 
     def chunks(self, count: int | None = None) -> np.ndarray:
-        """``[N * T/16, 3, 16, S, S]``: the clips cut into the 16-frame chunks ``encode_chunk`` takes."""
-        clips = self.clips(count)
-        n, c, t, h, w = clips.shape
-        k = t // CHUNK_FRAMES
-        return np.ascontiguousarray(
-            clips.reshape(n, c, k, CHUNK_FRAMES, h, w).transpose(0, 2, 1, 3, 4, 5).reshape(n * k, c, CHUNK_FRAMES, h, w))
+        """``[N * T/16, 3, 16, S, S]``: the clips cut into the 16-frame chunks ``encode_chunk`` takes,
+        in the engines' order (:func:`engines.base.split_chunks`)."""
+        from engines.base import split_chunks
+
+        return split_chunks(self.clips(count))[0]
 
 
 def save(data: CalibrationSet, path: str | Path) -> Path:
     """Write ``data`` to ``path`` (``.npz``, compressed) atomically."""
-    from engines.trt import atomic_write
+    from fgsl.files import atomic_write
 
     buf = io.BytesIO()
     np.savez_compressed(
@@ -158,9 +157,15 @@ def spotter_for(cfg: FGSLConfig) -> Any:
 
 
 class _Recorder:
-    """The live pipeline's spotter during collection: keeps a seeded uniform sample of windows."""
+    """The live pipeline's spotter during collection: keeps a seeded uniform sample of windows.
+
+    It follows :class:`realtime.spotters.base.Spotter` but spots nothing: no candidates (so no
+    merging gap), no weights, no signal.
+    """
 
     name = "calibration"
+    merge_gap_s = 0.0
+    trained = None
 
     def __init__(self, cfg: FGSLConfig, count: int, stride: int, seed: int) -> None:
         self.window = cfg.window_frames
@@ -192,6 +197,15 @@ class _Recorder:
 
     def end_track(self, track: int) -> None:
         pass
+
+    def describe(self) -> str:
+        return f"calibration windows of {self.window} frames (no model runs)"
+
+    def signals(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def signal_threshold(self) -> float | None:
+        return None
 
 
 def _frame_estimate(path: Path, fps: float | None = None) -> int | None:
@@ -228,7 +242,7 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
     from tqdm import tqdm
 
     from realtime.capture import Capture, parse_source
-    from realtime.face import MODEL_SHA256, FaceTracker
+    from realtime.face import FaceTracker
     from realtime.pipeline import Pipeline
     from realtime.types import RealtimeError
 
@@ -260,8 +274,7 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
             total = min(total, max_frames)
         bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress, leave=False, file=sys.stderr)
         try:
-            with FaceTracker(max_faces=max_faces, crop_size=recorder.crop_size, model_path=face_model,
-                             sha256=MODEL_SHA256 if face_model is None else None) as tracker, \
+            with FaceTracker(max_faces=max_faces, crop_size=recorder.crop_size, model_path=face_model) as tracker, \
                     Capture(source) as capture:
                 pipeline = Pipeline(tracker, recorder)
                 for frame in capture:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.extras import CALIB_HINT, ONNX_HINT, require
 from fgsl.cli import HelpFormatter, UsageError, check_output, explain, run
 from fgsl.files import atomic_output
 
@@ -66,21 +67,22 @@ SCOPES = {"encoder": [r".*encoder.*"], "all": None}
 #: ModelOpt puts Q/DQ on the attention matmuls (Q.K^T, softmax.V) unless told not to
 #: (``disable_mha_qdq``). Measured here on the realtime preset: with them the logits moved by up
 #: to 0.88, without by 0.03; so they stay in high precision unless ``--quantize-attention``.
-MODELOPT_HINT = "NVIDIA ModelOpt is not installed: pip install 'fgsl-spotter[calib]' (nvidia-modelopt[onnx])"
 #: Added for int8 only: the ONNX Runtime stand-in makes nothing else.
 STAND_IN_HINT = ", or use --tool onnxruntime for an ONNX Runtime int8 stand-in"
 
 
 def onnx_inputs(onnx_path: str | Path) -> list[str]:
-    """Names of the graph inputs that are not initializers."""
+    """Names of the graph inputs that are not initializers (``engines.trt.onnx_input_shapes``'s),
+    or :class:`CalibError` for a file that is not ONNX."""
     import onnx
+
+    from engines.trt import onnx_input_shapes
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
         raise CalibError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
-    initializers = {i.name for i in model.graph.initializer}
-    return [v.name for v in model.graph.input if v.name not in initializers]
+    return list(onnx_input_shapes(model))
 
 
 def refuse_quantized_input(onnx_path: str | Path) -> None:
@@ -107,18 +109,27 @@ def calibration_inputs(names: list[str], data: CalibrationSet, count: int | None
 
 
 def check_config(onnx_path: str | Path, data: CalibrationSet, names: list[str]) -> None:
-    """Refuse calibration windows whose size does not match the model input (one line)."""
+    """Refuse calibration windows whose size does not match the model input (one line).
+
+    The shape the windows make is the graph's input shape for their config
+    (``engines.export.io_shapes``); a dynamic axis of the file (a name, not a size) matches anything.
+    """
     import onnx
 
+    from engines.base import IO
+    from engines.export import io_shapes
+    from engines.trt import onnx_input_shapes
+
+    c = data.cfg
+    graph_of = {name: graph for graph, (inputs, _) in IO.items() for name in inputs}
     model = onnx.load(str(onnx_path), load_external_data=False)
-    for value in model.graph.input:
-        if value.name not in names:
+    for name, dims in onnx_input_shapes(model).items():
+        if name not in names or name not in graph_of:
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-        c = data.cfg
-        want = [None, 3, c.window_frames if value.name == "clips" else 16, c.image_size, c.image_size]
-        if len(dims) == 5 and any(d is not None and w is not None and d != w for d, w in zip(dims, want)):
-            raise CalibError(f"{onnx_path}: input {value.name} is {dims[1:]}, but the calibration windows are for "
+        want = io_shapes(c, graph_of[name])["inputs"][name]
+        got = [d if isinstance(d, int) and d >= 0 else None for d in dims[1:]]  # None: dynamic
+        if len(dims) == 5 and any(d is not None and d != w for d, w in zip(got, want[1:])):
+            raise CalibError(f"{onnx_path}: input {name} is {got}, but the calibration windows are for "
                              f"preset {c.name!r} ({want[1:]}): collect them with the model's preset or weights")
 
 
@@ -147,21 +158,21 @@ def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] 
                       eps: list[str], high_precision: str, nodes: list[str] | None = None,
                       attention: bool = False) -> None:
     """ModelOpt PTQ (int8/fp8) or AutoCast (fp16) into ``out``."""
-    try:
-        if mode == "fp16":
-            from modelopt.onnx.autocast import convert_to_mixed_precision
-        else:
-            from modelopt.onnx.quantization import quantize
-    except ImportError as exc:
-        raise CalibError(f"{MODELOPT_HINT}{STAND_IN_HINT if mode == 'int8' else ''} ({exc})") from None
+    module = "modelopt.onnx.autocast" if mode == "fp16" else "modelopt.onnx.quantization"
+    require((module,), f"calib.quantize --mode {mode}", CALIB_HINT + (STAND_IN_HINT if mode == "int8" else ""),
+            CalibError)
     import onnx
 
     with atomic_output(out, suffix=".onnx") as tmp:
         if mode == "fp16":
+            from modelopt.onnx.autocast import convert_to_mixed_precision
+
             model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
                                                keep_io_types=True, providers=eps)
             onnx.save(model, str(tmp))
         else:
+            from modelopt.onnx.quantization import quantize
+
             quantize(onnx_path=str(onnx_path), quantize_mode=mode, calibration_data=inputs,
                      calibration_method=method, calibration_eps=eps, output_path=str(tmp),
                      high_precision_dtype=high_precision, nodes_to_quantize=nodes,
@@ -192,10 +203,8 @@ class _Reader:
 def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray], method: str,
                          nodes: list[str] | None = None) -> None:
     """ONNX Runtime static int8 Q/DQ (symmetric, per-channel weights), the stand-in quantiser."""
-    try:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    except ImportError as exc:
-        raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
+    require(("onnxruntime.quantization",), "calib.quantize --tool onnxruntime", ONNX_HINT, CalibError)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with atomic_output(out, suffix=".onnx") as tmp:
         quantize_static(

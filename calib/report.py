@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from engines.onnx_backend import import_onnxruntime, session_options
 from fgsl.cli import HelpFormatter, UsageError, first_line, run, score_threshold
 from fgsl.config import FGSLConfig
-from fgsl.decode import Interval, decode
+from fgsl.decode import Interval, decode, temporal_iou
 
 from . import CalibError
 from .collect import load
@@ -41,11 +42,8 @@ from .quantize import calibration_inputs, check_config, onnx_inputs
 
 
 def _onnxruntime() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise CalibError(f"onnxruntime is not installed ({exc}): pip install onnxruntime") from None
-    return ort
+    """ONNX Runtime, or one :class:`CalibError` line saying what to install."""
+    return import_onnxruntime("calib.report", CalibError)
 
 
 def check_providers(providers: list[str]) -> None:
@@ -96,17 +94,14 @@ def check_same_weights(fp32: str | Path, quantized: str | Path) -> None:
 
 
 def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
-    """An ONNX Runtime session, or :class:`CalibError` naming the file and the reason."""
+    """An ONNX Runtime session with the engines' options (:func:`engines.onnx_backend.session_options`),
+    or :class:`CalibError` naming the file and the reason."""
     ort = _onnxruntime()
     path = Path(path)
     if not path.is_file():
         raise CalibError(f"{path}: no such ONNX file")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), session_options(threads or None), providers=providers)
     except Exception as exc:  # noqa: BLE001 (ORT raises its own exception types)
         raise CalibError(f"ONNX Runtime cannot run {path} with {', '.join(providers)}: {first_line(exc)}") from None
 
@@ -148,9 +143,9 @@ def compare_raw(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict
 
 
 def _tiou(a: Interval, b: Interval) -> float:
-    inter = max(0.0, min(a.offset, b.offset) - max(a.onset, b.onset))
-    union = (a.offset - a.onset) + (b.offset - b.onset) - inter
-    return inter / union if union > 0 else float(a.onset == b.onset and a.offset == b.offset)
+    """Temporal IoU of two decoded intervals (:func:`fgsl.decode.temporal_iou`, soft-NMS's; decoded
+    intervals are never empty, so its guard against a zero union never applies)."""
+    return float(temporal_iou(np.array([a.onset, a.offset]), np.array([[b.onset, b.offset]]))[0])
 
 
 def _key(iv: Interval) -> tuple[int, int, int]:

@@ -13,7 +13,6 @@ The torch backend is the reference every other backend is checked against
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,23 +65,24 @@ def candidates(backend: str, device: str) -> tuple[str, ...]:
     return tuple(b for b in AUTO_ORDER if b != "tensorrt" or _cuda(device))
 
 
-def _trt(device: str) -> Any:
-    """``engines.trt`` with TensorRT importable and a CUDA ``device``, or :class:`BackendUnavailable`.
+def tensorrt_backend(device: str) -> Any:
+    """``engines.trt`` with TensorRT importable and a CUDA ``device`` to run on, or
+    :class:`BackendUnavailable` saying why: the one gate before any TensorRT work.
 
-    No TensorRT object is created here: only the import and the CUDA check.
+    ``auto`` passes over the backend on it, and ``engines.build --backend tensorrt`` stops on
+    it before minutes of export. No TensorRT object is created here: only the import
+    (:func:`engines.trt.import_tensorrt`) and the CUDA check, the device's string first so that
+    a CPU device never loads TensorRT's libraries.
     """
     if not _cuda(device):
         raise BackendUnavailable(f"tensorrt needs a CUDA device, not {device!r}")
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailable("tensorrt is not installed (pip install 'fgsl-spotter[trt]' on a machine with an "
-                                 "NVIDIA GPU)")
     try:
         from . import trt
-
-        trt.import_tensorrt()
-        trt.require_cuda(device)
     except ImportError as exc:
         raise BackendUnavailable(f"engines.trt cannot be imported ({exc})") from None
+    try:
+        trt.import_tensorrt()
+        trt.require_cuda(device)
     except EngineError as exc:
         raise BackendUnavailable(str(exc)) from None
     return trt
@@ -95,10 +95,11 @@ def _open_tensorrt_model(model: Any, device: str, source: str | None, cache: Any
 
     from .export import DEFAULT_OPSET, cache_entry, export_onnx, weights_digest
 
-    trt = _trt(device)
+    trt = tensorrt_backend(device)
+    version = str(getattr(trt.import_tensorrt(), "__version__", "?"))
     digest, plans = weights_digest(model), {}
     for graph in ("encode_chunk", "decode_window"):
-        identity, key = cache_entry(model.cfg, digest, backend="tensorrt", backend_version=trt.tensorrt_version() or "?",
+        identity, key = cache_entry(model.cfg, digest, backend="tensorrt", backend_version=version,
                                     graph=graph, precision="fp32", fifm="conv", opset=DEFAULT_OPSET, device=device)
 
         def build(graph: str = graph) -> bytes:
@@ -216,7 +217,7 @@ def _open_engine_dir(path: Path, backend: str, device: str, allow_untrained: boo
 
     def attempt(name: str) -> Engine:
         if name == "tensorrt":
-            trt = _trt(device)
+            trt = tensorrt_backend(device)
             if not plans:
                 raise BackendUnavailable(f"{path} holds no TensorRT engines (built with --backend onnxruntime)")
             for graph, entry in plans.items():
@@ -268,4 +269,4 @@ def open(  # noqa: A001 - the documented entry point mirrors the builtin's shape
 
 
 __all__ = ["AUTO_ORDER", "BACKENDS", "BackendUnavailable", "Engine", "EngineError", "candidates", "check_clips",
-           "add_backend_flag", "open", "open_model", "resolve_device", "trained"]
+           "add_backend_flag", "open", "open_model", "resolve_device", "tensorrt_backend", "trained"]

@@ -12,7 +12,11 @@ encode each 16-frame chunk once and reuse it in every window that contains it:
 * ``decode_window(final [B, L, D], taps [B, n_taps, L, D])`` -> ``{"scores", "offsets"}`` with
   ``L = t * T / 16`` (the chunks of a window concatenated in time).
 
-``infer`` equals ``decode_window`` of the chunks' ``encode_chunk`` outputs (tests).
+``infer`` equals ``decode_window`` of the chunks' ``encode_chunk`` outputs (tests):
+:func:`stream_infer`, with :func:`split_chunks`/:func:`join_chunks` the one NumPy cut and join.
+
+This module stays light (NumPy and the config; torch only inside the functions that pick a
+device), so ``engines.trt`` and ``calib`` take the graph names and precisions from here.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from fgsl.config import CHUNK_FRAMES, FGSLConfig
+
+#: The three graphs of an FGSL engine (docs/design.md, "Streaming FGSL"), by every backend's name.
+GRAPHS = ("model", "encode_chunk", "decode_window")
+#: Inputs and outputs of each graph, in order (the names are the contract, docs/design.md "Contracts").
+IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "model": (("clips",), ("scores", "offsets")),
+    "encode_chunk": (("chunks",), ("final", "taps")),
+    "decode_window": (("final", "taps"), ("scores", "offsets")),
+}
+#: Precisions an engine can have: fp32/fp16 from ``engines.build``, int8/fp8 from ``calib.quantize``.
+#: (Here, not in ``engines.export``, so that ``engines.trt`` has them without importing the exporter.)
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 
 
 class EngineError(ValueError):
@@ -86,28 +102,28 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+def _check_batch(array: np.ndarray, name: str, frames: int, cfg: FGSLConfig) -> np.ndarray:
+    """``array`` as contiguous float32 ``[B, 3, frames, H, W]``, or one :class:`EngineError` line
+    naming ``name`` and the shape wanted (what a backend would otherwise say about a bad input
+    is its own error, different for each)."""
+    if not isinstance(array, np.ndarray):
+        raise EngineError(f"{name} must be a numpy array, got {type(array).__name__}")
+    want = (3, frames, cfg.image_size, cfg.image_size)
+    if array.ndim != 5 or array.shape[1:] != want or array.shape[0] < 1:
+        raise EngineError(f"{name} must be [B, {', '.join(map(str, want))}] with B >= 1, got {list(array.shape)}")
+    if array.dtype != np.float32:
+        raise EngineError(f"{name} must be float32 (ImageNet-normalised), got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
 def check_clips(clips: np.ndarray, cfg: FGSLConfig) -> np.ndarray:
-    """Validate and return ``clips`` as contiguous float32, or raise :class:`EngineError`."""
-    if not isinstance(clips, np.ndarray):
-        raise EngineError(f"clips must be a numpy array, got {type(clips).__name__}")
-    want = (3, cfg.window_frames, cfg.image_size, cfg.image_size)
-    if clips.ndim != 5 or clips.shape[1:] != want or clips.shape[0] < 1:
-        raise EngineError(f"clips must be [B, {', '.join(map(str, want))}] with B >= 1, got {list(clips.shape)}")
-    if clips.dtype != np.float32:
-        raise EngineError(f"clips must be float32 (ImageNet-normalised), got {clips.dtype}")
-    return np.ascontiguousarray(clips)
+    """Whole windows for ``infer``: ``[B, 3, T, H, W]`` float32 (:func:`_check_batch`)."""
+    return _check_batch(clips, "clips", cfg.window_frames, cfg)
 
 
 def check_chunks(chunks: np.ndarray, cfg: FGSLConfig) -> np.ndarray:
-    """Validate ``[B, 3, 16, H, W]`` float32 chunks, or raise :class:`EngineError`."""
-    if not isinstance(chunks, np.ndarray):
-        raise EngineError(f"chunks must be a numpy array, got {type(chunks).__name__}")
-    want = (3, CHUNK_FRAMES, cfg.image_size, cfg.image_size)
-    if chunks.ndim != 5 or chunks.shape[1:] != want or chunks.shape[0] < 1:
-        raise EngineError(f"chunks must be [B, {', '.join(map(str, want))}] with B >= 1, got {list(chunks.shape)}")
-    if chunks.dtype != np.float32:
-        raise EngineError(f"chunks must be float32 (ImageNet-normalised), got {chunks.dtype}")
-    return np.ascontiguousarray(chunks)
+    """16-frame chunks for ``encode_chunk``: ``[B, 3, 16, H, W]`` float32 (:func:`_check_batch`)."""
+    return _check_batch(chunks, "chunks", CHUNK_FRAMES, cfg)
 
 
 def check_features(final: np.ndarray, taps: np.ndarray, cfg: FGSLConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +137,38 @@ def check_features(final: np.ndarray, taps: np.ndarray, cfg: FGSLConfig) -> tupl
         raise EngineError(f"window features must be final [B, {length}, D] and taps [B, n_taps, {length}, D], "
                           f"got {list(final.shape)} and {list(taps.shape)}")
     return np.ascontiguousarray(final), np.ascontiguousarray(taps)
+
+
+# ---------------------------------------------------------------------- streaming path
+def split_chunks(clips: np.ndarray) -> tuple[np.ndarray, int]:
+    """``[B, C, T, H, W]`` clips -> (``[B * n, C, 16, H, W]`` chunks, ``n = T / 16``).
+
+    Clip by clip, each clip's chunks in time order: what ``encode_chunk`` takes, and the order
+    :func:`join_chunks` undoes.
+    """
+    b, c, t, h, w = clips.shape
+    n = t // CHUNK_FRAMES
+    chunks = clips.reshape(b, c, n, CHUNK_FRAMES, h, w).transpose(0, 2, 1, 3, 4, 5)
+    return np.ascontiguousarray(chunks.reshape(b * n, c, CHUNK_FRAMES, h, w)), n
+
+
+def join_chunks(final: np.ndarray, taps: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``encode_chunk`` outputs of :func:`split_chunks`'s chunks -> one window's ``decode_window`` inputs.
+
+    ``final [B * n, t, D]`` -> ``[B, n * t, D]`` and ``taps [B * n, n_taps, t, D]`` ->
+    ``[B, n_taps, n * t, D]``: the chunks of a window concatenated in time.
+    """
+    steps, count = final.shape[1], taps.shape[1]
+    b = len(final) // n
+    joined = final.reshape(b, n * steps, -1)
+    tapped = taps.reshape(b, n, count, steps, -1).transpose(0, 2, 1, 3, 4).reshape(b, count, n * steps, -1)
+    return np.ascontiguousarray(joined), np.ascontiguousarray(tapped)
+
+
+def stream_infer(engine: Engine, clips: np.ndarray) -> dict[str, np.ndarray]:
+    """``decode_window`` of the ``encode_chunk`` outputs of ``clips``: the live spotter's cached
+    path run over whole clips. It equals ``engine.infer(clips)`` (the self-test and
+    ``engines.build`` check that), so an engine with only the streaming pair infers with it."""
+    chunks, n = split_chunks(clips)
+    enc = engine.encode_chunk(chunks)
+    return engine.decode_window(*join_chunks(enc["final"], enc["taps"], n))

@@ -18,8 +18,6 @@ refuses them and says so.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,36 +25,23 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import HelpFormatter, UsageError, refuse_preset_with_weights, run
-from fgsl.config import DEFAULT_PRESET, PRESETS, preset
+from fgsl.config import DEFAULT_PRESET, PRESETS
 
-from .base import EngineError
+from . import tensorrt_backend
+from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
 from .cache import sha256_file
-from .export import (DEFAULT_OPSET, FIFM_FORMS, GRAPHS, MANIFEST, MAX_OPSET, MIN_OPSET, PRECISIONS, export_engine_dir,
-                     is_engine_dir, read_manifest, write_manifest)
-
-#: The network ``--allow-untrained`` builds without ``--preset``.
-#: fp32 agreement required of a fresh ONNX Runtime build (the issue's acceptance bound).
-FP32_TOLERANCE = 1e-4  # equals engines.selftest.TOLERANCE["fp32"] (tests check they agree)
-
-
-def _model(args: argparse.Namespace) -> tuple[Any, bool | None, str]:
-    """(model, trained?, description) from ``--weights`` or ``--preset`` + ``--allow-untrained``."""
-    from fgsl import weights
-    from fgsl.model import build
-
-    if args.weights:
-        model = weights.load(args.weights, allow_untrained=args.allow_untrained)
-        return model, weights.is_trained(args.weights), str(args.weights)
-    if not args.allow_untrained:
-        raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
-    name = args.preset or DEFAULT_PRESET
-    return build(preset(name), seed=0), False, f"untrained preset {name!r}"
+from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, is_engine_dir,
+                     load_source, read_manifest, write_manifest)
+from .extras import ONNX_HINT, require
+from .selftest import TOLERANCE
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse flag combinations that cannot work before minutes of export, not after."""
     refuse_quantized(args.precision)
     refuse_preset_with_weights(args.weights, args.preset)
+    if not args.weights and not args.allow_untrained:
+        raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
     if args.backend == "onnxruntime" and args.fifm == "plugin":
         raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
     if args.triton_max_batch < 1:
@@ -77,12 +62,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {out} holds other files and is not an engine folder: pass a new or empty folder, "
                          "or an engine folder to rebuild")
     needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
-    missing = [name for name in needed if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"engines.build needs {' and '.join(missing)}: pip install 'fgsl-spotter[onnx]'")
+    require(needed, "engines.build", ONNX_HINT, UsageError)
 
 
 def refuse_quantized(precision: str) -> None:
+    """int8/fp8 are not this command's: they need calibration data, and say where to go."""
     if precision in ("int8", "fp8"):
         raise UsageError(
             f"{precision} engines are built from a calibrated Q/DQ ONNX model: collect data with "
@@ -93,10 +77,11 @@ def refuse_quantized(precision: str) -> None:
 def verify(model: Any, folder: Path, precision: str, batch: int = 2) -> dict[str, float]:
     """Torch vs the built ONNX Runtime engine on random clips (whole model and streaming path).
 
-    Returns the max abs differences; an fp32 build beyond :data:`FP32_TOLERANCE` raises.
+    Returns the max abs differences; an fp32 build beyond the self-test's fp32 bound
+    (``engines.selftest.TOLERANCE["fp32"]``, the issue's 1e-4) raises.
     """
     from .onnx_backend import OnnxEngine
-    from .selftest import random_clips, stream_infer
+    from .selftest import random_clips
     from .torch_backend import TorchEngine
 
     cfg = model.cfg
@@ -107,27 +92,17 @@ def verify(model: Any, folder: Path, precision: str, batch: int = 2) -> dict[str
     streamed = stream_infer(engine, clips)
     diffs = {f"{path}.{k}": float(np.abs(out[k] - ref[k]).max()) for path, out in (("model", whole), ("stream", streamed))
              for k in ("scores", "offsets")}
-    worst = max(diffs.values())
-    if precision == "fp32" and not worst <= FP32_TOLERANCE:
+    worst, bound = max(diffs.values()), TOLERANCE["fp32"]
+    if precision == "fp32" and not worst <= bound:
         raise EngineError(f"{folder}: the exported engine disagrees with torch (max abs diff {worst:.3g} > "
-                          f"{FP32_TOLERANCE:g}); not using it")
+                          f"{bound:g}); not using it")
     return diffs
-
-
-def tensorrt_module() -> Any:
-    """``engines.trt`` with TensorRT importable (imported only now), or one clear :class:`EngineError`."""
-    try:
-        from . import trt
-    except ImportError as exc:
-        raise EngineError(f"engines.trt cannot be imported ({exc})") from None
-    trt.import_tensorrt()  # raises EngineError: not installed / libraries missing / too old
-    return trt
 
 
 def build_tensorrt(folder: Path, precision: str, device: str = "cuda") -> dict[str, Any]:
     """One TensorRT engine per ONNX graph of ``folder`` (``<graph>.engine``, by
     ``engines.trt.build_engine``), recorded with their SHA-256 under ``plans`` in the manifest."""
-    trt = tensorrt_module()
+    trt = tensorrt_backend(device)
     manifest = read_manifest(folder)
     plans: dict[str, Any] = {}
     for graph, entry in manifest["graphs"].items():
@@ -165,20 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         fifm = args.fifm
         if args.backend == "tensorrt":
-            tensorrt_module()  # a missing TensorRT fails before minutes of export
-        model, trained, origin = _model(args)
+            tensorrt_backend("cuda")  # a missing TensorRT or GPU fails before minutes of export
+        source = load_source(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset)
+        model = source.model
         out = Path(args.out)
-        manifest_path = export_engine_dir(model, out, fifm, args.opset, precision=args.precision, trained=trained,
-                                          backend=args.backend)
-        manifest = json.loads(manifest_path.read_text())
-        manifest["source"] = origin
-        if args.weights:  # (the model was loaded here, so the export did not see the folder's info)
-            from fgsl import weights
-
-            manifest["crops"] = weights.info(args.weights).get("crops")
-        write_manifest(out, manifest)
+        export_engine_dir(source, out, fifm, args.opset, precision=args.precision, backend=args.backend)
         print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {args.precision}) "
-              f"from {origin} to {out}", file=sys.stderr)
+              f"from {source.origin} to {out}", file=sys.stderr)
         try:
             if args.backend == "onnxruntime":
                 if args.no_verify:

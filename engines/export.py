@@ -43,6 +43,7 @@ import io
 import json
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +53,16 @@ from torch import nn
 
 import fgsl.fifm as fifm_module
 from fgsl import weights
-from fgsl.config import CHUNK_FRAMES, FGSLConfig
-from fgsl.model import FGSL
+from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, preset
+from fgsl.model import FGSL, build
 
-from .base import EngineError
+from .base import GRAPHS, IO, EngineError
 from .cache import atomic_write, sha256_bytes, sha256_file
+from .extras import ONNX_HINT, require
+# The plugin node's domain and op type come from the plugin itself (one contract).
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_NAMESPACE
 
-GRAPHS = ("model", "encode_chunk", "decode_window")
 FIFM_FORMS = ("conv", "dft", "plugin")
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
-#: Inputs and outputs of each graph, in order.
-IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "model": (("clips",), ("scores", "offsets")),
-    "encode_chunk": (("chunks",), ("final", "taps")),
-    "decode_window": (("final", "taps"), ("scores", "offsets")),
-}
-#: The plugin node's domain and op type come from the plugin itself (one contract).
-PLUGIN_DOMAIN = ONNX_DOMAIN
-PLUGIN_OP = OP_TYPE
 PLUGIN_VERSION = 1
 #: DFT exists from opset 17; the TorchScript exporter stops at 20.
 MIN_OPSET = 17
@@ -156,7 +148,7 @@ class _FrequencyFilter(torch.autograd.Function):
     @staticmethod
     def symbolic(g: Any, x: Any, response: Any, imag: Any, form: str, length: int) -> Any:
         if form == "plugin":
-            node = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP}", x, response, imag, plugin_namespace_s=PLUGIN_NAMESPACE)
+            node = g.op(f"{ONNX_DOMAIN}::{OP_TYPE}", x, response, imag, plugin_namespace_s=PLUGIN_NAMESPACE)
             return node.setType(x.type())
         # Mirror the one-sided response onto all L bins: H_full[k] = H[min(k, L - k)].
         mirror = torch.tensor([min(k, length - k) for k in range(length)], dtype=torch.int64)
@@ -201,7 +193,7 @@ def filter_probe(channels: int, length: int, form: str = "dft", opset: int = DEF
         warnings.simplefilter("ignore")
         torch.onnx.export(_FilterProbe(response, form), (x,), buffer, dynamo=False, opset_version=check_opset(opset),
                           input_names=["x"], output_names=["y"],
-                          custom_opsets={PLUGIN_DOMAIN: PLUGIN_VERSION} if form == "plugin" else None)
+                          custom_opsets={ONNX_DOMAIN: PLUGIN_VERSION} if form == "plugin" else None)
     expected = _TORCH_FILTER(x, response)
     return buffer.getvalue(), x.numpy(), expected.numpy()
 
@@ -279,7 +271,7 @@ def export_onnx_bytes(model: FGSL, graph: str = "model", fifm: str = "conv", ops
                 _GraphModule(model, graph), args, buffer, dynamo=False, opset_version=opset,
                 input_names=list(inputs), output_names=list(outputs), dynamic_axes=dynamic,
                 do_constant_folding=True,
-                custom_opsets={PLUGIN_DOMAIN: PLUGIN_VERSION} if graph_fifm(graph, fifm) == "plugin" else None,
+                custom_opsets={ONNX_DOMAIN: PLUGIN_VERSION} if graph_fifm(graph, fifm) == "plugin" else None,
             )
     finally:
         model.train(was_training)
@@ -328,7 +320,7 @@ def _name_plugin_responses(proto: Any) -> None:
     initializers = {i.name: i for i in proto.graph.initializer}
     count = 0
     for node in proto.graph.node:
-        if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_OP:
+        if node.domain != ONNX_DOMAIN or node.op_type != OP_TYPE:
             continue
         node.name = f"fifm_filter_{count}"
         for slot, part in ((1, "response_re"), (2, "response_im")):
@@ -387,12 +379,9 @@ def to_fp16(onnx_bytes: bytes) -> bytes:
     Inputs and outputs stay float32 so the Engine contract does not change; ONNX has no
     converter of its own, so without ``onnxconverter-common`` this refuses clearly.
     """
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise ExportError("fp16 ONNX needs onnxconverter-common (pip install onnxconverter-common); "
-                          "or build fp32") from None
+    require(("onnxconverter_common",), "fp16 ONNX", f"{ONNX_HINT}, or build fp32", ExportError)
     import onnx
+    from onnxconverter_common import float16
 
     proto = onnx.load_from_string(onnx_bytes)
     with warnings.catch_warnings():
@@ -413,16 +402,41 @@ def to_fp16(onnx_bytes: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------- engine folders
-def load_source(source: FGSL | str | Path, allow_untrained: bool = False) -> tuple[FGSL, bool | None, str | None]:
-    """(model, trained?, source path) from a model or a weights folder (``trained`` None: unknown)."""
+@dataclass(frozen=True)
+class Source:
+    """A model and what is known of its weights: what an engine folder's manifest records."""
+
+    model: FGSL
+    trained: bool | None    #: ``None``: an in-memory model, unknown
+    origin: str | None      #: the weights folder, or what the model is (``untrained preset 'tiny'``)
+    crops: str | None       #: what the weights were trained on (``fgsl.train``'s "centre"/"aligned")
+
+
+def load_source(source: FGSL | str | Path | Source | None, *, allow_untrained: bool = False,
+                preset_name: str | None = None) -> Source:
+    """The model behind ``--weights`` / ``--preset`` + ``--allow-untrained``, with its provenance.
+
+    ``source``: a weights folder (refused when untrained unless ``allow_untrained``), a model
+    (provenance unknown), or ``None`` for a random ``preset_name`` network (default
+    :data:`fgsl.config.DEFAULT_PRESET`), which only ``allow_untrained`` accepts: its outputs
+    mean nothing outside benchmarks.
+    """
+    if isinstance(source, Source):
+        return source
     if isinstance(source, FGSL):
-        return source, None, None
+        return Source(source, None, None, None)
+    if source is None:
+        name = preset_name or DEFAULT_PRESET
+        if not allow_untrained:
+            raise weights.UntrainedWeights(f"no weights given: a random {name!r} network's outputs mean nothing; "
+                                           "give a weights folder, or pass --allow-untrained for benchmarks")
+        return Source(build(preset(name), seed=0), False, f"untrained preset {name!r}", None)
     model = weights.load(source, allow_untrained=allow_untrained)
-    return model, weights.is_trained(source), str(source)
+    return Source(model, weights.is_trained(source), str(source), weights.info(source).get("crops"))
 
 
 def export_engine_dir(
-    source: FGSL | str | Path,
+    source: FGSL | str | Path | Source,
     out_dir: str | Path,
     fifm: str = "conv",
     opset: int = DEFAULT_OPSET,
@@ -433,7 +447,8 @@ def export_engine_dir(
     graphs: tuple[str, ...] = GRAPHS,
     backend: str = "onnxruntime",
 ) -> Path:
-    """Export ``graphs`` of a weights folder (or model) into ``out_dir`` with a ``manifest.json``.
+    """Export ``graphs`` of a weights folder (or model, or :func:`load_source`'s result) into
+    ``out_dir`` with a ``manifest.json`` recording where the weights came from.
 
     ``precision``: ``fp32`` or ``fp16`` (via :func:`to_fp16`); int8/fp8 come from calibration
     (``python -m calib.quantize``), not from here. The manifest is written last, atomically:
@@ -441,8 +456,9 @@ def export_engine_dir(
     Returns the manifest path.
     """
     _check_choice("precision", precision, ("fp32", "fp16"))
-    model, was_trained, origin = load_source(source, allow_untrained)
-    trained = was_trained if trained is None else trained
+    loaded = load_source(source, allow_untrained=allow_untrained)
+    model = loaded.model
+    trained = loaded.trained if trained is None else trained
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[str, Any] = {}
@@ -467,8 +483,8 @@ def export_engine_dir(
         "trained": trained,
         # What the weights were trained on (``fgsl.train``'s "centre" or "aligned" crops), so
         # the live spotter can say so for an engine folder as it does for weights (None: unknown).
-        "crops": weights.info(origin).get("crops") if origin else None,
-        "source": origin,
+        "crops": loaded.crops,
+        "source": loaded.origin,
         "exporter": EXPORTER,
         "graphs": entries,
     }

@@ -27,7 +27,6 @@ ONNX Runtime that gets it wrong (onnx/onnx#4798 shows builds that did) is refuse
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,12 +37,14 @@ import numpy as np
 from fgsl.cli import explain
 from fgsl.config import FGSLConfig
 
-from .base import EngineError, check_chunks, check_clips, check_features
+from .base import IO, EngineError, check_chunks, check_clips, check_features
 from .cache import EngineCache, say_once, sha256_bytes
 from .export import (
-    DEFAULT_OPSET, IO, PLUGIN_DOMAIN, PLUGIN_OP, cache_entry, check_trained, config_of, export_onnx_bytes, filter_probe,
-    graph_fifm, read_manifest, weights_digest,
+    DEFAULT_OPSET, cache_entry, check_trained, config_of, export_onnx_bytes, filter_probe, graph_fifm, read_manifest,
+    weights_digest,
 )
+from .extras import ONNX_HINT, require
+from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE
 
 #: Max abs difference allowed between ONNX Runtime's DFT filter and torch's on the probe
 #: (values of order 1; a correct float32 FFT of a few dozen points is off by ~1e-6).
@@ -52,10 +53,11 @@ DFT_TOLERANCE = 1e-4
 _dft_checked: dict[tuple[Any, ...], float] = {}
 
 
-def _ort() -> Any:
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise EngineError("onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')")
-    import onnxruntime
+def import_onnxruntime(needed_by: str = "the onnxruntime backend", error: type[Exception] = EngineError) -> Any:
+    """``import onnxruntime``, or ``error`` (the caller's type: ``calib`` raises its own) naming
+    ``needed_by`` and what to install (:func:`engines.extras.require`)."""
+    require(("onnxruntime",), needed_by, ONNX_HINT, error)
+    import onnxruntime  # noqa: PLC0415 (optional dependency)
 
     return onnxruntime
 
@@ -63,7 +65,7 @@ def _ort() -> Any:
 def available() -> str | None:
     """None when ONNX Runtime can be used here, else the reason it cannot."""
     try:
-        _ort()
+        import_onnxruntime()
     except EngineError as exc:
         return str(exc)
     return None
@@ -71,7 +73,7 @@ def available() -> str | None:
 
 def providers_for(device: str) -> list[Any]:
     """Execution providers for ``device`` (``cpu``, ``cuda``, ``cuda:N``), or :class:`EngineError`."""
-    ort = _ort()
+    ort = import_onnxruntime()
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" or device.startswith("cuda:"):
@@ -85,7 +87,9 @@ def providers_for(device: str) -> list[Any]:
 
 
 def session_options(intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> Any:
-    ort = _ort()
+    """The options every FGSL session runs with (the engines' and ``calib.report``'s): full graph
+    optimisation, errors-only logging, and the thread counts asked for (module docstring)."""
+    ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise here
@@ -98,7 +102,7 @@ def session_options(intra_op_threads: int | None = None, inter_op_threads: int |
 
 
 def _run_probe(onnx_bytes: bytes, x: np.ndarray, providers: list[Any]) -> np.ndarray:
-    session = _ort().InferenceSession(onnx_bytes, sess_options=session_options(), providers=providers)
+    session = import_onnxruntime().InferenceSession(onnx_bytes, sess_options=session_options(), providers=providers)
     return session.run(None, {"x": x})[0]
 
 
@@ -107,7 +111,7 @@ def check_dft(providers: list[Any], channels: int, length: int, opset: int = DEF
 
     Checked once per process for each (providers, channels, length, opset).
     """
-    ort = _ort()
+    ort = import_onnxruntime()
     cache_key = (ort.__version__, repr(providers), channels, length, opset)
     if cache_key not in _dft_checked:
         probe, x, expected = filter_probe(channels, length, "dft", opset)
@@ -144,9 +148,9 @@ class OnnxEngine:
         source: str | None = None,
     ) -> None:
         if fifm == "plugin":
-            raise EngineError(f"FIFM form 'plugin' is the TensorRT custom op {PLUGIN_DOMAIN}::{PLUGIN_OP}; "
+            raise EngineError(f"FIFM form 'plugin' is the TensorRT custom op {ONNX_DOMAIN}::{OP_TYPE}; "
                               "ONNX Runtime cannot run it: build with --fifm conv (or dft) for onnxruntime")
-        self.ort = _ort()
+        self.ort = import_onnxruntime()
         self.cfg = cfg
         self.precision = precision
         self.fifm = fifm
@@ -191,7 +195,7 @@ class OnnxEngine:
                    intra_op_threads: int | None = None, inter_op_threads: int | None = None) -> "OnnxEngine":
         """FP32 graphs of an in-memory model, exported into the engine cache on first use of each."""
         cache = cache if cache is not None else EngineCache.at()
-        ort = _ort()
+        ort = import_onnxruntime()
         digest = weights_digest(model)
         cfg = model.cfg
 

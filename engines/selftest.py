@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, positive_number, run
-from fgsl.config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
+from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_number, run
+from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
-from .base import Engine
+from .base import Engine, EngineError, stream_infer
+from .extras import ONNX_HINT, TRT_HINT
 
 #: Max abs difference to torch fp32 allowed per precision. fp32 is the issue's bound; fp16
 #: measured 4e-3 (scores) on the realtime preset with random weights, so 5e-2 leaves margin
@@ -57,21 +58,6 @@ def tolerance_for(precision: str, device: str) -> float:
     return TOLERANCE.get(key, TOLERANCE["fp16"])
 
 
-def stream_infer(engine: Engine, clips: np.ndarray) -> dict[str, np.ndarray]:
-    """``decode_window`` of the ``encode_chunk`` outputs of ``clips``: the live spotter's cached
-    path run over whole clips, to compare with ``engine.infer(clips)``."""
-    cfg: FGSLConfig = engine.cfg
-    b, c, t, h, w = clips.shape
-    n = t // CHUNK_FRAMES
-    chunks = clips.reshape(b, c, n, CHUNK_FRAMES, h, w).transpose(0, 2, 1, 3, 4, 5).reshape(b * n, c, CHUNK_FRAMES, h, w)
-    enc = engine.encode_chunk(np.ascontiguousarray(chunks))
-    steps, taps = enc["final"].shape[1], enc["taps"].shape[1]
-    final = enc["final"].reshape(b, n * steps, -1)
-    tapped = enc["taps"].reshape(b, n, taps, steps, -1).transpose(0, 2, 1, 3, 4).reshape(b, taps, n * steps, -1)
-    assert final.shape[1] == cfg.tokens
-    return engine.decode_window(np.ascontiguousarray(final), np.ascontiguousarray(tapped))
-
-
 def max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in ("scores", "offsets"))
 
@@ -81,15 +67,21 @@ def random_clips(cfg: FGSLConfig, batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
-def selftest_model(name: str, seed: int = 0) -> FGSL:
-    """The preset's network with every IGA up-projection non-zero (they start at zero by
-    design, which would leave the adapters out of every comparison)."""
-    model = build(preset(name), seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
+def randomise_adapters(model: FGSL, seed: int = 1) -> None:
+    """Give every IGA up-projection non-zero weights (seeded). They start at zero by design,
+    which would leave the adapters out of every comparison of a random network (this self-test's
+    and the tests')."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for adapter in model.iga.adapters:
             adapter.up.weight.copy_(torch.randn(adapter.up.weight.shape, generator=g) * 0.1)
             adapter.up.bias.copy_(torch.randn(adapter.up.bias.shape, generator=g) * 0.1)
+
+
+def selftest_model(name: str, seed: int = 0) -> FGSL:
+    """The preset's network with every IGA up-projection non-zero (:func:`randomise_adapters`)."""
+    model = build(preset(name), seed=seed)
+    randomise_adapters(model, seed + 1)
     return model
 
 
@@ -122,15 +114,17 @@ def cpu_name() -> str:
 
 def device_info() -> dict[str, Any]:
     """The machine: CPU, core count, and the GPU (or the fact that there is none)."""
+    from .onnx_backend import import_onnxruntime
+
     info: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(),
                             "torch": torch.__version__, "cuda": torch.cuda.is_available()}
     try:
-        import onnxruntime
-
+        onnxruntime = import_onnxruntime()
+    except EngineError:
+        info["onnxruntime"] = None
+    else:
         info["onnxruntime"] = onnxruntime.__version__
         info["onnxruntime_providers"] = onnxruntime.get_available_providers()
-    except ImportError:
-        info["onnxruntime"] = None
     if info["cuda"]:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["capability"] = list(torch.cuda.get_device_capability(0))
@@ -164,10 +158,7 @@ def variants(model: FGSL, work: Path, info: dict[str, Any]) -> list[Variant]:
         if not skip and device == "cuda" and not (cuda and ort_cuda):
             skip = "no CUDA device" if not cuda else "this onnxruntime has no CUDAExecutionProvider"
         if not skip and precision == "fp16":
-            try:
-                import onnxconverter_common  # noqa: F401
-            except ImportError:
-                skip = "fp16 conversion needs onnxconverter-common"
+            skip = missing_module(("onnxconverter_common",), "fp16 conversion", ONNX_HINT)
         return Variant("onnxruntime", precision, device, f"fifm {fifm}", None if skip else opener, skip)
 
     for device in ("cpu", "cuda"):
@@ -178,14 +169,21 @@ def variants(model: FGSL, work: Path, info: dict[str, Any]) -> list[Variant]:
 
 
 def tensorrt_variants(model: FGSL, work: Path, cuda: bool) -> list[Variant]:
-    """TensorRT fp32/fp16 (plugin FIFM) when tensorrt and a GPU exist; int8/fp8 always skipped here."""
-    import importlib.util
+    """TensorRT fp32/fp16 (plugin FIFM) when a GPU and tensorrt exist; int8/fp8 always skipped here.
 
+    The GPU is asked about first: probing tensorrt imports it, which loads its CUDA libraries,
+    for nothing on a machine that has no GPU to run it on.
+    """
     reason = None
-    if importlib.util.find_spec("tensorrt") is None:
-        reason = "tensorrt is not installed"
-    elif not cuda:
+    if not cuda:
         reason = "no CUDA device (TensorRT objects are never created without one)"
+    else:
+        from .trt import import_tensorrt
+
+        try:
+            import_tensorrt("the tensorrt backend", TRT_HINT)  # missing, libraries not loadable, or too old
+        except EngineError as exc:
+            reason = str(exc)
     out: list[Variant] = []
     for precision in ("fp32", "fp16"):
         def opener(precision: str = precision) -> Engine:

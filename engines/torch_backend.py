@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fgsl import weights
 from fgsl.model import FGSL
 
 from .base import check_chunks, check_clips, check_features
 
 
 class TorchEngine:
-    """Runs ``fgsl.model.FGSL`` under ``torch.inference_mode`` on CPU or CUDA."""
+    """Runs ``fgsl.model.FGSL`` under ``torch.inference_mode`` on CPU or CUDA.
+
+    Opened from a weights folder by ``engines.open(path, backend="torch")`` (the one way to
+    open an engine from a path); the self-test and ``engines.build`` wrap an in-memory model.
+    """
 
     backend = "torch"
 
@@ -32,11 +34,6 @@ class TorchEngine:
             self.model = copy.deepcopy(model).to(self.device).eval()
         self.cfg = model.cfg
         self.source = source
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, device: str = "cpu", allow_untrained: bool = False) -> "TorchEngine":
-        model = weights.load(folder, allow_untrained=allow_untrained)
-        return cls(model, device=device, source=str(folder))
 
     def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
         clips = check_clips(clips, self.cfg)

@@ -26,8 +26,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fgsl.files import atomic_output, atomic_write
+
 from .base import EngineError
 from .export import config_of, io_shapes, read_manifest
+from .extras import TRITON_HINT, require
 
 #: Triton model name per graph.
 MODEL_NAMES = {"model": "fgsl", "encode_chunk": "fgsl_encode_chunk", "decode_window": "fgsl_decode_window"}
@@ -48,7 +51,11 @@ def config_text(name: str, inputs: dict[str, list[Any]], outputs: dict[str, list
 
 
 def write_repository(engine_dir: str | Path, repo: str | Path, max_batch: int = 32, kind: str = "gpu") -> list[Path]:
-    """Write the repository for every graph of ``engine_dir``; returns the config files."""
+    """Write the repository for every graph of ``engine_dir``; returns the config files.
+
+    Every file is replaced whole (:mod:`fgsl.files`): a server that loads the repository while
+    it is rewritten, or a build killed half-way, never finds a truncated model or config.
+    """
     if kind not in ("gpu", "cpu"):
         raise EngineError(f"Triton instance kind must be gpu or cpu, got {kind!r}")
     if max_batch < 1:
@@ -62,21 +69,19 @@ def write_repository(engine_dir: str | Path, repo: str | Path, max_batch: int = 
     for graph, entry in manifest["graphs"].items():
         name = MODEL_NAMES[graph]
         shapes = io_shapes(cfg, graph)
-        (repo / name / "1").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(engine_dir / entry["file"], repo / name / "1" / "model.onnx")
-        path = repo / name / "config.pbtxt"
-        path.write_text(config_text(name, shapes["inputs"], shapes["outputs"], max_batch, kind))
+        with atomic_output(repo / name / "1" / "model.onnx") as tmp:
+            shutil.copyfile(engine_dir / entry["file"], tmp)
+        path = atomic_write(repo / name / "config.pbtxt",
+                            config_text(name, shapes["inputs"], shapes["outputs"], max_batch, kind).encode())
         written.append(path)
     return written
 
 
 def read_config(path: str | Path) -> Any:
     """Parse a ``config.pbtxt`` with Triton's own proto; ``EngineError`` when it does not parse."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError as exc:
-        raise EngineError(f"reading Triton configs needs tritonclient[grpc] ({exc})") from None
+    require(("tritonclient.grpc.model_config_pb2",), "reading Triton configs", TRITON_HINT)
+    from google.protobuf import text_format  # (tritonclient's own dependency)
+    from tritonclient.grpc import model_config_pb2
     try:
         return text_format.Parse(Path(path).read_text(), model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:

@@ -77,24 +77,21 @@ from typing import Any
 import numpy as np
 
 from fgsl.cli import explain
-from fgsl.config import CHUNK_FRAMES, FGSLConfig
+from fgsl.config import FGSLConfig
 
-from .base import EngineError, check_chunks, check_clips, check_features, cuda_missing_reason, resolve_device
+from .base import (GRAPHS, PRECISIONS, EngineError, check_chunks, check_clips, check_features, cuda_missing_reason,
+                   resolve_device, stream_infer)
 from .cache import atomic_write, sha256_file
+from .extras import TRT_HINT, require
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, unavailable_reason
 
-#: Precisions a TensorRT engine can have here (``auto``: whatever the ONNX file is).
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
-#: The three graphs of an FGSL engine (docs/design.md, "Streaming FGSL").
-GRAPHS = ("model", "encode_chunk", "decode_window")
 #: Oldest TensorRT this backend is written for (name-based I/O, strongly typed networks).
 MIN_TENSORRT_MAJOR = 10
 SIDECAR_FORMAT = "fgsl-tensorrt-engine"
-INSTALL = "install the 'trt' extra (pip install 'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver"
 #: The way out for commands with a ``--backend`` flag (engines.build, fgsl.infer, realtime.cam).
-INSTALL_HINT = f"{INSTALL}, or use --backend onnxruntime"
+INSTALL_HINT = f"{TRT_HINT}, or use --backend onnxruntime"
 #: The way out for ``python -m engines.trt``, which builds TensorRT engines only.
-CLI_INSTALL_HINT = (f"{INSTALL}; without TensorRT, `python -m engines.build --backend onnxruntime` makes an "
+CLI_INSTALL_HINT = (f"{TRT_HINT}; without TensorRT, `python -m engines.build --backend onnxruntime` makes an "
                     "engine folder that ONNX Runtime runs")
 
 
@@ -102,30 +99,23 @@ CLI_INSTALL_HINT = (f"{INSTALL}; without TensorRT, `python -m engines.build --ba
 # Availability (one clear line when something is missing)
 # ---------------------------------------------------------------------------------------
 
-def import_tensorrt(hint: str = INSTALL_HINT) -> Any:
+def import_tensorrt(needed_by: str = "the tensorrt backend", hint: str = INSTALL_HINT) -> Any:
     """``import tensorrt``, or :class:`EngineError` saying what is missing and what to do
-    (``hint``: the way out, in the words of the command that needs TensorRT)."""
+    (:func:`engines.extras.require`; ``needed_by`` and ``hint``: the command that needs
+    TensorRT and its way out, in that command's words). Beyond the shared probe: TensorRT's
+    CUDA libraries that cannot be loaded (``OSError``) and a TensorRT older than 10."""
     try:
-        import tensorrt as trt  # noqa: PLC0415 (optional dependency, imported lazily on purpose)
-    except ImportError as exc:
-        raise EngineError(f"TensorRT is not installed ({exc}): {hint}") from None
+        require(("tensorrt",), needed_by, hint)
     except OSError as exc:  # the Python package is there but its CUDA libraries are not loadable
         raise EngineError(f"TensorRT is installed but its libraries cannot be loaded ({exc}): "
                           "check the NVIDIA driver and CUDA libraries") from None
+    import tensorrt as trt  # noqa: PLC0415 (optional dependency, imported lazily on purpose)
+
     version = str(getattr(trt, "__version__", "0"))
     if _major(version) < MIN_TENSORRT_MAJOR:
         raise EngineError(f"TensorRT {version} is too old: the tensorrt backend needs TensorRT >= "
                           f"{MIN_TENSORRT_MAJOR} (strongly typed networks, name-based I/O)")
     return trt
-
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or ``None`` (no import error raised)."""
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except (ImportError, OSError):
-        return None
-    return str(getattr(trt, "__version__", "unknown"))
 
 
 def _major(version: str) -> int:
@@ -535,11 +525,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
         config.builder_optimization_level = plan.optimization_level
         if plan.workspace_bytes is not None:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
-        network_inputs = {network.get_input(i).name: tuple(network.get_input(i).shape)
-                          for i in range(network.num_inputs)}
-        profiles = profile_shapes(network_inputs, plan.batch)
+        # The profile planned from the ONNX file's inputs (the parser keeps their names and
+        # shapes), so it was checked before TensorRT or a GPU was needed.
         profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in profiles.items():
+        for name, (lo, opt, hi) in plan.profiles.items():
             profile.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(profile)
         _load_timing_cache(config, cache_path, log)
@@ -560,7 +549,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
         "qdq": list(plan.detail.qdq),
         "float16": plan.detail.float16,
         "fifm_plugin": plan.detail.plugin,
-        "profile": {name: [list(s) for s in shapes] for name, shapes in profiles.items()},
+        "profile": {name: [list(s) for s in shapes] for name, shapes in plan.profiles.items()},
         "batch": asdict(plan.batch),
         "optimization_level": plan.optimization_level,
         "tensorrt": str(trt.__version__),
@@ -704,20 +693,6 @@ class TensorRTEngine:
         except Exception:  # noqa: BLE001 (interpreter shutdown)
             pass
 
-    @classmethod
-    def from_folder(cls, folder: str | Path, cfg: FGSLConfig | None = None, **kwargs: Any) -> "TensorRTEngine":
-        """Open ``folder`` with ``<graph>.engine`` files (and ``config.json`` unless ``cfg`` is given)."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise EngineError(f"{folder}: no such engine folder")
-        if cfg is None:
-            cfg = FGSLConfig.load(folder / "config.json")
-        plans = {g: folder / f"{g}.engine" for g in GRAPHS if (folder / f"{g}.engine").is_file()}
-        if not plans:
-            raise EngineError(f"{folder}: no TensorRT engines (<graph>.engine); build them with "
-                              "python -m engines.build --backend tensorrt")
-        return cls(cfg, plans, source=kwargs.pop("source", str(folder)), **kwargs)
-
     # ------------------------------------------------------------------ protocol
     def _run(self, graph: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if graph not in self._graphs:
@@ -739,15 +714,7 @@ class TensorRTEngine:
         if "model" in self._graphs:
             out = self._run("model", self._named("model", [clips], ["clips"]))
             return {"scores": out["scores"], "offsets": out["offsets"]}
-        b, c, t, h, w = clips.shape
-        n = t // CHUNK_FRAMES
-        chunks = clips.reshape(b, c, n, CHUNK_FRAMES, h, w).transpose(0, 2, 1, 3, 4, 5).reshape(b * n, c, CHUNK_FRAMES, h, w)
-        enc = self.encode_chunk(np.ascontiguousarray(chunks))
-        final, taps = enc["final"], enc["taps"]
-        steps = final.shape[1]
-        final = final.reshape(b, n * steps, -1)
-        taps = taps.reshape(b, n, taps.shape[1], steps, -1).transpose(0, 2, 1, 3, 4).reshape(b, taps.shape[1], n * steps, -1)
-        return self.decode_window(np.ascontiguousarray(final), np.ascontiguousarray(taps))
+        return stream_infer(self, clips)
 
     def encode_chunk(self, chunks: np.ndarray) -> dict[str, np.ndarray]:
         chunks = check_chunks(chunks, self.cfg)
@@ -814,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = BatchRange.parse(args.batch)
         for _, onnx_path in jobs:  # every input checked first: no GPU needed to find a bad one
             plan_build(onnx_path, args.precision, batch, args.opt_level, args.workspace_mb)
-        import_tensorrt(CLI_INSTALL_HINT)  # the way out in this command's words (it has no --backend)
+        import_tensorrt("python -m engines.trt", CLI_INSTALL_HINT)  # the way out in this command's words (no --backend)
         for graph, onnx_path in jobs:
             target = out / f"{graph}.engine" if src.is_dir() else out
             info = build_engine(onnx_path, target, precision=args.precision, batch=batch,

@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
+from engines.selftest import randomise_adapters
 from fgsl.config import preset
 from fgsl.model import build
+
+#: What the test modules import from here; ``randomise_adapters`` is the self-test's own loop
+#: (a random network's IGA adapters made non-zero), not a copy of it.
+__all__ = ["ROOT", "SAMPLE_VIDEO", "SHARED_DATA", "live_windows", "randomise_adapters", "real_face_clips",
+           "real_face_frame_count", "shared_video", "track_faces"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,15 +47,6 @@ def tiny_cfg():
 @pytest.fixture
 def tiny_model(tiny_cfg):
     return build(tiny_cfg, seed=0)
-
-
-def randomise_adapters(model, seed: int = 1) -> None:
-    """Give every IGA up-projection non-zero weights (they start at zero by design)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for adapter in model.iga.adapters:
-            adapter.up.weight.copy_(torch.randn(adapter.up.weight.shape, generator=g) * 0.1)
-            adapter.up.bias.copy_(torch.randn(adapter.up.bias.shape, generator=g) * 0.1)
 
 
 def shared_video(name: str) -> Path:

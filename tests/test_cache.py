@@ -224,8 +224,9 @@ def test_auto_falls_back_to_torch_and_says_why_once(tmp_path):
     """)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == [
-        "torch", "torch", "explicit: onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')"]
-    reason = "engines: onnxruntime backend not used (onnxruntime is not installed (pip install 'fgsl-spotter[onnx]'))"
+        "torch", "torch", "explicit: the onnxruntime backend needs onnxruntime: pip install 'fgsl-spotter[onnx]'"]
+    reason = ("engines: onnxruntime backend not used (the onnxruntime backend needs onnxruntime: pip install "
+              "'fgsl-spotter[onnx]')")
     assert out.stderr.count(reason) == 1 and out.stderr.count(reason + "; falling back to torch") == 1
 
 
@@ -247,10 +248,10 @@ def test_tensorrt_is_passed_over_with_its_reason_when_missing(tmp_path):
     """)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["torch"]
-    assert "tensorrt backend not used (tensorrt is not installed" in out.stderr
+    assert "tensorrt backend not used (the tensorrt backend needs tensorrt: install the 'trt' extra" in out.stderr
     assert "falling back to onnxruntime" in out.stderr
-    assert ("onnxruntime backend not used (onnxruntime is not installed (pip install 'fgsl-spotter[onnx]')); "
-            "falling back to torch") in out.stderr
+    assert ("onnxruntime backend not used (the onnxruntime backend needs onnxruntime: pip install "
+            "'fgsl-spotter[onnx]'); falling back to torch") in out.stderr
 
 
 # ---------------------------------------------------------------------- engine folders are refused

@@ -227,10 +227,28 @@ def test_quantize_without_modelopt_is_one_line(fp32_onnx: Path, calib_file: Path
         assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--mode", mode,
                                   "--out", str(tmp_path / "q.onnx")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: NVIDIA ModelOpt is not installed: pip install "
-                                                   "'fgsl-spotter[calib]'")
+        assert len(err) == 1 and err[0].startswith(f"error: calib.quantize --mode {mode} needs modelopt: pip install "
+                                                   "'fgsl-spotter[calib]' (nvidia-modelopt[onnx])")
         assert ("--tool onnxruntime" in err[0]) == (mode == "int8")  # the stand-in makes int8 only
     assert not (tmp_path / "q.onnx").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_onnxruntime_is_one_calib_line(fp32_onnx: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared probe (engines.extras), raised as calib's own error type."""
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # not installed, as far as Python can tell
+    with pytest.raises(CalibError) as info:
+        quantize_mod.quantize_onnxruntime(fp32_onnx, tmp_path / "q.onnx", {}, "max")
+    assert str(info.value) == "calib.quantize --tool onnxruntime needs onnxruntime: pip install 'fgsl-spotter[onnx]'"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(CalibError) as info:
+        report_mod.open_session(fp32_onnx, ["CPUExecutionProvider"])
+    assert str(info.value) == "calib.report needs onnxruntime: pip install 'fgsl-spotter[onnx]'"
+
+
+def test_report_sessions_run_with_the_engines_options(fp32_onnx: Path) -> None:
+    options = report_mod.open_session(fp32_onnx, ["CPUExecutionProvider"], threads=2).get_session_options()
+    assert options.intra_op_num_threads == 2 and options.log_severity_level == 3
 
 
 def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
@@ -274,7 +292,10 @@ def test_calibration_inputs_must_fit_the_model(calib_file: Path, tmp_path: Path)
     data = load(calib_file)
     with pytest.raises(CalibError, match=r"inputs are \['final', 'taps'\].*keep decode_window in fp32/fp16"):
         quantize_mod.calibration_inputs(["final", "taps"], data)
-    assert quantize_mod.calibration_inputs(["chunks"], data, count=2)["chunks"].shape == (4, 3, 16, 32, 32)
+    chunks = quantize_mod.calibration_inputs(["chunks"], data, count=2)["chunks"]
+    assert chunks.shape == (4, 3, 16, 32, 32)
+    clips = data.clips(2)  # window by window, each window's chunks in time order (engines.base.split_chunks)
+    assert np.array_equal(chunks[1], clips[0, :, 16:]) and np.array_equal(chunks[2], clips[1, :, :16])
     other = export_onnx(build(preset("tiny", window_frames=16), seed=0), tmp_path / "m16.onnx")
     with pytest.raises(CalibError, match=r"input clips is \[3, 16, 32, 32\], but the calibration windows are for "
                                           r"preset 'tiny' \(\[3, 32, 32, 32\]\)"):

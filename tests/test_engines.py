@@ -29,7 +29,7 @@ def test_torch_engine_reproduces_the_model(folder, tiny_model):
         np.testing.assert_allclose(out[key], ref[key].numpy(), atol=1e-6)
     d = engine.describe()
     assert d["backend"] == "torch" and d["precision"] == "fp32" and d["input_shape"] == ["B", 3, 16, 32, 32]
-    assert d["device"].startswith("cpu")
+    assert d["device"].startswith("cpu") and d["source"] == str(folder)
 
 
 def test_engine_inputs_are_checked(folder):
@@ -123,3 +123,49 @@ def test_auto_engine_device_runs_the_torch_backend_on_the_gpu(folder):
     chunks = clips[:, :, :16]
     gpu_feats, cpu_feats = engine.encode_chunk(chunks), cpu.encode_chunk(chunks)
     np.testing.assert_allclose(gpu_feats["final"], cpu_feats["final"], atol=1e-3)
+
+
+def test_chunks_are_checked_like_clips(folder):
+    engine = engines.open(folder, backend="torch")
+    with pytest.raises(EngineError, match=r"^chunks must be \[B, 3, 16, 32, 32\] with B >= 1, got \[1, 3, 8, 32, 32\]$"):
+        engine.encode_chunk(np.zeros((1, 3, 8, 32, 32), np.float32))
+    with pytest.raises(EngineError, match=r"^chunks must be float32 \(ImageNet-normalised\), got float64$"):
+        engine.encode_chunk(np.zeros((1, 3, 16, 32, 32)))
+    with pytest.raises(EngineError, match=r"^clips must be a numpy array, got list$"):
+        engine.infer([])
+
+
+def test_split_and_join_chunks_keep_clip_and_time_order():
+    """The one NumPy cut of clips into encode_chunk's chunks, and the join of their features."""
+    from engines.base import join_chunks, split_chunks
+
+    b, t, s = 2, 48, 4
+    clips = np.arange(b * 3 * t * s * s, dtype=np.float32).reshape(b, 3, t, s, s)
+    chunks, n = split_chunks(clips)
+    assert n == 3 and chunks.shape == (b * n, 3, 16, s, s) and chunks.flags.c_contiguous
+    for i in range(b):
+        for j in range(n):
+            np.testing.assert_array_equal(chunks[i * n + j], clips[i, :, 16 * j:16 * (j + 1)])
+    steps, taps, d = 2, 3, 5  # features that say where they came from: (chunk, tap, step)
+    final = np.array([[[c * 10 + k] * d for k in range(steps)] for c in range(b * n)], np.float32)
+    tapped = np.array([[[[c * 100 + q * 10 + k] * d for k in range(steps)] for q in range(taps)]
+                       for c in range(b * n)], np.float32)
+    joined, joined_taps = join_chunks(final, tapped, n)
+    assert joined.shape == (b, n * steps, d) and joined_taps.shape == (b, taps, n * steps, d)
+    for i in range(b):
+        for j in range(n):
+            for k in range(steps):
+                assert joined[i, j * steps + k, 0] == (i * n + j) * 10 + k
+                for q in range(taps):
+                    assert joined_taps[i, q, j * steps + k, 0] == (i * n + j) * 100 + q * 10 + k
+
+
+def test_stream_infer_is_infer(folder):
+    """decode_window over encode_chunk (what a TensorRT engine with only the streaming pair runs) is infer."""
+    from engines.base import stream_infer
+
+    engine = engines.open(folder, backend="torch")
+    clips = np.random.default_rng(3).standard_normal((3, 3, 16, 32, 32)).astype(np.float32)
+    whole, streamed = engine.infer(clips), stream_infer(engine, clips)
+    for key in whole:
+        np.testing.assert_allclose(streamed[key], whole[key], atol=1e-5)

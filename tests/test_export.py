@@ -209,25 +209,47 @@ def test_fp16_keeps_float32_io_and_stays_close(model, exported):
 
 def test_fp16_without_the_converter_is_refused_clearly(monkeypatch, exported):
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # import now raises ImportError
-    with pytest.raises(ExportError, match="fp16 ONNX needs onnxconverter-common"):
+    with pytest.raises(ExportError, match=r"^fp16 ONNX needs onnxconverter_common: pip install 'fgsl-spotter\[onnx\]', "
+                                          "or build fp32$"):
         export.to_fp16(exported("decode_window"))
 
 
+def test_load_source_says_where_the_weights_came_from(tmp_path):
+    """The one rule behind --weights / --preset + --allow-untrained, with what the manifest records."""
+    with pytest.raises(weights.UntrainedWeights, match="no weights given: a random 'tiny' network"):
+        export.load_source(None, preset_name="tiny")
+    random = export.load_source(None, allow_untrained=True, preset_name="tiny")
+    assert (random.model.cfg.name, random.trained, random.origin, random.crops) == (
+        "tiny", False, "untrained preset 'tiny'", None)
+    weights.save(random.model, tmp_path / "run", trained=True, info={"crops": "centre"})
+    loaded = export.load_source(tmp_path / "run")
+    assert (loaded.trained, loaded.origin, loaded.crops) == (True, str(tmp_path / "run"), "centre")
+    assert export.load_source(loaded) is loaded
+    assert export.load_source(random.model) == export.Source(random.model, None, None, None)  # in memory: unknown
+
+
 # ---------------------------------------------------------------------- python -m engines.build
-def test_build_cli_writes_a_verified_engine_folder_that_engines_open_reads(tmp_path, capsys):
+def test_build_cli_writes_a_verified_engine_folder_that_engines_open_reads(tmp_path, capsys, monkeypatch):
     import engines
 
     tiny = build(preset("tiny"), seed=3)
     randomise_adapters(tiny)
-    weights.save(tiny, tmp_path / "run", trained=True)
+    weights.save(tiny, tmp_path / "run", trained=True, info={"crops": "aligned"})
     out = tmp_path / "engine"
+    written = []
+    real_write = export.write_manifest
+    monkeypatch.setattr(export, "write_manifest", lambda folder, manifest: written.append(dict(manifest))
+                        or real_write(folder, manifest))
     assert build_main(["--weights", str(tmp_path / "run"), "--backend", "onnxruntime", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "torch vs onnxruntime, max abs diff" in err
+    assert f"from {tmp_path / 'run'} to {out}" in err
     manifest = json.loads((out / "manifest.json").read_text())
+    assert [json.loads(json.dumps(m)) for m in written] == [manifest]  # once, with its provenance: not patched after
     assert manifest["format"] == "fgsl-engine" and manifest["backend"] == "onnxruntime"
     assert manifest["precision"] == "fp32" and manifest["fifm"] == "conv" and manifest["opset"] == 17
     assert manifest["trained"] is True and manifest["source"] == str(tmp_path / "run")
+    assert manifest["crops"] == "aligned"  # what the weights were trained on
     assert manifest["weights_sha256"] == weights.read_metadata(tmp_path / "run")["sha256"]
     assert set(manifest["graphs"]) == set(export.GRAPHS)
     engine = engines.open(out)
@@ -322,5 +344,6 @@ def test_build_cli_without_weights_or_tensorrt_says_why(tmp_path, capsys):
         assert build_main(["--allow-untrained", "--preset", "tiny", "--backend", "tensorrt", "--out",
                            str(tmp_path / "t")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "TensorRT is not installed" in err[0]
+        assert err == ["error: the tensorrt backend needs tensorrt: install the 'trt' extra (pip install "
+                       "'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver, or use --backend onnxruntime"]
         assert not (tmp_path / "t").exists()  # refused before exporting anything

@@ -17,7 +17,7 @@ import engines
 from engines import EngineError, onnx_backend
 from engines.export import export_engine_dir
 from engines.onnx_backend import OnnxEngine
-from engines.selftest import stream_infer
+from engines.base import stream_infer
 from engines.torch_backend import TorchEngine
 from fgsl import weights
 from fgsl.config import preset
@@ -182,7 +182,7 @@ def test_auto_device_with_a_named_backend_that_cannot_use_the_gpu(run_dir, monke
     try:
         import tensorrt  # noqa: F401
     except ImportError:  # nor can TensorRT run on the CPU: the GPU's reason is the error
-        with pytest.raises(EngineError, match="tensorrt is not installed"):
+        with pytest.raises(EngineError, match="the tensorrt backend needs tensorrt: install the 'trt' extra"):
             engines.open(run_dir, backend="tensorrt", device="auto")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from engines import build as build_cli
 from engines import selftest
+from engines.base import EngineError, stream_infer
 from engines.onnx_backend import OnnxEngine
 from engines.torch_backend import TorchEngine
 
@@ -44,12 +46,8 @@ def test_json_report_checks_and_times_every_variant_and_says_what_it_skipped(cap
         assert {"backend", "precision", "batch", "p50_ms", "p95_ms", "windows_per_s"} <= set(t)
         assert 0 < t["p50_ms"] <= t["p95_ms"] and t["windows_per_s"] > 0 and t["runs"] == 2
     skipped = {s["name"]: s["reason"] for s in report["skipped"]}
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        assert skipped["tensorrt fp32 cuda (fifm plugin)"] == "tensorrt is not installed"
-        assert skipped["tensorrt int8 cuda"] == "tensorrt is not installed"
     if not torch.cuda.is_available():
+        assert skipped["tensorrt fp32 cuda (fifm plugin)"] == skipped["tensorrt int8 cuda"] == NO_GPU_FOR_TENSORRT
         assert report["device"]["note"] == "no CUDA device: CPU part only" and "no CUDA device: CPU part only" in out
         assert skipped["torch fp32 cuda"] == "no CUDA device"
     assert "all checks passed" in out and "p50 ms/win" in out
@@ -94,11 +92,36 @@ def test_stream_infer_is_the_whole_model_on_torch():
     model = selftest.selftest_model("tiny")
     clips = selftest.random_clips(model.cfg, 2)
     engine = TorchEngine(model)
-    whole, streamed = engine.infer(clips), selftest.stream_infer(engine, clips)
+    whole, streamed = engine.infer(clips), stream_infer(engine, clips)
     for key in whole:
         np.testing.assert_allclose(streamed[key], whole[key], atol=1e-5)
     assert any(a.up.weight.abs().sum() > 0 for a in model.iga.adapters)  # adapters take part
 
 
-def test_build_and_selftest_share_the_fp32_bound():
-    assert build_cli.FP32_TOLERANCE == selftest.TOLERANCE["fp32"] == 1e-4
+def test_build_verifies_against_the_selftests_fp32_bound(tmp_path, monkeypatch):
+    """engines.build refuses an fp32 build by the self-test's bound itself, not a copy of it."""
+    from engines.export import export_engine_dir
+    from fgsl.config import preset
+    from fgsl.model import build
+
+    assert selftest.TOLERANCE["fp32"] == 1e-4  # the issue's bound
+    model = build(preset("tiny", window_frames=16), seed=0)
+    export_engine_dir(model, tmp_path, trained=False)
+    assert max(build_cli.verify(model, tmp_path, "fp32").values()) <= 1e-4
+    monkeypatch.setitem(selftest.TOLERANCE, "fp32", -1.0)  # a bound nothing meets
+    with pytest.raises(EngineError, match=r"disagrees with torch \(max abs diff .* > -1\); not using it"):
+        build_cli.verify(model, tmp_path, "fp32")
+
+
+NO_GPU_FOR_TENSORRT = "no CUDA device (TensorRT objects are never created without one)"
+
+
+def test_tensorrt_variants_ask_for_the_gpu_before_importing_tensorrt(tmp_path, monkeypatch):
+    """Without a GPU, tensorrt is not imported at all (its CUDA libraries would load for nothing);
+    with one, a missing tensorrt is the shared install line."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed, as far as Python can tell
+    reasons = {v.name: v.skip for v in selftest.tensorrt_variants(None, tmp_path, cuda=False)}
+    assert set(reasons.values()) == {NO_GPU_FOR_TENSORRT} and len(reasons) == 4
+    reasons = {v.name: v.skip for v in selftest.tensorrt_variants(None, tmp_path, cuda=True)}
+    assert set(reasons.values()) == {"the tensorrt backend needs tensorrt: install the 'trt' extra (pip install "
+                                     "'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver"}

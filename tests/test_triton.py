@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engines.build import main as build_main
-from engines.triton import MODEL_NAMES, read_config
 from engines.base import EngineError
+from engines.build import main as build_main
+from engines.export import export_engine_dir
+from engines.triton import MODEL_NAMES, read_config, write_repository
+from fgsl.config import preset
+from fgsl.model import build
 
 
 def test_build_writes_a_repository_that_parses_back(tmp_path, capfd):
@@ -17,6 +23,8 @@ def test_build_writes_a_repository_that_parses_back(tmp_path, capfd):
     err = capfd.readouterr().err
     assert code == 0, err
     assert "Triton model repository" in err
+    manifest = json.loads((tmp_path / "engine" / "manifest.json").read_text())  # what was built, said once
+    assert (manifest["source"], manifest["trained"], manifest["crops"]) == ("untrained preset 'tiny'", False, None)
     for graph, name in MODEL_NAMES.items():
         config = read_config(tmp_path / "repo" / name / "config.pbtxt")
         assert config.name == name and config.platform == "onnxruntime_onnx" and config.max_batch_size == 16
@@ -38,3 +46,37 @@ def test_a_broken_config_is_refused(tmp_path):
     bad.write_text('name: "fgsl"\nmax_batch_size: "many"\n')
     with pytest.raises(EngineError, match="not a valid Triton model configuration"):
         read_config(bad)
+
+
+@pytest.mark.parametrize("failing", ["config.pbtxt", "model.onnx"])
+def test_a_rewrite_that_fails_leaves_the_repository_as_it_was(failing, tmp_path, monkeypatch):
+    """Configs and models are replaced whole: a failed rewrite keeps the old file, leaves no temporary."""
+    import os
+
+    engine = tmp_path / "engine"
+    export_engine_dir(build(preset("tiny", window_frames=16), seed=0), engine, graphs=("decode_window",))
+    repo = tmp_path / "repo"
+    (config,) = write_repository(engine, repo, max_batch=8)
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert sorted(p.name for p in before) == ["config.pbtxt", "model.onnx"]
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if os.path.basename(dst) == failing:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("fgsl.files.os.replace", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_repository(engine, repo, max_batch=16)
+    assert {p: p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert read_config(config).max_batch_size == 8
+
+
+def test_reading_configs_without_tritonclient_is_one_line(tmp_path, monkeypatch):
+    for name in ("tritonclient", "tritonclient.grpc", "tritonclient.grpc.model_config_pb2"):
+        monkeypatch.setitem(sys.modules, name, None)  # not installed, as far as Python can tell
+    with pytest.raises(EngineError) as info:
+        read_config(tmp_path / "config.pbtxt")
+    assert str(info.value) == ("reading Triton configs needs tritonclient: pip install 'tritonclient[grpc]' "
+                               "(part of the 'dev' extra)")

@@ -224,16 +224,45 @@ def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
 
 
+MISSING = ("the tensorrt backend needs tensorrt: install the 'trt' extra (pip install 'fgsl-spotter[trt]') on a "
+           "machine with an NVIDIA GPU and driver, or use --backend onnxruntime")
+
+
 def test_missing_tensorrt_is_one_line(no_tensorrt: None, exported: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match=r"^TensorRT is not installed \(.*\): install the 'trt' extra") as info:
+    import engines
+
+    with pytest.raises(EngineError) as info:
         trt_mod.import_tensorrt()
-    assert "\n" not in str(info.value)
-    assert trt_mod.tensorrt_version() is None
-    with pytest.raises(EngineError, match="TensorRT is not installed"):
+    assert str(info.value) == MISSING
+    with pytest.raises(EngineError, match="^the tensorrt backend needs tensorrt: "):
         build_engine(exported["model"], tmp_path / "m.engine")
-    with pytest.raises(EngineError, match="TensorRT is not installed"):
+    with pytest.raises(EngineError, match="^the tensorrt backend needs tensorrt: "):
         TensorRTEngine(CFG, {"model": b"plan"})
     assert not (tmp_path / "m.engine").exists()
+    # The one gate before TensorRT work (engines.open's auto order, engines.build): the same line,
+    # as the error type auto passes over; a CPU device is refused before TensorRT is imported.
+    with pytest.raises(engines.BackendUnavailable) as gate:
+        engines.tensorrt_backend("cuda")
+    assert str(gate.value) == MISSING
+    with pytest.raises(engines.BackendUnavailable, match="tensorrt needs a CUDA device, not 'cpu'"):
+        engines.tensorrt_backend("cpu")
+
+
+def test_tensorrt_whose_libraries_do_not_load_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed tensorrt whose CUDA libraries are missing raises OSError at import."""
+    import importlib
+
+    real = importlib.import_module
+
+    def import_module(name: str, package: str | None = None) -> Any:
+        if name == "tensorrt":
+            raise OSError("libnvinfer.so.10: cannot open shared object file")
+        return real(name, package)
+
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    with pytest.raises(EngineError, match=r"^TensorRT is installed but its libraries cannot be loaded \(libnvinfer"):
+        trt_mod.import_tensorrt()
 
 
 def test_cli_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
@@ -264,7 +293,7 @@ def test_cli_errors_are_one_line(no_tensorrt: None, exported: dict[str, Path], t
     assert err == [f"error: {tmp_path / 'nope.onnx'}: no such ONNX file"]
     assert trt_mod.main(["--onnx", str(exported["model"]), "--out", str(tmp_path / "x.engine")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: TensorRT is not installed")
+    assert len(err) == 1 and err[0].startswith("error: python -m engines.trt needs tensorrt: install the 'trt' extra")
     # engines.trt has no --backend flag: the way out names the command that has one.
     assert err[0].endswith("without TensorRT, `python -m engines.build --backend onnxruntime` makes an engine folder "
                            "that ONNX Runtime runs")
@@ -309,7 +338,9 @@ class FakeTRT(types.ModuleType):
         self.__version__ = "10.99.0"
         self.calls: list[tuple[Any, ...]] = []
         self.functions, self.io, self.batch, self.input_dtype = functions, io, batch, input_dtype
-        self.build_result: bytes | None = b"graph:model"
+        #: What a build returns: ``None`` fails it; by default ``b"graph:<stem of the parsed ONNX file>"``.
+        self.build_result: bytes | None = b""
+        self.parsed = ""
         self.parse_ok = True
         fake = self
 
@@ -390,7 +421,8 @@ class FakeTRT(types.ModuleType):
 
         def build_serialized_network(net: Any, config: Any) -> Any:
             fake.calls.append(("build_serialized_network", config.builder_optimization_level))
-            return None if fake.build_result is None else memoryview(fake.build_result)
+            plan = fake.build_result if fake.build_result != b"" else f"graph:{fake.parsed}".encode()
+            return None if plan is None else memoryview(plan)
 
         return types.SimpleNamespace(create_network=create_network, create_builder_config=Config,
                                      create_optimization_profile=Profile,
@@ -403,6 +435,7 @@ class FakeTRT(types.ModuleType):
 
         def parse_from_file(path: str) -> bool:
             fake.calls.append(("parse_from_file", path))
+            fake.parsed = Path(path).stem
             for name, shape in onnx_input_shapes(onnx.load(path, load_external_data=False)).items():
                 network.inputs.append(types.SimpleNamespace(
                     name=name, shape=tuple(-1 if isinstance(d, str) else d for d in shape)))
@@ -622,15 +655,42 @@ def test_engine_refusals(fake_trt: FakeTRT, tmp_path: Path) -> None:
         engine.encode_chunk(np.zeros((1, 3, 16, CFG.image_size, CFG.image_size), np.float32))
 
 
-def test_engine_from_folder_reads_sidecar_precision(fake_trt: FakeTRT, exported: dict[str, Path],
-                                                     tmp_path: Path) -> None:
-    folder = tmp_path / "engines"
-    build_engine(exported["model"], folder / "model.engine")
-    (folder / "config.json").write_text(CFG.to_json())
-    engine = TensorRTEngine.from_folder(folder)
-    assert engine.precision == "fp32" and engine.source == str(folder)
-    with pytest.raises(EngineError, match="no TensorRT engines"):
-        TensorRTEngine.from_folder(tmp_path, cfg=CFG)
+def test_engine_reads_its_precision_from_the_sidecars(fake_trt: FakeTRT, exported: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """Plans given as files and no precision: the sidecars build_engine wrote beside them say it."""
+    plan = tmp_path / "engines" / "model.engine"
+    build_engine(exported["model"], plan)
+    engine = TensorRTEngine(CFG, {"model": plan})
+    assert engine.precision == "fp32" and engine.describe()["precision"] == "fp32"
+
+
+def test_engines_open_runs_a_tensorrt_engine_folder(fake_trt: FakeTRT, tiny: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What engines.build --backend tensorrt writes, opened the one way engines are opened from a
+    path (engines.open): every graph's plan, checked against the manifest, runs as torch does."""
+    import engines
+    from engines.build import build_tensorrt
+    from engines.export import export_engine_dir
+    from engines.torch_backend import TorchEngine
+
+    monkeypatch.setattr(engines, "resolve_device", lambda device: device)  # no GPU here: "cuda" taken as is
+    folder = tmp_path / "engine"
+    export_engine_dir(tiny, folder, trained=True, backend="tensorrt")
+    assert set(build_tensorrt(folder, "fp32")["plans"]) == set(IO)
+    engine = engines.open(folder, backend="tensorrt", device="cuda")
+    d = engine.describe()
+    assert d["backend"] == "tensorrt" and d["precision"] == "fp32" and d["fifm_form"] == "conv"
+    assert d["source"] == str(folder) and d["graphs"] == list(IO)
+    clips = np.random.default_rng(2).standard_normal(
+        (2, 3, CFG.window_frames, CFG.image_size, CFG.image_size)).astype(np.float32)
+    ref = TorchEngine(tiny)
+    got, want = engine.infer(clips), ref.infer(clips)
+    assert np.abs(got["scores"] - want["scores"]).max() <= 1e-5
+    enc = engine.encode_chunk(np.ascontiguousarray(clips[:, :, :16]))
+    assert np.abs(enc["final"] - ref.encode_chunk(np.ascontiguousarray(clips[:, :, :16]))["final"]).max() <= 1e-5
+    (folder / "decode_window.engine").write_bytes(b"graph:decode_window, altered")
+    with pytest.raises(EngineError, match=r"decode_window.engine: altered .*rebuild it"):
+        engines.open(folder, backend="tensorrt", device="cuda")
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
   filter -> irFFT, per channel) as the TensorRT Python plugin ``fgsl::FIFMFilter``, and its
   kernel as a plain torch function (importable and tested without TensorRT).
 
-Nothing here imports TensorRT until :func:`register_plugins` is called.
+Nothing here imports TensorRT until :func:`~engines.plugins.fifm_fft.register_plugin` is called.
 """
 
 from __future__ import annotations
@@ -12,9 +12,4 @@ from __future__ import annotations
 from .fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, fifm_fft_filter, register_plugin
 
 
-def register_plugins() -> bool:
-    """Register every plugin of the project with TensorRT; ``False`` where TensorRT is missing."""
-    return register_plugin()
-
-
-__all__ = ["ONNX_DOMAIN", "OP_TYPE", "PLUGIN_ID", "fifm_fft_filter", "register_plugin", "register_plugins"]
+__all__ = ["ONNX_DOMAIN", "OP_TYPE", "PLUGIN_ID", "fifm_fft_filter", "register_plugin"]

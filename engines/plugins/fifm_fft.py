@@ -208,7 +208,9 @@ def register_plugin() -> bool:
     Safe to call any number of times and from several threads. Importing
     ``tensorrt.plugin`` needs no GPU, and registering only records Python callbacks; no
     TensorRT engine object is created here. The reason for a ``False`` is in
-    :func:`unavailable_reason`.
+    :func:`unavailable_reason`. (Not :func:`engines.extras.require`: a ``False`` is no error
+    here, and a TensorRT without ``tensorrt.plugin`` is too old, not missing, which that
+    probe's "needs tensorrt" line would misstate; callers check TensorRT itself first.)
     """
     global _registered, _unavailable
     with _lock:
