@@ -135,27 +135,6 @@ def load(path: str | Path) -> CalibrationSet:
 # Collection through the live pipeline
 # ---------------------------------------------------------------------------------------
 
-class _ConfigOnlyEngine:
-    """Carries the FGSL config for :class:`FGSLSpotter` (its ``clips``); never runs a model."""
-
-    def __init__(self, cfg: FGSLConfig) -> None:
-        self.cfg = cfg
-        self.source = None
-
-    def infer(self, clips: np.ndarray) -> dict[str, np.ndarray]:
-        raise RuntimeError("calibration collection runs no model")
-
-    def describe(self) -> dict[str, Any]:
-        return {"backend": "none", "precision": "", "device": "none", "preset": self.cfg.name, "source": None}
-
-
-def spotter_for(cfg: FGSLConfig) -> Any:
-    """An :class:`FGSLSpotter` for ``cfg`` that can prepare clips (``.clips(windows)``) but runs nothing."""
-    from realtime.spotters.fgsl import FGSLSpotter
-
-    return FGSLSpotter(_ConfigOnlyEngine(cfg), trained=False)
-
-
 class _Recorder:
     """The live pipeline's spotter during collection: keeps a seeded uniform sample of windows.
 
@@ -168,10 +147,12 @@ class _Recorder:
     trained = None
 
     def __init__(self, cfg: FGSLConfig, count: int, stride: int, seed: int) -> None:
+        from realtime.spotters.fgsl import live_crop_size
+
         self.window = cfg.window_frames
         self.stride = stride
         self.fps = float(cfg.fps)
-        self.crop_size = spotter_for(cfg).crop_size  # the tracker's crops for the live FGSL spotter
+        self.crop_size = live_crop_size(cfg)  # the tracker's crops for the live FGSL spotter
         self.count = count
         self.rng = np.random.default_rng(seed)
         self.seen = 0
@@ -304,13 +285,15 @@ def collect_windows(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFA
 
 def collect(videos: list[str | Path], cfg: FGSLConfig, count: int = DEFAULT_COUNT, **kwargs: Any) -> CalibrationSet:
     """:func:`collect_windows` as a :class:`CalibrationSet` (what :func:`save` writes)."""
+    from realtime.spotters.fgsl import model_crops
+
     samples, stats = collect_windows(videos, cfg, count, **kwargs)
     size = cfg.image_size
     crops = []
     for _, window in samples:
         c = np.asarray(window.crops)
         if c.shape[1:3] != (size, size):  # shrunk from the tracker's crops exactly as the live spotter does
-            c = spotter_for(cfg)._crops(window)
+            c = model_crops(window, cfg)
         crops.append(c)
     return CalibrationSet(
         crops=np.stack(crops).astype(np.uint8),

@@ -29,9 +29,10 @@ from calib import CalibError
 from calib import collect as collect_mod
 from calib import quantize as quantize_mod
 from calib import report as report_mod
-from calib.collect import collect, collect_windows, load, save, spotter_for
+from calib.collect import collect, collect_windows, load, save
 from fgsl.config import preset
 from fgsl.model import build
+from realtime.spotters.fgsl import window_clips
 from tests.conftest import SAMPLE_VIDEO, randomise_adapters
 
 onnx = pytest.importorskip("onnx")
@@ -88,7 +89,7 @@ def test_saved_windows_normalise_exactly_as_the_fgsl_spotter(collected, tmp_path
     path = save(data, tmp_path / "c.npz")
     loaded = load(path)
     assert len(loaded) == 6 and loaded.videos == [SAMPLE_VIDEO.name] and loaded.cfg == CFG
-    want = spotter_for(CFG).clips([w for _, w in samples])
+    want = window_clips([w for _, w in samples], CFG)
     assert want.shape == (6, 3, 32, 32, 32) and want.dtype == np.float32
     assert np.array_equal(loaded.clips(), want)
     assert np.array_equal(loaded.indices, np.stack([w.indices for _, w in samples]))

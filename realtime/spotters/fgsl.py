@@ -162,6 +162,36 @@ CROPS_CAVEAT = ("trained on centre crops of face videos, not on the MediaPipe-al
                 "expect lower accuracy than offline fgsl.infer (docs/realtime.md)")
 
 
+def live_crop_size(cfg: FGSLConfig) -> int:
+    """The aligned crop the face tracker makes for an FGSL model (px): :data:`ALIGNED_CROP`, or
+    the model's own size when larger; :func:`model_crops` shrinks it to the model's."""
+    return max(cfg.image_size, ALIGNED_CROP)
+
+
+def model_crops(window: Window, cfg: FGSLConfig) -> np.ndarray:
+    """A window's tracker crops at the model's size, ``[T, S, S, 3]`` RGB uint8: shrunk with
+    ``INTER_AREA`` (see :data:`ALIGNED_CROP`). The same for the live spotter and for the
+    calibration windows of ``calib.collect``, which must be what the engine sees live."""
+    crops = np.asarray(window.crops)
+    if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
+        raise RealtimeError(f"track {window.track}: window crops must be [T, S, S, 3] RGB uint8, "
+                            f"got {crops.dtype} {list(crops.shape)}")
+    if len(crops) != cfg.window_frames or len(window.indices) != cfg.window_frames:
+        raise RealtimeError(f"track {window.track}: window of {len(crops)} frames, the FGSL model "
+                            f"takes {cfg.window_frames}")
+    size = cfg.image_size
+    if crops.shape[1:3] != (size, size):
+        shrink = crops.shape[1] * crops.shape[2] > size * size
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        crops = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+    return crops
+
+
+def window_clips(windows: list[Window], cfg: FGSLConfig) -> np.ndarray:
+    """``[B, 3, T, H, W]`` float32 engine input: :func:`model_crops` ImageNet-normalised."""
+    return np.stack([normalise(model_crops(w, cfg)) for w in windows])
+
+
 class FGSLSpotter:
     """FGSL through an engine: windows of ``cfg.window_frames`` model frames every ``stride``.
 
@@ -198,7 +228,7 @@ class FGSLSpotter:
         self.work: dict[str, list[float]] = {"encode_ms": [], "decode_ms": [], "infer_ms": []}
         self.encoded_chunks = 0
         self.fps = float(cfg.fps)
-        self.crop_size = max(cfg.image_size, ALIGNED_CROP)  # what the face tracker makes; shrunk in _crops
+        self.crop_size = live_crop_size(cfg)
         base = cfg.score_threshold if threshold is None else float(threshold)
         if not 0 <= base < 1:
             raise ValueError(f"fgsl score threshold must be in [0, 1), got {base}")
@@ -287,7 +317,7 @@ class FGSLSpotter:
     # ------------------------------------------------------------------ steps
     def clips(self, windows: list[Window]) -> np.ndarray:
         """``[B, 3, T, H, W]`` float32: the windows' crops resized and ImageNet-normalised."""
-        return np.stack([normalise(self._crops(w)) for w in windows])
+        return window_clips(windows, self.cfg)
 
     def infer(self, windows: list[Window]) -> dict[str, np.ndarray]:
         """The engine's raw outputs (``scores`` logits, ``offsets``) for ``windows``.
@@ -321,7 +351,7 @@ class FGSLSpotter:
             for j, pos in enumerate(self._chunk_keys(w)):
                 if pos in ring or (w.track, pos) in todo:
                     continue
-                crops = self._crops(w) if crops is None else crops
+                crops = model_crops(w, self.cfg) if crops is None else crops
                 chunks.append(normalise(crops[j * CHUNK_FRAMES:(j + 1) * CHUNK_FRAMES]))
                 todo.append((w.track, pos))
         if not todo:
@@ -345,21 +375,6 @@ class FGSLSpotter:
         keep_from = window.position + self.stride
         for pos in [p for p in ring if p < keep_from or window.final]:
             del ring[pos]
-
-    def _crops(self, window: Window) -> np.ndarray:
-        crops = np.asarray(window.crops)
-        if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
-            raise RealtimeError(f"track {window.track}: window crops must be [T, S, S, 3] RGB uint8, "
-                                f"got {crops.dtype} {list(crops.shape)}")
-        if len(crops) != self.window or len(window.indices) != self.window:
-            raise RealtimeError(f"track {window.track}: window of {len(crops)} frames, the FGSL model "
-                                f"takes {self.window}")
-        size = self.cfg.image_size
-        if crops.shape[1:3] != (size, size):
-            shrink = crops.shape[1] * crops.shape[2] > size * size
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            crops = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
-        return crops
 
     def _candidate(self, window: Window, iv: Interval) -> Candidate:
         last = len(window.indices) - 1
