@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CHUNK_FRAMES, BackboneConfig
+from .config import CHUNK_FRAMES, VIT_B, VIT_G, VIT_L, VIT_S, BackboneConfig
 from .statedict import mismatch
 
 
@@ -227,8 +227,15 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return official_state_dict(raw)
 
 
+#: Heads of the standard ViT sizes by width, read off the configs themselves so the two
+#: cannot disagree: a checkpoint stores no head count (the attention weights are the same
+#: shape for any split of the width), so a converted one gets its standard size's.
+STANDARD_HEADS: dict[int, int] = {c.embed_dim: c.num_heads for c in (VIT_S, VIT_B, VIT_L, VIT_G)}
+
+
 def infer_backbone_config(state: dict[str, torch.Tensor]) -> BackboneConfig:
-    """Guess ViT width/depth/heads from tensor shapes (heads from the standard ViT sizes)."""
+    """Guess ViT width/depth/heads from tensor shapes (heads: :data:`STANDARD_HEADS`, else one
+    per 64 channels, the ViT head size)."""
     try:
         dim = state["patch_embed.proj.weight"].shape[0]
         tubelet, patch = state["patch_embed.proj.weight"].shape[2:4]
@@ -236,7 +243,7 @@ def infer_backbone_config(state: dict[str, torch.Tensor]) -> BackboneConfig:
     except KeyError as exc:
         raise CheckpointError(f"not a VideoMAE ViT checkpoint: no {exc.args[0]}") from None
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    heads = {384: 6, 768: 12, 1024: 16, 1408: 16}.get(dim, max(1, dim // 64))
+    heads = STANDARD_HEADS.get(dim, max(1, dim // 64))
     return BackboneConfig(
         embed_dim=dim,
         depth=depth,

@@ -108,6 +108,33 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+def at_least(lowest: int) -> Callable[[str], int]:
+    """argparse ``type`` for a whole-number flag that must be >= ``lowest``, e.g.
+    ``type=at_least(0)``.
+
+    A bad value then fails in argparse, before any work and in argparse's own words
+    (``error: argument --batch: must be at least 1, got '0'``), the same way
+    :func:`positive_number` refuses a bad float, instead of a hand-written check in every
+    command's ``body()``.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text!r}")
+        return value
+
+    parse.__name__ = f"at_least({lowest})"  # what argparse would name in an "invalid ... value" line
+    return parse
+
+
+#: argparse ``type`` for a count that must be 1 or more (``--batch``, ``--epochs``).
+positive_int = at_least(1)
+
+
 def register_user_error(*kinds: type[BaseException]) -> None:
     """Let another package (engines, realtime) add its own bad-input error types."""
     global USER_ERRORS

@@ -222,6 +222,12 @@ class FGSLConfig:
             raise ConfigError(f"{path}: {exc}") from None
 
     def replace(self, **changes: Any) -> "FGSLConfig":
+        """A copy with ``changes`` applied, validated like any new config (``__post_init__``).
+
+        The one way the project derives a config from another (a tuned ``score_threshold``, a
+        preset override), rather than ``dataclasses.replace`` here and there: callers need not
+        import :mod:`dataclasses`, and a search for ``.replace(`` finds them all.
+        """
         return dataclasses.replace(self, **changes)
 
 

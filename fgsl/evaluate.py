@@ -41,13 +41,14 @@ from typing import Any
 
 from fgsl.cli import UsageError, register_user_error, run
 
-#: Columns every input CSV must have (any order, any case; other columns are ignored).
-REQUIRED_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
+#: The MEGC submission columns: the header every prediction file this project writes
+#: (``fgsl.infer``, ``realtime.cam --csv``) starts with, and the columns every input CSV
+#: must have (any order, any case; other columns are ignored). One constant, so what we
+#: write is always what we read.
+MEGC_COLUMNS = ("subject", "video", "onset", "offset", "emotion")
 MODES = ("megc", "strict")
 #: Official threshold: a prediction spots a ground truth when IoU >= 0.5.
 IOU_THRESHOLD = 0.5
-#: Reference implementation reproduced by mode ``megc``.
-OFFICIAL = "genbing99/STRS-Metric strs_metric.py @ eb86468f793400bf46cc13b4be0d32faafe72b8a"
 
 
 class EvaluationError(ValueError):
@@ -127,19 +128,19 @@ def _parse(reader: Any, path: Path) -> list[Interval]:
             header = [v.strip().lower() for v in values]
             break
     if header is None:
-        raise EvaluationError(f"{path}: empty file, expected a header row with columns {', '.join(REQUIRED_COLUMNS)}")
+        raise EvaluationError(f"{path}: empty file, expected a header row with columns {', '.join(MEGC_COLUMNS)}")
     line = reader.line_num
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in MEGC_COLUMNS if c not in header]
     if missing:
         hint = "; the file seems to have no header row" if any(_INTEGER.fullmatch(h) for h in header) else ""
         raise EvaluationError(
             f"{path}: row {line}: header lacks column(s) {', '.join(missing)} "
             f"(found: {', '.join(header)}){hint}"
         )
-    doubled = [c for c in REQUIRED_COLUMNS if header.count(c) > 1]
+    doubled = [c for c in MEGC_COLUMNS if header.count(c) > 1]
     if doubled:
         raise EvaluationError(f"{path}: row {line}: column(s) {', '.join(doubled)} appear more than once in the header")
-    where = {c: header.index(c) for c in REQUIRED_COLUMNS}
+    where = {c: header.index(c) for c in MEGC_COLUMNS}
 
     rows = []
     for values in reader:
@@ -183,11 +184,11 @@ def _coerce(rows: Iterable[Any], what: str) -> list[Interval]:
             item = row
         else:
             values: dict[str, Any] = {
-                c: row.get(c) if isinstance(row, Mapping) else getattr(row, c, None) for c in REQUIRED_COLUMNS
+                c: row.get(c) if isinstance(row, Mapping) else getattr(row, c, None) for c in MEGC_COLUMNS
             }
             try:
                 if any(v is None for v in values.values()):
-                    raise ValueError(f"needs fields {', '.join(REQUIRED_COLUMNS)}")
+                    raise ValueError(f"needs fields {', '.join(MEGC_COLUMNS)}")
                 item = Interval(
                     str(values["subject"]), str(values["video"]),
                     int(values["onset"]), int(values["offset"]), str(values["emotion"]),

@@ -27,11 +27,12 @@ from tqdm import tqdm
 from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 
-from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, refuse_preset_with_weights, run,
-                  score_threshold)
+from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
+                  refuse_preset_with_weights, run, score_threshold)
 from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
-from .data.video import normalise, read_centre_crops, resample_indices
+from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
 from .decode import Interval, decode
+from .evaluate import MEGC_COLUMNS, read_intervals
 from .files import atomic_write
 
 
@@ -98,8 +99,7 @@ def window_intervals(engine, frames: np.ndarray, batch: int = 4, threshold: floa
     """
     cfg: FGSLConfig = engine.cfg
     threshold = cfg.score_threshold if threshold is None else threshold
-    if len(frames) < cfg.window_frames:  # pad short videos with their last frame
-        frames = np.concatenate([frames, np.repeat(frames[-1:], cfg.window_frames - len(frames), 0)])
+    frames = pad_frames(frames, cfg.window_frames)  # a video shorter than one window
     starts = window_starts(len(frames), cfg.window_frames)
     found: list[Interval] = []
     bar = tqdm(total=len(starts), desc=desc, unit="win", disable=not progress, file=sys.stderr)
@@ -128,11 +128,12 @@ def spot_frames(engine, frames: np.ndarray, batch: int = 4, threshold: float | N
 
 def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source_fps: float,
                   source_frames: int) -> list[Detection]:
-    """Model-frame intervals -> detections in the source video's own 0-based frames."""
-    scale = source_fps / cfg.fps
+    """Model-frame intervals -> detections in the source video's own 0-based frames: the
+    nearest source frame (:func:`fgsl.data.video.to_source_frame`, the rule training targets
+    were made with), within the video."""
 
     def to_source(frame: float) -> int:
-        return int(min(round(frame * scale), source_frames - 1))
+        return min(to_source_frame(frame, source_fps, cfg.fps), source_frames - 1)
 
     return [
         Detection(video, to_source(iv.onset), to_source(iv.apex), to_source(iv.offset), cfg.classes[iv.label], iv.score)
@@ -157,7 +158,7 @@ def write_csv(rows: list[Detection], out: Path, names: dict[str, tuple[str, str]
     to its (subject, video) columns (:func:`table_names`)."""
     text = io.StringIO()
     w = csv.writer(text)
-    w.writerow(["subject", "video", "onset", "offset", "emotion"])
+    w.writerow(MEGC_COLUMNS)
     for d in rows:
         w.writerow([*names[d.video], d.onset, d.offset, d.emotion])
     atomic_write(out, text.getvalue().encode())
@@ -174,8 +175,6 @@ def truth_keys(path: str | None) -> list[tuple[str, str]]:
     """The (subject, video) pairs of a ground-truth CSV (our table or the MEGC layout)."""
     if not path:
         return []
-    from .evaluate import read_intervals
-
     return sorted({(row.subject, row.video) for row in read_intervals(path)})
 
 
@@ -246,15 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects-from", metavar="GT.csv",
                         help="take each video's subject from this ground-truth CSV, as MEGC scoring needs "
                              "(videos it lacks get --subject)")
-    parser.add_argument("--batch", type=int, default=4, help="windows per engine call (default: 4)")
+    parser.add_argument("--batch", type=positive_int, default=4, help="windows per engine call (default: 4)")
     parser.add_argument("--threshold", type=score_threshold,
                         help="minimum score, in [0, 1) (default: the config's score_threshold)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.batch < 1:
-            raise UsageError("--batch must be at least 1")
         out = Path(args.out)
         check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)])
         names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)  # before the long part

@@ -46,7 +46,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,14 @@ from tqdm import tqdm
 
 from fgsl import tune, weights
 from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, register_user_error, run
+from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_int, positive_number,
+                      register_user_error, run)
 from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.data import spec as data_spec
 from fgsl.data.synthetic import Recipe, make_set
 from fgsl.data.table import Annotation
-from fgsl.data.video import CROPS, normalise
+from fgsl.data.video import CROPS, normalise, pad_frames
+from fgsl.files import atomic_write
 from fgsl.infer import spot_frames, to_detections
 from fgsl.losses import FGSLLoss, assign_targets
 from fgsl.model import FGSL
@@ -72,6 +74,7 @@ register_user_error(data_spec.DataSpecError, CheckpointStateError)
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
+RANKS = "ranks.json"
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -213,13 +216,15 @@ def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], cfg: FGSLConfig,
                rng: np.random.Generator) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Normalised clips ``[B, 3, T, S, S]`` of the picked windows, and the events wholly inside
+    each (window frames, class). Each clip is flipped at random, shifted by up to 2 pixels and
+    its normalised values scaled by 0.9 to 1.1: the model must not learn one face crop's exact
+    framing or exposure. A window running past the video's end is padded as inference pads it."""
     clips, segments, labels = [], [], []
     t = cfg.window_frames
     for v, start in picks:
         item = items[v]
-        frames = item.frames[start : start + t]
-        if len(frames) < t:
-            frames = np.concatenate([frames, np.repeat(frames[-1:], t - len(frames), 0)])
+        frames = pad_frames(item.frames[start : start + t], t)  # a video shorter than one window
         if rng.random() < 0.5:
             frames = frames[:, :, ::-1]
         frames = shift(frames, *rng.integers(-2, 3, size=2))
@@ -235,7 +240,7 @@ def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], c
 def evaluate_held_out(model: FGSL, data: data_spec.TrainData, device: torch.device) -> dict[str, Any]:
     """Spot the held-out videos like ``fgsl.infer`` does and score them like ``fgsl.evaluate``."""
     from engines.torch_backend import TorchEngine
-    from fgsl.evaluate import evaluate_all
+    from fgsl.evaluate import evaluate_all, to_json
 
     engine = TorchEngine(model, device=str(device))
     predictions = []
@@ -247,14 +252,14 @@ def evaluate_held_out(model: FGSL, data: data_spec.TrainData, device: torch.devi
     summary: dict[str, Any] = {}
     for mode, result in results.items():
         spot = result["spotting"]
-        summary[mode] = {
-            "spotting_f1": _finite(spot["f1"]),
-            "recognition_f1": _finite(result["recognition"]["f1"]),
-            "strs": _finite(result["strs"]),
+        summary[mode] = to_json({  # NaN ("undefined", e.g. no true positive) -> null in metrics.jsonl
+            "spotting_f1": spot["f1"],
+            "recognition_f1": result["recognition"]["f1"],
+            "strs": result["strs"],
             "tp": spot["tp"],
             "fp": spot["fp"],
             "fn": spot["fn"],
-        }
+        })
     summary.update(summary["strict"])
     return summary
 
@@ -269,10 +274,6 @@ def validate(model: FGSL, data: data_spec.TrainData, device: torch.device) -> di
     return {"threshold": choice["threshold"], "spotting_f1": choice["f1"], "recognition_f1": choice["recognition_f1"],
             "strs": choice["strs"], "tp": choice["tp"], "fp": choice["fp"], "fn": choice["fn"],
             "f1_by_threshold": {str(r["threshold"]): round(r["f1"], 4) for r in rows}}
-
-
-def _finite(value: float) -> float | None:
-    return None if value != value else float(value)  # NaN -> None (JSON null)
 
 
 # ---------------------------------------------------------------------------- training
@@ -383,12 +384,77 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         env.close()
 
 
+@dataclass
+class _Run:
+    """One training run's parts, and how far it has come: what each step of :func:`_train`
+    reads and what the checkpoint saves (``step``, ``best``)."""
+
+    args: argparse.Namespace
+    env: Dist
+    cfg: FGSLConfig
+    out: Path
+    data: data_spec.TrainData
+    model: FGSL
+    ddp: torch.nn.Module  # the model, wrapped for DDP when there are several processes
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    ema: AveragedModel
+    criterion: FGSLLoss
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    total_steps: int
+    warmup: int
+    step: int = 0
+    best: list[float] | None = None
+    started: float = 0.0
+    deadline: float | None = None
+
+    @property
+    def crops(self) -> str:
+        """What the model sees, recorded with the weights (centre crops of aligned videos with
+        ``--align-faces``), so the live spotter can say when it feeds other crops."""
+        return "aligned" if self.args.align_faces else CROPS
+
+    def out_of_budget(self) -> bool:
+        """The schedule's last step is done, or ``--max-minutes`` has run out."""
+        return self.step >= self.total_steps or bool(self.deadline and time.monotonic() > self.deadline)
+
+
 def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
+    """Set up (or resume) a run, train it epoch by epoch, then check the ranks and score the test."""
+    run, state = _set_up(args, env)
+    start_epoch = _restore(run, state) if state else 0
+    if env.main:
+        data = run.data
+        print(f"FGSL {run.cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
+              f"{len(data.val)} validation videos, {len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
+              file=sys.stderr)
+    run.started = time.monotonic()
+    run.deadline = run.started + args.max_minutes * 60 if args.max_minutes else None
+    rng = np.random.default_rng(args.seed * 7919 + env.rank)
+    history = []
+    for epoch in range(start_epoch, args.epochs):
+        if run.out_of_budget():
+            break
+        record = _train_epoch(run, epoch, rng)
+        if env.main:
+            _end_of_epoch(run, epoch, record)
+        history.append(record)
+        env.barrier()
+    ranks = check_ranks_agree(run.model, env, run.out)
+    final = score_on_test(run.data, run.out, env) if env.main else None
+    return {"epochs": len(history), "step": run.step, "best": run.best, "history": history, "rank_digests": ranks,
+            "final": final}
+
+
+def _set_up(args: argparse.Namespace, env: Dist) -> tuple[_Run, dict[str, Any] | None]:
+    """The run's parts and the checkpoint to resume from (None for a new run). Everything that
+    can be refused is, before the run folder exists: ``--out`` and the checkpoint, a bad
+    ``--backbone``, then the data (a synthetic set makes its own folder under out/data once its
+    videos have faces)."""
     out = Path(args.out)
     cfg = preset(args.preset)
     state = open_run(out, cfg, args, env.world)
-    # Everything that can be refused is, before the run folder exists: a bad --backbone, then
-    # the data (a synthetic set makes its own folder under out/data once its videos have faces).
     model = build_model(cfg, args, env)
     data = prepare_data(cfg, args, out, env)
     if not data.train or not any(item.events for item in data.train):
@@ -397,129 +463,138 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
     env.barrier()
 
-    crops = "aligned" if args.align_faces else CROPS  # what the model sees (centre crops of aligned videos)
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
-    criterion = FGSLLoss()
     amp = autocast_dtype(env.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model
-
     windows_per_epoch = len(epoch_windows(data.train, cfg.window_frames, 0, args.seed))
     steps_per_epoch = max(1, math.ceil(windows_per_epoch / (args.batch * env.world * args.accum)))
     total_steps = min(args.max_steps or 10**12, steps_per_epoch * args.epochs)
-    warmup = max(1, min(args.warmup, total_steps // 10 or 1))
+    run = _Run(  # (arguments run in this order: the EMA copies the model before DDP wraps it)
+        args, env, cfg, out, data, model,
+        params=params,
+        optimizer=torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay),
+        ema=AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True),
+        criterion=FGSLLoss(),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
+        amp=amp,
+        ddp=torch.nn.parallel.DistributedDataParallel(model) if env.world > 1 else model,
+        total_steps=total_steps,
+        warmup=max(1, min(args.warmup, total_steps // 10 or 1)),
+    )
+    return run, state
 
-    start_epoch, step, best, history = 0, 0, None, []
-    if state:
-        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
-        trained = step >= total_steps or start_epoch >= args.epochs
-        if trained and held_out_scored(out):  # (the epochs were checked before the data was prepared, in open_run)
-            raise UsageError(f"--resume: the run has done {step} steps, and this schedule ends at step {total_steps} "
-                             f"(--epochs, --max-steps), and its held-out test is scored: nothing left to do")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        criterion.normaliser = state["normaliser"]
-        torch.set_rng_state(state["torch_rng"])
-        if env.main:
-            print(f"resumed from {out / CHECKPOINT} at epoch {start_epoch}, step {step}"
-                  + (": nothing left to train, scoring the held-out test only" if trained else ""), file=sys.stderr)
 
-    if env.main:
-        print(f"FGSL {cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
-              f"{len(data.val)} validation videos, {len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
-              file=sys.stderr)
-    started = time.monotonic()
-    deadline = started + args.max_minutes * 60 if args.max_minutes else None
-    rng = np.random.default_rng(args.seed * 7919 + env.rank)
-    epoch = start_epoch
-    for epoch in range(start_epoch, args.epochs):
-        if step >= total_steps or (deadline and time.monotonic() > deadline):
+def _restore(run: _Run, state: dict[str, Any]) -> int:
+    """Load a ``--resume`` checkpoint into the run; returns the epoch to start from. A run
+    whose schedule is done and whose held-out test is scored is refused (nothing to do); one
+    whose schedule is done but not scored goes on to score it."""
+    start_epoch, run.step, run.best = state["epoch"] + 1, state["step"], state["best"]
+    trained = run.step >= run.total_steps or start_epoch >= run.args.epochs
+    if trained and held_out_scored(run.out):  # (the epochs were checked before the data was prepared, in open_run)
+        raise UsageError(f"--resume: the run has done {run.step} steps, and this schedule ends at step {run.total_steps} "
+                         f"(--epochs, --max-steps), and its held-out test is scored: nothing left to do")
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.criterion.normaliser = state["normaliser"]
+    torch.set_rng_state(state["torch_rng"])
+    if run.env.main:
+        print(f"resumed from {run.out / CHECKPOINT} at epoch {start_epoch}, step {run.step}"
+              + (": nothing left to train, scoring the held-out test only" if trained else ""), file=sys.stderr)
+    return start_epoch
+
+
+def _train_epoch(run: _Run, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+    """One pass over this rank's shard of the epoch's windows (stopping early when the budget
+    runs out); returns the epoch's metrics record (mean losses, speed)."""
+    args, env, cfg = run.args, run.env, run.cfg
+    picks = epoch_windows(run.data.train, cfg.window_frames, epoch, args.seed)
+    per_rank = math.ceil(len(picks) / env.world)
+    picks = (picks * 2)[: per_rank * env.world][env.rank :: env.world]  # equal shards, like DistributedSampler
+    run.model.train()
+    totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
+    seen = 0
+    tick = time.monotonic()
+    micro_batches = [picks[i : i + args.batch] for i in range(0, len(picks), args.batch)]
+    bar = tqdm(total=len(micro_batches), desc=f"epoch {epoch}", unit="batch", disable=not env.main or args.quiet,
+               file=sys.stderr)
+    for i, group in enumerate(micro_batches):
+        clips, segments, labels = make_batch(run.data.train, group, cfg, rng)
+        targets = assign_targets(cfg, segments, labels)
+        with torch.autocast(env.device.type, dtype=run.amp, enabled=run.amp is not None):
+            outputs = run.ddp(clips.to(env.device))
+        losses = run.criterion({k: v.float() for k, v in outputs.items()}, targets)
+        run.scaler.scale(losses["loss"] / args.accum).backward()
+        for key in totals:
+            totals[key] += float(losses[key].detach()) * len(group)
+        seen += len(group)
+        if (i + 1) % args.accum == 0 or i + 1 == len(micro_batches):
+            _optimiser_step(run)
+        rate = seen * env.world / max(1e-9, time.monotonic() - tick)
+        bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", win_s=f"{rate:.1f}")
+        bar.update(1)
+        if run.out_of_budget():
             break
-        picks = epoch_windows(data.train, cfg.window_frames, epoch, args.seed)
-        per_rank = math.ceil(len(picks) / env.world)
-        picks = (picks * 2)[: per_rank * env.world][env.rank :: env.world]  # equal shards, like DistributedSampler
-        model.train()
-        totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
-        seen = 0
-        tick = time.monotonic()
-        micro_batches = [picks[i : i + args.batch] for i in range(0, len(picks), args.batch)]
-        bar = tqdm(total=len(micro_batches), desc=f"epoch {epoch}", unit="batch", disable=not env.main or args.quiet,
-                   file=sys.stderr)
-        for i, group in enumerate(micro_batches):
-            clips, segments, labels = make_batch(data.train, group, cfg, rng)
-            targets = assign_targets(cfg, segments, labels)
-            with torch.autocast(env.device.type, dtype=amp, enabled=amp is not None):
-                outputs = ddp(clips.to(env.device))
-            losses = criterion({k: v.float() for k, v in outputs.items()}, targets)
-            scaler.scale(losses["loss"] / args.accum).backward()
-            for key in totals:
-                totals[key] += float(losses[key].detach()) * len(group)
-            seen += len(group)
-            if (i + 1) % args.accum == 0 or i + 1 == len(micro_batches):
-                for g in optimizer.param_groups:
-                    g["lr"] = args.lr * lr_factor(step, warmup, total_steps)
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                ema.update_parameters(model)
-                step += 1
-            rate = seen * env.world / max(1e-9, time.monotonic() - tick)
-            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", win_s=f"{rate:.1f}")
-            bar.update(1)
-            if step >= total_steps or (deadline and time.monotonic() > deadline):
-                break
-        bar.close()
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            **{k: v / max(1, seen) for k, v in totals.items()},
-            "windows_per_s": seen * env.world / max(1e-9, time.monotonic() - tick),
-            "elapsed_s": time.monotonic() - started,
-        }
-        if env.main:
-            due = (epoch % args.eval_every == 0 or epoch == args.epochs - 1 or step >= total_steps
-                   or (deadline and time.monotonic() > deadline))
-            if data.val and due:
-                record["validation"] = checked = validate(ema.module, data, env.device)
-                score = (checked["spotting_f1"], checked["strs"])
-                if best is None or score > tuple(best):
-                    best = list(score)
-                    kept = {k: v for k, v in checked.items() if k != "f1_by_threshold"}
-                    weights.save(ema.module, out, trained=True, score_threshold=checked["threshold"],
-                                 info={"data": data.description, "crops": crops, "epoch": epoch, "step": step,
-                                       "validation": kept})
-                    record["saved_best"] = True
-            elif not data.val or not (out / weights.WEIGHTS_FILE).is_file():
-                weights.save(ema.module, out, trained=True,
-                             info={"data": data.description, "crops": crops, "epoch": epoch, "step": step})
-            with (out / METRICS).open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            checked = record.get("validation")
-            summary = (f"validation spotting F1 {checked['spotting_f1']:.3f} STRS {checked['strs']:.3f} "
-                       f"at threshold {checked['threshold']:g}" if checked else "no validation")
-            print(f"epoch {epoch}: loss {record['loss']:.4f} ({record['windows_per_s']:.1f} windows/s), {summary}",
-                  file=sys.stderr)
-            save_state({
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None, "epoch": epoch, "step": step,
-                "best": best, "normaliser": criterion.normaliser, "torch_rng": torch.get_rng_state(),
-                "config": cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": env.world,
-                "data": data_identity(args),
-            }, out / CHECKPOINT)
-        history.append(record)
-        env.barrier()
-    ranks = check_ranks_agree(model, env, out)
-    final = score_on_test(data, out, env) if env.main else None
-    return {"epochs": len(history), "step": step, "best": best, "history": history, "rank_digests": ranks,
-            "final": final}
+    bar.close()
+    return {
+        "epoch": epoch,
+        "step": run.step,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        **{k: v / max(1, seen) for k, v in totals.items()},
+        "windows_per_s": seen * env.world / max(1e-9, time.monotonic() - tick),
+        "elapsed_s": time.monotonic() - run.started,
+    }
+
+
+def _optimiser_step(run: _Run) -> None:
+    """Apply the accumulated gradients: the scheduled learning rate, unscaling, clipping at 1.0,
+    the step, then the EMA of the weights."""
+    for g in run.optimizer.param_groups:
+        g["lr"] = run.args.lr * lr_factor(run.step, run.warmup, run.total_steps)
+    run.scaler.unscale_(run.optimizer)
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.update_parameters(run.model)
+    run.step += 1
+
+
+def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+    """Rank 0, after each epoch: validate when due and save the weights if they are the best so
+    far (without validation data: the latest), append the record to metrics.jsonl, print one
+    line, and checkpoint the whole training state for ``--resume``."""
+    args, data, out = run.args, run.data, run.out
+    ema = run.ema.module
+    due = epoch % args.eval_every == 0 or epoch == args.epochs - 1 or run.out_of_budget()
+    if data.val and due:
+        record["validation"] = checked = validate(ema, data, run.env.device)
+        score = (checked["spotting_f1"], checked["strs"])
+        if run.best is None or score > tuple(run.best):
+            run.best = list(score)
+            kept = {k: v for k, v in checked.items() if k != "f1_by_threshold"}
+            weights.save(ema, out, trained=True, score_threshold=checked["threshold"],
+                         info={"data": data.description, "crops": run.crops, "epoch": epoch, "step": run.step,
+                               "validation": kept})
+            record["saved_best"] = True
+    elif not data.val or not (out / weights.WEIGHTS_FILE).is_file():
+        weights.save(ema, out, trained=True,
+                     info={"data": data.description, "crops": run.crops, "epoch": epoch, "step": run.step})
+    with (out / METRICS).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    checked = record.get("validation")
+    summary = (f"validation spotting F1 {checked['spotting_f1']:.3f} STRS {checked['strs']:.3f} "
+               f"at threshold {checked['threshold']:g}" if checked else "no validation")
+    print(f"epoch {epoch}: loss {record['loss']:.4f} ({record['windows_per_s']:.1f} windows/s), {summary}",
+          file=sys.stderr)
+    save_state({
+        "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None, "epoch": epoch, "step": run.step,
+        "best": run.best, "normaliser": run.criterion.normaliser, "torch_rng": torch.get_rng_state(),
+        "config": run.cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": run.env.world,
+        "data": data_identity(args),
+    }, out / CHECKPOINT)
 
 
 def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, Any] | None:
@@ -541,13 +616,13 @@ def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, 
 
 def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
     """Digest of every rank's weights; DDP must keep them identical (written to ranks.json)."""
-    digest = weights.tensor_digest({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    digest = weights.model_digest(model)
     if env.world == 1:
         return [digest]
     digests: list[str] = [""] * env.world
     dist.all_gather_object(digests, digest)
     if env.main:
-        (out / "ranks.json").write_text(json.dumps({"world_size": env.world, "digests": digests}, indent=2) + "\n")
+        atomic_write(out / RANKS, (json.dumps({"world_size": env.world, "digests": digests}, indent=2) + "\n").encode())
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")
     return digests
@@ -569,24 +644,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True,
                         help="run folder (weights, checkpoint, metrics.jsonl); one that holds a run needs --resume")
     parser.add_argument("--backbone", help="converted VideoMAE V2 weights (python -m fgsl.convert_backbone)")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the training windows")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="passes over the training windows")
+    parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
     parser.add_argument("--max-minutes", type=positive_number,
                         help="stop after this many minutes of training (data preparation not counted), checked after "
                              "every optimiser step; the epoch cut short is still validated and saved")
-    parser.add_argument("--batch", type=int, default=8, help="windows per process per micro-batch")
-    parser.add_argument("--accum", type=int, default=1, help="micro-batches per optimiser step")
+    parser.add_argument("--batch", type=positive_int, default=8, help="windows per process per micro-batch")
+    parser.add_argument("--accum", type=positive_int, default=1, help="micro-batches per optimiser step")
     parser.add_argument("--lr", type=positive_number, default=1e-3, help="peak learning rate")
     parser.add_argument("--weight-decay", type=non_negative_number, default=0.05, help="AdamW weight decay")
-    parser.add_argument("--warmup", type=int, default=100, help="warm-up steps (at most a tenth of the run)")
+    parser.add_argument("--warmup", type=at_least(0), default=100, help="warm-up steps (at most a tenth of the run)")
     parser.add_argument("--ema", type=non_negative_number, default=0.995,
                         help="EMA decay of the weights, below 1 (0: the latest weights, no average)")
-    parser.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and after the last)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the windows and the synthetic sets")
+    parser.add_argument("--eval-every", type=positive_int, default=1, help="validate every N epochs (and after the last)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the weights, the windows and the synthetic sets")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN_DIR/checkpoint.safetensors (same --preset and windows per optimiser step)")
-    parser.add_argument("--synthetic-count", type=int, default=32, help="synthetic training videos per face")
-    parser.add_argument("--synthetic-frames", type=int, default=192, help="frames per synthetic video")
+    parser.add_argument("--synthetic-count", type=positive_int, default=32, help="synthetic training videos per face")
+    parser.add_argument("--synthetic-frames", type=at_least(Recipe.max_frames), default=192,
+                        help="frames per synthetic video (room for the longest event)")
     parser.add_argument("--amplitude", type=positive_number, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
     parser.add_argument("--align-faces", action="store_true",
@@ -596,11 +672,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        least = {"epochs": 1, "batch": 1, "accum": 1, "eval_every": 1, "max_steps": 1, "warmup": 0, "synthetic_count": 1,
-                 "synthetic_frames": Recipe.max_frames}  # synthetic videos hold the longest event
-        for name, lowest in least.items():
-            if getattr(args, name) is not None and getattr(args, name) < lowest:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least {lowest}")
         if args.ema >= 1:
             raise UsageError(f"--ema must be below 1 (1 would keep the first weights forever), got {args.ema:g}")
         result = train(args)

@@ -23,7 +23,6 @@ untouched until the final evaluation.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import warnings
@@ -36,10 +35,10 @@ from engines import add_backend_flag
 from engines.base import add_engine_device_flag
 from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
 
-from .cli import HelpFormatter, UsageError, add_source_fps_flag, run
+from .cli import HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
 from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
-from .evaluate import Interval, canonical_id, evaluate, read_intervals
+from .evaluate import Interval, evaluate, read_intervals
 from .files import atomic_write, unwritable_reason
 from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
 from .weights import CONFIG_FILE, UntrainedWeights
@@ -61,7 +60,7 @@ def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float
     rows = []
     for threshold in thresholds:
         preds = [
-            Interval(canonical_id(item.subject), canonical_id(item.name), d.onset, d.offset, d.emotion)
+            Interval(item.subject, item.name, d.onset, d.offset, d.emotion)  # (compared by Interval.key)
             for item, raw in zip(items, found)
             for d in to_detections(merge_windows(raw, cfg, threshold), cfg, item.name, item.source_fps,
                                    item.source_frames)
@@ -69,12 +68,15 @@ def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float
         result = evaluate(gt, preds, mode="strict")
         spotting = result["spotting"]
         rows.append({"threshold": threshold, **{k: spotting[k] for k in ("tp", "fp", "fn")},
-                     "f1": _finite(spotting["f1"]), "recognition_f1": _finite(result["recognition"]["f1"]),
-                     "strs": _finite(result["strs"])})
+                     "f1": nan_as_zero(spotting["f1"]), "recognition_f1": nan_as_zero(result["recognition"]["f1"]),
+                     "strs": nan_as_zero(result["strs"])})
     return rows
 
 
-def _finite(value: float) -> float:
+def nan_as_zero(value: float) -> float:
+    """A score with NaN ("undefined": no true positive to recognise, nothing predicted) as 0:
+    for choosing a threshold, a threshold that finds nothing is worth nothing, and NaN would
+    make :func:`best`'s comparisons meaningless (every comparison with NaN is false)."""
     return 0.0 if math.isnan(value) else float(value)
 
 
@@ -100,10 +102,10 @@ def write_threshold(folder: Path, threshold: float) -> Path:
     target = threshold_file(folder)
     if target.name == MANIFEST:
         manifest = read_manifest(folder, verify=False)
-        manifest["config"] = dataclasses.replace(config_of(manifest), score_threshold=threshold).to_dict()
+        manifest["config"] = config_of(manifest).replace(score_threshold=threshold).to_dict()
         return write_manifest(folder, manifest)
     cfg = FGSLConfig.load(target)
-    return atomic_write(target, (dataclasses.replace(cfg, score_threshold=threshold).to_json() + "\n").encode())
+    return atomic_write(target, (cfg.replace(score_threshold=threshold).to_json() + "\n").encode())
 
 
 def format_sweep(rows: list[dict[str, float]]) -> str:
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="candidate score thresholds, comma-separated, each in [0, 1)")
     add_backend_flag(parser)
     add_engine_device_flag(parser)
-    parser.add_argument("--batch", type=int, default=4, help="windows per engine call (at least 1)")
+    parser.add_argument("--batch", type=positive_int, default=4, help="windows per engine call (at least 1)")
     parser.add_argument("--write", action="store_true",
                         help="store the best threshold in the folder's config.json (manifest.json of an engine folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -144,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         import engines
 
         thresholds = _thresholds(args.thresholds)
-        if args.batch < 1:
-            raise UsageError(f"--batch must be at least 1, got {args.batch}")
         gt = read_intervals(args.gt)
         keys = truth_keys(args.gt)
         names = table_names(args.videos, keys)

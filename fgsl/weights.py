@@ -9,7 +9,6 @@ Nothing is ever unpickled here.
 from __future__ import annotations
 
 import hashlib
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 
 from . import tensorfile
 from .config import ConfigError, FGSLConfig
+from .files import atomic_write
 from .model import FGSL, build
 from .statedict import mismatch
 
@@ -45,6 +45,18 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors as written to disk: detached, contiguous, on the CPU."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """The :func:`tensor_digest` of a model in memory: the value :func:`save` stores for it, so
+    it also identifies a loaded folder, an exported engine's source weights and (in DDP) one
+    rank's weights. One function for all of them, so the three can be compared."""
+    return tensor_digest(cpu_state(model))
+
+
 def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any] | None = None,
          score_threshold: float | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder`` (created if needed).
@@ -56,7 +68,7 @@ def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any]
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = cpu_state(model)
     meta = {
         "format": FORMAT,
         "trained": "true" if trained else "false",
@@ -64,8 +76,10 @@ def save(model: FGSL, folder: str | Path, *, trained: bool, info: dict[str, Any]
         "sha256": tensor_digest(state),
     }
     tensorfile.write(state, folder / WEIGHTS_FILE, meta)
-    cfg = model.cfg if score_threshold is None else dataclasses.replace(model.cfg, score_threshold=score_threshold)
-    (folder / CONFIG_FILE).write_text(cfg.to_json() + "\n")
+    cfg = model.cfg if score_threshold is None else model.cfg.replace(score_threshold=score_threshold)
+    # Atomic too: a crash between the two files must not leave new weights beside a cut-off
+    # config.json (load would fail, or build another network and refuse the weights).
+    atomic_write(folder / CONFIG_FILE, (cfg.to_json() + "\n").encode())
     return folder
 
 
@@ -105,6 +119,8 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
 
 
 def is_trained(folder: str | Path) -> bool:
+    """Whether the folder's weights were saved as trained, from the header alone (no tensors
+    are read): callers that only label their output need not load the network."""
     return read_metadata(folder).get("trained") == "true"
 
 

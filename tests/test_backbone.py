@@ -8,15 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from fgsl.backbone import (
+    STANDARD_HEADS,
     CheckpointError,
     VideoMAEEncoder,
+    infer_backbone_config,
     map_checkpoint,
     official_state_dict,
     position_table,
     read_official_checkpoint,
     sinusoid_table,
 )
-from fgsl.config import BackboneConfig, preset
+from fgsl.config import VIT_B, VIT_G, VIT_L, VIT_S, BackboneConfig, preset
 from fgsl.convert_backbone import convert, load_into
 from fgsl.model import build
 
@@ -185,3 +187,19 @@ def test_position_table_is_the_official_sinusoid_and_is_resized_spatially():
     # Time slices stay separate: slice 3 of the resized table comes from slice 3 only.
     want = F.interpolate(grid[3].permute(2, 0, 1)[None], size=(7, 7), mode="bicubic", align_corners=False)
     assert torch.allclose(small.reshape(8, 7, 7, 384)[3], want[0].permute(1, 2, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize("standard", [VIT_S, VIT_B, VIT_L, VIT_G], ids=["S", "B", "L", "G"])
+def test_standard_vit_sizes_are_recognised_from_tensor_shapes(standard):
+    """A checkpoint stores no head count: each standard width gets its config's (the table is
+    read off VIT_S/B/L/G, so it cannot drift from them). Shapes only (meta tensors: ViT-g is 1B parameters)."""
+    d, hidden = standard.embed_dim, int(standard.embed_dim * standard.mlp_ratio)
+    meta = {"device": "meta"}
+    state = {"patch_embed.proj.weight": torch.empty(d, 3, standard.tubelet_size, standard.patch_size,
+                                                    standard.patch_size, **meta),
+             "blocks.0.mlp.fc1.weight": torch.empty(hidden, d, **meta)}
+    state.update({f"blocks.{i}.norm1.weight": torch.empty(d, **meta) for i in range(standard.depth)})
+    found = infer_backbone_config(state)
+    assert (found.embed_dim, found.depth, found.num_heads) == (standard.embed_dim, standard.depth, standard.num_heads)
+    assert found.mlp_ratio == pytest.approx(standard.mlp_ratio, rel=1e-3)
+    assert STANDARD_HEADS == {384: 6, 768: 12, 1024: 16, 1408: 16}

@@ -1,10 +1,11 @@
 """Shared CLI plumbing (:mod:`fgsl.cli`) not covered through one command's own tests."""
 
+import argparse
 import sys
 
 import pytest
 
-from fgsl.cli import UsageError, missing_module, refuse_preset_with_weights
+from fgsl.cli import UsageError, at_least, missing_module, positive_int, refuse_preset_with_weights
 
 
 def test_missing_module_names_the_first_absent_package_and_what_to_install():
@@ -37,3 +38,40 @@ def test_a_preset_is_refused_only_beside_weights(weights, preset, refused):
             refuse_preset_with_weights(weights, preset)
     else:
         refuse_preset_with_weights(weights, preset)
+
+
+def _parse_int(kind, value: str) -> tuple[int | None, str]:
+    """(value, error line) of ``--batch VALUE`` parsed by argparse with ``type=kind``."""
+    parser = argparse.ArgumentParser(prog="tool", exit_on_error=False)
+    parser.add_argument("--batch", type=kind)
+    try:
+        return parser.parse_args(["--batch", value]).batch, ""
+    except argparse.ArgumentError as exc:
+        return None, str(exc)
+
+
+@pytest.mark.parametrize("kind, value, parsed, error", [
+    (positive_int, "1", 1, ""),
+    (positive_int, " 12 ", 12, ""),
+    (positive_int, "0", None, "argument --batch: must be at least 1, got '0'"),
+    (positive_int, "-2", None, "argument --batch: must be at least 1, got '-2'"),
+    (positive_int, "2.5", None, "argument --batch: must be a whole number, got '2.5'"),
+    (positive_int, "nan", None, "argument --batch: must be a whole number, got 'nan'"),
+    (positive_int, "", None, "argument --batch: must be a whole number, got ''"),
+    (at_least(0), "0", 0, ""),
+    (at_least(0), "-1", None, "argument --batch: must be at least 0, got '-1'"),
+    (at_least(15), "14", None, "argument --batch: must be at least 15, got '14'"),
+    (at_least(15), "15", 15, ""),
+])
+def test_integer_flags_fail_in_argparse_with_one_reason(kind, value, parsed, error):
+    assert _parse_int(kind, value) == (parsed, error)
+
+
+def test_a_bad_integer_flag_is_one_error_line_before_any_work(capsys):
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--batch", type=positive_int, default=4)
+    assert parser.parse_args([]).batch == 4
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--batch", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "tool: error: argument --batch: must be at least 1, got '0'"

@@ -95,3 +95,14 @@ def test_a_config_file_with_nan_or_a_zero_backbone_size_is_one_config_error(tmp_
 def test_is_positive_number(value, expected) -> None:
     """The one check every rate, size and sensitivity takes: inf, NaN and bools are not numbers of anything."""
     assert is_positive_number(value) is expected
+
+
+def test_replace_gives_a_validated_copy():
+    """FGSLConfig.replace is the project's one way to derive a config (tune's threshold,
+    weights.save's): the copy is checked like any new config, and the original is untouched."""
+    base = preset("tiny")
+    tuned = base.replace(score_threshold=0.55)
+    assert tuned.score_threshold == 0.55 and base.score_threshold == preset("tiny").score_threshold
+    assert tuned.replace(score_threshold=base.score_threshold) == base
+    with pytest.raises(ConfigError, match=r"score_threshold=1.5 must be a score in \[0, 1\)"):
+        base.replace(score_threshold=1.5)

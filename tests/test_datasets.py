@@ -24,10 +24,7 @@ from fgsl.data.datasets import (
     find_samm_micro_sheet,
     main,
     read_annotations,
-    resample,
     to_dataset_frame,
-    to_model_frame,
-    to_source_frame,
 )
 from fgsl.data.frames import open_source
 from fgsl.data.table import Annotation, AnnotationError, read_table
@@ -214,17 +211,36 @@ def test_unreadable_files_are_clear_errors(tmp_path):
 # --------------------------------------------------------------------------- frame rates
 
 
-def test_frame_rates_and_resampling_rounding():
+def test_frame_rates_and_the_data_sets_own_numbering():
+    """(Moving frames between rates is :mod:`fgsl.data.video`'s, tested in test_video_and_infer.)"""
     assert DATASET_FPS == {"casme2": 30.0, "casme3": 30.0, "samm": 200.0}
-    assert [to_model_frame(f, 200, 30) for f in (0, 6, 7, 10, 200)] == [0, 1, 1, 2, 30]  # 0.9, 1.05, 1.5 up
-    assert to_model_frame(45, 30, 30) == 45
-    assert to_source_frame(2, 200, 30) == 13  # 13.33
-    row = Annotation("006", "006_1", 3561, 3587, 3631, "micro", "negative", "4+7")
-    model = resample(row, DATASET_FPS["samm"], 30)
-    assert (model.onset, model.apex, model.offset) == (534, 538, 545) and model.video == "006_1"
     assert to_dataset_frame(0, "samm") == FIRST_FRAME["samm"] == 1
-    with pytest.raises(ValueError, match="source_fps must be a positive frame rate"):
-        to_model_frame(3, 0, 30)
+    assert to_dataset_frame(41, "casme2") == 42
+
+
+def test_the_annotation_table_is_replaced_whole(tmp_path, monkeypatch):
+    """write_table goes through fgsl.files.atomic_write: a failure while replacing it (a full
+    disk) leaves the old table readable as it was, never a cut-off table that reads as a
+    shorter one."""
+    import errno
+    import os
+
+    from fgsl.data.table import write_table
+
+    path = tmp_path / "table.csv"
+    rows = read_annotations(CASME3, "casme3")
+    write_table(rows, path)
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst) == path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_table(rows[:1], path)
+    assert read_table(path) == rows and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
 def test_command_line_summary_and_table(tmp_path, capsys):
@@ -260,7 +276,7 @@ def test_frame_folder_reads_the_same_frames_as_the_video(tmp_path):
     frames = list(video)
     assert video.fps == pytest.approx(30.0) and video.count is None and len(frames) == 72
     folder = open_source(write_frames(tmp_path / "rawpic", frames, "img{}.bmp"), fps=video.fps)  # lossless, fast
-    assert folder.is_folder and folder.count == 72 and folder.first_number == 1
+    assert folder.count == 72 and len(folder.files) == 72
     for a, b in zip(folder, frames, strict=True):
         assert a.dtype == np.uint8 and a.shape == (360, 640, 3)
         assert np.array_equal(a, b)

@@ -7,6 +7,7 @@ import pytest
 from fgsl.config import preset
 from fgsl.data.spec import DataSpecError, find_video, load_annotated, load_item, parse, split_subjects
 from fgsl.data.table import Annotation, AnnotationError, write_table
+from fgsl.data.video import resample_indices
 from tests.conftest import shared_video
 
 
@@ -128,6 +129,22 @@ def test_events_at_the_last_frame_stay_in_the_video_at_another_frame_rate(tmp_pa
     writer.release()
     item = load_item(preset("tiny"), "a", "clip", path, [Annotation("a", "clip", 5, 7, 9, "micro", "surprise")])
     assert len(item.frames) == 11 and item.events[0][2] == 10
+
+
+def test_targets_round_ties_half_up_as_documented(tmp_path):
+    """SAMM's 200 fps at the model's 30: frame 30 is model frame 4.5 and frame 50 is 7.5.
+    docs/datasets.md rounds half up (5 and 8); Python's round made the onset 4, not 5. The
+    target is the model frame that shows the annotated frame or, on a tie, the later one."""
+    path = tmp_path / "samm.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 200, (32, 32))
+    for _ in range(60):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    row = Annotation("006", "006_1", 30, 36, 50, "micro", "negative")
+    item = load_item(preset("tiny"), "006", "006_1", path, [row], fps=200)
+    assert len(item.frames) == 9 and item.events[0][:3] == (5, 5, 8)
+    # Source frame 30 lies halfway between model frames 4 and 5 (source frames 26.7 and 33.3, shown as 27 and 33).
+    assert resample_indices(60, 200, 30).tolist() == [0, 7, 13, 20, 27, 33, 40, 47, 53]
 
 
 def test_a_given_rate_overrides_a_video_files_header_as_in_fgsl_infer(tmp_path):

@@ -1,9 +1,12 @@
 """Synthetic micro-expressions on real faces: ground truth, motion where it says, clear errors."""
 
+import errno
 import itertools
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -259,6 +262,26 @@ def test_a_set_written_over_an_older_one_replaces_its_videos(tmp_path):
     assert json.loads((tmp_path / "synthetic.json").read_text())["recipe"]["count"] == 1
 
 
+def test_a_set_that_cannot_be_marked_keeps_the_old_one_whole(tmp_path, monkeypatch):
+    """synthetic.json is replaced whole, and before the old set's files go: a full disk at
+    that moment leaves the finished set as it was, not its record over missing videos
+    (training would reuse that as a finished set)."""
+    source = [shared_video("pyfeat_single_face.mp4")]
+    make_set(source, tmp_path, Recipe(count=2, frames=16, size=32, events=False), progress=False)
+    before = sorted(p.name for p in tmp_path.rglob("*")), (tmp_path / "synthetic.json").read_text()
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "synthetic.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        make_set(source, tmp_path, Recipe(count=1, frames=16, size=32, events=False), progress=False)
+    assert (sorted(p.name for p in tmp_path.rglob("*")), (tmp_path / "synthetic.json").read_text()) == before
+
+
 def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
     source = [shared_video("pyfeat_single_face.mp4")]
     mine = tmp_path / "videos" / "mine.mp4"
@@ -292,6 +315,7 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
     for args, line in [
         (["--videos", video, "--count", "-2"], "error: --count must be at least 1, got -2"),
         (["--videos", video, "--size", "0"], "error: --size must be at least 32 pixels, got 0"),
+        (["--videos", video, "--seed", "-1"], "error: argument --seed: must be at least 0, got '-1'"),
         (["--videos", video, "--amplitude", "nan"], "error: argument --amplitude: must be a finite number, got 'nan'"),
         (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
         (["--videos", "/nonexistent.mp4"], "error: /nonexistent.mp4: no such video file or frame folder"),

@@ -46,6 +46,76 @@ def test_batches_carry_the_events_inside_each_window():
     assert assign_targets(cfg, segments, labels).positive[0].any()
 
 
+def test_a_video_shorter_than_a_window_is_padded_with_its_last_frame():
+    """As fgsl.infer pads it (fgsl.data.video.pad_frames): the model trains on what it is shown."""
+    cfg = preset("tiny", window_frames=16)
+    item = _item([(2, 4, 6, 0)], frames=10)
+    item.frames[:] = np.arange(10, dtype=np.uint8)[:, None, None, None] * 20
+    clips, segments, _ = make_batch([item], [(0, 0)], cfg, np.random.default_rng(0))
+    clip = clips[0]  # [3, 16, S, S]
+    assert all(torch.equal(clip[:, t], clip[:, 9]) for t in range(10, 16)) and not torch.equal(clip[:, 8], clip[:, 9])
+    assert segments[0].tolist() == [[2.0, 6.0]]
+
+
+def test_held_out_scores_that_are_undefined_are_json_null():
+    """A model that spots nothing has no true positive to recognise: the official (megc) mode's
+    recognition F1 and STRS are NaN (fgsl.evaluate; strict mode says 0), which metrics.jsonl
+    holds as null (JSON has no NaN)."""
+    from fgsl.data.spec import TrainData
+    from fgsl.data.table import Annotation
+    from fgsl.model import build
+    from fgsl.train import evaluate_held_out
+
+    model = build(preset("tiny"), seed=0)
+    with torch.no_grad():
+        model.heads.class_out.bias.fill_(-20.0)  # every score about 2e-9: nothing is spotted
+    data = TrainData([], [_item([], frames=32)], [Annotation("s", "v", 2, 4, 6, "micro", "positive")], "test")
+    summary = evaluate_held_out(model, data, torch.device("cpu"))
+    assert (summary["tp"], summary["fn"], summary["spotting_f1"]) == (0, 1, 0.0)
+    assert (summary["recognition_f1"], summary["strs"]) == (0.0, 0.0)  # strict, the top-level one
+    assert summary["megc"]["recognition_f1"] is None and summary["megc"]["strs"] is None
+    json.dumps(summary, allow_nan=False)
+
+
+def test_ranks_json_lists_every_ranks_digest_and_is_written_whole(tmp_path, monkeypatch):
+    """The digest is fgsl.weights.model_digest (what weights.save stores); rank 0 writes
+    ranks.json atomically, and diverged ranks are an error after it is written."""
+    import errno
+    import os
+    from types import SimpleNamespace
+
+    from fgsl import train as train_module
+    from fgsl.model import build
+
+    model = build(preset("tiny"), seed=0)
+    digest = weights.model_digest(model)
+    assert train_module.check_ranks_agree(model, SimpleNamespace(world=1, main=True), tmp_path) == [digest]
+    others = iter([[digest, digest], [digest, "0" * 64], [digest, digest]])
+
+    def gather(out, _):
+        out[:] = next(others)
+
+    monkeypatch.setattr(train_module.dist, "all_gather_object", gather)
+    two = SimpleNamespace(world=2, main=True)
+    assert train_module.check_ranks_agree(model, two, tmp_path) == [digest, digest]
+    assert json.loads((tmp_path / "ranks.json").read_text()) == {"world_size": 2, "digests": [digest, digest]}
+    with pytest.raises(RuntimeError, match="DDP ranks diverged"):
+        train_module.check_ranks_agree(model, two, tmp_path)
+    assert json.loads((tmp_path / "ranks.json").read_text())["digests"][1] == "0" * 64
+    before = (tmp_path / "ranks.json").read_text()
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "ranks.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        train_module.check_ranks_agree(model, two, tmp_path)
+    assert (tmp_path / "ranks.json").read_text() == before and [p.name for p in tmp_path.iterdir()] == ["ranks.json"]
+
+
 def test_learning_rate_warms_up_then_decays():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
@@ -151,7 +221,6 @@ def test_train_cli_errors_are_one_line(tmp_path):
         (["--data", "table=" + str(tmp_path / "none.csv"), "--video-root", str(tmp_path), "--out", str(tmp_path / "c")],
          "annotation file not found"),
         (["--out", str(tmp_path / "d"), "--resume"], "does not exist"),
-        (["--out", str(tmp_path / "e"), "--batch", "0"], "--batch must be at least 1"),
         (["--out", str(tmp_path / "f"), "--val", "loso:1"], "--val for synthetic data is auto"),
         (["--out", str(tmp_path / "g"), "--data", f"synthetic={tmp_path / 'made'}"],
          "that is a set fgsl.data.synthetic made, not a folder of source face videos"),
@@ -220,11 +289,14 @@ def _cli_error(capsys, *argv: str) -> str:
     ("--weight-decay", "nan", "argument --weight-decay: must be a finite number"),
     ("--ema", "nan", "argument --ema: must be a finite number"),
     ("--ema", "1.5", "error: --ema must be below 1"),
-    ("--warmup", "-5", "error: --warmup must be at least 0"),
+    ("--warmup", "-5", "error: argument --warmup: must be at least 0, got '-5'"),
     ("--max-minutes", "nan", "argument --max-minutes: must be a finite number"),
     ("--max-minutes", "0", "argument --max-minutes: must be a positive number"),
-    ("--max-steps", "-1", "error: --max-steps must be at least 1"),
-    ("--synthetic-frames", "5", "error: --synthetic-frames must be at least 15"),
+    ("--max-steps", "-1", "error: argument --max-steps: must be at least 1, got '-1'"),
+    ("--synthetic-frames", "5", "error: argument --synthetic-frames: must be at least 15, got '5'"),
+    ("--batch", "0", "error: argument --batch: must be at least 1, got '0'"),
+    ("--epochs", "1.5", "error: argument --epochs: must be a whole number, got '1.5'"),
+    ("--seed", "-1", "error: argument --seed: must be at least 0, got '-1'"),  # a traceback from numpy
     ("--amplitude", "inf", "argument --amplitude: must be a finite number"),
 ])
 def test_train_cli_refuses_numbers_that_cannot_train(capsys, tmp_path, flag, value, words):

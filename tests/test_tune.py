@@ -14,7 +14,7 @@ from fgsl.data.synthetic import Recipe, make_set
 from fgsl.evaluate import evaluate, read_intervals
 from fgsl.infer import main as infer_main
 from fgsl.model import build
-from fgsl.tune import DEFAULT_THRESHOLDS, best, main as tune_main, sweep
+from fgsl.tune import DEFAULT_THRESHOLDS, best, main as tune_main, nan_as_zero, sweep
 from tests.conftest import randomise_adapters, shared_video
 
 
@@ -70,9 +70,21 @@ def test_bad_thresholds_are_one_error_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("batch", ["0", "-2"])
 def test_batch_below_one_is_one_error_line(batch, tmp_path, capsys):
-    """--batch 0 was a traceback and -2 a sweep over no windows at all."""
-    assert tune_main(["--weights", str(tmp_path), "--videos", "x.avi", "--gt", "gt.csv", "--batch", batch]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"error: --batch must be at least 1, got {batch}"]
+    """--batch 0 was a traceback and -2 a sweep over no windows at all: refused by argparse."""
+    with pytest.raises(SystemExit) as info:
+        tune_main(["--weights", str(tmp_path), "--videos", "x.avi", "--gt", "gt.csv", "--batch", batch])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: argument --batch: must be at least 1, got '{batch}'")
+
+
+def test_undefined_scores_count_as_zero_when_choosing():
+    """NaN (no true positive to recognise) compares false with everything: max() would keep
+    whichever row came first, here the threshold that found nothing."""
+    assert nan_as_zero(float("nan")) == 0.0 and nan_as_zero(0.25) == 0.25
+    rows = [{"threshold": 0.7, "f1": nan_as_zero(float("nan")), "strs": nan_as_zero(float("nan"))},
+            {"threshold": 0.3, "f1": 0.4, "strs": 0.2}]
+    assert best(rows)["threshold"] == 0.3
 
 
 @pytest.fixture(scope="module")

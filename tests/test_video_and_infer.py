@@ -7,8 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from fgsl.data.video import VideoError, normalise, read_centre_crops, resample_indices
-from fgsl.infer import window_starts
+from fgsl.config import preset
+from fgsl.data.video import (VideoError, nearest_frame, normalise, pad_frames, read_centre_crops, resample_indices,
+                             to_model_frame, to_source_frame)
+from fgsl.decode import Interval
+from fgsl.evaluate import MEGC_COLUMNS, read_intervals
+from fgsl.infer import Detection, to_detections, window_starts, write_csv
 from tests.conftest import SAMPLE_VIDEO, shared_video
 
 
@@ -44,6 +48,67 @@ def test_resampling_and_window_layout():
     assert window_starts(64, 64) == [0]
     assert window_starts(100, 64) == [0, 16, 32, 36]
     assert window_starts(10, 64) == [0]
+
+
+def test_one_frame_mapping_rounds_ties_half_up():
+    """docs/datasets.md's rule. Python's round and np.round go half to even: SAMM frame 30
+    (4.5 model frames) became model frame 4 in training targets while frame 10 (1.5) became 2."""
+    assert [nearest_frame(x) for x in (0.0, 0.5, 1.5, 2.5, 4.5, 4.49, 7.5)] == [0, 1, 2, 3, 5, 4, 8]
+    assert [to_model_frame(f, 200, 30) for f in (0, 6, 7, 10, 30, 50, 70, 200)] == [0, 1, 1, 2, 5, 8, 11, 30]
+    assert to_model_frame(45, 30, 30) == 45
+    assert (to_model_frame(3561, 200, 30), to_model_frame(3587, 200, 30), to_model_frame(3631, 200, 30)) == (534, 538, 545)
+    # Back to source frames, fractional model frames included (decoded intervals are).
+    assert to_source_frame(2, 200, 30) == 13  # 13.33
+    assert [to_source_frame(m, 30, 30) for m in (2.5, 3.5, 6.5, 4.49)] == [3, 4, 7, 4]
+    assert [to_source_frame(m, 15, 30) for m in (1, 3, 5)] == [1, 2, 3]  # 0.5, 1.5, 2.5 up
+    # Where the model's rate is not above the source's, every model frame survives the round trip.
+    for source_fps in (200, 60, 50, 30, 29.97):
+        assert all(to_model_frame(to_source_frame(m, source_fps, 30), source_fps, 30) == m for m in range(400))
+    with pytest.raises(ValueError, match="source_fps must be a positive frame rate"):
+        to_model_frame(3, 0, 30)
+    with pytest.raises(ValueError, match="frame -1 is negative"):
+        to_model_frame(-1, 30, 30)
+
+
+def test_resampled_frames_follow_the_same_mapping():
+    """The frame the model sees as model frame i is to_source_frame(i): a 15 fps video at 30 fps
+    shows each source frame twice, evenly (np.round gave 0, 0, 1, 2, 2, 2, 3, 4, 4, 4, ...)."""
+    assert resample_indices(8, 15, 30).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7]
+    samm = resample_indices(2000, 200, 30)
+    assert samm.tolist() == [to_source_frame(i, 200, 30) for i in range(len(samm))]
+    assert [to_model_frame(f, 200, 30) for f in samm] == list(range(len(samm)))
+
+
+def test_detections_go_back_to_source_frames_by_the_same_rule():
+    cfg = preset("tiny")  # 30 fps
+    ties = to_detections([Interval(2.5, 4.5, 6.5, 0, 0.9)], cfg, "v.mp4", 30.0, 100)
+    assert ties == [Detection("v.mp4", 3, 5, 7, cfg.classes[0], 0.9)]  # round() gave 2, 4, 6
+    samm = to_detections([Interval(1.5, 4.5, 7.5, 1, 0.5)], cfg, "v", 200.0, 40)[0]
+    assert (samm.onset, samm.apex, samm.offset) == (10, 30, 39)  # 50 is past the video's last frame
+
+
+def test_short_clips_are_padded_with_their_last_frame():
+    frames = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((3, 2, 2, 3), np.uint8)
+    assert pad_frames(frames, 5)[:, 0, 0, 0].tolist() == [0, 1, 2, 2, 2]
+    assert pad_frames(frames, 3) is frames and pad_frames(frames, 2) is frames
+
+
+def test_the_megc_csv_has_the_columns_the_scorer_reads(tmp_path):
+    out = tmp_path / "pred.csv"
+    write_csv([Detection("a/v1.mp4", 3, 5, 7, "surprise", 0.9)], out, {"a/v1.mp4": ("s1", "v1")})
+    assert next(csv.reader(out.open())) == list(MEGC_COLUMNS)
+    assert [(r.subject, r.video, r.onset, r.offset, r.emotion) for r in read_intervals(out)] == [
+        ("s1", "v1", 3, 7, "surprise")]
+
+
+def test_infer_batch_must_be_a_positive_whole_number(capsys):
+    from fgsl.infer import main as infer_main
+
+    for value, words in (("0", "must be at least 1, got '0'"), ("2.5", "must be a whole number, got '2.5'")):
+        with pytest.raises(SystemExit) as info:
+            infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(SAMPLE_VIDEO), "--batch", value])
+        assert info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument --batch: {words}")
 
 
 def test_normalise_uses_imagenet_statistics():

@@ -1,6 +1,7 @@
 """Weights folders: exact round trip, and one clear error for every kind of bad folder."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,35 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
         atomic_write(target, b"new")
     assert error_line(info.value) == f"{target}: No space left on device"
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["pred.csv"]
+
+
+def test_config_json_is_replaced_whole(saved, monkeypatch):
+    """config.json goes through atomic_write like the tensors: a failure while replacing it
+    leaves the old config.json whole, never a cut-off one that fails to load or builds
+    another network than the tensors beside it."""
+    import errno
+    import os
+
+    folder, model = saved
+    before = (folder / "config.json").read_text()
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == "config.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left on device"):
+        weights.save(model, folder, trained=True, score_threshold=0.55)
+    assert (folder / "config.json").read_text() == before
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_one_digest_for_a_model_in_memory_and_its_saved_folder(saved):
+    """model_digest is what save stores and load checks, so an engine's source weights and
+    DDP ranks compare against a folder with the same value."""
+    folder, model = saved
+    digest = weights.model_digest(model)
+    assert digest == weights.read_metadata(folder)["sha256"] == weights.model_digest(weights.load(folder))
+    assert weights.model_digest(build(model.cfg, seed=1)) != digest

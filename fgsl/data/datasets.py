@@ -9,7 +9,8 @@ own quirks. What each reader does, and where every fact comes from, is in
 * Frame numbers: all three data sets number their frames from 1 (CAS(ME)^2 ``img001.jpg``,
   CAS(ME)^3 ``1.jpg``, SAMM ``006_1_0001.jpg``); the table holds 0-based indices of the
   source video's own frames (docs/design.md), so every reader subtracts :data:`FIRST_FRAME`.
-  The table stays in source frames; :func:`to_model_frame` converts to the model's fps.
+  The table stays in source frames; :func:`fgsl.data.video.to_model_frame` converts to the
+  model's fps.
 * Unannotated values, the same rule for every data set (they occur in the real files):
   offset 0 means "not annotated" and becomes the apex (the CAS(ME)^2 convention used by the
   MEGC baselines); apex 0 or -1 means "not annotated" (SAMM-LV states -1 in its preamble)
@@ -31,16 +32,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.config import is_positive_number
 from fgsl.data.table import Annotation, AnnotationError, write_table
 
 DATASETS: tuple[str, ...] = ("casme2", "casme3", "samm")
@@ -273,35 +272,6 @@ def _is_micro_sheet(path: Path) -> bool:
         and "micro" in name
         and "facs" in name
         and not name.startswith(("~$", "."))  # Excel lock files, hidden files
-    )
-
-
-def to_model_frame(frame: int, source_fps: float, model_fps: float) -> int:
-    """Source frame index -> model frame index: ``floor(frame * model_fps / source_fps + 0.5)``.
-
-    Round half up (not Python's half-to-even) so the mapping is monotonic and the same on
-    every platform: SAMM 200 fps frame 10 -> 30 fps frame 2 (1.5 rounds up). Use it for
-    training targets only; the annotation table itself stays in source frames.
-    """
-    _check_rates(source_fps, model_fps)
-    if frame < 0:
-        raise ValueError(f"frame {frame} is negative")
-    return math.floor(frame * model_fps / source_fps + 0.5)
-
-
-def to_source_frame(frame: int, source_fps: float, model_fps: float) -> int:
-    """Model frame index -> source frame index, the same rounding; not an exact inverse when
-    the model fps is lower (several source frames share one model frame)."""
-    return to_model_frame(frame, model_fps, source_fps)
-
-
-def resample(row: Annotation, source_fps: float, model_fps: float) -> Annotation:
-    """``row`` with onset/apex/offset as model frames (order is kept: the mapping is monotonic)."""
-    return replace(
-        row,
-        onset=to_model_frame(row.onset, source_fps, model_fps),
-        apex=to_model_frame(row.apex, source_fps, model_fps),
-        offset=to_model_frame(row.offset, source_fps, model_fps),
     )
 
 
@@ -587,12 +557,6 @@ def _samm_emotion(clip: str, emotions: dict[str, tuple[str, str]], micro_path: P
         return _lookup(raw, SAMM_EMOTIONS, "Estimated Emotion")
     except _RowError as exc:
         raise _RowError(f"{exc} ({micro_path}, {where})") from None
-
-
-def _check_rates(source_fps: float, model_fps: float) -> None:
-    for name, fps in (("source_fps", source_fps), ("model_fps", model_fps)):
-        if not is_positive_number(fps):
-            raise ValueError(f"{name} must be a positive frame rate, got {fps}")
 
 
 # --------------------------------------------------------------------------- command line

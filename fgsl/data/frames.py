@@ -54,11 +54,6 @@ class FrameSource:
     path: Path
     fps: float
     files: tuple[Path, ...] = ()
-    first_number: int | None = None
-
-    @property
-    def is_folder(self) -> bool:
-        return bool(self.files)
 
     @property
     def count(self) -> int | None:
@@ -122,7 +117,7 @@ def _open_folder(path: Path, fps: float | None) -> FrameSource:
             f"{path}: a folder of frames has no frame rate of its own; pass it with --fps (in Python: "
             "fps=; each data set's is in fgsl.data.datasets.DATASET_FPS)"
         )
-    return FrameSource(path, float(fps), tuple(numbered[n] for n in numbers), numbers[0])
+    return FrameSource(path, float(fps), tuple(numbered[n] for n in numbers))
 
 
 def _numbered_images(path: Path) -> dict[int, Path]:

@@ -19,8 +19,8 @@ Specs
     least two remain; ``none``: no validation).
 
 Frames are loaded once, as RGB crops at the model's input size, resampled to the model's
-fps; annotations move to model frames with the same rounding (``round(src * fps_model /
-fps_src)``).
+fps (:func:`fgsl.data.video.resample_indices`); annotations move to model frames by the same
+rule (:func:`fgsl.data.video.to_model_frame`: nearest frame, ties half up).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from fgsl.config import FGSLConfig
 from fgsl.data.table import Annotation, AnnotationError, read_table
-from fgsl.data.video import read_centre_crops, resample_indices
+from fgsl.data.video import read_centre_crops, resample_indices, to_model_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -112,7 +112,6 @@ def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[A
     and every window that would cut it is dropped, so it silently removes training data."""
     video = read_centre_crops(path, cfg.image_size, fps)
     index = resample_indices(video.count, video.fps, cfg.fps)
-    scale = cfg.fps / video.fps
     events = []
     for r in rows:
         if r.emotion not in cfg.classes:
@@ -121,7 +120,8 @@ def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[A
             raise AnnotationError(f"{table or 'annotations'}: row {subject}/{name} onset {r.onset}, apex {r.apex}, offset "
                                   f"{r.offset} ends past the end of {path} (frames 0-{video.count - 1})")
         # Rounding to model frames may land one past the last model frame: keep it in the video.
-        onset, apex, offset = (min(int(round(f * scale)), len(index) - 1) for f in (r.onset, r.apex, r.offset))
+        onset, apex, offset = (min(to_model_frame(f, video.fps, cfg.fps), len(index) - 1)
+                               for f in (r.onset, r.apex, r.offset))
         events.append((onset, apex, max(offset, onset), cfg.classes.index(r.emotion)))
     return VideoItem(subject, name, Path(path), video.fps, video.count, video.frames[index], events)
 

@@ -63,6 +63,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fgsl.config import is_positive_number
+from fgsl.files import atomic_write
 from fgsl.data.table import Annotation, write_table
 from fgsl.data.frames import VideoError, open_source
 
@@ -398,18 +399,23 @@ def claim(out: Path) -> None:
     ``synthetic.json`` is the generator's; files in any other ``videos/`` are not ours to
     delete. The ``synthetic.json`` written here marks the folder as ours until the set is
     done; its recipe is written last, so a set cut short never passes for a complete one.
+    The marker replaces an old set's record *before* its files go: a failure in between
+    (a full disk) leaves a finished set or a marked unfinished one, never a finished set's
+    record over missing videos, which training would reuse as it is.
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a folder for a synthetic set")
     videos = out / "videos"
+    old: list[Path] = []
     if (out / "synthetic.json").is_file():
-        for old in [*videos.glob("*.avi"), out / "annotations.csv"]:  # the old rows would describe new videos
-            old.unlink(missing_ok=True)
+        old = [*videos.glob("*.avi"), out / "annotations.csv"]  # the old rows would describe new videos
     elif videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
         raise FileExistsError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
                          "choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "synthetic.json").write_text(json.dumps({"recipe": None, "note": "being written"}) + "\n")
+    atomic_write(out / "synthetic.json", (json.dumps({"recipe": None, "note": "being written"}) + "\n").encode())
+    for path in old:
+        path.unlink(missing_ok=True)
 
 
 def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = True) -> list[Annotation]:
@@ -464,12 +470,15 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
     write_table(rows, out / "annotations.csv")
     meta = {"recipe": asdict(recipe),  # sources resolved: a set is reused from any working folder
             "sources": [{"video": str(Path(s.video).resolve()), "subject": s.subject, "box": s.box} for s in sources]}
-    (out / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # Atomic, like every product file (fgsl.files): this record marks the set finished, and
+    # fgsl.train reuses a set whose record matches its flags; a cut-off record reads as no
+    # finished set and costs a rebuild.
+    atomic_write(out / "synthetic.json", (json.dumps(meta, indent=2) + "\n").encode())
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import HelpFormatter, UsageError, non_negative_number, positive_number, run
+    from fgsl.cli import HelpFormatter, UsageError, at_least, non_negative_number, positive_number, run
 
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
                                      description="Inject synthetic micro-expressions into real face videos.")
@@ -488,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(0: none)")
     parser.add_argument("--align", action="store_true",
                         help="align each face with the live spotter's face pipeline (MediaPipe) instead of a fixed crop")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed and flags make the same set")
+    parser.add_argument("--seed", type=at_least(0), default=0,  # (numpy refuses negative seeds)
+                        help="random seed: the same seed and flags make the same set")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:

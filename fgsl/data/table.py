@@ -10,10 +10,12 @@ data set's action-unit string, kept verbatim ("" when unknown).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from fgsl.config import MEGC_CLASSES
+from fgsl.files import atomic_write
 
 COLUMNS = ("subject", "video", "onset", "apex", "offset", "type", "emotion", "aus")
 TYPES = ("micro", "macro")
@@ -49,13 +51,16 @@ class Annotation:
 
 
 def write_table(rows: list[Annotation], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        w.writerows(astuple(r) for r in rows)
-    return path
+    """Write ``rows`` as the annotation table at ``path`` (folders made as needed).
+
+    Atomically (:func:`fgsl.files.atomic_write`): the table of a synthetic set, or one
+    converted from a data set's workbook, is training's ground truth, and a cut-off file would
+    read as a shorter table, not as an error."""
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(COLUMNS)
+    w.writerows(astuple(r) for r in rows)
+    return atomic_write(path, text.getvalue().encode())
 
 
 def read_table(path: str | Path) -> list[Annotation]:

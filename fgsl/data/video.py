@@ -4,22 +4,32 @@ Offline inference and training use a fixed centre square crop of each frame (the
 sets are fixed face crops too): right for face crops and webcam-style frontal recordings,
 wrong for faces away from the centre. The live spotter (``realtime``) tracks and aligns
 faces with MediaPipe instead; feeding its aligned crops to offline inference and training is
-not done yet (it would change what trained weights expect). Frames are resampled to the model's fps by
-nearest source frame (``source = round(model_index * source_fps / model_fps)``).
+not done yet (it would change what trained weights expect).
+
+Frame rates: the annotation table and every output stay in source frames; the model runs at
+``cfg.fps``. The one mapping between the two is :func:`to_model_frame` / :func:`to_source_frame`:
+the nearest frame at the other rate, ties rounded half **up** (:func:`nearest_frame`). Python's
+``round`` and ``np.round`` round half to even, which sends ties alternately down and up, so
+SAMM (200 fps) frame 30, at 4.5 model frames, became model frame 4 while frame 10 (1.5)
+became 2. Training targets (:func:`fgsl.data.spec.load_item`), the frames the model sees
+(:func:`resample_indices`) and the detections written back in source frames
+(:func:`fgsl.infer.to_detections`) all use this one rule.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from fgsl.config import IMAGENET_MEAN, IMAGENET_STD
+from fgsl.config import IMAGENET_MEAN, IMAGENET_STD, is_positive_number
 from fgsl.data.frames import VideoError, open_source
 
-__all__ = ["CROPS", "Video", "VideoError", "normalise", "read_centre_crops", "resample_indices"]
+__all__ = ["CROPS", "Video", "VideoError", "nearest_frame", "normalise", "pad_frames", "read_centre_crops",
+           "resample_indices", "to_model_frame", "to_source_frame"]
 
 #: What this reader feeds a model, recorded with trained weights (``weights.info(...)["crops"]``)
 #: so that the live spotter, which feeds MediaPipe-aligned crops, can say when they differ.
@@ -58,10 +68,52 @@ def read_centre_crops(path: str | Path, size: int, fps: float | None = None) -> 
     return Video(Path(path), source.fps, np.stack(frames))
 
 
+def nearest_frame(position: float) -> int:
+    """The frame nearest to a fractional frame ``position``, a tie going to the later frame
+    (``floor(position + 0.5)``): unlike half-to-even rounding it is monotonic in ``position``
+    and does not depend on whether the frame below is odd or even."""
+    return math.floor(position + 0.5)
+
+
+def to_model_frame(frame: float, source_fps: float, model_fps: float) -> int:
+    """Source frame (0-based, may be fractional) -> the nearest model frame,
+    ``nearest_frame(frame * model_fps / source_fps)``: SAMM 200 fps frame 10 -> 30 fps frame 2
+    (1.5), frame 30 -> 5 (4.5). The product comes first, so an integer rate's tie is exact."""
+    _check_rates(source_fps, model_fps)
+    if frame < 0:
+        raise ValueError(f"frame {frame} is negative")
+    return nearest_frame(frame * model_fps / source_fps)
+
+
+def to_source_frame(frame: float, source_fps: float, model_fps: float) -> int:
+    """Model frame (may be fractional, as decoded intervals are) -> the nearest source frame,
+    by the same rule. Not an exact inverse of :func:`to_model_frame` when the model rate is
+    higher (then several model frames show one source frame); when it is lower or equal,
+    ``to_model_frame(to_source_frame(m)) == m`` for every model frame ``m``."""
+    return to_model_frame(frame, model_fps, source_fps)
+
+
+def _check_rates(source_fps: float, model_fps: float) -> None:
+    for name, fps in (("source_fps", source_fps), ("model_fps", model_fps)):
+        if not is_positive_number(fps):
+            raise ValueError(f"{name} must be a positive frame rate, got {fps}")
+
+
 def resample_indices(count: int, source_fps: float, model_fps: float) -> np.ndarray:
-    """Source frame index for each model frame covering ``count`` source frames."""
+    """Source frame index for each model frame covering ``count`` source frames: model frame
+    ``i`` (at ``i / model_fps`` s) shows source frame :func:`to_source_frame` ``(i)``, within the video."""
     n = max(1, int(np.floor((count - 1) * model_fps / source_fps)) + 1)
-    return np.minimum(np.round(np.arange(n) * source_fps / model_fps).astype(int), count - 1)
+    return np.array([min(to_source_frame(i, source_fps, model_fps), count - 1) for i in range(n)], dtype=int)
+
+
+def pad_frames(frames: np.ndarray, length: int) -> np.ndarray:
+    """``frames`` with its last frame repeated up to ``length`` frames (unchanged when already as
+    long): how a video shorter than the model's window is shown to it, in inference and in
+    training alike. A repeated frame adds no motion; black frames would add a cut, a sudden
+    change the model could spot as a movement."""
+    if len(frames) >= length:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], length - len(frames), 0)])
 
 
 def normalise(frames: np.ndarray) -> np.ndarray:
