@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, check_output, explain, run
+from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain, positive_int, run
 from fgsl.config import DEFAULT_PRESET, FGSLConfig
 from fgsl.config import preset as preset_config
 from fgsl.data.video import normalise
@@ -328,14 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video files or folders of numbered frames (a folder needs --fps)")
     add_source_fps_flag(p)
     p.add_argument("--out", required=True, help="calibration file to write (.npz)")
-    p.add_argument("--count", type=int, default=DEFAULT_COUNT, help="windows to keep (a uniform sample of all windows)")
+    p.add_argument("--count", type=positive_int, default=DEFAULT_COUNT, help="windows to keep (a uniform sample of all windows)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--preset", help="FGSL preset whose window and image size to use (default: realtime)")
     which.add_argument("--weights", help="FGSL weights folder or engine folder: use its config")
-    p.add_argument("--stride", type=int, help="model frames between a track's windows (default: a quarter window)")
-    p.add_argument("--max-faces", type=int, default=4, help="faces tracked at once")
-    p.add_argument("--max-frames", type=int, help="read at most this many frames of each video")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--stride", type=positive_int, help="model frames between a track's windows (default: a quarter window)")
+    p.add_argument("--max-faces", type=positive_int, default=4, help="faces tracked at once")
+    p.add_argument("--max-frames", type=positive_int, help="read at most this many frames of each video")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the sample")
     p.add_argument("--face-model", help="MediaPipe face landmarker bundle (default: the bundled one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -352,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
         register_user_error(RealtimeError)
         check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)])
         cfg = config_from_args(args.preset, args.weights)
-        if args.max_faces < 1:
-            raise UsageError("--max-faces must be at least 1")
         data = collect(args.videos, cfg, args.count, stride=args.stride, max_faces=args.max_faces, seed=args.seed,
                        max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet,
                        fps=args.fps)

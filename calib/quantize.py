@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from engines.extras import CALIB_HINT, ONNX_HINT, require
-from fgsl.cli import HelpFormatter, UsageError, check_output, explain, run
+from fgsl.cli import HelpFormatter, UsageError, check_output, explain, positive_int, run
 from fgsl.files import atomic_output
 
 from . import CalibError
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="entropy", help="activation calibration (int8/fp8)")
     p.add_argument("--tool", choices=TOOLS, default="modelopt",
                    help="modelopt (the product path) or onnxruntime (int8 stand-in without ModelOpt)")
-    p.add_argument("--count", type=int, help="use only the first N calibration windows")
+    p.add_argument("--count", type=positive_int, help="use only the first N calibration windows")
     p.add_argument("--scope", choices=tuple(SCOPES), default="encoder",
                    help="quantise the frozen encoder only (default; nearly all the compute) or every node")
     p.add_argument("--quantize-attention", action="store_true",
@@ -297,8 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.count is not None and args.count < 1:
-            raise UsageError("--count must be at least 1")
         info = quantize_file(args.onnx, args.data, args.out, args.mode, args.method, args.tool, args.count,
                              [e.strip() for e in args.eps.split(",") if e.strip()], args.high_precision, args.scope,
                              args.quantize_attention)

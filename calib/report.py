@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from engines.onnx_backend import import_onnxruntime, session_options
-from fgsl.cli import HelpFormatter, UsageError, first_line, run, score_threshold
+from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
 from fgsl.config import FGSLConfig
 from fgsl.decode import Interval, decode, temporal_iou
 
@@ -250,18 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fp32", required=True, help="the FP32 ONNX model, or the engine folder holding it (model.onnx)")
     p.add_argument("--quantized", required=True, help="the quantised ONNX model (calib.quantize)")
     p.add_argument("--data", required=True, help="calibration windows (calib.collect .npz)")
-    p.add_argument("--count", type=int, help="use only the first N windows")
-    p.add_argument("--batch", type=int, default=4, help="windows per run")
+    p.add_argument("--count", type=positive_int, help="use only the first N windows")
+    p.add_argument("--batch", type=positive_int, default=4, help="windows per run")
     p.add_argument("--threshold", type=score_threshold,
                    help="decoding score threshold, in [0, 1) (default: the FP32 model's score_threshold)")
     p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     args = p.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.count is not None and args.count < 1:
-            raise UsageError("--count must be at least 1")
         r = report(args.fp32, args.quantized, args.data, count=args.count, batch=args.batch, threshold=args.threshold,
                    providers=[s.strip() for s in args.providers.split(",") if s.strip()], threads=args.threads)
         print_report(r)

@@ -34,7 +34,7 @@ from typing import Any
 
 import gradio as gr
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, positive_number, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, positive_number, register_user_error, run
 from realtime.cam import DISCLAIMER
 from realtime.spotters import add_engine_flags
 from realtime.types import RealtimeError
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
     add_engine_flags(p)
     p.add_argument("--max-upload-mb", type=positive_number, default=200.0, help="largest video the upload tab accepts")
-    p.add_argument("--max-sessions", type=int, default=4, help="live webcam sessions at once")
+    p.add_argument("--max-sessions", type=positive_int, default=4, help="live webcam sessions at once")
     p.add_argument("--idle-timeout", type=positive_number, default=120.0,
                    help="seconds without a webcam frame after which a live session is released")
     p.add_argument("--face-model", default=None, help="MediaPipe face landmarker bundle (default: the shipped one)")
@@ -380,8 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app(args: argparse.Namespace) -> DemoApp:
-    if args.max_sessions < 1:
-        raise UsageError("--max-sessions must be at least 1")
     if not 0 <= args.port <= 65535:
         raise UsageError("--port must be 0-65535")
     factory = PipelineFactory(weights=args.weights, backend=args.backend, engine_device=args.engine_device,

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_number,
+from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
                       register_user_error, run)
 from realtime.bench import percentiles
 
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=HelpFormatter)
     parser.add_argument("--seconds", type=positive_number, default=20.0, help="measured time (seconds)")
     parser.add_argument("--warmup", type=non_negative_number, default=4.0, help="seconds streamed before measuring")
-    parser.add_argument("--sessions", type=int, default=1, help="browser pages streaming at once")
+    parser.add_argument("--sessions", type=positive_int, default=1, help="browser pages streaming at once")
     parser.add_argument("--video",
                         help="face video for the fake camera, scaled to fit 448x336 "
                              "(default: the bundled sample's still face with injected micro-expressions)")
@@ -198,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        if args.sessions < 1:
-            raise UsageError(f"--sessions must be at least 1, got {args.sessions}")
         report = run_bench(args.seconds, args.warmup, args.sessions, Path(args.video) if args.video else None)
         print_table(report)
         if args.json:

@@ -93,11 +93,13 @@ def _open_tensorrt_model(model: Any, device: str, source: str | None, cache: Any
     built from the conv-form ONNX into the engine cache on first use."""
     import tempfile
 
-    from .export import DEFAULT_OPSET, cache_entry, export_onnx, weights_digest
+    from fgsl.weights import model_digest
+
+    from .export import DEFAULT_OPSET, cache_entry, export_onnx
 
     trt = tensorrt_backend(device)
     version = str(getattr(trt.import_tensorrt(), "__version__", "?"))
-    digest, plans = weights_digest(model), {}
+    digest, plans = model_digest(model), {}
     for graph in ("encode_chunk", "decode_window"):
         identity, key = cache_entry(model.cfg, digest, backend="tensorrt", backend_version=version,
                                     graph=graph, precision="fp32", fifm="conv", opset=DEFAULT_OPSET, device=device)

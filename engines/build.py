@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, refuse_preset_with_weights, run
+from fgsl.cli import HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
 from fgsl.config import DEFAULT_PRESET, PRESETS
 
 from . import tensorrt_backend
@@ -44,8 +44,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
     if args.backend == "onnxruntime" and args.fifm == "plugin":
         raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
-    if args.triton_max_batch < 1:
-        raise UsageError(f"--triton-max-batch must be at least 1, got {args.triton_max_batch}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: pass a folder for the engine")
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true", help="skip the torch vs ONNX Runtime check")
     parser.add_argument("--triton-repo", metavar="DIR",
                         help="also write a Triton Inference Server model repository of the ONNX graphs here")
-    parser.add_argument("--triton-max-batch", type=int, default=32, help="Triton max_batch_size (default 32)")
+    parser.add_argument("--triton-max-batch", type=positive_int, default=32, help="Triton max_batch_size (default 32)")
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:

@@ -100,11 +100,6 @@ def example_inputs(cfg: FGSLConfig, graph: str, batch: int = 2, seed: int = 0) -
     return tuple(torch.randn(shape, generator=g) for shape in shapes.values())
 
 
-def weights_digest(model: nn.Module) -> str:
-    """The digest :func:`fgsl.weights.save` stores for these tensors (same value for a loaded folder)."""
-    return weights.tensor_digest({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()})
-
-
 def _check_choice(what: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
         raise ExportError(f"unknown {what} {value!r}; choose one of {', '.join(map(str, choices))}")
@@ -287,7 +282,7 @@ def export_onnx_bytes(model: FGSL, graph: str = "model", fifm: str = "conv", ops
         "fgsl.opset": str(opset),
         "fgsl.preset": cfg.name,
         "fgsl.config": json.dumps(cfg.to_dict(), sort_keys=True),
-        "fgsl.weights_sha256": weights_digest(model),
+        "fgsl.weights_sha256": weights.model_digest(model),
         "fgsl.precision": "fp32",
         "fgsl.inputs": json.dumps(shapes["inputs"]),
         "fgsl.outputs": json.dumps(shapes["outputs"]),
@@ -479,7 +474,7 @@ def export_engine_dir(
         "opset": opset,
         "preset": model.cfg.name,
         "config": model.cfg.to_dict(),
-        "weights_sha256": weights_digest(model),
+        "weights_sha256": weights.model_digest(model),
         "trained": trained,
         # What the weights were trained on (``fgsl.train``'s "centre" or "aligned" crops), so
         # the live spotter can say so for an engine folder as it does for weights (None: unknown).

@@ -41,7 +41,6 @@ from .base import IO, EngineError, check_chunks, check_clips, check_features
 from .cache import EngineCache, say_once, sha256_bytes
 from .export import (
     DEFAULT_OPSET, cache_entry, check_trained, config_of, export_onnx_bytes, filter_probe, graph_fifm, read_manifest,
-    weights_digest,
 )
 from .extras import ONNX_HINT, require
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE
@@ -196,7 +195,9 @@ class OnnxEngine:
         """FP32 graphs of an in-memory model, exported into the engine cache on first use of each."""
         cache = cache if cache is not None else EngineCache.at()
         ort = import_onnxruntime()
-        digest = weights_digest(model)
+        from fgsl.weights import model_digest
+
+        digest = model_digest(model)
         cfg = model.cfg
 
         def load_graph(name: str) -> bytes:

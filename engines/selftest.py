@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_number, run
+from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_int, positive_number, run
 from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS),
                         help="network to check and time, with random weights (tiny: seconds; realtime: minutes on a CPU)")
     parser.add_argument("--batches", default="1,8,32", help="batch sizes to time")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per batch size")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed calls per batch size")
     parser.add_argument("--max-seconds", type=positive_number, default=30.0,
                         help="stop timing a batch size after this long, in seconds (at least one call)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -304,8 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(_: list[str] | None) -> int:
         batches = _batches(args.batches)
-        if args.repeats < 1:
-            raise UsageError("--repeats must be at least 1")
         report = selftest(args.preset, batches, args.repeats, args.max_seconds,
                           log=lambda line: print(line, file=sys.stderr, flush=True))
         print(format_report(report))

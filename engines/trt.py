@@ -755,7 +755,7 @@ def _iter_graph_onnx(folder: Path) -> Iterator[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import HelpFormatter, register_user_error, run  # noqa: PLC0415
+    from fgsl.cli import HelpFormatter, positive_int, register_user_error, run  # noqa: PLC0415
 
     register_user_error(EngineError)
     p = argparse.ArgumentParser(prog="python -m engines.trt",
@@ -767,8 +767,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="check the ONNX is of this precision (it decides; see docs/tensorrt.md)")
     p.add_argument("--batch", default="1,8,32", help="optimisation profile MIN,OPT,MAX batch")
     p.add_argument("--timing-cache", help="timing cache file (read if present, written after the build)")
-    p.add_argument("--workspace-mb", type=int, help="cap on the builder workspace")
-    p.add_argument("--opt-level", type=int, default=3, help="builder optimization level 0..5")
+    p.add_argument("--workspace-mb", type=positive_int, help="cap on the builder workspace")
+    p.add_argument("--opt-level", type=int, choices=range(6), default=3, help="builder optimization level 0..5")
     p.add_argument("--device", default="cuda", help="the GPU to build on: cuda or cuda:N")
     p.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     args = p.parse_args(argv)

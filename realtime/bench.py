@@ -39,7 +39,6 @@ optical flow, no engine) and the engine's ``describe()`` object for FGSL (``back
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import math
@@ -56,7 +55,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.cli import HelpFormatter, UsageError, positive_number, register_user_error, run
+from fgsl.cli import HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
 from fgsl.data.frames import open_source
 
 from .capture import Capture, parse_source
@@ -76,17 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")
-    p.add_argument("--faces", type=int, default=1, help="tile N copies of each frame in a grid (every face of each tile is tracked)")
-    p.add_argument("--repeat", type=int, default=1, help="play the video R times in one stream")
+    p.add_argument("--faces", type=positive_int, default=1, help="tile N copies of each frame in a grid (every face of each tile is tracked)")
+    p.add_argument("--repeat", type=positive_int, default=1, help="play the video R times in one stream")
     add_spotter_flags(p)
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
     syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
     syn.add_argument("--synthetic", action="store_true",
                      help="inject micro-expressions into the video's face and run on those")
     syn.add_argument("--amplitude", type=positive_number, default=12.0, help="peak displacement, pixels of the 128 px face crop")
-    syn.add_argument("--count", type=int, default=4, help="synthetic videos per face")
-    syn.add_argument("--frames", type=int, default=192, help="frames per synthetic video")
-    syn.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    syn.add_argument("--count", type=positive_int, default=4, help="synthetic videos per face")
+    syn.add_argument("--frames", type=at_least(16), default=192, help="frames per synthetic video")
+    syn.add_argument("--seed", type=at_least(0), default=0, help="seed of the synthetic set")
     syn.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) instead of playing it")
     p.add_argument("--compare-backend", default=None, metavar="BACKEND",
                    help="fgsl: run the same video again on this backend (e.g. torch) and report the speed ratio")
@@ -210,14 +209,14 @@ def make_synthetic(video: Path, folder: Path, args: argparse.Namespace) -> tuple
     return sorted((folder / "videos").glob("*.avi")), folder / "annotations.csv"
 
 
-def score(runs: list[StreamRun], annotations: Path, faces: int, folder: Path) -> dict[str, Any]:
+def score(runs: list[StreamRun], annotations: Path, faces: int) -> dict[str, Any]:
     """Spotting TP/FP/FN/F1 of the micro events against the injected ground truth (strict mode).
 
     With tiles, each tile is its own video (``NAME_tileK``, the track's tile found from where
     its face is) with its own copy of the ground truth; with repeats the ground truth repeats
     with the frame numbers of each pass.
     """
-    from fgsl.evaluate import evaluate, read_intervals
+    from fgsl.evaluate import Interval, evaluate, read_intervals
 
     truth = read_intervals(annotations)
     subject_of = {g.video: g.subject for g in truth}
@@ -239,14 +238,7 @@ def score(runs: list[StreamRun], annotations: Path, faces: int, folder: Path) ->
             if e.kind == "micro":
                 pred_rows.append((subject_of.get(video, video), name(video, stream.tile_of_track.get(e.track, 0)),
                                   e.onset, e.offset, e.label))
-    paths = {}
-    for which, rows in (("ground_truth", gt_rows), ("predictions", pred_rows)):
-        paths[which] = folder / f"{which}.csv"
-        with paths[which].open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(("subject", "video", "onset", "offset", "emotion"))
-            writer.writerows(rows)
-    result = evaluate(read_intervals(paths["ground_truth"]), read_intervals(paths["predictions"]), mode="strict")
+    result = evaluate([Interval(*row) for row in gt_rows], [Interval(*row) for row in pred_rows], mode="strict")
     s = result["spotting"]
     return {"tp": s["tp"], "fp": s["fp"], "fn": s["fn"], "precision": round(s["precision"], 4),
             "recall": round(s["recall"], 4), "f1": round(s["f1"], 4), "mode": "strict"}
@@ -438,10 +430,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
-        for flag, value, least in (("--faces", args.faces, 1), ("--repeat", args.repeat, 1),
-                                   ("--count", args.count, 1), ("--frames", args.frames, 16)):
-            if value < least:
-                raise UsageError(f"{flag} must be at least {least}, got {value}")
         video = Path(args.video) if args.video else SAMPLE_VIDEO
         if args.video is None and not SAMPLE_VIDEO.is_file():
             raise UsageError(f"the bundled sample {SAMPLE_VIDEO} is missing; pass --video PATH")
@@ -466,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = [run_stream(v, spotter, args.faces, args.repeat, args.realtime) for v in videos]
             rep = report(runs, spotter, args, video)
             if annotations is not None:
-                rep["spotting"] = score(runs, annotations, args.faces, Path(tmp))
+                rep["spotting"] = score(runs, annotations, args.faces)
             if getattr(spotter, "cached", False) and not args.synthetic and not args.cached_only:
                 rep["streaming"] = streaming_modes(spotter, video, args, runs)
             if other is not None:

@@ -20,8 +20,8 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.cli import (HelpFormatter, UsageError, check_output, non_negative_number, positive_number, register_user_error,
-                      run)
+from fgsl.cli import (HelpFormatter, UsageError, at_least, check_output, non_negative_number, positive_int,
+                      positive_number, register_user_error, run)
 from fgsl.files import same_file
 from fgsl.infer import table_names, truth_keys
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m realtime.cam", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--device", type=int, default=None, help="camera index (default 0 when no --source)")
+    src.add_argument("--device", type=at_least(0), default=None, help="camera index (default 0 when no --source)")
     src.add_argument("--source", help="video file, folder of numbered frames (with --fps), stream URL, or camera device "
                           "path (/dev/video2) instead of a camera index")
     p.add_argument("--fps", type=positive_number, default=None,
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_spotter_flags(p)
     p.add_argument("--no-cache", action="store_true",
                    help="FGSL: recompute every chunk of every window (default: encode each 16-frame chunk once)")
-    p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES, help="faces tracked at once")
+    p.add_argument("--max-faces", type=positive_int, default=DEFAULT_MAX_FACES, help="faces tracked at once")
     p.add_argument("--face-model", default=None,
                    help="MediaPipe face landmarker bundle (default: the one shipped in realtime/models/)")
     p.add_argument("--headless", action="store_true", help="no window: print events only")
@@ -186,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     def body(_: list[str] | None) -> int:
         from .face import FaceTracker
 
-        if args.max_faces < 1:
-            raise UsageError("--max-faces must be at least 1")
         device = 0 if args.source is None and args.device is None else args.device
         source = parse_source(device, args.source, fps=args.fps)
         check_outputs(args, source)

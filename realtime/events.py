@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Protocol
 
-from fgsl.evaluate import iou
+from fgsl.evaluate import MEGC_COLUMNS, iou
 from fgsl.files import unwritable_reason
 
 from .types import Candidate, Event, RealtimeError
@@ -207,7 +207,7 @@ class JsonlSink(_FileSink):
 class CsvSink(_FileSink):
     """MEGC submission rows for micro-expressions; every row carries ``subject`` and ``video``."""
 
-    HEADER = ("subject", "video", "onset", "offset", "emotion")
+    HEADER = MEGC_COLUMNS
 
     def __init__(self, path: str | Path, subject: str, video: str) -> None:
         super().__init__(path)

@@ -325,9 +325,10 @@ def test_command_line_flags_and_errors(capsys):
     assert "--share" in capsys.readouterr().out
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.share, args.weights) == ("127.0.0.1", 7860, False, None)
-    assert main(["--max-sessions", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "error: --max-sessions must be at least 1"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--max-sessions", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("error: argument --max-sessions: must be at least 1, got '0'")
     assert main(["--weights", "/nonexistent/run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "/nonexistent/run" in err

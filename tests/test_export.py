@@ -280,9 +280,12 @@ def test_build_cli_refuses_preset_with_weights_and_a_bad_triton_batch_before_exp
                        "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --preset is for --allow-untrained without --weights: a weights folder's config.json sets its preset"]
-    assert build_main(["--weights", str(tmp_path / "run"), "--backend", "onnxruntime", "--out", str(out),
-                       "--triton-repo", str(tmp_path / "triton"), "--triton-max-batch", "0"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["error: --triton-max-batch must be at least 1, got 0"]
+    with pytest.raises(SystemExit) as exit_info:
+        build_main(["--weights", str(tmp_path / "run"), "--backend", "onnxruntime", "--out", str(out),
+                    "--triton-repo", str(tmp_path / "triton"), "--triton-max-batch", "0"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: argument --triton-max-batch: must be at least 1, got '0'")
     assert not out.exists() and not (tmp_path / "triton").exists()  # refused before the export
 
 

@@ -72,7 +72,6 @@ is given, and :meth:`describe` then says so loudly.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, is_positive_nu
 from fgsl.config import preset as preset_config
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.synthetic import Recipe
-from fgsl.data.video import normalise
+from fgsl.data.video import nearest_frame, normalise
 from fgsl.decode import Interval, decode
 from fgsl.infer import MERGE_GAP_S, merge_windows
 
@@ -380,7 +379,7 @@ class FGSLSpotter:
         last = len(window.indices) - 1
 
         def at(x: float) -> int:
-            return int(min(max(math.floor(x + 0.5), 0), last))
+            return int(min(max(nearest_frame(x), 0), last))
 
         on, apex, off = at(iv.onset), at((iv.onset + iv.offset) / 2), at(iv.offset)
         idx, ts = window.indices, window.timestamps
