@@ -22,7 +22,6 @@ only keeps one pipeline per browser session and makes sure it goes away:
 
 from __future__ import annotations
 
-import argparse
 import math
 import threading
 import time
@@ -102,9 +101,8 @@ class PipelineFactory:
         if weights or allow_untrained:
             from fgsl.infer import open_engine
 
-            ns = argparse.Namespace(weights=str(weights) if weights else None, allow_untrained=allow_untrained,
-                                    preset=preset, backend=backend, engine_device=engine_device)
-            self.engine, self.trained = open_engine(ns)
+            self.engine, self.trained = open_engine(weights, allow_untrained=allow_untrained, preset_name=preset,
+                                                    backend=backend, device=engine_device)
 
     @property
     def spotters(self) -> tuple[str, ...]:

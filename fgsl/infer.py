@@ -20,6 +20,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -198,27 +199,29 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
     return out
 
 
-def open_engine(args: argparse.Namespace) -> tuple[object, bool | None]:
+def open_engine(weights: str | Path | None, *, allow_untrained: bool = False, preset_name: str | None = None,
+                backend: str = "auto", device: str | None = "auto") -> tuple[Any, bool | None]:
     """(engine, trained?) from ``--weights`` (a weights or an engine folder) or, with
-    ``--allow-untrained``, a random preset. ``trained`` is ``None`` for an engine folder
-    whose manifest does not know (:func:`engines.trained`).
+    ``--allow-untrained``, a random ``--preset`` network: how ``fgsl.infer``, the live FGSL
+    spotter and the demo open FGSL. ``trained`` is ``None`` for an engine folder whose manifest
+    does not know (:func:`engines.trained`).
 
-    ``--engine-device`` (``args.engine_device``, default ``auto``) picks where it runs: the GPU
-    where torch sees one, so a GPU machine uses it (and ``--backend auto`` tries TensorRT).
+    ``device`` (``--engine-device``, default ``auto``) picks where it runs: the GPU where torch
+    sees one, so a GPU machine uses it (and ``backend="auto"`` tries TensorRT).
     """
     import engines
 
     from .model import build
 
-    device = getattr(args, "engine_device", None) or "auto"
-    refuse_preset_with_weights(args.weights, getattr(args, "preset", None))
-    if args.weights:
-        engine = engines.open(args.weights, backend=args.backend, device=device, allow_untrained=args.allow_untrained)
-        return engine, engines.trained(args.weights)
-    if not args.allow_untrained:
+    device = device or "auto"
+    refuse_preset_with_weights(weights, preset_name)
+    if weights:
+        engine = engines.open(weights, backend=backend, device=device, allow_untrained=allow_untrained)
+        return engine, engines.trained(weights)
+    if not allow_untrained:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained to run random weights")
-    name = getattr(args, "preset", None) or DEFAULT_PRESET
-    engine = engines.open_model(build(preset(name)), backend=args.backend, device=device,
+    name = preset_name or DEFAULT_PRESET
+    engine = engines.open_model(build(preset(name)), backend=backend, device=device,
                                 source=f"untrained preset {name!r}")
     return engine, False
 
@@ -255,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)])
         names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)  # before the long part
-        engine, trained = open_engine(args)
+        engine, trained = open_engine(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset,
+                                      backend=args.backend, device=args.engine_device)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
         d = engine.describe()
         print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)

@@ -217,9 +217,9 @@ def test_the_shared_open_path_reads_trained_from_the_manifest(untrained_engine_d
     from fgsl.infer import open_engine
     from realtime.spotters.fgsl import FGSLSpotter
 
+    engine, trained = open_engine(untrained_engine_dir, allow_untrained=True, backend="onnxruntime", device="cpu")
     ns = argparse.Namespace(weights=str(untrained_engine_dir), allow_untrained=True, preset=None,
                             backend="onnxruntime", engine_device="cpu")
-    engine, trained = open_engine(ns)
     assert trained is False and engines.trained(untrained_engine_dir) is False
     assert engine.cfg.name == "tiny"
     assert FGSLSpotter.from_args(ns).trained is False

@@ -79,8 +79,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, is_positive_number
-from fgsl.config import preset as preset_config
+from fgsl.config import CHUNK_FRAMES, FGSLConfig, is_positive_number
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
 from fgsl.data.synthetic import Recipe
 from fgsl.data.video import nearest_frame, normalise
@@ -251,16 +250,11 @@ class FGSLSpotter:
         """
         from fgsl.infer import open_engine
 
-        ns = argparse.Namespace(
-            weights=getattr(args, "weights", None),
-            allow_untrained=bool(getattr(args, "allow_untrained", False)),
-            preset=getattr(args, "preset", None),
-            backend=getattr(args, "backend", None) or "auto",
-            engine_device=getattr(args, "engine_device", None),
-        )
-        if not ns.weights and ns.allow_untrained:
-            preset_config(ns.preset or DEFAULT_PRESET)  # an unknown preset: ConfigError naming the choices
-        engine, trained = open_engine(ns)
+        engine, trained = open_engine(getattr(args, "weights", None),
+                                      allow_untrained=bool(getattr(args, "allow_untrained", False)),
+                                      preset_name=getattr(args, "preset", None),
+                                      backend=getattr(args, "backend", None) or "auto",
+                                      device=getattr(args, "engine_device", None))
         sensitivity = getattr(args, "sensitivity", None)
         try:
             return cls(engine, sensitivity=1.0 if sensitivity is None else float(sensitivity), trained=trained,
