@@ -379,7 +379,11 @@ def held_out_scored(out: Path) -> bool:
 def train(args: argparse.Namespace) -> dict[str, Any]:
     env = Dist()
     try:
-        return _train(args, env)
+        result = _train(args, env)
+        # Every rank ends together: a rank that tears gloo down while rank 0 still scores the
+        # held-out test can be aborted (SIGABRT, "terminate called without an active exception").
+        env.barrier()
+        return result
     finally:
         env.close()
 

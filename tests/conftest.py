@@ -49,6 +49,22 @@ def tiny_model(tiny_cfg):
     return build(tiny_cfg, seed=0)
 
 
+def disk_full_when_replacing(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make ``os.replace`` onto a file called ``name`` fail as a full disk does (ENOSPC): the
+    last step of ``fgsl.files.atomic_write``, where a half-written file must not replace the
+    old one. Every other ``os.replace`` still works."""
+    import errno
+
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(dst).name == name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
 def shared_video(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_file():

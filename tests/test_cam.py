@@ -25,13 +25,12 @@ import pytest
 from fgsl.data.synthetic import (Recipe, displacement_field, face_sources, make_set, read_face_frames, temporal_profile,
                                  warp, write_video)
 from fgsl.evaluate import evaluate, read_intervals
-from realtime.cam import build_parser, main, stream
+from realtime.cam import build_parser, main
 from realtime.capture import CameraSource, Capture
-from realtime.events import JsonlSink
 from realtime.face import FaceTracker
 from realtime.pipeline import Pipeline
 from realtime.spotters.flow import FlowSpotter
-from realtime.types import Frame, RealtimeError, validate_event_line
+from realtime.types import Frame, validate_event_line
 from tests.conftest import shared_video
 from tests.fakes import FakeCamera, scripted_opener
 

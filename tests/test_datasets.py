@@ -29,7 +29,7 @@ from fgsl.data.datasets import (
 from fgsl.data.frames import open_source
 from fgsl.data.table import Annotation, AnnotationError, read_table
 from fgsl.data.video import VideoError
-from tests.conftest import shared_video
+from tests.conftest import disk_full_when_replacing, shared_video
 from tests.fixtures.datasets import make_fixtures as fx
 
 CASME2 = fx.CASME2_FILE
@@ -222,22 +222,13 @@ def test_the_annotation_table_is_replaced_whole(tmp_path, monkeypatch):
     """write_table goes through fgsl.files.atomic_write: a failure while replacing it (a full
     disk) leaves the old table readable as it was, never a cut-off table that reads as a
     shorter one."""
-    import errno
-    import os
 
     from fgsl.data.table import write_table
 
     path = tmp_path / "table.csv"
     rows = read_annotations(CASME3, "casme3")
     write_table(rows, path)
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if Path(dst) == path:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full_when_replacing(monkeypatch, path.name)
     with pytest.raises(OSError, match="No space left on device"):
         write_table(rows[:1], path)
     assert read_table(path) == rows and [p.name for p in tmp_path.iterdir()] == ["table.csv"]

@@ -1,12 +1,9 @@
 """Synthetic micro-expressions on real faces: ground truth, motion where it says, clear errors."""
 
-import errno
 import itertools
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,7 +27,7 @@ from fgsl.data.synthetic import (
 )
 from fgsl.data.table import read_table
 from fgsl.data.video import read_centre_crops
-from tests.conftest import shared_video
+from tests.conftest import disk_full_when_replacing, shared_video
 
 
 def test_faces_are_found_left_to_right_in_the_two_face_video():
@@ -269,14 +266,7 @@ def test_a_set_that_cannot_be_marked_keeps_the_old_one_whole(tmp_path, monkeypat
     source = [shared_video("pyfeat_single_face.mp4")]
     make_set(source, tmp_path, Recipe(count=2, frames=16, size=32, events=False), progress=False)
     before = sorted(p.name for p in tmp_path.rglob("*")), (tmp_path / "synthetic.json").read_text()
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if Path(dst).name == "synthetic.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full_when_replacing(monkeypatch, "synthetic.json")
     with pytest.raises(OSError, match="No space left on device"):
         make_set(source, tmp_path, Recipe(count=1, frames=16, size=32, events=False), progress=False)
     assert (sorted(p.name for p in tmp_path.rglob("*")), (tmp_path / "synthetic.json").read_text()) == before

@@ -18,7 +18,7 @@ from fgsl.config import FGSLConfig, preset
 from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
 from fgsl.train import epoch_windows, lr_factor, main, make_batch, prepare_data
-from tests.conftest import SHARED_DATA, shared_video
+from tests.conftest import SHARED_DATA, disk_full_when_replacing, shared_video
 
 
 def _item(events, frames=64):
@@ -80,8 +80,6 @@ def test_held_out_scores_that_are_undefined_are_json_null():
 def test_ranks_json_lists_every_ranks_digest_and_is_written_whole(tmp_path, monkeypatch):
     """The digest is fgsl.weights.model_digest (what weights.save stores); rank 0 writes
     ranks.json atomically, and diverged ranks are an error after it is written."""
-    import errno
-    import os
     from types import SimpleNamespace
 
     from fgsl import train as train_module
@@ -103,14 +101,7 @@ def test_ranks_json_lists_every_ranks_digest_and_is_written_whole(tmp_path, monk
         train_module.check_ranks_agree(model, two, tmp_path)
     assert json.loads((tmp_path / "ranks.json").read_text())["digests"][1] == "0" * 64
     before = (tmp_path / "ranks.json").read_text()
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if Path(dst).name == "ranks.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full_when_replacing(monkeypatch, "ranks.json")
     with pytest.raises(OSError, match="No space left on device"):
         train_module.check_ranks_agree(model, two, tmp_path)
     assert (tmp_path / "ranks.json").read_text() == before and [p.name for p in tmp_path.iterdir()] == ["ranks.json"]

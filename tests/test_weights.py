@@ -1,7 +1,6 @@
 """Weights folders: exact round trip, and one clear error for every kind of bad folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ import torch
 from fgsl import weights
 from fgsl.config import preset
 from fgsl.model import build
-from tests.conftest import randomise_adapters
+from tests.conftest import disk_full_when_replacing, randomise_adapters
 
 
 @pytest.fixture
@@ -116,19 +115,10 @@ def test_config_json_is_replaced_whole(saved, monkeypatch):
     """config.json goes through atomic_write like the tensors: a failure while replacing it
     leaves the old config.json whole, never a cut-off one that fails to load or builds
     another network than the tensors beside it."""
-    import errno
-    import os
 
     folder, model = saved
     before = (folder / "config.json").read_text()
-    real = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if Path(dst).name == "config.json":
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
+    disk_full_when_replacing(monkeypatch, "config.json")
     with pytest.raises(OSError, match="No space left on device"):
         weights.save(model, folder, trained=True, score_threshold=0.55)
     assert (folder / "config.json").read_text() == before
