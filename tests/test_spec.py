@@ -1,11 +1,11 @@
 """``--data`` specs and subject splits."""
 
-import cv2
 import numpy as np
 import pytest
 
 from fgsl.config import preset
 from fgsl.data.spec import DataSpecError, find_video, load_annotated, load_item, parse, split_subjects
+from fgsl.data.synthetic import write_video
 from fgsl.data.table import Annotation, AnnotationError, write_table
 from fgsl.data.video import resample_indices
 from tests.conftest import shared_video
@@ -123,10 +123,7 @@ def test_a_row_past_the_end_of_its_video_is_refused(tmp_path):
 def test_events_at_the_last_frame_stay_in_the_video_at_another_frame_rate(tmp_path):
     """25 fps -> the model's 30 fps: frame 9 of 10 rounds to model frame 11, one past the last (10)."""
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25, (32, 32))
-    for _ in range(10):
-        writer.write(np.zeros((32, 32, 3), np.uint8))
-    writer.release()
+    write_video(path, np.zeros((10, 32, 32, 3), np.uint8), 25)
     item = load_item(preset("tiny"), "a", "clip", path, [Annotation("a", "clip", 5, 7, 9, "micro", "surprise")])
     assert len(item.frames) == 11 and item.events[0][2] == 10
 
@@ -136,10 +133,7 @@ def test_targets_round_ties_half_up_as_documented(tmp_path):
     docs/datasets.md rounds half up (5 and 8); Python's round made the onset 4, not 5. The
     target is the model frame that shows the annotated frame or, on a tie, the later one."""
     path = tmp_path / "samm.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 200, (32, 32))
-    for _ in range(60):
-        writer.write(np.zeros((32, 32, 3), np.uint8))
-    writer.release()
+    write_video(path, np.zeros((60, 32, 32, 3), np.uint8), 200)
     row = Annotation("006", "006_1", 30, 36, 50, "micro", "negative")
     item = load_item(preset("tiny"), "006", "006_1", path, [row], fps=200)
     assert len(item.frames) == 9 and item.events[0][:3] == (5, 5, 8)
@@ -151,10 +145,7 @@ def test_a_given_rate_overrides_a_video_files_header_as_in_fgsl_infer(tmp_path):
     """A data set's rate (or tune's --fps) wins over a wrong container rate, as ``fgsl.infer --fps``
     does: the same video must land on the same model frames in tuning and in inference."""
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25, (32, 32))
-    for _ in range(20):
-        writer.write(np.zeros((32, 32, 3), np.uint8))
-    writer.release()
+    write_video(path, np.zeros((20, 32, 32, 3), np.uint8), 25)
     row = Annotation("a", "clip", 10, 12, 14, "micro", "surprise")
     assert load_item(preset("tiny"), "a", "clip", path, [row]).source_fps == 25
     item = load_item(preset("tiny"), "a", "clip", path, [row], fps=15)
