@@ -99,6 +99,12 @@ def open_sinks(args: argparse.Namespace, untrained: bool, subject: str, video: s
     return sinks
 
 
+def _handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
+    """The signals of ``names`` this system has and nobody set to be ignored."""
+    found = [getattr(signal, name, None) for name in names]
+    return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) end the run
@@ -112,8 +118,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt)
-                for sig in (getattr(signal, name, None) for name in ("SIGTERM", "SIGHUP")) if sig is not None}
+    # A signal someone chose to ignore stays ignored (``nohup`` sets SIGHUP so).
+    previous = {sig: signal.signal(sig, interrupt) for sig in _handled_signals(("SIGTERM", "SIGHUP"))}
     try:
         yield
     finally:

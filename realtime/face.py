@@ -196,7 +196,8 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (and SIGTERM) until MediaPipe's landmarker is whole: interrupted half-way,
+    """Hold Ctrl-C (and SIGTERM and SIGHUP, which ``realtime.cam`` turns into it) until
+    MediaPipe's landmarker is whole: interrupted half-way,
     its half-built objects are left to the garbage collector at exit, which prints tracebacks
     of their own (``Image.__del__``, ``FaceLandmarker.__del__``) and the start-up log lines
     that were being silenced. A signal that came meanwhile is raised again right after, to
@@ -206,8 +207,9 @@ def _interrupts_deferred() -> Iterator[None]:
         yield
         return
     came: list[int] = []
+    signals = [getattr(signal, name, None) for name in ("SIGINT", "SIGTERM", "SIGHUP")]
     held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-            for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in signals if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:

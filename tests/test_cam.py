@@ -241,6 +241,21 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
     assert pipeline.finish() == []
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_a_hangup_someone_ignores_stays_ignored():
+    """Under ``nohup`` SIGHUP is ignored: closing the terminal must not end the run."""
+    from realtime.cam import terminate_as_interrupt
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with terminate_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)  # ours
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_stopping_before_any_face_came_is_no_error(tmp_path):
     """Ctrl-C a few frames into a video without a face yet: the user stopped it; "no face
     found" is for a source that ended without one."""
