@@ -11,28 +11,29 @@ Without ``--weights`` the spotter is the training-free optical-flow spotter; it 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.cli import (HelpFormatter, UsageError, at_least, check_output, non_negative_number, positive_int,
-                      positive_number, register_user_error, run)
-from fgsl.files import same_file
-from fgsl.infer import table_names, truth_keys
+from .interrupts import interrupted_quietly, terminate_as_interrupt
 
-from .capture import Capture, CaptureSource, FileSource, parse_source
-from .events import ConsoleSink, CsvSink, JsonlSink, Sink, SinkError
-from .face import DEFAULT_MAX_FACES
-from .overlay import Display, OverlayState, VideoSaver
-from .pipeline import Pipeline
-from .spotters import add_spotter_flags, make_spotter
-from .spotters.fgsl import UNTRAINED_BANNER
-from .types import RealtimeError
+# Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug.
+with interrupted_quietly():
+    from fgsl.cli import (HelpFormatter, UsageError, at_least, check_output, non_negative_number, positive_int,
+                          positive_number, register_user_error, run)
+    from fgsl.files import same_file
+    from fgsl.infer import table_names, truth_keys
+
+    from .capture import Capture, CaptureSource, FileSource, parse_source
+    from .events import ConsoleSink, CsvSink, JsonlSink, Sink, SinkError
+    from .face import DEFAULT_MAX_FACES
+    from .overlay import Display, OverlayState, VideoSaver
+    from .pipeline import Pipeline
+    from .spotters import add_spotter_flags, make_spotter
+    from .spotters.fgsl import UNTRAINED_BANNER
+    from .types import RealtimeError
 
 register_user_error(RealtimeError)
 
@@ -97,34 +98,6 @@ def open_sinks(args: argparse.Namespace, untrained: bool, subject: str, video: s
     if not args.quiet:
         sinks.append(ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else ""))
     return sinks
-
-
-def _handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
-    """The signals of ``names`` this system has and nobody set to be ignored."""
-    found = [getattr(signal, name, None) for name in names]
-    return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) end the run
-    as Ctrl-C does: open events finished and written, the ``--save`` video closed (killed
-    outright, an mp4 has no index and does not play), the summary printed. Python's default
-    for them stops the process on the spot. Only the main thread may set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # A signal someone chose to ignore stays ignored (``nohup`` sets SIGHUP so).
-    previous = {sig: signal.signal(sig, interrupt) for sig in _handled_signals(("SIGTERM", "SIGHUP"))}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:

@@ -22,9 +22,7 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from realtime.interrupts import interrupts_deferred
 from realtime.types import FaceObservation, Frame, RealtimeError
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "face_landmarker.task"
@@ -194,31 +193,6 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (and SIGTERM and SIGHUP, which ``realtime.cam`` turns into it) until
-    MediaPipe's landmarker is whole: interrupted half-way,
-    its half-built objects are left to the garbage collector at exit, which prints tracebacks
-    of their own (``Image.__del__``, ``FaceLandmarker.__del__``) and the start-up log lines
-    that were being silenced. A signal that came meanwhile is raised again right after, to
-    the handlers there were before. (Blocking it with ``pthread_sigmask`` would not do: the
-    kernel hands a process's signal to any thread not blocking it, MediaPipe's among them.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[int] = []
-    signals = [getattr(signal, name, None) for name in ("SIGINT", "SIGTERM", "SIGHUP")]
-    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-            for sig in signals if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
-        if came:
-            signal.raise_signal(came[0])
-
-
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
@@ -335,7 +309,7 @@ class FaceTracker:
         self._mp_image = lambda rgb: mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         landmarker = None
         try:
-            with _interrupts_deferred(), _native_stderr_silenced():
+            with interrupts_deferred(), _native_stderr_silenced():
                 landmarker = vision.FaceLandmarker.create_from_options(options)
                 # The first inference logs TFLite set-up notes too: run it on a blank frame now.
                 landmarker.detect_for_video(self._mp_image(np.zeros((64, 64, 3), np.uint8)), 0)

@@ -244,7 +244,7 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
 def test_a_hangup_someone_ignores_stays_ignored():
     """Under ``nohup`` SIGHUP is ignored: closing the terminal must not end the run."""
-    from realtime.cam import terminate_as_interrupt
+    from realtime.interrupts import terminate_as_interrupt
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
@@ -272,6 +272,25 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
         proc.kill()
     assert started.startswith("spotting") and proc.returncode == 0, started + err
     assert err.strip().splitlines()[-1].startswith("summary:") and "no face found" not in err, err
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when torch is being imported")
+def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path):
+    """The first second or two of ``realtime.cam`` is Python importing torch and OpenCV:
+    Ctrl-C then says ``interrupted`` (exit 130), as later, without Python's traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", "none.mp4", "--headless"],
+                            cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        maps = Path(f"/proc/{proc.pid}/maps")
+        # torch's native library is mapped early in its import, a second before the imports end.
+        while "libtorch" not in maps.read_text() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (130, "", "interrupted\n")
 
 
 def test_after_a_camera_outage_the_pipeline_does_not_spot_copies_of_the_last_frame(still_set):

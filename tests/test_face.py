@@ -318,7 +318,7 @@ def test_ctrl_c_while_mediapipe_starts_comes_once_the_landmarker_is_whole(name: 
 
     from mediapipe.tasks.python import vision
 
-    from realtime.cam import terminate_as_interrupt
+    from realtime.interrupts import terminate_as_interrupt
 
     sig = getattr(signal, name, None)
     if sig is None:

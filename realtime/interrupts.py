@@ -1,0 +1,79 @@
+"""How the live spotter's command lines end on Ctrl-C, SIGTERM and SIGHUP: cleanly, at any moment.
+
+Three moments need care: Python importing torch, OpenCV and MediaPipe (the first ~1.5 s),
+MediaPipe building its landmarker (interrupted half-way it prints tracebacks at exit), and
+the run itself (SIGTERM and SIGHUP must finish open events and close the ``--save`` video as
+Ctrl-C does). This module imports nothing heavy, so that it can guard those imports.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam turns into Ctrl-C
+
+
+def handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
+    """The signals of ``names`` this system has and nobody set to be ignored (``nohup``
+    ignores SIGHUP; a background job of a non-interactive shell ignores SIGINT)."""
+    found = [getattr(signal, name, None) for name in names]
+    return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
+
+
+@contextmanager
+def interrupted_quietly() -> Iterator[None]:
+    """Ctrl-C inside ends the program as Ctrl-C during a run does (``fgsl.cli.run``):
+    ``interrupted`` and exit status 130, not Python's traceback of the import it stopped."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) end the run
+    as Ctrl-C does: open events finished and written, the ``--save`` video closed (killed
+    outright, an mp4 has no index and does not play), the summary printed. Python's default
+    for them stops the process on the spot. Only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in handled_signals(TERMINATING)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM and SIGHUP, which ``realtime.cam`` turns into it) until the
+    block is done: used while MediaPipe builds its landmarker, whose half-built objects,
+    left to the garbage collector at exit, print tracebacks of their own (``Image.__del__``,
+    ``FaceLandmarker.__del__``). A signal that came meanwhile is raised again right after, to
+    the handlers there were before. (Blocking it with ``pthread_sigmask`` would not do: the
+    kernel hands a process's signal to any thread not blocking it, MediaPipe's among them.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+            for sig in handled_signals(("SIGINT", *TERMINATING))}
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        if came:
+            signal.raise_signal(came[0])
