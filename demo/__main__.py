@@ -6,16 +6,20 @@ so in one ``error:`` line (status 2) instead of an import traceback.
 
 import sys
 
-from fgsl.cli import missing_module
+from realtime.interrupts import interrupted_quietly
 
 #: The distribution and extra that bring the demo's own dependencies (``pyproject.toml``).
 INSTALL_HINT = "pip install 'fgsl-spotter[demo]'"
 
-_problem = missing_module(("gradio", "matplotlib"), "the demo", INSTALL_HINT)
-if _problem is not None:
-    print(f"error: {_problem}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
+# Importing torch, Gradio and MediaPipe takes a few seconds: Ctrl-C then is no bug.
+with interrupted_quietly():
+    from fgsl.cli import missing_module
 
-from .app import main  # noqa: E402
+    _problem = missing_module(("gradio", "matplotlib"), "the demo", INSTALL_HINT)
+    if _problem is not None:
+        print(f"error: {_problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+    from .app import main
 
 raise SystemExit(main())

@@ -275,10 +275,12 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when torch is being imported")
-def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path):
-    """The first second or two of ``realtime.cam`` is Python importing torch and OpenCV:
-    Ctrl-C then says ``interrupted`` (exit 130), as later, without Python's traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", "none.mp4", "--headless"],
+@pytest.mark.parametrize("command", [["realtime.cam", "--source", "none.mp4", "--headless"], ["demo", "--port", "0"]],
+                         ids=["cam", "demo"])
+def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path, command):
+    """The first second or two of ``realtime.cam`` (and ``demo``) is Python importing torch and
+    OpenCV: Ctrl-C then says ``interrupted`` (exit 130), as later, without Python's traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", *command],
                             cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
