@@ -71,28 +71,36 @@ SCOPES = {"encoder": [r".*encoder.*"], "all": None}
 STAND_IN_HINT = ", or use --tool onnxruntime for an ONNX Runtime int8 stand-in"
 
 
-def onnx_inputs(onnx_path: str | Path) -> list[str]:
-    """Names of the graph inputs that are not initializers (``engines.trt.onnx_input_shapes``'s),
-    or :class:`CalibError` for a file that is not ONNX."""
+def read_onnx(onnx_path: str | Path) -> Any:
+    """The ``onnx.ModelProto`` of ``onnx_path``, graph only (no external weights), or
+    :class:`CalibError` for a file that is not ONNX.
+
+    Read once per command and handed to every check below: a realtime-preset export is
+    hundreds of megabytes, and each check used to parse it again.
+    """
     import onnx
 
-    from engines.trt import onnx_input_shapes
-
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
+        return onnx.load(str(onnx_path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
         raise CalibError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
+
+
+def onnx_inputs(model: Any) -> list[str]:
+    """Names of the graph inputs of ``model`` (:func:`read_onnx`'s) that are not initializers
+    (``engines.trt.onnx_input_shapes``'s)."""
+    from engines.trt import onnx_input_shapes
+
     return list(onnx_input_shapes(model))
 
 
-def refuse_quantized_input(onnx_path: str | Path) -> None:
+def refuse_quantized_input(model: Any, onnx_path: str | Path) -> None:
     """One line for a model that already has Q/DQ nodes: quantising it again would calibrate
-    the scales of its own rounding, and ``calib.report`` would compare it with itself."""
-    import onnx
-
+    the scales of its own rounding, and ``calib.report`` would compare it with itself.
+    ``model`` is :func:`read_onnx`'s of ``onnx_path`` (the path names it in the message)."""
     from engines.trt import onnx_precision
 
-    found = onnx_precision(onnx.load(str(onnx_path), load_external_data=False))
+    found = onnx_precision(model)
     if found.qdq:
         raise UsageError(f"{onnx_path}: already quantised ({', '.join(found.qdq)} Q/DQ nodes); "
                          "give the FP32 export (engines.build's model.onnx or encode_chunk.onnx)")
@@ -108,21 +116,19 @@ def calibration_inputs(names: list[str], data: CalibrationSet, count: int | None
                      "(the whole model) or 'chunks' (encode_chunk); keep decode_window in fp32/fp16")
 
 
-def check_config(onnx_path: str | Path, data: CalibrationSet, names: list[str]) -> None:
+def check_config(model: Any, onnx_path: str | Path, data: CalibrationSet, names: list[str]) -> None:
     """Refuse calibration windows whose size does not match the model input (one line).
 
-    The shape the windows make is the graph's input shape for their config
-    (``engines.export.io_shapes``); a dynamic axis of the file (a name, not a size) matches anything.
+    ``model`` is :func:`read_onnx`'s of ``onnx_path``. The shape the windows make is the
+    graph's input shape for their config (``engines.export.io_shapes``); a dynamic axis of the
+    file (a name, not a size) matches anything.
     """
-    import onnx
-
     from engines.base import IO
     from engines.export import io_shapes
     from engines.trt import onnx_input_shapes
 
     c = data.cfg
     graph_of = {name: graph for graph, (inputs, _) in IO.items() for name in inputs}
-    model = onnx.load(str(onnx_path), load_external_data=False)
     for name, dims in onnx_input_shapes(model).items():
         if name not in names or name not in graph_of:
             continue
@@ -133,20 +139,18 @@ def check_config(onnx_path: str | Path, data: CalibrationSet, names: list[str]) 
                              f"preset {c.name!r} ({want[1:]}): collect them with the model's preset or weights")
 
 
-def scoped_nodes(onnx_path: str | Path, scope: str) -> list[str] | None:
-    """Exact names of the nodes ``scope`` selects (``None``: all); a scope matching nothing is an error.
+def scoped_nodes(model: Any, onnx_path: str | Path, scope: str) -> list[str] | None:
+    """Exact names of the nodes of ``model`` (:func:`read_onnx`'s of ``onnx_path``) that
+    ``scope`` selects (``None``: all); a scope matching nothing is an error.
 
     ModelOpt takes ``nodes_to_quantize`` as regular expressions (it gets :data:`SCOPES`'s
     patterns), ONNX Runtime as exact names (it gets these).
     """
     import re
 
-    import onnx
-
     patterns = SCOPES[scope]
     if patterns is None:
         return None
-    model = onnx.load(str(onnx_path), load_external_data=False)
     names = [n.name for n in model.graph.node if any(re.fullmatch(p, n.name) for p in patterns)]
     if not names:
         raise CalibError(f"{onnx_path}: no node name matches scope {scope!r} ({', '.join(patterns)}); "
@@ -236,18 +240,20 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")
     check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path)])  # (the FP32 model: the report's reference)
-    names = onnx_inputs(onnx_path)
-    refuse_quantized_input(onnx_path)
+    model = read_onnx(onnx_path)  # once: every check below reads this one copy
+    names = onnx_inputs(model)
+    refuse_quantized_input(model, onnx_path)
     inputs = None
     windows = 0
     if mode != "fp16":
         if data_path is None:
             raise UsageError(f"--mode {mode} needs calibration data: --data calib.npz (python -m calib.collect)")
         data = load(data_path)
-        check_config(onnx_path, data, names)
+        check_config(model, onnx_path, data, names)
         inputs = calibration_inputs(names, data, count)
         windows = len(next(iter(inputs.values())))
-    nodes = None if mode == "fp16" else scoped_nodes(onnx_path, scope)
+    nodes = None if mode == "fp16" else scoped_nodes(model, onnx_path, scope)
+    del model  # the quantisers read the file themselves: do not hold a second copy meanwhile
     started = time.monotonic()
     if tool == "modelopt":
         quantize_modelopt(onnx_path, out, inputs, mode, method, eps or ["cpu"], high_precision,
@@ -257,9 +263,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         quantize_onnxruntime(onnx_path, out, inputs, method, nodes)
     from engines.trt import onnx_precision
 
-    import onnx
-
-    found = onnx_precision(onnx.load(str(out), load_external_data=False))
+    found = onnx_precision(read_onnx(out))
     if mode != "fp16" and not found.qdq:
         out.unlink(missing_ok=True)
         raise CalibError(f"{onnx_path}: nothing was quantised (scope {scope!r} matched no quantisable node); "

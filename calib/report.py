@@ -38,7 +38,7 @@ from fgsl.decode import Interval, decode, temporal_iou
 
 from . import CalibError
 from .collect import load
-from .quantize import calibration_inputs, check_config, onnx_inputs
+from .quantize import calibration_inputs, check_config, onnx_inputs, read_onnx
 
 
 def _onnxruntime() -> Any:
@@ -195,12 +195,13 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
         if not Path(path).is_file():
             raise CalibError(f"{path}: no such ONNX file")
     data = load(data_path)
-    names = onnx_inputs(fp32)
-    q_names = onnx_inputs(quantized)
+    graphs = [(path, read_onnx(path)) for path in (fp32, quantized)]  # each read once for the checks
+    names, q_names = (onnx_inputs(model) for _, model in graphs)
     if names != q_names:
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")
-    for path in (fp32, quantized):
-        check_config(path, data, names)  # windows of another preset: one line, not ORT's InvalidArgument
+    for path, model in graphs:
+        check_config(model, path, data, names)  # windows of another preset: one line, not ORT's InvalidArgument
+    del graphs  # ONNX Runtime reads the files itself: do not hold these copies while it runs
     check_same_weights(fp32, quantized)
     cfg = cfg or model_config(fp32) or data.cfg
     x = calibration_inputs(names, data, count)[names[0]]

@@ -30,7 +30,6 @@ import argparse
 import bisect
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engines.machine import machine_info
 from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
                       register_user_error, run)
 from realtime.bench import percentiles
@@ -152,8 +152,7 @@ def run_bench(seconds: float = 20.0, warmup: float = 4.0, sessions: int = 1, vid
         "server_fps_total": round(server_fps, 2),
         "server_fps_per_session": round(server_fps / sessions, 2),
         "pages": reports,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": [round(load0, 2), round(load1, 2)],
-                    "platform": platform.platform(), "python": platform.python_version(),
+        "machine": {**machine_info(), "load_avg_1m": [round(load0, 2), round(load1, 2)],
                     "chromium": version, "gradio": gradio.__version__},
     }
 

@@ -32,8 +32,9 @@ from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
 from .cache import sha256_file
 from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, is_engine_dir,
                      load_source, read_manifest, write_manifest)
-from .extras import ONNX_HINT, require
+from .extras import ONNX_HINT, TRITON_HINT, require
 from .selftest import TOLERANCE
+from .triton import MODULES as TRITON_MODULES
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -44,6 +45,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("give --weights RUN_DIR (trained FGSL), or --preset P --allow-untrained for a benchmark engine")
     if args.backend == "onnxruntime" and args.fifm == "plugin":
         raise UsageError("--fifm plugin is a TensorRT custom op that ONNX Runtime cannot run; use conv or dft")
+    if args.triton_repo and args.fifm == "plugin":
+        # engines.triton.write_repository refuses these graphs too, but only after the export.
+        raise UsageError("--triton-repo serves the ONNX graphs with Triton's ONNX Runtime backend, which cannot run "
+                         "--fifm plugin; use conv or dft")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: pass a folder for the engine")
@@ -61,6 +66,10 @@ def check_args(args: argparse.Namespace) -> None:
                          "or an engine folder to rebuild")
     needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
     require(needed, "engines.build", ONNX_HINT, UsageError)
+    if args.triton_repo:
+        # The repository's configs are parsed back with Triton's proto after the export
+        # (engines.triton.read_config): without it the build would fail only at its very end.
+        require(TRITON_MODULES, "engines.build --triton-repo", TRITON_HINT, UsageError)
 
 
 def refuse_quantized(precision: str) -> None:

@@ -34,6 +34,9 @@ from .extras import TRITON_HINT, require
 
 #: Triton model name per graph.
 MODEL_NAMES = {"model": "fgsl", "encode_chunk": "fgsl_encode_chunk", "decode_window": "fgsl_decode_window"}
+#: What :func:`read_config` imports: Triton's own ``ModelConfig`` proto (from tritonclient).
+#: ``engines.build --triton-repo`` asks for the same modules before it exports anything.
+MODULES = ("tritonclient.grpc.model_config_pb2",)
 
 
 def config_text(name: str, inputs: dict[str, list[Any]], outputs: dict[str, list[Any]], max_batch: int,
@@ -79,7 +82,7 @@ def write_repository(engine_dir: str | Path, repo: str | Path, max_batch: int = 
 
 def read_config(path: str | Path) -> Any:
     """Parse a ``config.pbtxt`` with Triton's own proto; ``EngineError`` when it does not parse."""
-    require(("tritonclient.grpc.model_config_pb2",), "reading Triton configs", TRITON_HINT)
+    require(MODULES, "reading Triton configs", TRITON_HINT)
     from google.protobuf import text_format  # (tritonclient's own dependency)
     from tritonclient.grpc import model_config_pb2
     try:

@@ -42,8 +42,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -55,6 +53,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engines.machine import machine_info
 from fgsl.cli import HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
 from fgsl.data.frames import open_source
 
@@ -277,15 +276,9 @@ def backend_of(spotter: Spotter) -> Any:
 
 
 def machine() -> dict[str, Any]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpus": os.cpu_count(), "usable_cpus": usable, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "opencv": cv2.__version__}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return info
+    """The machine (:func:`engines.machine.machine_info`, the self-test's and demo.bench's too),
+    with OpenCV's version: the flow spotter and the capture run on it."""
+    return {**machine_info(), "opencv": cv2.__version__}
 
 
 def speed(runs: list[StreamRun]) -> dict[str, float]:

@@ -518,6 +518,19 @@ def test_modelopt_is_called_as_documented(fp32_onnx: Path, calib_file: Path, tmp
     assert calls[-1]["low_precision_type"] == "fp16" and calls[-1]["keep_io_types"] is True
 
 
+def test_quantize_reads_the_fp32_model_once(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check (inputs, already quantised, preset, scope) works on one parsed copy: a
+    realtime export is hundreds of MB, and it used to be parsed four times before quantising.
+    (The stand-in ModelOpt does not read it; the quantised output is read once, to check it.)"""
+    _fake_modelopt(monkeypatch)
+    real_load, read = onnx.load, []
+    monkeypatch.setattr(onnx, "load", lambda f, *a, **k: read.append(Path(f)) or real_load(f, *a, **k))
+    out = tmp_path / "q.onnx"
+    info = quantize_mod.quantize_file(fp32_onnx, calib_file, out, mode="int8")
+    assert info["precision"] == "int8" and read == [fp32_onnx, out]
+
+
 def test_a_quantiser_that_quantises_nothing_is_refused(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_modelopt(monkeypatch, write_qdq=False)

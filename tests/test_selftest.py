@@ -125,3 +125,196 @@ def test_tensorrt_variants_ask_for_the_gpu_before_importing_tensorrt(tmp_path, m
     reasons = {v.name: v.skip for v in selftest.tensorrt_variants(None, tmp_path, cuda=True)}
     assert set(reasons.values()) == {"the tensorrt backend needs tensorrt: install the 'trt' extra (pip install "
                                      "'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver"}
+
+
+# ---------------------------------------------------------------------- one machine-info collector
+def test_every_report_names_the_machine_with_one_collector():
+    """The self-test, realtime.bench and demo.bench (its dict is built in run_bench, which needs
+    chromium) all start from engines.machine.machine_info: the same keys, the same values."""
+    from engines.machine import machine_info
+    from realtime import bench
+
+    common = machine_info()
+    assert {"cpu", "cpus", "usable_cpus", "platform", "python", "torch", "cuda", "gpu"} <= set(common)
+    assert common["cpus"] >= common["usable_cpus"] >= 1 and common["cpu"]
+    for report in (selftest.device_info(), bench.machine()):
+        assert {k: report[k] for k in common} == common
+    assert "cores" not in selftest.device_info()  # one name per thing: "cpus", as the benchmarks say
+
+
+# ---------------------------------------------------------------------- python -m engines.selftest --engine DIR
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A trained-looking tiny weights folder and the engine folder engines.build makes of it."""
+    from fgsl import weights
+    from fgsl.config import preset
+    from fgsl.model import build
+
+    root = tmp_path_factory.mktemp("engine-check")
+    model = build(preset("tiny", window_frames=16), seed=5)
+    selftest.randomise_adapters(model)
+    weights.save(model, root / "run", trained=True)
+    assert build_cli.main(["--weights", str(root / "run"), "--backend", "onnxruntime", "--out", str(root / "engine"),
+                           "--no-verify"]) == 0
+    return root / "run", root / "engine"
+
+
+def check(capsys, *args: str) -> tuple[int, str, str]:
+    code = selftest.main(["--batches", "1", "--repeats", "1", "--json", "--engine", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_engine_folder_is_checked_against_torch_on_the_weights_it_was_built_from(built, capsys, monkeypatch):
+    run_dir, folder = built
+    code, out, err = check(capsys, str(folder))
+    assert code == 0, out + err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["status"] == "passed" and report["ok"] is True and report["preset"] == "tiny"
+    engine = report["engine"]
+    assert (engine["folder"], engine["reference"], engine["backend"]) == (str(folder), str(run_dir), "onnxruntime")
+    assert engine["verified"] == ["model.onnx", "encode_chunk.onnx", "decode_window.onnx"]
+    checks = {c["name"]: c for c in report["checks"]}
+    for path in ("infer", "encode_chunk+decode_window"):
+        c = checks[f"onnxruntime fp32 cpu (fifm conv): {path} vs torch fp32"]
+        assert c["ok"] and c["max_abs_diff"] <= selftest.TOLERANCE["fp32"] == c["tolerance"]
+    assert {t["variant"] for t in report["timings"]} == {"torch fp32 cpu", "onnxruntime fp32 cpu (fifm conv)"}
+    assert f"FGSL engine self-test of {folder} (onnxruntime fp32, fifm conv)" in out and "all checks passed" in out
+    # The folder's own engine is what is compared: one that is off fails the run.
+    real_infer = OnnxEngine.infer
+    monkeypatch.setattr(OnnxEngine, "infer", lambda self, clips: {k: v + 0.01 for k, v in real_infer(self, clips).items()})
+    code, out, _ = check(capsys, str(folder))
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and report["status"] == "failed" and "SOME CHECKS FAILED" in out
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["onnxruntime fp32 cpu (fifm conv): infer vs torch fp32"]
+
+
+def test_an_untrained_build_is_checked_against_its_seed_0_network(tmp_path, capsys):
+    """engines.build --allow-untrained --preset P records no weights folder: its network is
+    preset P's seed-0 initialisation, which the weights digest proves."""
+    assert build_cli.main(["--allow-untrained", "--preset", "tiny", "--backend", "onnxruntime", "--out",
+                           str(tmp_path / "e"), "--no-verify"]) == 0
+    code, out, err = check(capsys, str(tmp_path / "e"))
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, out + err
+    assert report["engine"]["reference"] == "untrained 'tiny' network (seed 0)"
+
+
+def _copy(built, tmp_path):
+    import shutil
+
+    run_dir, folder = built
+    shutil.copytree(run_dir, tmp_path / "run")
+    shutil.copytree(folder, tmp_path / "engine")
+    manifest = json.loads((tmp_path / "engine" / "manifest.json").read_text())
+    manifest["source"] = str(tmp_path / "run")  # the copy's own weights folder
+    (tmp_path / "engine" / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path / "run", tmp_path / "engine", manifest
+
+
+def _other_weights(folder):
+    from fgsl import weights
+    from fgsl.config import preset
+    from fgsl.model import build
+
+    weights.save(build(preset("tiny", window_frames=16), seed=6), folder, trained=True)
+
+
+#: (what is done to a copy of the built folder, the error line it gives)
+STALE = [
+    ("flip a byte", r"engine/model\.onnx: corrupt \(SHA-256 differs from the manifest\); rebuild it"),
+    ("drop a graph", r"engine/decode_window\.onnx: missing \(graph 'decode_window' of this engine folder\); rebuild it"),
+    ("edit the weights digest", r"engine/model\.onnx: exported from other weights than manifest\.json records "
+                                r"\(weights_sha256 \w{12}\.\.\. vs 000000000000\.\.\. in its manifest\); rebuild it"),
+    ("drop the config", r"engine/manifest\.json: incomplete engine manifest \(no config\); rebuild it"),
+    ("retrain the weights", r"run: these weights changed since .*engine was built from them \(weights_sha256 \w{12}"
+                            r"\.\.\. vs \w{12}\.\.\. in its manifest\); rebuild it, or pass --weights with the ones it "
+                            r"was built from$"),
+    ("give other weights", r"other: not the weights .*engine was built from \(weights_sha256 "),
+    ("lose the weights", r"engine: the weights it was built from are not here to compare with \(source: .*run\); "
+                         r"pass --weights RUN_DIR"),
+    ("no folder", r"nowhere: no such engine folder"),
+]
+
+
+@pytest.mark.parametrize("tamper, message", STALE, ids=[tamper for tamper, _ in STALE])
+def test_a_stale_or_tampered_engine_folder_is_one_error_line(tamper, message, built, tmp_path, capsys, monkeypatch):
+    import re
+    import shutil
+
+    import engines
+
+    run_dir, folder, manifest = _copy(built, tmp_path)
+    args = [str(folder)]
+    if tamper == "flip a byte":
+        data = bytearray((folder / "model.onnx").read_bytes())
+        data[len(data) // 2] ^= 1
+        (folder / "model.onnx").write_bytes(bytes(data))
+    elif tamper == "drop a graph":
+        (folder / "decode_window.onnx").unlink()
+    elif tamper in ("edit the weights digest", "drop the config"):
+        if tamper == "drop the config":
+            del manifest["config"]
+        else:
+            manifest["weights_sha256"] = "0" * 64
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    elif tamper == "retrain the weights":
+        _other_weights(run_dir)
+    elif tamper == "give other weights":
+        _other_weights(tmp_path / "other")
+        args += ["--weights", str(tmp_path / "other")]
+    elif tamper == "lose the weights":
+        shutil.rmtree(run_dir)
+    else:
+        args = [str(tmp_path / "nowhere")]
+    monkeypatch.setattr(engines, "open", lambda *a, **k: pytest.fail("a stale folder's engine was run"))
+    code, out, err = check(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and re.search(message, lines[0]), lines[0]
+
+
+def test_a_folder_nothing_here_can_run_is_skipped_not_passed(built, tmp_path, capsys, monkeypatch):
+    """A TensorRT build (plugin-form graphs and their plans) on a machine without a GPU: the
+    files and weights are verified, nothing runs, and the exit code is neither 0 nor 1."""
+    from engines.cache import sha256_file
+    from engines.export import export_engine_dir, read_manifest, write_manifest
+
+    run_dir, _ = built
+    folder = tmp_path / "trt"
+    export_engine_dir(run_dir, folder, "plugin", backend="tensorrt")
+    manifest = read_manifest(folder)
+    plans = {}
+    for graph in manifest["graphs"]:
+        plan = folder / f"{graph}.engine"
+        plan.write_bytes(f"a serialized {graph} plan".encode())
+        plans[graph] = {"file": plan.name, "sha256": sha256_file(plan), "bytes": plan.stat().st_size}
+    write_manifest(folder, {**manifest, "plans": plans})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, GPU or not
+    code, out, err = check(capsys, str(folder))
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == selftest.EXIT_CODES["skipped"] == 3, out + err
+    assert report["status"] == "skipped" and report["ok"] is False and report["checks"] == report["timings"] == []
+    assert {s["name"]: s["reason"] for s in report["skipped"]} == {
+        "onnxruntime fp32 cpu (fifm plugin)": "fifm plugin is a TensorRT custom op that ONNX Runtime cannot run",
+        "onnxruntime fp32 cuda (fifm plugin)": "fifm plugin is a TensorRT custom op that ONNX Runtime cannot run",
+        "tensorrt fp32 cuda (fifm plugin)": NO_GPU_FOR_TENSORRT}
+    assert report["engine"]["verified"][-3:] == ["model.engine", "encode_chunk.engine", "decode_window.engine"]
+    assert out.strip().splitlines()[-2] == (f"SKIPPED: no backend on this machine runs {folder} (its files and weights "
+                                            "are verified; see skipped)")
+    # A plan is part of the folder too: an altered one is refused before anything is decided.
+    (folder / "model.engine").write_bytes(b"A serialized model plan")  # same size, one byte changed
+    code, _, err = check(capsys, str(folder))
+    assert code == 2 and err.strip() == (f"error: {folder / 'model.engine'}: corrupt (SHA-256 differs from the manifest); "
+                                         "rebuild it with `python -m engines.build`")
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--engine", "x", "--preset", "tiny"], "--preset picks a random network; an --engine folder's manifest names its "
+                                            "own preset"),
+    (["--weights", "x"], "--weights is the torch reference of an --engine folder; give --engine DIR too"),
+])
+def test_engine_flags_that_do_not_go_together_are_one_line(args, line, capsys, monkeypatch):
+    monkeypatch.setattr(selftest, "selftest", lambda *a, **k: pytest.fail("ran with bad flags"))
+    assert selftest.main(args) == 2
+    assert capsys.readouterr().err.strip() == f"error: {line}"

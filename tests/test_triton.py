@@ -80,3 +80,26 @@ def test_reading_configs_without_tritonclient_is_one_line(tmp_path, monkeypatch)
         read_config(tmp_path / "config.pbtxt")
     assert str(info.value) == ("reading Triton configs needs tritonclient: pip install 'tritonclient[grpc]' "
                                "(part of the 'dev' extra)")
+
+
+@pytest.mark.parametrize("args, line", [
+    ([], "error: engines.build --triton-repo needs tritonclient: pip install 'tritonclient[grpc]' (part of the 'dev' "
+         "extra)"),
+    (["--backend", "tensorrt", "--fifm", "plugin"],
+     "error: --triton-repo serves the ONNX graphs with Triton's ONNX Runtime backend, which cannot run --fifm plugin; "
+     "use conv or dft"),
+])
+def test_build_refuses_a_triton_repo_it_cannot_finish_before_exporting(args, line, tmp_path, capsys, monkeypatch):
+    """The repository's configs are parsed back with tritonclient at the end of the build, and
+    plugin graphs are refused there: both are known before minutes of export, so asked first."""
+    import engines.build as build_cli
+
+    if not args:
+        for name in ("tritonclient", "tritonclient.grpc", "tritonclient.grpc.model_config_pb2"):
+            monkeypatch.setitem(sys.modules, name, None)  # not installed, as far as Python can tell
+    monkeypatch.setattr(build_cli, "load_source", lambda *a, **k: pytest.fail("the weights were loaded for export"))
+    monkeypatch.setattr(build_cli, "tensorrt_backend", lambda *a: pytest.fail("TensorRT was asked for"))
+    code = build_main(["--allow-untrained", "--preset", "tiny", "--backend", "onnxruntime", "--out",
+                       str(tmp_path / "engine"), "--triton-repo", str(tmp_path / "repo"), *args])
+    assert (code, capsys.readouterr().err.strip().splitlines()) == (2, [line])
+    assert list(tmp_path.iterdir()) == []  # neither the engine folder nor the repository
