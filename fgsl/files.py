@@ -9,11 +9,17 @@ replaces the target with :func:`os.replace` (atomic on POSIX and Windows). Tempo
 are created private (``mkstemp``: mode 0600), so the result is given the mode a plain
 ``open()`` would have (``0666`` less the umask): a weights file someone else on the machine
 or a serving container must read should not come out unreadable to them.
+
+Two kinds of path are not replaced: a symbolic link (its target is replaced and the link
+kept, as a plain ``open()`` would write through it), and a device, pipe or socket
+(``/dev/stdout``, a named pipe, ``/dev/full``), which is written into: replacing it would
+put a regular file where ``/dev/stdout`` was, and as root destroy the device.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,7 +57,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
         else:
             write(f)
         f.flush()
-        os.fsync(f.fileno())
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # (a pipe or terminal cannot be synced)
+            os.fsync(f.fileno())
     return Path(path)
 
 
@@ -60,8 +67,16 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` for a library that writes files itself (ONNX Runtime's
     and ModelOpt's quantisers take an output path, not bytes); on success it gets a plain
     file's mode and replaces ``path``, on failure it is removed. ``suffix``: for libraries that
-    look at the name."""
+    look at the name. A device, pipe or socket is yielded itself (see the module's note)."""
     path = Path(path)
+    if is_special_file(path):
+        try:
+            yield path
+        except OSError as exc:
+            raise _naming(exc, path) from None
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
@@ -76,6 +91,15 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise _naming(exc, path, tmp) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def is_special_file(path: str | Path) -> bool:
+    """Whether ``path`` (through links) is a device, pipe or socket: written into, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _naming(exc: OSError, path: Path, tmp: str | None = None) -> OSError:

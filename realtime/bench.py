@@ -61,6 +61,7 @@ from .capture import Capture, parse_source
 from .pipeline import STAGES, Pipeline
 from .spotters import add_spotter_flags, make_spotter
 from .spotters.base import Spotter
+from .spotters.fgsl import UNTRAINED_BANNER
 from .types import Event, Frame, RealtimeError
 
 register_user_error(RealtimeError)
@@ -312,6 +313,7 @@ def report(runs: list[StreamRun], spotter: Spotter, args: argparse.Namespace, vi
         "peak_rss_mb": peak_rss_mb(),
         "gpu_peak_mb": gpu_peak_mb(),
         "spotter": spotter.name,
+        "untrained": spotter.trained is False,  # FGSL on random weights: its events mean nothing
         "backend": backend_of(spotter),
         "faces": args.faces,
         "tracks": sum(len(r.tile_of_track) for r in runs),
@@ -331,9 +333,10 @@ def table(rep: dict[str, Any]) -> str:
     """The report for people."""
     backend = rep["backend"] if isinstance(rep["backend"], str) else json.dumps(rep["backend"])
     synthetic = f" (synthetic: {rep['videos']} videos)" if rep["synthetic"] else ""
+    untrained = f" [{UNTRAINED_BANNER}]" if rep["untrained"] else ""
     lines = [
         f"video     {rep['video']}{synthetic}",
-        f"spotter   {rep['spotter']} ({backend})",
+        f"spotter   {rep['spotter']} ({backend}){untrained}",
         f"faces     {rep['faces']} tiled, {rep['tracks']} tracks, repeat {rep['repeat']}",
         f"speed     {rep['frames']} frames in {rep['seconds']:.2f} s: {rep['fps']:.1f} fps = "
         f"{rep['x_realtime']:.2f}x real time at {rep['video_fps']:g} fps, {rep['dropped_frames']} dropped",
@@ -362,7 +365,7 @@ def table(rep: dict[str, Any]) -> str:
         lines.append(f"compare   {name}: {c['x_realtime']:.2f}x real time; this run is {c['ratio']}x that")
     if "spotting" in rep:
         s = rep["spotting"]
-        lines.append(f"spotting  TP {s['tp']} FP {s['fp']} FN {s['fn']}: F1 {s['f1']:.3f} (strict)")
+        lines.append(f"spotting  TP {s['tp']} FP {s['fp']} FN {s['fn']}: F1 {s['f1']:.3f} (strict){untrained}")
     return "\n".join(lines)
 
 

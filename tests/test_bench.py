@@ -16,6 +16,7 @@ import pytest
 
 from realtime.bench import StreamRun, percentiles, score
 from realtime.pipeline import STAGES
+from realtime.spotters.fgsl import UNTRAINED_BANNER
 from realtime.types import Event
 from tests.conftest import shared_video
 
@@ -98,7 +99,8 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
 
 
 def test_synthetic_reports_spotting(tmp_path):
-    rep = last_json(bench("--synthetic", "--count", "1", "--frames", "96", "--json", cwd=tmp_path))
+    proc = bench("--synthetic", "--count", "1", "--frames", "96", "--json", cwd=tmp_path)
+    rep = last_json(proc)
     assert rep["frames"] == 96 and rep["videos"] == 1
     s = rep["spotting"]
     assert set(s) >= {"tp", "fp", "fn", "f1"}
@@ -116,6 +118,7 @@ def test_synthetic_reports_spotting(tmp_path):
     # the 8-frame window stride, and the window that makes it final).
     assert 0.5 <= delay["p50"] <= 2.5, delay
     assert rep["synthetic"]["amplitude_px"] == 12.0
+    assert rep["untrained"] is False and "UNTRAINED" not in proc.stdout
 
 
 def _event(track: int, onset: int, offset: int) -> Event:
@@ -150,6 +153,10 @@ def test_fgsl_reports_cached_uncached_and_the_other_backend(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rep = last_json(proc)
     assert rep["spotter"] == "fgsl" and rep["backend"]["backend"] == "onnxruntime"
+    # Random weights: the report and the table say so (README: every output says it).
+    assert rep["untrained"] is True and "spotter   fgsl" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if line.startswith("spotter")][0].endswith(
+        f"[{UNTRAINED_BANNER}]")
     cached, uncached = rep["streaming"]["cached"], rep["streaming"]["uncached"]
     assert cached["encoded_chunks"] > 0 and cached["cache_bytes_per_track"] > 0 and uncached["engine_calls"] > 0
     assert rep["streaming"]["cached_over_uncached"] == pytest.approx(cached["x_realtime"] / uncached["x_realtime"], rel=1e-2)

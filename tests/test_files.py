@@ -1,0 +1,66 @@
+"""``fgsl.files``: outputs are replaced whole, but never a symbolic link or a device in their place."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from fgsl.files import atomic_output, atomic_write
+
+
+def test_a_symlinked_output_replaces_its_target_and_keeps_the_link(tmp_path: Path) -> None:
+    target = tmp_path / "kept" / "results.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "results.csv"
+    link.symlink_to(target)
+    atomic_write(link, b"new\n")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["results.csv"]  # no temporary file left
+
+
+def test_a_dangling_symlink_is_written_through(tmp_path: Path) -> None:
+    link = tmp_path / "out.csv"
+    link.symlink_to(tmp_path / "made.csv")
+    atomic_write(link, b"x")
+    assert link.is_symlink() and (tmp_path / "made.csv").read_bytes() == b"x"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+@pytest.mark.parametrize("through", ["atomic_write", "atomic_output"])
+def test_a_named_pipe_is_written_into_not_replaced(tmp_path: Path, through: str) -> None:
+    """``--out /dev/stdout`` or a pipe another program reads: the bytes go to the reader, and the
+    pipe is still a pipe (replaced, ``/dev/stdout`` would become a file; ``/dev/full``, as root,
+    a file where the device was)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()  # (a daemon: left waiting if the pipe were replaced, it cannot hang the run)
+    if through == "atomic_write":
+        atomic_write(fifo, b"intervals\n")
+    else:
+        with atomic_output(fifo) as out, open(out, "wb") as f:  # as a library given a path writes it
+            f.write(b"intervals\n")
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert received == [b"intervals\n"]
+
+
+def test_a_full_device_is_one_error_naming_it_and_stays_a_device(tmp_path: Path) -> None:
+    """Written into, a ``/dev/full`` fails as a full disk does; it must not be replaced (as root
+    its folder is writable: the real ``/dev/full`` once was). A private node of that device."""
+    full = tmp_path / "full"
+    try:
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except (OSError, AttributeError) as exc:
+        pytest.skip(f"cannot make a /dev/full node here: {exc}")
+    with pytest.raises(OSError) as failed:
+        atomic_write(full, b"x" * 65536)
+    assert failed.value.filename == str(full) and "No space left" in failed.value.strerror
+    assert stat.S_ISCHR(os.stat(full).st_mode)
