@@ -494,6 +494,25 @@ def is_engine_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def folder_files(path: str | Path | None) -> list[Path]:
+    """The files a ``--weights`` folder is read from: a weights folder's weights, config and
+    training checkpoint; an engine folder's manifest and the graphs and TensorRT plans it lists.
+    A command's outputs must not replace them (``fgsl.cli.check_output``): ``--out
+    RUN_DIR/config.json`` would destroy the model the command runs. A manifest that cannot be
+    read adds nothing here: opening the folder reports it."""
+    if path is None or not Path(path).is_dir():
+        return []
+    folder = Path(path)
+    names = [weights.WEIGHTS_FILE, weights.CONFIG_FILE, weights.CHECKPOINT_FILE, MANIFEST]
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        for section in ("graphs", "plans"):
+            names += [entry["file"] for entry in (manifest.get(section) or {}).values()]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass
+    return [folder / name for name in names]
+
+
 def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
     """The manifest of an engine folder; with ``verify`` every graph file is checked.
 

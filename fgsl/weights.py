@@ -23,6 +23,7 @@ from .statedict import mismatch
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # fgsl.train's full training state, for --resume
 FORMAT = "fgsl"
 
 
