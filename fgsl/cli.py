@@ -89,6 +89,28 @@ def positive_number(text: str) -> float:
     return value
 
 
+def number_between(lowest: float, highest: float) -> Callable[[str], float]:
+    """argparse ``type`` for a float flag with a range: values far outside it are no setting
+    anyone means, and would fail much later as a hang or a memory error (``--fps 1e-300``
+    asks for 1e302 model frames of a 3-s video)."""
+
+    def parse(text: str) -> float:
+        value = _finite(text)
+        if not lowest <= value <= highest:
+            raise argparse.ArgumentTypeError(f"must be from {lowest:g} to {highest:g}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number_between({lowest:g}, {highest:g})"
+    return parse
+
+
+#: Frame rates the readers take (``--fps``): webcams and data sets run at 25-200 fps, high-speed
+#: cameras at up to a few thousand; below 1 fps a micro-expression (< 0.5 s) cannot be seen.
+MIN_FPS, MAX_FPS = 1.0, 10_000.0
+#: argparse ``type`` for ``--fps``.
+frame_rate = number_between(MIN_FPS, MAX_FPS)
+
+
 def score_threshold(text: str) -> float:
     """argparse ``type`` for a score threshold (:func:`fgsl.config.is_score_threshold`: [0, 1))."""
     try:
@@ -108,9 +130,9 @@ def non_negative_number(text: str) -> float:
     return value
 
 
-def at_least(lowest: int) -> Callable[[str], int]:
-    """argparse ``type`` for a whole-number flag that must be >= ``lowest``, e.g.
-    ``type=at_least(0)``.
+def at_least(lowest: int, most: int | None = None) -> Callable[[str], int]:
+    """argparse ``type`` for a whole-number flag that must be >= ``lowest`` (and <= ``most``
+    where a larger value can only exhaust memory), e.g. ``type=at_least(0)``.
 
     A bad value then fails in argparse, before any work and in argparse's own words
     (``error: argument --batch: must be at least 1, got '0'``), the same way
@@ -125,6 +147,8 @@ def at_least(lowest: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
         if value < lowest:
             raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text!r}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {text!r}")
         return value
 
     parse.__name__ = f"at_least({lowest})"  # what argparse would name in an "invalid ... value" line
@@ -151,9 +175,9 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 def add_source_fps_flag(parser: argparse.ArgumentParser) -> None:
     """``--fps`` for commands that read videos or frame folders (infer, tune, calib.collect): one
     meaning everywhere, so a video lands on the same model frames in each."""
-    parser.add_argument("--fps", type=positive_number,
-                        help="frame rate of the sources: required for folders of numbered frames; overrides a "
-                             "video's header")
+    parser.add_argument("--fps", type=frame_rate,
+                        help=f"frame rate of the sources ({MIN_FPS:g}-{MAX_FPS:g}): required for folders of "
+                             "numbered frames; overrides a video's header")
 
 
 def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = ()) -> None:

@@ -25,6 +25,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: VideoMAE V2 chunks are always 16 frames with a temporal tubelet of 2 (8 time tokens).
 CHUNK_FRAMES = 16
+#: Upper limits of a window (frames; 4096 is over 2 min at 30 fps) and of the input's side
+#: (px): beyond them no machine has the memory, and the failure would be an allocator's traceback.
+MAX_WINDOW_FRAMES = 4096
+MAX_IMAGE_SIZE = 1024
 
 
 class ConfigError(ValueError):
@@ -160,6 +164,10 @@ class FGSLConfig:
             raise ConfigError("invalid FGSL config: " + "; ".join(problems))
         if self.window_frames <= 0 or self.window_frames % CHUNK_FRAMES:
             problems.append(f"window_frames={self.window_frames} is not a positive multiple of {CHUNK_FRAMES}")
+        elif self.window_frames > MAX_WINDOW_FRAMES:
+            problems.append(f"window_frames={self.window_frames} is more than {MAX_WINDOW_FRAMES}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            problems.append(f"image_size={self.image_size} is more than {MAX_IMAGE_SIZE}")
         if CHUNK_FRAMES % b.tubelet_size:
             problems.append(f"tubelet_size={b.tubelet_size} does not divide {CHUNK_FRAMES}")
         if self.image_size % b.patch_size:
@@ -168,7 +176,7 @@ class FGSLConfig:
             problems.append(f"embed_dim={b.embed_dim} is not divisible by num_heads={b.num_heads}")
         if self.neck_dim % self.neck_heads:
             problems.append(f"neck_dim={self.neck_dim} is not divisible by neck_heads={self.neck_heads}")
-        bad_taps = [i for i in self.iga_blocks if not 0 <= i < b.depth]
+        bad_taps = [i for i in self.iga_blocks if not (type(i) is int and 0 <= i < b.depth)]
         if bad_taps or len(set(self.iga_blocks)) != len(self.iga_blocks):
             problems.append(f"iga_blocks={list(self.iga_blocks)} must be distinct indices in [0, {b.depth})")
         if self.num_levels != 4:
@@ -181,6 +189,9 @@ class FGSLConfig:
             problems.append(f"head_layers={self.head_layers} must be at least 2 (a tower and an output conv)")
         if not self.classes:
             problems.append("classes must not be empty")
+        elif (not all(isinstance(c, str) and c.strip() for c in self.classes)
+              or len(set(self.classes)) != len(self.classes)):
+            problems.append(f"classes={list(self.classes)} must be distinct non-empty names")
         if problems:
             raise ConfigError("invalid FGSL config: " + "; ".join(problems))
 
@@ -201,6 +212,8 @@ class FGSLConfig:
         _reject_unknown(cls, data, "config")
         for key in ("iga_blocks", "classes"):
             if key in data:
+                if not isinstance(data[key], list):  # ("abcd" would become four classes)
+                    raise ConfigError(f"invalid FGSL config: {key} must be a list, got {data[key]!r}")
                 data[key] = tuple(data[key])
         try:
             return cls(backbone=BackboneConfig(**backbone), **data)

@@ -79,9 +79,12 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise _naming(exc, path) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:  # it names the random temporary file, which means nothing to the user
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -113,7 +116,9 @@ def _naming(exc: OSError, path: Path, tmp: str | None = None) -> OSError:
 def unwritable_reason(path: str | Path) -> str | None:
     """Why ``path`` cannot be written as a file (its missing folders would be made), or None.
 
-    Touches nothing, so every output can be checked before any is opened (opening truncates).
+    Changes nothing, so every output can be checked before any is opened (opening truncates).
+    The folder is probed with a nameless temporary file: ``os.access`` says yes to root
+    everywhere, even in ``/proc``, where the write would fail only after the work.
     """
     path = Path(path)
     if path.is_dir():
@@ -125,6 +130,11 @@ def unwritable_reason(path: str | Path) -> str | None:
         return f"{folder} is not a folder"
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return "no permission"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"no file can be made in {folder}: {exc.strerror or exc}"
     return None
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fgsl.cli import UsageError, at_least, missing_module, positive_int, refuse_preset_with_weights
+from fgsl.cli import UsageError, at_least, frame_rate, missing_module, positive_int, refuse_preset_with_weights
 
 
 def test_missing_module_names_the_first_absent_package_and_what_to_install():
@@ -62,6 +62,15 @@ def _parse_int(kind, value: str) -> tuple[int | None, str]:
     (at_least(0), "-1", None, "argument --batch: must be at least 0, got '-1'"),
     (at_least(15), "14", None, "argument --batch: must be at least 15, got '14'"),
     (at_least(15), "15", 15, ""),
+    (at_least(1, most=64), "64", 64, ""),
+    (at_least(1, most=64), "65", None, "argument --batch: must be at most 64, got '65'"),
+    (frame_rate, "200", 200.0, ""),
+    (frame_rate, "29.97", 29.97, ""),
+    # 1e-300 fps made 1e302 model frames of a 3-s video: a hang, not an error (audit)
+    (frame_rate, "1e-300", None, "argument --batch: must be from 1 to 10000, got '1e-300'"),
+    (frame_rate, "0.001", None, "argument --batch: must be from 1 to 10000, got '0.001'"),
+    (frame_rate, "1e9", None, "argument --batch: must be from 1 to 10000, got '1e9'"),
+    (frame_rate, "inf", None, "argument --batch: must be a finite number, got 'inf'"),
 ])
 def test_integer_flags_fail_in_argparse_with_one_reason(kind, value, parsed, error):
     assert _parse_int(kind, value) == (parsed, error)

@@ -31,6 +31,12 @@ def test_named_presets_match_the_design():
         ({"iga_blocks": (0, 12)}, "iga_blocks"),
         ({"fifm_form": "wavelet"}, "fifm_form"),
         ({"head_layers": 1}, "head_layers"),
+        # found by the bad-input audit: memory-allocator tracebacks, or labels that are no names
+        ({"window_frames": 1_600_000}, "window_frames=1600000 is more than 4096"),
+        ({"image_size": 4096}, "image_size=4096 is more than 1024"),
+        ({"classes": (1, 2, 3, 4)}, "must be distinct non-empty names"),
+        ({"classes": ("a", "a", "b", "c")}, "must be distinct non-empty names"),
+        ({"iga_blocks": ("0", 5)}, "iga_blocks"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_reason(change, words):
@@ -106,3 +112,14 @@ def test_replace_gives_a_validated_copy():
     assert tuned.replace(score_threshold=base.score_threshold) == base
     with pytest.raises(ConfigError, match=r"score_threshold=1.5 must be a score in \[0, 1\)"):
         base.replace(score_threshold=1.5)
+
+
+@pytest.mark.parametrize("key, value", [("classes", 5), ("classes", "abcd"), ("iga_blocks", 1)])
+def test_a_scalar_where_a_list_belongs_is_one_config_error(tmp_path, key, value):
+    """``"classes": 5`` was a TypeError traceback; ``"abcd"`` became four one-letter classes."""
+    data = preset("tiny").to_dict()
+    data[key] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=re.escape(f"{key} must be a list, got {value!r}")):
+        FGSLConfig.load(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fgsl.files import atomic_output, atomic_write
+from fgsl.files import atomic_output, atomic_write, unwritable_reason
 
 
 def test_a_symlinked_output_replaces_its_target_and_keeps_the_link(tmp_path: Path) -> None:
@@ -64,3 +64,20 @@ def test_a_full_device_is_one_error_naming_it_and_stays_a_device(tmp_path: Path)
         atomic_write(full, b"x" * 65536)
     assert failed.value.filename == str(full) and "No space left" in failed.value.strerror
     assert stat.S_ISCHR(os.stat(full).st_mode)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_a_folder_where_no_file_can_be_made_is_caught_before_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.access`` says yes to root everywhere, /proc included: the output was refused only
+    when written, after the whole run, in an error naming a random temporary file."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # as root sees it
+    assert unwritable_reason("/proc/pred.csv").startswith("no file can be made in /proc: ")
+    assert unwritable_reason("/proc/no/such/pred.csv").startswith("no file can be made in /proc: ")
+    with pytest.raises(OSError) as failed:
+        atomic_write("/proc/pred.csv", b"x")
+    assert failed.value.filename == "/proc/pred.csv"
+
+
+def test_a_writable_folder_is_fine_and_left_as_it_was(tmp_path: Path) -> None:
+    assert unwritable_reason(tmp_path / "new" / "pred.csv") is None
+    assert list(tmp_path.iterdir()) == []  # the probe leaves nothing, and makes no folder
