@@ -167,9 +167,12 @@ def register_user_error(*kinds: type[BaseException]) -> None:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """A warning as one ``warning: ...`` line (Python's default adds the file, line and source)."""
-    print(f"warning: {first_line(message) if isinstance(message, BaseException) else message}",
-          file=file or sys.stderr, flush=True)
+    """A warning as one ``warning: ...`` line (Python's default adds the file, line and source),
+    through tqdm so that it does not land on the line of a progress bar being drawn."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {first_line(message) if isinstance(message, BaseException) else message}",
+               file=file or sys.stderr)
 
 
 def add_source_fps_flag(parser: argparse.ArgumentParser) -> None:

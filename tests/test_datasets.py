@@ -234,6 +234,23 @@ def test_the_annotation_table_is_replaced_whole(tmp_path, monkeypatch):
     assert read_table(path) == rows and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
+def test_tables_saved_by_excel_or_in_another_encoding(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark: the table reads as without it. A table
+    in another encoding (Latin-1 "Émotion" notes) is one AnnotationError, as fgsl.evaluate says it."""
+    from fgsl.data.table import write_table
+
+    rows = read_annotations(CASME3, "casme3")
+    plain = write_table(rows, tmp_path / "plain.csv")
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_table(bom) == rows
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(plain.read_bytes() + "s1,v1,1,2,3,micro,positive,sourire \u00e9\n".encode("latin-1"))
+    with pytest.raises(AnnotationError) as err:
+        read_table(latin)
+    assert str(err.value) == f"{latin}: not a UTF-8 text file"
+
+
 def test_command_line_summary_and_table(tmp_path, capsys):
     out = tmp_path / "casme3.csv"
     assert main(["casme3", str(CASME3), "--out", str(out)]) == 0

@@ -288,7 +288,10 @@ def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
 @pytest.mark.parametrize("bad, words", [
     (dict(count=0), "--count must be at least 1"),
     (dict(frames=0), "--frames must be at least 15"),
-    (dict(size=0), "--size must be at least 32"),
+    (dict(size=0), "--size must be 32-512 pixels"),
+    (dict(size=100_000), "--size must be 32-512 pixels, got 100000"),
+    (dict(sway=1e6), "--sway must be at most 16 pixels"),
+    (dict(size=64, sway=8.5), "--sway must be at most 8 pixels"),
     (dict(amplitude=float("nan")), "--amplitude must be a positive number"),
     (dict(amplitude=float("inf")), "--amplitude must be a positive number"),
     (dict(amplitude=0.0), "--amplitude must be a positive number"),
@@ -304,7 +307,9 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
     (tmp_path / "afile").write_text("")
     for args, line in [
         (["--videos", video, "--count", "-2"], "error: --count must be at least 1, got -2"),
-        (["--videos", video, "--size", "0"], "error: --size must be at least 32 pixels, got 0"),
+        (["--videos", video, "--size", "0"], "error: --size must be 32-512 pixels, got 0"),
+        (["--videos", video, "--size", "100000"], "error: --size must be 32-512 pixels, got 100000"),
+        (["--videos", video, "--sway", "1e6"], "error: --sway must be at most 16 pixels (an eighth of --size 128), got 1e+06"),
         (["--videos", video, "--seed", "-1"], "error: argument --seed: must be at least 0, got '-1'"),
         (["--videos", video, "--amplitude", "nan"], "error: argument --amplitude: must be a finite number, got 'nan'"),
         (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
@@ -319,3 +324,104 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
         assert run.returncode == 2, (args, run.stderr)
         assert run.stderr.strip().splitlines()[-1].endswith(line), (args, run.stderr)
     assert not (tmp_path / "o").exists()
+
+
+def _finished_set(folder):
+    """A finished small set in ``folder``; returns {relative path: bytes} of all its files."""
+    make_set([shared_video("pyfeat_single_face.mp4")], folder, Recipe(count=2, frames=16, size=32, events=False),
+             progress=False)
+    return _files(folder)
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_that_fails_part_way_leaves_the_old_set_as_it_was(tmp_path, monkeypatch):
+    """The new set is built in a hidden folder and swapped in only when whole: a failure after
+    some videos (a full disk, no face to align, Ctrl-C) keeps every file of the old set,
+    synthetic.json's finished record included, and leaves no half-built files behind."""
+    import fgsl.data.synthetic as synthetic
+
+    before = _finished_set(tmp_path)
+    real, written = synthetic.write_video, []
+
+    def fail_after_two(path, frames, fps):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        real(path, frames, fps)
+        written.append(path)
+
+    monkeypatch.setattr(synthetic, "write_video", fail_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=4, frames=20, size=32, seed=1),
+                 progress=False)
+    assert len(written) == 2
+    assert _files(tmp_path) == before
+    assert json.loads((tmp_path / "synthetic.json").read_text())["recipe"]["count"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotations.csv", "synthetic.json", "videos"]
+
+
+def test_a_new_folder_that_fails_is_marked_unfinished_not_finished(tmp_path, monkeypatch):
+    """With no old set to keep, the folder holds only the "being written" record: fgsl.train
+    reuses only a record with a recipe, so it rebuilds the set."""
+    import fgsl.data.synthetic as synthetic
+
+    def disk_full(path, frames, fps):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(synthetic, "write_video", disk_full)
+    with pytest.raises(OSError) as err:
+        make_set([shared_video("pyfeat_single_face.mp4")], tmp_path, Recipe(count=1, frames=16, size=32), progress=False)
+    assert err.value.filename == str(tmp_path / "videos" / "pyfeat_single_face_train000.avi")  # not the hidden copy
+    assert json.loads((tmp_path / "synthetic.json").read_text())["recipe"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic.json"]
+
+
+def _messages(stderr: str) -> list[str]:
+    """stderr's lines without the progress bar's."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("synthetic:")]
+
+
+def _limited_file_size(limit: int):
+    """preexec_fn: files the child writes stop at ``limit`` bytes, as on a full disk (a write past
+    it fails with EFBIG instead of the default SIGXFSZ killing the process)."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_video_that_cannot_be_written_whole_is_one_error_and_no_finished_set(tmp_path):
+    """OpenCV's writer drops frames it cannot write (full disk, file-size limit) with a log line
+    only: the cut-off video must fail the run, not be recorded as a finished set."""
+    before = _finished_set(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(shared_video("pyfeat_single_face.mp4")),
+                          "--out", str(tmp_path), "--count", "2", "--frames", "64", "--size", "64", "--still"],
+                         capture_output=True, text=True, preexec_fn=_limited_file_size(40_000))
+    assert run.returncode == 2, run.stderr
+    lines = _messages(run.stderr)
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"error: {tmp_path / 'videos' / 'pyfeat_single_face_train000.avi'}: cannot write video "
+                               "(File too large; "), lines
+    assert _files(tmp_path) == before
+
+
+def test_align_without_mediapipe_is_one_error_line(tmp_path):
+    """``--align`` needs MediaPipe; when it cannot start (not installed, or no libEGL on a
+    headless server) the generator says so in one line, like realtime.cam, and keeps the old set."""
+    before = _finished_set(tmp_path)
+    script = ("import sys; sys.modules['mediapipe'] = None\n"
+              "from fgsl.data.synthetic import main\n"
+              "raise SystemExit(main(sys.argv[1:]))")
+    run = subprocess.run([sys.executable, "-c", script, "--videos", str(shared_video("pyfeat_single_face.mp4")),
+                          "--out", str(tmp_path), "--count", "1", "--frames", "32", "--align"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    lines = _messages(run.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: face tracking needs mediapipe"), run.stderr
+    assert _files(tmp_path) == before

@@ -34,6 +34,8 @@ How a set is made
 5. **Output.** Lossless FFV1 ``.avi`` crops of ``size``×``size`` at the source fps in
    ``DIR/videos/`` and the ground truth in ``DIR/annotations.csv`` (the one annotation
    table; all events are ``micro``), plus ``DIR/synthetic.json`` describing the recipe.
+   The set is built in ``DIR/.synthetic-partial/`` and replaces a set made there before only
+   when whole (:func:`claim`, :func:`install`): a failed run leaves the old set as it was.
 
 ``events=False`` ("noise mode") writes the same kind of videos with no events and small
 Gaussian pixel noise, for false-positive rates.
@@ -52,8 +54,11 @@ CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [-
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
+import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,6 +120,14 @@ _CASCADE = "haarcascade_frontalface_default.xml"
 #: The smallest crop, pixels: the tiny preset's input. Smaller crops blur an injected bump
 #: (sigma 7 % of the crop) to about a pixel, and a 0 px crop cannot be made at all.
 MIN_SIZE = 32
+#: The largest crop, pixels: four times the default and the models' 112 px input. Every
+#: frame of a source is held in memory as a crop (a 1,008-frame source at 512 px is 0.8 GB,
+#: more with a sway's margin), and ``--size 100000`` ended in an OpenCV out-of-memory traceback.
+MAX_SIZE = 512
+#: The largest head sway, as a fraction of the crop: an eighth (16 px of a 128 px crop) is far
+#: more than a subject told to keep still drifts; the crops are read with a margin of three
+#: sways on every side (:func:`make_set`), so ``--sway 1e6`` asked for terabytes.
+MAX_SWAY = 1 / 8
 
 #: Which fraction of each source video a part reads: [start, end).
 PARTS: dict[str, tuple[float, float]] = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
@@ -152,8 +165,11 @@ class Recipe:
             raise ValueError(f"--count must be at least 1, got {self.count}")
         if self.frames < self.max_frames:
             raise ValueError(f"--frames must be at least {self.max_frames} (room for the longest event), got {self.frames}")
-        if self.size < MIN_SIZE:
-            raise ValueError(f"--size must be at least {MIN_SIZE} pixels, got {self.size}")
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise ValueError(f"--size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
+        if self.sway > MAX_SWAY * self.size:
+            raise ValueError(f"--sway must be at most {MAX_SWAY * self.size:g} pixels (an eighth of --size {self.size}), "
+                             f"got {self.sway:g}")
         if not is_positive_number(self.amplitude):
             raise ValueError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
 
@@ -379,56 +395,153 @@ def head_sway(frames: int, fps: float, size: int, amplitude: float, rng: np.rand
 
 # ---------------------------------------------------------------------------- writing
 def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    """Lossless FFV1 AVI, so injected sub-pixel motion survives storage."""
+    """Lossless FFV1 AVI, so injected sub-pixel motion survives storage.
+
+    OpenCV's writer drops a frame it cannot write with a log line and no error (a full disk,
+    a file-size limit), which would leave a cut-off video in a set recorded as finished. So
+    the file is read back after ``release()``: fewer frames than written is an ``OSError``
+    naming the file (``error: PATH: cannot write video (No space left on device)``).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     size = frames.shape[2], frames.shape[1]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, size)
-    if not writer.isOpened():
-        raise VideoError(f"{path}: OpenCV cannot write FFV1 video here")
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our error says it, not a WARN per frame
+    try:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, size)
+        if not writer.isOpened():
+            raise VideoError(f"{path}: OpenCV cannot write FFV1 video here")
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    written = _decodable_frames(path)
+    if written != len(frames):
+        error, reason = _write_failure(path)
+        raise OSError(error, f"cannot write video ({reason}; {written} of {len(frames)} frames readable)", str(path))
 
 
-def claim(out: Path) -> None:
-    """Make ``out`` ready for a new set: the videos of a set made there before are removed.
+def _decodable_frames(path: Path) -> int:
+    """How many frames of ``path`` decode (the header's count describes what was asked, not
+    what reached the disk)."""
+    cap = cv2.VideoCapture(str(path))
+    count = 0
+    while cap.isOpened() and cap.grab():
+        count += 1
+    cap.release()
+    return count
 
-    Why: a set's videos without rows in its ``annotations.csv`` are read as event-free videos
-    (:func:`fgsl.data.spec.load_folder`), so a smaller set written over a larger one would
-    leave old videos that teach and score their events as background. Only a folder with a
-    ``synthetic.json`` is the generator's; files in any other ``videos/`` are not ours to
-    delete. The ``synthetic.json`` written here marks the folder as ours until the set is
-    done; its recipe is written last, so a set cut short never passes for a complete one.
-    The marker replaces an old set's record *before* its files go: a failure in between
-    (a full disk) leaves a finished set or a marked unfinished one, never a finished set's
-    record over missing videos, which training would reuse as it is.
+
+def _write_failure(path: Path) -> tuple[int, str]:
+    """(errno, reason) why writing ``path`` stopped: the error that appending to it gives now
+    (ENOSPC for a full disk, EFBIG past a file-size limit); EIO when appending works. The file
+    is broken already; :func:`make_set` writes it in a staging folder that is then removed."""
+    try:
+        with path.open("ab") as f:
+            f.write(bytes(1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno is not None and exc.strerror:
+            return exc.errno, exc.strerror
+    return errno.EIO, "the video file is cut short"
+
+
+#: The hidden folder inside ``--out`` where a new set is built before it replaces the old one.
+STAGING = ".synthetic-partial"
+#: ``synthetic.json`` of a set that is not whole: fgsl.train reuses only a record with a recipe.
+UNFINISHED = {"recipe": None, "note": "being written"}
+
+
+def claim(out: Path) -> Path:
+    """Check that ``out`` may hold a new set and return an empty staging folder inside it.
+
+    Why: the new set is built in the staging folder and only :func:`install` touches the old
+    set, so a failed or interrupted run (a full disk, Ctrl-C, no face to align) leaves the old
+    set as it was, still recorded as finished. Only a folder with a ``synthetic.json`` is the
+    generator's; files in any other ``videos/`` are not ours to replace. A new folder gets the
+    "being written" record at once, which marks it as ours (a later run may clean it up) and
+    never as a finished set. A staging folder left by a killed run is removed.
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} is a file, not a folder for a synthetic set")
     videos = out / "videos"
-    old: list[Path] = []
-    if (out / "synthetic.json").is_file():
-        old = [*videos.glob("*.avi"), out / "annotations.csv"]  # the old rows would describe new videos
-    elif videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
-        raise FileExistsError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to replace): "
-                         "choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "synthetic.json", (json.dumps({"recipe": None, "note": "being written"}) + "\n").encode())
-    for path in old:
-        path.unlink(missing_ok=True)
+    if not (out / "synthetic.json").is_file():
+        if videos.exists() and (not videos.is_dir() or any(videos.iterdir())):
+            raise FileExistsError(f"{videos} holds files but {out} has no synthetic.json (not a synthetic set to "
+                                  "replace): choose another folder")
+        out.mkdir(parents=True, exist_ok=True)
+        _mark_unfinished(out)
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def _mark_unfinished(out: Path) -> None:
+    atomic_write(out / "synthetic.json", (json.dumps(UNFINISHED) + "\n").encode())
+
+
+def install(staging: Path, out: Path, meta: dict[str, object]) -> None:
+    """Move the whole new set from ``staging`` into ``out`` and record it as finished.
+
+    Why this order: the old record is first replaced by the "being written" one (before that
+    nothing of the old set has changed; a full disk here leaves it whole and finished), then
+    the new files are renamed into place (no copying: the same file system), the old set's
+    videos that the new one does not replace are removed (a video without rows in
+    ``annotations.csv`` would read as an event-free one, :func:`fgsl.data.spec.load_folder`),
+    and the recipe is written last: a set is recorded as finished only when it is whole.
+    """
+    _mark_unfinished(out)
+    videos = out / "videos"
+    videos.mkdir(exist_ok=True)
+    new = {p.name for p in (staging / "videos").glob("*.avi")}
+    for name in sorted(new):
+        os.replace(staging / "videos" / name, videos / name)
+    os.replace(staging / "annotations.csv", out / "annotations.csv")
+    for old in videos.glob("*.avi"):
+        if old.name not in new:
+            old.unlink()
+    # Atomic, like every product file (fgsl.files): this record marks the set finished, and
+    # fgsl.train reuses a set whose record matches its flags; a cut-off record reads as no
+    # finished set and costs a rebuild.
+    atomic_write(out / "synthetic.json", (json.dumps(meta, indent=2) + "\n").encode())
+
+
+def _name_final_path(exc: OSError, staging: Path, out: Path) -> None:
+    """Make ``exc`` name the file where the user will look for it, not its hidden staging copy."""
+    if exc.filename is not None and Path(exc.filename).is_relative_to(staging):
+        exc.filename = str(out / Path(exc.filename).relative_to(staging))
 
 
 def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = True) -> list[Annotation]:
     """Write ``recipe.count`` videos per face of ``videos`` into ``out`` (replacing a set made
-    there before, :func:`claim`); return the table."""
+    there before only once the new one is whole: :func:`claim`, :func:`install`); return the table."""
     if recipe.part not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}, not {recipe.part!r}")
     out = Path(out)
+    sources = face_sources([Path(v) for v in videos])
+    staging = claim(out)
+    try:
+        # (the bar is closed before an error propagates: else its line and the error share one)
+        with tqdm(total=len(sources) * recipe.count, desc="synthetic", unit="video", disable=not progress,
+                  file=sys.stderr) as bar:
+            rows = _build(sources, staging, recipe, bar)
+        meta = {"recipe": asdict(recipe),  # sources resolved: a set is reused from any working folder
+                "sources": [{"video": str(Path(s.video).resolve()), "subject": s.subject, "box": s.box} for s in sources]}
+        install(staging, out, meta)
+    except OSError as exc:
+        _name_final_path(exc, staging, out)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows
+
+
+def _build(sources: list[FaceSource], out: Path, recipe: Recipe, bar: tqdm) -> list[Annotation]:
+    """Write the set's videos and ``annotations.csv`` into ``out`` (the staging folder)."""
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
-    sources = face_sources([Path(v) for v in videos])
-    claim(out)
-    bar = tqdm(total=len(sources) * recipe.count, desc="synthetic", unit="video", disable=not progress, file=sys.stderr)
     # A sway moves the crop's corners by up to about 2.4 x ``sway`` pixels (``sway`` sideways
     # plus a roll of ``sway`` at the frame's edge): read more picture than that around each
     # crop, move it, and cut the crop from its middle, so no border is ever made up.
@@ -466,27 +579,23 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
                 clip = clip + rng.normal(0, recipe.noise, clip.shape)
             write_video(out / "videos" / f"{name}.avi", np.clip(clip, 0, 255).astype(np.uint8), fps)
             bar.update(1)
-    bar.close()
     write_table(rows, out / "annotations.csv")
-    meta = {"recipe": asdict(recipe),  # sources resolved: a set is reused from any working folder
-            "sources": [{"video": str(Path(s.video).resolve()), "subject": s.subject, "box": s.box} for s in sources]}
-    # Atomic, like every product file (fgsl.files): this record marks the set finished, and
-    # fgsl.train reuses a set whose record matches its flags; a cut-off record reads as no
-    # finished set and costs a rebuild.
-    atomic_write(out / "synthetic.json", (json.dumps(meta, indent=2) + "\n").encode())
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import HelpFormatter, UsageError, at_least, non_negative_number, positive_number, run
+    from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_number,
+                          register_user_error, run)
+    from realtime.types import RealtimeError  # (light: no MediaPipe)
 
+    register_user_error(RealtimeError)  # --align: MediaPipe cannot start (not installed, no libEGL): one line
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
                                      description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True, help="real face videos")
     parser.add_argument("--out", required=True, help="output folder (videos/, annotations.csv, synthetic.json)")
     parser.add_argument("--count", type=int, default=Recipe.count, help="videos per face")
     parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video")
-    parser.add_argument("--size", type=int, default=Recipe.size, help="crop size in pixels")
+    parser.add_argument("--size", type=int, default=Recipe.size, help=f"crop size in pixels ({MIN_SIZE}-{MAX_SIZE})")
     parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude, help="peak displacement in crop pixels")
     parser.add_argument("--part", choices=tuple(PARTS), default="train",
                         help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
@@ -494,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) plus sensor noise")
     parser.add_argument("--sway", type=non_negative_number, default=Recipe.sway,
                         help="slow random head drift (sideways, up-down, roll), largest excursion in crop pixels "
-                             "(0: none)")
+                             "(0: none; at most an eighth of --size)")
     parser.add_argument("--align", action="store_true",
                         help="align each face with the live spotter's face pipeline (MediaPipe) instead of a fixed crop")
     parser.add_argument("--seed", type=at_least(0), default=0,  # (numpy refuses negative seeds)

@@ -67,19 +67,24 @@ def read_table(path: str | Path) -> list[Annotation]:
     """Read a table written by :func:`write_table`; every bad row is a clear error."""
     path = Path(path)
     try:
-        f = path.open(newline="")
+        # "utf-8-sig": Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
+        # otherwise be read as part of the first column's name. Read whole, so that a file in
+        # another encoding fails here, as one error, wherever its first bad byte is.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            text = f.read()
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
-    with f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
-            raise AnnotationError(f"{path}: header must be {','.join(COLUMNS)}, found {header}")
-        rows = []
-        for number, values in enumerate(reader, start=2):
-            if not values:
-                continue
-            rows.append(parse_row(values, path, number))
+    except UnicodeDecodeError:  # worded as fgsl.evaluate words it
+        raise AnnotationError(f"{path}: not a UTF-8 text file") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
+        raise AnnotationError(f"{path}: header must be {','.join(COLUMNS)}, found {header}")
+    rows = []
+    for number, values in enumerate(reader, start=2):
+        if not values:
+            continue
+        rows.append(parse_row(values, path, number))
     return rows
 
 

@@ -1,0 +1,81 @@
+"""Video files read through fgsl.data.frames: a damaged or truncated file is not read silently
+as a shorter video."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from fgsl.data.frames import cut_short, open_source
+from fgsl.data.synthetic import Recipe, make_set
+from tests.conftest import SAMPLE_VIDEO, SHARED_DATA, shared_video
+
+
+@pytest.fixture(scope="module")
+def truncated(tmp_path_factory) -> Path:
+    """The first half of a faststart copy of the 1,008-frame shared video: its index (at the
+    front) still lists every frame, its data stops about half-way."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg program to move the video's index to the front")
+    folder = tmp_path_factory.mktemp("truncated")
+    whole = folder / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_video("liveportrait_d6_expressions.mp4")),
+                    "-c", "copy", "-movflags", "+faststart", str(whole)], check=True)
+    half = folder / "half.mp4"
+    data = whole.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    return half
+
+
+def test_a_truncated_video_is_read_with_one_warning(truncated):
+    with pytest.warns(UserWarning) as caught:
+        frames = sum(1 for _ in open_source(truncated))
+    assert 0 < frames < 1008
+    assert [str(w.message) for w in caught] == [
+        f"{truncated}: decoding stopped at frame {frames} of 1008 (damaged or truncated file)"]
+
+
+def test_a_cli_shows_the_warning_once(truncated, tmp_path):
+    """Through fgsl.cli.run, as every command shows a warning: one ``warning:`` line."""
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(truncated), "--out", str(tmp_path),
+                          "--count", "1", "--frames", "16", "--size", "32", "--no-events"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    # (the progress bar's line is not ended before a warning yet: fgsl.cli's warning printer)
+    found = re.findall(r"warning: (.*)$", run.stderr, flags=re.MULTILINE)
+    assert len(found) == 1, run.stderr
+    assert re.fullmatch(re.escape(f"{truncated}: decoding stopped at frame ") + r"\d+ of 1008 \(damaged or truncated file\)",
+                        found[0]), found
+
+
+def test_whole_videos_give_no_warning(tmp_path):
+    """Every real video here, the sample and a synthetic FFV1 set read to their end without a
+    word (their reported frame counts are what they decode)."""
+    make_set([shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")], tmp_path,
+             Recipe(count=1, frames=40, size=32, still=True, sway=2.0), progress=False)
+    videos = [*sorted(SHARED_DATA.glob("*.mp4")), SAMPLE_VIDEO, *sorted((tmp_path / "videos").glob("*.avi"))]
+    assert len(videos) >= 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for video in videos:
+            assert sum(1 for _ in open_source(video)) > 0
+
+
+def test_the_tolerance_leaves_estimated_counts_alone():
+    assert not cut_short(100, 0)  # no count reported
+    assert not cut_short(1005, 1008) and not cut_short(98, 100) and not cut_short(990, 1000)
+    assert not cut_short(110, 100)  # more than reported: an estimate, not damage
+    assert cut_short(515, 1008) and cut_short(90, 100) and cut_short(10, 15)
+
+
+def test_a_reader_that_stops_early_gets_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for index, _ in enumerate(open_source(shared_video("pyfeat_single_face.mp4"))):
+            if index == 3:
+                break
