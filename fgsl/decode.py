@@ -21,7 +21,11 @@ from .config import FGSLConfig
 
 @dataclass(frozen=True)
 class Interval:
-    """One spotted interval, in frames of the window (0-based, inclusive)."""
+    """One spotted interval, in frames of the window (0-based, inclusive), with the class
+    index and score the network gave it: a decoded output, before
+    :func:`fgsl.infer.to_detections` maps it to the video's frames and an emotion name (the
+    rows :class:`fgsl.evaluate.MegcInterval` scores).
+    """
 
     onset: float
     apex: float

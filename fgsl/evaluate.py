@@ -59,8 +59,13 @@ register_user_error(EvaluationError)
 
 
 @dataclass(frozen=True)
-class Interval:
-    """One spotted or annotated expression: inclusive frame range ``[onset, offset]``."""
+class MegcInterval:
+    """One spotted or annotated expression as the MEGC files hold it: a row of a ground-truth
+    or prediction CSV, its inclusive frame range ``[onset, offset]`` in the video's frames.
+
+    Not :class:`fgsl.decode.Interval`, which is a decoded network output (window frames, apex,
+    class index, score); :func:`fgsl.infer.to_detections` turns those into these rows.
+    """
 
     subject: str
     video: str
@@ -74,7 +79,8 @@ class Interval:
         return canonical_id(self.subject), canonical_id(self.video)
 
 
-Pair = tuple[Interval, Interval]  # (prediction, ground truth)
+Pair = tuple[MegcInterval, MegcInterval]  # (prediction, ground truth)
+
 
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -93,7 +99,7 @@ def canonical_id(value: object) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_intervals(path: str | Path) -> list[Interval]:
+def read_intervals(path: str | Path) -> list[MegcInterval]:
     """Read a CSV with at least the columns subject, video, onset, offset, emotion.
 
     Covers our annotation table (``fgsl/data/table.py``), the MEGC submission CSV written
@@ -121,7 +127,7 @@ def read_intervals(path: str | Path) -> list[Interval]:
         raise EvaluationError(f"{path}: row {reader.line_num}: {exc}") from None
 
 
-def _parse(reader: Any, path: Path) -> list[Interval]:
+def _parse(reader: Any, path: Path) -> list[MegcInterval]:
     header: list[str] | None = None
     for values in reader:
         if any(v.strip() for v in values):
@@ -157,7 +163,7 @@ def _parse(reader: Any, path: Path) -> list[Interval]:
         offset = _frame(cell["offset"], "offset", path, line)
         if onset > offset:
             raise EvaluationError(f"{path}: row {line}: onset {onset} is after offset {offset}")
-        rows.append(Interval(cell["subject"], cell["video"], onset, offset, cell["emotion"]))
+        rows.append(MegcInterval(cell["subject"], cell["video"], onset, offset, cell["emotion"]))
     return rows
 
 
@@ -176,11 +182,11 @@ def _frame(raw: str, name: str, path: Path, line: int) -> int:
     raise EvaluationError(f"{path}: row {line}: {name} {raw!r} is not an integer frame number")
 
 
-def _coerce(rows: Iterable[Any], what: str) -> list[Interval]:
-    """Accept Interval, any object with the five attributes (e.g. table.Annotation) or a mapping."""
+def _coerce(rows: Iterable[Any], what: str) -> list[MegcInterval]:
+    """Accept MegcInterval, any object with the five attributes (e.g. table.Annotation) or a mapping."""
     out = []
     for number, row in enumerate(rows):
-        if isinstance(row, Interval):
+        if isinstance(row, MegcInterval):
             item = row
         else:
             values: dict[str, Any] = {
@@ -189,7 +195,7 @@ def _coerce(rows: Iterable[Any], what: str) -> list[Interval]:
             try:
                 if any(v is None for v in values.values()):
                     raise ValueError(f"needs fields {', '.join(MEGC_COLUMNS)}")
-                item = Interval(
+                item = MegcInterval(
                     str(values["subject"]), str(values["video"]),
                     int(values["onset"]), int(values["offset"]), str(values["emotion"]),
                 )
@@ -204,22 +210,22 @@ def _coerce(rows: Iterable[Any], what: str) -> list[Interval]:
 # --------------------------------------------------------------------------- spotting
 
 
-def iou(a: Interval, b: Interval) -> Fraction:
+def iou(a: MegcInterval, b: MegcInterval) -> Fraction:
     """Temporal IoU of inclusive integer frame ranges, exact (the official counts frames with numpy sets)."""
     inter = max(0, min(a.offset, b.offset) - max(a.onset, b.onset) + 1)
     union = (a.offset - a.onset + 1) + (b.offset - b.onset + 1) - inter
     return Fraction(inter, union) if union > 0 else Fraction(0)
 
 
-def _group(rows: Sequence[Interval]) -> dict[tuple[str, str], list[Interval]]:
+def _group(rows: Sequence[MegcInterval]) -> dict[tuple[str, str], list[MegcInterval]]:
     """Rows per (subject, video), each list in file order (the official iterates in that order)."""
-    groups: dict[tuple[str, str], list[Interval]] = {}
+    groups: dict[tuple[str, str], list[MegcInterval]] = {}
     for row in rows:
         groups.setdefault(row.key, []).append(row)
     return groups
 
 
-def _match_megc(gts: list[Interval], preds: list[Interval], threshold: Fraction) -> tuple[list[Pair], int, int]:
+def _match_megc(gts: list[MegcInterval], preds: list[MegcInterval], threshold: Fraction) -> tuple[list[Pair], int, int]:
     """Official matching of one video: first come, first served, no break after a match.
 
     Predictions are visited in file order; each one is paired with *every* still-unmatched
@@ -241,11 +247,11 @@ def _match_megc(gts: list[Interval], preds: list[Interval], threshold: Fraction)
     return pairs, multi, fp
 
 
-def _content_order(row: Interval) -> tuple[int, int, str]:
+def _content_order(row: MegcInterval) -> tuple[int, int, str]:
     return row.onset, row.offset, row.emotion
 
 
-def _match_strict(gts: list[Interval], preds: list[Interval], threshold: Fraction) -> list[Pair]:
+def _match_strict(gts: list[MegcInterval], preds: list[MegcInterval], threshold: Fraction) -> list[Pair]:
     """One-to-one matching, highest IoU first, independent of the row order.
 
     Both lists are sorted by content (onset, offset, emotion) so that ties are broken the
@@ -377,7 +383,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score predictions against ground truth; see the module docstring for the modes.
 
-    ``gt_rows``/``pred_rows``: :class:`Interval` objects, objects with attributes
+    ``gt_rows``/``pred_rows``: :class:`MegcInterval` objects, objects with attributes
     subject, video, onset, offset, emotion (e.g. ``fgsl.data.table.Annotation``) or
     mappings with those keys. ``emotions``: the recognition classes; default every
     emotion occurring in the ground truth file (official), sorted.

@@ -9,12 +9,13 @@ What one run does
 * **Data** (:mod:`fgsl.data.spec`): videos loaded once at the model's size and fps.
 * **Windows, positive-aware**: every epoch, for each training event two windows that
   contain it whole (at random positions), plus one background window per quarter window of
-  video (random jitter); no window cuts an event; shuffled with the epoch's seed and sharded
-  across ranks (``DistributedSampler`` semantics). Random horizontal flip, shifts of up to
-  2 pixels and brightness.
+  video (random jitter); no window cuts an event; shuffled with the epoch's seed and dealt
+  out to the ranks by a ``DistributedSampler`` (:func:`rank_windows`).
+  Random horizontal flip, shifts of up to 2 pixels and brightness.
 * **Targets** (:func:`fgsl.losses.assign_targets`): events wholly inside the window.
 * **Optimisation**: AdamW on the trainable parameters (IGA, neck, FIFM, heads; plus the
-  encoder when it is trained from scratch), linear warm-up then cosine decay per step,
+  encoder when it is trained from scratch), linear warm-up then cosine decay per step
+  (a ``LambdaLR`` of :func:`lr_factor`),
   gradient accumulation (``--accum``), gradient clipping at 1.0, mixed precision on CUDA
   (bf16 where supported, else fp16 with a gradient scaler), and an EMA of the weights
   (``--ema``; the EMA weights are what is evaluated and saved).
@@ -46,33 +47,45 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from fgsl import tune, weights
 from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_int, positive_number,
-                      register_user_error, run)
+from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, number_between, positive_int,
+                      positive_number, register_user_error, run)
 from fgsl.config import PRESETS, FGSLConfig, preset
 from fgsl.data import spec as data_spec
-from fgsl.data.synthetic import Recipe, make_set
+from fgsl.data.synthetic import MAX_FRAMES, Recipe, make_set
 from fgsl.data.table import Annotation
 from fgsl.data.video import CROPS, normalise, pad_frames
 from fgsl.files import atomic_write
 from fgsl.infer import spot_frames, to_detections
 from fgsl.losses import FGSLLoss, assign_targets
 from fgsl.model import FGSL
+from realtime.types import RealtimeError  # (light: no MediaPipe)
 
-register_user_error(data_spec.DataSpecError, CheckpointStateError)
 
-CHECKPOINT = "checkpoint.safetensors"
+class TrainingDiverged(RuntimeError):
+    """The weights stopped being numbers (too high a learning rate): nothing is saved."""
+
+
+# RealtimeError: --align-faces with a MediaPipe that cannot start (not installed, no libEGL).
+register_user_error(data_spec.DataSpecError, CheckpointStateError, RealtimeError, TrainingDiverged)
+#: ``--seed`` up to what every generator it seeds takes (torch, numpy).
+MAX_SEED = 2**32 - 1
+
+CHECKPOINT = weights.CHECKPOINT_FILE
 METRICS = "metrics.jsonl"
 RANKS = "ranks.json"
 
@@ -173,7 +186,8 @@ def _names(videos: Iterable[Path]) -> list[str]:
 
 
 def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, seed: int) -> list[tuple[int, int]]:
-    """(video index, start) pairs for one epoch: positives around events + background.
+    """(video index, start) pairs for one epoch, shuffled: positives around events +
+    background (:func:`rank_windows` deals them out to the ranks).
 
     Background windows start every quarter window (jittered), so natural movements, the
     source of false alarms, are seen from many offsets.
@@ -201,8 +215,26 @@ def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, see
                 if not cuts_an_event(start):
                     out.append((v, start))
                     break
-    order = rng.permutation(len(out))
+    order = rng.permutation(len(out))  # from the epoch's own seed: a resumed run draws the same
     return [out[i] for i in order]
+
+
+def rank_windows(picks: list[tuple[int, int]], rank: int, world: int) -> list[tuple[int, int]]:
+    """This rank's shard of the epoch's (already shuffled) windows, in training order, as
+    :class:`DistributedSampler` deals them (``shuffle=False``: :func:`epoch_windows` shuffles
+    with the epoch's own seed, so the windows and their order stay those training has always
+    used, and runs and their documented results reproduce).
+
+    Every rank must take the same number of micro-batches, or DDP's gradient all-reduce would
+    wait forever for the rank that ran out. So, when ``len(picks)`` does not divide by
+    ``world``, ``drop_last=False`` pads the epoch by showing the first ``-len(picks) % world``
+    windows twice (each on another rank than its first showing); the shards are disjoint and
+    every window is seen exactly once only when it divides (always with one process).
+    ``drop_last=True`` would keep shards disjoint by never showing up to ``world - 1`` windows
+    instead; windows are drawn afresh every epoch, so either costs little.
+    """
+    sampler = DistributedSampler(picks, world, rank, shuffle=False, drop_last=False)  # type: ignore[arg-type]
+    return [picks[i] for i in sampler]
 
 
 def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -278,11 +310,27 @@ def validate(model: FGSL, data: data_spec.TrainData, device: torch.device) -> di
 
 # ---------------------------------------------------------------------------- training
 def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 1 % of the peak."""
+    """Linear warm-up to 1, then cosine decay to 1 % of the peak: the factor of ``--lr`` at
+    optimiser step ``step`` (0-based) of ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, peak: float, warmup: int, total: int, step: int = 0) -> LambdaLR:
+    """The learning-rate schedule (:func:`lr_factor` times ``peak``), positioned to give the
+    rate of optimiser step ``step``: step it after every optimiser step.
+
+    It is rebuilt from the step count rather than restored from a checkpoint of its own: the
+    step count is what the checkpoint keeps, and a resumed run counts its schedule with its
+    own flags (``--lr``, and ``--epochs``/``--max-steps``, which set ``total``), as it always
+    has. ``initial_lr`` is where torch schedulers keep the peak they scale; setting it is how a
+    scheduler is started past step 0 (a loaded optimiser state may carry another run's).
+    """
+    for group in optimizer.param_groups:
+        group["initial_lr"] = peak
+    return LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total), last_epoch=step - 1)
 
 
 def build_model(cfg: FGSLConfig, args: argparse.Namespace, env: Dist) -> FGSL:
@@ -408,6 +456,7 @@ class _Run:
     amp: torch.dtype | None
     total_steps: int
     warmup: int
+    scheduler: LambdaLR = field(init=False)  # made by _train once the step count is known (lr_schedule)
     step: int = 0
     best: list[float] | None = None
     started: float = 0.0
@@ -428,6 +477,7 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     """Set up (or resume) a run, train it epoch by epoch, then check the ranks and score the test."""
     run, state = _set_up(args, env)
     start_epoch = _restore(run, state) if state else 0
+    run.scheduler = lr_schedule(run.optimizer, args.lr, run.warmup, run.total_steps, run.step)
     if env.main:
         data = run.data
         print(f"FGSL {run.cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
@@ -513,12 +563,11 @@ def _train_epoch(run: _Run, epoch: int, rng: np.random.Generator) -> dict[str, A
     """One pass over this rank's shard of the epoch's windows (stopping early when the budget
     runs out); returns the epoch's metrics record (mean losses, speed)."""
     args, env, cfg = run.args, run.env, run.cfg
-    picks = epoch_windows(run.data.train, cfg.window_frames, epoch, args.seed)
-    per_rank = math.ceil(len(picks) / env.world)
-    picks = (picks * 2)[: per_rank * env.world][env.rank :: env.world]  # equal shards, like DistributedSampler
+    picks = rank_windows(epoch_windows(run.data.train, cfg.window_frames, epoch, args.seed), env.rank, env.world)
     run.model.train()
     totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
     seen = 0
+    lr = run.scheduler.get_last_lr()[0]
     tick = time.monotonic()
     micro_batches = [picks[i : i + args.batch] for i in range(0, len(picks), args.batch)]
     bar = tqdm(total=len(micro_batches), desc=f"epoch {epoch}", unit="batch", disable=not env.main or args.quiet,
@@ -534,7 +583,7 @@ def _train_epoch(run: _Run, epoch: int, rng: np.random.Generator) -> dict[str, A
             totals[key] += float(losses[key].detach()) * len(group)
         seen += len(group)
         if (i + 1) % args.accum == 0 or i + 1 == len(micro_batches):
-            _optimiser_step(run)
+            lr = _optimiser_step(run)
         rate = seen * env.world / max(1e-9, time.monotonic() - tick)
         bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", win_s=f"{rate:.1f}")
         bar.update(1)
@@ -544,25 +593,27 @@ def _train_epoch(run: _Run, epoch: int, rng: np.random.Generator) -> dict[str, A
     return {
         "epoch": epoch,
         "step": run.step,
-        "lr": run.optimizer.param_groups[0]["lr"],
+        "lr": lr,  # that of the epoch's last step
         **{k: v / max(1, seen) for k, v in totals.items()},
         "windows_per_s": seen * env.world / max(1e-9, time.monotonic() - tick),
         "elapsed_s": time.monotonic() - run.started,
     }
 
 
-def _optimiser_step(run: _Run) -> None:
-    """Apply the accumulated gradients: the scheduled learning rate, unscaling, clipping at 1.0,
-    the step, then the EMA of the weights."""
-    for g in run.optimizer.param_groups:
-        g["lr"] = run.args.lr * lr_factor(run.step, run.warmup, run.total_steps)
+def _optimiser_step(run: _Run) -> float:
+    """Apply the accumulated gradients: unscaling, clipping at 1.0, the step at the scheduled
+    learning rate, the EMA of the weights, then the schedule moves on to the next step's rate.
+    Returns the learning rate this step took (metrics.jsonl records it)."""
+    lr = run.optimizer.param_groups[0]["lr"]
     run.scaler.unscale_(run.optimizer)
     torch.nn.utils.clip_grad_norm_(run.params, 1.0)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     run.ema.update_parameters(run.model)
+    run.scheduler.step()
     run.step += 1
+    return lr
 
 
 def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
@@ -571,6 +622,9 @@ def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
     line, and checkpoint the whole training state for ``--resume``."""
     args, data, out = run.args, run.data, run.out
     ema = run.ema.module
+    if not (math.isfinite(record["loss"]) and all(bool(torch.isfinite(p).all()) for p in ema.parameters())):
+        raise TrainingDiverged(f"training diverged in epoch {epoch} (step {run.step}): the loss or the weights are "
+                               f"not finite; nothing of this epoch is saved. Lower --lr (now {args.lr:g})")
     due = epoch % args.eval_every == 0 or epoch == args.epochs - 1 or run.out_of_budget()
     if data.val and due:
         record["validation"] = checked = validate(ema, data, run.env.device)
@@ -655,18 +709,19 @@ def main(argv: list[str] | None = None) -> int:
                              "every optimiser step; the epoch cut short is still validated and saved")
     parser.add_argument("--batch", type=positive_int, default=8, help="windows per process per micro-batch")
     parser.add_argument("--accum", type=positive_int, default=1, help="micro-batches per optimiser step")
-    parser.add_argument("--lr", type=positive_number, default=1e-3, help="peak learning rate")
+    parser.add_argument("--lr", type=number_between(1e-9, 1.0), default=1e-3, help="peak learning rate (at most 1)")
     parser.add_argument("--weight-decay", type=non_negative_number, default=0.05, help="AdamW weight decay")
     parser.add_argument("--warmup", type=at_least(0), default=100, help="warm-up steps (at most a tenth of the run)")
     parser.add_argument("--ema", type=non_negative_number, default=0.995,
                         help="EMA decay of the weights, below 1 (0: the latest weights, no average)")
     parser.add_argument("--eval-every", type=positive_int, default=1, help="validate every N epochs (and after the last)")
-    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the weights, the windows and the synthetic sets")
+    parser.add_argument("--seed", type=at_least(0, MAX_SEED), default=0, help="seed of the weights, the windows and the synthetic sets")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN_DIR/checkpoint.safetensors (same --preset and windows per optimiser step)")
     parser.add_argument("--synthetic-count", type=positive_int, default=32, help="synthetic training videos per face")
-    parser.add_argument("--synthetic-frames", type=at_least(Recipe.max_frames), default=192,
-                        help="frames per synthetic video (room for the longest event)")
+    parser.add_argument("--synthetic-frames", type=at_least(Recipe.max_frames, MAX_FRAMES), default=192,
+                        help=f"frames per synthetic video ({Recipe.max_frames}-{MAX_FRAMES}: room for the longest "
+                             "event, and memory)")
     parser.add_argument("--amplitude", type=positive_number, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
     parser.add_argument("--align-faces", action="store_true",

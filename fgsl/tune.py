@@ -38,7 +38,7 @@ from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, wr
 from .cli import HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
 from .config import FGSLConfig, is_score_threshold
 from .data.spec import VideoItem, load_item
-from .evaluate import Interval, evaluate, read_intervals
+from .evaluate import MegcInterval, evaluate, read_intervals
 from .files import atomic_write, unwritable_reason
 from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
 from .weights import CONFIG_FILE, UntrainedWeights
@@ -60,7 +60,7 @@ def sweep(engine, items: list[VideoItem], gt: list[Any], thresholds: tuple[float
     rows = []
     for threshold in thresholds:
         preds = [
-            Interval(item.subject, item.name, d.onset, d.offset, d.emotion)  # (compared by Interval.key)
+            MegcInterval(item.subject, item.name, d.onset, d.offset, d.emotion)  # (compared by MegcInterval.key)
             for item, raw in zip(items, found)
             for d in to_detections(merge_windows(raw, cfg, threshold), cfg, item.name, item.source_fps,
                                    item.source_frames)

@@ -68,6 +68,7 @@ register_user_error(RealtimeError)
 
 #: The bundled sample (``samples/README.md``), found from this file so any cwd works.
 SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "pyfeat_single_face.mp4"
+MAX_TILED_FACES = 16  # copies of a frame --faces may tile (a 4x4 grid)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")
-    p.add_argument("--faces", type=positive_int, default=1, help="tile N copies of each frame in a grid (every face of each tile is tracked)")
+    # At most a 4x4 grid: MediaPipe finds no face in the bundled sample's tiles from 3x3 on, and
+    # --faces 1000000 asked for a 644 GiB frame.
+    p.add_argument("--faces", type=at_least(1, MAX_TILED_FACES), default=1,
+                   help=f"tile N copies of each frame in a grid, at most {MAX_TILED_FACES} (every face of each tile "
+                        "is tracked)")
     p.add_argument("--repeat", type=positive_int, default=1, help="play the video R times in one stream")
     add_spotter_flags(p)
     p.add_argument("--realtime", action="store_true", help="pace the file at its own frame rate, like a camera")
@@ -216,7 +221,7 @@ def score(runs: list[StreamRun], annotations: Path, faces: int) -> dict[str, Any
     its face is) with its own copy of the ground truth; with repeats the ground truth repeats
     with the frame numbers of each pass.
     """
-    from fgsl.evaluate import Interval, evaluate, read_intervals
+    from fgsl.evaluate import MegcInterval, evaluate, read_intervals
 
     truth = read_intervals(annotations)
     subject_of = {g.video: g.subject for g in truth}
@@ -238,7 +243,8 @@ def score(runs: list[StreamRun], annotations: Path, faces: int) -> dict[str, Any
             if e.kind == "micro":
                 pred_rows.append((subject_of.get(video, video), name(video, stream.tile_of_track.get(e.track, 0)),
                                   e.onset, e.offset, e.label))
-    result = evaluate([Interval(*row) for row in gt_rows], [Interval(*row) for row in pred_rows], mode="strict")
+    result = evaluate([MegcInterval(*row) for row in gt_rows], [MegcInterval(*row) for row in pred_rows],
+                      mode="strict")
     s = result["spotting"]
     return {"tp": s["tp"], "fp": s["fp"], "fn": s["fn"], "precision": round(s["precision"], 4),
             "recall": round(s["recall"], 4), "f1": round(s["f1"], 4), "mode": "strict"}

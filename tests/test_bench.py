@@ -83,6 +83,9 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
     proc = bench("--faces", "0", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith("error: argument --faces: must be at least 1, got '0'")
+    proc = bench("--faces", "1000000", cwd=tmp_path)  # was a 644 GiB allocation and a MemoryError traceback
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --faces: must be at most 16, got '1000000'")
     proc = bench("--video", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: --video {tmp_path}: a folder; the benchmark reads a video file"]

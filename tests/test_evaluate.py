@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from fgsl import cli
 from fgsl.evaluate import (
     EvaluationError,
-    Interval,
+    MegcInterval,
     evaluate,
     evaluate_all,
     format_table,
@@ -35,12 +35,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "evaluate"
 HEADER = "subject,video,onset,offset,emotion\n"
 
 
-def rows(text: str) -> list[Interval]:
+def rows(text: str) -> list[MegcInterval]:
     """Intervals from 'subject,video,onset,offset,emotion' lines (no header)."""
     out = []
     for line in text.strip().splitlines():
         s, v, on, off, e = (x.strip() for x in line.split(","))
-        out.append(Interval(s, v, int(on), int(off), e))
+        out.append(MegcInterval(s, v, int(on), int(off), e))
     return out
 
 
@@ -327,9 +327,9 @@ SUBJECTS, VIDEOS, EMOTIONS = ("1", "2", "3"), ("a", "b"), ("negative", "positive
 
 
 @st.composite
-def interval(draw: st.DrawFn) -> Interval:
+def interval(draw: st.DrawFn) -> MegcInterval:
     onset = draw(st.integers(0, 30))  # short range: many overlaps and IoU ties
-    return Interval(draw(st.sampled_from(SUBJECTS)), draw(st.sampled_from(VIDEOS)),
+    return MegcInterval(draw(st.sampled_from(SUBJECTS)), draw(st.sampled_from(VIDEOS)),
                     onset, onset + draw(st.integers(0, 10)), draw(st.sampled_from(EMOTIONS)))
 
 
@@ -337,25 +337,25 @@ interval_lists = st.lists(interval(), max_size=12)
 
 
 @st.composite
-def disjoint_gt(draw: st.DrawFn) -> list[Interval]:
+def disjoint_gt(draw: st.DrawFn) -> list[MegcInterval]:
     """Ground truth whose intervals never overlap within a video, with at least two emotions."""
     out = []
     for slot in draw(st.lists(st.tuples(st.sampled_from(SUBJECTS), st.sampled_from(VIDEOS),
                                         st.integers(0, 20)), min_size=2, max_size=10, unique=True)):
         subject, video, k = slot
         length = draw(st.integers(0, 15))
-        out.append(Interval(subject, video, 20 * k, 20 * k + length, draw(st.sampled_from(EMOTIONS))))
+        out.append(MegcInterval(subject, video, 20 * k, 20 * k + length, draw(st.sampled_from(EMOTIONS))))
     emotions = {g.emotion for g in out}
     if len(emotions) == 1:
         g = out[0]
-        out[0] = Interval(g.subject, g.video, g.onset, g.offset, next(e for e in EMOTIONS if e not in emotions))
+        out[0] = MegcInterval(g.subject, g.video, g.onset, g.offset, next(e for e in EMOTIONS if e not in emotions))
     return out
 
 
-def keep_video_order(data: st.DataObject, items: list[Interval]) -> list[Interval]:
+def keep_video_order(data: st.DataObject, items: list[MegcInterval]) -> list[MegcInterval]:
     """A random permutation that keeps the relative order of rows of the same video."""
     shuffled = data.draw(st.permutations(items))
-    queues: dict[tuple[str, str], list[Interval]] = {}
+    queues: dict[tuple[str, str], list[MegcInterval]] = {}
     for row in items:
         queues.setdefault(row.key, []).append(row)
     return [queues[row.key].pop(0) for row in shuffled]
@@ -406,7 +406,7 @@ def test_no_predictions(gt):
 @settings(max_examples=100, deadline=None)
 @given(interval_lists, interval_lists)
 def test_no_match_across_videos(gt, pred):
-    moved = [Interval(p.subject, "elsewhere-" + p.video, p.onset, p.offset, p.emotion) for p in pred]
+    moved = [MegcInterval(p.subject, "elsewhere-" + p.video, p.onset, p.offset, p.emotion) for p in pred]
     for mode in ("megc", "strict"):
         assert evaluate(gt, moved, mode=mode)["spotting"]["tp"] == 0
     # strict spotting counts are the sums of per-video evaluations
@@ -450,7 +450,7 @@ def test_reads_loose_csv(tmp_path):
     # any case in the header, BOM, extra columns in any order, blank lines, 12.0, negative onset
     path = write(tmp_path, "x.csv", "\ufeffEmotion, Offset ,Score,ONSET,Video,Subject\n\n"
                  "happiness,12.0,0.9,-3,EP01, 7 \n")
-    assert read_intervals(path) == [Interval("7", "EP01", -3, 12, "happiness")]
+    assert read_intervals(path) == [MegcInterval("7", "EP01", -3, 12, "happiness")]
     assert read_intervals(write(tmp_path, "h.csv", HEADER)) == []
 
 
@@ -497,7 +497,7 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def worked_files(tmp_path):
-    def dump(name: str, items: list[Interval]) -> Path:
+    def dump(name: str, items: list[MegcInterval]) -> Path:
         lines = [f"{r.subject},{r.video},{r.onset},{r.offset},{r.emotion}" for r in items]
         return write(tmp_path, name, HEADER + "\n".join(lines) + "\n")
 
@@ -574,10 +574,11 @@ def test_cli_output_on_a_full_disk_is_one_line(worked_files):
 def test_a_wrong_subject_column_is_named_as_such():
     """Predictions whose video the ground truth has under another subject (a video's name or
     ``0`` in the subject column) are not "videos absent from the ground truth"."""
-    gt = [Interval("s15", "15_0401", 10, 20, "positive")]
-    pred = [Interval("15_0401", "15_0401", 10, 20, "positive"), Interval("x", "other", 1, 5, "others")]
+    gt = [MegcInterval("s15", "15_0401", 10, 20, "positive")]
+    pred = [MegcInterval("15_0401", "15_0401", 10, 20, "positive"), MegcInterval("x", "other", 1, 5, "others")]
     for mode in ("megc", "strict"):
         result = evaluate(gt, pred, mode=mode)
         assert any("video '15_0401' is in the ground truth under subject 's15', not '15_0401'" in w
                    for w in result["warnings"]), result["warnings"]
         assert not any("'other'" in w for w in result["warnings"][1:])
+

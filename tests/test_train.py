@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from fgsl.checkpoint import CheckpointStateError, load_state, save_state
 from fgsl.config import FGSLConfig, preset
 from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
-from fgsl.train import epoch_windows, lr_factor, main, make_batch, prepare_data
+from fgsl.train import epoch_windows, lr_factor, lr_schedule, main, make_batch, prepare_data, rank_windows
 from tests.conftest import SHARED_DATA, disk_full_when_replacing, shared_video
 
 
@@ -114,6 +115,127 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_factor(100, 10, 100) == pytest.approx(0.01)
 
 
+def _documented_lr(step: int, peak: float, warmup: int, total: int) -> float:
+    """docs/training.md, written out: linear warm-up over ``warmup`` steps, then cosine to 1 %."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))))
+
+
+def _rates(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+           steps: int) -> list[float]:
+    """The learning rate each of ``steps`` optimiser steps takes, the scheduler stepped after each."""
+    taken = []
+    for _ in range(steps):
+        taken.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return taken
+
+
+def test_lr_schedule_is_the_documented_warm_up_and_cosine_at_every_step():
+    """The torch scheduler gives what the hand-set schedule gave, to the bit (so a run trains
+    the same weights), and what docs/training.md says at warm-up start and end, mid-decay and
+    the last step."""
+    peak, warmup, total = 1e-3, 10, 100
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=peak)
+    taken = _rates(optimizer, lr_schedule(optimizer, peak, warmup, total), total)
+    assert taken == [peak * lr_factor(step, warmup, total) for step in range(total)]
+    for step in (0, warmup - 1, warmup, 55, total - 1):
+        assert taken[step] == pytest.approx(_documented_lr(step, peak, warmup, total), rel=1e-12), step
+    assert taken[0] == pytest.approx(peak / warmup) and taken[warmup - 1] == pytest.approx(peak)
+    assert taken[55] == pytest.approx(peak * 0.505) and taken[-1] == pytest.approx(peak * 0.0103, rel=1e-2)
+
+
+def test_lr_schedule_resumed_at_a_step_goes_on_where_the_run_stopped(tmp_path):
+    """--resume rebuilds the schedule from the checkpoint's step count and the run's own --lr,
+    also from an optimiser state saved before there was a scheduler (no ``initial_lr``)."""
+    peak, warmup, total, stop = 1e-3, 10, 100, 37
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=peak)
+    scheduler = lr_schedule(optimizer, peak, warmup, total)
+    unbroken = _rates(optimizer, scheduler, stop)
+    save_state({"optimizer": optimizer.state_dict()}, tmp_path / "c.safetensors")
+    unbroken += _rates(optimizer, scheduler, total - stop)
+    for drop_initial_lr in (False, True):
+        saved = load_state(tmp_path / "c.safetensors")["optimizer"]
+        if drop_initial_lr:
+            saved["param_groups"][0].pop("initial_lr")
+        again = torch.optim.AdamW(model.parameters(), lr=0.5)
+        again.load_state_dict(saved)
+        assert _rates(again, lr_schedule(again, peak, warmup, total, stop), total - stop) == unbroken[stop:]
+    again = torch.optim.AdamW(model.parameters(), lr=0.5)
+    again.load_state_dict(load_state(tmp_path / "c.safetensors")["optimizer"])
+    assert _rates(again, lr_schedule(again, 2 * peak, warmup, total, stop), 1) == [2 * unbroken[stop]]
+
+
+def test_each_optimiser_step_takes_the_scheduled_rate():
+    """fgsl.train's step: the update is made at step k's rate (the scheduler moves on after
+    the optimiser, not before), and that rate is what metrics.jsonl records."""
+    from types import SimpleNamespace
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from fgsl.train import _optimiser_step
+
+    peak, warmup, total = 0.1, 3, 12
+    model = torch.nn.Linear(1, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=peak)  # plain SGD: the update is exactly -lr * grad
+    run = SimpleNamespace(model=model, params=list(model.parameters()), optimizer=optimizer, ema=AveragedModel(model),
+                          scaler=torch.amp.GradScaler("cuda", enabled=False),
+                          scheduler=lr_schedule(optimizer, peak, warmup, total), step=0)
+    for step in range(total):
+        before = model.weight.detach().clone()
+        model.weight.grad = torch.full_like(model.weight, 0.5)  # under the clipping norm of 1
+        recorded = _optimiser_step(run)
+        expected = peak * lr_factor(step, warmup, total)
+        assert recorded == expected and run.step == step + 1
+        assert torch.allclose(before - model.weight.detach(), torch.tensor([[0.5 * expected]])), step
+
+
+def _shards(picks, world):
+    return [rank_windows(picks, rank, world) for rank in range(world)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_share_an_epochs_windows_disjointly_each_once(world):
+    picks = [(i % 3, i) for i in range(12)]
+    shards = _shards(picks, world)
+    assert all(len(shard) == 12 // world for shard in shards)
+    assert sorted(w for shard in shards for w in shard) == sorted(picks)  # every window once, no rank shares one
+    if world == 1:
+        assert shards[0] == picks  # in the order epoch_windows shuffled them
+
+
+def test_ranks_pad_an_epoch_that_does_not_divide_by_repeating_windows_on_other_ranks():
+    """DDP needs as many batches on every rank: 13 windows over 4 ranks are 4 each, 3 windows
+    shown twice, each time on another rank (DistributedSampler, drop_last=False)."""
+    picks = [(0, i) for i in range(13)]
+    shards = _shards(picks, 4)
+    assert [len(shard) for shard in shards] == [4, 4, 4, 4]
+    shown = [w for shard in shards for w in shard]
+    assert set(shown) == set(picks)
+    twice = {w for w in picks if shown.count(w) == 2}
+    assert len(twice) == 3 and all(shown.count(w) <= 2 for w in picks)
+    assert all(len(set(shard)) == len(shard) for shard in shards)  # never twice on the same rank
+
+
+def test_an_epochs_shards_depend_on_seed_and_epoch_alone_so_a_resumed_run_takes_the_same_batches():
+    """A run resumed at epoch 2 (a new process: other global RNG states, no epochs 0 and 1
+    before it) trains on the batches an unbroken run would have, on every rank."""
+    cfg = preset("tiny")
+    items = [_item([(40, 45, 50, 1), (150, 155, 162, 0)], frames=300) for _ in range(2)]
+    torch.manual_seed(0)
+    np.random.seed(0)
+    unbroken = [_shards(epoch_windows(items, cfg.window_frames, e, 7), 2) for e in range(3)]
+    torch.manual_seed(123)
+    np.random.seed(123)
+    assert _shards(epoch_windows(items, cfg.window_frames, 2, 7), 2) == unbroken[2]
+    assert unbroken[1] != unbroken[2] and _shards(epoch_windows(items, cfg.window_frames, 2, 8), 2) != unbroken[2]
+    picks = epoch_windows(items, cfg.window_frames, 2, 7)
+    assert picks != sorted(picks)  # shuffled, not in video order
+
+
 def test_training_state_round_trips_without_pickles(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -141,8 +263,8 @@ def face_dir(tmp_path_factory):
 SMALL = ["--preset", "tiny", "--synthetic-count", "2", "--synthetic-frames", "48", "--batch", "4", "--quiet"]
 
 
-def _train(*args, launcher=(sys.executable, "-m", "fgsl.train")):
-    return subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600)
+def _train(*args, launcher=(sys.executable, "-m", "fgsl.train"), timeout: float = 600):
+    return subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -178,6 +300,13 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     assert "resumed from" in resumed.stderr
     lines = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if not r.get("final")]
     assert [r["epoch"] for r in lines] == [0, 1, 2] and lines[2]["step"] > lines[1]["step"]
+    # The schedule goes on from the checkpoint's step (3 epochs' schedule now), not from step 0.
+    from fgsl.data.spec import load_folder
+
+    cfg = preset("tiny")
+    per_epoch = math.ceil(len(epoch_windows(load_folder(cfg, out / "data" / "train")[0], cfg.window_frames, 0, 0)) / 4)
+    total = 3 * per_epoch
+    assert lines[2]["lr"] == pytest.approx(1e-3 * lr_factor(lines[2]["step"] - 1, max(1, min(100, total // 10 or 1)), total))
     done = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "3", "--resume")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].endswith(
         "and its held-out test is scored (" + str(out / "metrics.jsonl") + "): nothing left to do"), done.stderr
@@ -247,7 +376,8 @@ def test_tiny_learns_synthetic_micro_expressions_end_to_end(tmp_path):
     budget (about 3 minutes of training on 2 cores) must already spot a fair share."""
     out = tmp_path / "run"
     run = _train("--preset", "tiny", "--data", f"synthetic={SHARED_DATA}", "--out", str(out), "--synthetic-count", "16",
-                 "--epochs", "100", "--max-steps", "6000", "--eval-every", "1000", "--quiet")
+                 "--epochs", "100", "--max-steps", "6000", "--eval-every", "1000", "--quiet",
+                 timeout=1400)  # within the test's own 1500 s: a busy machine took 18 min to train this
     assert run.returncode == 0, run.stderr
     videos = sorted(str(p) for p in (out / "data" / "test" / "videos").iterdir())
     pred = tmp_path / "pred.csv"
@@ -276,7 +406,8 @@ def _cli_error(capsys, *argv: str) -> str:
 
 @pytest.mark.parametrize("flag, value, words", [
     ("--lr", "nan", "argument --lr: must be a finite number"),
-    ("--lr", "-1", "argument --lr: must be a positive number"),
+    ("--lr", "-1", "argument --lr: must be from 1e-09 to 1, got '-1'"),
+    ("--lr", "1e308", "argument --lr: must be from 1e-09 to 1, got '1e308'"),  # saved NaN weights as trained
     ("--weight-decay", "nan", "argument --weight-decay: must be a finite number"),
     ("--ema", "nan", "argument --ema: must be a finite number"),
     ("--ema", "1.5", "error: --ema must be below 1"),
@@ -288,6 +419,8 @@ def _cli_error(capsys, *argv: str) -> str:
     ("--batch", "0", "error: argument --batch: must be at least 1, got '0'"),
     ("--epochs", "1.5", "error: argument --epochs: must be a whole number, got '1.5'"),
     ("--seed", "-1", "error: argument --seed: must be at least 0, got '-1'"),  # a traceback from numpy
+    ("--seed", str(2**80), f"error: argument --seed: must be at most {2**32 - 1}, got '{2**80}'"),  # from torch
+    ("--synthetic-frames", "100000", "error: argument --synthetic-frames: must be at most 3000, got '100000'"),
     ("--amplitude", "inf", "argument --amplitude: must be a finite number"),
 ])
 def test_train_cli_refuses_numbers_that_cannot_train(capsys, tmp_path, flag, value, words):
@@ -295,11 +428,24 @@ def test_train_cli_refuses_numbers_that_cannot_train(capsys, tmp_path, flag, val
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_whose_weights_stop_being_numbers_stops_with_one_line_and_saves_nothing(capsys, tmp_path, face_dir,
+                                                                                     monkeypatch):
+    """A learning rate far too high (here the schedule's factor) makes the weights inf/NaN:
+    they were saved as trained weights (exit 0), on which inference silently found nothing."""
+    import fgsl.train as train_module
+
+    monkeypatch.setattr(train_module, "lr_factor", lambda *args, **kwargs: 1e30)
+    line = _cli_error(capsys, *SMALL[2:], "--data", f"synthetic={face_dir}", "--out", str(tmp_path / "run"),
+                      "--epochs", "1", "--val", "none")
+    assert line.startswith("error: training diverged in epoch 0 (step ") and line.endswith("Lower --lr (now 0.001)")
+    assert not (tmp_path / "run" / weights.WEIGHTS_FILE).exists()
+
+
 def test_train_cli_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lr LR peak learning rate (default: 0.001)" in text and "(default: 0.995)" in text
+    assert "--lr LR peak learning rate (at most 1) (default: 0.001)" in text and "(default: 0.995)" in text
     assert "checked after every optimiser step" in text
 
 

@@ -128,6 +128,9 @@ MAX_SIZE = 512
 #: more than a subject told to keep still drifts; the crops are read with a margin of three
 #: sways on every side (:func:`make_set`), so ``--sway 1e6`` asked for terabytes.
 MAX_SWAY = 1 / 8
+#: The longest video, frames (100 s at 30 fps): each is built in memory (a few hundred MB at
+#: the default size), and ``--synthetic-frames 100000`` had the kernel kill the run unannounced.
+MAX_FRAMES = 3000
 
 #: Which fraction of each source video a part reads: [start, end).
 PARTS: dict[str, tuple[float, float]] = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
@@ -163,8 +166,9 @@ class Recipe:
             raise ValueError("--sway must be >= 0 and works on fixed crops only (not with --align)")
         if self.count < 1:
             raise ValueError(f"--count must be at least 1, got {self.count}")
-        if self.frames < self.max_frames:
-            raise ValueError(f"--frames must be at least {self.max_frames} (room for the longest event), got {self.frames}")
+        if not self.max_frames <= self.frames <= MAX_FRAMES:
+            raise ValueError(f"--frames must be {self.max_frames}-{MAX_FRAMES} (room for the longest event, and memory), "
+                             f"got {self.frames}")
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise ValueError(f"--size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
         if self.sway > MAX_SWAY * self.size:
