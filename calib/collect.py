@@ -350,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         from fgsl.cli import register_user_error
 
         register_user_error(RealtimeError)
-        check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)])
+        from engines.export import folder_files
+
+        # --weights' own files too: --out RUN/model.safetensors would destroy the model it names.
+        check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)]
+                     + [("--weights", path) for path in folder_files(args.weights)])
         cfg = config_from_args(args.preset, args.weights)
         data = collect(args.videos, cfg, args.count, stride=args.stride, max_faces=args.max_faces, seed=args.seed,
                        max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet,

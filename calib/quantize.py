@@ -71,19 +71,31 @@ SCOPES = {"encoder": [r".*encoder.*"], "all": None}
 STAND_IN_HINT = ", or use --tool onnxruntime for an ONNX Runtime int8 stand-in"
 
 
+def require_onnx(needed_by: str) -> None:
+    """One line naming the ``onnx`` extra when the ``onnx`` package is missing (as
+    ``engines.build`` says it), before any work rather than as a ModuleNotFoundError traceback."""
+    require(("onnx",), needed_by, ONNX_HINT, CalibError)
+
+
 def read_onnx(onnx_path: str | Path) -> Any:
     """The ``onnx.ModelProto`` of ``onnx_path``, graph only (no external weights), or
     :class:`CalibError` for a file that is not ONNX.
 
     Read once per command and handed to every check below: a realtime-preset export is
-    hundreds of megabytes, and each check used to parse it again.
+    hundreds of megabytes, and each check used to parse it again. The format is given
+    (protobuf): ``onnx.load`` otherwise picks it from the file's suffix and reads a ``.json``
+    name as JSON text. Any bytes, an empty file included, can parse as a protobuf message with
+    no fields, so a model without a single node is refused too: it is no export of FGSL.
     """
     import onnx
 
     try:
-        return onnx.load(str(onnx_path), load_external_data=False)
+        model = onnx.load(str(onnx_path), format="protobuf", load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
-        raise CalibError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
+        raise CalibError(f"{onnx_path}: not an ONNX model ({explain(exc)})") from None
+    if not len(model.graph.node):
+        raise CalibError(f"{onnx_path}: not an ONNX model (empty graph)")
+    return model
 
 
 def onnx_inputs(model: Any) -> list[str]:
@@ -104,6 +116,18 @@ def refuse_quantized_input(model: Any, onnx_path: str | Path) -> None:
     if found.qdq:
         raise UsageError(f"{onnx_path}: already quantised ({', '.join(found.qdq)} Q/DQ nodes); "
                          "give the FP32 export (engines.build's model.onnx or encode_chunk.onnx)")
+
+
+def engine_inputs(onnx_path: Path) -> list[tuple[str, Path]]:
+    """The files of the engine folder ``--onnx`` lies in (``engines.export.folder_files``: its
+    manifest and every graph and plan it lists), as ``check_output`` inputs: ``--out
+    ENG/manifest.json`` would destroy the engine that ``--onnx ENG/model.onnx`` belongs to (and
+    the FP32 model is the report's reference). Nothing for a file outside an engine folder."""
+    from engines.export import folder_files, is_engine_dir
+
+    if not is_engine_dir(onnx_path.parent):
+        return []
+    return [("--onnx's engine folder", path) for path in folder_files(onnx_path.parent)]
 
 
 def calibration_inputs(names: list[str], data: CalibrationSet, count: int | None = None) -> dict[str, np.ndarray]:
@@ -237,9 +261,13 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         raise UsageError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if tool == "onnxruntime" and mode != "int8":
         raise UsageError("--tool onnxruntime makes int8 only; fp8 and fp16 need ModelOpt")
+    if out.suffix.lower() != ".onnx":
+        # onnx and the quantisers pick the format from the suffix (.json: JSON text)
+        raise UsageError(f"--out {out}: the quantised model is an ONNX file; name it *.onnx")
+    require_onnx("calib.quantize")
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")
-    check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path)])  # (the FP32 model: the report's reference)
+    check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path), *engine_inputs(onnx_path)])
     model = read_onnx(onnx_path)  # once: every check below reads this one copy
     names = onnx_inputs(model)
     refuse_quantized_input(model, onnx_path)

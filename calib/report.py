@@ -38,7 +38,7 @@ from fgsl.decode import Interval, decode, temporal_iou
 
 from . import CalibError
 from .collect import load
-from .quantize import calibration_inputs, check_config, onnx_inputs, read_onnx
+from .quantize import calibration_inputs, check_config, onnx_inputs, read_onnx, require_onnx
 
 
 def _onnxruntime() -> Any:
@@ -188,6 +188,7 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
     providers = providers or ["CPUExecutionProvider"]
     if batch < 1:
         raise UsageError("--batch must be at least 1")
+    require_onnx("calib.report")
     check_providers(providers)
     if Path(fp32).is_dir() and (Path(fp32) / "model.onnx").is_file():  # an engine folder: its whole-model graph
         fp32 = Path(fp32) / "model.onnx"

@@ -18,7 +18,10 @@ refuses them and says so.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +33,8 @@ from fgsl.config import DEFAULT_PRESET, PRESETS
 from . import tensorrt_backend
 from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
 from .cache import sha256_file
-from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, is_engine_dir,
-                     load_source, read_manifest, write_manifest)
+from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, folder_files,
+                     is_engine_dir, load_source, read_manifest, write_manifest)
 from .extras import ONNX_HINT, TRITON_HINT, require
 from .selftest import TOLERANCE
 from .triton import MODULES as TRITON_MODULES
@@ -56,20 +59,81 @@ def check_args(args: argparse.Namespace) -> None:
     if held:
         # Its manifest.json would make every tool take the run folder for an engine folder.
         raise UsageError(f"--out {out} holds a weights folder ({', '.join(held)}): write the engine to a folder of its own")
-    # What a build that failed its check or was killed leaves: graphs, and temporary files
-    # (fgsl.files.atomic_output names them ".<file>.<random>.tmp").
-    ours = {f"{graph}.{ext}" for graph in GRAPHS for ext in ("onnx", "engine")}
-    temporary = tuple(f".{name}." for name in ours)
     left = [p.name for p in out.iterdir()] if out.is_dir() else []
-    if not is_engine_dir(out) and any(n not in ours and not (n.startswith(temporary) and n.endswith(".tmp")) for n in left):
+    if not is_engine_dir(out) and any(not is_engine_file(n) for n in left):
         raise UsageError(f"--out {out} holds other files and is not an engine folder: pass a new or empty folder, "
                          "or an engine folder to rebuild")
+    if args.triton_repo:
+        check_triton_repo(Path(args.triton_repo), out, args.weights)
     needed = ("onnx", "onnxruntime") if args.backend == "onnxruntime" and not args.no_verify else ("onnx",)
     require(needed, "engines.build", ONNX_HINT, UsageError)
     if args.triton_repo:
         # The repository's configs are parsed back with Triton's proto after the export
         # (engines.triton.read_config): without it the build would fail only at its very end.
         require(TRITON_MODULES, "engines.build --triton-repo", TRITON_HINT, UsageError)
+
+
+def is_engine_file(name: str) -> bool:
+    """Whether a file name in an engine folder is the engine's own: its manifest, a graph, a
+    TensorRT plan, or what an older build that failed or was killed left of one (graphs, and
+    the temporary files ``fgsl.files.atomic_output`` names ``.<file>.<random>.tmp``). A rebuild
+    replaces these; any other file in the folder is the user's and is kept (:func:`install`)."""
+    ours = {MANIFEST} | {f"{graph}.{ext}" for graph in GRAPHS for ext in ("onnx", "engine")}
+    return name in ours or (name.startswith(tuple(f".{n}." for n in ours)) and name.endswith(".tmp"))
+
+
+def check_triton_repo(repo: Path, out: Path, weights_dir: str | None) -> None:
+    """Refuse a ``--triton-repo`` the build cannot write, before minutes of export: a file, a
+    folder inside the engine folder (which a rebuild replaces as a whole) or inside the weights
+    folder, or a folder that is itself a weights or engine folder (its model folders would be
+    mixed into the run's files)."""
+    if repo.exists() and not repo.is_dir():
+        raise UsageError(f"--triton-repo {repo} is a file: pass a folder for the Triton model repository")
+    where = repo.resolve()
+    for flag, folder in (("--out", out), ("--weights", weights_dir)):
+        if folder is not None and where.is_relative_to(Path(folder).resolve()):
+            raise UsageError(f"--triton-repo {repo} is inside {flag} {folder}: write the Triton model repository "
+                             "to a folder of its own")
+    held = [path.name for path in folder_files(repo) if path.exists()]
+    if held:
+        raise UsageError(f"--triton-repo {repo} holds a weights or engine folder ({', '.join(held)}): write the "
+                         "Triton model repository to a folder of its own")
+
+
+def staging_folder(out: Path) -> Path:
+    """A new hidden sibling of ``out`` to build into: on the same file system, so that
+    :func:`install` moves the finished engine into place by renaming, never by copying (beside
+    the folder a link names, for a link)."""
+    out = Path(os.path.realpath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+
+
+def install(staging: Path, out: Path) -> None:
+    """Put the verified engine in ``staging`` where ``out`` is, keeping the user's files.
+
+    Until here ``out`` is untouched, so a build that fails its check, or is interrupted, leaves
+    the engine that was there as it was. A rebuild swaps folders by two renames (the old
+    folder is set aside first and put back if the second rename fails), then moves every file
+    of the old folder that is not the engine's (:func:`is_engine_file`: notes, calibration
+    data, a quantised model written beside the graphs) into the new one; the old graphs,
+    plans and manifest are dropped with the set-aside folder.
+    """
+    out = Path(os.path.realpath(out))  # a link to the folder: replace the folder it names
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    old = out.with_name(staging.name + ".old")
+    os.rename(out, old)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    for path in old.iterdir():
+        if not is_engine_file(path.name):
+            os.rename(path, out / path.name)
+    shutil.rmtree(old)
 
 
 def refuse_quantized(precision: str) -> None:
@@ -122,6 +186,32 @@ def build_tensorrt(folder: Path, precision: str, device: str = "cuda") -> dict[s
     return manifest
 
 
+def build_into(staging: Path, out: Path, source: Any, args: argparse.Namespace) -> None:
+    """Export, verify (or compile for TensorRT) and write the Triton repository from
+    ``staging``; the messages name ``out``, where the engine goes once all of it succeeded."""
+    model = source.model
+    export_engine_dir(source, staging, args.fifm, args.opset, precision=args.precision, backend=args.backend)
+    print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {args.fifm}, opset {args.opset}, {args.precision}) "
+          f"from {source.origin} to {out}", file=sys.stderr)
+    if args.backend == "onnxruntime":
+        if args.no_verify:
+            print("not verified (--no-verify)", file=sys.stderr)
+        else:
+            diffs = verify(model, staging, args.precision)
+            print("torch vs onnxruntime, max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
+                  file=sys.stderr)
+    else:
+        build_tensorrt(staging, args.precision)
+    if args.triton_repo:
+        from .triton import read_config, write_repository
+
+        configs = write_repository(staging, args.triton_repo, max_batch=args.triton_max_batch)
+        for config in configs:
+            read_config(config)  # parse it back with Triton's own proto
+        print(f"Triton model repository: {args.triton_repo} ({', '.join(c.parent.name for c in configs)})",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
@@ -145,37 +235,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(_: list[str] | None) -> int:
         check_args(args)
-        fifm = args.fifm
         if args.backend == "tensorrt":
             tensorrt_backend("cuda")  # a missing TensorRT or GPU fails before minutes of export
         source = load_source(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset)
-        model = source.model
         out = Path(args.out)
-        export_engine_dir(source, out, fifm, args.opset, precision=args.precision, backend=args.backend)
-        print(f"exported {', '.join(GRAPHS)} ({model.cfg.name}, fifm {fifm}, opset {args.opset}, {args.precision}) "
-              f"from {source.origin} to {out}", file=sys.stderr)
+        # Everything is built and checked in a hidden sibling folder; --out changes only at the
+        # end (install), so a failed or interrupted rebuild leaves the engine that was there.
+        staging = staging_folder(out)
         try:
-            if args.backend == "onnxruntime":
-                if args.no_verify:
-                    print("not verified (--no-verify)", file=sys.stderr)
-                else:
-                    diffs = verify(model, out, args.precision)
-                    print("torch vs onnxruntime, max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
-                          file=sys.stderr)
-            else:
-                build_tensorrt(out, args.precision)
-        except BaseException:
-            # A build that failed its check is no engine: without its manifest nothing opens it.
-            (out / MANIFEST).unlink(missing_ok=True)
-            raise
-        if args.triton_repo:
-            from .triton import read_config, write_repository
-
-            configs = write_repository(out, args.triton_repo, max_batch=args.triton_max_batch)
-            for config in configs:
-                read_config(config)  # parse it back with Triton's own proto
-            print(f"Triton model repository: {args.triton_repo} ({', '.join(c.parent.name for c in configs)})",
-                  file=sys.stderr)
+            build_into(staging, out, source, args)
+            install(staging, out)
+        except EngineError as exc:  # name the user's folder, not the hidden one
+            raise EngineError(str(exc).replace(str(staging), str(out))) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         print(out)
         return 0
 

@@ -534,10 +534,59 @@ def read_manifest(folder: str | Path, verify: bool = True) -> dict[str, Any]:
     if manifest.get("version") != MANIFEST_VERSION:
         raise EngineError(f"{path}: engine manifest version {manifest.get('version')} is not "
                           f"{MANIFEST_VERSION} (built by another release); {rebuild}")
+    check_manifest(manifest, path)
     if verify:
-        for graph, entry in manifest.get("graphs", {}).items():
+        for graph, entry in manifest["graphs"].items():
             check_file(folder / entry["file"], entry, f"graph {graph!r}")
     return manifest
+
+
+def check_manifest(manifest: Mapping[str, Any], path: Path) -> None:
+    """Refuse a manifest whose structure or config cannot describe its graphs, as one line.
+
+    Every reader indexes ``config`` and ``graphs`` (``plans``) directly, so a hand-edited or
+    damaged manifest would otherwise end in a KeyError/AttributeError traceback, and a config
+    that contradicts the graphs it lists (another window or image size) would reach ONNX
+    Runtime or TensorRT as an input of the wrong shape. The graphs' recorded input shapes are
+    what the export wrote next to their SHA-256, so the config is checked against them.
+    """
+    rebuild = "rebuild it with `python -m engines.build`"
+    missing = [key for key in ("config", "graphs") if key not in manifest]
+    if missing:
+        raise EngineError(f"{path}: incomplete engine manifest (no {', '.join(missing)}); {rebuild}")
+    for section in ("graphs", "plans"):
+        entries = manifest.get(section)
+        if section == "plans" and entries is None:
+            continue
+        if not isinstance(entries, dict) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("file"), str) for entry in entries.values()):
+            raise EngineError(f"{path}: damaged engine manifest ({section} must map each graph to an entry with "
+                              f"a file name); {rebuild}")
+        unknown = sorted(set(entries) - set(GRAPHS))
+        if unknown:
+            raise EngineError(f"{path}: damaged engine manifest (unknown graph {unknown[0]!r} in {section}); {rebuild}")
+    try:
+        cfg = FGSLConfig.from_dict(manifest["config"])
+    except (ValueError, TypeError) as exc:
+        raise EngineError(f"{path}: its config is unreadable ({exc}); {rebuild}") from None
+    for graph, entry in manifest["graphs"].items():
+        recorded = entry.get("inputs")
+        expected = io_shapes(cfg, graph)["inputs"]
+        # The batch axis (0) is dynamic or fixed at export; every other axis follows the config.
+        if not isinstance(recorded, dict) or set(recorded) != set(expected) or any(
+                not isinstance(recorded[name], list) or recorded[name][1:] != shape[1:]
+                for name, shape in expected.items()):
+            raise EngineError(f"{path}: config (preset {cfg.name!r}, window_frames {cfg.window_frames}, image_size "
+                              f"{cfg.image_size}) does not match graph {entry['file']} (inputs {_shapes(recorded)}, "
+                              f"the config gives {_shapes(expected)}); {rebuild}")
+
+
+def _shapes(inputs: Any) -> str:
+    """``clips [B, 3, 32, 32, 32]`` for a message (whatever a damaged manifest holds as itself)."""
+    if not isinstance(inputs, dict):
+        return repr(inputs)
+    return ", ".join(f"{name} [{', '.join('B' if i == 0 else str(d) for i, d in enumerate(shape))}]"
+                     if isinstance(shape, list) else f"{name} {shape!r}" for name, shape in inputs.items())
 
 
 def check_file(path: Path, entry: Mapping[str, Any], what: str) -> None:

@@ -263,7 +263,11 @@ def test_quantize_argument_errors(fp32_onnx: Path, calib_file: Path, tmp_path: P
     assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(fp32_onnx)]) == 2
     assert f"--out {fp32_onnx} would overwrite --onnx {fp32_onnx}; write it elsewhere" in capsys.readouterr().err
     assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--out", str(calib_file)]) == 2
-    assert f"--out {calib_file} would overwrite --data {calib_file}" in capsys.readouterr().err
+    assert f"--out {calib_file}: the quantised model is an ONNX file; name it *.onnx" in capsys.readouterr().err
+    data_onnx = tmp_path / "calib.onnx"  # --data under an ONNX name is still an input
+    data_onnx.write_bytes(calib_file.read_bytes())
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(data_onnx), "--out", str(data_onnx)]) == 2
+    assert f"--out {data_onnx} would overwrite --data {data_onnx}" in capsys.readouterr().err
 
 
 def test_quantize_refuses_an_already_quantised_model(ort_int8: tuple[Path, dict], calib_file: Path, tmp_path: Path,
@@ -536,4 +540,108 @@ def test_a_quantiser_that_quantises_nothing_is_refused(fp32_onnx: Path, calib_fi
     _fake_modelopt(monkeypatch, write_qdq=False)
     with pytest.raises(CalibError, match="nothing was quantised"):
         quantize_mod.quantize_file(fp32_onnx, calib_file, tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# outputs that would destroy an input; files that are not ONNX (audit #2, #18, #19, #31)
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory) -> Path:
+    """A small engine folder (engines.export): a manifest and two of its three graphs."""
+    from engines.export import export_engine_dir
+
+    folder = tmp_path_factory.mktemp("eng") / "engine"
+    export_engine_dir(build(CFG, seed=0), folder, graphs=("model", "decode_window"), trained=True)
+    return folder
+
+
+def _unchanged(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_collect_refuses_an_out_among_the_files_of_weights(engine_dir: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out RUN/model.safetensors`` replaced the weights it was told to read with the .npz."""
+    from fgsl import weights
+
+    run = tmp_path / "run"
+    weights.save(build(CFG, seed=0), run, trained=True)
+    for folder, name in ((run, "model.safetensors"), (run, "config.json"), (engine_dir, "manifest.json"),
+                         (engine_dir, "decode_window.onnx")):
+        before = _unchanged(folder)
+        out = folder / name
+        assert collect_mod.main(["--videos", str(SAMPLE_VIDEO), "--weights", str(folder), "--out", str(out),
+                                 "--count", "2", "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: --out {out} would overwrite --weights {out}; write it elsewhere"]
+        assert _unchanged(folder) == before
+
+
+def test_quantize_refuses_an_out_in_the_engine_folder_of_onnx(engine_dir: Path, calib_file: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out ENG/manifest.json`` wrote ONNX bytes over the manifest of the engine ``--onnx`` is
+    part of; the folder's other graphs are its inputs too."""
+    before = _unchanged(engine_dir)
+    for name in ("manifest.json", "decode_window.onnx"):
+        out = engine_dir / name
+        assert quantize_mod.main(["--onnx", str(engine_dir / "model.onnx"), "--data", str(calib_file),
+                                  "--tool", "onnxruntime", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        if name == "manifest.json":  # its suffix is refused first
+            assert err == [f"error: --out {out}: the quantised model is an ONNX file; name it *.onnx"]
+        else:
+            assert err == [f"error: --out {out} would overwrite --onnx's engine folder {out}; write it elsewhere"]
+        assert _unchanged(engine_dir) == before
+    # A new file beside them is fine; so is --onnx outside any engine folder.
+    assert quantize_mod.engine_inputs(engine_dir / "model.onnx")[0] == ("--onnx's engine folder",
+                                                                         engine_dir / "model.safetensors")
+    assert quantize_mod.engine_inputs(calib_file.parent / "model.onnx") == []
+
+
+def test_quantize_refuses_an_out_that_is_not_onnx_before_any_work(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out q.json``: onnx picked JSON from the suffix and the run ended in a UnicodeDecodeError
+    traceback after writing q.json."""
+    monkeypatch.setattr(quantize_mod, "read_onnx", lambda path: pytest.fail("work started"))
+    for name in ("q.json", "q", "q.onnx.tmp"):
+        assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--tool", "onnxruntime",
+                                  "--out", str(tmp_path / name)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: --out {tmp_path / name}: the quantised model is an ONNX file; name it *.onnx"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calib_without_the_onnx_package_names_the_extra(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The line engines.build gives, not a ModuleNotFoundError traceback."""
+    monkeypatch.setitem(sys.modules, "onnx", None)  # not installed, as far as Python can tell
+    assert quantize_mod.main(["--onnx", str(fp32_onnx), "--data", str(calib_file), "--tool", "onnxruntime",
+                              "--out", str(tmp_path / "q.onnx")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: calib.quantize needs onnx: pip install 'fgsl-spotter[onnx]'"]
+    assert report_mod.main(["--fp32", str(fp32_onnx), "--quantized", str(fp32_onnx), "--data", str(calib_file)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: calib.report needs onnx: pip install 'fgsl-spotter[onnx]'"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "empty graph"), (b"\x00\x01\x02 not protobuf", "")],
+                         ids=["empty", "garbage"])
+def test_a_file_that_is_not_onnx_is_named_as_such(content: bytes, reason: str, fp32_onnx: Path, calib_file: Path,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0-byte file parses as an empty ModelProto: it was reported as a model whose inputs are []."""
+    bad = tmp_path / "zero.mp4"
+    bad.write_bytes(content)
+    assert quantize_mod.main(["--onnx", str(bad), "--data", str(calib_file), "--tool", "onnxruntime",
+                              "--out", str(tmp_path / "q.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: not an ONNX model (" + reason), err
+    for fp32, quantized in ((fp32_onnx, bad), (bad, fp32_onnx)):
+        assert report_mod.main(["--fp32", str(fp32), "--quantized", str(quantized), "--data", str(calib_file)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {bad}: not an ONNX model (" + reason), err
     assert not (tmp_path / "q.onnx").exists()

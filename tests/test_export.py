@@ -317,10 +317,12 @@ def test_build_cli_keeps_engines_out_of_weights_folders_and_unverified_builds(tm
     monkeypatch.setattr(build_mod, "verify", disagrees)  # an ONNX Runtime that computes wrongly
     out = tmp_path / "engine"
     assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 2
-    assert "disagrees with torch" in capsys.readouterr().err
-    assert (out / "model.onnx").exists() and not (out / "manifest.json").exists()
-    with pytest.raises(EngineError, match="not an engine folder"):
-        export.read_manifest(out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {out}: the exported engine disagrees with torch (max abs diff 1 > 0.0001); not using it"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "run"]  # no engine, nothing half-built
+    # What a build of an earlier release that failed or was killed left: graphs, no manifest.
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"an unverified graph")
     (out / ".encode_chunk.onnx.x1y2.tmp").write_bytes(b"left by a build killed mid-write")
     monkeypatch.undo()  # a working ONNX Runtime again: the failed build's folder is rebuilt in place
     assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 0
@@ -350,3 +352,104 @@ def test_build_cli_without_weights_or_tensorrt_says_why(tmp_path, capsys):
         assert err == ["error: the tensorrt backend needs tensorrt: install the 'trt' extra (pip install "
                        "'fgsl-spotter[trt]') on a machine with an NVIDIA GPU and driver, or use --backend onnxruntime"]
         assert not (tmp_path / "t").exists()  # refused before exporting anything
+
+
+# ---------------------------------------------------------------------- rebuilding an engine folder
+@pytest.fixture
+def good_engine(tmp_path):
+    """A weights folder and a good engine folder built from it, holding a file of the user's
+    and a TensorRT plan file (as a tensorrt build leaves next to the graphs)."""
+    small = preset("tiny", window_frames=16)
+    weights.save(build(small, seed=5), tmp_path / "run", trained=True)
+    out = tmp_path / "engine"
+    assert build_main(["--weights", str(tmp_path / "run"), "--backend", "onnxruntime", "--out", str(out),
+                       "--no-verify"]) == 0
+    (out / "notes.txt").write_text("mine")
+    return tmp_path / "run", out
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("failure", ["verification fails", "interrupted while verifying", "interrupted mid-export"])
+def test_a_rebuild_that_fails_or_is_interrupted_leaves_the_old_engine(failure, good_engine, tmp_path, capsys,
+                                                                     monkeypatch):
+    """Graphs used to be replaced one by one next to the old manifest, and a failed check deleted
+    the manifest: the earlier good engine was gone either way (audit #7)."""
+    import engines
+    from engines import build as build_mod
+
+    run, out = good_engine
+    before = _snapshot(out)
+    weights.save(build(preset("tiny", window_frames=16), seed=6), run, trained=True)  # retrained: a new engine
+    if failure == "verification fails":
+        def fails(model, folder, precision, batch=2):
+            raise EngineError(f"{folder}: the exported engine disagrees with torch (max abs diff 1 > 0.0001); "
+                              "not using it")
+        monkeypatch.setattr(build_mod, "verify", fails)
+    elif failure == "interrupted while verifying":
+        monkeypatch.setattr(build_mod, "verify", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    else:
+        real, calls = export.export_onnx_bytes, []
+
+        def export_then_interrupt(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:  # the first graph is written by then
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        monkeypatch.setattr(export, "export_onnx_bytes", export_then_interrupt)
+    code = build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    if failure == "verification fails":
+        assert code == 2 and err[-1] == (f"error: {out}: the exported engine disagrees with torch (max abs diff 1 > "
+                                         "0.0001); not using it")  # the user's folder, not the hidden one
+    else:
+        assert code == 130 and err[-1] == "interrupted"
+    assert _snapshot(out) == before  # manifest, graphs and the user's file as they were
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine", "run"]  # no half-built folder left beside it
+    monkeypatch.undo()
+    engines.open(out, backend="onnxruntime")  # still a working engine (every graph matches its manifest)
+
+
+def test_a_rebuild_replaces_the_engine_and_keeps_the_users_files(good_engine, tmp_path, capsys):
+    run, out = good_engine
+    old = json.loads((out / "manifest.json").read_text())
+    (out / "model.engine").write_bytes(b"a TensorRT plan of the old graphs")
+    weights.save(build(preset("tiny", window_frames=16), seed=6), run, trained=True)
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    new = export.read_manifest(out)
+    assert new["weights_sha256"] != old["weights_sha256"]
+    assert sorted(p.name for p in out.iterdir()) == ["decode_window.onnx", "encode_chunk.onnx", "manifest.json",
+                                                     "model.onnx", "notes.txt"]  # the stale plan is gone
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine", "run"]
+
+
+def test_a_triton_repo_the_build_cannot_write_is_refused_before_exporting(good_engine, tmp_path, capsys, monkeypatch):
+    """``--triton-repo FILE`` failed only after the export had replaced the engine; ``--triton-repo
+    RUN_DIR`` wrote model folders into the weights folder with exit 0 (audit #7)."""
+    from engines import build as build_mod
+
+    run, out = good_engine
+    monkeypatch.setattr(build_mod, "export_engine_dir", lambda *a, **k: pytest.fail("exported first"))
+    a_file = tmp_path / "zero.mp4"
+    a_file.write_bytes(b"")
+    other_engine = out  # an engine folder, given as the repository of a build into another folder
+    for repo, line in [
+        (a_file, f"--triton-repo {a_file} is a file: pass a folder for the Triton model repository"),
+        (run, f"--triton-repo {run} is inside --weights {run}: write the Triton model repository to a folder of "
+              "its own"),
+        (run / "triton", f"--triton-repo {run / 'triton'} is inside --weights {run}:"),
+        (out / "triton", f"--triton-repo {out / 'triton'} is inside --out {out}:"),
+        (other_engine, f"--triton-repo {other_engine} holds a weights or engine folder (manifest.json, model.onnx, "
+                       "encode_chunk.onnx, decode_window.onnx): write the Triton model repository to a folder of its "
+                       "own"),
+    ]:
+        target = out if repo != other_engine else tmp_path / "engine2"
+        assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(target),
+                           "--triton-repo", str(repo)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: " + line), err
+    assert not (run / "triton").exists() and not (out / "triton").exists() and not (tmp_path / "engine2").exists()

@@ -318,3 +318,42 @@ def test_engine_flags_that_do_not_go_together_are_one_line(args, line, capsys, m
     monkeypatch.setattr(selftest, "selftest", lambda *a, **k: pytest.fail("ran with bad flags"))
     assert selftest.main(args) == 2
     assert capsys.readouterr().err.strip() == f"error: {line}"
+
+
+#: (how a copy of the built folder's manifest.json is damaged, the EngineError line it gives).
+#: Each was a KeyError/AttributeError traceback, or ONNX Runtime's InvalidArgument at the first
+#: window, from every command that opens the folder (audit #15, #16).
+DAMAGED_MANIFESTS = [
+    ("no config", lambda m: m.pop("config"), r"incomplete engine manifest \(no config\)"),
+    ("graphs a string", lambda m: m.update(graphs="model.onnx"),
+     r"damaged engine manifest \(graphs must map each graph to an entry with a file name\)"),
+    ("graph entry a string", lambda m: m["graphs"].update(model="model.onnx"), r"damaged engine manifest \(graphs must"),
+    ("plans a list", lambda m: m.update(plans=["model.engine"]), r"damaged engine manifest \(plans must"),
+    ("config a string", lambda m: m.update(config="tiny"), r"its config is unreadable \(config must be a JSON object\)"),
+    ("window 16 -> 32", lambda m: m["config"].update(window_frames=32),
+     r"config \(preset 'tiny', window_frames 32, image_size 32\) does not match graph model\.onnx \(inputs clips "
+     r"\[B, 3, 16, 32, 32\], the config gives clips \[B, 3, 32, 32, 32\]\)"),
+    ("image 32 -> 64", lambda m: m["config"].update(image_size=64),
+     r"config \(preset 'tiny', window_frames 16, image_size 64\) does not match graph model\.onnx"),
+]
+
+
+@pytest.mark.parametrize("damage, message", [(d, m) for d, _, m in DAMAGED_MANIFESTS],
+                         ids=[d for d, _, _ in DAMAGED_MANIFESTS])
+def test_a_damaged_or_contradictory_manifest_is_one_engine_error(damage, message, built, tmp_path):
+    import re
+
+    import engines
+    from engines.export import read_manifest
+
+    _, folder, manifest = _copy(built, tmp_path)
+    dict((d, f) for d, f, _ in DAMAGED_MANIFESTS)[damage](manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for verify in (False, True):  # the cheap read (fgsl.tune, calib, the live spotter) checks it too
+        with pytest.raises(EngineError) as info:
+            read_manifest(folder, verify=verify)
+        line = str(info.value)
+        assert line.startswith(f"{folder / 'manifest.json'}: ") and re.search(message, line), line
+        assert line.endswith("; rebuild it with `python -m engines.build`") and "\n" not in line
+    with pytest.raises(EngineError, match=message):
+        engines.open(folder, backend="onnxruntime")
