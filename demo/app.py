@@ -34,9 +34,10 @@ from typing import Any
 
 import gradio as gr
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, positive_number, register_user_error, run
+from fgsl.cli import (HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
+                      register_user_error, run)
 from realtime.cam import DISCLAIMER
-from realtime.spotters import add_engine_flags
+from realtime.spotters import add_engine_flags, fgsl_only_flag
 from realtime.types import RealtimeError
 
 from .session import (MAX_FACES, SENSITIVITY_RANGE, DemoError, LiveSession, PipelineFactory, SessionRegistry,
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it on the network)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=at_least(0, 65535), default=DEFAULT_PORT,
                    help="port (0: one the OS has free; the address is printed)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
@@ -380,8 +381,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app(args: argparse.Namespace) -> DemoApp:
-    if not 0 <= args.port <= 65535:
-        raise UsageError("--port must be 0-65535")
     factory = PipelineFactory(weights=args.weights, backend=args.backend, engine_device=args.engine_device,
                               allow_untrained=args.allow_untrained,
                               preset=args.preset, face_model=args.face_model)
@@ -394,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body(_: list[str] | None) -> int:
+        if not (args.weights or args.allow_untrained) and (flag := fgsl_only_flag(args)):
+            raise UsageError(f"{flag} concerns the fgsl spotter, which needs --weights (or --allow-untrained)")
         check_address(args.host, args.port)
         app = make_app(args)
         print(DISCLAIMER, file=sys.stderr)

@@ -123,6 +123,7 @@ class BrowserVideo:
             self._proc.wait()
             self._proc = None
         if self._saver is not None:
+            self._saver.keep = False  # an aborted upload's video is dropped, not checked and kept
             self._saver.close()
             self._saver = None
 

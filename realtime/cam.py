@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,13 @@ from .interrupts import interrupted_quietly, terminate_as_interrupt
 
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug.
 with interrupted_quietly():
-    from fgsl.cli import (HelpFormatter, UsageError, at_least, check_output, non_negative_number, positive_int,
-                          positive_number, register_user_error, run)
+    from fgsl.cli import (MAX_FPS, MIN_FPS, HelpFormatter, UsageError, at_least, check_output, frame_rate,
+                          non_negative_number, positive_int, register_user_error, run)
     from fgsl.files import same_file
     from fgsl.infer import table_names, truth_keys
 
     from .capture import Capture, CaptureSource, FileSource, parse_source
-    from .events import ConsoleSink, CsvSink, JsonlSink, Sink, SinkError
+    from .events import ConsoleSink, CsvSink, DeferredSink, JsonlSink, Sink, SinkError
     from .face import DEFAULT_MAX_FACES
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
@@ -63,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", type=at_least(0), default=None, help="camera index (default 0 when no --source)")
     src.add_argument("--source", help="video file, folder of numbered frames (with --fps), stream URL, or camera device "
                           "path (/dev/video2) instead of a camera index")
-    p.add_argument("--fps", type=positive_number, default=None,
-                   help="frame rate of a frame folder; overrides a video file's own rate; requested from a camera")
+    p.add_argument("--fps", type=frame_rate, default=None,
+                   help=f"frame rate ({MIN_FPS:g}-{MAX_FPS:g}) of a frame folder; overrides a video file's own rate; "
+                        "requested from a camera")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate (default: as fast as possible)")
     add_spotter_flags(p)
     p.add_argument("--no-cache", action="store_true",
@@ -87,17 +89,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def open_sinks(args: argparse.Namespace, untrained: bool, subject: str, video: str, opened: ExitStack) -> list[Sink]:
-    """The files asked for, each closed by ``opened`` from the moment it exists, then the
-    console (last: a terminal that blocks, paused or scrolled back, is where Ctrl-C comes, and
-    the files have the event by then); with ``untrained`` weights every line says so."""
+    """The files asked for, each made at the first face (:class:`DeferredSink`) and closed by
+    ``opened``, then the console (last: a terminal that blocks, paused or scrolled back, is
+    where Ctrl-C comes, and the files have the event by then); with ``untrained`` weights every
+    line says so."""
     sinks: list[Sink] = []
     if args.events:
-        sinks.append(opened.enter_context(closing(JsonlSink(args.events, {"untrained": True} if untrained else None))))
+        extra = {"untrained": True} if untrained else None
+        sinks.append(opened.enter_context(closing(DeferredSink(lambda: JsonlSink(args.events, extra)))))
     if args.csv:
-        sinks.append(opened.enter_context(closing(CsvSink(args.csv, subject, video))))
+        sinks.append(opened.enter_context(closing(DeferredSink(lambda: CsvSink(args.csv, subject, video)))))
     if not args.quiet:
         sinks.append(ConsoleSink(tag=f"  [{UNTRAINED_BANNER}]" if untrained else ""))
     return sinks
+
+
+def start_outputs(sinks: list[Sink], saver: VideoSaver | None) -> None:
+    """The first face is tracked: make the event files (truncating an earlier run's) and let
+    the ``--save`` video replace an earlier one when it closes. Until then a run that ends
+    without a face, failed or stopped, has touched none of them."""
+    for sink in sinks:
+        if isinstance(sink, DeferredSink):
+            sink.open()
+    if saver is not None:
+        saver.keep = True
+
+
+def named(args: argparse.Namespace, *flags: str) -> list[str]:
+    """``--flag PATH`` of each of ``flags`` given, as messages name the files."""
+    return [f"--{flag} {getattr(args, flag)}" for flag in flags if getattr(args, flag)]
+
+
+def console_failure(args: argparse.Namespace, sinks: list[Sink]) -> RealtimeError | None:
+    """The console's write error (not a closed pipe) as the run's error line, naming the files
+    that still have every event: a log on a full disk must not pass for a whole one."""
+    failure = next((s.failure for s in sinks if isinstance(s, ConsoleSink) and s.failure), None)
+    if failure is None:
+        return None
+    files = named(args, "events", "csv")
+    kept = f"; {' and '.join(files)} {'has' if len(files) == 1 else 'have'} every event" if files else ""
+    return RealtimeError(f"stdout: cannot write event lines ({failure.strerror or failure}), "
+                         f"so the console stopped at the first that failed{kept}")
 
 
 def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
@@ -114,8 +146,10 @@ def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
 
 
 def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
-           display: Display | None = None, saver: VideoSaver | None = None) -> Summary:
-    """Run the pipeline over the capture until it ends, the user quits, or Ctrl-C.
+           display: Display | None = None, saver: VideoSaver | None = None,
+           on_first_face: Callable[[], None] = lambda: None) -> Summary:
+    """Run the pipeline over the capture until it ends, the user quits, or Ctrl-C;
+    ``on_first_face`` is called after the first step that tracked a face.
 
     The caller owns (and closes) the capture, the pipeline, the window and the saver."""
     overlay = OverlayState(signal_rate=pipeline.spotter.fps) if (display or saver) else None
@@ -123,9 +157,13 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
     warned = False
     failure: RealtimeError | None = None
     interrupted = False
+    started = False
     try:
         for frame in capture:
             result = pipeline.step(frame)
+            if result.faces and not started:
+                started = True
+                on_first_face()
             seen = pipeline.last_face_s if pipeline.last_face_s is not None else 0.0
             if args.no_face_warning and frame.timestamp - seen >= args.no_face_warning and not warned:
                 print(f"warning: no face in view for {args.no_face_warning:g} s ({capture.name})", file=sys.stderr, flush=True)
@@ -175,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
             subject = args.subject or video
         # Everything opened is closed on every way out (MediaPipe's landmarker included: left
         # to the garbage collector at exit, it prints a traceback of its own). Files are
-        # opened (and so truncated) last, once the source, the spotter and the face model
-        # have loaded: a run that cannot start leaves an earlier run's files as they were.
+        # opened (and so truncated) only once the first face is tracked, and the --save video
+        # replaces an earlier one only then: a run that cannot start, or ends (with "no face
+        # found", or a failing source) before any face, leaves an earlier run's files as they were.
         with ExitStack() as opened:
             capture = Capture(source, realtime=args.realtime,
                               on_outage=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
             opened.callback(capture.stop)
-            saver = opened.enter_context(VideoSaver(args.save, capture.fps)) if args.save else None
+            saver = (opened.enter_context(VideoSaver(args.save, capture.fps, keep=False, name=f"--save {args.save}"))
+                     if args.save else None)
             display = None if args.headless else opened.enter_context(Display("micro-expression spotter (q to quit)"))
             spotter = make_spotter(args)
             tracker = opened.enter_context(FaceTracker(
@@ -191,10 +231,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)
-            summary = stream(args, capture, pipeline, display, saver)
+            summary = stream(args, capture, pipeline, display, saver, lambda: start_outputs(sinks, saver))
+            if saver is not None:  # (now: a video that cannot be written whole is the run's error)
+                try:
+                    saver.close()
+                except RealtimeError as exc:
+                    summary.failure = summary.failure or exc
+        outputs = named(args, "events", "csv", "save")
+        if pipeline.last_face_s is None and summary.interrupted and outputs:  # (no face, no error: say why)
+            print(f"warning: no face was tracked: {' and '.join(outputs)} left as they were", file=sys.stderr)
         print(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""), file=sys.stderr)
-        if summary.failure is not None:
-            raise summary.failure
+        failure = summary.failure or console_failure(args, sinks)
+        if failure is not None:
+            raise failure
         if pipeline.last_face_s is None and not summary.interrupted:  # (stopped before one came: no error)
             raise RealtimeError(f"{capture.name}: no face found in {summary.frames} frames")
         return 0

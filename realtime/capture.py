@@ -107,7 +107,7 @@ _quiet_saved_level = 0
 
 
 @contextmanager
-def _opencv_quiet() -> Iterator[None]:
+def opencv_quiet() -> Iterator[None]:
     """Silence OpenCV's own logging (its backends each print why they could not open a device).
 
     The level is process-wide and cameras reopen on capture threads, so nested and concurrent
@@ -137,7 +137,7 @@ def camera_opener(
     """
 
     def open_camera() -> FrameReader:
-        with _opencv_quiet():  # a missing camera is one error line of ours, not a dozen of OpenCV's
+        with opencv_quiet():  # a missing camera is one error line of ours, not a dozen of OpenCV's
             cap = cv2.VideoCapture(device)
         if cap.isOpened():
             if size is not None:
@@ -168,6 +168,8 @@ def parse_source(
         raise RealtimeError("give exactly one source: a camera (--device N) or a file/folder (--source PATH)")
     if fps is not None and not is_positive_number(fps):
         raise RealtimeError(f"fps must be a positive number, got {fps}")
+    if isinstance(path, str) and not path.strip():  # (as a Path, "" would be the current folder)
+        raise RealtimeError("--source is empty: give a video file, a frame folder, a stream URL or a camera path")
     if device is not None:
         if isinstance(device, bool) or not isinstance(device, int) or device < 0:
             raise RealtimeError(f"camera index must be a whole number >= 0, got {device!r}")

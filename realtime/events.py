@@ -25,6 +25,7 @@ import json
 import os
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -157,16 +158,20 @@ def describe(event: Event) -> str:
 class ConsoleSink:
     """One line per event on stdout.
 
-    When the reader of stdout goes away (``... | head -1``) the console falls silent but the
-    run goes on, so the event files are still complete; stdout is pointed at ``/dev/null`` so
-    that Python's own flush at exit does not complain either (the recipe in Python's docs,
-    "Note on SIGPIPE").
+    When stdout cannot be written the console falls silent but the run goes on, so the event
+    files are still complete: the reader went away (``... | head -1``, a broken pipe), or the
+    file behind it failed (``> run.log`` on a full disk, a terminal giving EIO). stdout is then
+    pointed at ``/dev/null``, so that Python's own flush at exit does not complain either (the
+    recipe in Python's docs, "Note on SIGPIPE"). A closed pipe is the reader's choice and no
+    error; any other failure is kept in :attr:`failure`, for the caller to report once the run
+    is over (an incomplete log must not pass for a whole one).
     """
 
     def __init__(self, stream: IO[str] | None = None, tag: str = "") -> None:
         self.stream = stream or sys.stdout
         self.tag = tag  # appended to every line (the untrained-weights warning)
         self.silenced = False
+        self.failure: OSError | None = None  # why the console fell silent, unless a closed pipe
 
     def write(self, event: Event) -> None:
         if self.silenced:
@@ -174,22 +179,61 @@ class ConsoleSink:
         try:
             print(describe(event) + self.tag, file=self.stream, flush=True)
         except OSError as exc:  # BrokenPipeError; Windows says EINVAL for a closed pipe
-            if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EINVAL):
-                raise
             self.silenced = True
-            try:
-                null = os.open(os.devnull, os.O_WRONLY)
-            except OSError:
-                return
-            try:
-                os.dup2(null, self.stream.fileno())
-            except (OSError, ValueError):  # not a real file (a StringIO): nothing to redirect
-                pass
-            finally:
-                os.close(null)
+            if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EINVAL):
+                self.failure = exc
+            self._discard_the_rest()
+
+    def _discard_the_rest(self) -> None:
+        """Point the stream's file descriptor at the null device (also for what is still buffered)."""
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            os.dup2(null, self.stream.fileno())
+        except (OSError, ValueError):  # not a real file (a StringIO): nothing to redirect
+            pass
+        finally:
+            os.close(null)
 
     def close(self) -> None:
         pass
+
+
+class DeferredSink:
+    """A file sink made only when :meth:`open` is called (or at its first event).
+
+    Making a file sink truncates its file. ``realtime.cam`` opens its files once the first
+    face is tracked, so a run that never sees one (the wrong video, a camera facing a wall)
+    leaves an earlier run's files as they were. A file that cannot be made then is a
+    :class:`SinkError`, so the pipeline drops it like a file that fails later.
+    """
+
+    def __init__(self, make: Callable[[], Sink]) -> None:
+        self._make = make
+        self._sink: Sink | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._sink is not None
+
+    def open(self) -> Sink:
+        if self._sink is None:
+            try:
+                self._sink = self._make()
+            except SinkError:
+                raise
+            except RealtimeError as exc:  # "cannot write here": the folder went away since the start
+                raise SinkError(str(exc)) from None
+        return self._sink
+
+    def write(self, event: Event) -> None:
+        self.open().write(event)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
 
 
 class JsonlSink(_FileSink):

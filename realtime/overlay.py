@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
-from fgsl.files import unwritable_reason
+from fgsl.files import atomic_output, unwritable_reason
+from realtime.capture import opencv_quiet
 from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -365,10 +367,19 @@ class VideoSaver:
     first frame, as a :class:`RealtimeError`, never as a silently empty file. Frames of another
     size (a camera that reopened at a different resolution) are resized to the first size, as
     an mp4 stream cannot change size.
+
+    Frames go to a hidden temporary file beside ``path``, which :meth:`close` puts in place
+    only while :attr:`keep` is true and once the file reads back whole: OpenCV's writer drops
+    failed writes without a word (a full disk, a file size limit), and an earlier good video
+    must be replaced neither by a broken one nor by the video of a run that failed
+    (``realtime.cam`` sets ``keep`` once a face is tracked). ``name``: how messages call the
+    file (``--save PATH``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float) -> None:
+    def __init__(self, path: str | os.PathLike[str], fps: float, keep: bool = True, name: str | None = None) -> None:
         self.path = Path(path)
+        self.name = name or str(self.path)
+        self.keep = keep
         if not is_positive_number(fps):
             raise RealtimeError(f"video fps must be a positive number, got {fps!r}")
         self.fps = float(fps)
@@ -382,7 +393,23 @@ class VideoSaver:
         self._last: np.ndarray | None = None  # the last frame written, held over a live stream's gaps
         self.size: tuple[int, int] | None = None  # (width, height)
         self._writer: cv2.VideoWriter | None = None
+        self._output = ExitStack()  # the temporary file (fgsl.files.atomic_output) until close
+        self._tmp: Path | None = None
         self._closed = False
+
+    def _open(self, w: int, h: int) -> cv2.VideoWriter:
+        """The writer of the temporary file (its folder made only now, like the event files':
+        a failed start makes nothing)."""
+        try:
+            self._tmp = self._output.enter_context(atomic_output(self.path, suffix=self.path.suffix))
+        except OSError as exc:
+            raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
+        writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        if not writer.isOpened():
+            writer.release()
+            self._finish(keep=False)
+            raise RealtimeError(f"cannot write video {self.path} (mp4v, {w}x{h})")
+        return writer
 
     def write(self, image_bgr: np.ndarray, at_s: float | None = None) -> None:
         """Append one BGR uint8 frame. With ``at_s``, its stream time (a live source, where the
@@ -395,42 +422,72 @@ class VideoSaver:
             raise RealtimeError(f"video frames must be BGR uint8 HxWx3, got {image_bgr.shape}")
         if self._writer is None:
             h, w = image_bgr.shape[:2]
-            try:  # like the event files', a missing folder is made (only now: making nothing on a failed start)
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))
-            if not writer.isOpened():
-                writer.release()
-                raise RealtimeError(f"cannot write video {self.path} (mp4v, {w}x{h})")
-            self._writer, self.size = writer, (w, h)
+            self._writer, self.size = self._open(w, h), (w, h)
         if at_s is not None:
             self._start_s = at_s if self._start_s is None else self._start_s
             slot = round((at_s - self._start_s) * self.fps)
             if slot < self.frames:
                 return
             while self.frames < slot:  # the frames the spotter never saw: the last one it did
-                self._writer.write(self._last)
-                self.frames += 1
+                self._put(self._last)
         if (image_bgr.shape[1], image_bgr.shape[0]) != self.size:
             image_bgr = cv2.resize(image_bgr, self.size, interpolation=cv2.INTER_AREA)
         self._last = np.ascontiguousarray(image_bgr)
-        self._writer.write(self._last)
+        self._put(self._last)
+
+    def _put(self, image: np.ndarray) -> None:
+        """One frame to the writer; OpenCV's warning of a failed write is left to :meth:`close`'s check."""
+        assert self._writer is not None
+        with opencv_quiet():
+            self._writer.write(image)
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file (safe to call twice)."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finish the file (safe to call twice): put it in place if :attr:`keep` and whole, else
+        remove it; a video that does not read back whole is one :class:`RealtimeError` line."""
+        if self._closed:
+            return
         self._closed = True
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        problem = self._damage() if self.keep else None
+        self._finish(keep=self.keep and problem is None)
+        if problem is not None:
+            raise RealtimeError(f"{self.name}: the video could not be written whole ({problem})")
+
+    def _damage(self) -> str | None:
+        """What is wrong with the temporary file as OpenCV reads it back, or None: its index
+        must count every frame written (a full disk cuts an mp4 before its index)."""
+        with opencv_quiet():
+            cap = cv2.VideoCapture(str(self._tmp))
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+            cap.release()
+        if count == self.frames:
+            return None
+        read = f"{count} of the {self.frames}" if count > 0 else f"none of the {self.frames}"
+        return f"OpenCV reads back {read} frames written; a full disk or a file size limit?"
+
+    def _finish(self, keep: bool) -> None:
+        """Move the temporary file into place, or remove it."""
+        try:
+            if keep:
+                self._output.close()
+            else:
+                self._output.__exit__(_Discarded, _Discarded(), None)
+        except OSError as exc:
+            raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
 
     def __enter__(self) -> "VideoSaver":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Discarded(Exception):
+    """Raised into :func:`fgsl.files.atomic_output` to remove its temporary file, not commit it."""
 
 
 class Display:

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import pytest
 
 from fgsl.data.synthetic import (Recipe, displacement_field, face_sources, make_set, read_face_frames, temporal_profile,
                                  warp, write_video)
+from fgsl.cli import UsageError
 from fgsl.evaluate import evaluate, read_intervals
 from realtime.cam import build_parser, main
 from realtime.capture import CameraSource, Capture
@@ -35,6 +37,7 @@ from tests.conftest import shared_video
 from tests.fakes import FakeCamera, scripted_opener
 
 SOURCE = "pyfeat_single_face.mp4"
+TWO_FACES = "liveportrait_d18_d19_two_faces_sidebyside.mp4"  # 216 frames, a few events
 
 
 @pytest.fixture(scope="module")
@@ -261,8 +264,9 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
     found" is for a source that ended without one."""
     rng = np.random.default_rng(3)
     write_video(tmp_path / "noise.avi", rng.integers(0, 256, (150, 120, 160, 3), dtype=np.uint8), 30.0)
-    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", "noise.avi", "--headless", "--realtime"],
-                            cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    (tmp_path / "e.jsonl").write_text("an earlier run\n")
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", "noise.avi", "--headless", "--realtime",
+                             "--events", "e.jsonl"], cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         started = proc.stderr.readline()  # "spotting noise.avi ..." comes once everything has loaded
         time.sleep(0.5)
@@ -272,6 +276,8 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
         proc.kill()
     assert started.startswith("spotting") and proc.returncode == 0, started + err
     assert err.strip().splitlines()[-1].startswith("summary:") and "no face found" not in err, err
+    assert "warning: no face was tracked: --events e.jsonl left as they were" in err, err
+    assert (tmp_path / "e.jsonl").read_text() == "an earlier run\n"
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when torch is being imported")
@@ -439,16 +445,104 @@ def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):
     assert events.read_text() == "kept\n" and sample.read_bytes() == shared_video(SOURCE).read_bytes()
 
 
-def test_a_closed_stdout_silences_the_console_but_not_the_files(tmp_path):
-    video = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
-    full = cam_process("--source", str(video), "--headless", "--events", "all.jsonl", cwd=tmp_path)
-    assert full.returncode == 0 and full.stdout.count("\n") >= 2, full.stderr  # enough events to cut short
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A good run of the two-face video with every file output: its folder and its process."""
+    folder = tmp_path_factory.mktemp("good_run")
+    run = cam_process("--source", str(shared_video(TWO_FACES)), "--headless", "--events", "e.jsonl", "--csv", "p.csv",
+                      "--save", "out.mp4", cwd=folder)
+    assert run.returncode == 0 and run.stdout.count("\n") >= 2, run.stderr  # enough events to cut short
+    return folder, run
+
+
+def test_a_closed_stdout_silences_the_console_but_not_the_files(good_run, tmp_path):
+    video = shared_video(TWO_FACES)
     read, write = os.pipe()
     os.close(read)  # the reader (`| head -0`) has gone before the first event
     with os.fdopen(write, "w") as closed:
         cut = cam_process("--source", str(video), "--headless", "--events", "cut.jsonl", cwd=tmp_path, stdout=closed)
     assert cut.returncode == 0 and "summary:" in cut.stderr and "Exception" not in cut.stderr, cut.stderr
-    assert (tmp_path / "cut.jsonl").read_text().count("\n") == (tmp_path / "all.jsonl").read_text().count("\n")
+    assert (tmp_path / "cut.jsonl").read_text().count("\n") == (good_run[0] / "e.jsonl").read_text().count("\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+def test_a_console_that_cannot_be_written_keeps_every_event_in_the_files_and_says_so(good_run, tmp_path):
+    """``> run.log`` on a full disk: the console falls silent, the run goes on, the files get
+    every event, and the end is the summary and one error line (the log is not whole)."""
+    with open("/dev/full", "w") as full:
+        run = cam_process("--source", str(shared_video(TWO_FACES)), "--headless", "--events", "e.jsonl",
+                          "--csv", "p.csv", cwd=tmp_path, stdout=full)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and "Traceback" not in run.stderr and err[-2].startswith("summary:"), run.stderr
+    assert err[-1] == ("error: stdout: cannot write event lines (No space left on device), so the console stopped at "
+                       "the first that failed; --events e.jsonl and --csv p.csv have every event")
+    good = good_run[0]
+    assert len(events_of(tmp_path / "e.jsonl")) == len(events_of(good / "e.jsonl")) >= 2
+    assert (tmp_path / "p.csv").read_text() == (good / "p.csv").read_text()
+
+
+def test_a_run_that_never_tracks_a_face_leaves_earlier_files_as_they_were(good_run, tmp_path, capfd):
+    """A wrong video (no face) with the paths of a good run: "no face found", and the good
+    run's events, CSV and video are untouched (files open, and the video replaces, only at
+    the first face)."""
+    names = ("e.jsonl", "p.csv", "out.mp4")
+    for name in names:
+        shutil.copy(good_run[0] / name, tmp_path / name)
+    before = {name: (tmp_path / name).read_bytes() for name in names}
+    assert before["e.jsonl"] and before["p.csv"].count(b"\n") >= 2  # something to lose
+    noise = tmp_path / "noise.avi"
+    write_video(noise, np.random.default_rng(1).integers(0, 256, (45, 240, 320, 3), dtype=np.uint8), 30.0)
+    code, _, err = run_cam(capfd, "--source", str(noise), "--headless", *(f"--events={tmp_path / 'e.jsonl'}",
+                           f"--csv={tmp_path / 'p.csv'}", f"--save={tmp_path / 'out.mp4'}"))
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {noise}: no face found in 45 frames", err
+    assert {name: (tmp_path / name).read_bytes() for name in names} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names, "noise.avi"])  # no temporary file left
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn``: files of the child stop growing at ``limit`` bytes, as on a full disk
+    (writes fail with EFBIG; SIGXFSZ, which would kill the child, is ignored)."""
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="no file size limits on this system")
+def test_a_video_the_disk_cut_short_is_an_error_and_the_earlier_one_stays(tmp_path):
+    """OpenCV drops failed writes silently (exit 0 and an unplayable mp4, before): the video is
+    read back at the end; not whole, it is one error line and replaces nothing."""
+    (tmp_path / "out.mp4").write_bytes(b"an earlier video")
+    run = cam_process("--source", str(shared_video(SOURCE)), "--headless", "--save", "out.mp4", cwd=tmp_path,
+                      preexec_fn=_file_size_limit(200_000))  # the whole video is about 380 KB
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and "Traceback" not in run.stderr and err[-2].startswith("summary:"), run.stderr
+    assert err[-1] == ("error: --save out.mp4: the video could not be written whole (OpenCV reads back none of the 72 "
+                       "frames written; a full disk or a file size limit?)")
+    assert (tmp_path / "out.mp4").read_bytes() == b"an earlier video" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("flag", [["--backend", "bogus"], ["--engine-device", "bogus"], ["--preset", "tiny"],
+                                  ["--allow-untrained"], ["--no-cache"]], ids=lambda flag: flag[0])
+def test_fgsl_only_flags_are_refused_when_the_flow_spotter_runs(flag, capfd):
+    """Ignored, they ran the flow spotter with exit 0 (``--backend bogus``); realtime.bench and
+    realtime.cam share make_spotter."""
+    code, _, err = run_cam(capfd, "--source", str(shared_video(SOURCE)), "--headless", *flag)
+    assert code == 2 and err == (f"error: {flag[0]} concerns the fgsl spotter "
+                                 "(pass --weights, or --spotter fgsl --allow-untrained)\n"), err
+    from realtime.bench import build_parser as bench_parser
+    from realtime.spotters import make_spotter
+    if flag[0] != "--no-cache":  # (a flag of realtime.cam only)
+        with pytest.raises(UsageError, match=f"^{flag[0]} concerns the fgsl spotter"):
+            make_spotter(bench_parser().parse_args(flag))
+
+
+def test_an_empty_source_is_one_line(capfd):
+    code, _, err = run_cam(capfd, "--source", "", "--headless")
+    assert code == 2 and err == ("error: --source is empty: give a video file, a frame folder, a stream URL or a camera "
+                                 "path\n")
 
 
 
@@ -461,8 +555,10 @@ def test_a_full_disk_ends_the_run_with_one_line_and_the_console_keeps_the_events
     assert err[-1] == "error: /dev/full: cannot write events any more (No space left on device)"
     assert "summary:" in err[-2] and "MICRO" in run.stdout  # the event that failed to write is on the console
 
+
 @pytest.mark.parametrize("flag, value", [("--sensitivity", "0"), ("--sensitivity", "nan"), ("--sensitivity", "-2"),
-                                         ("--fps", "inf"), ("--no-face-warning", "-1")])
+                                         ("--sensitivity", "1e-300"), ("--sensitivity", "1e4"),
+                                         ("--fps", "inf"), ("--fps", "1e-300"), ("--no-face-warning", "-1")])
 def test_bad_numbers_are_usage_errors(flag, value, capfd):
     with pytest.raises(SystemExit) as exit_info:
         main(["--source", "x.mp4", "--headless", flag, value])

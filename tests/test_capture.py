@@ -111,6 +111,13 @@ def test_broken_image_mid_folder_ends_the_stream_with_an_error(tmp_path, real_fr
     assert not capture.running
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_source_is_not_the_current_folder(empty):
+    """``Path("")`` is ``.``: an empty --source (an unset shell variable) read as a frame folder."""
+    with pytest.raises(RealtimeError, match="^--source is empty"):
+        parse_source(None, empty)
+
+
 def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
     with pytest.raises(RealtimeError) as exc:
         Capture(parse_source(None, tmp_path / "nothere.mp4"))

@@ -334,6 +334,28 @@ def test_command_line_flags_and_errors(capsys):
     assert err.startswith("error:") and "\n" not in err and "/nonexistent/run" in err
 
 
+@pytest.mark.parametrize("flag", [["--backend", "bogus"], ["--engine-device", "cuda:7"], ["--preset", "tiny"]],
+                         ids=lambda flag: flag[0])
+def test_fgsl_only_flags_without_an_fgsl_engine_are_refused(flag, capsys, monkeypatch):
+    """Without --weights (or --allow-untrained) the demo has only the flow spotter, which would
+    ignore them: refused before anything loads (the server used to start)."""
+    import demo.app
+
+    monkeypatch.setattr(demo.app, "make_app", lambda args: pytest.fail("the demo started"))
+    assert main(flag) == 2
+    assert capsys.readouterr().err == (f"error: {flag[0]} concerns the fgsl spotter, which needs --weights "
+                                       "(or --allow-untrained)\n")
+
+
+@pytest.mark.parametrize("port, why", [("-1", "must be at least 0, got '-1'"),
+                                       ("65536", "must be at most 65535, got '65536'")])
+def test_a_port_out_of_range_names_the_port_not_the_host(port, why, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", port])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"python -m demo: error: argument --port: {why}"
+
+
 def _ephemeral_ports() -> tuple[int, int]:
     """The range the OS assigns free ports from (Linux's, else the whole unprivileged range)."""
     try:

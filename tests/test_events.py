@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -11,7 +12,7 @@ import re
 
 import pytest
 
-from realtime.events import ConsoleSink, CsvSink, EventMerger, JsonlSink, SinkError, frame_iou
+from realtime.events import ConsoleSink, CsvSink, DeferredSink, EventMerger, JsonlSink, SinkError, frame_iou
 from realtime.types import Candidate, Event, RealtimeError, validate_event_line
 
 
@@ -148,6 +149,52 @@ def test_console_sink_prints_one_line_per_event(capsys):
     ConsoleSink().write(_event(10))
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "MICRO" in out and "onset 10" in out
+
+
+class FailingStream(io.StringIO):
+    """A stdout whose writes fail as ``errno_`` says (a log on a full disk, a terminal giving EIO)."""
+
+    def __init__(self, errno_: int) -> None:
+        super().__init__()
+        self.errno, self.tries = errno_, 0
+
+    def write(self, text: str) -> int:
+        self.tries += 1
+        raise OSError(self.errno, os.strerror(self.errno))
+
+
+@pytest.mark.parametrize("code, kept", [(errno.ENOSPC, True), (errno.EIO, True), (errno.EPIPE, False)])
+def test_a_console_that_fails_falls_silent_and_keeps_why_unless_the_reader_left(code, kept):
+    """Any write error silences the console without raising (the run and its files go on);
+    the error is kept for the end of the run, except a closed pipe (``| head``), which is no error."""
+    stream = FailingStream(code)
+    console = ConsoleSink(stream)
+    console.write(_event(10))
+    console.write(_event(40))
+    assert console.silenced and stream.tries == 1  # not tried again
+    assert (console.failure is not None and console.failure.errno == code) is kept
+
+
+def test_a_deferred_sink_leaves_its_file_alone_until_opened(tmp_path):
+    """``realtime.cam`` opens its files at the first face: a run without one truncates nothing."""
+    path = tmp_path / "e.jsonl"
+    path.write_text("an earlier run\n")
+    never = DeferredSink(lambda: JsonlSink(path))
+    never.close()
+    assert path.read_text() == "an earlier run\n"
+    sink = DeferredSink(lambda: JsonlSink(path))
+    assert not sink.opened
+    sink.write(_event(10))  # the first event opens it, if nothing did before
+    sink.close()
+    assert sink.opened and [json.loads(line)["onset"] for line in path.read_text().splitlines()] == [10]
+
+
+def test_a_deferred_file_that_cannot_be_made_is_a_sink_error(tmp_path):
+    """Made mid-run, a file that cannot be made is dropped like one that fails later (Pipeline)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SinkError, match="cannot write here"):
+        DeferredSink(lambda: JsonlSink(blocker / "e.jsonl")).open()
 
 
 def test_unwritable_sink_path_is_a_clear_error(tmp_path):

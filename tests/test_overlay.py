@@ -298,3 +298,35 @@ def test_display_show_stops_on_q_esc_or_closed_window(monkeypatch, frame):
             if not expected:
                 assert display.show(frame) is False  # stays stopped
         display.close()  # idempotent
+
+
+def test_video_saver_replaces_an_earlier_video_only_when_kept(tmp_path, frame):
+    """The frames go to a hidden file beside the target: ``keep=False`` (``realtime.cam`` before
+    the first face) leaves an earlier video as it was; kept, the new one replaces it whole."""
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"an earlier video")
+    with VideoSaver(path, fps=30, keep=False) as saver:
+        saver.write(frame)
+        assert path.read_bytes() == b"an earlier video"  # (not truncated while writing either)
+    assert path.read_bytes() == b"an earlier video" and sorted(tmp_path.iterdir()) == [path]
+    with VideoSaver(path, fps=30) as saver:
+        for _ in range(3):
+            saver.write(frame)
+    cap = cv2.VideoCapture(str(path))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3 and sorted(tmp_path.iterdir()) == [path]
+    cap.release()
+
+
+def test_video_saver_refuses_a_video_that_does_not_read_back_whole(tmp_path, frame, monkeypatch):
+    """OpenCV's writer drops failed writes silently; the check at close reads the file back
+    (a real full disk: tests/test_cam.py, with a file size limit)."""
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"an earlier video")
+    saver = VideoSaver(path, fps=30, name=f"--save {path}")
+    saver.write(frame)
+    saver.write(frame)
+    saver.frames += 1  # one frame more than the file holds, as when a write failed
+    with pytest.raises(RealtimeError, match=r"^--save .*out\.mp4: the video could not be written whole "
+                                            r"\(OpenCV reads back 2 of the 3 frames written"):
+        saver.close()
+    assert path.read_bytes() == b"an earlier video" and sorted(tmp_path.iterdir()) == [path]

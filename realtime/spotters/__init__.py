@@ -5,11 +5,29 @@ from __future__ import annotations
 import argparse
 
 from engines.base import add_engine_device_flag
-from fgsl.cli import UsageError, positive_number
+from fgsl.cli import UsageError, number_between
 
 from .base import Spotter
 
 SPOTTERS = ("flow", "fgsl")
+
+#: ``--sensitivity``'s range. 1000 makes random (``--allow-untrained``) weights report, for
+#: pipeline checks; beyond 1e-3..1e3 the flow threshold (3 deviations / s) or the FGSL odds
+#: mean nothing (1e-300 overflows the flow spotter's float32 signal into a numpy warning).
+MIN_SENSITIVITY, MAX_SENSITIVITY = 1e-3, 1e3
+
+#: Flags only the FGSL spotter reads, with their defaults. Given while the flow spotter runs,
+#: they would be ignored without a word (``--backend bogus`` ran the flow spotter, exit 0).
+FGSL_ONLY_FLAGS: dict[str, object] = {"backend": "auto", "engine_device": "auto", "preset": None,
+                                      "allow_untrained": False, "no_cache": False}
+
+
+def fgsl_only_flag(args: argparse.Namespace) -> str | None:
+    """The first FGSL-only flag ``args`` sets to a value of its own (as ``--flag``), or None."""
+    for dest, default in FGSL_ONLY_FLAGS.items():
+        if getattr(args, dest, default) != default:
+            return "--" + dest.replace("_", "-")
+    return None
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +44,20 @@ def add_spotter_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spotter", choices=SPOTTERS, default=None, help="default: fgsl with --weights, else flow")
     parser.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json); selects the fgsl spotter")
     add_engine_flags(parser)
-    parser.add_argument("--sensitivity", type=positive_number, default=1.0,
-                        help=">1 finds weaker movements, <1 raises fewer false alarms (both spotters)")
+    parser.add_argument("--sensitivity", type=number_between(MIN_SENSITIVITY, MAX_SENSITIVITY), default=1.0,
+                        help=f">1 finds weaker movements, <1 raises fewer false alarms (both spotters; "
+                             f"{MIN_SENSITIVITY:g} to {MAX_SENSITIVITY:g})")
 
 
 def make_spotter(args: argparse.Namespace) -> Spotter:
-    """The spotter the command line asks for: ``fgsl`` when weights are given, else ``flow``."""
+    """The spotter the command line asks for: ``fgsl`` when weights are given, else ``flow``,
+    which refuses the FGSL-only flags rather than ignore them."""
     name = args.spotter or ("fgsl" if args.weights else "flow")
     if name == "flow":
         if args.weights:
             raise UsageError("--weights selects the fgsl spotter; drop --spotter flow or --weights")
+        if flag := fgsl_only_flag(args):
+            raise UsageError(f"{flag} concerns the fgsl spotter (pass --weights, or --spotter fgsl --allow-untrained)")
         from .flow import FlowSpotter
 
         return FlowSpotter(sensitivity=args.sensitivity)
