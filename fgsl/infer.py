@@ -31,10 +31,11 @@ from engines.base import add_engine_device_flag
 from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
                   refuse_preset_with_weights, run, score_threshold)
 from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
+from .data.frames import open_source
 from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
 from .decode import Interval, decode
 from .evaluate import MEGC_COLUMNS, read_intervals
-from .files import atomic_write
+from .files import atomic_write, same_file
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,22 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
     return out
 
 
+def refuse_rows_alike(paths: list[str], names: dict[str, tuple[str, str]]) -> None:
+    """Refuse two inputs whose CSV rows would be alike (the same ``subject,video``): their
+    intervals could not be told apart; the same file twice would list each interval twice."""
+    first: dict[tuple[str, str], str] = {}
+    for path in paths:
+        key = names[path]
+        if key in first:
+            other = first[key]
+            if same_file(other, path):
+                raise UsageError(f"--videos lists {path} twice")
+            raise UsageError(f"--videos {other} and {path} would both be subject {key[0]!r}, video {key[1]!r} in the "
+                             "CSV, so their intervals could not be told apart: rename one, or name subjects with "
+                             "--subjects-from")
+        first[key] = path
+
+
 def open_engine(weights: str | Path | None, *, allow_untrained: bool = False, preset_name: str | None = None,
                 backend: str = "auto", device: str | None = "auto") -> tuple[Any, bool | None]:
     """(engine, trained?) from ``--weights`` (a weights or an engine folder) or, with
@@ -255,24 +272,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body(_: list[str] | None) -> int:
+        from engines.export import folder_files
+
         out = Path(args.out)
-        check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)])
-        names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)  # before the long part
+        check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)]
+                     + [("--weights", f) for f in folder_files(args.weights)])
+        # Before the long part: a bad name or video found last would cost every video's work.
+        names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)
+        refuse_rows_alike(args.videos, names)
+        for path in args.videos:
+            open_source(path, args.fps)
         engine, trained = open_engine(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset,
                                       backend=args.backend, device=args.engine_device)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
         d = engine.describe()
         print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)
         rows: list[Detection] = []
+        console: OSError | None = None  # stdout failed (a log on a full disk): the CSV is written all the same
         for path in args.videos:
             found = infer_video(engine, path, batch=args.batch, progress=not args.quiet, threshold=args.threshold,
                                 fps=args.fps)
-            for det in found:
-                print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
-                      f"{det.emotion} score {det.score:.2f}{tag}")
             rows.extend(found)
+            try:
+                for det in found if console is None else ():
+                    print(f"{Path(det.video).name}: frames {det.onset}-{det.offset} apex {det.apex} "
+                          f"{det.emotion} score {det.score:.2f}{tag}", flush=True)
+            except OSError as exc:
+                console = exc
         write_csv(rows, out, names)
         print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
+        if console is not None:
+            raise console  # (after the CSV: fgsl.cli.run reports it in one line)
         return 0
 
     return run(body)

@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +305,50 @@ def test_table_names_follow_the_data_sets_layouts(tmp_path):
     assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip" + "_v2"
     with pytest.raises(UsageError, match=r"video 'a' under 2 subjects \(spNO.1, spNO.2\) and none is in the path"):
         table_names([str(tmp_path / "flat" / "a" / "color")], truth)
+
+
+def test_infer_checks_every_input_before_the_long_part(untrained_engine_dir, tmp_path, capsys):
+    """Found by the bad-input audit: each of these cost the work of every video before it, or
+    destroyed the model, or gave rows that cannot be told apart."""
+    import os
+
+    from fgsl.infer import main as infer_main
+
+    def refused(*argv: str) -> str:
+        assert infer_main(["--weights", str(untrained_engine_dir), "--allow-untrained", *argv]) == 2
+        err = capsys.readouterr().err
+        assert "FGSL tiny on" not in err  # refused before the engine opened, let alone ran
+        return err.strip().splitlines()[-1]
+
+    manifest = untrained_engine_dir / "manifest.json"
+    before = manifest.read_bytes()
+    assert refused("--videos", str(SAMPLE_VIDEO), "--out", str(manifest)) == (
+        f"error: --out {manifest} would overwrite --weights {manifest}; write it elsewhere")
+    assert manifest.read_bytes() == before
+    unreadable = tmp_path / "zero.mp4"
+    unreadable.write_bytes(b"")
+    assert "zero.mp4: OpenCV cannot open" in refused("--videos", str(SAMPLE_VIDEO), str(unreadable),
+                                                      "--out", str(tmp_path / "p.csv"))
+    assert refused("--videos", str(SAMPLE_VIDEO), str(SAMPLE_VIDEO), "--out", str(tmp_path / "p.csv")) == (
+        f"error: --videos lists {SAMPLE_VIDEO} twice")
+    for folder in ("a", "b"):
+        os.makedirs(tmp_path / folder)
+        (tmp_path / folder / "x.mp4").write_bytes(SAMPLE_VIDEO.read_bytes())
+    assert refused("--videos", str(tmp_path / "a" / "x.mp4"), str(tmp_path / "b" / "x.mp4"),
+                   "--out", str(tmp_path / "p.csv")).startswith(
+        f"error: --videos {tmp_path / 'a' / 'x.mp4'} and {tmp_path / 'b' / 'x.mp4'} would both be subject 'x', "
+        "video 'x' in the CSV")
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_infer_writes_the_csv_when_the_console_fails(untrained_engine_dir, tmp_path):
+    """A log on a full disk (stdout failing) lost the CSV: the interval lines come first."""
+    out = tmp_path / "pred.csv"
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "fgsl.infer", "--weights", str(untrained_engine_dir),
+                              "--allow-untrained", "--threshold", "0", "--quiet", "--videos", str(SAMPLE_VIDEO),
+                              "--out", str(out)], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "error: No space left on device"
+    assert len(read_intervals(out)) > 0  # threshold 0: random weights report something
