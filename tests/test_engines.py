@@ -7,7 +7,7 @@ import torch
 import engines
 from engines import EngineError
 from fgsl import weights
-from tests.conftest import randomise_adapters
+from tests.conftest import SAMPLE_VIDEO, randomise_adapters
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_line(folder, capsys):
         engines.open(folder, backend="torch", device="cuda")
     with pytest.raises(EngineError, match="engine device 'cuda:1'"):
         engines.open_model(engines.open(folder, backend="torch").model, device="cuda:1")
-    assert main(["--weights", str(folder), "--engine-device", "cuda", "--videos", "none.mp4"]) == 2
+    assert main(["--weights", str(folder), "--engine-device", "cuda", "--videos", str(SAMPLE_VIDEO)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: engine device 'cuda': ") and err.count("\n") == 1
 

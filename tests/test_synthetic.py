@@ -287,7 +287,8 @@ def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
 
 @pytest.mark.parametrize("bad, words", [
     (dict(count=0), "--count must be at least 1"),
-    (dict(frames=0), "--frames must be at least 15"),
+    (dict(frames=0), "--frames must be 15-3000"),
+    (dict(frames=3001), "--frames must be 15-3000"),
     (dict(size=0), "--size must be 32-512 pixels"),
     (dict(size=100_000), "--size must be 32-512 pixels, got 100000"),
     (dict(sway=1e6), "--sway must be at most 16 pixels"),
