@@ -404,6 +404,10 @@ def evaluate(
     threshold = Fraction(iou_threshold)
     gt_by_video, pred_by_video = _group(gt), _group(pred)
     warnings: list[str] = []
+    repeated = len(gt) - len(set(gt))
+    if repeated:  # (no data set has two identical intervals: a row copied twice in the file)
+        warnings.append(f"{repeated} ground-truth row(s) repeat an earlier row exactly; each copy counts as an "
+                        "interval of its own")
     pairs: list[Pair] = []
     fp = fn = 0
 

@@ -476,6 +476,18 @@ def test_bad_files(tmp_path, content, reason):
     assert message.startswith(f"{path}: ") and reason in message and "\n" not in message
 
 
+def test_a_ground_truth_row_given_twice_is_said(tmp_path):
+    """A row copied twice counts twice (as the official scorer counts it): one warning says so."""
+    gt = rows("s1,v1,10,20,positive\ns1,v1,10,20,positive\ns1,v1,40,50,negative\n")
+    pred = rows("s1,v1,10,20,positive\n")
+    for mode in ("megc", "strict"):
+        result = evaluate(gt, pred, mode=mode)
+        assert "1 ground-truth row(s) repeat an earlier row exactly; each copy counts as an interval of its own" in (
+            result["warnings"])
+    assert not any("repeat" in w for w in evaluate(gt[1:], pred, mode="strict")["warnings"])
+    assert read_intervals(write(tmp_path, "gt.csv", HEADER + "1,a,12.0,20,x\n"))[0].onset == 12  # pandas' floats
+
+
 def test_no_header_hint_and_missing_file(tmp_path):
     with pytest.raises(EvaluationError, match="no header row"):
         read_intervals(write(tmp_path, "nohead.csv", "1,a,0,9,happiness\n"))
