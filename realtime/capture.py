@@ -39,7 +39,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,7 +49,7 @@ import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
-from fgsl.data.frames import FrameSource, VideoError, open_source
+from fgsl.data.frames import FrameSource, VideoError, opencv_quiet, open_source
 
 from .types import Frame, RealtimeError
 
@@ -99,32 +98,6 @@ class FileSource:
 
 
 CaptureSource = CameraSource | FileSource
-
-
-_quiet_lock = threading.Lock()
-_quiet_depth = 0
-_quiet_saved_level = 0
-
-
-@contextmanager
-def opencv_quiet() -> Iterator[None]:
-    """Silence OpenCV's own logging (its backends each print why they could not open a device).
-
-    The level is process-wide and cameras reopen on capture threads, so nested and concurrent
-    uses share one saved level, restored when the last one leaves."""
-    global _quiet_depth, _quiet_saved_level
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            _quiet_saved_level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                cv2.utils.logging.setLogLevel(_quiet_saved_level)
 
 
 def camera_opener(

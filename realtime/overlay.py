@@ -25,7 +25,7 @@ import numpy as np
 
 from fgsl.config import is_positive_number
 from fgsl.files import atomic_output, unwritable_reason
-from realtime.capture import opencv_quiet
+from fgsl.data.frames import opencv_quiet
 from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

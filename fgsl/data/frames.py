@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,32 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fgsl.config import is_positive_number  # noqa: E402
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved_level = 0
+
+
+@contextmanager
+def opencv_quiet() -> Iterator[None]:
+    """Silence OpenCV's own logging (its backends each print why they could not open a device).
+
+    The level is process-wide and cameras reopen on capture threads, so nested and concurrent
+    uses share one saved level, restored when the last one leaves."""
+    global _quiet_depth, _quiet_saved_level
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _quiet_saved_level = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                cv2.utils.logging.setLogLevel(_quiet_saved_level)
 
 
 

@@ -70,7 +70,7 @@ from tqdm import tqdm
 from fgsl.config import is_positive_number
 from fgsl.files import atomic_write
 from fgsl.data.table import Annotation, write_table
-from fgsl.data.frames import VideoError, open_source
+from fgsl.data.frames import VideoError, opencv_quiet, open_source
 
 #: The crop is the detected face box enlarged by this factor (square, same centre).
 MARGIN = 1.15
@@ -408,17 +408,13 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     size = frames.shape[2], frames.shape[1]
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our error says it, not a WARN per frame
-    try:
+    with opencv_quiet():  # our error says it, not a WARN per frame
         writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, size)
         if not writer.isOpened():
             raise VideoError(f"{path}: OpenCV cannot write FFV1 video here")
         for frame in frames:
             writer.write(frame)
         writer.release()
-    finally:
-        cv2.utils.logging.setLogLevel(level)
     written = _decodable_frames(path)
     if written != len(frames):
         error, reason = _write_failure(path)
