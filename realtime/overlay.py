@@ -464,7 +464,7 @@ class VideoSaver:
             cap = cv2.VideoCapture(str(self._tmp))
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
             cap.release()
-        if count == self.frames:
+        if count >= self.frames:  # (Ctrl-C between the writer's write and the count: one frame more)
             return None
         read = f"{count} of the {self.frames}" if count > 0 else f"none of the {self.frames}"
         return f"OpenCV reads back {read} frames written; a full disk or a file size limit?"
