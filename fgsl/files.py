@@ -62,38 +62,67 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
     return Path(path)
 
 
+class PendingOutput:
+    """A temporary file beside ``path`` that becomes ``path`` on :meth:`commit` or goes away on
+    :meth:`discard`: for a writer that decides only at its end whether its file may replace
+    the old one (``realtime.overlay.VideoSaver`` keeps a video only of a run that tracked a
+    face and read back whole). :func:`atomic_output` is the same with the decision made by
+    whether its block raised. A device, pipe or socket is written into: :attr:`tmp` is the
+    path itself and both ends do nothing (see the module's note)."""
+
+    def __init__(self, path: str | Path, suffix: str = ".tmp") -> None:
+        path = Path(path)
+        self.path = path
+        self._special = is_special_file(path)
+        if self._special:
+            self.tmp = path
+            return
+        if path.is_symlink():
+            self.path = Path(os.path.realpath(path))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _naming(exc, self.path) from None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=self.path.parent)
+        except OSError as exc:  # mkstemp names the random temporary file, which means nothing to the user
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def commit(self) -> None:
+        """Give the file a plain file's mode and put it in place of :attr:`path`."""
+        if self._special:
+            return
+        try:
+            os.chmod(self.tmp, FILE_MODE)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise _naming(exc, self.path, str(self.tmp)) from None
+
+    def discard(self) -> None:
+        """Remove the temporary file, leaving :attr:`path` as it was (safe to call twice)."""
+        if not self._special:
+            self.tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` for a library that writes files itself (ONNX Runtime's
     and ModelOpt's quantisers take an output path, not bytes); on success it gets a plain
     file's mode and replaces ``path``, on failure it is removed. ``suffix``: for libraries that
     look at the name. A device, pipe or socket is yielded itself (see the module's note)."""
-    path = Path(path)
-    if is_special_file(path):
-        try:
-            yield path
-        except OSError as exc:
-            raise _naming(exc, path) from None
-        return
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
+    pending = PendingOutput(path, suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        yield pending.tmp
     except OSError as exc:
-        raise _naming(exc, path) from None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    except OSError as exc:  # it names the random temporary file, which means nothing to the user
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise _naming(exc, path, tmp) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        pending.discard()
+        raise _naming(exc, pending.path, str(pending.tmp)) from None
+    except BaseException:
+        pending.discard()
+        raise
+    pending.commit()
 
 
 def is_special_file(path: str | Path) -> bool:

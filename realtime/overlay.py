@@ -15,7 +15,6 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
-from fgsl.files import atomic_output, unwritable_reason
+from fgsl.files import PendingOutput, unwritable_reason
 from fgsl.data.frames import opencv_quiet
 from realtime.types import Event, FaceObservation, RealtimeError
 
@@ -393,18 +392,17 @@ class VideoSaver:
         self._last: np.ndarray | None = None  # the last frame written, held over a live stream's gaps
         self.size: tuple[int, int] | None = None  # (width, height)
         self._writer: cv2.VideoWriter | None = None
-        self._output = ExitStack()  # the temporary file (fgsl.files.atomic_output) until close
-        self._tmp: Path | None = None
+        self._output: PendingOutput | None = None  # the temporary file until close
         self._closed = False
 
     def _open(self, w: int, h: int) -> cv2.VideoWriter:
         """The writer of the temporary file (its folder made only now, like the event files':
         a failed start makes nothing)."""
         try:
-            self._tmp = self._output.enter_context(atomic_output(self.path, suffix=self.path.suffix))
+            self._output = PendingOutput(self.path, suffix=self.path.suffix)
         except OSError as exc:
             raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-        writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        writer = cv2.VideoWriter(str(self._output.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
         if not writer.isOpened():
             writer.release()
             self._finish(keep=False)
@@ -461,7 +459,7 @@ class VideoSaver:
         """What is wrong with the temporary file as OpenCV reads it back, or None: its index
         must count every frame written (a full disk cuts an mp4 before its index)."""
         with opencv_quiet():
-            cap = cv2.VideoCapture(str(self._tmp))
+            cap = cv2.VideoCapture(str(self._output.tmp))
             count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
             cap.release()
         if count >= self.frames:  # (Ctrl-C between the writer's write and the count: one frame more)
@@ -471,11 +469,12 @@ class VideoSaver:
 
     def _finish(self, keep: bool) -> None:
         """Move the temporary file into place, or remove it."""
+        assert self._output is not None
+        if not keep:
+            self._output.discard()
+            return
         try:
-            if keep:
-                self._output.close()
-            else:
-                self._output.__exit__(_Discarded, _Discarded(), None)
+            self._output.commit()
         except OSError as exc:
             raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
 
@@ -484,10 +483,6 @@ class VideoSaver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Discarded(Exception):
-    """Raised into :func:`fgsl.files.atomic_output` to remove its temporary file, not commit it."""
 
 
 class Display:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fgsl.files import atomic_output, atomic_write, unwritable_reason
+from fgsl.files import PendingOutput, atomic_output, atomic_write, unwritable_reason
 
 
 def test_a_symlinked_output_replaces_its_target_and_keeps_the_link(tmp_path: Path) -> None:
@@ -81,3 +81,38 @@ def test_a_folder_where_no_file_can_be_made_is_caught_before_the_work(monkeypatc
 def test_a_writable_folder_is_fine_and_left_as_it_was(tmp_path: Path) -> None:
     assert unwritable_reason(tmp_path / "new" / "pred.csv") is None
     assert list(tmp_path.iterdir()) == []  # the probe leaves nothing, and makes no folder
+
+
+def test_a_pending_output_replaces_its_target_only_when_committed(tmp_path: Path) -> None:
+    """``PendingOutput``: the decision comes at the end (``VideoSaver`` keeps a video only of a
+    run that tracked a face); until then the old file stays, and a discard leaves no trace."""
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"earlier run")
+    kept, dropped = PendingOutput(target, suffix=".mp4"), PendingOutput(target, suffix=".mp4")
+    assert kept.tmp.parent == tmp_path and kept.tmp.suffix == ".mp4" and kept.tmp != dropped.tmp
+    kept.tmp.write_bytes(b"new run")
+    dropped.tmp.write_bytes(b"failed run")
+    assert target.read_bytes() == b"earlier run"
+    dropped.discard()
+    dropped.discard()  # safe twice
+    assert target.read_bytes() == b"earlier run"
+    kept.commit()
+    assert target.read_bytes() == b"new run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+
+
+def test_an_atomic_output_whose_block_fails_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "pred.csv"
+    target.write_text("old\n")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["pred.csv"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
