@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,9 +231,14 @@ class FGSLConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         try:
-            return cls.from_dict(data)
+            cfg = cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        if missing := missing_keys(data):
+            warnings.warn(f"{path} gives no {', '.join(missing)}: the defaults are used "
+                          f"({', '.join(f'{key}={_value(cfg, key)!r}' for key in missing)}); "
+                          "every config.json this project writes has them all", stacklevel=2)
+        return cfg
 
     def replace(self, **changes: Any) -> "FGSLConfig":
         """A copy with ``changes`` applied, validated like any new config (``__post_init__``).
@@ -242,6 +248,28 @@ class FGSLConfig:
         import :mod:`dataclasses`, and a search for ``.replace(`` finds them all.
         """
         return dataclasses.replace(self, **changes)
+
+
+def missing_keys(data: dict[str, Any]) -> list[str]:
+    """The fields a config object leaves to their defaults (``backbone.depth`` for nested ones).
+
+    ``fgsl.train`` and ``engines.build`` write every field, so a missing one means a file
+    edited by hand or written elsewhere, and a default silently taking its place could decode
+    with a window, threshold or class list the weights were not trained with: said, not refused.
+    """
+    backbone = data.get("backbone", {})
+    missing = [f.name for f in dataclasses.fields(FGSLConfig) if f.name not in data]
+    if isinstance(backbone, dict) and "backbone" in data:
+        missing += [f"backbone.{f.name}" for f in dataclasses.fields(BackboneConfig) if f.name not in backbone]
+    return missing
+
+
+def _value(cfg: "FGSLConfig", key: str) -> Any:
+    """The value of ``key`` (``backbone.depth`` for nested ones) in ``cfg``, as JSON has it."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _reject_unknown(kind: type, data: Any, where: str) -> None:

@@ -123,3 +123,26 @@ def test_a_scalar_where_a_list_belongs_is_one_config_error(tmp_path, key, value)
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=re.escape(f"{key} must be a list, got {value!r}")):
         FGSLConfig.load(path)
+
+
+def test_a_config_file_missing_fields_loads_with_the_defaults_and_says_which(tmp_path, recwarn):
+    """A hand-edited config.json without ``score_threshold`` (or a backbone field) decodes with
+    the default: said in one warning naming each field and the value used, not silently."""
+    data = json.loads(preset("tiny").to_json())
+    del data["score_threshold"], data["backbone"]["depth"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    cfg = FGSLConfig.load(path)
+    default = FGSLConfig()
+    assert cfg.score_threshold == default.score_threshold and cfg.backbone.depth == default.backbone.depth
+    assert cfg.name == "tiny"
+    (warning,) = [str(w.message) for w in recwarn]
+    assert warning.startswith(f"{path} gives no score_threshold, backbone.depth: the defaults are used "
+                              f"(score_threshold={default.score_threshold!r}, backbone.depth={default.backbone.depth!r})")
+
+
+def test_a_complete_config_file_loads_without_a_warning(tmp_path, recwarn):
+    path = tmp_path / "config.json"
+    path.write_text(preset("tiny").to_json())
+    assert FGSLConfig.load(path) == preset("tiny")
+    assert not recwarn.list
