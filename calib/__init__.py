@@ -15,7 +15,12 @@ See ``docs/calibration.md`` for what was run where.
 
 from __future__ import annotations
 
-from fgsl.cli import register_user_error
+from fgsl.startup import startup_imports
+
+# ``python -m calib.<cli>`` imports this package first, and torch with it: Ctrl-C then is no
+# bug (fgsl.startup). A program that imports ``calib`` keeps its KeyboardInterrupt.
+with startup_imports(__name__):
+    from fgsl.cli import register_user_error
 
 
 class CalibError(ValueError):

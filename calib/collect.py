@@ -39,14 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fgsl.startup import startup_imports
 
-from fgsl.cli import HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain, positive_int, run
-from fgsl.config import DEFAULT_PRESET, FGSLConfig
-from fgsl.config import preset as preset_config
-from fgsl.data.video import normalise
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
 
-from . import CalibError
+    from fgsl.cli import (HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain,
+                          positive_int, run)
+    from fgsl.config import DEFAULT_PRESET, FGSLConfig
+    from fgsl.config import preset as preset_config
+    from fgsl.data.video import normalise
+
+    from . import CalibError
 
 FORMAT = "fgsl-calib"
 VERSION = 1

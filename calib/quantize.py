@@ -43,14 +43,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fgsl.startup import startup_imports
 
-from engines.extras import CALIB_HINT, ONNX_HINT, require
-from fgsl.cli import HelpFormatter, UsageError, check_output, explain, positive_int, run
-from fgsl.files import atomic_output
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
 
-from . import CalibError
-from .collect import CalibrationSet, load
+    from engines.base import read_onnx
+    from engines.extras import CALIB_HINT, ONNX_HINT, require
+    from fgsl.cli import HelpFormatter, UsageError, check_output, positive_int, run
+    from fgsl.files import atomic_output
+
+    from . import CalibError
+    from .collect import CalibrationSet, load
 
 MODES = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
@@ -75,27 +80,6 @@ def require_onnx(needed_by: str) -> None:
     """One line naming the ``onnx`` extra when the ``onnx`` package is missing (as
     ``engines.build`` says it), before any work rather than as a ModuleNotFoundError traceback."""
     require(("onnx",), needed_by, ONNX_HINT, CalibError)
-
-
-def read_onnx(onnx_path: str | Path) -> Any:
-    """The ``onnx.ModelProto`` of ``onnx_path``, graph only (no external weights), or
-    :class:`CalibError` for a file that is not ONNX.
-
-    Read once per command and handed to every check below: a realtime-preset export is
-    hundreds of megabytes, and each check used to parse it again. The format is given
-    (protobuf): ``onnx.load`` otherwise picks it from the file's suffix and reads a ``.json``
-    name as JSON text. Any bytes, an empty file included, can parse as a protobuf message with
-    no fields, so a model without a single node is refused too: it is no export of FGSL.
-    """
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), format="protobuf", load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
-        raise CalibError(f"{onnx_path}: not an ONNX model ({explain(exc)})") from None
-    if not len(model.graph.node):
-        raise CalibError(f"{onnx_path}: not an ONNX model (empty graph)")
-    return model
 
 
 def onnx_inputs(model: Any) -> list[str]:

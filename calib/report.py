@@ -29,16 +29,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fgsl.startup import startup_imports
 
-from engines.onnx_backend import import_onnxruntime, session_options
-from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
-from fgsl.config import FGSLConfig
-from fgsl.decode import Interval, decode, temporal_iou
+# Importing torch and ONNX Runtime takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
 
-from . import CalibError
-from .collect import load
-from .quantize import calibration_inputs, check_config, onnx_inputs, read_onnx, require_onnx
+    from engines.base import read_onnx
+    from engines.onnx_backend import import_onnxruntime, session_options
+    from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
+    from fgsl.config import FGSLConfig
+    from fgsl.decode import Interval, decode, temporal_iou
+
+    from . import CalibError
+    from .collect import load
+    from .quantize import calibration_inputs, check_config, onnx_inputs, require_onnx
 
 
 def _onnxruntime() -> Any:

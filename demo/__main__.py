@@ -6,13 +6,13 @@ so in one ``error:`` line (status 2) instead of an import traceback.
 
 import sys
 
-from realtime.interrupts import interrupted_quietly
+from fgsl.startup import startup_imports
 
 #: The distribution and extra that bring the demo's own dependencies (``pyproject.toml``).
 INSTALL_HINT = "pip install 'fgsl-spotter[demo]'"
 
-# Importing torch, Gradio and MediaPipe takes a few seconds: Ctrl-C then is no bug.
-with interrupted_quietly():
+# Importing torch, Gradio and MediaPipe takes a few seconds: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
     from fgsl.cli import missing_module
 
     _problem = missing_module(("gradio", "matplotlib"), "the demo", INSTALL_HINT)

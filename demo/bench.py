@@ -37,12 +37,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engines.machine import machine_info
-from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
-                      register_user_error, run)
-from realtime.bench import percentiles
+from fgsl.startup import startup_imports
 
-from . import browser as B
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    from engines.machine import machine_info
+    from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
+                          register_user_error, run)
+    from realtime.bench import percentiles
+
+    from . import browser as B
 
 # No chromium or ffmpeg on this machine: the benchmark cannot run; say so in one line.
 register_user_error(B.BrowserMissing)

@@ -17,9 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import register_user_error
+from fgsl.startup import startup_imports
 
-from .base import Engine, EngineError, check_clips, resolve_device
+# ``python -m engines.<cli>`` imports this package first, and torch with it: Ctrl-C then is no
+# bug (fgsl.startup). A program that imports ``engines`` keeps its KeyboardInterrupt.
+with startup_imports(__name__):
+    from fgsl.cli import register_user_error
+
+    from .base import Engine, EngineError, check_clips, resolve_device
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 #: ``auto`` tries these in order (tensorrt only when the device is CUDA).

@@ -16,11 +16,12 @@ encode each 16-frame chunk once and reuse it in every window that contains it:
 :func:`stream_infer`, with :func:`split_chunks`/:func:`join_chunks` the one NumPy cut and join.
 
 This module stays light (NumPy and the config; torch only inside the functions that pick a
-device), so ``engines.trt`` and ``calib`` take the graph names and precisions from here.
+device), so ``engines.trt`` and ``calib`` take the graph names, precisions and :func:`read_onnx` from here.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -42,6 +43,34 @@ PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 
 class EngineError(ValueError):
     """An engine that cannot be opened or an input it cannot take (one clear message)."""
+
+
+def read_onnx(path: str | Path) -> Any:
+    """The ``onnx.ModelProto`` of the file ``path``, graph only (no external weights), or
+    :class:`EngineError` for a file that is not ONNX: the one reader of ONNX files for
+    ``engines.trt``, ``engines.export`` and ``calib``.
+
+    Callers read a file once and hand the proto to every check: a realtime-preset export is
+    hundreds of megabytes. The format is given (protobuf): ``onnx.load`` otherwise picks it
+    from the file's suffix and reads a ``.json`` name as JSON text. Any bytes, an empty file
+    included, parse as a protobuf message with no fields, so a model without a single node is
+    refused too: it is no export of FGSL. The ``onnx`` package is the caller's to check first
+    (``engines.extras.require``), with its install hint, before any work.
+    """
+    import onnx  # noqa: PLC0415 - optional extra
+
+    from fgsl.cli import explain  # noqa: PLC0415 - torch; this module stays light
+
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"{path}: no such ONNX file" if not path.exists() else f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
+        raise EngineError(f"{path}: not an ONNX model ({explain(exc)})") from None
+    if not len(model.graph.node):
+        raise EngineError(f"{path}: not an ONNX model (empty graph)")
+    return model
 
 
 def add_engine_device_flag(parser: Any) -> None:

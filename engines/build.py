@@ -25,19 +25,23 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fgsl.startup import startup_imports
 
-from fgsl.cli import HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
-from fgsl.config import DEFAULT_PRESET, PRESETS
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
 
-from . import tensorrt_backend
-from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
-from .cache import sha256_file
-from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, folder_files,
-                     is_engine_dir, load_source, read_manifest, write_manifest)
-from .extras import ONNX_HINT, TRITON_HINT, require
-from .selftest import TOLERANCE
-from .triton import MODULES as TRITON_MODULES
+    from fgsl.cli import HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
+    from fgsl.config import DEFAULT_PRESET, PRESETS
+
+    from . import tensorrt_backend
+    from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
+    from .cache import sha256_file
+    from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, folder_files,
+                         is_engine_dir, load_source, read_manifest, write_manifest)
+    from .extras import ONNX_HINT, TRITON_HINT, require
+    from .selftest import TOLERANCE
+    from .triton import MODULES as TRITON_MODULES
 
 
 def check_args(args: argparse.Namespace) -> None:

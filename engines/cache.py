@@ -48,9 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fgsl.files import atomic_write
+from fgsl.startup import startup_imports
 
-from .base import EngineError
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    from fgsl.files import atomic_write
+
+    from .base import EngineError
 
 MAGIC = b"FGSLENGINE\0"
 FORMAT_VERSION = 1

@@ -56,7 +56,7 @@ from fgsl import weights
 from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
-from .base import GRAPHS, IO, EngineError
+from .base import GRAPHS, IO, EngineError, read_onnx
 from .cache import atomic_write, sha256_bytes, sha256_file
 from .extras import ONNX_HINT, require
 # The plugin node's domain and op type come from the plugin itself (one contract).
@@ -363,7 +363,7 @@ def read_metadata(source: str | Path | bytes) -> dict[str, str]:
     """``metadata_props`` of an ONNX file (or its bytes) as a dict."""
     import onnx
 
-    proto = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source), load_external_data=False)
+    proto = onnx.load_from_string(source) if isinstance(source, bytes) else read_onnx(source)
     return {p.key: p.value for p in proto.metadata_props}
 
 

@@ -41,16 +41,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from fgsl.startup import startup_imports
 
-from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_int, positive_number, run
-from fgsl.config import PRESETS, FGSLConfig, preset
-from fgsl.model import FGSL, build
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
+    import torch
 
-from .base import Engine, EngineError, stream_infer
-from .extras import ONNX_HINT, TRT_HINT
-from .machine import machine_info
+    from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_int, positive_number, run
+    from fgsl.config import PRESETS, FGSLConfig, preset
+    from fgsl.model import FGSL, build
+
+    from .base import Engine, EngineError, stream_infer
+    from .extras import ONNX_HINT, TRT_HINT
+    from .machine import machine_info
 
 #: Max abs difference to torch fp32 allowed per precision. fp32 is the issue's bound; fp16
 #: measured 4e-3 (scores) on the realtime preset with random weights, so 5e-2 leaves margin
@@ -457,13 +461,24 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The largest batch ``--batches`` times. Its random input alone is batch x 3 x T x H x W float32
+#: (2.5 GB at 256 windows of the realtime preset, 10 GB of the accurate one), the model's
+#: activations several times that; the spotter and the engines run far smaller batches (infer's
+#: ``--batch`` 4, the TensorRT profile's 32). Larger, a run measures the machine's memory, not
+#: the engine, and ends in a MemoryError traceback or the kernel's OOM killer.
+MAX_BATCH = 256
+
+
 def _batches(text: str) -> list[int]:
+    """``--batches``: comma-separated batch sizes from 1 to :data:`MAX_BATCH`, else one error line."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"--batches must be comma-separated positive integers, got {text!r}") from None
     if not values or min(values) < 1:
         raise UsageError(f"--batches must be comma-separated positive integers, got {text!r}")
+    if max(values) > MAX_BATCH:
+        raise UsageError(f"--batches: at most {MAX_BATCH} windows per call, got {max(values)}")
     return values
 
 
@@ -478,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                              "and its engine against torch on the weights it was built from")
     parser.add_argument("--weights", metavar="RUN_DIR",
                         help="with --engine: the weights folder it was built from (default: the one its manifest names)")
-    parser.add_argument("--batches", default="1,8,32", help="batch sizes to time")
+    parser.add_argument("--batches", default="1,8,32", help=f"comma-separated batch sizes to time, 1 to {MAX_BATCH} (default: %(default)s)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed calls per batch size")
     parser.add_argument("--max-seconds", type=positive_number, default=30.0,
                         help="stop timing a batch size after this long, in seconds (at least one call)")

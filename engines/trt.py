@@ -74,16 +74,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from fgsl.startup import startup_imports
 
-from fgsl.cli import explain
-from fgsl.config import FGSLConfig
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
 
-from .base import (GRAPHS, PRECISIONS, EngineError, check_chunks, check_clips, check_features, cuda_missing_reason,
-                   resolve_device, stream_infer)
-from .cache import atomic_write, sha256_file
-from .extras import TRT_HINT, require
-from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, unavailable_reason
+    from fgsl.config import FGSLConfig
+
+    from .base import (GRAPHS, PRECISIONS, EngineError, check_chunks, check_clips, check_features, cuda_missing_reason,
+                       read_onnx, resolve_device, stream_infer)
+    from .cache import atomic_write, sha256_file
+    from .extras import TRT_HINT, require
+    from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE, PLUGIN_ID, register_plugin, unavailable_reason
 
 #: Oldest TensorRT this backend is written for (name-based I/O, strongly typed networks).
 MIN_TENSORRT_MAJOR = 10
@@ -423,15 +426,8 @@ class BuildPlan:
 def plan_build(onnx_path: str | Path, precision: str = "auto", batch: BatchRange = DEFAULT_BATCH,
                optimization_level: int = 3, workspace_mb: int | None = None) -> BuildPlan:
     """Read the ONNX file and decide precision and profile; errors here need no GPU."""
-    import onnx  # noqa: PLC0415
-
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise EngineError(f"{onnx_path}: no such ONNX file")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 (protobuf raises several types for a damaged file)
-        raise EngineError(f"{onnx_path}: not a readable ONNX model ({explain(exc)})") from None
+    model = read_onnx(onnx_path)
     detail = onnx_precision(model)
     label = check_precision(precision, detail, str(onnx_path))
     if not 0 <= int(optimization_level) <= 5:

@@ -16,13 +16,18 @@ import dataclasses
 import json
 from pathlib import Path
 
-import torch
+from .startup import startup_imports
 
-from fgsl import tensorfile
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import torch
 
-from .backbone import CheckpointError, VideoMAEEncoder, infer_backbone_config, map_checkpoint, read_official_checkpoint
-from .config import BackboneConfig
-from .model import FGSL
+    from fgsl import tensorfile
+
+    from .backbone import (CheckpointError, VideoMAEEncoder, infer_backbone_config, map_checkpoint,
+                           read_official_checkpoint)
+    from .config import BackboneConfig
+    from .model import FGSL
 
 BACKBONE_FORMAT = "fgsl-backbone"
 
@@ -75,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .safetensors file")
     parser.add_argument("--heads", type=int, help="attention heads (default: inferred from the width)")
     args = parser.parse_args(argv)
-    from .cli import check_output, run
+    with startup_imports(__name__):  # before run() below catches Ctrl-C (fgsl.startup)
+        from .cli import check_output, run
 
     def body(_: list[str] | None) -> int:
         check_output("DST", args.dst, [("SRC", args.src)])

@@ -39,7 +39,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from fgsl.cli import UsageError, register_user_error, run
+from fgsl.startup import startup_imports
+
+# Importing torch (fgsl.cli) takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    from fgsl.cli import UsageError, register_user_error, run
 
 #: The MEGC submission columns: the header every prediction file this project writes
 #: (``fgsl.infer``, ``realtime.cam --csv``) starts with, and the columns every input CSV

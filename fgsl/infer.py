@@ -22,20 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from tqdm import tqdm
+from .startup import startup_imports
 
-from engines import add_backend_flag
-from engines.base import add_engine_device_flag
+# Importing torch and OpenCV takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
+    from tqdm import tqdm
 
-from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
-                  refuse_preset_with_weights, run, score_threshold)
-from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
-from .data.frames import open_source
-from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
-from .decode import Interval, decode
-from .evaluate import MEGC_COLUMNS, read_intervals
-from .files import atomic_write, same_file
+    from engines import add_backend_flag
+    from engines.base import add_engine_device_flag
+
+    from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
+                      refuse_preset_with_weights, run, score_threshold)
+    from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
+    from .data.frames import open_source
+    from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
+    from .decode import Interval, decode
+    from .evaluate import MEGC_COLUMNS, read_intervals
+    from .files import atomic_write, same_file
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,19 @@ level's stride) over the N points of all pyramid levels, level 0 first.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from .startup import startup_imports
 
-from .backbone import VideoMAEEncoder
-from .config import CHUNK_FRAMES, IMAGENET_MEAN, IMAGENET_STD, FGSLConfig
-from .fifm import FIFM
-from .heads import DecoupledHeads
-from .iga import IGAStack
-from .neck import PyramidNeck
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import torch
+    from torch import nn
+
+    from .backbone import VideoMAEEncoder
+    from .config import CHUNK_FRAMES, IMAGENET_MEAN, IMAGENET_STD, FGSLConfig
+    from .fifm import FIFM
+    from .heads import DecoupledHeads
+    from .iga import IGAStack
+    from .neck import PyramidNeck
 
 __all__ = ["FGSL", "IMAGENET_MEAN", "IMAGENET_STD", "InputShapeError", "build"]
 
@@ -113,6 +117,7 @@ def build(cfg: FGSLConfig, seed: int | None = 0) -> FGSL:
 
 
 if __name__ == "__main__":  # python -m fgsl.model --preset NAME
-    from .summary import main
+    with startup_imports(__name__):  # fgsl.summary's imports, before its run() catches Ctrl-C (fgsl.startup)
+        from .summary import main
 
-    raise SystemExit(main())
+        raise SystemExit(main())

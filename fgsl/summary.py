@@ -10,11 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
+from .startup import startup_imports
 
-from .config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
-from .model import FGSL
+# Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .config import CHUNK_FRAMES, PRESETS, FGSLConfig, preset
+    from .model import FGSL
 
 
 def count_macs(cfg: FGSLConfig) -> dict[str, float]:
@@ -72,7 +76,8 @@ def format_table(s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import HelpFormatter, run
+    with startup_imports(__name__):  # before run() below catches Ctrl-C (fgsl.startup)
+        from .cli import HelpFormatter, run
 
     parser = argparse.ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.",
                                      formatter_class=HelpFormatter)

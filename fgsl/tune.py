@@ -29,19 +29,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
+from .startup import startup_imports
 
-from engines import add_backend_flag
-from engines.base import add_engine_device_flag
-from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
+# Importing torch and ONNX Runtime takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    from tqdm import tqdm
 
-from .cli import HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
-from .config import FGSLConfig, is_score_threshold
-from .data.spec import VideoItem, load_item
-from .evaluate import MegcInterval, evaluate, read_intervals
-from .files import atomic_write, unwritable_reason
-from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
-from .weights import CONFIG_FILE, UntrainedWeights
+    from engines import add_backend_flag
+    from engines.base import add_engine_device_flag
+    from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
+
+    from .cli import HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
+    from .config import FGSLConfig, is_score_threshold
+    from .data.spec import VideoItem, load_item
+    from .evaluate import MegcInterval, evaluate, read_intervals
+    from .files import atomic_write, unwritable_reason
+    from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
+    from .weights import CONFIG_FILE, UntrainedWeights
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
 

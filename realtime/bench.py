@@ -50,19 +50,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
+from fgsl.startup import startup_imports
 
-from engines.machine import machine_info
-from fgsl.cli import HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
-from fgsl.data.frames import open_source
+# Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import cv2
+    import numpy as np
 
-from .capture import Capture, parse_source
-from .pipeline import STAGES, Pipeline
-from .spotters import add_spotter_flags, make_spotter
-from .spotters.base import Spotter
-from .spotters.fgsl import UNTRAINED_BANNER
-from .types import Event, Frame, RealtimeError
+    from engines.machine import machine_info
+    from fgsl.cli import HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
+    from fgsl.data.frames import open_source
+
+    from .capture import Capture, parse_source
+    from .pipeline import STAGES, Pipeline
+    from .spotters import add_spotter_flags, make_spotter
+    from .spotters.base import Spotter
+    from .spotters.fgsl import UNTRAINED_BANNER
+    from .types import Event, Frame, RealtimeError
 
 register_user_error(RealtimeError)
 

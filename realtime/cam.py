@@ -18,10 +18,12 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .interrupts import interrupted_quietly, terminate_as_interrupt
+from fgsl.startup import startup_imports
 
-# Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug.
-with interrupted_quietly():
+from .interrupts import terminate_as_interrupt
+
+# Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
     from fgsl.cli import (MAX_FPS, MIN_FPS, HelpFormatter, UsageError, at_least, check_output, frame_rate,
                           non_negative_number, positive_int, register_user_error, run)
     from fgsl.files import same_file
@@ -32,7 +34,7 @@ with interrupted_quietly():
     from .face import DEFAULT_MAX_FACES
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
-    from .spotters import add_spotter_flags, make_spotter
+    from .spotters import add_cache_flag, add_spotter_flags, make_spotter
     from .spotters.fgsl import UNTRAINED_BANNER
     from .types import RealtimeError
 
@@ -69,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "requested from a camera")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate (default: as fast as possible)")
     add_spotter_flags(p)
-    p.add_argument("--no-cache", action="store_true",
-                   help="FGSL: recompute every chunk of every window (default: encode each 16-frame chunk once)")
+    add_cache_flag(p)
     p.add_argument("--max-faces", type=positive_int, default=DEFAULT_MAX_FACES, help="faces tracked at once")
     p.add_argument("--face-model", default=None,
                    help="MediaPipe face landmarker bundle (default: the one shipped in realtime/models/)")

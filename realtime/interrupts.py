@@ -1,15 +1,15 @@
 """How the live spotter's command lines end on Ctrl-C, SIGTERM and SIGHUP: cleanly, at any moment.
 
-Three moments need care: Python importing torch, OpenCV and MediaPipe (the first ~1.5 s),
-MediaPipe building its landmarker (interrupted half-way it prints tracebacks at exit), and
-the run itself (SIGTERM and SIGHUP must finish open events and close the ``--save`` video as
-Ctrl-C does). This module imports nothing heavy, so that it can guard those imports.
+Three moments need care: Python importing torch, OpenCV and MediaPipe (the first ~1.5 s;
+:func:`fgsl.startup.startup_imports`, shared by every CLI), MediaPipe building its
+landmarker (interrupted half-way it prints tracebacks at exit), and the run itself (SIGTERM
+and SIGHUP must finish open events and close the ``--save`` video as Ctrl-C does). This
+module imports nothing heavy: ``realtime.cam`` imports it before its guarded imports.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,17 +22,6 @@ def handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
     ignores SIGHUP; a background job of a non-interactive shell ignores SIGINT)."""
     found = [getattr(signal, name, None) for name in names]
     return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
-
-
-@contextmanager
-def interrupted_quietly() -> Iterator[None]:
-    """Ctrl-C inside ends the program as Ctrl-C during a run does (``fgsl.cli.run``):
-    ``interrupted`` and exit status 130, not Python's traceback of the import it stopped."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
 
 
 @contextmanager

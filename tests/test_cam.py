@@ -280,27 +280,6 @@ def test_stopping_before_any_face_came_is_no_error(tmp_path):
     assert (tmp_path / "e.jsonl").read_text() == "an earlier run\n"
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see when torch is being imported")
-@pytest.mark.parametrize("command", [["realtime.cam", "--source", "none.mp4", "--headless"], ["demo", "--port", "0"]],
-                         ids=["cam", "demo"])
-def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path, command):
-    """The first second or two of ``realtime.cam`` (and ``demo``) is Python importing torch and
-    OpenCV: Ctrl-C then says ``interrupted`` (exit 130), as later, without Python's traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", *command],
-                            cwd=tmp_path, env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        maps = Path(f"/proc/{proc.pid}/maps")
-        # torch's native library is mapped early in its import, a second before the imports end.
-        while "libtorch" not in maps.read_text() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert (proc.returncode, out, err) == (130, "", "interrupted\n")
-
-
 def test_after_a_camera_outage_the_pipeline_does_not_spot_copies_of_the_last_frame(still_set):
     """8 s without frames, then the face again: its old track ends (one last window) and a new
     one starts; filling the gap would have run 30 windows of frozen copies in one step."""

@@ -1,7 +1,12 @@
-"""Shared CLI plumbing (:mod:`fgsl.cli`) not covered through one command's own tests."""
+"""Shared CLI plumbing (:mod:`fgsl.cli`, :mod:`fgsl.startup`) not covered through one command's own tests."""
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +89,88 @@ def test_a_bad_integer_flag_is_one_error_line_before_any_work(capsys):
         parser.parse_args(["--batch", "0"])
     assert info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "tool: error: argument --batch: must be at least 1, got '0'"
+
+
+#: Every ``python -m`` command line, with arguments that would do real work or fail on a
+#: missing file at once: the Ctrl-C below comes while Python is still importing, before any
+#: of them is read.
+COMMANDS = {
+    "fgsl.model": ["--preset", "tiny"],
+    "fgsl.tune": ["--weights", "none", "--videos", "none.mp4", "--gt", "none.csv"],
+    "fgsl.data.datasets": ["casme2", "none"],
+    "fgsl.data.synthetic": ["--videos", "none.mp4", "--out", "set"],
+    "fgsl.evaluate": ["--gt", "none.csv", "--pred", "none.csv"],
+    "fgsl.infer": ["--preset", "tiny", "--allow-untrained", "--videos", "none.mp4"],
+    "fgsl.summary": ["--preset", "tiny"],
+    "fgsl.convert_backbone": ["none.pth", "out.safetensors"],
+    "fgsl.train": ["--preset", "tiny", "--out", "run"],
+    "engines.selftest": ["--preset", "tiny"],
+    "engines.trt": ["--onnx", "none.onnx", "--out", "out"],
+    "engines.cache": ["--dir", "cache"],
+    "engines.build": ["--preset", "tiny", "--allow-untrained", "--backend", "onnxruntime", "--out", "engine"],
+    "calib.report": ["--fp32", "none.onnx", "--quantized", "none.onnx", "--data", "none.npz"],
+    "calib.quantize": ["--onnx", "none.onnx", "--out", "out.onnx"],
+    "calib.collect": ["--videos", "none.mp4", "--out", "calib.npz"],
+    "realtime.bench": ["--video", "none.mp4"],
+    "realtime.cam": ["--source", "none.mp4", "--headless"],
+    "demo.bench": ["--video", "none.mp4"],
+    "demo": ["--port", "0"],
+}
+
+
+def test_every_command_line_is_in_the_ctrl_c_test():
+    """A new ``python -m`` module joins :data:`COMMANDS` (and guards its imports, fgsl.startup)."""
+    root = Path(__file__).resolve().parents[1]
+    found = set()
+    for package in ("fgsl", "engines", "calib", "realtime", "demo"):
+        for path in (root / package).rglob("*.py"):
+            if path.name == "__main__.py" or 'if __name__ == "__main__":' in path.read_text():
+                parts = path.relative_to(root).with_suffix("").parts
+                found.add(".".join(parts[:-1] if path.name == "__main__.py" else parts))
+    assert found == set(COMMANDS)
+
+
+def interrupted_while_importing_torch(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """(status, stdout, stderr) of ``python ARGS`` sent SIGINT (Ctrl-C) as soon as torch's
+    native library is mapped: early in torch's import, a second before the imports end."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        maps = Path(f"/proc/{proc.pid}/maps")
+        while "libtorch" not in maps.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "ended before it imported torch"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, out, err
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/maps").exists(),
+                                reason="needs /proc to see when torch is being imported")
+
+
+@needs_proc
+@pytest.mark.parametrize("module", COMMANDS)
+def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path, module):
+    """The first second or two of every CLI is Python importing torch (and OpenCV, ...): Ctrl-C
+    then says ``interrupted`` (exit 130), as during the run (``fgsl.cli.run``), without
+    Python's traceback. ``python -m engines.build`` imports the package ``engines`` first, and
+    torch with it: that counts too (:mod:`fgsl.startup`)."""
+    status = interrupted_while_importing_torch(["-m", module, *COMMANDS[module]], tmp_path)
+    assert status == (130, "", "interrupted\n")
+
+
+@needs_proc
+@pytest.mark.parametrize("module", ["engines", "calib", "fgsl.infer", "realtime.cam"])
+def test_ctrl_c_while_a_program_imports_a_module_is_still_pythons_own_keyboard_interrupt(tmp_path, module):
+    """A program of one's own that imports ``engines`` (or a CLI module, for its functions) gets
+    Python's KeyboardInterrupt, which it may catch: only a ``python -m`` command line turns it
+    into ``interrupted``. Uncaught, Python prints the traceback and ends killed by SIGINT."""
+    code, out, err = interrupted_while_importing_torch(["-c", f"import {module}"], tmp_path)
+    assert (code, out) == (-signal.SIGINT, ""), err
+    assert err.startswith("Traceback (most recent call last):") and err.endswith("\nKeyboardInterrupt\n"), err

@@ -78,6 +78,16 @@ def test_bad_batches_are_one_error_line(capsys):
     assert code == 2 and err.strip() == "error: --batches must be comma-separated positive integers, got '1,x'"
 
 
+def test_a_batch_too_big_to_hold_is_one_error_line_before_any_work(capsys):
+    """``--batches 100000000`` once asked numpy for terabytes of random clips: a MemoryError
+    traceback (or the OOM killer). Now the flag says its bound, before any network is built."""
+    code, out, err = run(capsys, "--batches", f"1,{selftest.MAX_BATCH + 1}")
+    assert (code, out, err) == (2, "", f"error: --batches: at most {selftest.MAX_BATCH} windows per call, "
+                                      f"got {selftest.MAX_BATCH + 1}\n")
+    code, _, err = run(capsys, "--batches", "100000000")
+    assert code == 2 and err == "error: --batches: at most 256 windows per call, got 100000000\n"
+
+
 @pytest.mark.parametrize("value, words", [("nan", "must be a finite number"), ("-1", "must be a positive number"),
                                           ("0", "must be a positive number")])
 def test_max_seconds_must_be_a_positive_number(value, words, capsys, monkeypatch):

@@ -192,8 +192,12 @@ def test_plan_build_reads_the_file_without_tensorrt(exported: dict[str, Path], t
         plan_build(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00not protobuf" * 10)
-    with pytest.raises(EngineError, match="not a readable ONNX model"):
+    with pytest.raises(EngineError, match="not an ONNX model"):
         plan_build(bad)
+    empty = tmp_path / "empty.onnx"  # any bytes parse as a protobuf message without fields
+    empty.write_bytes(b"")
+    with pytest.raises(EngineError, match=r"not an ONNX model \(empty graph\)"):
+        plan_build(empty)
     with pytest.raises(EngineError, match=r"not fp16"):
         plan_build(exported["model"], "fp16")
 

@@ -63,14 +63,18 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
-from tqdm import tqdm
+from fgsl.startup import startup_imports
 
-from fgsl.config import is_positive_number
-from fgsl.files import atomic_write
-from fgsl.data.table import Annotation, write_table
-from fgsl.data.frames import VideoError, opencv_quiet, open_source
+# Importing OpenCV takes a moment: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from fgsl.config import is_positive_number
+    from fgsl.files import atomic_write
+    from fgsl.data.table import Annotation, write_table
+    from fgsl.data.frames import VideoError, opencv_quiet, open_source
 
 #: The crop is the detected face box enlarged by this factor (square, same centre).
 MARGIN = 1.15
@@ -584,9 +588,11 @@ def _build(sources: list[FaceSource], out: Path, recipe: Recipe, bar: tqdm) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_number,
-                          register_user_error, run)
-    from realtime.types import RealtimeError  # (light: no MediaPipe)
+    # fgsl.cli imports torch, a second or two before run() below catches Ctrl-C (fgsl.startup).
+    with startup_imports(__name__):
+        from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_number,
+                              register_user_error, run)
+        from realtime.types import RealtimeError  # (light: no MediaPipe)
 
     register_user_error(RealtimeError)  # --align: MediaPipe cannot start (not installed, no libEGL): one line
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,

@@ -16,15 +16,17 @@ SPOTTERS = ("flow", "fgsl")
 #: mean nothing (1e-300 overflows the flow spotter's float32 signal into a numpy warning).
 MIN_SENSITIVITY, MAX_SENSITIVITY = 1e-3, 1e3
 
-#: Flags only the FGSL spotter reads, with their defaults. Given while the flow spotter runs,
-#: they would be ignored without a word (``--backend bogus`` ran the flow spotter, exit 0).
-FGSL_ONLY_FLAGS: dict[str, object] = {"backend": "auto", "engine_device": "auto", "preset": None,
-                                      "allow_untrained": False, "no_cache": False}
-
 
 def fgsl_only_flag(args: argparse.Namespace) -> str | None:
-    """The first FGSL-only flag ``args`` sets to a value of its own (as ``--flag``), or None."""
-    for dest, default in FGSL_ONLY_FLAGS.items():
+    """The first flag only the FGSL spotter reads (:func:`add_engine_flags`,
+    :func:`add_cache_flag`) that ``args`` sets to a value of its own, as ``--flag``, or None.
+    Given while the flow spotter runs, they would be ignored without a word (``--backend bogus``
+    ran the flow spotter, exit 0). Their defaults are read from a parser they are added to, so
+    they are written once, where the flags are defined."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_engine_flags(probe)
+    add_cache_flag(probe)
+    for dest, default in vars(probe.parse_args([])).items():
         if getattr(args, dest, default) != default:
             return "--" + dest.replace("_", "-")
     return None
@@ -37,6 +39,12 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="FGSL preset for --allow-untrained without --weights (default: realtime)")
     parser.add_argument("--backend", default="auto", help="FGSL engine backend (auto, torch, onnxruntime, tensorrt)")
     add_engine_device_flag(parser)
+
+
+def add_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-cache`` (``realtime.cam``; ``realtime.bench`` times both ways itself)."""
+    parser.add_argument("--no-cache", action="store_true",
+                        help="FGSL: recompute every chunk of every window (default: encode each 16-frame chunk once)")
 
 
 def add_spotter_flags(parser: argparse.ArgumentParser) -> None:

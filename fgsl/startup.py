@@ -1,0 +1,50 @@
+"""Ctrl-C while a ``python -m`` command line starts: ``interrupted`` (exit 130), not a traceback.
+
+Every CLI of the project spends its first second or two importing torch (and OpenCV, ONNX
+Runtime, MediaPipe, ...). Ctrl-C then is no bug, yet Python would print the traceback of the
+import it stopped. Once ``main`` runs, :func:`fgsl.cli.run` ends a Ctrl-C with ``interrupted``
+and status 130; the guards here end one during the imports the same way.
+
+This module lives in :mod:`fgsl`, the bottom package (engines, calib, realtime and demo import
+it, never the reverse), and imports nothing heavy, so that every package can guard its imports
+with it. :mod:`fgsl.cli` cannot host it: it imports torch itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+
+@contextmanager
+def interrupted_quietly() -> Iterator[None]:
+    """Ctrl-C inside ends the program as Ctrl-C during a run does (``fgsl.cli.run``):
+    ``interrupted`` and exit status 130, not Python's traceback of the import it stopped.
+    Modules guard their imports with :func:`startup_imports`, which calls it only when they
+    start a command line."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def startup_imports(name: str) -> AbstractContextManager[None]:
+    """:func:`interrupted_quietly` around a module's heavy imports while a command line starts,
+    else nothing. ``name`` is the module's ``__name__``. A command line starts when
+
+    * the module is the program: ``__name__ == "__main__"`` (``python -m fgsl.infer``), or
+    * ``python -m pkg.cli`` is still locating its module, i.e. importing the package ``pkg``
+      (``python -m engines.build`` imports ``engines``, torch with it, before ``engines.build``
+      runs). Python's docs (https://docs.python.org/3/using/cmdline.html#cmdoption-m): "If this
+      option is given, the first element of sys.argv will be the full path to the module file
+      (while the module file is being located, the first element will be set to "-m")."
+
+    A program that imports the module (``import engines``, ``from fgsl.infer import ...``)
+    keeps Python's own KeyboardInterrupt, to catch or not: no library turns it into an exit.
+    (``python -c`` sets ``sys.argv[0]`` to ``-c``, a script to its path; an embedded
+    interpreter may have no ``sys.argv`` at all.)"""
+    argv = getattr(sys, "argv", None)
+    starting = name == "__main__" or (bool(argv) and argv[0] == "-m")
+    return interrupted_quietly() if starting else nullcontext()
