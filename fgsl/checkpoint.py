@@ -1,4 +1,4 @@
-"""Training checkpoints in safetensors: model, EMA, optimiser, schedule and RNG, no pickles.
+"""Training checkpoints in safetensors: model, EMA, optimiser, step count and the rest, no pickles.
 
 ``torch.save`` checkpoints are pickles, and loading a pickle runs code; the project loads
 weights only from safetensors. A training state is a tree of dicts and lists whose leaves

@@ -11,7 +11,8 @@ What one run does
   contain it whole (at random positions), plus one background window per quarter window of
   video (random jitter); no window cuts an event; shuffled with the epoch's seed and dealt
   out to the ranks by a ``DistributedSampler`` (:func:`rank_windows`).
-  Random horizontal flip, shifts of up to 2 pixels and brightness.
+  Random horizontal flip, shifts of up to 2 pixels and brightness, drawn from a generator of
+  the seed, the epoch and the rank (:func:`epoch_rng`), which also seeds torch for the epoch.
 * **Targets** (:func:`fgsl.losses.assign_targets`): events wholly inside the window.
 * **Optimisation**: AdamW on the trainable parameters (IGA, neck, FIFM, heads; plus the
   encoder when it is trained from scratch), linear warm-up then cosine decay per step
@@ -32,7 +33,9 @@ What one run does
   ``config.json`` with its threshold as ``score_threshold``, so ``RUN_DIR`` is a weights
   folder for ``fgsl.infer`` and ``engines.open``. A line goes to ``RUN_DIR/metrics.jsonl``;
   the full training state is checkpointed to ``RUN_DIR/checkpoint.safetensors`` (``--resume``
-  continues from it; without ``--resume`` a folder holding a run is refused, :func:`open_run`).
+  continues from it as the unbroken run would have gone on, to the bit with the same flags and
+  processes: see :func:`_restore`; without ``--resume`` a folder holding a run is refused,
+  :func:`open_run`).
   Without validation (``--val none``) the last epoch is saved with the preset's threshold.
 * **At the end**: the saved weights are scored once on the held-out test videos (the line
   with ``"final": true`` in ``metrics.jsonl``); the test set chooses nothing.
@@ -52,28 +55,32 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch.optim.lr_scheduler import LambdaLR
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DistributedSampler
-from tqdm import tqdm
+from fgsl.startup import startup_imports
 
-from fgsl import tune, weights
-from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, number_between, positive_int,
-                      positive_number, register_user_error, run)
-from fgsl.config import PRESETS, FGSLConfig, preset
-from fgsl.data import spec as data_spec
-from fgsl.data.synthetic import MAX_FRAMES, Recipe, make_set
-from fgsl.data.table import Annotation
-from fgsl.data.video import CROPS, normalise, pad_frames
-from fgsl.files import atomic_write
-from fgsl.infer import spot_frames, to_detections
-from fgsl.losses import FGSLLoss, assign_targets
-from fgsl.model import FGSL
-from realtime.types import RealtimeError  # (light: no MediaPipe)
+# Importing torch and OpenCV takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.optim.lr_scheduler import LambdaLR
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.utils.data import DistributedSampler
+    from tqdm import tqdm
+
+    from fgsl import tune, weights
+    from fgsl.checkpoint import CheckpointStateError, load_state, save_state
+    from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, number_between, positive_int,
+                          positive_number, register_user_error, run)
+    from fgsl.config import PRESETS, FGSLConfig, preset
+    from fgsl.data import spec as data_spec
+    from fgsl.data.synthetic import MAX_FRAMES, Recipe, make_set
+    from fgsl.data.table import Annotation
+    from fgsl.data.video import CROPS, normalise, pad_frames
+    from fgsl.files import atomic_write
+    from fgsl.infer import spot_frames, to_detections
+    from fgsl.losses import FGSLLoss, assign_targets
+    from fgsl.model import FGSL
+    from realtime.types import RealtimeError  # (light: no MediaPipe)
 
 
 class TrainingDiverged(RuntimeError):
@@ -244,6 +251,18 @@ def shift(frames: np.ndarray, dy: int, dx: int) -> np.ndarray:
     h, w = frames.shape[1:3]
     padded = np.pad(frames, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
     return padded[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+
+
+def epoch_rng(seed: int, epoch: int, rank: int) -> np.random.Generator:
+    """The random generator of one rank's epoch: its first draw seeds torch for the epoch
+    (:func:`_train_epoch`), the rest are :func:`make_batch`'s augmentations (flips, shifts, gain).
+
+    Like the epoch's windows (:func:`epoch_windows`), it depends on the seed, the epoch and the
+    rank alone, not on what ran before in the process: a resumed run (a new process, no
+    earlier epochs, validation drawn or not) draws what the unbroken run drew, on every rank,
+    with nothing to checkpoint; and each rank augments its shard differently.
+    """
+    return np.random.default_rng([seed, epoch, rank])
 
 
 def make_batch(items: list[data_spec.VideoItem], picks: list[tuple[int, int]], cfg: FGSLConfig,
@@ -485,14 +504,14 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
               file=sys.stderr)
     run.started = time.monotonic()
     run.deadline = run.started + args.max_minutes * 60 if args.max_minutes else None
-    rng = np.random.default_rng(args.seed * 7919 + env.rank)
     history = []
     for epoch in range(start_epoch, args.epochs):
         if run.out_of_budget():
             break
-        record = _train_epoch(run, epoch, rng)
+        record = _train_epoch(run, epoch)
+        normalisers = gather(run.criterion.normaliser, env)
         if env.main:
-            _end_of_epoch(run, epoch, record)
+            _end_of_epoch(run, epoch, record, normalisers)
         history.append(record)
         env.barrier()
     ranks = check_ranks_agree(run.model, env, run.out)
@@ -540,7 +559,18 @@ def _set_up(args: argparse.Namespace, env: Dist) -> tuple[_Run, dict[str, Any] |
 def _restore(run: _Run, state: dict[str, Any]) -> int:
     """Load a ``--resume`` checkpoint into the run; returns the epoch to start from. A run
     whose schedule is done and whose held-out test is scored is refused (nothing to do); one
-    whose schedule is done but not scored goes on to score it."""
+    whose schedule is done but not scored goes on to score it.
+
+    Resumed with the flags and the number of processes it ran with, a run goes on exactly as
+    it would have without the break (on the CPU, to the bit; ``tests/test_train.py``): the
+    checkpoint holds the weights, the EMA, the optimiser and scaler, the step count (the
+    learning-rate schedule is rebuilt from it, :func:`lr_schedule`), the best validation score
+    and every rank's loss normaliser; what is random comes from the seed, the epoch and the
+    rank alone (windows: :func:`epoch_windows`; augmentations and torch's generators:
+    :func:`epoch_rng`).
+    With another number of processes (the same windows per step), each rank takes rank 0's
+    normaliser, and the shards and augmentations are other ones.
+    """
     start_epoch, run.step, run.best = state["epoch"] + 1, state["step"], state["best"]
     trained = run.step >= run.total_steps or start_epoch >= run.args.epochs
     if trained and held_out_scored(run.out):  # (the epochs were checked before the data was prepared, in open_run)
@@ -551,18 +581,22 @@ def _restore(run: _Run, state: dict[str, Any]) -> int:
     run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
-    run.criterion.normaliser = state["normaliser"]
-    torch.set_rng_state(state["torch_rng"])
+    normalisers = state.get("normalisers")  # every rank's (rank 0's alone in checkpoints before them)
+    same_ranks = isinstance(normalisers, list) and len(normalisers) == run.env.world
+    run.criterion.normaliser = normalisers[run.env.rank] if same_ranks else state["normaliser"]
     if run.env.main:
         print(f"resumed from {run.out / CHECKPOINT} at epoch {start_epoch}, step {run.step}"
               + (": nothing left to train, scoring the held-out test only" if trained else ""), file=sys.stderr)
     return start_epoch
 
 
-def _train_epoch(run: _Run, epoch: int, rng: np.random.Generator) -> dict[str, Any]:
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     """One pass over this rank's shard of the epoch's windows (stopping early when the budget
-    runs out); returns the epoch's metrics record (mean losses, speed)."""
+    runs out); returns the epoch's metrics record (mean losses, speed). Its random draws come
+    from the seed, the epoch and the rank (:func:`epoch_rng`), so a resumed run makes them too."""
     args, env, cfg = run.args, run.env, run.cfg
+    rng = epoch_rng(args.seed, epoch, env.rank)
+    torch.manual_seed(int(rng.integers(2**63)))  # (CPU and CUDA: nothing in FGSL draws from them today)
     picks = rank_windows(epoch_windows(run.data.train, cfg.window_frames, epoch, args.seed), env.rank, env.world)
     run.model.train()
     totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
@@ -616,10 +650,11 @@ def _optimiser_step(run: _Run) -> float:
     return lr
 
 
-def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
+def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any], normalisers: list[float]) -> None:
     """Rank 0, after each epoch: validate when due and save the weights if they are the best so
     far (without validation data: the latest), append the record to metrics.jsonl, print one
-    line, and checkpoint the whole training state for ``--resume``."""
+    line, and checkpoint the whole training state for ``--resume`` (with ``normalisers``, every
+    rank's loss normaliser: each rank's follows its own shard)."""
     args, data, out = run.args, run.data, run.out
     ema = run.ema.module
     if not (math.isfinite(record["loss"]) and all(bool(torch.isfinite(p).all()) for p in ema.parameters())):
@@ -649,7 +684,7 @@ def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any]) -> None:
     save_state({
         "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None, "epoch": epoch, "step": run.step,
-        "best": run.best, "normaliser": run.criterion.normaliser, "torch_rng": torch.get_rng_state(),
+        "best": run.best, "normaliser": run.criterion.normaliser, "normalisers": normalisers,
         "config": run.cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": run.env.world,
         "data": data_identity(args),
     }, out / CHECKPOINT)
@@ -672,14 +707,19 @@ def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, 
     return final
 
 
+def gather(value: Any, env: Dist) -> list[Any]:
+    """Every rank's ``value``, in rank order (every rank must call it)."""
+    if env.world == 1:
+        return [value]
+    values: list[Any] = [None] * env.world
+    dist.all_gather_object(values, value)
+    return values
+
+
 def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
     """Digest of every rank's weights; DDP must keep them identical (written to ranks.json)."""
-    digest = weights.model_digest(model)
-    if env.world == 1:
-        return [digest]
-    digests: list[str] = [""] * env.world
-    dist.all_gather_object(digests, digest)
-    if env.main:
+    digests = gather(weights.model_digest(model), env)
+    if env.world > 1 and env.main:
         atomic_write(out / RANKS, (json.dumps({"world_size": env.world, "digests": digests}, indent=2) + "\n").encode())
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP ranks diverged: weight digests {digests}")

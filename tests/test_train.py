@@ -507,3 +507,97 @@ def test_held_out_scored_only_when_the_last_epoch_has_its_final_line(tmp_path):
                           ([epoch(0), epoch(1), final, epoch(2), final, '{"final": tr'], True)):
         metrics.write_text("\n".join(lines) + "\n")
         assert held_out_scored(tmp_path) is scored, lines
+
+
+def _stop_after_first_epoch(monkeypatch):
+    """Make fgsl.train stop as Ctrl-C would right after epoch 0's checkpoint (exit 130)."""
+    import fgsl.train as train_module
+
+    real = train_module._train_epoch
+
+    def train_epoch(run, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(run, epoch)
+
+    monkeypatch.setattr(train_module, "_train_epoch", train_epoch)
+
+
+def test_a_resumed_run_trains_the_weights_and_metrics_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir, monkeypatch):
+    """A run stopped after its first epoch and resumed with ``--resume`` draws the windows, the
+    augmentations (flips, shifts, gain) and the loss normaliser the unbroken run drew: same
+    weights to the bit, same epoch records (timings aside), same epoch and threshold chosen."""
+    import fgsl.train as train_module
+
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    assert main(["--preset", "tiny", *flags, "--out", str(unbroken)]) == 0
+    shutil.copytree(unbroken / "data", broken / "data")  # the same synthetic sets, not made again
+    with monkeypatch.context() as patch:
+        _stop_after_first_epoch(patch)
+        assert main(["--preset", "tiny", *flags, "--out", str(broken)]) == 130
+    assert load_state(broken / "checkpoint.safetensors")["epoch"] == 0
+    assert main(["--preset", "tiny", *flags, "--out", str(broken), "--resume"]) == 0
+
+    # (Not the files' bytes: safetensors writes its header's keys in hash-map order.)
+    assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # info and the weights' sha256
+    assert (broken / weights.CONFIG_FILE).read_text() == (unbroken / weights.CONFIG_FILE).read_text()
+    # The saved weights may be an earlier epoch's (the best validation one); the checkpoint has the last.
+    ends = [load_state(run / "checkpoint.safetensors") for run in (unbroken, broken)]
+    assert ends[0]["step"] == ends[1]["step"] > 0 and ends[0]["best"] == ends[1]["best"]
+    for key in ("model", "ema"):
+        assert ends[0][key].keys() == ends[1][key].keys()
+        assert all(torch.equal(ends[0][key][k], ends[1][key][k]) for k in ends[0][key]), key
+    assert ends[0]["optimizer"]["state"].keys() == ends[1]["optimizer"]["state"].keys()
+    for k, state in ends[0]["optimizer"]["state"].items():
+        assert all(torch.equal(state[name], ends[1]["optimizer"]["state"][k][name]) for name in state), k
+    assert [ends[i]["normaliser"] for i in (0, 1)] == [ends[0]["normaliser"]] * 2
+
+    def records(run):
+        timing = ("windows_per_s", "elapsed_s")
+        return [{k: v for k, v in json.loads(line).items() if k not in timing}
+                for line in (run / train_module.METRICS).read_text().splitlines()]
+
+    assert [(r["epoch"], r.get("final", False)) for r in records(unbroken)][:2] == [(0, False), (1, False)]
+    assert records(unbroken)[2]["final"] and len(records(unbroken)) == 3
+    assert records(broken) == records(unbroken)
+
+
+STOP_AFTER_FIRST_EPOCH = """\
+import sys
+sys.path.insert(0, {root!r})
+import fgsl.train as train
+real = train._train_epoch
+
+def train_epoch(run, epoch):
+    if epoch == 1:
+        raise KeyboardInterrupt  # as Ctrl-C right after epoch 0's checkpoint
+    return real(run, epoch)
+
+train._train_epoch = train_epoch
+sys.exit(train.main())
+"""
+
+
+@pytest.mark.slow
+def test_a_resumed_ddp_run_trains_the_weights_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir):
+    """Under torchrun each rank resumes with its own loss normaliser (it follows the rank's own
+    shard) and draws its own augmentations again: the weights are those of the unbroken run."""
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
+    stop = tmp_path / "stop_after_first_epoch.py"
+    stop.write_text(STOP_AFTER_FIRST_EPOCH.format(root=str(Path(__file__).resolve().parents[1])))
+    flags = [*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    first = _train(*flags, "--out", str(unbroken), launcher=(*torchrun, "-m", "fgsl.train"))
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(unbroken / "data", broken / "data")
+    cut = _train(*flags, "--out", str(broken), launcher=(*torchrun, str(stop)))
+    assert cut.returncode != 0 and "interrupted" in cut.stderr, cut.stderr
+    state = load_state(broken / "checkpoint.safetensors")
+    assert state["epoch"] == 0 and len(set(state["normalisers"])) == 2  # the ranks' normalisers differ
+    resumed = _train(*flags, "--out", str(broken), "--resume", launcher=(*torchrun, "-m", "fgsl.train"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # the last epoch's (no validation)
+    assert json.loads((broken / "ranks.json").read_text()) == json.loads((unbroken / "ranks.json").read_text())
+    ends = [load_state(run / "checkpoint.safetensors") for run in (unbroken, broken)]
+    assert ends[0]["normalisers"] == ends[1]["normalisers"] and ends[0]["step"] == ends[1]["step"]
