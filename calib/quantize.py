@@ -252,7 +252,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")
     check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path), *engine_inputs(onnx_path)])
-    model = read_onnx(onnx_path)  # once: every check below reads this one copy
+    model = read_onnx(onnx_path, CalibError)  # once: every check below reads this one copy
     names = onnx_inputs(model)
     refuse_quantized_input(model, onnx_path)
     inputs = None
@@ -275,7 +275,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         quantize_onnxruntime(onnx_path, out, inputs, method, nodes)
     from engines.trt import onnx_precision
 
-    found = onnx_precision(read_onnx(out))
+    found = onnx_precision(read_onnx(out, CalibError))
     if mode != "fp16" and not found.qdq:
         out.unlink(missing_ok=True)
         raise CalibError(f"{onnx_path}: nothing was quantised (scope {scope!r} matched no quantisable node); "

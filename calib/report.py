@@ -201,7 +201,7 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
         if not Path(path).is_file():
             raise CalibError(f"{path}: no such ONNX file")
     data = load(data_path)
-    graphs = [(path, read_onnx(path)) for path in (fp32, quantized)]  # each read once for the checks
+    graphs = [(path, read_onnx(path, CalibError)) for path in (fp32, quantized)]  # each read once for the checks
     names, q_names = (onnx_inputs(model) for _, model in graphs)
     if names != q_names:
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")

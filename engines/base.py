@@ -45,10 +45,10 @@ class EngineError(ValueError):
     """An engine that cannot be opened or an input it cannot take (one clear message)."""
 
 
-def read_onnx(path: str | Path) -> Any:
+def read_onnx(path: str | Path, error: type[Exception] = EngineError) -> Any:
     """The ``onnx.ModelProto`` of the file ``path``, graph only (no external weights), or
-    :class:`EngineError` for a file that is not ONNX: the one reader of ONNX files for
-    ``engines.trt``, ``engines.export`` and ``calib``.
+    ``error`` (:class:`EngineError`; ``calib`` passes its ``CalibError``) for a file that is
+    not ONNX: the one reader of ONNX files for ``engines.trt``, ``engines.export`` and ``calib``.
 
     Callers read a file once and hand the proto to every check: a realtime-preset export is
     hundreds of megabytes. The format is given (protobuf): ``onnx.load`` otherwise picks it
@@ -63,13 +63,13 @@ def read_onnx(path: str | Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise EngineError(f"{path}: no such ONNX file" if not path.exists() else f"{path}: not a file")
+        raise error(f"{path}: no such ONNX file" if not path.exists() else f"{path}: not a file")
     try:
         model = onnx.load(str(path), format="protobuf", load_external_data=False)
     except Exception as exc:  # noqa: BLE001 (protobuf's decode errors have several types)
-        raise EngineError(f"{path}: not an ONNX model ({explain(exc)})") from None
+        raise error(f"{path}: not an ONNX model ({explain(exc)})") from None
     if not len(model.graph.node):
-        raise EngineError(f"{path}: not an ONNX model (empty graph)")
+        raise error(f"{path}: not an ONNX model (empty graph)")
     return model
 
 

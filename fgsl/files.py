@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,9 +87,12 @@ class PendingOutput:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=self.path.parent)
         except OSError as exc:  # mkstemp names the random temporary file, which means nothing to the user
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         os.close(fd)
         self.tmp = Path(tmp)
+        # A writer that ends without either (an exception on a path its author did not see, a
+        # Ctrl-C between two lines) leaves no hidden file: removed when this object goes, or at exit.
+        self._remove = weakref.finalize(self, self.tmp.unlink, missing_ok=True)
 
     def commit(self) -> None:
         """Give the file a plain file's mode and put it in place of :attr:`path`."""
@@ -100,11 +104,12 @@ class PendingOutput:
         except OSError as exc:
             self.discard()
             raise _naming(exc, self.path, str(self.tmp)) from None
+        self._remove.detach()
 
     def discard(self) -> None:
         """Remove the temporary file, leaving :attr:`path` as it was (safe to call twice)."""
         if not self._special:
-            self.tmp.unlink(missing_ok=True)
+            self._remove()
 
 
 @contextmanager

@@ -31,20 +31,38 @@ def interrupted_quietly() -> Iterator[None]:
 
 
 def startup_imports(name: str) -> AbstractContextManager[None]:
-    """:func:`interrupted_quietly` around a module's heavy imports while a command line starts,
-    else nothing. ``name`` is the module's ``__name__``. A command line starts when
+    """:func:`interrupted_quietly` around a module's heavy imports while a command line of ours
+    starts, else nothing. ``name`` is the module's ``__name__``. A command line starts when
 
     * the module is the program: ``__name__ == "__main__"`` (``python -m fgsl.infer``), or
     * ``python -m pkg.cli`` is still locating its module, i.e. importing the package ``pkg``
       (``python -m engines.build`` imports ``engines``, torch with it, before ``engines.build``
       runs). Python's docs (https://docs.python.org/3/using/cmdline.html#cmdoption-m): "If this
       option is given, the first element of sys.argv will be the full path to the module file
-      (while the module file is being located, the first element will be set to "-m")."
+      (while the module file is being located, the first element will be set to "-m")." The
+      module being located must be ``name`` or inside it (:func:`located_module`): ``python -m
+      theirpkg``, whose ``__init__`` imports ``engines``, is their program, not ours.
 
     A program that imports the module (``import engines``, ``from fgsl.infer import ...``)
     keeps Python's own KeyboardInterrupt, to catch or not: no library turns it into an exit.
     (``python -c`` sets ``sys.argv[0]`` to ``-c``, a script to its path; an embedded
     interpreter may have no ``sys.argv`` at all.)"""
     argv = getattr(sys, "argv", None)
-    starting = name == "__main__" or (bool(argv) and argv[0] == "-m")
+    locating = bool(argv) and argv[0] == "-m"
+    target = located_module() if locating else None
+    ours = target is None or target == name or target.startswith(name + ".")
+    starting = name == "__main__" or (locating and ours)
     return interrupted_quietly() if starting else nullcontext()
+
+
+def located_module() -> str | None:
+    """The module ``python -m`` was given, from the interpreter's own command line
+    (``sys.orig_argv``: ``-m NAME`` or ``-mNAME``), or None where it cannot be read there
+    (options run together, ``-Bm NAME``): then every package being imported counts as ours."""
+    args = list(getattr(sys, "orig_argv", []))
+    for i, arg in enumerate(args[1:], 1):
+        if arg == "-m":
+            return args[i + 1] if i + 1 < len(args) else None
+        if arg.startswith("-m"):
+            return arg[2:]
+    return None

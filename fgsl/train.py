@@ -33,8 +33,8 @@ What one run does
   ``config.json`` with its threshold as ``score_threshold``, so ``RUN_DIR`` is a weights
   folder for ``fgsl.infer`` and ``engines.open``. A line goes to ``RUN_DIR/metrics.jsonl``;
   the full training state is checkpointed to ``RUN_DIR/checkpoint.safetensors`` (``--resume``
-  continues from it as the unbroken run would have gone on, to the bit with the same flags and
-  processes: see :func:`_restore`; without ``--resume`` a folder holding a run is refused,
+  continues from it as the unbroken run would have gone on, on the CPU to the bit, with the same
+  flags and processes: see :func:`_restore`; without ``--resume`` a folder holding a run is refused,
   :func:`open_run`).
   Without validation (``--val none``) the last epoch is saved with the preset's threshold.
 * **At the end**: the saved weights are scored once on the held-out test videos (the line

@@ -446,7 +446,9 @@ class VideoSaver:
         if self._closed:
             return
         self._closed = True
-        if self._writer is None:
+        if self._writer is None:  # (no frame, or stopped while the first one opened the file)
+            if self._output is not None:
+                self._output.discard()
             return
         self._writer.release()
         self._writer = None

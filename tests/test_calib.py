@@ -645,3 +645,8 @@ def test_a_file_that_is_not_onnx_is_named_as_such(content: bytes, reason: str, f
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {bad}: not an ONNX model (" + reason), err
     assert not (tmp_path / "q.onnx").exists()
+    # calib's functions raise calib's error, which callers of the library catch
+    with pytest.raises(CalibError, match="not an ONNX model"):
+        quantize_mod.quantize_file(bad, calib_file, tmp_path / "q.onnx", tool="onnxruntime")
+    with pytest.raises(CalibError, match="not an ONNX model"):
+        report_mod.report(fp32_onnx, bad, calib_file)

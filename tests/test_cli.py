@@ -130,11 +130,13 @@ def test_every_command_line_is_in_the_ctrl_c_test():
     assert found == set(COMMANDS)
 
 
-def interrupted_while_importing_torch(args: list[str], cwd: Path) -> tuple[int, str, str]:
+def interrupted_while_importing_torch(args: list[str], cwd: Path, path: list[str] | None = None) -> tuple[int, str, str]:
     """(status, stdout, stderr) of ``python ARGS`` sent SIGINT (Ctrl-C) as soon as torch's
-    native library is mapped: early in torch's import, a second before the imports end."""
+    native library is mapped: early in torch's import, a second before the imports end.
+    ``path``: the PYTHONPATH folders (default: the repository)."""
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    folders = path or [str(root)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*folders, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -172,5 +174,29 @@ def test_ctrl_c_while_a_program_imports_a_module_is_still_pythons_own_keyboard_i
     Python's KeyboardInterrupt, which it may catch: only a ``python -m`` command line turns it
     into ``interrupted``. Uncaught, Python prints the traceback and ends killed by SIGINT."""
     code, out, err = interrupted_while_importing_torch(["-c", f"import {module}"], tmp_path)
+    assert (code, out) == (-signal.SIGINT, ""), err
+    assert err.startswith("Traceback (most recent call last):") and err.endswith("\nKeyboardInterrupt\n"), err
+
+
+@needs_proc
+def test_ctrl_c_while_train_py_imports_torch_is_one_line(tmp_path):
+    """``python train.py`` (the paper's entry point, the same CLI as ``python -m fgsl.train``)."""
+    script = Path(__file__).resolve().parents[1] / "train.py"
+    status = interrupted_while_importing_torch([str(script), "--preset", "tiny", "--out", "run"], tmp_path)
+    assert status == (130, "", "interrupted\n")
+
+
+@needs_proc
+def test_ctrl_c_while_their_own_package_imports_ours_is_their_keyboard_interrupt(tmp_path):
+    """``python -m theirpkg`` whose ``__init__`` imports ``engines`` runs their program: our
+    package's guard stays out of it (it is not the module ``-m`` locates), so their code gets
+    Python's KeyboardInterrupt."""
+    package = tmp_path / "theirpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import engines\n")
+    (package / "__main__.py").write_text("print('ran')\n")
+    root = Path(__file__).resolve().parents[1]
+    code, out, err = interrupted_while_importing_torch(["-m", "theirpkg"], tmp_path,
+                                                       path=[str(tmp_path), str(root)])
     assert (code, out) == (-signal.SIGINT, ""), err
     assert err.startswith("Traceback (most recent call last):") and err.endswith("\nKeyboardInterrupt\n"), err

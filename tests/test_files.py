@@ -116,3 +116,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_pending_output_left_undecided_leaves_no_hidden_file(tmp_path: Path) -> None:
+    """A writer that ends on a path that neither commits nor discards (an exception its author
+    did not see, Ctrl-C between two lines) leaves no ``.out.mp4.XXXX`` behind."""
+    import gc
+
+    pending = PendingOutput(tmp_path / "out.mp4", suffix=".mp4")
+    pending.tmp.write_bytes(b"half a video")
+    del pending
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
