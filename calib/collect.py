@@ -121,7 +121,7 @@ def load(path: str | Path) -> CalibrationSet:
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CalibError(f"{path}: damaged calibration file ({explain(exc)})") from None
     try:
-        cfg = FGSLConfig.from_dict(json.loads(str(arrays["config"])))
+        cfg = FGSLConfig.from_dict(json.loads(str(arrays["config"])), source=f"{path} (config)")
     except (ValueError, TypeError) as exc:
         raise CalibError(f"{path}: its FGSL config is unreadable ({exc})") from None
     crops = arrays["crops"]

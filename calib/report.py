@@ -81,7 +81,7 @@ def model_config(onnx_path: str | Path) -> FGSLConfig | None:
                 raise CalibError(f"{folder / MANIFEST}: its config is unreadable ({exc})") from None
     text = read_metadata(onnx_path).get("fgsl.config")
     try:
-        return FGSLConfig.from_dict(json.loads(text)) if text else None
+        return FGSLConfig.from_dict(json.loads(text), source=f"{onnx_path} (fgsl.config metadata)") if text else None
     except (ValueError, TypeError) as exc:
         raise CalibError(f"{onnx_path}: its fgsl.config metadata is unreadable ({exc})") from None
 

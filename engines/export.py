@@ -566,7 +566,7 @@ def check_manifest(manifest: Mapping[str, Any], path: Path) -> None:
         if unknown:
             raise EngineError(f"{path}: damaged engine manifest (unknown graph {unknown[0]!r} in {section}); {rebuild}")
     try:
-        cfg = FGSLConfig.from_dict(manifest["config"])
+        cfg = FGSLConfig.from_dict(manifest["config"], source=f"{path} (config)")
     except (ValueError, TypeError) as exc:
         raise EngineError(f"{path}: its config is unreadable ({exc}); {rebuild}") from None
     for graph, entry in manifest["graphs"].items():

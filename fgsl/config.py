@@ -204,9 +204,12 @@ class FGSLConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FGSLConfig":
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "FGSLConfig":
+        """The config ``data`` describes. ``source`` names where it was read (a config.json, an
+        engine manifest): fields it leaves out are then said in one warning (:func:`missing_keys`)."""
         if not isinstance(data, dict):
             raise ConfigError("config must be a JSON object")
+        missing = missing_keys(data) if source is not None else []
         data = dict(data)
         backbone = data.pop("backbone", {})
         _reject_unknown(BackboneConfig, backbone, "backbone")
@@ -217,9 +220,14 @@ class FGSLConfig:
                     raise ConfigError(f"invalid FGSL config: {key} must be a list, got {data[key]!r}")
                 data[key] = tuple(data[key])
         try:
-            return cls(backbone=BackboneConfig(**backbone), **data)
+            cfg = cls(backbone=BackboneConfig(**backbone), **data)
         except TypeError as exc:  # wrong value types, e.g. a string where an int belongs
             raise ConfigError(f"invalid FGSL config: {exc}") from None
+        if missing:
+            warnings.warn(f"{source} gives no {', '.join(missing)}: the defaults are used "
+                          f"({', '.join(f'{key}={_value(cfg, key)!r}' for key in missing)}); "
+                          "every config this project writes has them all", stacklevel=2)
+        return cfg
 
     @classmethod
     def load(cls, path: str | Path) -> "FGSLConfig":
@@ -231,14 +239,9 @@ class FGSLConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc})") from None
         try:
-            cfg = cls.from_dict(data)
+            return cls.from_dict(data, source=str(path))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        if missing := missing_keys(data):
-            warnings.warn(f"{path} gives no {', '.join(missing)}: the defaults are used "
-                          f"({', '.join(f'{key}={_value(cfg, key)!r}' for key in missing)}); "
-                          "every config.json this project writes has them all", stacklevel=2)
-        return cfg
 
     def replace(self, **changes: Any) -> "FGSLConfig":
         """A copy with ``changes`` applied, validated like any new config (``__post_init__``).

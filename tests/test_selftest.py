@@ -367,3 +367,20 @@ def test_a_damaged_or_contradictory_manifest_is_one_engine_error(damage, message
         assert line.endswith("; rebuild it with `python -m engines.build`") and "\n" not in line
     with pytest.raises(EngineError, match=message):
         engines.open(folder, backend="onnxruntime")
+
+
+def test_a_manifest_config_missing_a_field_opens_with_the_default_and_says_so(built, tmp_path, recwarn):
+    """A hand-edited manifest whose config lacks ``score_threshold`` decodes with the default:
+    said in one warning naming the manifest and the value used (it was silent)."""
+    from fgsl.config import FGSLConfig
+
+    from engines.export import read_manifest
+
+    _, folder, manifest = _copy(built, tmp_path)
+    del manifest["config"]["score_threshold"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    read_manifest(folder, verify=False)
+    messages = [str(w.message) for w in recwarn]
+    assert messages == [f"{folder / 'manifest.json'} (config) gives no score_threshold: the defaults are used "
+                        f"(score_threshold={FGSLConfig().score_threshold!r}); every config this project writes has "
+                        "them all"], messages
