@@ -36,6 +36,7 @@ with startup_imports(__name__):
     import numpy as np
 
     from engines.base import read_onnx
+    from engines.export import metadata_of
     from engines.onnx_backend import import_onnxruntime, session_options
     from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
     from fgsl.config import FGSLConfig
@@ -61,15 +62,15 @@ def check_providers(providers: list[str]) -> None:
                          f"(available: {', '.join(available)})")
 
 
-def model_config(onnx_path: str | Path) -> FGSLConfig | None:
-    """The FGSL config of an FP32 ONNX, or ``None``: its ``score_threshold`` is the one chosen
-    for these weights, not the calibration preset's default.
+def model_config(onnx_path: str | Path, metadata: dict[str, str]) -> FGSLConfig | None:
+    """The FGSL config of an FP32 ONNX (``metadata``: its ``metadata_props``), or ``None``: its
+    ``score_threshold`` is the one chosen for these weights, not the calibration preset's default.
 
     In an engine folder the manifest is read first: ``fgsl.tune --write`` updates the
     threshold there (the graphs are hashed and stay as exported), so the ``fgsl.config``
     metadata inside the ONNX may hold the export-time threshold. Elsewhere the metadata is used.
     """
-    from engines.export import MANIFEST, config_of, read_manifest, read_metadata
+    from engines.export import MANIFEST, config_of, read_manifest
 
     folder = Path(onnx_path).parent
     if (folder / MANIFEST).is_file():
@@ -79,20 +80,19 @@ def model_config(onnx_path: str | Path) -> FGSLConfig | None:
                 return config_of(manifest)
             except (KeyError, ValueError, TypeError) as exc:
                 raise CalibError(f"{folder / MANIFEST}: its config is unreadable ({exc})") from None
-    text = read_metadata(onnx_path).get("fgsl.config")
+    text = metadata.get("fgsl.config")
     try:
         return FGSLConfig.from_dict(json.loads(text), source=f"{onnx_path} (fgsl.config metadata)") if text else None
     except (ValueError, TypeError) as exc:
         raise CalibError(f"{onnx_path}: its fgsl.config metadata is unreadable ({exc})") from None
 
 
-def check_same_weights(fp32: str | Path, quantized: str | Path) -> None:
+def check_same_weights(fp32: str | Path, quantized: str | Path, metadata: list[dict[str, str]]) -> None:
     """Refuse two models exported from different weights: their differences would be reported
     as quantisation error. Both carry ``fgsl.weights_sha256`` from ``engines.export`` (the
-    quantisers keep ``metadata_props``); a model without it is not checked."""
-    from engines.export import read_metadata
-
-    digests = [read_metadata(path).get("fgsl.weights_sha256") for path in (fp32, quantized)]
+    quantisers keep ``metadata_props``; ``metadata``: the two models' own, in that order); a
+    model without it is not checked."""
+    digests = [meta.get("fgsl.weights_sha256") for meta in metadata]
     if None not in digests and digests[0] != digests[1]:
         raise CalibError(f"{quantized} was not made from {fp32}: they hold different weights (fgsl.weights_sha256 "
                          f"{digests[1][:12]}... vs {digests[0][:12]}...); quantise that FP32 model with calib.quantize")
@@ -207,9 +207,10 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")
     for path, model in graphs:
         check_config(model, path, data, names)  # windows of another preset: one line, not ORT's InvalidArgument
+    metadata = [metadata_of(model) for _, model in graphs]
     del graphs  # ONNX Runtime reads the files itself: do not hold these copies while it runs
-    check_same_weights(fp32, quantized)
-    cfg = cfg or model_config(fp32) or data.cfg
+    check_same_weights(fp32, quantized, metadata)
+    cfg = cfg or model_config(fp32, metadata[0]) or data.cfg
     x = calibration_inputs(names, data, count)[names[0]]
     ref_session = open_session(fp32, providers, threads)
     test_session = open_session(quantized, providers, threads)

@@ -363,7 +363,11 @@ def read_metadata(source: str | Path | bytes) -> dict[str, str]:
     """``metadata_props`` of an ONNX file (or its bytes) as a dict."""
     import onnx
 
-    proto = onnx.load_from_string(source) if isinstance(source, bytes) else read_onnx(source)
+    return metadata_of(onnx.load_from_string(source) if isinstance(source, bytes) else read_onnx(source))
+
+
+def metadata_of(proto: Any) -> dict[str, str]:
+    """``metadata_props`` of an ``onnx.ModelProto`` already read (:func:`engines.base.read_onnx`) as a dict."""
     return {p.key: p.value for p in proto.metadata_props}
 
 
