@@ -453,3 +453,57 @@ def test_a_triton_repo_the_build_cannot_write_is_refused_before_exporting(good_e
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: " + line), err
     assert not (run / "triton").exists() and not (out / "triton").exists() and not (tmp_path / "engine2").exists()
+
+
+def _aged(folder, seconds=3600.0):
+    """``folder`` as a build killed ``seconds`` ago left it."""
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"half a graph")
+    past = folder.stat().st_mtime - seconds
+    os.utime(folder, (past, past))
+    return folder
+
+
+def test_what_killed_builds_left_beside_the_engine_goes_and_live_builds_stay(tmp_path):
+    """A SIGKILL'd build leaves its hidden staging folder; the next build removes it, but not
+    the folder of a build still running (its lock is held), nor one just made."""
+    from engines.build import remove_stale_builds, staging_folder
+
+    out = tmp_path / "engine"
+    out.mkdir()
+    stale = _aged(tmp_path / ".engine.build-dead1")
+    running, lock = staging_folder(out)
+    past = running.stat().st_mtime - 3600
+    os.utime(running, (past, past))
+    fresh = tmp_path / ".engine.build-new2"
+    fresh.mkdir()
+    other = _aged(tmp_path / ".other.build-dead3")  # another engine's: not this build's business
+    try:
+        assert remove_stale_builds(out) == [stale]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["engine", running.name, fresh.name, other.name])
+    finally:
+        os.close(lock)
+    assert remove_stale_builds(out) == [running]  # its build has ended (lock released) without removing it
+
+
+def test_an_engine_set_aside_by_a_killed_swap_is_put_back(tmp_path):
+    """Killed between ``install``'s two renames, the old engine sits in ``.X.build-Y.old`` and
+    ``X`` is missing: it is put back, not deleted."""
+    from engines.build import remove_stale_builds
+
+    out = tmp_path / "engine"
+    set_aside = _aged(tmp_path / ".engine.build-dead1.old")
+    assert remove_stale_builds(out) == []
+    assert (out / "model.onnx").read_bytes() == b"half a graph" and not set_aside.exists()
+
+
+def test_a_build_removes_what_a_killed_build_left_and_says_so(good_engine, tmp_path, capsys, monkeypatch):
+    from engines import build as build_mod
+
+    run, out = good_engine
+    stale = _aged(tmp_path / f".{out.name}.build-dead1")
+    monkeypatch.setattr(build_mod, "build_into", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.splitlines()[0] == f"removed {stale}, left by a build that was killed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine", "run"]
