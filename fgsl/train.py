@@ -35,7 +35,9 @@ What one run does
   the full training state is checkpointed to ``RUN_DIR/checkpoint.safetensors`` (``--resume``
   continues from it as the unbroken run would have gone on, on the CPU to the bit, with the same
   flags and processes: see :func:`_restore`; without ``--resume`` a folder holding a run is refused,
-  :func:`open_run`).
+  :func:`open_run`). ``--checkpoint-every N`` also checkpoints every N optimiser steps within
+  an epoch, with where each rank is in it (:func:`_position`), and ``--resume`` goes on from
+  there just as exactly.
   Without validation (``--val none``) the last epoch is saved with the preset's threshold.
 * **At the end**: the saved weights are scored once on the held-out test videos (the line
   with ``"final": true`` in ``metrics.jsonl``); the test set chooses nothing.
@@ -401,6 +403,10 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
                          f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
                          f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
+    if state.get("within") and took != takes:
+        raise UsageError(f"--resume: {out / CHECKPOINT} was written in the middle of epoch {state['within']['epoch']}, "
+                         f"which counts each process's own micro-batches (--batch {took[0]} x --accum {took[1]} x "
+                         f"{took[2]} process(es)): resume it with those")
     saved_data, data_now = state.get("data"), data_identity(args)
     if saved_data is not None and saved_data != data_now:
         differ = ", ".join(f"{k} {saved_data.get(k)!r} -> {data_now.get(k)!r}" for k in data_now if saved_data.get(k) != data_now[k])
@@ -495,7 +501,7 @@ class _Run:
 def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     """Set up (or resume) a run, train it epoch by epoch, then check the ranks and score the test."""
     run, state = _set_up(args, env)
-    start_epoch = _restore(run, state) if state else 0
+    start_epoch, resume_at = _restore(run, state) if state else (0, None)
     run.scheduler = lr_schedule(run.optimizer, args.lr, run.warmup, run.total_steps, run.step)
     if env.main:
         data = run.data
@@ -508,10 +514,10 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     for epoch in range(start_epoch, args.epochs):
         if run.out_of_budget():
             break
-        record = _train_epoch(run, epoch)
-        normalisers = gather(run.criterion.normaliser, env)
+        record, stopped = _train_epoch(run, epoch, resume_at if epoch == start_epoch else None)
+        normalisers, positions = _gather_ranks(run, stopped)
         if env.main:
-            _end_of_epoch(run, epoch, record, normalisers)
+            _end_of_epoch(run, epoch, record, normalisers, positions)
         history.append(record)
         env.barrier()
     ranks = check_ranks_agree(run.model, env, run.out)
@@ -556,8 +562,9 @@ def _set_up(args: argparse.Namespace, env: Dist) -> tuple[_Run, dict[str, Any] |
     return run, state
 
 
-def _restore(run: _Run, state: dict[str, Any]) -> int:
-    """Load a ``--resume`` checkpoint into the run; returns the epoch to start from. A run
+def _restore(run: _Run, state: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """Load a ``--resume`` checkpoint into the run; returns the epoch to start from, and this
+    rank's position in it when the checkpoint was written mid-epoch (:func:`_position`). A run
     whose schedule is done and whose held-out test is scored is refused (nothing to do); one
     whose schedule is done but not scored goes on to score it.
 
@@ -569,9 +576,12 @@ def _restore(run: _Run, state: dict[str, Any]) -> int:
     rank alone (windows: :func:`epoch_windows`; augmentations and torch's generators:
     :func:`epoch_rng`).
     With another number of processes (the same windows per step), each rank takes rank 0's
-    normaliser, and the shards and augmentations are other ones.
+    normaliser, and the shards and augmentations are other ones (a mid-epoch checkpoint is
+    refused then, :func:`open_run`: its position counts this rank's own batches).
     """
     start_epoch, run.step, run.best = state["epoch"] + 1, state["step"], state["best"]
+    within = state.get("within")
+    position = within["ranks"][run.env.rank] if within else None
     trained = run.step >= run.total_steps or start_epoch >= run.args.epochs
     if trained and held_out_scored(run.out):  # (the epochs were checked before the data was prepared, in open_run)
         raise UsageError(f"--resume: the run has done {run.step} steps, and this schedule ends at step {run.total_steps} "
@@ -586,27 +596,37 @@ def _restore(run: _Run, state: dict[str, Any]) -> int:
     run.criterion.normaliser = normalisers[run.env.rank] if same_ranks else state["normaliser"]
     if run.env.main:
         print(f"resumed from {run.out / CHECKPOINT} at epoch {start_epoch}, step {run.step}"
+              + (f", after batch {position['batches']} of the epoch" if position else "")
               + (": nothing left to train, scoring the held-out test only" if trained else ""), file=sys.stderr)
-    return start_epoch
+    return start_epoch, position
 
 
-def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
-    """One pass over this rank's shard of the epoch's windows (stopping early when the budget
-    runs out); returns the epoch's metrics record (mean losses, speed). Its random draws come
-    from the seed, the epoch and the rank (:func:`epoch_rng`), so a resumed run makes them too."""
+def _train_epoch(run: _Run, epoch: int, position: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One pass over this rank's shard of the epoch's windows, or its rest after ``position``
+    (a mid-epoch checkpoint's: :func:`_position`), stopping early when the budget runs out.
+    Returns the epoch's metrics record (mean losses, speed) and, for an epoch cut short, where
+    it stopped (None when it ran to its end). Its random draws come from the seed, the epoch
+    and the rank (:func:`epoch_rng`), so a resumed run makes them too; one resumed mid-epoch
+    sets the generator to the state it had after the batches already trained, which are
+    skipped without being drawn again. Every ``--checkpoint-every`` optimiser steps it
+    checkpoints its position (:func:`_checkpoint_within`)."""
     args, env, cfg = run.args, run.env, run.cfg
     rng = epoch_rng(args.seed, epoch, env.rank)
     torch.manual_seed(int(rng.integers(2**63)))  # (CPU and CUDA: nothing in FGSL draws from them today)
     picks = rank_windows(epoch_windows(run.data.train, cfg.window_frames, epoch, args.seed), env.rank, env.world)
     run.model.train()
     totals = {"loss": 0.0, "cls": 0.0, "reg": 0.0}
-    seen = 0
+    seen, done = 0, 0
     lr = run.scheduler.get_last_lr()[0]
-    tick = time.monotonic()
+    if position:
+        rng.bit_generator.state = position["rng"]
+        totals, seen, done, lr = dict(position["totals"]), position["seen"], position["batches"], position["lr"]
+    seen_before, tick = seen, time.monotonic()
     micro_batches = [picks[i : i + args.batch] for i in range(0, len(picks), args.batch)]
-    bar = tqdm(total=len(micro_batches), desc=f"epoch {epoch}", unit="batch", disable=not env.main or args.quiet,
-               file=sys.stderr)
-    for i, group in enumerate(micro_batches):
+    bar = tqdm(total=len(micro_batches), initial=done, desc=f"epoch {epoch}", unit="batch",
+               disable=not env.main or args.quiet, file=sys.stderr)
+    stopped = None
+    for i, group in enumerate(micro_batches[done:], start=done):
         clips, segments, labels = make_batch(run.data.train, group, cfg, rng)
         targets = assign_targets(cfg, segments, labels)
         with torch.autocast(env.device.type, dtype=run.amp, enabled=run.amp is not None):
@@ -616,22 +636,64 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
         for key in totals:
             totals[key] += float(losses[key].detach()) * len(group)
         seen += len(group)
-        if (i + 1) % args.accum == 0 or i + 1 == len(micro_batches):
+        stepped = (i + 1) % args.accum == 0 or i + 1 == len(micro_batches)
+        if stepped:
             lr = _optimiser_step(run)
-        rate = seen * env.world / max(1e-9, time.monotonic() - tick)
+        rate = (seen - seen_before) * env.world / max(1e-9, time.monotonic() - tick)
         bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", win_s=f"{rate:.1f}")
         bar.update(1)
+        if not stepped or i + 1 == len(micro_batches):  # (an epoch's end is checkpointed by _end_of_epoch)
+            continue
         if run.out_of_budget():
+            # --max-minutes: keep where the epoch stopped, so --resume trains its rest. The
+            # schedule's end (--epochs, --max-steps) leaves no rest to train.
+            stopped = None if run.step >= run.total_steps else _position(i + 1, lr, rng, totals, seen)
             break
+        if args.checkpoint_every and run.step % args.checkpoint_every == 0:
+            _checkpoint_within(run, epoch, _position(i + 1, lr, rng, totals, seen))
     bar.close()
-    return {
+    record = {
         "epoch": epoch,
         "step": run.step,
         "lr": lr,  # that of the epoch's last step
         **{k: v / max(1, seen) for k, v in totals.items()},
-        "windows_per_s": seen * env.world / max(1e-9, time.monotonic() - tick),
+        "windows_per_s": (seen - seen_before) * env.world / max(1e-9, time.monotonic() - tick),
         "elapsed_s": time.monotonic() - run.started,
     }
+    if stopped:
+        record["stopped_after_batch"] = stopped["batches"]  # of this rank's len(micro_batches)
+    return record, stopped
+
+
+def _position(batches: int, lr: float, rng: np.random.Generator, totals: dict[str, float], seen: int) -> dict[str, Any]:
+    """Where this rank is in its epoch, right after an optimiser step (no gradients pending):
+    what :func:`_train_epoch` needs to go on from there exactly. ``batches``: micro-batches of
+    this rank's shard trained; ``rng``: the augmentation generator's state after them (a dict
+    with 128-bit ints, which the checkpoint's JSON skeleton stores exactly); ``totals`` and
+    ``seen``: the running loss sums, so the epoch's metrics line is the unbroken run's;
+    ``lr``: the rate of the last step, which that line records. (The loss normaliser is
+    checkpointed for every rank anyway: :func:`_gather_ranks`.)"""
+    return {"batches": batches, "lr": lr, "rng": rng.bit_generator.state, "totals": dict(totals), "seen": seen}
+
+
+def _gather_ranks(run: _Run, position: dict[str, Any] | None) -> tuple[list[float], list[dict[str, Any]] | None]:
+    """Every rank's loss normaliser and, for an epoch under way, every rank's position (every
+    rank must call it; each rank's follow its own shard)."""
+    normalisers = gather(run.criterion.normaliser, run.env)
+    positions = gather(position, run.env) if position is not None else None
+    return normalisers, positions
+
+
+def _checkpoint_within(run: _Run, epoch: int, position: dict[str, Any]) -> None:
+    """``--checkpoint-every``: checkpoint the training state in the middle of ``epoch`` (every
+    rank calls it at the same step), so that a crash loses at most N steps of an epoch that may
+    take hours. The weights for inference (``model.safetensors``) stay the best validated
+    epoch's, and nothing goes to metrics.jsonl: the epoch is not over. Ranks wait for rank 0's
+    write, so a rank that dies right after cannot take torchrun's other ranks down mid-write."""
+    normalisers, positions = _gather_ranks(run, position)
+    if run.env.main:
+        save_state(_state(run, epoch, normalisers, positions), run.out / CHECKPOINT)
+    run.env.barrier()
 
 
 def _optimiser_step(run: _Run) -> float:
@@ -650,11 +712,14 @@ def _optimiser_step(run: _Run) -> float:
     return lr
 
 
-def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any], normalisers: list[float]) -> None:
+def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any], normalisers: list[float],
+                  positions: list[dict[str, Any]] | None = None) -> None:
     """Rank 0, after each epoch: validate when due and save the weights if they are the best so
     far (without validation data: the latest), append the record to metrics.jsonl, print one
     line, and checkpoint the whole training state for ``--resume`` (with ``normalisers``, every
-    rank's loss normaliser: each rank's follows its own shard)."""
+    rank's loss normaliser: each rank's follows its own shard). An epoch that the budget cut
+    short (``positions``: where each rank stopped) is validated and saved all the same, and its
+    checkpoint holds those positions, so ``--resume`` trains the rest of it rather than skip it."""
     args, data, out = run.args, run.data, run.out
     ema = run.ema.module
     if not (math.isfinite(record["loss"]) and all(bool(torch.isfinite(p).all()) for p in ema.parameters())):
@@ -681,13 +746,24 @@ def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any], normalisers: li
                f"at threshold {checked['threshold']:g}" if checked else "no validation")
     print(f"epoch {epoch}: loss {record['loss']:.4f} ({record['windows_per_s']:.1f} windows/s), {summary}",
           file=sys.stderr)
-    save_state({
+    save_state(_state(run, epoch, normalisers, positions), out / CHECKPOINT)
+
+
+def _state(run: _Run, epoch: int, normalisers: list[float], positions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The training state ``--resume`` continues from, after ``epoch`` or (``positions``, every
+    rank's :func:`_position`) within it. ``epoch`` is always the last epoch done (-1: none), so
+    a checkpoint stays what older code and :func:`open_run` read; ``within`` says where the
+    next one stands."""
+    args = run.args
+    return {
         "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None, "epoch": epoch, "step": run.step,
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "epoch": epoch - 1 if positions else epoch, "step": run.step,
+        "within": {"epoch": epoch, "ranks": positions} if positions else None,
         "best": run.best, "normaliser": run.criterion.normaliser, "normalisers": normalisers,
         "config": run.cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": run.env.world,
         "data": data_identity(args),
-    }, out / CHECKPOINT)
+    }
 
 
 def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, Any] | None:
@@ -746,7 +822,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
     parser.add_argument("--max-minutes", type=positive_number,
                         help="stop after this many minutes of training (data preparation not counted), checked after "
-                             "every optimiser step; the epoch cut short is still validated and saved")
+                             "every optimiser step; the epoch cut short is still validated and saved, and --resume "
+                             "trains the rest of it")
+    parser.add_argument("--checkpoint-every", type=at_least(0), default=0, metavar="N",
+                        help="also checkpoint the training state every N optimiser steps within an epoch, so that "
+                             "a crash in a long epoch loses at most N steps: --resume goes on from there exactly "
+                             "(0: at each epoch's end only; the weights for inference stay the best validated epoch's)")
     parser.add_argument("--batch", type=positive_int, default=8, help="windows per process per micro-batch")
     parser.add_argument("--accum", type=positive_int, default=1, help="micro-batches per optimiser step")
     parser.add_argument("--lr", type=number_between(1e-9, 1.0), default=1e-3, help="peak learning rate (at most 1)")

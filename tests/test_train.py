@@ -248,6 +248,13 @@ def test_training_state_round_trips_without_pickles(tmp_path):
     again.load_state_dict(state["optimizer"])
     assert torch.equal(again.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     assert state["epoch"] == 3 and state["best"] == [0.5, 0.25]
+    # A numpy generator's state (128-bit ints), as a mid-epoch checkpoint keeps it, goes on drawing the same.
+    rng = np.random.default_rng([7, 1, 0])
+    rng.random(5)
+    save_state({"rng": rng.bit_generator.state}, tmp_path / "r.safetensors")
+    again = np.random.default_rng()
+    again.bit_generator.state = load_state(tmp_path / "r.safetensors")["rng"]
+    assert again.bit_generator.state == rng.bit_generator.state and again.random(3).tolist() == rng.random(3).tolist()
     (tmp_path / "c.safetensors").write_bytes(b"junk")
     with pytest.raises(CheckpointStateError, match="corrupt"):
         load_state(tmp_path / "c.safetensors")
@@ -415,6 +422,7 @@ def _cli_error(capsys, *argv: str) -> str:
     ("--max-minutes", "nan", "argument --max-minutes: must be a finite number"),
     ("--max-minutes", "0", "argument --max-minutes: must be a positive number"),
     ("--max-steps", "-1", "error: argument --max-steps: must be at least 1, got '-1'"),
+    ("--checkpoint-every", "-1", "error: argument --checkpoint-every: must be at least 0, got '-1'"),
     ("--synthetic-frames", "5", "error: argument --synthetic-frames: must be at least 15, got '5'"),
     ("--batch", "0", "error: argument --batch: must be at least 1, got '0'"),
     ("--epochs", "1.5", "error: argument --epochs: must be a whole number, got '1.5'"),
@@ -447,6 +455,7 @@ def test_train_cli_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--lr LR peak learning rate (at most 1) (default: 0.001)" in text and "(default: 0.995)" in text
     assert "checked after every optimiser step" in text
+    assert "--checkpoint-every N also checkpoint the training state every N optimiser steps within an epoch" in text
 
 
 def test_train_refuses_a_file_or_a_run_folder_as_out(capsys, tmp_path):
@@ -467,6 +476,12 @@ def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
     assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "16") == (
         "error: --resume: the run took 4 windows per optimiser step (--batch 4 x --accum 1 x 1 process(es)), this one 16 "
         "(--batch 16 x --accum 1 x 1): its steps and learning-rate schedule count those; resume with the same")
+    # A mid-epoch checkpoint counts each process's own micro-batches: the same windows per step split otherwise is refused.
+    save_state({"config": preset("tiny").to_dict(), "batch": 4, "accum": 1, "processes": 1, "epoch": -1,
+                "within": {"epoch": 0, "ranks": [{"batches": 2}]}}, tmp_path / "checkpoint.safetensors")
+    assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "2", "--accum", "2") == (
+        f"error: --resume: {tmp_path / 'checkpoint.safetensors'} was written in the middle of epoch 0, which counts each "
+        "process's own micro-batches (--batch 4 x --accum 1 x 1 process(es)): resume it with those")
     # A run on annotated data resumed with another split would train on its own test subjects.
     table = tmp_path / "gt.csv"
     table.write_text("subject,video,onset,offset,emotion\n")
@@ -509,16 +524,38 @@ def test_held_out_scored_only_when_the_last_epoch_has_its_final_line(tmp_path):
         assert held_out_scored(tmp_path) is scored, lines
 
 
+def _records(run):
+    """metrics.jsonl without its timings (windows_per_s, elapsed_s)."""
+    import fgsl.train as train_module
+
+    timing = ("windows_per_s", "elapsed_s")
+    return [{k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in (run / train_module.METRICS).read_text().splitlines()]
+
+
+def _assert_same_training_state(a, b):
+    """Two runs' final checkpoints hold the same weights, EMA, AdamW state, steps and normalisers, to the bit."""
+    ends = [load_state(run / "checkpoint.safetensors") for run in (a, b)]
+    assert ends[0]["step"] == ends[1]["step"] > 0
+    for key in ("model", "ema"):
+        assert ends[0][key].keys() == ends[1][key].keys()
+        assert all(torch.equal(ends[0][key][k], ends[1][key][k]) for k in ends[0][key]), key
+    assert ends[0]["optimizer"]["state"].keys() == ends[1]["optimizer"]["state"].keys()
+    for k, state in ends[0]["optimizer"]["state"].items():
+        assert all(torch.equal(state[name], ends[1]["optimizer"]["state"][k][name]) for name in state), k
+    assert ends[0]["normalisers"] == ends[1]["normalisers"] and ends[0]["within"] is ends[1]["within"] is None
+
+
 def _stop_after_first_epoch(monkeypatch):
     """Make fgsl.train stop as Ctrl-C would right after epoch 0's checkpoint (exit 130)."""
     import fgsl.train as train_module
 
     real = train_module._train_epoch
 
-    def train_epoch(run, epoch):
+    def train_epoch(run, epoch, *rest):
         if epoch == 1:
             raise KeyboardInterrupt
-        return real(run, epoch)
+        return real(run, epoch, *rest)
 
     monkeypatch.setattr(train_module, "_train_epoch", train_epoch)
 
@@ -527,8 +564,6 @@ def test_a_resumed_run_trains_the_weights_and_metrics_of_an_unbroken_one_bit_for
     """A run stopped after its first epoch and resumed with ``--resume`` draws the windows, the
     augmentations (flips, shifts, gain) and the loss normaliser the unbroken run drew: same
     weights to the bit, same epoch records (timings aside), same epoch and threshold chosen."""
-    import fgsl.train as train_module
-
     flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2"]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     assert main(["--preset", "tiny", *flags, "--out", str(unbroken)]) == 0
@@ -543,25 +578,87 @@ def test_a_resumed_run_trains_the_weights_and_metrics_of_an_unbroken_one_bit_for
     assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # info and the weights' sha256
     assert (broken / weights.CONFIG_FILE).read_text() == (unbroken / weights.CONFIG_FILE).read_text()
     # The saved weights may be an earlier epoch's (the best validation one); the checkpoint has the last.
+    _assert_same_training_state(unbroken, broken)
+    assert load_state(unbroken / "checkpoint.safetensors")["best"] == load_state(broken / "checkpoint.safetensors")["best"]
     ends = [load_state(run / "checkpoint.safetensors") for run in (unbroken, broken)]
-    assert ends[0]["step"] == ends[1]["step"] > 0 and ends[0]["best"] == ends[1]["best"]
-    for key in ("model", "ema"):
-        assert ends[0][key].keys() == ends[1][key].keys()
-        assert all(torch.equal(ends[0][key][k], ends[1][key][k]) for k in ends[0][key]), key
-    assert ends[0]["optimizer"]["state"].keys() == ends[1]["optimizer"]["state"].keys()
-    for k, state in ends[0]["optimizer"]["state"].items():
-        assert all(torch.equal(state[name], ends[1]["optimizer"]["state"][k][name]) for name in state), k
-    assert ends[0]["normaliser"] == ends[1]["normaliser"] and ends[0]["normalisers"] == ends[1]["normalisers"]
+    assert ends[0]["normaliser"] == ends[1]["normaliser"]
     assert ends[0]["normalisers"] == [ends[0]["normaliser"]]  # one process: its own
+    assert [(r["epoch"], r.get("final", False)) for r in _records(unbroken)][:2] == [(0, False), (1, False)]
+    assert _records(unbroken)[2]["final"] and len(_records(unbroken)) == 3
+    assert _records(broken) == _records(unbroken)
 
-    def records(run):
-        timing = ("windows_per_s", "elapsed_s")
-        return [{k: v for k, v in json.loads(line).items() if k not in timing}
-                for line in (run / train_module.METRICS).read_text().splitlines()]
 
-    assert [(r["epoch"], r.get("final", False)) for r in records(unbroken)][:2] == [(0, False), (1, False)]
-    assert records(unbroken)[2]["final"] and len(records(unbroken)) == 3
-    assert records(broken) == records(unbroken)
+def _stop_after_a_checkpoint_within(monkeypatch, epoch):
+    """Make fgsl.train stop as Ctrl-C would right after its first mid-epoch checkpoint in ``epoch``."""
+    import fgsl.train as train_module
+
+    real = train_module._checkpoint_within
+
+    def checkpoint_within(run, at, position):
+        real(run, at, position)
+        if at == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_checkpoint_within", checkpoint_within)
+
+
+def test_a_run_resumed_mid_epoch_trains_the_weights_and_metrics_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir,
+                                                                                                monkeypatch):
+    """``--checkpoint-every 2``, stopped right after a mid-epoch checkpoint in epoch 0 and
+    again in epoch 1, each time resumed: the batches already trained are skipped, the
+    augmentation generator, the running loss sums and the normaliser go on from the
+    checkpoint, so the weights, the final training state and the metrics lines (timings aside)
+    are those of an unbroken run without the flag."""
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    assert main(["--preset", "tiny", *flags, "--out", str(unbroken)]) == 0
+    per_epoch = _records(unbroken)[0]["step"]
+    assert per_epoch >= 3  # room for a checkpoint inside each epoch (at steps 2 and the first even one of epoch 1)
+    shutil.copytree(unbroken / "data", broken / "data")
+    for epoch, resume in ((0, []), (1, ["--resume"])):
+        with monkeypatch.context() as patch:
+            _stop_after_a_checkpoint_within(patch, epoch)
+            assert main(["--preset", "tiny", *flags, "--checkpoint-every", "2", "--out", str(broken), *resume]) == 130
+        state = load_state(broken / "checkpoint.safetensors")
+        assert state["epoch"] == epoch - 1 and state["within"]["epoch"] == epoch and state["step"] % 2 == 0
+        (position,) = state["within"]["ranks"]
+        assert 0 < position["batches"] and position["seen"] == 4 * position["batches"]  # --batch 4, --accum 1
+        assert state["step"] == epoch * per_epoch + position["batches"]  # --accum 1: a step per batch
+        # A mid-epoch checkpoint writes no metrics line and no weights for inference (epoch 0's are the last saved).
+        assert (epoch == 0 and not (broken / "metrics.jsonl").exists()) or [r["epoch"] for r in _records(broken)] == [0]
+        assert (broken / weights.WEIGHTS_FILE).exists() == (epoch == 1)
+    assert main(["--preset", "tiny", *flags, "--checkpoint-every", "2", "--out", str(broken), "--resume"]) == 0
+
+    assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # info and the weights' sha256
+    assert (broken / weights.CONFIG_FILE).read_text() == (unbroken / weights.CONFIG_FILE).read_text()
+    _assert_same_training_state(unbroken, broken)
+    assert load_state(unbroken / "checkpoint.safetensors")["best"] == load_state(broken / "checkpoint.safetensors")["best"]
+    assert len(_records(unbroken)) == 3 and _records(broken) == _records(unbroken)
+
+
+def test_an_epoch_cut_short_by_max_minutes_is_saved_and_resumed_where_it_stopped(tmp_path, face_dir, monkeypatch):
+    """``--max-minutes`` running out mid-epoch: that epoch is validated and saved (a metrics
+    line with ``stopped_after_batch``, the held-out test scored), and its checkpoint keeps where
+    it stopped, so ``--resume`` trains the rest of the epoch rather than skip it: the training
+    state ends as the unbroken run's. (The budget is simulated: it runs out at step 2.)"""
+    import fgsl.train as train_module
+
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    assert main(["--preset", "tiny", *flags, "--out", str(unbroken)]) == 0
+    shutil.copytree(unbroken / "data", broken / "data")
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module._Run, "out_of_budget", lambda run: run.step >= 2)
+        assert main(["--preset", "tiny", *flags, "--max-minutes", "600", "--out", str(broken)]) == 0
+    state = load_state(broken / "checkpoint.safetensors")
+    assert (state["epoch"], state["step"], state["within"]["epoch"], state["within"]["ranks"][0]["batches"]) == (-1, 2, 0, 2)
+    cut, final = _records(broken)
+    assert (cut["epoch"], cut["step"], cut["stopped_after_batch"], final["final"]) == (0, 2, 2, True)
+    assert weights.info(broken)["epoch"] == 0
+    assert main(["--preset", "tiny", *flags, "--max-minutes", "600", "--out", str(broken), "--resume"]) == 0
+    _assert_same_training_state(unbroken, broken)
+    losses = ("epoch", "step", "lr", "loss", "cls", "reg")
+    assert [{k: r[k] for k in losses} for r in _records(broken)[2:4]] == [{k: r[k] for k in losses} for r in _records(unbroken)[:2]]
 
 
 STOP_AFTER_FIRST_EPOCH = """\
@@ -570,10 +667,10 @@ sys.path.insert(0, {root!r})
 import fgsl.train as train
 real = train._train_epoch
 
-def train_epoch(run, epoch):
+def train_epoch(run, epoch, *rest):
     if epoch == 1:
         raise KeyboardInterrupt  # as Ctrl-C right after epoch 0's checkpoint
-    return real(run, epoch)
+    return real(run, epoch, *rest)
 
 train._train_epoch = train_epoch
 sys.exit(train.main())
@@ -602,3 +699,46 @@ def test_a_resumed_ddp_run_trains_the_weights_of_an_unbroken_one_bit_for_bit(tmp
     assert json.loads((broken / "ranks.json").read_text()) == json.loads((unbroken / "ranks.json").read_text())
     ends = [load_state(run / "checkpoint.safetensors") for run in (unbroken, broken)]
     assert ends[0]["normalisers"] == ends[1]["normalisers"] and ends[0]["step"] == ends[1]["step"]
+
+
+STOP_AFTER_A_CHECKPOINT_WITHIN = """\
+import sys
+sys.path.insert(0, {root!r})
+import fgsl.train as train
+real = train._checkpoint_within
+
+def checkpoint_within(run, epoch, position):
+    real(run, epoch, position)
+    if epoch == 1:
+        raise KeyboardInterrupt  # as Ctrl-C right after epoch 1's first mid-epoch checkpoint, on every rank
+
+train._checkpoint_within = checkpoint_within
+sys.exit(train.main())
+"""
+
+
+@pytest.mark.slow
+def test_a_ddp_run_resumed_mid_epoch_trains_the_weights_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir):
+    """Under torchrun each rank checkpoints its own position, generator state and loss sums
+    mid-epoch, and resumes from its own: the weights are those of the unbroken run."""
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
+    stop = tmp_path / "stop_after_a_checkpoint_within.py"
+    stop.write_text(STOP_AFTER_A_CHECKPOINT_WITHIN.format(root=str(Path(__file__).resolve().parents[1])))
+    flags = [*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none", "--batch", "2"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    first = _train(*flags, "--out", str(unbroken), launcher=(*torchrun, "-m", "fgsl.train"))
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(unbroken / "data", broken / "data")
+    cut = _train(*flags, "--checkpoint-every", "1", "--out", str(broken), launcher=(*torchrun, str(stop)))
+    assert cut.returncode != 0 and "interrupted" in cut.stderr, cut.stderr
+    state = load_state(broken / "checkpoint.safetensors")
+    assert (state["epoch"], state["within"]["epoch"]) == (0, 1) and len(state["within"]["ranks"]) == 2
+    assert state["within"]["ranks"][0]["rng"] != state["within"]["ranks"][1]["rng"]  # each rank its own generator
+    resumed = _train(*flags, "--checkpoint-every", "1", "--out", str(broken), "--resume",
+                     launcher=(*torchrun, "-m", "fgsl.train"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "after batch 1 of the epoch" in resumed.stderr
+    assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # the last epoch's (no validation)
+    assert json.loads((broken / "ranks.json").read_text()) == json.loads((unbroken / "ranks.json").read_text())
+    _assert_same_training_state(unbroken, broken)
+    assert _records(broken) == _records(unbroken)
