@@ -493,9 +493,25 @@ class _Run:
         ``--align-faces``), so the live spotter can say when it feeds other crops."""
         return "aligned" if self.args.align_faces else CROPS
 
+    def past_deadline(self) -> bool:
+        """``--max-minutes`` has run out on this process's clock."""
+        return bool(self.deadline and time.monotonic() > self.deadline)
+
     def out_of_budget(self) -> bool:
-        """The schedule's last step is done, or ``--max-minutes`` has run out."""
-        return self.step >= self.total_steps or bool(self.deadline and time.monotonic() > self.deadline)
+        """The schedule's last step is done, or ``--max-minutes`` has run out. Every rank calls
+        it at the same point and gets the same answer: rank 0's clock decides. Each process
+        counts the minutes from its own start, and a rank that stopped while another went on
+        would leave that one waiting at its next all-reduce for ever."""
+        if self.step >= self.total_steps:
+            return True
+        if not self.deadline:
+            return False
+        late = self.past_deadline()
+        if self.env.world > 1:
+            verdict = torch.tensor([int(late)], device=self.env.device)
+            dist.broadcast(verdict, src=0)
+            late = bool(verdict.item())
+        return late
 
 
 def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
@@ -725,7 +741,8 @@ def _end_of_epoch(run: _Run, epoch: int, record: dict[str, Any], normalisers: li
     if not (math.isfinite(record["loss"]) and all(bool(torch.isfinite(p).all()) for p in ema.parameters())):
         raise TrainingDiverged(f"training diverged in epoch {epoch} (step {run.step}): the loss or the weights are "
                                f"not finite; nothing of this epoch is saved. Lower --lr (now {args.lr:g})")
-    due = epoch % args.eval_every == 0 or epoch == args.epochs - 1 or run.out_of_budget()
+    # (rank 0 alone here: its own clock, which decides for every rank in out_of_budget)
+    due = epoch % args.eval_every == 0 or epoch == args.epochs - 1 or run.step >= run.total_steps or run.past_deadline()
     if data.val and due:
         record["validation"] = checked = validate(ema, data, run.env.device)
         score = (checked["spotting_f1"], checked["strs"])

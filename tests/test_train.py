@@ -742,3 +742,32 @@ def test_a_ddp_run_resumed_mid_epoch_trains_the_weights_of_an_unbroken_one_bit_f
     assert json.loads((broken / "ranks.json").read_text()) == json.loads((unbroken / "ranks.json").read_text())
     _assert_same_training_state(unbroken, broken)
     assert _records(broken) == _records(unbroken)
+
+
+RANK_1_CLOCK_RUNS_FAST = """\
+import os
+import sys
+import time
+sys.path.insert(0, {root!r})
+if os.environ.get("RANK") == "1":  # this rank's --max-minutes runs out within a second
+    real = time.monotonic
+    time.monotonic = lambda: real() * 10_000
+import fgsl.train as train
+sys.exit(train.main())
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_for_max_minutes_together_on_rank_0s_clock(tmp_path, face_dir):
+    """Each process counts ``--max-minutes`` from its own start: a rank whose minutes ran out
+    first left the loop while the other waited at the next all-reduce for ever (torchrun hung).
+    Rank 0's clock decides for all: here it has time left, so both train every epoch."""
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
+    script = tmp_path / "rank_1_clock_runs_fast.py"
+    script.write_text(RANK_1_CLOCK_RUNS_FAST.format(root=str(Path(__file__).resolve().parents[1])))
+    out = tmp_path / "run"
+    done = _train(*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none", "--max-minutes", "30",
+                  "--out", str(out), launcher=(*torchrun, str(script)), timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [r for r in _records(out) if not r.get("final")]
+    assert [r["epoch"] for r in records] == [0, 1] and not any("stopped_after_batch" in r for r in records)
