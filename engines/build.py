@@ -18,13 +18,10 @@ refuses them and says so.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import glob
 import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -107,52 +104,13 @@ def check_triton_repo(repo: Path, out: Path, weights_dir: str | None) -> None:
                          "Triton model repository to a folder of its own")
 
 
-#: A staging folder no build holds is left alone this long after its last change: a build
-#: starting at the same moment takes its lock a few microseconds after making its folder.
-STALE_AFTER_S = 60.0
-
-
-def staging_folder(out: Path) -> tuple[Path, int]:
-    """A new hidden sibling of ``out`` to build into, and the descriptor that holds its lock
-    until the build ends (close it then). On the same file system, so that :func:`install`
-    moves the finished engine into place by renaming, never by copying (beside the folder a
-    link names, for a link). The lock (``flock`` on the folder itself, which the kernel
-    drops when the process dies, however it dies) tells :func:`remove_stale_builds` of
-    another build which siblings are still being built."""
+def staging_folder(out: Path) -> Path:
+    """A new hidden sibling of ``out`` to build into: on the same file system, so that
+    :func:`install` moves the finished engine into place by renaming, never by copying (beside
+    the folder a link names, for a link)."""
     out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
-    fd = os.open(staging, os.O_RDONLY)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return staging, fd
-
-
-def remove_stale_builds(out: Path) -> list[Path]:
-    """Remove what builds of ``out`` killed outright (SIGKILL, power loss) left beside it, and
-    return it: staging folders no live build holds (:func:`staging_folder`'s lock is free)
-    that have not changed for :data:`STALE_AFTER_S`. A set-aside old engine
-    (:func:`install` killed between its two renames) is put back as ``out`` when ``out`` is
-    missing, else removed with the rest."""
-    out = Path(os.path.realpath(out))
-    if not out.parent.is_dir():
-        return []
-    removed = []
-    for folder in sorted(out.parent.glob(f".{glob.escape(out.name)}.build-*")):
-        if not folder.is_dir() or folder.is_symlink() or time.time() - folder.stat().st_mtime < STALE_AFTER_S:
-            continue
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a build of this folder is running
-            continue
-        finally:
-            os.close(fd)
-        if folder.name.endswith(".old") and not out.exists():
-            os.rename(folder, out)
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
 
 
 def install(staging: Path, out: Path) -> None:
@@ -287,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         # Everything is built and checked in a hidden sibling folder; --out changes only at the
         # end (install), so a failed or interrupted rebuild leaves the engine that was there.
-        for left in remove_stale_builds(out):
-            print(f"removed {left}, left by a build that was killed", file=sys.stderr)
-        staging, lock = staging_folder(out)
+        staging = staging_folder(out)
         try:
             build_into(staging, out, source, args)
             install(staging, out)
@@ -297,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
             raise EngineError(str(exc).replace(str(staging), str(out))) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            os.close(lock)
         print(out)
         return 0
 
