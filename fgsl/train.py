@@ -403,6 +403,10 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: the run took {math.prod(took)} windows per optimiser step (--batch {took[0]} x --accum "
                          f"{took[1]} x {took[2]} process(es)), this one {math.prod(takes)} (--batch {args.batch} x --accum "
                          f"{args.accum} x {world}): its steps and learning-rate schedule count those; resume with the same")
+    if state.get("within") and state.get("seed", args.seed) != args.seed:
+        raise UsageError(f"--resume: {out / CHECKPOINT} was written in the middle of epoch {state['within']['epoch']} of "
+                         f"a run with --seed {state['seed']}, whose windows and augmentations its position counts: "
+                         "resume it with that seed")
     if state.get("within") and took != takes:
         raise UsageError(f"--resume: {out / CHECKPOINT} was written in the middle of epoch {state['within']['epoch']}, "
                          f"which counts each process's own micro-batches (--batch {took[0]} x --accum {took[1]} x "
@@ -779,6 +783,7 @@ def _state(run: _Run, epoch: int, normalisers: list[float], positions: list[dict
         "within": {"epoch": epoch, "ranks": positions} if positions else None,
         "best": run.best, "normaliser": run.criterion.normaliser, "normalisers": normalisers,
         "config": run.cfg.to_dict(), "batch": args.batch, "accum": args.accum, "processes": run.env.world,
+        "seed": args.seed,
         "data": data_identity(args),
     }
 

@@ -482,6 +482,12 @@ def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
     assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "2", "--accum", "2") == (
         f"error: --resume: {tmp_path / 'checkpoint.safetensors'} was written in the middle of epoch 0, which counts each "
         "process's own micro-batches (--batch 4 x --accum 1 x 1 process(es)): resume it with those")
+    # ... and its position counts the windows and augmentations of its own seed.
+    save_state({"config": preset("tiny").to_dict(), "batch": 4, "accum": 1, "processes": 1, "epoch": -1, "seed": 5,
+                "within": {"epoch": 0, "ranks": [{"batches": 2}]}}, tmp_path / "checkpoint.safetensors")
+    assert _cli_error(capsys, "--out", str(tmp_path), "--resume", "--batch", "4", "--seed", "6") == (
+        f"error: --resume: {tmp_path / 'checkpoint.safetensors'} was written in the middle of epoch 0 of a run with "
+        "--seed 5, whose windows and augmentations its position counts: resume it with that seed")
     # A run on annotated data resumed with another split would train on its own test subjects.
     table = tmp_path / "gt.csv"
     table.write_text("subject,video,onset,offset,emotion\n")
@@ -602,32 +608,35 @@ def _stop_after_a_checkpoint_within(monkeypatch, epoch):
     monkeypatch.setattr(train_module, "_checkpoint_within", checkpoint_within)
 
 
+@pytest.mark.parametrize("accum", [1, 2])
 def test_a_run_resumed_mid_epoch_trains_the_weights_and_metrics_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir,
-                                                                                                monkeypatch):
-    """``--checkpoint-every 2``, stopped right after a mid-epoch checkpoint in epoch 0 and
+                                                                                                monkeypatch, accum):
+    """``--checkpoint-every`` (2 steps; 1 with ``--accum 2``), stopped right after a mid-epoch checkpoint in epoch 0 and
     again in epoch 1, each time resumed: the batches already trained are skipped, the
     augmentation generator, the running loss sums and the normaliser go on from the
     checkpoint, so the weights, the final training state and the metrics lines (timings aside)
-    are those of an unbroken run without the flag."""
-    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2"]
+    are those of an unbroken run without the flag. With ``--accum 2`` a checkpoint comes only
+    after an optimiser step, never between the micro-batches of one."""
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--epochs", "2", "--accum", str(accum)]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     assert main(["--preset", "tiny", *flags, "--out", str(unbroken)]) == 0
-    per_epoch = _records(unbroken)[0]["step"]
-    assert per_epoch >= 3  # room for a checkpoint inside each epoch (at steps 2 and the first even one of epoch 1)
+    per_epoch, every = _records(unbroken)[0]["step"], 2 // accum
+    assert per_epoch > every  # room for a checkpoint inside each epoch
     shutil.copytree(unbroken / "data", broken / "data")
     for epoch, resume in ((0, []), (1, ["--resume"])):
         with monkeypatch.context() as patch:
             _stop_after_a_checkpoint_within(patch, epoch)
-            assert main(["--preset", "tiny", *flags, "--checkpoint-every", "2", "--out", str(broken), *resume]) == 130
+            assert main(["--preset", "tiny", *flags, "--checkpoint-every", str(every), "--out", str(broken), *resume]) == 130
         state = load_state(broken / "checkpoint.safetensors")
-        assert state["epoch"] == epoch - 1 and state["within"]["epoch"] == epoch and state["step"] % 2 == 0
+        assert state["epoch"] == epoch - 1 and state["within"]["epoch"] == epoch and state["step"] % every == 0
         (position,) = state["within"]["ranks"]
-        assert 0 < position["batches"] and position["seen"] == 4 * position["batches"]  # --batch 4, --accum 1
-        assert state["step"] == epoch * per_epoch + position["batches"]  # --accum 1: a step per batch
+        assert 0 < position["batches"] and position["seen"] == 4 * position["batches"]  # --batch 4
+        assert position["batches"] % accum == 0  # right after a step: no gradients pending
+        assert state["step"] == epoch * per_epoch + position["batches"] // accum
         # A mid-epoch checkpoint writes no metrics line and no weights for inference (epoch 0's are the last saved).
         assert (epoch == 0 and not (broken / "metrics.jsonl").exists()) or [r["epoch"] for r in _records(broken)] == [0]
         assert (broken / weights.WEIGHTS_FILE).exists() == (epoch == 1)
-    assert main(["--preset", "tiny", *flags, "--checkpoint-every", "2", "--out", str(broken), "--resume"]) == 0
+    assert main(["--preset", "tiny", *flags, "--checkpoint-every", str(every), "--out", str(broken), "--resume"]) == 0
 
     assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # info and the weights' sha256
     assert (broken / weights.CONFIG_FILE).read_text() == (unbroken / weights.CONFIG_FILE).read_text()
