@@ -21,6 +21,7 @@ from .config import ConfigError, is_score_threshold
 from .data.frames import VideoError
 from .data.table import AnnotationError
 from .model import InputShapeError
+from .startup import say_interrupted
 from .weights import WeightsError
 
 
@@ -257,8 +258,7 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return say_interrupted()
     except BrokenPipeError:  # e.g. piped into `head`: the reader has gone, nothing to report
         sys.stderr.close()
         return 0

@@ -17,17 +17,26 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
+#: The exit status of a command line ended by Ctrl-C (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
+def say_interrupted() -> int:
+    """How every command line ends on Ctrl-C, during its imports (:func:`interrupted_quietly`)
+    or its run (``fgsl.cli.run``): one ``interrupted`` line; returns the exit status."""
+    print("interrupted", file=sys.stderr)
+    return INTERRUPTED
+
+
 @contextmanager
 def interrupted_quietly() -> Iterator[None]:
-    """Ctrl-C inside ends the program as Ctrl-C during a run does (``fgsl.cli.run``):
-    ``interrupted`` and exit status 130, not Python's traceback of the import it stopped.
-    Modules guard their imports with :func:`startup_imports`, which calls it only when they
-    start a command line."""
+    """Ctrl-C inside ends the program as Ctrl-C during a run does (:func:`say_interrupted`),
+    not with Python's traceback of the import it stopped. Modules guard their imports with
+    :func:`startup_imports`, which calls it only when they start a command line."""
     try:
         yield
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(say_interrupted()) from None
 
 
 def startup_imports(name: str) -> AbstractContextManager[None]:
