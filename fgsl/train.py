@@ -123,8 +123,18 @@ class Dist:
             dist.barrier()
 
     def close(self) -> None:
+        """Tear the process group down, and leave only once every rank has (at most 10 s of
+        waiting, for a rank that failed): a rank that exited while another was still closing
+        its gloo connections aborted that one after a finished run ("terminate called without
+        an active exception", SIGABRT, torchrun's exit status an error; seen in CI). The
+        rendezvous store outlives the group, so it counts who is done."""
         if self.world > 1 and dist.is_initialized():
+            store = dist.distributed_c10d._get_default_store()
             dist.destroy_process_group()
+            store.add("fgsl_closed", 1)
+            deadline = time.monotonic() + 10
+            while store.add("fgsl_closed", 0) < self.world and time.monotonic() < deadline:
+                time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------- data
