@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,32 @@ def staging_folder(out: Path) -> Path:
     out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+
+
+def leftovers(out: Path, staging: Path) -> list[str]:
+    """What builds of ``out`` killed outright (SIGKILL, power loss) left beside it, one
+    description each, for a warning.
+
+    Only told, never deleted: a build of the same folder still running in another process has a
+    staging folder of the same shape (no lock tells them apart on every file system, NFS
+    included), and a ``.old`` folder left by a build killed during its swap holds the previous
+    engine with the user's files that were not moved yet. Matched exactly: the name
+    :func:`staging_folder` gives (``tempfile.mkdtemp``'s 8 characters), so no other folder
+    beside it (another engine's, the user's) is ever named."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.build-[a-z0-9_]{{8}}(\.old)?")
+    found = []
+    for path in sorted(out.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if not match or path == staging or not path.is_dir() or path.is_symlink():
+            continue
+        if match.group(1):
+            found.append(f"{path}: the previous {out.name}, set aside by a build killed while swapping in "
+                         "the new one (your own files in it were not moved yet); move out what you need, then "
+                         "delete it")
+        else:
+            found.append(f"{path}: an unfinished build of {out.name} (killed, or still running in another "
+                         "process); delete it once no build of it is running")
+    return found
 
 
 def install(staging: Path, out: Path) -> None:
@@ -246,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         # Everything is built and checked in a hidden sibling folder; --out changes only at the
         # end (install), so a failed or interrupted rebuild leaves the engine that was there.
         staging = staging_folder(out)
+        for line in leftovers(Path(os.path.realpath(out)), staging):
+            warnings.warn(line)
         try:
             build_into(staging, out, source, args)
             install(staging, out)

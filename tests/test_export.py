@@ -427,6 +427,35 @@ def test_a_rebuild_replaces_the_engine_and_keeps_the_users_files(good_engine, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine", "run"]
 
 
+def test_a_rebuild_names_what_killed_builds_left_beside_the_folder_and_deletes_nothing(good_engine, tmp_path,
+                                                                                       capsys):
+    """A SIGKILL leaves the hidden staging folder (or, mid-swap, the set-aside old engine with the
+    user's files); the next build says so. Deleting is left to the user: a build still running
+    elsewhere has a folder of the same shape, and the set-aside one holds the user's files."""
+    run, out = good_engine
+    killed = tmp_path / ".engine.build-k1_lled8"
+    swapped = tmp_path / ".engine.build-abcd1234.old"
+    for folder in (killed, swapped):
+        folder.mkdir()
+    (swapped / "notes.txt").write_text("the user's, not moved yet")
+    decoys = [tmp_path / ".engine.build-short", tmp_path / ".engine2.build-abcdefgh", tmp_path / ".engine.build-ABCDEFGH",
+              tmp_path / ".engine.build-abcdefgh.older"]
+    for folder in decoys:
+        folder.mkdir()
+    (tmp_path / ".engine.build-afile123").write_text("a file, not a build folder")
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out), "--no-verify"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert err == [
+        f"warning: {swapped}: the previous engine, set aside by a build killed while swapping in the new one (your "
+        "own files in it were not moved yet); move out what you need, then delete it",
+        f"warning: {killed}: an unfinished build of engine (killed, or still running in another process); "
+        "delete it once no build of it is running"]
+    assert (swapped / "notes.txt").read_text() == "the user's, not moved yet"
+    assert all(path.exists() for path in [killed, *decoys])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".engine.build-") and p not in
+                (killed, swapped, *decoys) and p.is_dir()]  # its own staging folder is gone, and not named
+
+
 def test_a_triton_repo_the_build_cannot_write_is_refused_before_exporting(good_engine, tmp_path, capsys, monkeypatch):
     """``--triton-repo FILE`` failed only after the export had replaced the engine; ``--triton-repo
     RUN_DIR`` wrote model folders into the weights folder with exit 0 (audit #7)."""
