@@ -51,7 +51,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -204,6 +204,20 @@ def _names(videos: Iterable[Path]) -> list[str]:
     return sorted({str(Path(v).resolve()) for v in videos})  # (a video with two faces is two sources)
 
 
+def cutting_starts(events: Sequence[tuple[int, int, int, int]], window: int, last: int) -> np.ndarray:
+    """For every window start 0..``last``, whether that window would cut one of ``events``
+    (``(onset, apex, offset, label)``): overlap it without holding it whole. One pass per event
+    here, so that :func:`epoch_windows`, called for every epoch up front to count the schedule
+    (:func:`schedule_steps`), looks each start up instead of testing it against every event."""
+    cuts = np.zeros(last + 1, bool)
+    starts = np.arange(last + 1)
+    for onset, _, offset, _ in events:
+        overlaps = (starts <= offset) & (starts + window - 1 >= onset)
+        holds = (starts <= onset) & (starts + window - 1 >= offset)
+        cuts |= overlaps & ~holds
+    return cuts
+
+
 def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, seed: int) -> list[tuple[int, int]]:
     """(video index, start) pairs for one epoch, shuffled: positives around events +
     background (:func:`rank_windows` deals them out to the ranks).
@@ -219,23 +233,39 @@ def epoch_windows(items: list[data_spec.VideoItem], window: int, epoch: int, see
     out: list[tuple[int, int]] = []
     for v, item in enumerate(items):
         last = max(0, len(item.frames) - window)
-
-        def cuts_an_event(start: int) -> bool:
-            end = start + window - 1
-            return any(on <= end and off >= start and not (start <= on and off <= end) for on, _, off, _ in item.events)
-
+        cuts = cutting_starts(item.events, window, last)
         for onset, _, offset, _ in item.events:
-            starts = [s for s in range(max(0, offset - window + 1), min(onset, last) + 1) if not cuts_an_event(s)]
+            starts = [s for s in range(max(0, offset - window + 1), min(onset, last) + 1) if not cuts[s]]
             if starts:
                 out.extend((v, int(rng.choice(starts))) for _ in range(2))
         for base in range(0, last + 1, max(1, window // 4)):
             for _ in range(4):
                 start = int(min(last, base + rng.integers(0, max(1, window // 4))))
-                if not cuts_an_event(start):
+                if not cuts[start]:
                     out.append((v, start))
                     break
     order = rng.permutation(len(out))  # from the epoch's own seed: a resumed run draws the same
     return [out[i] for i in order]
+
+
+def schedule_steps(items: list[data_spec.VideoItem], window: int, args: argparse.Namespace, world: int) -> int:
+    """The optimiser steps of the whole run (the learning-rate schedule's length): each epoch's
+    own, up to ``--max-steps``.
+
+    An epoch's window count varies a little (background windows that would cut an event are
+    dropped at random, :func:`epoch_windows`), so the count of the first epoch times
+    ``--epochs`` (what this was) cut the last epoch's final steps when a later epoch had more
+    windows, and left the rate above its floor when they had fewer. Each rank takes
+    ``ceil(windows / world)`` windows (:func:`rank_windows`), in micro-batches of ``--batch``,
+    with one optimiser step per ``--accum`` of them and one at the epoch's end
+    (:func:`_train_epoch`)."""
+    total = 0
+    for epoch in range(args.epochs):
+        per_rank = math.ceil(len(epoch_windows(items, window, epoch, args.seed)) / world)
+        total += math.ceil(math.ceil(per_rank / args.batch) / args.accum)
+        if args.max_steps and total >= args.max_steps:
+            return args.max_steps
+    return max(1, total)
 
 
 def rank_windows(picks: list[tuple[int, int]], rank: int, world: int) -> list[tuple[int, int]]:
@@ -574,9 +604,7 @@ def _set_up(args: argparse.Namespace, env: Dist) -> tuple[_Run, dict[str, Any] |
 
     params = model.trainable_parameters()
     amp = autocast_dtype(env.device)
-    windows_per_epoch = len(epoch_windows(data.train, cfg.window_frames, 0, args.seed))
-    steps_per_epoch = max(1, math.ceil(windows_per_epoch / (args.batch * env.world * args.accum)))
-    total_steps = min(args.max_steps or 10**12, steps_per_epoch * args.epochs)
+    total_steps = schedule_steps(data.train, cfg.window_frames, args, env.world)
     run = _Run(  # (arguments run in this order: the EMA copies the model before DDP wraps it)
         args, env, cfg, out, data, model,
         params=params,

@@ -104,8 +104,14 @@ def test_validation_subjects_come_from_the_training_subjects(tmp_path):
     assert split("none") == (["a", "c", "d"], [], ["b"], [])
     with pytest.raises(DataSpecError, match="leaves no training subject"):
         split("subjects:a,c,d")
-    with pytest.raises(DataSpecError, match="unknown subjects"):
-        split("subjects:b")  # the test subject cannot validate
+    # Errors name the flag given: they used to say --split for a bad --val.
+    for val, words in [("subjects:b", "--val 'subjects:b': b is already held out for testing by --split; choose among "
+                                      "a, c, d"),  # the test subject cannot validate, and the line says why
+                       ("subjects:z", "--val 'subjects:z': unknown subjects ['z']; known: a, c, d"),
+                       ("loso:7", "--val 'loso:7': fold must be in 0..2"), ("bogus", "--val 'bogus': use loso:K")]:
+        with pytest.raises(DataSpecError) as refused:
+            split(val)
+        assert str(refused.value).startswith(words)
 
 
 def test_a_row_past_the_end_of_its_video_is_refused(tmp_path):

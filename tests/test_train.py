@@ -18,7 +18,8 @@ from fgsl.checkpoint import CheckpointStateError, load_state, save_state
 from fgsl.config import FGSLConfig, preset
 from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
-from fgsl.train import epoch_windows, lr_factor, lr_schedule, main, make_batch, prepare_data, rank_windows
+from fgsl.train import (epoch_windows, lr_factor, lr_schedule, main, make_batch, prepare_data, rank_windows,
+                        schedule_steps)
 from tests.conftest import SHARED_DATA, disk_full_when_replacing, shared_video
 
 
@@ -234,6 +235,30 @@ def test_an_epochs_shards_depend_on_seed_and_epoch_alone_so_a_resumed_run_takes_
     assert unbroken[1] != unbroken[2] and _shards(epoch_windows(items, cfg.window_frames, 2, 8), 2) != unbroken[2]
     picks = epoch_windows(items, cfg.window_frames, 2, 7)
     assert picks != sorted(picks)  # shuffled, not in video order
+
+
+def test_the_schedule_counts_every_epochs_own_steps():
+    """Epochs differ in window count (background windows that would cut an event are dropped at
+    random). The schedule was epoch 0's steps times --epochs, so a run ended before its last
+    epoch's final steps when a later epoch had more windows: it must be the steps
+    ``_train_epoch`` takes, epoch by epoch (micro-batches of this rank's shard, one optimiser
+    step per --accum of them and one at the epoch's end)."""
+    cfg = preset("tiny")
+    items = [_item([(12, 15, 20, 1), (60, 63, 70, 0), (100, 104, 108, 2)], frames=150) for _ in range(3)]
+    counts = [len(epoch_windows(items, cfg.window_frames, e, 0)) for e in range(6)]
+    assert len(set(counts)) > 1  # the case at stake
+    for batch, world, accum, epochs in [(1, 1, 1, 6), (2, 1, 1, 2), (4, 2, 1, 5), (3, 3, 2, 6), (2, 1, 3, 4)]:
+        taken = 0
+        for e in range(epochs):
+            shard = rank_windows(epoch_windows(items, cfg.window_frames, e, 0), 0, world)
+            micro_batches = [shard[i: i + batch] for i in range(0, len(shard), batch)]
+            taken += sum(1 for i in range(len(micro_batches)) if (i + 1) % accum == 0 or i + 1 == len(micro_batches))
+        args = argparse.Namespace(epochs=epochs, batch=batch, accum=accum, max_steps=None, seed=0)
+        assert schedule_steps(items, cfg.window_frames, args, world) == taken
+        args.max_steps = taken - 1
+        assert schedule_steps(items, cfg.window_frames, args, world) == taken - 1  # --max-steps ends it sooner
+        args.max_steps = taken + 5
+        assert schedule_steps(items, cfg.window_frames, args, world) == taken
 
 
 def test_training_state_round_trips_without_pickles(tmp_path):

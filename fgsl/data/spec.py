@@ -189,28 +189,36 @@ def load_folder(cfg: FGSLConfig, folder: Path) -> tuple[list[VideoItem], list[An
     return items, rows
 
 
-def split_subjects(subjects: list[str], split: str | None) -> set[str]:
-    """Held-out subjects for ``--split``."""
+def split_subjects(subjects: list[str], split: str | None, flag: str = "--split",
+                   elsewhere: tuple[set[str], str] | None = None) -> set[str]:
+    """The subjects ``split`` (``loso:K`` or ``subjects:A,B``) picks out of ``subjects``, for
+    ``flag`` (``--split`` picks the held-out test subjects, ``--val`` the validation ones out of
+    the rest). ``elsewhere``: subjects already taken by another flag and which, so that asking
+    for one of them says where it went rather than "unknown"."""
     subjects = sorted(set(subjects))
     if len(subjects) < 2:
-        raise DataSpecError(f"a subject split needs at least two subjects, found {len(subjects)}")
+        raise DataSpecError(f"{flag}: a subject split needs at least two subjects, found {len(subjects)}")
     split = split or "loso:0"
     kind, _, value = split.partition(":")
     if kind == "loso":
         try:
             k = int(value or 0)
         except ValueError:
-            raise DataSpecError(f"--split {split!r}: loso takes a fold number, e.g. loso:3") from None
+            raise DataSpecError(f"{flag} {split!r}: loso takes a fold number, e.g. loso:3") from None
         if not 0 <= k < len(subjects):
-            raise DataSpecError(f"--split {split!r}: fold must be in 0..{len(subjects) - 1}")
+            raise DataSpecError(f"{flag} {split!r}: fold must be in 0..{len(subjects) - 1}")
         return {subjects[k]}
     if kind == "subjects":
         held = {s.strip() for s in value.split(",") if s.strip()}
+        if elsewhere is not None and held & elsewhere[0]:
+            taken = sorted(held & elsewhere[0])
+            raise DataSpecError(f"{flag} {split!r}: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} already "
+                                f"{elsewhere[1]}; choose among {', '.join(subjects)}")
         unknown = held - set(subjects)
         if not held or unknown:
-            raise DataSpecError(f"--split {split!r}: unknown subjects {sorted(unknown)}; known: {', '.join(subjects)}")
+            raise DataSpecError(f"{flag} {split!r}: unknown subjects {sorted(unknown)}; known: {', '.join(subjects)}")
         return held
-    raise DataSpecError(f"--split {split!r}: use loso:K or subjects:A,B")
+    raise DataSpecError(f"{flag} {split!r}: use loso:K or subjects:A,B")
 
 
 def dataset_fps(kind: str) -> float | None:
@@ -241,7 +249,7 @@ def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | No
     if val == "none" or (val == "auto" and len(rest) < 2):
         checked: set[str] = set()
     else:
-        checked = split_subjects(rest, None if val == "auto" else val)
+        checked = split_subjects(rest, None if val == "auto" else val, "--val", (held, "held out for testing by --split"))
         if checked == set(rest):
             raise DataSpecError(f"--val {val!r}: leaves no training subject")
     parts: dict[str, list[VideoItem]] = {"train": [], "val": [], "test": []}
