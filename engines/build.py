@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -35,6 +36,7 @@ with startup_imports(__name__):
 
     from fgsl.cli import HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
     from fgsl.config import DEFAULT_PRESET, PRESETS
+    from fgsl.files import DIR_MODE
 
     from . import tensorrt_backend
     from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
@@ -112,7 +114,9 @@ def staging_folder(out: Path) -> Path:
     the folder a link names, for a link)."""
     out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    os.chmod(staging, DIR_MODE)  # mkdtemp's 0700 would lock out a server running as another user
+    return staging
 
 
 def leftovers(out: Path, staging: Path) -> list[str]:
@@ -156,6 +160,7 @@ def install(staging: Path, out: Path) -> None:
         os.rename(staging, out)
         return
     old = out.with_name(staging.name + ".old")
+    os.chmod(staging, stat.S_IMODE(out.stat().st_mode))  # a rebuild keeps the folder's permissions
     os.rename(out, old)
     try:
         os.rename(staging, out)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -431,7 +432,9 @@ def load_source(source: FGSL | str | Path | Source | None, *, allow_untrained: b
                                            "give a weights folder, or pass --allow-untrained for benchmarks")
         return Source(build(preset(name), seed=0), False, f"untrained preset {name!r}", None)
     model = weights.load(source, allow_untrained=allow_untrained)
-    return Source(model, weights.is_trained(source), str(source), weights.info(source).get("crops"))
+    # The manifest keeps where the weights are for engines.selftest: as an absolute path, since a
+    # relative one would name another folder, or none, from any other working directory.
+    return Source(model, weights.is_trained(source), os.path.abspath(source), weights.info(source).get("crops"))
 
 
 def export_engine_dir(

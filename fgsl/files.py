@@ -42,8 +42,11 @@ def _read_umask() -> int:
     return mask
 
 
+_UMASK = _read_umask()
 #: What a plain ``open()`` would give a new file here.
-FILE_MODE = 0o666 & ~_read_umask()
+FILE_MODE = 0o666 & ~_UMASK
+#: What a plain ``mkdir`` would give a new folder here (``tempfile.mkdtemp`` gives 0700).
+DIR_MODE = 0o777 & ~_UMASK
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -425,6 +426,24 @@ def test_a_rebuild_replaces_the_engine_and_keeps_the_users_files(good_engine, tm
                                                      "model.onnx", "notes.txt"]  # the stale plan is gone
     assert (out / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine", "run"]
+
+
+def test_an_engine_folder_is_readable_as_a_plain_folder_and_names_its_weights_from_anywhere(good_engine, tmp_path,
+                                                                                              monkeypatch):
+    """The build folder came from mkdtemp (mode 0700): a server running as another user could
+    not read the engine. And a relative --weights was recorded as typed, so engines.selftest
+    --engine run from another folder could not find the weights."""
+    from fgsl.files import DIR_MODE
+
+    run, out = good_engine
+    assert stat.S_IMODE(out.stat().st_mode) == DIR_MODE  # what mkdir gives (0777 less the umask)
+    out.chmod(0o750)
+    monkeypatch.chdir(tmp_path)
+    assert build_main(["--weights", "run", "--backend", "onnxruntime", "--out", "engine", "--no-verify"]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750  # a rebuild keeps the folder's permissions
+    assert export.read_manifest(out)["source"] == str(run)  # absolute
+    monkeypatch.chdir(out)
+    assert export.load_source(export.read_manifest(out)["source"]).trained is True
 
 
 def test_a_rebuild_names_what_killed_builds_left_beside_the_folder_and_deletes_nothing(good_engine, tmp_path,
