@@ -626,13 +626,13 @@ def cache_entry(cfg: FGSLConfig, digest: str, *, backend: str, backend_version: 
 
     The identity names what the entry is (weights, backend, graph, precision, FIFM form,
     device type); the key adds everything the compiled bytes depend on: input shapes, the
-    config, opset, the backend's and the exporter's versions and the device (GPU name and
+    config less its decoding settings (a tuned threshold changes no graph), opset, the backend's and the exporter's versions and the device (GPU name and
     compute capability on CUDA). Both graphs of the streaming pair get their own entry.
     """
     from .cache import canonical_hash, device_fingerprint
 
     identity = {"backend": backend, "graph": graph, "precision": precision, "fifm": graph_fifm(graph, fifm),
                 "weights_sha256": digest, "device_type": device.split(":")[0]}
-    key = {**identity, "opset": opset, "shapes": io_shapes(cfg, graph), "config_sha256": canonical_hash(cfg.to_dict()),
+    key = {**identity, "opset": opset, "shapes": io_shapes(cfg, graph), "config_sha256": canonical_hash(cfg.graph_dict()),
            "backend_version": backend_version, "exporter": EXPORTER, "device": device_fingerprint(device)}
     return identity, key

@@ -30,6 +30,9 @@ CHUNK_FRAMES = 16
 #: (px): beyond them no machine has the memory, and the failure would be an allocator's traceback.
 MAX_WINDOW_FRAMES = 4096
 MAX_IMAGE_SIZE = 1024
+#: The config's decoding settings (:mod:`fgsl.decode`): applied to the network's outputs, so no
+#: exported or compiled graph depends on them (:meth:`FGSLConfig.graph_dict`).
+DECODING_FIELDS = ("score_threshold", "nms_sigma", "max_intervals")
 
 
 class ConfigError(ValueError):
@@ -199,6 +202,11 @@ class FGSLConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def graph_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the decoding settings (:data:`DECODING_FIELDS`): what the network,
+        and so an exported or compiled graph, depends on. A tuned threshold changes no graph."""
+        return {key: value for key, value in self.to_dict().items() if key not in DECODING_FIELDS}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

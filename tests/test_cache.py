@@ -166,6 +166,20 @@ def test_a_cache_built_for_another_shape_is_detected_and_rebuilt(tmp_path, model
     assert len(list(tmp_path.glob("onnxruntime-model-*"))) == 1  # replaced, not piled up
 
 
+def test_a_tuned_threshold_reuses_the_cached_graphs(tmp_path, model16, capsys):
+    """fgsl.tune --write changes only the config's decoding settings, which no graph holds: the
+    whole config was hashed into the key, so every tuned run re-exported its graphs, and
+    switching between a run and its tuned copy rebuilt them each time."""
+    store = EngineCache.at(tmp_path)
+    OnnxEngine.from_model(model16, cache=store).infer(clips(model16.cfg))
+    tuned = build(model16.cfg.replace(score_threshold=0.61, nms_sigma=0.3, max_intervals=7), seed=None)
+    tuned.load_state_dict(model16.state_dict())
+    capsys.readouterr()
+    assert agree(OnnxEngine.from_model(tuned, cache=store), tuned) <= 1e-4
+    assert "rebuilding" not in capsys.readouterr().err
+    assert len(list(tmp_path.glob("onnxruntime-model-*"))) == 1
+
+
 def test_another_onnxruntime_version_makes_entries_stale(tmp_path, model16, monkeypatch, capsys):
     store = EngineCache.at(tmp_path)
     OnnxEngine.from_model(model16, cache=store).infer(clips(model16.cfg))
