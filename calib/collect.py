@@ -90,6 +90,16 @@ class CalibrationSet:
         return split_chunks(self.clips(count))[0]
 
 
+def check_out_suffix(flag: str, path: str | Path, suffix: str, what: str) -> None:
+    """Refuse an output named with another suffix than its format's, before any work (one line:
+    ``--out PATH: WHAT; name it *SUFFIX``). ``calib.quantize`` needs it because onnx picks the
+    format from the name; ``calib.collect`` because a ``.npz`` archive under ``c.json`` is
+    found by nothing that looks for calibration files and opened as JSON by anything else.
+    The comparison ignores case (``C.NPZ`` is fine)."""
+    if Path(path).suffix.lower() != suffix:
+        raise UsageError(f"{flag} {path}: {what}; name it *{suffix}")
+
+
 def save(data: CalibrationSet, path: str | Path) -> Path:
     """Write ``data`` to ``path`` (``.npz``, compressed) atomically."""
     from fgsl.files import atomic_write
@@ -357,9 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         register_user_error(RealtimeError)
         from engines.export import folder_files
 
-        # --weights' own files too: --out RUN/model.safetensors would destroy the model it names.
+        from fgsl.files import is_special_file
+
+        # --weights' own files too: --out RUN/model.safetensors would destroy the model it names
+        # (checked first: that line says more than the suffix's would).
         check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)]
                      + [("--weights", path) for path in folder_files(args.weights)])
+        if not is_special_file(args.out):  # a device or pipe (--out /dev/stdout) has no name to check
+            check_out_suffix("--out", args.out, ".npz", "the calibration file is an .npz archive")
         cfg = config_from_args(args.preset, args.weights)
         data = collect(args.videos, cfg, args.count, stride=args.stride, max_faces=args.max_faces, seed=args.seed,
                        max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet,

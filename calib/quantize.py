@@ -55,7 +55,7 @@ with startup_imports(__name__):
     from fgsl.files import atomic_output
 
     from . import CalibError
-    from .collect import CalibrationSet, load
+    from .collect import CalibrationSet, check_out_suffix, load
 
 MODES = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
@@ -90,16 +90,38 @@ def onnx_inputs(model: Any) -> list[str]:
     return list(onnx_input_shapes(model))
 
 
-def refuse_quantized_input(model: Any, onnx_path: str | Path) -> None:
-    """One line for a model that already has Q/DQ nodes: quantising it again would calibrate
-    the scales of its own rounding, and ``calib.report`` would compare it with itself.
-    ``model`` is :func:`read_onnx`'s of ``onnx_path`` (the path names it in the message)."""
+#: What to give instead of a model that is not FP32 (quantised, or FP16).
+FP32_EXPORT = "the FP32 export (engines.build's model.onnx or encode_chunk.onnx, built without --precision fp16)"
+
+
+def not_fp32(model: Any) -> str | None:
+    """Why ``model`` (:func:`read_onnx`'s) is not an FP32 export, or ``None`` when it is.
+
+    Both commands need FP32 where they take it: quantising a model that already has Q/DQ
+    nodes would calibrate the scales of its own rounding; an FP16 one got float16 Q/DQ scales,
+    which ``DequantizeLinear`` before opset 19 does not take (the exports are opset 17), so the
+    "quantised" file written with exit status 0 did not load; and either one as
+    ``calib.report --fp32`` would measure quantisation error against a reference that has its
+    own. Read with ``engines.trt.onnx_precision``, as ``engines.trt`` reads it before
+    building; any Q/DQ type counts (its ``label`` ignores ``uint8``, which TensorRT cannot
+    build).
+    """
     from engines.trt import onnx_precision
 
     found = onnx_precision(model)
     if found.qdq:
-        raise UsageError(f"{onnx_path}: already quantised ({', '.join(found.qdq)} Q/DQ nodes); "
-                         "give the FP32 export (engines.build's model.onnx or encode_chunk.onnx)")
+        return f"already quantised ({', '.join(found.qdq)} Q/DQ nodes)"
+    if found.float16:
+        return "an FP16 model (float16 tensors)"
+    return None
+
+
+def refuse_non_fp32_input(model: Any, onnx_path: str | Path) -> None:
+    """One line for an ``--onnx`` that is not FP32 (:func:`not_fp32`), before any work.
+    ``model`` is :func:`read_onnx`'s of ``onnx_path`` (the path names it in the message)."""
+    reason = not_fp32(model)
+    if reason is not None:
+        raise CalibError(f"{onnx_path}: {reason}; give {FP32_EXPORT}")
 
 
 def engine_inputs(onnx_path: Path) -> list[tuple[str, Path]]:
@@ -245,16 +267,15 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         raise UsageError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     if tool == "onnxruntime" and mode != "int8":
         raise UsageError("--tool onnxruntime makes int8 only; fp8 and fp16 need ModelOpt")
-    if out.suffix.lower() != ".onnx":
-        # onnx and the quantisers pick the format from the suffix (.json: JSON text)
-        raise UsageError(f"--out {out}: the quantised model is an ONNX file; name it *.onnx")
+    # onnx and the quantisers pick the format from the suffix (.json: JSON text)
+    check_out_suffix("--out", out, ".onnx", "the quantised model is an ONNX file")
     require_onnx("calib.quantize")
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")
     check_output("--out", out, [("--onnx", onnx_path), ("--data", data_path), *engine_inputs(onnx_path)])
     model = read_onnx(onnx_path, CalibError)  # once: every check below reads this one copy
     names = onnx_inputs(model)
-    refuse_quantized_input(model, onnx_path)
+    refuse_non_fp32_input(model, onnx_path)
     inputs = None
     windows = 0
     if mode != "fp16":

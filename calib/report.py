@@ -44,7 +44,7 @@ with startup_imports(__name__):
 
     from . import CalibError
     from .collect import load
-    from .quantize import calibration_inputs, check_config, onnx_inputs, require_onnx
+    from .quantize import FP32_EXPORT, calibration_inputs, check_config, not_fp32, onnx_inputs, require_onnx
 
 
 def _onnxruntime() -> Any:
@@ -96,6 +96,22 @@ def check_same_weights(fp32: str | Path, quantized: str | Path, metadata: list[d
     if None not in digests and digests[0] != digests[1]:
         raise CalibError(f"{quantized} was not made from {fp32}: they hold different weights (fgsl.weights_sha256 "
                          f"{digests[1][:12]}... vs {digests[0][:12]}...); quantise that FP32 model with calib.quantize")
+
+
+def check_fp32_reference(fp32: str | Path, quantized: str | Path, models: list[Any]) -> None:
+    """Refuse a ``--fp32`` model that is not FP32 (:func:`calib.quantize.not_fp32`): the report
+    measures the quantised model's error against it, and with the two flags swapped it used to
+    print a report with the roles reversed (its raw differences are symmetric) as if nothing
+    were wrong. ``models``: the two models' :func:`read_onnx`, in flag order; when
+    ``--quantized`` is the FP32 one, the line says the flags are swapped and gives them the
+    right way round."""
+    reason = not_fp32(models[0])
+    if reason is None:
+        return
+    if not_fp32(models[1]) is None:
+        raise CalibError(f"--fp32 {fp32} is {reason} and --quantized {quantized} is FP32: the two are swapped; "
+                         f"give --fp32 {quantized} --quantized {fp32}")
+    raise CalibError(f"--fp32 {fp32} is {reason}, not FP32: give {FP32_EXPORT} as --fp32")
 
 
 def open_session(path: str | Path, providers: list[str], threads: int | None = None) -> Any:
@@ -202,6 +218,7 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
             raise CalibError(f"{path}: no such ONNX file")
     data = load(data_path)
     graphs = [(path, read_onnx(path, CalibError)) for path in (fp32, quantized)]  # each read once for the checks
+    check_fp32_reference(fp32, quantized, [model for _, model in graphs])
     names, q_names = (onnx_inputs(model) for _, model in graphs)
     if names != q_names:
         raise CalibError(f"the models take different inputs: {names} vs {q_names}")

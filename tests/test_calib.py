@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,69 @@ def test_quantize_refuses_an_already_quantised_model(ort_int8: tuple[Path, dict]
                               "--out", str(tmp_path / "q2.onnx")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {path}: already quantised (int8 Q/DQ nodes); give the FP32 export (engines.build's model.onnx or "
-        "encode_chunk.onnx)"]
+        "encode_chunk.onnx, built without --precision fp16)"]
     assert not (tmp_path / "q2.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def fp16_onnx(tmp_path_factory) -> Path:
+    """``fp32_onnx``'s weights as ``engines.build --precision fp16`` exports them (an engine
+    folder's model.onnx: float16 weights and compute, float32 inputs and outputs)."""
+    pytest.importorskip("onnxconverter_common")  # engines.export's fp16 path
+    from engines.export import export_engine_dir
+
+    model = build(CFG, seed=0)
+    randomise_adapters(model)
+    folder = tmp_path_factory.mktemp("e16") / "engine"
+    export_engine_dir(model, folder, graphs=("model",), precision="fp16", trained=True)
+    return folder / "model.onnx"
+
+
+def test_quantize_and_report_refuse_an_fp16_model_as_fp32(fp16_onnx: Path, fp32_onnx: Path, calib_file: Path,
+                                                          ort_int8: tuple[Path, dict], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An FP16 export was quantised with exit status 0 into a model with float16 Q/DQ scales
+    that ONNX Runtime then refused to load (``calib.report``: DequantizeLinear with a float16
+    scale); as ``calib.report --fp32`` it was the reference without a word."""
+    from engines.trt import onnx_precision
+
+    assert onnx_precision(onnx.load(str(fp16_onnx))).label == "fp16"
+    out = tmp_path / "q.onnx"
+    assert quantize_mod.main(["--onnx", str(fp16_onnx), "--data", str(calib_file), "--tool", "onnxruntime",
+                              "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {fp16_onnx}: an FP16 model (float16 tensors); give the FP32 export (engines.build's model.onnx or "
+        "encode_chunk.onnx, built without --precision fp16)"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CalibError, match="an FP16 model"):  # calib's own error for callers of the library
+        quantize_mod.quantize_file(fp16_onnx, None, out, mode="fp16")
+    int8, _ = ort_int8
+    for folder_or_file in (fp16_onnx, fp16_onnx.parent):  # report takes an engine folder for its model.onnx
+        assert report_mod.main(["--fp32", str(folder_or_file), "--quantized", str(int8),
+                                "--data", str(calib_file)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: --fp32 {fp16_onnx} is an FP16 model (float16 tensors), not FP32: give the FP32 export "
+            "(engines.build's model.onnx or encode_chunk.onnx, built without --precision fp16) as --fp32"]
+    assert report_mod.main(["--fp32", str(fp16_onnx), "--quantized", str(fp32_onnx), "--data", str(calib_file)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --fp32 {fp16_onnx} is an FP16 model (float16 tensors) and --quantized {fp32_onnx} is FP32: the two "
+        f"are swapped; give --fp32 {fp32_onnx} --quantized {fp16_onnx}"]
+    # The right way round it runs: FP16 is a quantised model like the others here.
+    assert report_mod.report(fp32_onnx, fp16_onnx, calib_file)["raw"]["scores"]["max_abs_diff"] < 0.1
+
+
+def test_report_refuses_fp32_and_quantized_swapped(fp32_onnx: Path, calib_file: Path, ort_int8: tuple[Path, dict],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The int8 model given as --fp32 and the FP32 one as --quantized: the report ran, exit
+    status 0, with the roles reversed and no warning."""
+    int8, _ = ort_int8
+    assert report_mod.main(["--fp32", str(int8), "--quantized", str(fp32_onnx), "--data", str(calib_file)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: --fp32 {int8} is already quantised (int8 Q/DQ nodes) and --quantized {fp32_onnx} is FP32: the two "
+        f"are swapped; give --fp32 {fp32_onnx} --quantized {int8}"]
+    with pytest.raises(CalibError, match=r"--fp32 .* is already quantised \(int8 Q/DQ nodes\), not FP32: give the "
+                                         "FP32 export"):
+        report_mod.report(int8, int8, calib_file)  # neither is FP32: no swap to suggest
 
 
 def test_calib_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
@@ -612,6 +674,36 @@ def test_quantize_refuses_an_out_that_is_not_onnx_before_any_work(fp32_onnx: Pat
         assert capsys.readouterr().err.strip().splitlines() == [
             f"error: --out {tmp_path / name}: the quantised model is an ONNX file; name it *.onnx"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_collect_refuses_an_out_that_is_not_npz_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--out c.json`` collected for a while, then wrote an .npz archive under a .json name
+    (``calib.quantize`` already refused an ``--out`` not named *.onnx; the same check now)."""
+    monkeypatch.setattr(collect_mod, "collect", lambda *a, **k: pytest.fail("work started"))
+    for name in ("c.json", "c", "c.npz.tmp"):
+        out = tmp_path / name
+        assert collect_mod.main(["--videos", str(SAMPLE_VIDEO), "--preset", "tiny", "--out", str(out),
+                                 "--quiet"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: --out {out}: the calibration file is an .npz archive; name it *.npz"]
+    assert list(tmp_path.iterdir()) == []
+    collect_mod.check_out_suffix("--out", tmp_path / "C.NPZ", ".npz", "x")  # case does not matter
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_collect_writes_into_a_pipe_whatever_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A device or pipe is written into (``--out /dev/stdout``, docs): its name is no file's format."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise CalibError("collection reached")
+
+    monkeypatch.setattr(collect_mod, "collect", stop)
+    assert collect_mod.main(["--videos", str(SAMPLE_VIDEO), "--preset", "tiny", "--out", str(fifo), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: collection reached"]
 
 
 def test_calib_without_the_onnx_package_names_the_extra(fp32_onnx: Path, calib_file: Path, tmp_path: Path,
