@@ -222,6 +222,8 @@ class FGSLConfig:
         backbone = data.pop("backbone", {})
         _reject_unknown(BackboneConfig, backbone, "backbone")
         _reject_unknown(cls, data, "config")
+        _reject_wrong_types(BackboneConfig, backbone, "backbone.")
+        _reject_wrong_types(cls, data, "")
         for key in ("iga_blocks", "classes"):
             if key in data:
                 if not isinstance(data[key], list):  # ("abcd" would become four classes)
@@ -290,6 +292,32 @@ def _reject_unknown(kind: type, data: Any, where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown {where} keys: {', '.join(unknown)}")
+
+
+#: JSON value types each scalar field takes (a whole number is a float too; a bool is no number).
+_JSON_TYPES: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,)}
+_ITEM_TYPES = {"iga_blocks": int, "classes": str}
+
+
+def _reject_wrong_types(kind: type, data: dict[str, Any], prefix: str) -> None:
+    """One line naming the field whose value has the wrong JSON type (``"window_frames": "32"``
+    in a hand-edited config.json), before the range checks compare it and fail with Python's
+    "'<=' not supported between instances of 'str' and 'int'", which names no field; and
+    ``"name": 5`` was taken as it came."""
+    for f in dataclasses.fields(kind):
+        if f.name not in data:
+            continue
+        value, expected = data[f.name], f.default
+        if f.name in _ITEM_TYPES:
+            item = _ITEM_TYPES[f.name]
+            if isinstance(value, list) and not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"invalid FGSL config: {prefix}{f.name} must be a list of "
+                                  f"{'whole numbers' if item is int else 'strings'}, got {value!r}")
+            continue
+        allowed = _JSON_TYPES.get(type(expected))
+        if allowed and (isinstance(value, bool) or not isinstance(value, allowed)):
+            what = {int: "a whole number", float: "a number", str: "a string"}[type(expected)]
+            raise ConfigError(f"invalid FGSL config: {prefix}{f.name} must be {what}, got {value!r}")
 
 
 VIT_S = BackboneConfig(embed_dim=384, depth=12, num_heads=6)

@@ -125,6 +125,34 @@ def test_a_scalar_where_a_list_belongs_is_one_config_error(tmp_path, key, value)
         FGSLConfig.load(path)
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("window_frames", "32", "window_frames must be a whole number, got '32'"),  # was: '<=' not supported ...
+    ("name", 5, "name must be a string, got 5"),  # was taken as it came
+    ("fps", True, "fps must be a number, got True"),
+    ("score_threshold", "0.5", "score_threshold must be a number, got '0.5'"),
+    ("iga_blocks", ["0", "1"], "iga_blocks must be a list of whole numbers, got ['0', '1']"),
+    ("classes", ["a", 2], "classes must be a list of strings, got ['a', 2]"),
+    ("backbone.depth", 2.5, "backbone.depth must be a whole number, got 2.5"),
+])
+def test_a_value_of_the_wrong_type_is_one_config_error_naming_its_field(tmp_path, key, value, words):
+    data = json.loads(preset("tiny").to_json())
+    parent, _, name = key.rpartition(".")
+    (data[parent] if parent else data)[name] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as refused:
+        FGSLConfig.load(path)
+    assert str(refused.value) == f"{path}: invalid FGSL config: {words}"
+
+
+def test_whole_numbers_are_numbers_in_a_config_file(tmp_path):
+    data = json.loads(preset("tiny").to_json())
+    data["fps"], data["score_threshold"] = 25, 0
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert (FGSLConfig.load(path).fps, FGSLConfig.load(path).score_threshold) == (25, 0)
+
+
 def test_a_config_file_missing_fields_loads_with_the_defaults_and_says_which(tmp_path, recwarn):
     """A hand-edited config.json without ``score_threshold`` (or a backbone field) decodes with
     the default: said in one warning naming each field and the value used, not silently."""
