@@ -112,7 +112,7 @@ def resolve_device(device: str) -> str:
         raise EngineError(f"unknown engine device {device!r}; choose auto, cpu, cuda or cuda:N")
     reason = cuda_missing_reason()
     if reason:
-        raise EngineError(f"engine device {device!r}: {reason}; use --engine-device cpu")
+        raise EngineError(f"engine device {device!r}: {reason}; use the CPU (--engine-device cpu)")
     if dev.index is not None and not 0 <= dev.index < torch.cuda.device_count():
         raise EngineError(f"CUDA device {dev.index} does not exist ({torch.cuda.device_count()} visible)")
     return str(dev)

@@ -445,12 +445,15 @@ def format_report(report: dict[str, Any]) -> str:
     if e:
         lines.append(f"verified: manifest, SHA-256 of {', '.join(e['verified'])}, weights {e['weights_sha256'][:12]}... "
                      f"({e['reference']})")
-    lines += ["", "checks (max abs diff vs torch fp32 on CPU):"]
+    if report["checks"]:  # (none where nothing here runs the folder: the skipped list says why)
+        lines += ["", "checks (max abs diff vs torch fp32 on CPU):"]
     for c in report["checks"]:
         value = "n/a" if c.get("max_abs_diff") is None else f"{c['max_abs_diff']:.2e}"
         bound = f" <= {c['tolerance']:g}" if "tolerance" in c else ""
         lines.append(f"  {'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {value}{bound}" + (f" ({c['error']})" if c.get("error") else ""))
-    lines += ["", "timings (infer):", f"  {'variant':<44} {'batch':>5} {'p50 ms/win':>11} {'p95 ms/win':>11} {'windows/s':>10}"]
+    if report["timings"]:
+        lines += ["", "timings (infer):",
+                  f"  {'variant':<44} {'batch':>5} {'p50 ms/win':>11} {'p95 ms/win':>11} {'windows/s':>10}"]
     for t in report["timings"]:
         lines.append(f"  {t['variant']:<44} {t['batch']:>5} {t['p50_ms']:>11.2f} {t['p95_ms']:>11.2f} {t['windows_per_s']:>10.1f}")
     if report["skipped"]:

@@ -362,7 +362,7 @@ def check_precision(requested: str, found: OnnxPrecision, source: str = "the ONN
            "fp16": "convert it with ModelOpt AutoCast first (python -m calib.quantize --mode fp16)",
            "int8": "quantize it with calibration data first (python -m calib.quantize --mode int8)",
            "fp8": "quantize it with calibration data first (python -m calib.quantize --mode fp8)"}[requested]
-    raise EngineError(f"{source} is a {label} model, not {requested}: TensorRT >= 10 builds strongly typed "
+    raise EngineError(f"{source} is {'an' if label[0] in 'f' else 'a'} {label} model, not {requested}: TensorRT >= 10 builds strongly typed "
                       f"networks whose precision comes from the ONNX graph, not from builder flags; {how}")
 
 

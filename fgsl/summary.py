@@ -60,9 +60,9 @@ def format_table(s: dict) -> str:
     g = s["gmacs"]
     rows = [
         ("preset", s["preset"]),
-        ("backbone (frozen)", s["backbone"]),
+        ("backbone", f"{s['backbone']} (frozen with pretrained --backbone weights)"),
         ("parameters total", f"{s['params_total']:,}"),
-        ("parameters trainable", f"{s['params_trainable']:,} (IGA + neck + FIFM + heads)"),
+        ("parameters trainable", f"{s['params_trainable']:,} (IGA + neck + FIFM + heads; fgsl.train without --backbone trains the encoder too)"),
         ("GMACs per 16-frame chunk", f"{g['encoder_per_chunk']:.4g} (encoder)"),
         ("GMACs per window", f"{g['per_window']:.4g} (decoder part {g['decoder_per_window']:.3g})"),
         ("input clips", f"{s['input']['clips']} {s['input']['dtype']}"),

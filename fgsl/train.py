@@ -565,9 +565,9 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
     run.scheduler = lr_schedule(run.optimizer, args.lr, run.warmup, run.total_steps, run.step)
     if env.main:
         data = run.data
-        print(f"FGSL {run.cfg.name}: {len(data.train)} training videos ({sum(len(i.events) for i in data.train)} events), "
-              f"{len(data.val)} validation videos, {len(data.held_out)} held-out videos; {data.description}; device {env.device}, {env.world} process(es)",
-              file=sys.stderr)
+        print(f"FGSL {run.cfg.name}: {len(data.train)} training video(s) ({sum(len(i.events) for i in data.train)} "
+              f"events), {len(data.val)} validation video(s), {len(data.held_out)} held-out video(s); "
+              f"{data.description}; device {env.device}, {env.world} process(es)", file=sys.stderr)
     run.started = time.monotonic()
     run.deadline = run.started + args.max_minutes * 60 if args.max_minutes else None
     history = []

@@ -76,7 +76,7 @@ def test_engine_device_auto_is_the_gpu_only_where_torch_sees_one(folder):
 def test_asking_for_a_gpu_that_is_not_there_is_one_line(folder, capsys):
     from fgsl.infer import main
 
-    with pytest.raises(EngineError, match=r"^engine device 'cuda': .*; use --engine-device cpu$"):
+    with pytest.raises(EngineError, match=r"^engine device 'cuda': .*; use the CPU \(--engine-device cpu\)$"):
         engines.open(folder, backend="torch", device="cuda")
     with pytest.raises(EngineError, match="engine device 'cuda:1'"):
         engines.open_model(engines.open(folder, backend="torch").model, device="cuda:1")

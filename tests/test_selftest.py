@@ -312,6 +312,7 @@ def test_a_folder_nothing_here_can_run_is_skipped_not_passed(built, tmp_path, ca
     assert report["engine"]["verified"][-3:] == ["model.engine", "encode_chunk.engine", "decode_window.engine"]
     assert out.strip().splitlines()[-2] == (f"SKIPPED: no backend on this machine runs {folder} (its files and weights "
                                             "are verified; see skipped)")
+    assert "checks (" not in out and "timings (" not in out  # no empty tables before the skipped list
     # A plan is part of the folder too: an altered one is refused before anything is decided.
     (folder / "model.engine").write_bytes(b"A serialized model plan")  # same size, one byte changed
     code, _, err = check(capsys, str(folder))
