@@ -112,6 +112,14 @@ MIN_FPS, MAX_FPS = 1.0, 10_000.0
 frame_rate = number_between(MIN_FPS, MAX_FPS)
 
 
+def subject_name(text: str) -> str:
+    """argparse ``type`` for ``--subject``: a CSV's subject column, which ``fgsl.evaluate``
+    reads with the spaces around it stripped and refuses when that leaves nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name a subject, got {text!r}")
+    return text.strip()
+
+
 def score_threshold(text: str) -> float:
     """argparse ``type`` for a score threshold (:func:`fgsl.config.is_score_threshold`: [0, 1))."""
     try:

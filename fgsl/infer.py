@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ with startup_imports(__name__):
     from engines.base import add_engine_device_flag
 
     from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
-                      refuse_preset_with_weights, run, score_threshold)
+                      refuse_preset_with_weights, run, score_threshold, subject_name)
     from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
     from .data.frames import open_source
     from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
@@ -188,7 +189,9 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
     """Each input path's (subject, video) columns. With ground truth: its row for the video's
     name, or for a name that continues it with a letter (CAS(ME)^2's ``15_0401girlcrashing``
     is table video ``15_0401``); where several subjects have that video (CAS(ME)^3's ``a``),
-    the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``)."""
+    the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``),
+    with a warning when there is ground truth: its rows would match no ground-truth row, so
+    ``fgsl.evaluate`` ignores them (megc) or counts every one as a false positive (strict)."""
     out = {}
     for path in paths:
         name = video_name(path)
@@ -201,6 +204,9 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
                              f"({', '.join(s for s, _ in rows[:4])}) and none is in the path; keep each subject's "
                              "videos in a folder named after it")
         out[path] = rows[0] if rows else (subject or name, name)
+        if truth and not rows:
+            warnings.warn(f"{path}: no video {name!r} in the ground truth; its rows are named subject "
+                          f"{out[path][0]!r}, video {name!r}, which fgsl.evaluate cannot match with it")
     return out
 
 
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", nargs="+", required=True, help="video files or folders of numbered frames")
     add_source_fps_flag(parser)
     parser.add_argument("--out", default="pred.csv", help="MEGC CSV to write (default: pred.csv)")
-    parser.add_argument("--subject", help="subject column value (default: each video's name, as realtime.cam --csv)")
+    parser.add_argument("--subject", type=subject_name, help="subject column value (default: each video's name, as realtime.cam --csv)")
     parser.add_argument("--subjects-from", metavar="GT.csv",
                         help="take each video's subject from this ground-truth CSV, as MEGC scoring needs "
                              "(videos it lacks get --subject)")

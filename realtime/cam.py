@@ -25,7 +25,7 @@ from .interrupts import terminate_as_interrupt
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
     from fgsl.cli import (MAX_FPS, MIN_FPS, HelpFormatter, UsageError, at_least, check_output, frame_rate,
-                          non_negative_number, positive_int, register_user_error, run)
+                          non_negative_number, positive_int, register_user_error, run, subject_name)
     from fgsl.files import same_file
     from fgsl.infer import table_names, truth_keys
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", help="write the annotated video here (.mp4, .avi, .mov, .mkv or .m4v)")
     p.add_argument("--events", help="write each event as one JSON line to this file (flushed per event)")
     p.add_argument("--csv", help="write micro-expressions as a MEGC submission CSV")
-    p.add_argument("--subject", help="subject column of --csv (default: the video's name)")
+    p.add_argument("--subject", type=subject_name, help="subject column of --csv (default: the video's name)")
     p.add_argument("--subjects-from", metavar="GT.csv",
                    help="take --csv's subject from this ground-truth CSV (the row of the --source video's name), "
                         "as MEGC scoring needs")

@@ -3,6 +3,7 @@
 import csv
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,17 @@ def test_infer_batch_must_be_a_positive_whole_number(capsys):
             infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(SAMPLE_VIDEO), "--batch", value])
         assert info.value.code == 2
         assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument --batch: {words}")
+
+
+@pytest.mark.parametrize("value", [" ", ""])
+def test_a_blank_subject_is_refused_as_fgsl_evaluate_would_refuse_its_rows(capsys, value):
+    from fgsl.infer import main as infer_main
+
+    with pytest.raises(SystemExit) as info:
+        infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(SAMPLE_VIDEO), "--subject", value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"error: argument --subject: must name a subject, got {value!r}")
 
 
 def test_normalise_uses_imagenet_statistics():
@@ -298,11 +310,18 @@ def test_table_names_follow_the_data_sets_layouts(tmp_path):
     truth = [("s15", "15_0401"), ("s15", "15_04012"), ("spNO.1", "a"), ("spNO.2", "a"), ("x", "clip")]
     casme2 = str(tmp_path / "rawpic" / "s15" / "15_0401girlcrashing")
     casme3 = str(tmp_path / "part_A" / "spNO.2" / "a" / "color")
-    names = table_names([casme2, casme3, "/v/clip.mp4", "/v/other.mp4"], truth, subject="S")
+    with pytest.warns(UserWarning) as said:  # a video the ground truth lacks could never be scored: said
+        names = table_names([casme2, casme3, "/v/clip.mp4", "/v/other.mp4"], truth, subject="S")
     assert names == {casme2: ("s15", "15_0401"), casme3: ("spNO.2", "a"), "/v/clip.mp4": ("x", "clip"),
                      "/v/other.mp4": ("S", "other")}
-    assert table_names(["/v/other.mp4"], [])["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
-    assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip" + "_v2"
+    assert [str(w.message) for w in said] == ["/v/other.mp4: no video 'other' in the ground truth; its rows are "
+                                              "named subject 'S', video 'other', which fgsl.evaluate cannot match "
+                                              "with it"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ground truth: nothing to say
+        assert table_names(["/v/other.mp4"], [])["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
+    with pytest.warns(UserWarning, match="no video 'clip_v2'"):
+        assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip"+"_v2"
     with pytest.raises(UsageError, match=r"video 'a' under 2 subjects \(spNO.1, spNO.2\) and none is in the path"):
         table_names([str(tmp_path / "flat" / "a" / "color")], truth)
 
