@@ -39,13 +39,16 @@ def convert(src: str | Path, dst: str | Path, heads: int | None = None) -> tuple
     cannot be, so it follows the standard ViT sizes unless ``heads`` is given.
     """
     state = read_official_checkpoint(src)
-    cfg = infer_backbone_config(state)
-    if heads is not None:
-        if heads < 1 or cfg.embed_dim % heads:
-            raise CheckpointError(f"--heads {heads}: must divide the checkpoint's width {cfg.embed_dim}")
-        cfg = dataclasses.replace(cfg, num_heads=heads)
-    encoder = VideoMAEEncoder(cfg, cfg.pretrain_image_size, taps=())
-    mapped, ignored = map_checkpoint(state, encoder)
+    try:  # (what is wrong with the tensors is said there; the line must also say of which file)
+        cfg = infer_backbone_config(state)
+        if heads is not None:
+            if heads < 1 or cfg.embed_dim % heads:
+                raise CheckpointError(f"--heads {heads}: must divide the checkpoint's width {cfg.embed_dim}")
+            cfg = dataclasses.replace(cfg, num_heads=heads)
+        encoder = VideoMAEEncoder(cfg, cfg.pretrain_image_size, taps=())
+        mapped, ignored = map_checkpoint(state, encoder)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{src}: {exc}") from None
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": BACKBONE_FORMAT, "backbone": json.dumps(dataclasses.asdict(cfg)), "source": Path(src).name}
@@ -71,6 +74,17 @@ def load_into(model: FGSL, path: str | Path) -> None:
     model.load_backbone(state)
 
 
+def refuse_run_files(dst: Path) -> None:
+    """A weights folder's model or checkpoint (``config.json`` beside it) as ``DST`` would be
+    replaced by a bare encoder, and the run would no longer load: refused before reading."""
+    from .cli import UsageError
+    from .weights import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE
+
+    if dst.name in (WEIGHTS_FILE, CHECKPOINT_FILE) and (dst.parent / CONFIG_FILE).is_file():
+        raise UsageError(f"DST {dst} is the {'model' if dst.name == WEIGHTS_FILE else 'checkpoint'} of the weights "
+                         f"folder {dst.parent}; writing the backbone there would destroy that run: write it elsewhere")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fgsl.convert_backbone",
@@ -85,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body(_: list[str] | None) -> int:
         check_output("DST", args.dst, [("SRC", args.src)])
+        refuse_run_files(Path(args.dst))
         cfg, ignored = convert(args.src, args.dst, args.heads)
         print(f"wrote {args.dst}: ViT D={cfg.embed_dim} depth={cfg.depth} heads={cfg.num_heads} "
               f"patch={cfg.patch_size} tubelet={cfg.tubelet_size}")

@@ -19,6 +19,7 @@ from fgsl.backbone import (
     sinusoid_table,
 )
 from fgsl.config import VIT_B, VIT_G, VIT_L, VIT_S, BackboneConfig, preset
+from fgsl import weights
 from fgsl.convert_backbone import convert, load_into
 from fgsl.model import build
 
@@ -164,8 +165,25 @@ def test_convert_cli_reports_unused_keys_and_errors_in_one_line(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "error: checkpoint does not fit the configured ViT: missing keys: norm.weight"
+        f"error: {pth}: checkpoint does not fit the configured ViT: missing keys: norm.weight"  # which file: said
     ]
+    torch.save({"module": {"something.else": torch.zeros(2)}}, tmp_path / "other.pth")
+    other = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(tmp_path / "other.pth"),
+                            str(tmp_path / "y.safetensors")], capture_output=True, text=True)
+    assert (other.returncode, other.stderr.strip().splitlines()) == (
+        2, [f"error: {tmp_path / 'other.pth'}: not a VideoMAE ViT checkpoint: no patch_embed.proj.weight"])
+    # A run's own model as DST would be replaced by a bare encoder: the run would no longer load.
+    run = tmp_path / "run"
+    weights.save(build(preset("tiny"), seed=0), run, trained=True)
+    before = (run / "model.safetensors").read_bytes()
+    torch.save({"module": official_keys_state(SMALL)}, pth)
+    clobber = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(pth), str(run / "model.safetensors"),
+                              "--heads", "2"], capture_output=True, text=True)
+    assert (clobber.returncode, clobber.stderr.strip().splitlines()) == (
+        2, [f"error: DST {run / 'model.safetensors'} is the model of the weights folder {run}; writing the backbone "
+            "there would destroy that run: write it elsewhere"])
+    assert (run / "model.safetensors").read_bytes() == before
+    torch.save({"module": state}, pth)
     same = subprocess.run([sys.executable, "-m", "fgsl.convert_backbone", str(pth), str(pth)], capture_output=True,
                           text=True)
     assert same.returncode == 2 and same.stderr.strip().splitlines() == [
