@@ -107,6 +107,79 @@ def test_samm_micro_sheet_auto_found_or_given_as_csv():
     assert from_csv == read_annotations(SAMM_LONG, "samm", micro_sheet=SAMM_MICRO)
 
 
+def _samm_layout(root: Path, *micro_sheets: str) -> Path:
+    """``root/SAMMLV/long.xlsx`` with copies of the micro sheet at ``micro_sheets`` (paths under
+    ``root``); returns the long-video file."""
+    (root / "SAMMLV").mkdir(parents=True)
+    long = Path(shutil.copy(SAMM_LONG, root / "SAMMLV" / "long.xlsx"))
+    for name in micro_sheets:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMM_MICRO, root / name)
+    return long
+
+
+def test_several_samm_micro_sheets_are_an_error_listing_them(tmp_path):
+    """docs/datasets.md: "several found is an error asking for the path". An old release in a
+    folder sorting before SAMM/ was taken silently, with its emotions."""
+    old, new = tmp_path / "A_old" / "SAMM_Micro_FACS_Codes_v1.xlsx", tmp_path / "SAMM" / "SAMM_Micro_FACS_Codes_v2.xlsx"
+    long = _samm_layout(tmp_path, "SAMM/SAMM_Micro_FACS_Codes_v2.xlsx", "A_old/SAMM_Micro_FACS_Codes_v1.xlsx")
+    with pytest.raises(AnnotationError) as err:
+        read_annotations(long, "samm")
+    assert str(err.value) == (f"{long}: several SAMM micro-expression sheets (emotions) in the parent's other folders: "
+                              f"{old}, {new}; pass the one to use as micro_sheet= (--micro-sheet)")
+    assert read_annotations(long, "samm", micro_sheet=new) == read_annotations(SAMM_LONG, "samm")
+    # The nearest place that holds one wins: the long-video file's own folder, then its parent.
+    shutil.copy(SAMM_MICRO, beside := tmp_path / "SAMMLV" / "SAMM_Micro_FACS_Codes_v2.csv")
+    assert find_samm_micro_sheet(long) == beside
+    beside.unlink()
+    shutil.copy(SAMM_MICRO, above := tmp_path / "samm_micro_facs.xlsx")
+    assert find_samm_micro_sheet(long) == above
+
+
+def test_samm_micro_sheet_is_found_from_a_relative_path(tmp_path, monkeypatch):
+    """``long.xlsx`` given from its own folder: the parent of ``.`` is not ``.``."""
+    long = _samm_layout(tmp_path, "SAMM/SAMM_Micro_FACS_Codes_v2.xlsx")
+    monkeypatch.chdir(long.parent)
+    assert find_samm_micro_sheet("long.xlsx") == tmp_path / "SAMM" / "SAMM_Micro_FACS_Codes_v2.xlsx"
+    with pytest.raises(AnnotationError, match=r"^none.xlsx: annotation file not found$"):
+        find_samm_micro_sheet("none.xlsx")  # not "no micro-expression sheet"
+
+
+def test_the_command_line_names_the_micro_sheet_it_found(tmp_path, capsys):
+    long = _samm_layout(tmp_path, "SAMM/SAMM_Micro_FACS_Codes_v2.xlsx")
+    found = tmp_path / "SAMM" / "SAMM_Micro_FACS_Codes_v2.xlsx"
+    assert main(["samm", str(long)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"micro-expression sheet (emotions): {found} (found beside {long}; --micro-sheet to choose)"
+    assert main(["samm", str(long), "--micro-sheet", str(found)]) == 0
+    assert "micro-expression sheet" not in capsys.readouterr().out  # the user named it
+    # The sheet found is an input: --out must not replace it.
+    before = found.read_bytes()
+    with pytest.raises(UsageError, match=r"would overwrite the micro-expression sheet .*SAMM_Micro_FACS_Codes_v2.xlsx"):
+        main(["samm", str(long), "--out", str(found)])
+    assert found.read_bytes() == before
+
+
+def test_a_workbook_without_the_named_sheet_is_read_from_its_first_with_a_warning(tmp_path):
+    """A renamed sheet is a guess: the user is told which sheet was read."""
+    book = load_workbook(SAMM_LONG)
+    book["FACS_Movement_Only"].title = "Movements"
+    book.create_sheet("Notes")
+    book.save(path := tmp_path / SAMM_LONG.name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = read_annotations(path, "samm", micro_sheet=SAMM_MICRO)
+    assert rows == read_annotations(SAMM_LONG, "samm", micro_sheet=SAMM_MICRO)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: no sheet 'FACS_Movement_Only'; reading the first sheet, 'Movements' (sheets: 'Movements', 'Notes')"]
+    export = fx.write_csv(tmp_path / "long.csv", fx.WORKBOOKS[SAMM_LONG]["FACS_Movement_Only"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the named sheet, and a CSV's one sheet, are no guess
+        assert read_annotations(export, "samm", micro_sheet=SAMM_MICRO) == rows
+        read_annotations(SAMM_LONG, "samm", micro_sheet=SAMM_MICRO)
+        read_annotations(CASME3, "casme3")
+
+
 def test_dispatcher_rejects_unknown_data_set_and_misplaced_micro_sheet():
     with pytest.raises(ValueError, match="unknown data set 'smic'"):
         read_annotations(CASME2, "smic")

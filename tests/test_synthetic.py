@@ -4,13 +4,17 @@ import itertools
 import json
 import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 
+from fgsl.cli import UsageError
+from fgsl.config import ConfigError
 from fgsl.data.synthetic import (
     CLASSES,
+    MAX_REPEATS,
     Recipe,
     crop_coordinates,
     displacement_field,
@@ -297,10 +301,21 @@ def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
     (dict(amplitude=float("inf")), "--amplitude must be a positive number"),
     (dict(amplitude=0.0), "--amplitude must be a positive number"),
     (dict(sway=float("nan")), "--sway must be >= 0"),
+    (dict(amplitude=500.0), r"--amplitude must be at most 16 pixels \(an eighth of --size 128\), got 500"),
+    (dict(size=64, amplitude=8.5), "--amplitude must be at most 8 pixels"),
 ])
 def test_recipes_refuse_numbers_that_make_no_set(bad, words):
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(ValueError, match=words) as err:
         Recipe(**bad)
+    # A ConfigError: fgsl.train and realtime.bench, which build recipes from their own flags,
+    # report it in one line too (a plain ValueError was a traceback there).
+    assert isinstance(err.value, ConfigError)
+
+
+def test_the_amplitude_bound_keeps_every_documented_use():
+    """12 px of the 128 px crop is what fgsl.train, realtime.bench and the benchmarks use."""
+    for amplitude, size in ((12.0, 128), (16.0, 128), (3.0, 128), (4.0, 64), (4.0, 32)):
+        assert Recipe(amplitude=amplitude, size=size).amplitude == amplitude
 
 
 def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
@@ -313,6 +328,8 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
         (["--videos", video, "--sway", "1e6"], "error: --sway must be at most 16 pixels (an eighth of --size 128), got 1e+06"),
         (["--videos", video, "--seed", "-1"], "error: argument --seed: must be at least 0, got '-1'"),
         (["--videos", video, "--amplitude", "nan"], "error: argument --amplitude: must be a finite number, got 'nan'"),
+        (["--videos", video, "--amplitude", "500"],
+         "error: --amplitude must be at most 16 pixels (an eighth of --size 128), got 500"),
         (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
         (["--videos", "/nonexistent.mp4"], "error: /nonexistent.mp4: no such video file or frame folder"),
         (["--videos", video, "--out", str(tmp_path / "afile")], f"error: {tmp_path / 'afile'} is a file, not a folder for a synthetic set"),
@@ -426,3 +443,68 @@ def test_align_without_mediapipe_is_one_error_line(tmp_path):
     lines = _messages(run.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: face tracking needs mediapipe"), run.stderr
     assert _files(tmp_path) == before
+
+
+def test_sources_that_would_share_a_subject_are_refused_before_anything_is_written(tmp_path):
+    """Videos and table rows are named after the source file: two sources with one name wrote
+    over each other's videos (2 of 4 left) and pinned both sources' events on the survivors."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = tmp_path / "a" / "face.mp4"
+    second = tmp_path / "b" / "face.mp4"
+    first.write_bytes(shared_video("pyfeat_single_face.mp4").read_bytes())
+    second.write_bytes(shared_video("liveportrait_d6_expressions.mp4").read_bytes())
+    out = tmp_path / "set"
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(first), str(second),
+                          "--out", str(out), "--count", "2", "--frames", "32", "--size", "32"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert _messages(run.stderr) == [
+        f"error: source videos {first} and {second} would both be subject 'face': one's videos "
+        "(face_<part>NNN.avi) would overwrite the other's and annotations.csv would pin both sources' events on "
+        "them; rename one"]
+    assert not out.exists()
+    # A face of a two-face video is subject <name>_face<i>, which another file's name can be too.
+    two = tmp_path / "v.mp4"
+    two.write_bytes(shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4").read_bytes())
+    with pytest.raises(UsageError, match=r"v.mp4 and .*v_face1.mp4 would both be subject 'v_face1'"):
+        make_set([two, first.rename(tmp_path / "v_face1.mp4")], out, Recipe(count=1, frames=16, size=32),
+                 progress=False)
+    assert not out.exists()
+
+
+def test_one_source_given_twice_is_refused(tmp_path):
+    video = shared_video("pyfeat_single_face.mp4")
+    with pytest.raises(UsageError, match=f"^source video {video} is given twice: each of its faces would be two "
+                                         "subjects of one set; give it once$"):
+        make_set([video, video], tmp_path / "set", Recipe(count=1, frames=16, size=32), progress=False)
+    link = tmp_path / "other_name.mp4"  # the same file under another name: two subjects of one face
+    link.symlink_to(video)
+    with pytest.raises(UsageError, match=f"^source videos {video} and {link} are one file"):
+        make_set([video, link], tmp_path / "set", Recipe(count=1, frames=16, size=32), progress=False)
+    assert not (tmp_path / "set").exists()
+
+
+def test_a_part_played_far_more_often_than_once_is_a_warning(tmp_path):
+    """``--frames 3000 --part test`` on the 2.4-s face loops its 18 frames 167 times: that is
+    one warning line; the benchmarks' 300 frames (16.7 times) and still faces are not."""
+    video = shared_video("pyfeat_single_face.mp4")  # 72 frames: its test part is 18
+    recipe = dict(count=1, size=32, part="test", events=False)
+    assert 300 < MAX_REPEATS * 18 < 400
+    with pytest.warns(UserWarning) as caught:
+        make_set([video], tmp_path / "long", Recipe(frames=400, **recipe), progress=False)
+    assert [str(w.message) for w in caught] == [
+        f"{video}: its test part is 18 frames, played 22 times over in each 400-frame video (more than "
+        f"{MAX_REPEATS} times: the same few real movements again and again); use a longer source video or fewer frames"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_set([video], tmp_path / "ok", Recipe(frames=300, **recipe), progress=False)
+        make_set([video], tmp_path / "still", Recipe(frames=400, still=True, **recipe), progress=False)
+    run = subprocess.run([sys.executable, "-m", "fgsl.data.synthetic", "--videos", str(video),
+                          "--out", str(tmp_path / "cli"), "--count", "1", "--frames", "3000", "--size", "32",
+                          "--part", "test", "--no-events"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert [line.strip() for line in _messages(run.stderr) if "warning" in line] == [
+        f"warning: {video}: its test part is 18 frames, played 167 times over in each 3000-frame video (more than "
+        f"{MAX_REPEATS} times: the same few real movements again and again); use a longer source video or fewer frames"]

@@ -220,7 +220,8 @@ def read_samm(
     the row with the same ``Filename`` (clip id ``006_1_2``) in the SAMM micro-expression
     sheet (``SAMM_Micro_FACS_Codes_v2.xlsx``, found next to ``path`` when not given); macro
     rows get :data:`UNLABELLED_EMOTION`. Subject becomes ``006``, video ``006_1`` (the
-    ``SAMM_longvideos/006_1`` frame folder).
+    ``SAMM_longvideos/006_1`` frame folder). A workbook without ``FACS_Movement_Only`` is read
+    from its first sheet, with a warning naming it (:func:`_preferred_sheet`).
     """
     sheet = _preferred_sheet(_load(path), "FACS_Movement_Only")
     names = ("Filename", "Subject", "Onset", "Apex", "Offset", "Type", "Action Units")
@@ -246,23 +247,44 @@ def read_samm(
 
 def find_samm_micro_sheet(long_path: str | Path) -> Path:
     """The SAMM micro-expression sheet beside the long-video file: a ``.xlsx``/``.csv`` whose
-    name has ``micro`` and ``facs`` in its folder, else the parent folder, else the parent's
-    other folders (the MEGC baselines keep ``SAMMLV/`` and ``SAMM/`` side by side)."""
-    long_path = Path(long_path)
-    here, up = long_path.parent, long_path.parent.parent
-    siblings = sorted(p for p in up.iterdir() if p.is_dir() and p != here) if up.is_dir() else []
-    found: list[Path] = []
-    for folder in (here, up, *siblings):
-        found = [p for p in sorted(folder.iterdir()) if _is_micro_sheet(p)] if folder.is_dir() else []
+    name has ``micro`` and ``facs``, looked for in the file's folder, else the parent folder,
+    else all the parent's other folders together (the MEGC baselines keep ``SAMMLV/`` and
+    ``SAMM/`` side by side).
+
+    Why several in the first place that has any is an error, not the first by name: the
+    emotions of every micro-expression come from this sheet, and a folder of old releases
+    beside ``SAMM/`` (``A_old/SAMM_Micro_FACS_Codes_v1.xlsx``) sorts first; only the user knows
+    which is meant. The long-video file must exist: without it, "no micro-expression sheet"
+    would hide the real problem.
+    """
+    long_path = _existing_file(Path(long_path))
+    here = long_path.absolute().parent  # (absolute: the parent of ``long.xlsx`` is ``.``, and of ``.`` too)
+    up = here.parent
+    siblings = [p for p in _listing(up) if p.is_dir() and p != here] if up != here else []
+    for place, folders in (("its folder", [here]), ("the parent folder", [up]),
+                           ("the parent's other folders", siblings)):
+        found = [p for folder in folders for p in _listing(folder) if _is_micro_sheet(p)]
+        if len(found) > 1:
+            raise AnnotationError(
+                f"{long_path}: several SAMM micro-expression sheets (emotions) in {place}: "
+                f"{', '.join(map(str, found))}; pass the one to use as micro_sheet= (--micro-sheet)"
+            )
         if found:
-            break
-    if len(found) != 1:
-        what = f"several: {', '.join(map(str, found))}" if found else "no file like SAMM_Micro_FACS_Codes_v2.xlsx"
-        raise AnnotationError(
-            f"{long_path}: the SAMM micro-expression sheet (emotions) is needed; found {what} "
-            "in its folder, the parent folder or a sibling folder: pass micro_sheet= (--micro-sheet)"
-        )
-    return found[0]
+            return found[0]
+    raise AnnotationError(
+        f"{long_path}: the SAMM micro-expression sheet (emotions) is needed; found no file like "
+        "SAMM_Micro_FACS_Codes_v2.xlsx in its folder, the parent folder or a sibling folder: pass micro_sheet= "
+        "(--micro-sheet)"
+    )
+
+
+def _listing(folder: Path) -> list[Path]:
+    """``folder``'s entries, sorted; none where it cannot be listed (an unreadable folder beside
+    the data set holds no sheet that could be read, and must not stop the search)."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
 
 
 def _is_micro_sheet(path: Path) -> bool:
@@ -400,13 +422,18 @@ def _width(values: Sequence[object]) -> int:
 # --------------------------------------------------------------------------- files
 
 
-def _load(path: str | Path, needs_sheets: bool = False) -> list[Sheet]:
-    """All sheets of an ``.xlsx`` workbook, or the one sheet of a ``.csv`` export."""
-    path = Path(path)
+def _existing_file(path: Path) -> Path:
+    """``path``, or the error for an annotation file that is missing or a folder."""
     if not path.exists():
         raise AnnotationError(f"{path}: annotation file not found")
     if path.is_dir():
         raise AnnotationError(f"{path}: is a folder, not an annotation file")
+    return path
+
+
+def _load(path: str | Path, needs_sheets: bool = False) -> list[Sheet]:
+    """All sheets of an ``.xlsx`` workbook, or the one sheet of a ``.csv`` export."""
+    path = _existing_file(Path(path))
     suffix = path.suffix.lower()
     if suffix == ".xls":
         raise AnnotationError(f"{path}: old Excel .xls workbooks are not read: save it as .xlsx")
@@ -456,8 +483,18 @@ def _sheet_named(sheets: list[Sheet], name: str) -> Sheet:
 
 
 def _preferred_sheet(sheets: list[Sheet], name: str) -> Sheet:
-    """The sheet called ``name`` if there is one, else the first (CSV exports, renamed sheets)."""
-    return next((s for s in sheets if _norm(s.name or "") == _norm(name)), sheets[0])
+    """The sheet called ``name`` if there is one, else the first (CSV exports, renamed sheets).
+
+    Why a workbook's first sheet comes with a warning naming it: it is a guess (a re-saved or
+    renamed workbook), and rows read from the wrong sheet would pass the header check whenever
+    its columns match; the user sees which sheet was read. A CSV has one sheet: no guess.
+    """
+    chosen = next((s for s in sheets if _norm(s.name or "") == _norm(name)), sheets[0])
+    if chosen.name is not None and _norm(chosen.name) != _norm(name):
+        others = ", ".join(repr(s.name) for s in sheets)
+        warnings.warn(f"{chosen.path}: no sheet {name!r}; reading the first sheet, {chosen.name!r} (sheets: {others})",
+                      stacklevel=3)
+    return chosen
 
 
 def _header(sheet: Sheet, names: Sequence[str]) -> tuple[int, dict[str, int]]:
@@ -570,15 +607,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("dataset", choices=DATASETS)
     parser.add_argument("path", help="the data set's annotation file (.xlsx)")
-    parser.add_argument("--micro-sheet", help="samm: the SAMM micro-expression sheet (found beside PATH if not given)")
+    parser.add_argument("--micro-sheet", help="samm: the SAMM micro-expression sheet (if not given, the one found "
+                                              "beside PATH, named in the summary; several found is an error)")
     parser.add_argument("--skip-bad-rows", action="store_true", help="drop bad rows with a warning, do not fail")
     parser.add_argument("--out", help="write the annotation table (CSV) here")
     args = parser.parse_args(argv)
+    micro_sheet = args.micro_sheet
+    if args.dataset == "samm" and micro_sheet is None:
+        # Found before --out is checked (writing over it would destroy an input) and named:
+        # every micro-expression's emotion comes from it.
+        micro_sheet = find_samm_micro_sheet(args.path)
+        print(f"micro-expression sheet (emotions): {micro_sheet} (found beside {args.path}; --micro-sheet to choose)")
     if args.out:
         from fgsl.cli import check_output
 
-        check_output("--out", args.out, [("PATH", args.path), ("--micro-sheet", args.micro_sheet)])
-    rows = read_annotations(args.path, args.dataset, micro_sheet=args.micro_sheet, skip_bad=args.skip_bad_rows)
+        sheet_flag = "--micro-sheet" if args.micro_sheet else "the micro-expression sheet"
+        check_output("--out", args.out, [("PATH", args.path), (sheet_flag, micro_sheet)])
+    rows = read_annotations(args.path, args.dataset, micro_sheet=micro_sheet, skip_bad=args.skip_bad_rows)
     videos = {(r.subject, r.video) for r in rows}
     print(f"{len(rows)} expressions in {len(videos)} videos of {len({r.subject for r in rows})} subjects")
     print("types:", dict(sorted(Counter(r.type for r in rows).items())))

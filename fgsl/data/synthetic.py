@@ -8,12 +8,14 @@ How a set is made
 -----------------
 1. **Faces.** Each source video's faces are found with OpenCV's bundled Haar cascade on a
    few frames (median box per face, left to right), and each face becomes one *subject*
-   cropped with a fixed square box (the box enlarged by ``MARGIN``). This is the "simple
-   fixed crop" the issue allows (the videos here hold their heads fairly still); the live
-   spotter then finds and aligns the face in these crops with ``realtime.face`` like in any
-   other video. ``align=True`` (``--align``) instead aligns each face with that same
-   pipeline (:func:`read_aligned_face_frames`), so the videos are framed exactly as the live
-   spotter frames faces, and the injected regions move with it (:data:`ALIGNED_SCALE`).
+   cropped with a fixed square box (the box enlarged by ``MARGIN``), named after the video
+   file (its name without the suffix; two sources with one name, or one file given twice, are
+   refused: :func:`face_sources`). This is the "simple fixed crop" the issue allows (the
+   videos here hold their heads fairly still); the live spotter then finds and aligns the
+   face in these crops with ``realtime.face`` like in any other video. ``align=True``
+   (``--align``) instead aligns each face with that same pipeline
+   (:func:`read_aligned_face_frames`), so the videos are framed exactly as the live spotter
+   frames faces, and the injected regions move with it (:data:`ALIGNED_SCALE`).
 2. **Segments.** ``part="train"`` uses the first 60 % of each source video, ``part="val"``
    the next 15 % (validation: choosing the epoch and the score threshold) and
    ``part="test"`` the last 25 % (:data:`PARTS`), so validation and held-out videos never
@@ -21,16 +23,18 @@ How a set is made
    a model as the test videos' are. A segment
    is played forward and backward (ping-pong) to the requested length, holding still for
    :data:`BOUNCE_HOLD_S` at each bounce (else the bounce is an unlabelled brief movement); a random horizontal
-   flip and brightness gain vary it.
+   flip and brightness gain vary it. A video more than :data:`MAX_REPEATS` times as long as
+   its segment is made with a warning.
 3. **Events.** Non-overlapping events with 3-15 frames from onset to offset (at 30 fps;
    scaled for other rates), the apex 30-60 % of the way in. The class picks the facial
    regions that move and how (``REGIONS``): positive = mouth corners up and out, cheeks
    up; negative = inner brows down and together, mouth corners down; surprise = brows and
    upper lids up, jaw drop; others = one mouth corner pulled sideways (unilateral).
 4. **Motion.** A smooth displacement field (Gaussian bumps, sigma 7 % of the crop, around
-   each region, times the region's direction, times ``amplitude`` pixels of the crop),
-   scaled in time by a raised cosine that rises from 0 at the onset to 1 at the apex and
-   falls back to 0 at the offset; frames are warped with ``cv2.remap``.
+   each region, times the region's direction, times ``amplitude`` pixels of the crop, at
+   most :data:`MAX_AMPLITUDE` of it), scaled in time by a raised cosine that rises from 0
+   at the onset to 1 at the apex and falls back to 0 at the offset; frames are warped with
+   ``cv2.remap``.
 5. **Output.** Lossless FFV1 ``.avi`` crops of ``size``×``size`` at the source fps in
    ``DIR/videos/`` and the ground truth in ``DIR/annotations.csv`` (the one annotation
    table; all events are ``micro``), plus ``DIR/synthetic.json`` describing the recipe.
@@ -60,6 +64,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,8 +76,8 @@ with startup_imports(__name__):
     import numpy as np
     from tqdm import tqdm
 
-    from fgsl.config import is_positive_number
-    from fgsl.files import atomic_write
+    from fgsl.config import ConfigError, is_positive_number
+    from fgsl.files import atomic_write, same_file
     from fgsl.data.table import Annotation, write_table
     from fgsl.data.frames import VideoError, opencv_quiet, open_source
 
@@ -132,12 +137,27 @@ MAX_SIZE = 512
 #: more than a subject told to keep still drifts; the crops are read with a margin of three
 #: sways on every side (:func:`make_set`), so ``--sway 1e6`` asked for terabytes.
 MAX_SWAY = 1 / 8
+#: The largest ``--amplitude``, as a fraction of the crop: an eighth (16 px of a 128 px crop),
+#: a third above the 12 px that fgsl.train, realtime.bench and the benchmarks use. The warp
+#: bends the picture by bumps of sigma 6.1 % of the crop (:data:`SIGMA` / :data:`MARGIN`), whose
+#: steepest slope is 0.61 x amplitude / sigma: from about 9 % of the crop on (11 px of 128; the
+#: 12 px in use folds a sliver where bumps overlap) the picture folds over itself, and far beyond
+#: it (``--amplitude 500`` on a 128 px crop) the "movement" is torn, mirrored picture, not a
+#: facial movement a spotter should learn.
+MAX_AMPLITUDE = 1 / 8
 #: The longest video, frames (100 s at 30 fps): each is built in memory (a few hundred MB at
 #: the default size), and ``--synthetic-frames 100000`` had the kernel kill the run unannounced.
 MAX_FRAMES = 3000
 
 #: Which fraction of each source video a part reads: [start, end).
 PARTS: dict[str, tuple[float, float]] = {"train": (0.0, 0.6), "val": (0.6, 0.75), "test": (0.75, 1.0)}
+#: A video more than this many times as long as the part of its source that it plays (ping-pong,
+#: :func:`ping_pong`) gets a warning: it then shows the same few real movements over and over
+#: (``--frames 3000 --part test`` on a 2.4-s source played its 18 frames 167 times). The
+#: documented uses stay below it: fgsl.train's default 192-frame videos play the shared 2.4-s
+#: face's 11-frame val part 17.5 times, the benchmarks' 300-frame videos its 18-frame test part
+#: 16.7 times. ``still`` videos hold one frame whatever the part's length and are not warned about.
+MAX_REPEATS = 20
 
 
 def part_frames(count: int, part: str) -> slice:
@@ -145,6 +165,12 @@ def part_frames(count: int, part: str) -> slice:
     start, end = PARTS[part]
     lo = min(int(count * start), count - 1)
     return slice(lo, max(lo + 1, int(count * end)))
+
+
+class RecipeError(ConfigError):
+    """Numbers that make no synthetic set. A :class:`~fgsl.config.ConfigError` (so a
+    ``ValueError``), which every command reports as one ``error:`` line: besides this module's
+    CLI, fgsl.train and realtime.bench build recipes from their own flags."""
 
 
 @dataclass(frozen=True)
@@ -167,19 +193,22 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sway) and self.sway >= 0) or (self.sway and self.align):
-            raise ValueError("--sway must be >= 0 and works on fixed crops only (not with --align)")
+            raise RecipeError("--sway must be >= 0 and works on fixed crops only (not with --align)")
         if self.count < 1:
-            raise ValueError(f"--count must be at least 1, got {self.count}")
+            raise RecipeError(f"--count must be at least 1, got {self.count}")
         if not self.max_frames <= self.frames <= MAX_FRAMES:
-            raise ValueError(f"--frames must be {self.max_frames}-{MAX_FRAMES} (room for the longest event, and memory), "
-                             f"got {self.frames}")
+            raise RecipeError(f"--frames must be {self.max_frames}-{MAX_FRAMES} (room for the longest event, and "
+                              f"memory), got {self.frames}")
         if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise ValueError(f"--size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
+            raise RecipeError(f"--size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
         if self.sway > MAX_SWAY * self.size:
-            raise ValueError(f"--sway must be at most {MAX_SWAY * self.size:g} pixels (an eighth of --size {self.size}), "
-                             f"got {self.sway:g}")
+            raise RecipeError(f"--sway must be at most {MAX_SWAY * self.size:g} pixels (an eighth of --size "
+                              f"{self.size}), got {self.sway:g}")
         if not is_positive_number(self.amplitude):
-            raise ValueError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
+            raise RecipeError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
+        if self.amplitude > MAX_AMPLITUDE * self.size:
+            raise RecipeError(f"--amplitude must be at most {MAX_AMPLITUDE * self.size:g} pixels (an eighth of --size "
+                              f"{self.size}), got {self.amplitude:g}")
 
 
 @dataclass(frozen=True)
@@ -221,16 +250,45 @@ def find_faces(path: Path, probes: int = 5) -> list[tuple[int, int, int]]:
 
 
 def face_sources(videos: list[Path]) -> list[FaceSource]:
-    sources = []
-    for video in videos:
+    """One :class:`FaceSource` per face of ``videos``; its subject is the video's file name
+    without the suffix (``_face0``, ``_face1`` … added where a video has several faces).
+
+    Why sources that share a subject are refused: a set's videos (``<subject>_<part>NNN.avi``)
+    and ``annotations.csv`` rows are named after the subject, so ``a/face.mp4`` and
+    ``b/face.mp4`` (or ``face.mp4`` and ``face.avi`` in one folder) wrote over each other's
+    videos and left both sources' events pinned on the survivors. The same file given twice
+    would make each of its faces two subjects of one set. Both are a :class:`~fgsl.cli.UsageError`
+    naming both paths, raised before :func:`make_set` writes anything.
+    """
+    sources: list[FaceSource] = []
+    taken: dict[str, Path] = {}  # subject -> the video that named it
+    for index, video in enumerate(videos):
+        for earlier in videos[:index]:
+            if same_file(earlier, video):
+                what = (f"source video {video} is given twice" if str(earlier) == str(video) else
+                        f"source videos {earlier} and {video} are one file")
+                raise _usage_error(f"{what}: each of its faces would be two subjects of one set; give it once")
         open_source(video)  # a missing or unreadable file says so, not "no face found"
         boxes = find_faces(video)
         if not boxes:
             raise VideoError(f"{video}: no face found for synthetic injection")
         for i, box in enumerate(boxes):
             subject = video.stem if len(boxes) == 1 else f"{video.stem}_face{i}"
+            if subject in taken:
+                raise _usage_error(f"source videos {taken[subject]} and {video} would both be subject {subject!r}: "
+                                   f"one's videos ({subject}_<part>NNN.avi) would overwrite the other's and "
+                                   "annotations.csv would pin both sources' events on them; rename one")
+            taken[subject] = video
             sources.append(FaceSource(video, subject, box))
     return sources
+
+
+def _usage_error(message: str) -> Exception:
+    """A :class:`fgsl.cli.UsageError` (one ``error:`` line in every command); imported here, as
+    fgsl.cli loads torch, which building a set does not need."""
+    from fgsl.cli import UsageError
+
+    return UsageError(message)
 
 
 def read_face_frames(source: FaceSource, size: int, pad: int = 0) -> tuple[np.ndarray, float]:
@@ -556,6 +614,11 @@ def _build(sources: list[FaceSource], out: Path, recipe: Recipe, bar: tqdm) -> l
         else:
             faces, fps = read_face_frames(source, recipe.size, pad)
         segment = faces[part_frames(len(faces), recipe.part)]
+        if not recipe.still and recipe.frames > MAX_REPEATS * len(segment):
+            warnings.warn(f"{source.video}: its {recipe.part} part is {len(segment)} frames, played "
+                          f"{recipe.frames / len(segment):.0f} times over in each {recipe.frames}-frame video "
+                          f"(more than {MAX_REPEATS} times: the same few real movements again and again); use a "
+                          "longer source video or fewer frames", stacklevel=2)
         for k in range(recipe.count):
             name = f"{source.subject}_{recipe.part}{k:03d}"
             if recipe.still:
@@ -597,12 +660,17 @@ def main(argv: list[str] | None = None) -> int:
     register_user_error(RealtimeError)  # --align: MediaPipe cannot start (not installed, no libEGL): one line
     parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
                                      description="Inject synthetic micro-expressions into real face videos.")
-    parser.add_argument("--videos", nargs="+", required=True, help="real face videos")
+    parser.add_argument("--videos", nargs="+", required=True,
+                        help="real face videos, each once and with its own file name (the name, without its suffix, "
+                             "names the subject and its videos)")
     parser.add_argument("--out", required=True, help="output folder (videos/, annotations.csv, synthetic.json)")
     parser.add_argument("--count", type=int, default=Recipe.count, help="videos per face")
-    parser.add_argument("--frames", type=int, default=Recipe.frames, help="frames per video")
+    parser.add_argument("--frames", type=int, default=Recipe.frames,
+                        help=f"frames per video ({Recipe.max_frames}-{MAX_FRAMES}); a warning when that plays the "
+                             f"--part of a source more than {MAX_REPEATS} times over")
     parser.add_argument("--size", type=int, default=Recipe.size, help=f"crop size in pixels ({MIN_SIZE}-{MAX_SIZE})")
-    parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude, help="peak displacement in crop pixels")
+    parser.add_argument("--amplitude", type=positive_number, default=Recipe.amplitude,
+                        help="peak displacement in crop pixels (at most an eighth of --size)")
     parser.add_argument("--part", choices=tuple(PARTS), default="train",
                         help="which part of each source video to use: train (first 60 %%), val (next 15 %%), test (last 25 %%)")
     parser.add_argument("--no-events", action="store_true", help="noise mode: no events, Gaussian pixel noise")
