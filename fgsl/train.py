@@ -142,9 +142,19 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
     kind, value = data_spec.parse(args.data)
     if args.align_faces and kind != "synthetic":
         raise UsageError("--align-faces applies to synthetic data (align annotated videos before training)")
+    if args.micro_sheet and kind != "samm":
+        raise UsageError(f"--micro-sheet is SAMM's micro-expression sheet: it applies to --data samm=FILE, not {kind}")
     if kind != "synthetic":
         root = Path(args.video_root) if args.video_root else None
-        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val)
+        sheet = Path(args.micro_sheet) if args.micro_sheet else None
+        if kind == "samm" and sheet is None:
+            from fgsl.data.datasets import find_samm_micro_sheet
+
+            sheet = find_samm_micro_sheet(value)  # (several candidates: an error listing them)
+            if env.main:
+                print(f"micro-expression sheet (emotions): {sheet} (found beside {value}; --micro-sheet to choose)",
+                      file=sys.stderr)
+        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val, sheet)
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
     if args.val not in ("auto", "none"):
@@ -469,8 +479,11 @@ def data_identity(args: argparse.Namespace) -> dict[str, Any]:
     kind, value = data_spec.parse(args.data)
     if kind == "synthetic":
         return {"kind": kind, "val": args.val}
-    return {"kind": kind, "file": str(Path(value).resolve()), "video_root": str(Path(args.video_root).resolve())
-            if args.video_root else None, "split": args.split, "val": args.val, "skip_bad_rows": args.skip_bad_rows}
+    identity = {"kind": kind, "file": str(Path(value).resolve()), "video_root": str(Path(args.video_root).resolve())
+                if args.video_root else None, "split": args.split, "val": args.val, "skip_bad_rows": args.skip_bad_rows}
+    if args.micro_sheet:  # (only when given: runs before the flag keep their identity)
+        identity["micro_sheet"] = str(Path(args.micro_sheet).resolve())
+    return identity
 
 
 def held_out_scored(out: Path) -> bool:
@@ -873,6 +886,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation (chooses the epoch and score threshold): auto (synthetic: a validation set "
                              "from frames between the training and test parts; annotated: the first training subject), none, or for annotated "
                              "data loso:K / subjects:A,B over the training subjects")
+    parser.add_argument("--micro-sheet", metavar="FILE",
+                        help="--data samm=FILE: the SAMM micro-expression sheet with the emotions (default: the one "
+                             "found beside FILE, named at the start; several found is an error listing them)")
     parser.add_argument("--skip-bad-rows", action="store_true",
                         help="drop contradictory annotation rows with a warning (the public files have a few)")
     parser.add_argument("--out", required=True,

@@ -461,6 +461,30 @@ def test_train_cli_refuses_numbers_that_cannot_train(capsys, tmp_path, flag, val
     assert not (tmp_path / "run").exists()
 
 
+def test_samm_training_names_or_takes_its_micro_sheet(capsys, tmp_path):
+    """fgsl.data.datasets refuses several candidate SAMM micro sheets and asks for
+    --micro-sheet, which fgsl.train lacked: a run on such a layout could not choose one."""
+    from tests.fixtures.datasets import make_fixtures as fx
+
+    (tmp_path / "SAMMLV").mkdir()
+    long = Path(shutil.copy(fx.SAMM_LONG_FILE, tmp_path / "SAMMLV" / "long.xlsx"))
+    for folder in ("SAMM", "A_old"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(fx.SAMM_MICRO_FILE, tmp_path / folder / "SAMM_Micro_FACS_Codes_v2.xlsx")
+    data = ["--data", f"samm={long}", "--video-root", str(tmp_path / "videos"), "--out", str(tmp_path / "run")]
+    assert _cli_error(capsys, *data).startswith(f"error: {long}: several SAMM micro-expression sheets (emotions)")
+    chosen = tmp_path / "SAMM" / "SAMM_Micro_FACS_Codes_v2.xlsx"
+    # Given, the sheet is read (and the run goes on to look for the videos, which this test has none of).
+    assert _cli_error(capsys, *data, "--micro-sheet", str(chosen)).startswith("error: video 006/006_1 not found")
+    shutil.rmtree(tmp_path / "A_old")  # one candidate left: taken, and named
+    assert main(["--preset", "tiny", *data]) == 2
+    assert (f"micro-expression sheet (emotions): {chosen} (found beside {long}; --micro-sheet to choose)"
+            in capsys.readouterr().err.splitlines())
+    assert _cli_error(capsys, "--data", "synthetic", "--micro-sheet", str(chosen), "--out", str(tmp_path / "r2")) == (
+        "error: --micro-sheet is SAMM's micro-expression sheet: it applies to --data samm=FILE, not synthetic")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "r2").exists()
+
+
 def test_a_run_whose_weights_stop_being_numbers_stops_with_one_line_and_saves_nothing(capsys, tmp_path, face_dir,
                                                                                      monkeypatch):
     """A learning rate far too high (here the schedule's factor) makes the weights inf/NaN:

@@ -230,20 +230,22 @@ def dataset_fps(kind: str) -> float | None:
     return DATASET_FPS[kind]
 
 
-def read_annotation_file(kind: str, path: Path, skip_bad: bool = False) -> list[Annotation]:
-    """Our table, or a data set's own file (``skip_bad``: drop contradictory rows with a warning)."""
+def read_annotation_file(kind: str, path: Path, skip_bad: bool = False,
+                         micro_sheet: Path | None = None) -> list[Annotation]:
+    """Our table, or a data set's own file (``skip_bad``: drop contradictory rows with a
+    warning; ``micro_sheet``: SAMM's micro-expression sheet, found beside ``path`` if None)."""
     if kind == "table":
         return read_table(path)
     from fgsl.data import datasets  # the data-set specific layouts
 
-    return datasets.read_annotations(path, kind, skip_bad=skip_bad)
+    return datasets.read_annotations(path, kind, skip_bad=skip_bad, micro_sheet=micro_sheet)
 
 
 def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | None, split: str | None,
-                   skip_bad: bool = False, val: str = "auto") -> TrainData:
+                   skip_bad: bool = False, val: str = "auto", micro_sheet: Path | None = None) -> TrainData:
     if video_root is None:
         raise DataSpecError(f"--data {kind}=... needs --video-root DIR (where the videos are)")
-    rows = read_annotation_file(kind, path, skip_bad)
+    rows = read_annotation_file(kind, path, skip_bad, micro_sheet)
     held = split_subjects([r.subject for r in rows], split)
     rest = sorted({r.subject for r in rows} - held)
     if val == "none" or (val == "auto" and len(rest) < 2):
