@@ -26,12 +26,13 @@ from .interrupts import terminate_as_interrupt
 with startup_imports(__name__):
     from fgsl.cli import (MAX_FPS, MIN_FPS, HelpFormatter, UsageError, at_least, check_output, frame_rate,
                           non_negative_number, positive_int, register_user_error, run, subject_name)
+    from fgsl.data.frames import IMAGE_SUFFIXES
     from fgsl.files import same_file
     from fgsl.infer import table_names, truth_keys
 
     from .capture import Capture, CaptureSource, FileSource, parse_source
     from .events import ConsoleSink, CsvSink, DeferredSink, JsonlSink, Sink, SinkError
-    from .face import DEFAULT_MAX_FACES
+    from .face import DEFAULT_MAX_FACES, MODEL_PATH
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
     from .spotters import add_cache_flag, add_spotter_flags, make_spotter
@@ -135,12 +136,20 @@ def console_failure(args: argparse.Namespace, sinks: list[Sink]) -> RealtimeErro
 
 def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
     """Refuse bad output paths while nothing is loaded or written yet: one that cannot be
-    written, one that is the source video itself, or one named twice."""
+    written, one that is an input (the source video, a frame of the source folder, the face
+    model, shipped or given, a file of ``--weights``), or one named twice."""
+    from engines.export import folder_files
+
     outputs = [(f"--{flag}", Path(getattr(args, flag))) for flag in ("save", "events", "csv") if getattr(args, flag)]
     inputs = [("--source", source.path)] if isinstance(source, FileSource) else []
-    inputs += [("--subjects-from", args.subjects_from), ("--face-model", args.face_model)]
+    inputs += [("--subjects-from", args.subjects_from), ("--face-model", args.face_model or MODEL_PATH)]
+    inputs += [("--weights", path) for path in folder_files(args.weights)]
+    folder = source.path if isinstance(source, FileSource) and source.path.is_dir() else None
     for i, (flag, path) in enumerate(outputs):
         check_output(flag, path, inputs)
+        if folder is not None and path.suffix.lower() in IMAGE_SUFFIXES and same_file(path.parent, folder):
+            raise UsageError(f"{flag} {path} would overwrite a frame of --source {folder} (or be read as one); "
+                             "write it elsewhere")
         for other_flag, other in outputs[:i]:
             if same_file(path, other):
                 raise UsageError(f"{other_flag} and {flag} both name {path}; give each its own file")

@@ -424,6 +424,43 @@ def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):
     assert events.read_text() == "kept\n" and sample.read_bytes() == shared_video(SOURCE).read_bytes()
 
 
+def test_outputs_that_are_the_shipped_model_a_frame_or_a_weights_file_are_refused(tmp_path):
+    """The input check left out the face model when --face-model was not given (`--events
+    realtime/models/face_landmarker.task` emptied the shipped model: every later run failed),
+    a frame of a frame-folder source (truncated at the first face, then the run died on it)
+    and --weights' files."""
+    from fgsl import weights
+    from fgsl.config import preset
+    from fgsl.model import build
+    from realtime.face import MODEL_PATH
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, image in enumerate(read_frames(shared_video(SOURCE))[:3]):
+        cv2.imwrite(str(frames / f"img_{i:04d}.png"), image)
+    weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True)
+    model = MODEL_PATH.read_bytes()
+    before = {p: p.read_bytes() for p in [*frames.iterdir(), *(tmp_path / "run").iterdir()]}
+    for args, why in ((["--source", str(shared_video(SOURCE)), "--events", str(MODEL_PATH)],
+                       f"--events {MODEL_PATH} would overwrite --face-model {MODEL_PATH}; write it elsewhere"),
+                      (["--source", str(frames), "--fps", "30", "--events", str(frames / "img_0001.png")],
+                       f"--events {frames / 'img_0001.png'} would overwrite a frame of --source {frames} (or be read "
+                       "as one); write it elsewhere"),
+                      (["--source", str(frames), "--fps", "30", "--csv", str(frames / "new.png")],
+                       "would overwrite a frame of --source"),  # not a frame yet, but one the next run would read
+                      (["--source", str(shared_video(SOURCE)), "--weights", str(tmp_path / "run"), "--csv",
+                        str(tmp_path / "run" / "config.json")],
+                       f"would overwrite --weights {tmp_path / 'run' / 'config.json'}")):
+        try:
+            proc = cam_process("--headless", *args, cwd=tmp_path)
+        finally:
+            if MODEL_PATH.read_bytes() != model:  # the regression this test is about: leave no broken checkout
+                MODEL_PATH.write_bytes(model)
+                pytest.fail("the run overwrote the shipped face model")
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and why in proc.stderr, proc.stderr
+    assert {p: p.read_bytes() for p in [*frames.iterdir(), *(tmp_path / "run").iterdir()]} == before
+
+
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A good run of the two-face video with every file output: its folder and its process."""
