@@ -76,6 +76,30 @@ SAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "samples" / "pyfeat_single_
 MAX_TILED_FACES = 16  # copies of a frame --faces may tile (a 4x4 grid)
 
 
+def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The synthetic set's recipe flags, read with ``--synthetic`` only (:func:`recipe_flag`)."""
+    parser.add_argument("--amplitude", type=positive_number, default=12.0,
+                        help="peak displacement, pixels of the 128 px face crop (at most 16)")
+    parser.add_argument("--count", type=positive_int, default=4, help="synthetic videos per face")
+    parser.add_argument("--frames", type=at_least(16), default=192, help="frames per synthetic video")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the synthetic set")
+    parser.add_argument("--still", action="store_true",
+                        help="hold one real frame per video (a still face) instead of playing it")
+
+
+def recipe_flag(args: argparse.Namespace) -> str | None:
+    """The first recipe flag (:func:`add_recipe_flags`) ``args`` sets to a value of its own, as
+    ``--flag``, or None: without ``--synthetic`` it would be ignored without a word (as the
+    FGSL-only flags would be with the flow spotter, ``realtime.spotters.fgsl_only_flag``).
+    Defaults are read from a parser the flags are added to, so they are written once."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_recipe_flags(probe)
+    for dest, default in vars(probe.parse_args([])).items():
+        if getattr(args, dest, default) != default:
+            return "--" + dest.replace("_", "-")
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
@@ -92,11 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn = p.add_argument_group("synthetic micro-expressions (adds spotting F1 to the report)")
     syn.add_argument("--synthetic", action="store_true",
                      help="inject micro-expressions into the video's face and run on those")
-    syn.add_argument("--amplitude", type=positive_number, default=12.0, help="peak displacement, pixels of the 128 px face crop")
-    syn.add_argument("--count", type=positive_int, default=4, help="synthetic videos per face")
-    syn.add_argument("--frames", type=at_least(16), default=192, help="frames per synthetic video")
-    syn.add_argument("--seed", type=at_least(0), default=0, help="seed of the synthetic set")
-    syn.add_argument("--still", action="store_true", help="hold one real frame per video (a still face) instead of playing it")
+    add_recipe_flags(syn)
     p.add_argument("--compare-backend", default=None, metavar="BACKEND",
                    help="fgsl: run the same video again on this backend (e.g. torch) and report the speed ratio")
     p.add_argument("--cached-only", action="store_true",
@@ -217,7 +237,10 @@ def make_synthetic(video: Path, folder: Path, args: argparse.Namespace) -> tuple
 
     recipe = Recipe(count=args.count, frames=args.frames, size=128, amplitude=args.amplitude,
                     part="test", events=True, still=args.still, seed=args.seed)
-    make_set([video], folder, recipe, progress=False)
+    made = make_set([video], folder, recipe, progress=False)
+    if not made:
+        raise UsageError(f"--count {args.count} --frames {args.frames}: the synthetic set holds no injected movement, "
+                         "so there is nothing to score; give more --frames or --count")
     return sorted((folder / "videos").glob("*.avi")), folder / "annotations.csv"
 
 
@@ -361,8 +384,8 @@ def table(rep: dict[str, Any]) -> str:
         lines.append(f"{stage:<10}" + "".join(cells))
     lines.append("")
     d = rep["event_delay_s"]
-    delay = (f"; delay after offset p50 {d['p50']:.2f} s, p95 {d['p95']:.2f} s" if d
-             else "; none emitted before the end of the stream")
+    delay = (f"; delay after offset p50 {d['p50']:.2f} s, p95 {d['p95']:.2f} s (of the {d['events']} emitted before "
+             "the end of the stream)" if d else "; none emitted before the end of the stream")
     lines.append(f"events    {rep['events']} ({rep['micro_events']} micro){delay}")
     lines.append(f"memory    peak RSS {rep['peak_rss_mb']:.0f} MB" +
                  (f", GPU {rep['gpu_peak_mb']:.0f} MB" if rep["gpu_peak_mb"] is not None else ""))
@@ -445,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         if video.is_dir():
             raise UsageError(f"--video {video}: a folder; the benchmark reads a video file")
         open_source(video)  # a bad path fails here, in one line, before any model loads
+        if not args.synthetic and (flag := recipe_flag(args)):
+            raise UsageError(f"{flag} describes the injected movements of --synthetic; without it, it would be ignored")
         spotter = make_spotter(args)
         if spotter.name != "fgsl" and (args.compare_backend or args.cached_only):
             flag = "--compare-backend" if args.compare_backend else "--cached-only"

@@ -132,6 +132,15 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: tensorrt needs a CUDA device")
     proc = bench("--sensitivity", "nan", cwd=tmp_path)
     assert proc.returncode == 2 and "argument --sensitivity: must be a finite number" in proc.stderr
+    # The recipe's flags without --synthetic were ignored without a word (exit 0).
+    for flag in (["--still"], ["--amplitude", "3"], ["--count", "2"], ["--frames", "96"], ["--seed", "4"]):
+        proc = bench(*flag, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: {flag[0]} describes the injected movements of --synthetic; without it, it would be ignored"]
+    proc = bench("--synthetic", "--count", "1", "--frames", "16", cwd=tmp_path)  # was "F1 0.000" of nothing
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "error: --count 1 --frames 16: the synthetic set holds no injected movement, so there is nothing to score; "
+        "give more --frames or --count")
 
 
 def test_synthetic_reports_spotting(tmp_path):
@@ -153,6 +162,7 @@ def test_synthetic_reports_spotting(tmp_path):
     # docs/realtime.md: "an event is emitted about 1.2 s after its offset" (lookahead k = 1/6 s,
     # the 8-frame window stride, and the window that makes it final).
     assert 0.5 <= delay["p50"] <= 2.5, delay
+    assert f"(of the {delay['events']} emitted before the end of the stream)" in proc.stdout  # the table says of how many
     assert rep["synthetic"]["amplitude_px"] == 12.0
     assert rep["untrained"] is False and "UNTRAINED" not in proc.stdout
 
