@@ -79,3 +79,24 @@ def test_a_reader_that_stops_early_gets_no_warning():
         for index, _ in enumerate(open_source(shared_video("pyfeat_single_face.mp4"))):
             if index == 3:
                 break
+
+
+@pytest.mark.parametrize("name", ["frame_0001.png", "FRAME.JPG"])
+def test_one_image_is_not_a_one_frame_video(tmp_path, name):
+    """OpenCV opens an image as a one-frame video at a made-up 25 fps: realtime.cam spotted it
+    and the demo annotated it, exit 0 and no word that it was not a video."""
+    import cv2
+    import numpy as np
+
+    image = tmp_path / name
+    cv2.imwrite(str(image.with_suffix(".png")), np.zeros((32, 32, 3), np.uint8))
+    image.with_suffix(".png").rename(image)
+    with pytest.raises(ValueError) as refused:
+        open_source(image)
+    assert str(refused.value) == (f"{image}: an image, not a video; give the folder of numbered frames it belongs to "
+                                  "(with its frame rate)")
+    cam = subprocess.run([sys.executable, "-m", "realtime.cam", "--source", str(image), "--headless"],
+                         capture_output=True, text=True, timeout=120)
+    assert cam.returncode == 2 and cam.stderr.strip().splitlines() == [f"error: {image}: an image, not a video; give "
+                                                                       "the folder of numbered frames it belongs to "
+                                                                       "(with its frame rate)"]

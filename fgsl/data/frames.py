@@ -156,6 +156,11 @@ def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
         raise VideoError(f"{path}: fps must be a positive number, got {fps}")
     if path.is_dir():
         return _open_folder(path, fps)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        # OpenCV opens one image as a one-frame "video" at a made-up 25 fps: a frame folder's
+        # file given by mistake would be spotted as a video of one frame, without a word.
+        raise VideoError(f"{path}: an image, not a video; give the folder of numbered frames it belongs to "
+                         "(with its frame rate)")
     return _open_video(path, fps)
 
 
