@@ -10,8 +10,9 @@ module imports nothing heavy: ``realtime.cam`` imports it before its guarded imp
 from __future__ import annotations
 
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam turns into Ctrl-C
@@ -66,3 +67,45 @@ def interrupts_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
         if came:
             signal.raise_signal(came[0])
+
+
+#: What a Ctrl-C (or SIGTERM, SIGHUP) says while the run finishes after the first one.
+STILL_FINISHING = "still finishing open events and closing files (Ctrl-\\ quits at once, losing them)"
+
+
+@contextmanager
+def later_interrupts_held() -> Iterator[Callable[[], None]]:
+    """A ``hold()`` to call once the run has been interrupted: from then until the block ends,
+    a further Ctrl-C, SIGTERM or SIGHUP says :data:`STILL_FINISHING` (once) instead of
+    stopping the finishing half-way. Pressing Ctrl-C twice is common; the second one used to
+    land in the finishing (open events not yet written: lost) or in torch's exit handlers (a
+    traceback and a death by SIGINT). Ctrl-\\ (SIGQUIT) still ends a finishing that hangs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    previous: dict[signal.Signals, object] = {}
+    said: list[bool] = []
+
+    def note(signum: int, frame: object) -> None:
+        if not said:
+            said.append(True)
+            print(STILL_FINISHING, file=sys.stderr, flush=True)
+
+    def hold() -> None:
+        if not previous:
+            previous.update({sig: signal.signal(sig, note) for sig in handled_signals(("SIGINT", *TERMINATING))})
+
+    try:
+        yield hold
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def quiet_exit(code: int) -> None:
+    """End the program with ``code``, with Ctrl-C, SIGTERM and SIGHUP ignored while the
+    interpreter shuts down: its exit handlers (torch's among them) printed a traceback and
+    ended the process by the signal when a late Ctrl-C came then. The run's work is done."""
+    for sig in handled_signals(("SIGINT", *TERMINATING)):
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(code)
