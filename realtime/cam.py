@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
 
         device = 0 if args.source is None and args.device is None else args.device
         source = parse_source(device, args.source, fps=args.fps)
+        if not args.csv and (args.subject or args.subjects_from):  # (they name --csv's rows; nothing else has them)
+            flag = "--subject" if args.subject else "--subjects-from"
+            raise UsageError(f"{flag} names the rows of --csv; without --csv it would be ignored")
         check_outputs(args, source)
         if args.source:  # the CSV's columns, as fgsl.infer names them (a bad --subjects-from fails now)
             subject, video = table_names([args.source], truth_keys(args.subjects_from), args.subject)[args.source]

@@ -561,6 +561,13 @@ def test_fgsl_only_flags_are_refused_when_the_flow_spotter_runs(flag, capfd):
             make_spotter(bench_parser().parse_args(flag))
 
 
+@pytest.mark.parametrize("flag", [["--subject", "s1"], ["--subjects-from", "gt.csv"]], ids=lambda flag: flag[0])
+def test_csv_naming_flags_without_csv_are_refused(flag, capfd):
+    """They name --csv's rows only; without --csv they were accepted and did nothing."""
+    code, _, err = run_cam(capfd, "--source", str(shared_video(SOURCE)), "--headless", "--events", "e.jsonl", *flag)
+    assert code == 2 and err == f"error: {flag[0]} names the rows of --csv; without --csv it would be ignored\n", err
+
+
 def test_an_empty_source_is_one_line(capfd):
     code, _, err = run_cam(capfd, "--source", "", "--headless")
     assert code == 2 and err == ("error: --source is empty: give a video file, a frame folder, a stream URL or a camera "
