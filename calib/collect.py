@@ -45,7 +45,7 @@ from fgsl.startup import startup_imports
 with startup_imports(__name__):
     import numpy as np
 
-    from fgsl.cli import (HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain,
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain,
                           positive_int, run)
     from fgsl.config import DEFAULT_PRESET, FGSLConfig
     from fgsl.config import preset as preset_config
@@ -337,7 +337,7 @@ def config_from_args(preset: str | None, weights: str | None) -> FGSLConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calib.collect", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
+    p = ArgumentParser(prog="python -m calib.collect", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
                                 formatter_class=HelpFormatter)
     p.add_argument("--videos", nargs="+", required=True,
                    help="video files or folders of numbered frames (a folder needs --fps)")

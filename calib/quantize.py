@@ -51,7 +51,7 @@ with startup_imports(__name__):
 
     from engines.base import read_onnx
     from engines.extras import CALIB_HINT, ONNX_HINT, require
-    from fgsl.cli import HelpFormatter, UsageError, check_output, positive_int, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, check_output, positive_int, run
     from fgsl.files import atomic_output
 
     from . import CalibError
@@ -308,7 +308,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m calib.quantize",
+    p = ArgumentParser(prog="python -m calib.quantize",
                                 description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.",
                                 formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="FP32 ONNX export (model or encode_chunk graph)")

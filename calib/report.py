@@ -22,7 +22,6 @@ line with ``--json`` is one JSON object with all of it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -38,7 +37,7 @@ with startup_imports(__name__):
     from engines.base import read_onnx
     from engines.export import metadata_of
     from engines.onnx_backend import import_onnxruntime, session_options
-    from fgsl.cli import HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
     from fgsl.config import FGSLConfig
     from fgsl.decode import Interval, decode, temporal_iou
 
@@ -269,7 +268,7 @@ def print_report(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m calib.report",
+    p = ArgumentParser(prog="python -m calib.report",
                                 description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.",
                                 formatter_class=HelpFormatter)
     p.add_argument("--fp32", required=True, help="the FP32 ONNX model, or the engine folder holding it (model.onnx)")

@@ -34,7 +34,7 @@ from fgsl.startup import startup_imports
 with startup_imports(__name__):
     import numpy as np
 
-    from fgsl.cli import HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
     from fgsl.config import DEFAULT_PRESET, PRESETS
     from fgsl.files import DIR_MODE
 
@@ -250,7 +250,7 @@ def build_into(staging: Path, out: Path, source: Any, args: argparse.Namespace) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
     parser.add_argument("--preset", choices=sorted(PRESETS),

@@ -266,11 +266,10 @@ def prune(root: Path, older_than_days: float | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
-    from fgsl.cli import HelpFormatter, UsageError, non_negative_number, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, non_negative_number, run
 
-    parser = argparse.ArgumentParser(prog="python -m engines.cache", formatter_class=HelpFormatter,
+    parser = ArgumentParser(prog="python -m engines.cache", formatter_class=HelpFormatter,
                                      description="Show the engine cache (what it holds, how big), or prune it. "
                                                  "Entries are never removed on their own: every weights file opened "
                                                  "with onnxruntime or tensorrt adds its graphs.")

@@ -31,7 +31,6 @@ without TensorRT) is reported as skipped, exit code 3.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -48,7 +47,7 @@ with startup_imports(__name__):
     import numpy as np
     import torch
 
-    from fgsl.cli import HelpFormatter, UsageError, first_line, missing_module, positive_int, positive_number, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_line, missing_module, positive_int, positive_number, run
     from fgsl.config import PRESETS, FGSLConfig, preset
     from fgsl.model import FGSL, build
 
@@ -486,7 +485,7 @@ def _batches(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.selftest", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m engines.selftest", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="network to check and time, with random weights (tiny: seconds; realtime: minutes on a "

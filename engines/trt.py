@@ -63,7 +63,6 @@ are tested (``tests/test_trt.py``); ``docs/tensorrt.md`` says exactly what.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -751,10 +750,10 @@ def _iter_graph_onnx(folder: Path) -> Iterator[tuple[str, Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fgsl.cli import HelpFormatter, positive_int, register_user_error, run  # noqa: PLC0415
+    from fgsl.cli import ArgumentParser, HelpFormatter, positive_int, register_user_error, run  # noqa: PLC0415
 
     register_user_error(EngineError)
-    p = argparse.ArgumentParser(prog="python -m engines.trt",
+    p = ArgumentParser(prog="python -m engines.trt",
                                 description="Build TensorRT engines from FGSL ONNX graphs (strongly typed).",
                                 formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="an ONNX file, or a folder with model/encode_chunk/decode_window.onnx")

@@ -60,6 +60,16 @@ def explain(exc: BaseException) -> str:
     return name if text == name else f"{name}: {text}"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with the project's error line: a bad or missing flag is one
+    ``error: argument --batch: must be at least 1, got '0'`` line and exit status 2, as every
+    other bad input is (:func:`run`). argparse's own prints the whole usage first (fifteen
+    lines for ``fgsl.train``) above ``PROG: error: ...``; ``--help`` still lists every flag."""
+
+    def error(self, message: str) -> Any:  # (argparse's signature says NoReturn; it exits)
+        self.exit(2, f"error: {message}\n")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to a flag's help unless the help already says its default, or
     there is none to say (``None``, ``False``): else ``--help`` reads "(default 0 when no

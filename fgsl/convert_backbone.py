@@ -11,7 +11,6 @@ FGSL then loads the file with ``fgsl.convert_backbone.load_backbone_file``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -86,7 +85,10 @@ def refuse_run_files(dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    with startup_imports(__name__):  # before run() below catches Ctrl-C (fgsl.startup)
+        from .cli import ArgumentParser, check_output, run
+
+    parser = ArgumentParser(
         prog="python -m fgsl.convert_backbone",
         description="Convert an official VideoMAE V2 .pth checkpoint into encoder safetensors for FGSL.",
     )
@@ -94,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output .safetensors file")
     parser.add_argument("--heads", type=int, help="attention heads (default: inferred from the width)")
     args = parser.parse_args(argv)
-    with startup_imports(__name__):  # before run() below catches Ctrl-C (fgsl.startup)
-        from .cli import check_output, run
 
     def body(_: list[str] | None) -> int:
         check_output("DST", args.dst, [("SRC", args.src)])

@@ -26,7 +26,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -43,7 +42,7 @@ from fgsl.startup import startup_imports
 
 # Importing torch (fgsl.cli) takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
-    from fgsl.cli import UsageError, register_user_error, run
+    from fgsl.cli import ArgumentParser, UsageError, register_user_error, run
 
 #: The MEGC submission columns: the header every prediction file this project writes
 #: (``fgsl.infer``, ``realtime.cam --csv``) starts with, and the columns every input CSV
@@ -531,7 +530,7 @@ def _parse_emotions(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m fgsl.evaluate",
         description="MEGC spot-then-recognize metric (spotting F1, recognition F1, STRS), "
         "official 'megc' mode and 'strict' mode; see docs/evaluation.md.",

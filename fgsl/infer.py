@@ -14,7 +14,6 @@ benchmarks before trained weights exist.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
@@ -33,7 +32,7 @@ with startup_imports(__name__):
     from engines import add_backend_flag
     from engines.base import add_engine_device_flag
 
-    from .cli import (HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
+    from .cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
                       refuse_preset_with_weights, run, score_threshold, subject_name)
     from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
     from .data.frames import open_source
@@ -189,9 +188,8 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
     """Each input path's (subject, video) columns. With ground truth: its row for the video's
     name, or for a name that continues it with a letter (CAS(ME)^2's ``15_0401girlcrashing``
     is table video ``15_0401``); where several subjects have that video (CAS(ME)^3's ``a``),
-    the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``),
-    with a warning when there is ground truth: its rows would match no ground-truth row, so
-    ``fgsl.evaluate`` ignores them (megc) or counts every one as a false positive (strict)."""
+    the one named in the path. Else ``subject`` or the video's own name (as ``realtime.cam``;
+    with ground truth, :func:`say_unmatched` says so)."""
     out = {}
     for path in paths:
         name = video_name(path)
@@ -204,10 +202,17 @@ def table_names(paths: list[str], truth: list[tuple[str, str]], subject: str | N
                              f"({', '.join(s for s, _ in rows[:4])}) and none is in the path; keep each subject's "
                              "videos in a folder named after it")
         out[path] = rows[0] if rows else (subject or name, name)
-        if truth and not rows:
-            warnings.warn(f"{path}: no video {name!r} in the ground truth; its rows are named subject "
-                          f"{out[path][0]!r}, video {name!r}, which fgsl.evaluate cannot match with it")
     return out
+
+
+def say_unmatched(names: dict[str, tuple[str, str]], truth: list[tuple[str, str]]) -> None:
+    """A warning for each input whose rows (:func:`table_names`) no ground-truth row names:
+    ``fgsl.evaluate`` would ignore them (megc) or count every one as a false positive
+    (strict). ``fgsl.tune`` says it its own way (such a video counts as one without movements)."""
+    for path, (subject, video) in names.items():
+        if truth and (subject, video) not in truth:
+            warnings.warn(f"{path}: no video {video!r} in the ground truth; its rows are named subject {subject!r}, "
+                          f"video {video!r}, which fgsl.evaluate cannot match with it")
 
 
 def refuse_rows_alike(paths: list[str], names: dict[str, tuple[str, str]]) -> None:
@@ -259,7 +264,7 @@ WEIGHTS_TAG = {True: "", False: " [UNTRAINED WEIGHTS: intervals are meaningless]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json) or engine folder "
                                           "(python -m engines.build)")
@@ -288,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         check_output("--out", out, [("--videos", v) for v in args.videos] + [("--subjects-from", args.subjects_from)]
                      + [("--weights", f) for f in folder_files(args.weights)])
         # Before the long part: a bad name or video found last would cost every video's work.
-        names = table_names(args.videos, truth_keys(args.subjects_from), args.subject)
+        truth = truth_keys(args.subjects_from)
+        names = table_names(args.videos, truth, args.subject)
         refuse_rows_alike(args.videos, names)
+        say_unmatched(names, truth)
         for path in args.videos:
             open_source(path, args.fps)
         engine, trained = open_engine(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset,

@@ -7,7 +7,6 @@ are not counted, they are a rounding error here), and the engine's input/output 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from .startup import startup_imports
@@ -77,9 +76,9 @@ def format_table(s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     with startup_imports(__name__):  # before run() below catches Ctrl-C (fgsl.startup)
-        from .cli import HelpFormatter, run
+        from .cli import ArgumentParser, HelpFormatter, run
 
-    parser = argparse.ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.",
+    parser = ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model preset")
     parser.add_argument("--window", type=int, help="window length in frames (multiple of 16)")

@@ -71,7 +71,7 @@ with startup_imports(__name__):
 
     from fgsl import tune, weights
     from fgsl.checkpoint import CheckpointStateError, load_state, save_state
-    from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, number_between, positive_int,
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, non_negative_number, number_between, positive_int,
                           positive_number, register_user_error, run)
     from fgsl.config import PRESETS, FGSLConfig, preset
     from fgsl.data import spec as data_spec
@@ -876,7 +876,7 @@ def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).",
+    parser = ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).",
                                      formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model size (fgsl.config)")
     parser.add_argument("--data", default="synthetic", help="synthetic[=DIR or VIDEO] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")

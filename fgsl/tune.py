@@ -22,7 +22,6 @@ untouched until the final evaluation.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import warnings
@@ -39,7 +38,7 @@ with startup_imports(__name__):
     from engines.base import add_engine_device_flag
     from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
 
-    from .cli import HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
+    from .cli import ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
     from .config import FGSLConfig, is_score_threshold
     from .data.spec import VideoItem, load_item
     from .evaluate import MegcInterval, evaluate, read_intervals
@@ -129,7 +128,7 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
     parser.add_argument("--videos", nargs="+", required=True,

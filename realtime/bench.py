@@ -59,7 +59,7 @@ with startup_imports(__name__):
     import numpy as np
 
     from engines.machine import machine_info
-    from fgsl.cli import HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
     from fgsl.data.frames import open_source
 
     from .capture import Capture, parse_source
@@ -101,7 +101,7 @@ def recipe_flag(args: argparse.Namespace) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")

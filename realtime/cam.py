@@ -24,11 +24,11 @@ from .interrupts import later_interrupts_held, quiet_exit, terminate_as_interrup
 
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
-    from fgsl.cli import (MAX_FPS, MIN_FPS, HelpFormatter, UsageError, at_least, check_output, frame_rate,
+    from fgsl.cli import (MAX_FPS, MIN_FPS, ArgumentParser, HelpFormatter, UsageError, at_least, check_output, frame_rate,
                           non_negative_number, positive_int, register_user_error, run, subject_name)
     from fgsl.data.frames import IMAGE_SUFFIXES
     from fgsl.files import same_file
-    from fgsl.infer import table_names, truth_keys
+    from fgsl.infer import say_unmatched, table_names, truth_keys
 
     from .capture import Capture, CaptureSource, FileSource, parse_source
     from .events import ConsoleSink, CsvSink, DeferredSink, JsonlSink, Sink, SinkError
@@ -61,7 +61,7 @@ class Summary:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime.cam", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m realtime.cam", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--device", type=at_least(0), default=None, help="camera index (default 0 when no --source)")
@@ -223,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{flag} names the rows of --csv; without --csv it would be ignored")
         check_outputs(args, source)
         if args.source:  # the CSV's columns, as fgsl.infer names them (a bad --subjects-from fails now)
-            subject, video = table_names([args.source], truth_keys(args.subjects_from), args.subject)[args.source]
+            truth = truth_keys(args.subjects_from)
+            names = table_names([args.source], truth, args.subject)
+            say_unmatched(names, truth)
+            subject, video = names[args.source]
         else:
             video = f"camera{device}"
             subject = args.subject or video

@@ -305,23 +305,25 @@ def test_table_names_follow_the_data_sets_layouts(tmp_path):
     rawpic folders add the stimulus word, CAS(ME)^3's frames sit in <subject>/<video>/color,
     and its video letters repeat across subjects."""
     from fgsl.cli import UsageError
-    from fgsl.infer import table_names
+    from fgsl.infer import say_unmatched, table_names
 
     truth = [("s15", "15_0401"), ("s15", "15_04012"), ("spNO.1", "a"), ("spNO.2", "a"), ("x", "clip")]
     casme2 = str(tmp_path / "rawpic" / "s15" / "15_0401girlcrashing")
     casme3 = str(tmp_path / "part_A" / "spNO.2" / "a" / "color")
-    with pytest.warns(UserWarning) as said:  # a video the ground truth lacks could never be scored: said
-        names = table_names([casme2, casme3, "/v/clip.mp4", "/v/other.mp4"], truth, subject="S")
+    names = table_names([casme2, casme3, "/v/clip.mp4", "/v/other.mp4"], truth, subject="S")
     assert names == {casme2: ("s15", "15_0401"), casme3: ("spNO.2", "a"), "/v/clip.mp4": ("x", "clip"),
                      "/v/other.mp4": ("S", "other")}
+    with pytest.warns(UserWarning) as said:  # a video the ground truth lacks could never be scored: said
+        say_unmatched(names, truth)
     assert [str(w.message) for w in said] == ["/v/other.mp4: no video 'other' in the ground truth; its rows are "
                                               "named subject 'S', video 'other', which fgsl.evaluate cannot match "
                                               "with it"]
+    alone = table_names(["/v/other.mp4"], [])
+    assert alone["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no ground truth: nothing to say
-        assert table_names(["/v/other.mp4"], [])["/v/other.mp4"] == ("other", "other")  # as realtime.cam --csv
-    with pytest.warns(UserWarning, match="no video 'clip_v2'"):
-        assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip"+"_v2"
+        warnings.simplefilter("error")
+        say_unmatched(alone, [])  # no ground truth: nothing to say
+    assert table_names(["/v/clip_v2.mp4"], truth)["/v/clip_v2.mp4"] == ("clip_v2", "clip_v2")  # not "clip" + "_v2"
     with pytest.raises(UsageError, match=r"video 'a' under 2 subjects \(spNO.1, spNO.2\) and none is in the path"):
         table_names([str(tmp_path / "flat" / "a" / "color")], truth)
 

@@ -30,7 +30,6 @@ accepted where the data set needs only one sheet (CAS(ME)^3, both SAMM sheets). 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 import warnings
@@ -601,7 +600,9 @@ def _samm_emotion(clip: str, emotions: dict[str, tuple[str, str]], micro_path: P
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m fgsl.data.datasets samm LONG.xlsx --out table.csv``: read, summarise, convert."""
-    parser = argparse.ArgumentParser(
+    from fgsl.cli import ArgumentParser  # (here: reading a data set's file needs no torch)
+
+    parser = ArgumentParser(
         prog="python -m fgsl.data.datasets",
         description="Read a data set's annotation file into the project's annotation table.",
     )

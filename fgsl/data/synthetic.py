@@ -57,7 +57,6 @@ CLI: ``python -m fgsl.data.synthetic --videos A.mp4 ... --out DIR [--count N] [-
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import math
@@ -653,12 +652,12 @@ def _build(sources: list[FaceSource], out: Path, recipe: Recipe, bar: tqdm) -> l
 def main(argv: list[str] | None = None) -> int:
     # fgsl.cli imports torch, a second or two before run() below catches Ctrl-C (fgsl.startup).
     with startup_imports(__name__):
-        from fgsl.cli import (HelpFormatter, UsageError, at_least, non_negative_number, positive_number,
+        from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, non_negative_number, positive_number,
                               register_user_error, run)
         from realtime.types import RealtimeError  # (light: no MediaPipe)
 
     register_user_error(RealtimeError)  # --align: MediaPipe cannot start (not installed, no libEGL): one line
-    parser = argparse.ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
+    parser = ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
                                      description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True,
                         help="real face videos, each once and with its own file name (the name, without its suffix, "
