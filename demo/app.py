@@ -34,9 +34,10 @@ from typing import Any
 
 import gradio as gr
 
-from fgsl.cli import (HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
+from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
                       register_user_error, run)
 from realtime.cam import DISCLAIMER
+from realtime.interrupts import terminate_as_interrupt
 from realtime.spotters import add_engine_flags, fgsl_only_flag
 from realtime.types import RealtimeError
 
@@ -168,6 +169,14 @@ class DemoApp:
         return (f'<div class="live-plot-img"><img alt="motion signal per face" src="{data_url(plot, "png")}"></div>',
                 rows)
 
+    def live_stopped(self, request: gr.Request | None = None) -> None:
+        """The page's stream ended (Stop pressed): free its live slot now, not after the idle
+        timeout, so a page waiting for one (``--max-sessions``) starts at once. Record again
+        starts a fresh session; the last frame, plot and table stay on the page until then."""
+        key = _session_key(request)
+        self.registry.release(key, stream_stopped=True)
+        self._panels.pop(key, None)
+
     def live_clear(self, request: gr.Request | None = None) -> tuple[str, Any, Any]:
         self.registry.release(_session_key(request))
         self._panels.pop(_session_key(request), None)
@@ -242,8 +251,8 @@ class DemoApp:
                     f'lie detector</b>: {html.escape(why)}.<br>{spotter_note}<br>'
                     f'Webcam frames are processed in memory and not stored.</div>')
             with gr.Row():
-                spotter = gr.Dropdown(spotters, value="flow", label="Spotter", elem_id="spotter",
-                                      info="fgsl needs --weights" if len(spotters) == 1 else None)
+                spotter = spotter_control(spotters, value="flow", label="Spotter", elem_id="spotter",
+                                          info="fgsl needs --weights" if len(spotters) == 1 else None)
                 sensitivity = gr.Slider(*SENSITIVITY_RANGE, value=1.0, step=0.05, label="Sensitivity",
                                         info=">1 finds weaker movements, <1 fewer false alarms",
                                         elem_id="sensitivity")
@@ -259,9 +268,17 @@ class DemoApp:
                     live_table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
                                               label="Spotted events (newest first)", elem_id="live-events")
                     clear = gr.Button("Clear live session", elem_id="live-clear", size="sm")
-                    cam.stream(self.live_step, [cam, spotter, sensitivity, max_faces], [live_frame],
-                               stream_every=STREAM_EVERY_S, concurrency_limit=self.config.max_sessions,
-                               concurrency_id="live", show_progress="hidden", api_name="live_step")
+                    # No concurrency limit here: a streaming event holds its slot for the whole
+                    # stream, not per frame, so a limit would park the page over --max-sessions in
+                    # Gradio's queue, silently, until another page stopped. Each stream is one call
+                    # at a time; the registry bounds the pipelines (the work) and answers a page
+                    # over the limit with the busy line at once (a frame decode each, no spotting).
+                    stream = cam.stream(self.live_step, [cam, spotter, sensitivity, max_faces], [live_frame],
+                                        stream_every=STREAM_EVERY_S, concurrency_limit=None,
+                                        show_progress="hidden", api_name="live_step")
+                    # Stop ends the stream event (the page closes it): its slot is freed at once.
+                    stream.then(self.live_stopped, None, None, show_progress="hidden", api_name=False,
+                                concurrency_limit=None)
                     timer = gr.Timer(PANEL_EVERY_S)
                     timer.tick(self.live_panels, None, [live_plot, live_table], show_progress="hidden",
                                concurrency_limit=self.config.max_sessions, concurrency_id="panels",
@@ -314,14 +331,46 @@ class DemoApp:
             if share and demo.share_url:
                 print(f"Running on public URL: {demo.share_url}", flush=True)
         if block:
-            demo.block_thread()
+            serve_until_interrupted(demo)
         return demo
 
     def close(self) -> None:
         self.registry.close_all()
         blocks = getattr(self, "_blocks", None)
         if blocks is not None:
-            blocks.close()
+            blocks.close(verbose=False)  # (Gradio's "Closing server running on port" line)
+
+
+def spotter_control(spotters: list[str], **kwargs: Any) -> gr.Dropdown:
+    """The spotter control: offers only the spotters this server runs (the page accepts nothing
+    else), but hands any other name an API caller sends to the handlers, whose one-line reason
+    (``the FGSL spotter needs trained weights: ...``) then reaches it, instead of Gradio's
+    ``Value: fgsl is not in the list of choices`` (and a traceback in the server log).
+
+    The check is loosened on this one control, not by subclassing ``gr.Dropdown``: Gradio writes a
+    ``.pyi`` file beside the module of every Component subclass, at import."""
+    control = gr.Dropdown(spotters, **kwargs)
+    strict = control.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if isinstance(payload, str) and payload not in spotters:
+            return payload
+        return strict(payload)
+
+    control.preprocess = preprocess  # type: ignore[method-assign]
+    return control
+
+
+def serve_until_interrupted(demo: Any) -> None:
+    """Wait while ``demo`` serves; returns on Ctrl-C (and on SIGTERM and SIGHUP, which ``python -m
+    demo`` turns into it), which is how a server's run ends, not a failure. Instead of Gradio's
+    ``block_thread``, which prints "Keyboard interruption in main thread... closing server." to
+    stdout and leaves the live sessions to the process's exit."""
+    try:
+        while demo.is_running:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
 
 
 def check_address(host: str, port: int) -> None:
@@ -364,8 +413,8 @@ def _session_key(request: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+    p = ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0],
+                       formatter_class=HelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 exposes it on the network)")
     p.add_argument("--port", type=at_least(0, 65535), default=DEFAULT_PORT,
                    help="port (0: one the OS has free; the address is printed)")
@@ -398,12 +447,19 @@ def main(argv: list[str] | None = None) -> int:
         check_address(args.host, args.port)
         app = make_app(args)
         print(DISCLAIMER, file=sys.stderr)
-        try:
-            app.launch(args.host, args.port, args.share)
-        except OSError as exc:  # taken in the meantime
-            raise UsageError(f"cannot serve on {args.host}:{args.port}: {first_line(exc)}") from None
-        finally:
-            app.registry.close_all()
+        # SIGTERM and SIGHUP (kill, timeout, docker stop, a closed terminal) end the server as
+        # Ctrl-C does: sessions closed (MediaPipe released), temporary files removed at exit.
+        # Python's default for them stops the process on the spot.
+        with terminate_as_interrupt():
+            try:
+                app.launch(args.host, args.port, args.share)  # until Ctrl-C (serve_until_interrupted)
+            except OSError as exc:  # taken in the meantime
+                raise UsageError(f"cannot serve on {args.host}:{args.port}: {first_line(exc)}") from None
+            finally:
+                app.close()
+        # Ctrl-C is how a server ends, so this is status 0; before it served (loading, starting),
+        # Ctrl-C is an interruption like any command's: `interrupted`, status 130 (fgsl.cli.run).
+        print("server stopped", file=sys.stderr, flush=True)
         return 0
 
     return run(body)

@@ -42,7 +42,7 @@ from fgsl.startup import startup_imports
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
     from engines.machine import machine_info
-    from fgsl.cli import (HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, missing_module, non_negative_number, positive_int, positive_number,
                           register_user_error, run)
     from realtime.bench import percentiles
 
@@ -185,8 +185,8 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="python -m demo.bench", description=__doc__.split("\n\n")[0],
+                            formatter_class=HelpFormatter)
     parser.add_argument("--seconds", type=positive_number, default=20.0, help="measured time (seconds)")
     parser.add_argument("--warmup", type=non_negative_number, default=4.0, help="seconds streamed before measuring")
     parser.add_argument("--sessions", type=positive_int, default=1, help="browser pages streaming at once")

@@ -15,8 +15,9 @@ only keeps one pipeline per browser session and makes sure it goes away:
 * :class:`SessionRegistry` maps Gradio's ``session_hash`` to a session: at most
   ``max_sessions`` at once (the next page gets a clear "busy" message instead of a pipeline),
   released when the page is closed (the app wires ``demo.unload`` to :meth:`release`), when its
-  controls change (a fresh pipeline for the new settings), or after ``idle_s`` seconds without
-  a frame (a background reaper), whichever comes first. Releasing finishes the pipeline, which
+  webcam stops (the end of its stream event), when its controls change (a fresh pipeline for the
+  new settings), or after ``idle_s`` seconds without a frame (a background reaper), whichever
+  comes first. Releasing finishes the pipeline, which
   closes MediaPipe's landmarker.
 """
 
@@ -46,6 +47,10 @@ from realtime.types import Event, Frame
 MAX_FACES = 8
 #: Sensitivity range the controls offer (the spotters accept any positive value).
 SENSITIVITY_RANGE = (0.25, 4.0)
+#: What asking for the FGSL spotter of a demo started without weights says (the page does not
+#: offer it; an API caller, or an old page of a restarted server, can still ask).
+FGSL_NEEDS_WEIGHTS = ("the FGSL spotter needs trained weights: start the demo with python -m demo --weights RUN_DIR "
+                      "(the flow spotter needs none)")
 
 
 class DemoError(ValueError):
@@ -74,15 +79,17 @@ class Settings:
         name = str(spotter or "flow").strip().lower()
         try:
             sens = float(sensitivity if sensitivity is not None else 1.0)
-            faces = int(max_faces if max_faces is not None else 4)
+            faces = float(max_faces if max_faces is not None else 4)
         except (TypeError, ValueError):
             raise DemoError(f"sensitivity must be a number and max faces a whole number, got "
                             f"{sensitivity!r} and {max_faces!r}") from None
         if not is_positive_number(sens):
             raise DemoError(f"sensitivity must be a positive number, got {sensitivity!r}")
-        if not 1 <= faces <= MAX_FACES:
-            raise DemoError(f"max faces must be 1 to {MAX_FACES}, got {max_faces!r}")
-        return cls(name, round(sens, 4), faces)
+        # Refused, not rounded: 2.5 faces has no meaning, and int() would quietly make it 2
+        # (the slider sends whole numbers, 4 or 4.0; only an API caller can send 2.5).
+        if isinstance(max_faces, bool) or not faces.is_integer() or not 1 <= faces <= MAX_FACES:
+            raise DemoError(f"max faces must be a whole number from 1 to {MAX_FACES}, got {max_faces!r}")
+        return cls(name, round(sens, 4), int(faces))
 
 
 class PipelineFactory:
@@ -115,8 +122,7 @@ class PipelineFactory:
             return FlowSpotter(sensitivity=settings.sensitivity)
         if settings.spotter == "fgsl":
             if self.engine is None:
-                raise DemoError("the FGSL spotter needs trained weights: start the demo with "
-                                "`python -m demo --weights RUN_DIR`; the flow spotter needs none")
+                raise DemoError(FGSL_NEEDS_WEIGHTS)
             from realtime.spotters.fgsl import FGSLSpotter
 
             return FGSLSpotter(self.engine, sensitivity=settings.sensitivity, trained=self.trained)
@@ -288,6 +294,14 @@ class LiveSession:
                 self.pipeline.close()
 
 
+def busy_message(limit: int) -> str:
+    """What a page over the ``--max-sessions`` limit shows in place of its video. Its stream keeps
+    going (each frame is answered with this line at once), so it starts by itself when a slot frees."""
+    running = "1 live session already runs" if limit == 1 else f"{limit} live sessions already run"
+    return (f"the server is busy: {running} (the limit, --max-sessions); this page's webcam starts spotting "
+            f"when one ends; the upload tab works meanwhile")
+
+
 class SessionRegistry:
     """``session_hash`` -> :class:`LiveSession`, bounded, with idle expiry (module docstring)."""
 
@@ -305,6 +319,11 @@ class SessionRegistry:
         # new session for it (Gradio never reuses a session id). Bounded: oldest forgotten.
         self._ended: OrderedDict[str, None] = OrderedDict()
         self.max_ended = 10_000
+        # Pages whose stream just stopped (Stop): a frame the page sent just before it, handled
+        # just after the release, must not start a session that then holds the slot until the
+        # idle timeout. For stop_grace_s only: a page pressing Record again gets one after it.
+        self._stopped: dict[str, float] = {}
+        self.stop_grace_s = 1.0
         self._lock = threading.Lock()
         self.released = 0
         self._stop = threading.Event()
@@ -335,6 +354,10 @@ class SessionRegistry:
                 stale = self._expired_locked()
                 if key in self._ended:
                     raise SessionClosed("this page was closed; reload it to start a new live session")
+                now = self.clock()
+                self._stopped = {k: t for k, t in self._stopped.items() if now - t < self.stop_grace_s}
+                if key in self._stopped and key not in self._sessions:
+                    raise SessionClosed("this page's live session was just stopped; a new one starts in a moment")
                 session = self._sessions.get(key)
                 if session is not None and session.settings == settings and not session.closed:
                     return session
@@ -343,8 +366,7 @@ class SessionRegistry:
                 if key in self._starting:
                     raise SessionBusy("this page's live session is still starting; frames resume in a moment")
                 if len(self._sessions) + len(self._starting) >= self.max_sessions:
-                    raise SessionBusy(f"the server is busy: {self.max_sessions} live sessions already run (the "
-                                      f"limit, --max-sessions); try again when one ends, or use the upload tab")
+                    raise SessionBusy(busy_message(self.max_sessions))
                 self._starting.add(key)
         finally:
             self._close(stale)
@@ -364,11 +386,14 @@ class SessionRegistry:
             raise SessionClosed("this page was closed; reload it to start a new live session")
         return session
 
-    def release(self, key: str, page_closed: bool = False) -> bool:
+    def release(self, key: str, page_closed: bool = False, stream_stopped: bool = False) -> bool:
         """Close and forget the session of ``key``; False when there was none. ``page_closed``:
-        the page is gone for good, so frames still on their way must not start a new session."""
+        the page is gone for good, so frames still on their way must not start a new session;
+        ``stream_stopped``: its webcam stopped, so for ``stop_grace_s`` they must not either."""
         with self._lock:
             session = self._sessions.pop(key, None)
+            if stream_stopped and session is not None:
+                self._stopped[key] = self.clock()
             if page_closed:
                 self._ended[key] = None
                 while len(self._ended) > self.max_ended:

@@ -13,13 +13,14 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
+from fgsl.data.frames import cut_short, cut_short_message
 from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
@@ -141,6 +142,7 @@ class UploadResult:
     faces: int
     seconds: float  # processing time
     summary: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def frame_count(path: Path) -> int:
@@ -223,8 +225,9 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     writer = BrowserVideo(out_dir / f"{stem}_annotated.mp4", capture.fps)
     start = time.monotonic()
     ok = False
+    reported = frame_count(path)
     try:
-        spotted = _spot_every_frame(capture, pipeline, writer, frame_count(path), progress)
+        spotted = _spot_every_frame(capture, pipeline, writer, reported, progress)
         ok = True
     except RealtimeError as exc:
         raise DemoError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
@@ -239,6 +242,13 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
         raise DemoError(f"no face found in the {frames} frames of {name}: the spotter needs a visible, roughly "
                         f"frontal face")
     seconds = time.monotonic() - start
+    notes: list[str] = []
+    # The reader's own test (fgsl.data.frames.cut_short, which realtime.cam's warning comes from):
+    # OpenCV ends a damaged stream like a finished one, so a cut-off upload would otherwise look
+    # like a shorter video. (That warning itself goes to the server's log, from the reading thread.)
+    if cut_short(capture.stats.read, reported):
+        notes.append(f"{cut_short_message(name, capture.stats.read, reported)}: the events cover only the frames "
+                     "before it")
     series = {t: (idx / fps, v) for t, (idx, v) in spotted.history.series().items()}
     micro = sum(e.kind == "micro" for e in events)
     plot = signal_plot(series, events, threshold=pipeline.spotter.signal_threshold(),
@@ -251,5 +261,6 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
                f"{pipeline.spotter.name} spotter in {seconds:.1f} s ({frames / max(seconds, 1e-6):.1f} frames/s).")
     if not writer.playable:
         summary += " The annotated video is mp4v (ffmpeg is not installed): download it to play it."
+    summary = "".join(f"**Warning: {note}.**\n\n" for note in notes) + summary
     return UploadResult(video, plot, events, event_rows(events), csv_path, jsonl_path, frames, fps,
-                        len(spotted.tracks), seconds, summary)
+                        len(spotted.tracks), seconds, summary, notes)

@@ -33,8 +33,8 @@ from demo import bench  # noqa: E402
 from demo import browser as B  # noqa: E402
 from demo.app import DemoApp, DemoConfig, build_parser, main  # noqa: E402
 from demo.browser import synthetic_clip  # noqa: E402
-from demo.session import (DemoError, LiveSession, PipelineFactory, SessionBusy, SessionRegistry,  # noqa: E402
-                          Settings)
+from demo.session import (FGSL_NEEDS_WEIGHTS, DemoError, LiveSession, PipelineFactory, SessionBusy,  # noqa: E402
+                          SessionRegistry, Settings)
 from demo.upload import TABLE_HEADERS, analyse_video  # noqa: E402
 from fgsl import cli  # noqa: E402
 from fgsl.data.frames import VideoError  # noqa: E402
@@ -174,16 +174,61 @@ def test_not_a_video_is_a_clear_message_and_the_server_keeps_serving(served, tmp
     with pytest.raises(gradio_client.exceptions.AppError, match="less than minimum value 1"):
         analyse(client, noise, max_faces=0)  # Gradio's own slider check
     summary = analyse(client, SAMPLE)[0]  # after three errors the server still serves
-    assert "72 frames" in summary
+    assert "72 frames" in summary and "Warning" not in summary  # a whole file: no truncation warning
+
+
+def test_a_face_count_that_is_not_whole_is_refused_not_rounded(served, factory, tmp_path):
+    """Gradio's slider lets 2.5 through (its step is not checked); int() used to make it 2."""
+    _, client = served
+    with pytest.raises(gradio_client.exceptions.AppError) as err:
+        analyse(client, SAMPLE, max_faces=2.5)
+    assert str(err.value).endswith("max faces must be a whole number from 1 to 8, got 2.5")
+    for bad in (2.5, "2.5", float("nan"), True, 9, 0):
+        with pytest.raises(DemoError, match=r"max faces must be a whole number from 1 to 8, got "):
+            Settings.from_controls("flow", 1.0, bad)
+    assert Settings.from_controls("flow", 1.0, 3.0).max_faces == 3 == Settings.from_controls("flow", 1, "3").max_faces
+    app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
+    frame = np.full((120, 160, 3), 128, np.uint8)
+    assert "max faces must be a whole number from 1 to 8, got 2.5" in app.live_step(
+        frame, "flow", 1.0, 2.5, SimpleNamespace(session_hash="p"))
+    assert len(app.registry) == 0
+
+
+@needs_ffmpeg
+def test_a_truncated_upload_says_where_decoding_stopped(served, tmp_path):
+    """A cut-off download decodes partly: the summary says so, in the words realtime.cam warns
+    with, instead of presenting it as a shorter video."""
+    _, client = served
+    whole = tmp_path / "whole.mp4"  # the sample with its index first, so that its first half decodes
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE), "-c", "copy", "-movflags", "+faststart",
+                    str(whole)], check=True, capture_output=True)
+    cut = tmp_path / "cut_short.mp4"
+    cut.write_bytes(whole.read_bytes()[:110_000])  # `head -c 110000`: 32 of its 72 frames decode
+    summary = analyse(client, cut)[0]
+    assert summary.startswith("**Warning: cut_short.mp4: decoding stopped at frame 32 of 72 (damaged or truncated "
+                              "file): the events cover only the frames before it.**"), summary
+    assert "in 32 frames" in summary
 
 
 def test_fgsl_without_weights_is_explained(served, factory):
+    """The page offers only the flow spotter; an API caller asking for fgsl gets the reason (the
+    line docs/demo.md shows), not Gradio's "Value: fgsl is not in the list of choices"."""
     app, client = served
-    with pytest.raises(gradio_client.exceptions.AppError, match="fgsl"):  # not among the page's choices
+    with pytest.raises(gradio_client.exceptions.AppError) as err:
         analyse(client, SAMPLE, spotter="fgsl")
+    assert str(err.value).endswith(FGSL_NEEDS_WEIGHTS) and "list of choices" not in str(err.value)
+    assert FGSL_NEEDS_WEIGHTS in (ROOT / "docs" / "demo.md").read_text()
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"unknown spotter 'bogus' \(choose one of flow\)"):
+        analyse(client, SAMPLE, spotter="bogus")
+    assert FGSL_NEEDS_WEIGHTS in app.live_step(np.full((120, 160, 3), 128, np.uint8), "fgsl", 1.0, 4,
+                                               SimpleNamespace(session_hash="w"))
     with pytest.raises(DemoError, match="needs trained weights.*--weights"):
         factory.pipeline(Settings("fgsl"))
-    page = json.dumps(app._blocks.config)  # noqa: SLF001 (what the page renders)
+    config = app._blocks.config  # noqa: SLF001 (what the page renders)
+    control = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "spotter")
+    assert control["type"] == "dropdown" and [list(c) for c in control["props"]["choices"]] == [["flow", "flow"]]
+    assert not control["props"]["allow_custom_value"]  # the page itself offers (and takes) only flow
+    page = json.dumps(config)
     assert "not a lie detector" in page and DISCLAIMER.split(": ", 1)[1] in page
     assert "FGSL spotter needs trained weights" in page
 
@@ -282,15 +327,37 @@ def test_live_handler_returns_annotated_frame_and_release_frees_the_session(fact
     assert "1 face(s)" in out and "frames/s reach the server" in out
     assert "waiting for the webcam" in app.live_step(None, "flow", 1.0, 4, page_a)
     busy = app.live_step(frame, "flow", 1.0, 4, page_b)  # one slot, taken by page a
-    assert "the server is busy: 1 live sessions" in busy
-    assert "max faces must be 1 to 8" in app.live_step(frame, "flow", 1.0, 99, page_a)
+    assert "the server is busy: 1 live session already runs (the limit, --max-sessions)" in busy
+    assert "max faces must be a whole number from 1 to 8" in app.live_step(frame, "flow", 1.0, 99, page_a)
+    session = app.registry.peek("a")
+    app.live_stopped(page_a)  # what the end of page a's stream (Stop) calls
+    assert len(app.registry) == 0 and session.closed and app.registry.released == 1
+    # A frame page a sent just before Stop, handled just after it, starts no session (it would
+    # hold the slot until the idle timeout).
+    assert "just stopped" in app.live_step(frame, "flow", 1.0, 4, page_a) and len(app.registry) == 0
+    assert 'data-frame="0"' in app.live_step(frame, "flow", 1.0, 4, page_b)  # the slot is free at once
+    app.registry.stop_grace_s = 0.0  # (later: Record again on page a)
+    assert "busy" in app.live_step(frame, "flow", 1.0, 4, page_a)  # a new session, if a slot is free
+    app.live_stopped(page_b)
+    assert 'data-frame="0"' in app.live_step(frame, "flow", 1.0, 4, page_a)  # (a fresh one: frame 0)
     session = app.registry.peek("a")
     app.release(page_a)  # what demo.unload calls when the tab closes
-    assert len(app.registry) == 0 and session.closed and app.registry.released == 1
+    assert len(app.registry) == 0 and session.closed and app.registry.released == 3
     # A frame of the closed page still in flight must not start a new session for it.
     assert "this page was closed" in app.live_step(frame, "flow", 1.0, 4, page_a) and len(app.registry) == 0
     assert 'data-frame="0"' in app.live_step(frame, "flow", 1.0, 4, page_b)  # the slot is free again
     app.registry.close_all()
+
+
+def test_the_live_stream_is_not_queued_behind_other_pages_and_stop_frees_its_slot(factory, tmp_path):
+    """A Gradio stream holds its concurrency slot until it stops, so a limit on the stream event
+    parked the page over --max-sessions silently in the queue: the registry alone limits."""
+    app = DemoApp(factory, DemoConfig(max_sessions=1, work_dir=tmp_path))
+    blocks = app.blocks()
+    live = next(d for d in blocks.config["dependencies"] if d["api_name"] == "live_step")
+    assert blocks.fns[live["id"]].concurrency_limit is None
+    after = [blocks.fns[d["id"]].fn for d in blocks.config["dependencies"] if d.get("trigger_after") == live["id"]]
+    assert after == [app.live_stopped]  # Stop ends the stream: the slot is freed
 
 
 def test_registry_limits_recreates_on_new_controls_and_reaps_idle_sessions(factory):
@@ -305,7 +372,7 @@ def test_registry_limits_recreates_on_new_controls_and_reaps_idle_sessions(facto
     a = registry.get("a", Settings())
     assert registry.get("a", Settings()) is a
     registry.get("b", Settings())
-    with pytest.raises(SessionBusy, match="busy: 2 live sessions"):
+    with pytest.raises(SessionBusy, match="busy: 2 live sessions already run"):
         registry.get("c", Settings())
     a2 = registry.get("a", Settings(sensitivity=2.0))  # new controls: a fresh pipeline
     assert a2 is not a and a.closed and a2.pipeline.spotter.sensitivity == 2.0
@@ -353,7 +420,7 @@ def test_a_port_out_of_range_names_the_port_not_the_host(port, why, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--port", port])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"python -m demo: error: argument --port: {why}"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: argument --port: {why}"
 
 
 def _ephemeral_ports() -> tuple[int, int]:
@@ -366,9 +433,14 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0():
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_and_ctrl_c_ends_it(stop):
     """``--port 0`` is a port the OS assigns (not Gradio's first free one from 7860), and the
-    address printed is the one that serves."""
+    address printed is the one that serves. Ctrl-C (SIGINT; SIGTERM alike) is how a server ends:
+    one line of ours, status 0, not Gradio's "Keyboard interruption in main thread" (nor, for
+    SIGTERM, Python's death on the spot with status -15)."""
+    import signal
+
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", "0"], cwd=ROOT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -388,18 +460,20 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0()
         assert low <= port <= high, f"port {port} is not one the OS assigns ({low}-{high})"
         page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
         assert "<html" in page.lower()
-        seen = []
-        while not lines.empty():
-            seen.append(lines.get())
-        assert not any("launch()" in line for line in seen), seen  # Gradio's advice to Python callers
+        proc.send_signal(getattr(signal, stop))
+        _, err = proc.communicate(timeout=30)
     finally:
-        proc.terminate()
-        try:
-            _, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            _, err = proc.communicate()
-    assert DISCLAIMER in err
+            proc.communicate()
+    seen = []
+    while not lines.empty():
+        seen.append(lines.get())
+    assert not any("launch()" in line for line in seen), seen  # Gradio's advice to Python callers
+    assert not any("Keyboard interruption" in line or "Closing server" in line for line in seen), seen
+    assert proc.returncode == 0, err[-2000:]
+    assert DISCLAIMER in err and err.strip().splitlines()[-1] == "server stopped", err[-2000:]
+    assert "Traceback" not in err and "interrupted" not in err
 
 
 

@@ -161,6 +161,39 @@ def test_live_tab_spots_events_serves_two_browsers_and_releases_closed_tabs(serv
     wait_until(lambda: len(app.registry) == 0, 30, "the last session to be released")
 
 
+def test_a_page_over_max_sessions_is_told_at_once_and_starts_when_stop_frees_the_slot(chromium, tmp_path):
+    """The stream event used to carry a concurrency limit of --max-sessions: a Gradio stream holds
+    its slot until it stops, so the page over the limit waited silently in the queue ("queue:
+    1/1") instead of seeing the busy line; and a stopped page kept its slot for the idle timeout."""
+    app = DemoApp(PipelineFactory(), DemoConfig(max_sessions=1, idle_s=120, work_dir=tmp_path))
+    demo = app.launch(port=free_port(), block=False, quiet=True)
+    try:
+        first = open_page(chromium, demo.local_url)
+        B.start_webcam(first)
+        first.wait_for_function("() => (window.__demoShown || []).length >= 5", timeout=60_000)
+        second = open_page(chromium, demo.local_url)
+        B.start_webcam(second)
+        second.locator("#live-frame").get_by_text("the server is busy: 1 live session already runs").wait_for(
+            timeout=15_000)
+        assert len(app.registry) == 1 and B.shown_frames(second) == []
+        before = len(B.shown_frames(first))
+        wait_until(lambda: len(B.shown_frames(first)) >= before + 5, 30, "the first page to keep streaming")
+        # Stop on the first page frees its slot now, not after 120 s idle: the second page, still
+        # streaming, starts spotting by itself.
+        stopped = time.monotonic()
+        B.stop_webcam(first)
+        second.wait_for_function("() => (window.__demoShown || []).length >= 5", timeout=30_000)
+        assert time.monotonic() - stopped < 30 and len(app.registry) == 1 and app.registry.released >= 1
+        # Record again on the first page: now it is the one over the limit.
+        first.locator("#webcam button.capture-button").click(timeout=10_000)
+        first.locator("#live-frame").get_by_text("the server is busy: 1 live session already runs").wait_for(
+            timeout=15_000)
+        first.context.close()
+        second.context.close()
+    finally:
+        app.close()
+
+
 def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium, clips):
     _, url = server
     page = open_page(chromium, url)

@@ -120,8 +120,7 @@ class FrameSource:
         finally:
             cap.release()
         if cut_short(read, reported):  # (not reached when the reader stops early itself)
-            warnings.warn(f"{self.path}: decoding stopped at frame {read} of {reported} (damaged or truncated file)",
-                          stacklevel=2)
+            warnings.warn(cut_short_message(self.path, read, reported), stacklevel=2)
 
 
 #: How far decoding may fall short of a video's reported frame count before a warning: more
@@ -141,6 +140,12 @@ def cut_short(read: int, reported: int) -> bool:
     Why: OpenCV ends a damaged stream like a finished one, so a truncated file would be read
     silently as a shorter video (its events past the cut missing from training or inference)."""
     return reported > 0 and reported - read > max(SHORT_FRAMES, SHORT_FRACTION * reported)
+
+
+def cut_short_message(name: str | Path, read: int, reported: int) -> str:
+    """What is said of a file :func:`cut_short` judges damaged: one wording for the readers'
+    warning and the demo's upload summary."""
+    return f"{name}: decoding stopped at frame {read} of {reported} (damaged or truncated file)"
 
 
 def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
