@@ -338,7 +338,7 @@ def config_from_args(preset: str | None, weights: str | None) -> FGSLConfig:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m calib.collect", description=__doc__.split("\n\n")[0].split(": ", 1)[-1],
-                                formatter_class=HelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--videos", nargs="+", required=True,
                    help="video files or folders of numbered frames (a folder needs --fps)")
     add_source_fps_flag(p)

@@ -309,8 +309,8 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m calib.quantize",
-                                description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.",
-                                formatter_class=HelpFormatter)
+                       description="INT8/FP8 Q/DQ (ModelOpt PTQ) or FP16 (ModelOpt AutoCast) ONNX for TensorRT.",
+                       formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="FP32 ONNX export (model or encode_chunk graph)")
     p.add_argument("--data", help="calibration windows from python -m calib.collect (.npz)")
     p.add_argument("--mode", choices=MODES, default="int8",

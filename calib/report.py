@@ -269,8 +269,8 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m calib.report",
-                                description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.",
-                                formatter_class=HelpFormatter)
+                       description="Compare a quantised FGSL ONNX with FP32 (ONNX Runtime) on calibration windows.",
+                       formatter_class=HelpFormatter)
     p.add_argument("--fp32", required=True, help="the FP32 ONNX model, or the engine folder holding it (model.onnx)")
     p.add_argument("--quantized", required=True, help="the quantised ONNX model (calib.quantize)")
     p.add_argument("--data", required=True, help="calibration windows (calib.collect .npz)")

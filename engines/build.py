@@ -251,7 +251,7 @@ def build_into(staging: Path, out: Path, source: Any, args: argparse.Namespace) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m engines.build", description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json)")
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help=f"with --allow-untrained and no --weights (default: {DEFAULT_PRESET})")

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, non_negative_number, run
 
     parser = ArgumentParser(prog="python -m engines.cache", formatter_class=HelpFormatter,
-                                     description="Show the engine cache (what it holds, how big), or prune it. "
+                            description="Show the engine cache (what it holds, how big), or prune it. "
                                                  "Entries are never removed on their own: every weights file opened "
                                                  "with onnxruntime or tensorrt adds its graphs.")
     parser.add_argument("--dir", help="cache folder (default: $FGSL_ENGINE_CACHE, else $XDG_CACHE_HOME/fgsl/engines, "

@@ -486,7 +486,7 @@ def _batches(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m engines.selftest", description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS),
                         help="network to check and time, with random weights (tiny: seconds; realtime: minutes on a "
                              "CPU; default realtime)")

@@ -754,8 +754,8 @@ def main(argv: list[str] | None = None) -> int:
 
     register_user_error(EngineError)
     p = ArgumentParser(prog="python -m engines.trt",
-                                description="Build TensorRT engines from FGSL ONNX graphs (strongly typed).",
-                                formatter_class=HelpFormatter)
+                       description="Build TensorRT engines from FGSL ONNX graphs (strongly typed).",
+                       formatter_class=HelpFormatter)
     p.add_argument("--onnx", required=True, help="an ONNX file, or a folder with model/encode_chunk/decode_window.onnx")
     p.add_argument("--out", required=True, help="engine file (for one ONNX) or folder (for a folder)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),

@@ -265,7 +265,7 @@ WEIGHTS_TAG = {True: "", False: " [UNTRAINED WEIGHTS: intervals are meaningless]
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json) or engine folder "
                                           "(python -m engines.build)")
     parser.add_argument("--preset", choices=sorted(PRESETS),

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from .cli import ArgumentParser, HelpFormatter, run
 
     parser = ArgumentParser(prog="python -m fgsl.model", description="Summarise an FGSL preset.",
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model preset")
     parser.add_argument("--window", type=int, help="window length in frames (multiple of 16)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

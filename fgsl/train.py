@@ -877,7 +877,7 @@ def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).",
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model size (fgsl.config)")
     parser.add_argument("--data", default="synthetic", help="synthetic[=DIR or VIDEO] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
     parser.add_argument("--video-root", help="folder holding the data set's videos (annotated data)")

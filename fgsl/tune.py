@@ -129,7 +129,7 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
-                                     formatter_class=HelpFormatter)
+                            formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
     parser.add_argument("--videos", nargs="+", required=True,
                         help="validation videos or frame folders (not the test set), named as in --gt")

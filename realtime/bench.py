@@ -102,7 +102,7 @@ def recipe_flag(args: argparse.Namespace) -> str | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m realtime.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--video", default=None,
                    help=f"video file (default: the bundled {SAMPLE_VIDEO.name})")
     # At most a 4x4 grid: MediaPipe finds no face in the bundled sample's tiles from 3x3 on, and

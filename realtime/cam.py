@@ -62,7 +62,7 @@ class Summary:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m realtime.cam", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
+                       formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--device", type=at_least(0), default=None, help="camera index (default 0 when no --source)")
     src.add_argument("--source", help="video file, folder of numbered frames (with --fps), stream URL, or camera device "

@@ -658,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register_user_error(RealtimeError)  # --align: MediaPipe cannot start (not installed, no libEGL): one line
     parser = ArgumentParser(prog="python -m fgsl.data.synthetic", formatter_class=HelpFormatter,
-                                     description="Inject synthetic micro-expressions into real face videos.")
+                            description="Inject synthetic micro-expressions into real face videos.")
     parser.add_argument("--videos", nargs="+", required=True,
                         help="real face videos, each once and with its own file name (the name, without its suffix, "
                              "names the subject and its videos)")
