@@ -157,6 +157,9 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
         return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val, sheet)
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
+    if args.video_root:  # (it was ignored without a word)
+        raise UsageError("--video-root is where annotated data's videos are; synthetic data is made from the --data "
+                         "videos themselves: drop it")
     if args.val not in ("auto", "none"):
         raise UsageError("--val for synthetic data is auto (a validation set from frames between the training and test parts) or none")
     source = Path(value) if value else data_spec.default_face_videos()

@@ -378,6 +378,8 @@ def test_train_cli_errors_are_one_line(tmp_path):
          "that is a set fgsl.data.synthetic made, not a folder of source face videos"),
         (["--out", str(tmp_path / "h"), "--backbone", str(tmp_path / "made" / "synthetic.json")], "synthetic.json"),
         (["--out", str(tmp_path / "i"), "--data", f"synthetic={tmp_path / 'fake.mp4'}"], "fake.mp4"),
+        (["--out", str(tmp_path / "j"), "--video-root", str(tmp_path)],  # was ignored without a word
+         "--video-root is where annotated data's videos are; synthetic data is made from the --data videos"),
     ]:
         run = _train("--preset", "tiny", *args)
         assert run.returncode == 2, run.stderr
