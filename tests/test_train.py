@@ -556,7 +556,7 @@ def test_synthetic_data_can_come_from_one_video_file(tmp_path):
     """``--data synthetic=<one face video>`` (docs/training.md) as well as a folder of them."""
     video = shared_video("pyfeat_single_face.mp4")
     args = argparse.Namespace(data=f"synthetic={video}", align_faces=False, split=None, val="none", synthetic_count=1, resume=False,
-                              synthetic_frames=32, amplitude=12.0, seed=0, quiet=True)
+                              synthetic_frames=32, amplitude=12.0, seed=0, quiet=True, micro_sheet=None, video_root=None)
     env = argparse.Namespace(main=True, barrier=lambda: None)
     data = prepare_data(preset("tiny"), args, tmp_path, env)
     assert [item.name for item in data.train] == ["pyfeat_single_face_train000"]
