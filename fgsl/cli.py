@@ -70,6 +70,22 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
+def first_flag_given(args: argparse.Namespace,
+                     *adders: Callable[[argparse.ArgumentParser], None]) -> str | None:
+    """The first flag the ``adders`` define (functions adding flags to a parser) that ``args``
+    sets to a value other than its default, as ``--flag``, or None. For flags that only some
+    mode reads (the FGSL spotter's, ``--synthetic``'s recipe): given in another mode, they
+    would be ignored without a word. The defaults are read from a parser the flags are added
+    to, so they are written once, where the flags are defined."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for add in adders:
+        add(probe)
+    for dest, default in vars(probe.parse_args([])).items():
+        if getattr(args, dest, default) != default:
+            return "--" + dest.replace("_", "-")
+    return None
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends "(default: X)" to a flag's help unless the help already says its default, or
     there is none to say (``None``, ``False``): else ``--help`` reads "(default 0 when no

@@ -59,7 +59,7 @@ with startup_imports(__name__):
     import numpy as np
 
     from engines.machine import machine_info
-    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, at_least, positive_int, positive_number, register_user_error, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_flag_given, at_least, positive_int, positive_number, register_user_error, run
     from fgsl.data.frames import open_source
 
     from .capture import Capture, parse_source
@@ -88,16 +88,9 @@ def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 
 def recipe_flag(args: argparse.Namespace) -> str | None:
-    """The first recipe flag (:func:`add_recipe_flags`) ``args`` sets to a value of its own, as
-    ``--flag``, or None: without ``--synthetic`` it would be ignored without a word (as the
-    FGSL-only flags would be with the flow spotter, ``realtime.spotters.fgsl_only_flag``).
-    Defaults are read from a parser the flags are added to, so they are written once."""
-    probe = argparse.ArgumentParser(add_help=False)
-    add_recipe_flags(probe)
-    for dest, default in vars(probe.parse_args([])).items():
-        if getattr(args, dest, default) != default:
-            return "--" + dest.replace("_", "-")
-    return None
+    """The first recipe flag (:func:`add_recipe_flags`) ``args`` sets, or None
+    (:func:`fgsl.cli.first_flag_given`): without ``--synthetic`` it would be ignored without a word."""
+    return first_flag_given(args, add_recipe_flags)
 
 
 def build_parser() -> argparse.ArgumentParser:

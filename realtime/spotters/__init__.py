@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engines.base import add_engine_device_flag
-from fgsl.cli import UsageError, number_between
+from fgsl.cli import UsageError, first_flag_given, number_between
 
 from .base import Spotter
 
@@ -19,17 +19,10 @@ MIN_SENSITIVITY, MAX_SENSITIVITY = 1e-3, 1e3
 
 def fgsl_only_flag(args: argparse.Namespace) -> str | None:
     """The first flag only the FGSL spotter reads (:func:`add_engine_flags`,
-    :func:`add_cache_flag`) that ``args`` sets to a value of its own, as ``--flag``, or None.
-    Given while the flow spotter runs, they would be ignored without a word (``--backend bogus``
-    ran the flow spotter, exit 0). Their defaults are read from a parser they are added to, so
-    they are written once, where the flags are defined."""
-    probe = argparse.ArgumentParser(add_help=False)
-    add_engine_flags(probe)
-    add_cache_flag(probe)
-    for dest, default in vars(probe.parse_args([])).items():
-        if getattr(args, dest, default) != default:
-            return "--" + dest.replace("_", "-")
-    return None
+    :func:`add_cache_flag`) that ``args`` sets, or None (:func:`fgsl.cli.first_flag_given`):
+    given while the flow spotter runs, they would be ignored without a word (``--backend bogus``
+    ran the flow spotter, exit 0)."""
+    return first_flag_given(args, add_engine_flags, add_cache_flag)
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
