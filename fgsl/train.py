@@ -108,6 +108,12 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available()
+        if cuda and self.local >= torch.cuda.device_count():
+            # set_device would fail with CUDA's "invalid device ordinal" in a traceback per rank.
+            gpus = torch.cuda.device_count()
+            raise UsageError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', self.local + 1)} processes on this "
+                             f"machine and it has {gpus} visible CUDA device(s): one process per GPU (--nproc-per-node "
+                             f"{gpus}), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
         self.device = torch.device(f"cuda:{self.local}" if cuda else "cpu")
         if cuda:
             torch.cuda.set_device(self.device)

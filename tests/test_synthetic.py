@@ -508,3 +508,18 @@ def test_a_part_played_far_more_often_than_once_is_a_warning(tmp_path):
     assert [line.strip() for line in _messages(run.stderr) if "warning" in line] == [
         f"warning: {video}: its test part is 18 frames, played 167 times over in each 3000-frame video (more than "
         f"{MAX_REPEATS} times: the same few real movements again and again); use a longer source video or fewer frames"]
+
+
+def test_an_opencv_without_haar_cascades_is_one_line_naming_the_opencv_to_install(tmp_path, monkeypatch, capsys):
+    """opencv-python(-headless) 5 has no CascadeClassifier (it moved to contrib; a GPU
+    machine's image had that OpenCV): the face finder said AttributeError in a traceback."""
+    from fgsl.data.synthetic import main
+
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    out = tmp_path / "set"
+    assert main(["--videos", str(shared_video("pyfeat_single_face.mp4")), "--out", str(out), "--count", "1"]) == 2
+    assert _messages(capsys.readouterr().err) == [
+        f"error: this OpenCV ({cv2.__version__}) has no CascadeClassifier, which finds the faces of synthetic sets: "
+        "install opencv-contrib-python, the OpenCV this package depends on (pip uninstall opencv-python "
+        "opencv-python-headless; pip install opencv-contrib-python)"]
+    assert not out.exists()

@@ -831,3 +831,21 @@ def test_ddp_ranks_stop_for_max_minutes_together_on_rank_0s_clock(tmp_path, face
     assert done.returncode == 0, done.stderr
     records = [r for r in _records(out) if not r.get("final")]
     assert [r["epoch"] for r in records] == [0, 1] and not any("stopped_after_batch" in r for r in records)
+
+
+def test_more_torchrun_processes_than_gpus_is_one_line_per_rank_not_cudas_traceback(tmp_path, face_dir, monkeypatch,
+                                                                                    capsys):
+    """``torchrun --nproc-per-node 2`` on a one-GPU machine: rank 1 asked for ``cuda:1``
+    (CUDA's "invalid device ordinal" traceback). A GPU cannot exist here, so torch is told
+    there is one; the check comes before anything touches CUDA or the process group."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail(f"set_device({device}) was called"))
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    assert main([*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: torchrun started 2 processes on this machine and it has 1 visible CUDA device(s): one process per GPU "
+        "(--nproc-per-node 1), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
+    assert not out.exists()

@@ -221,7 +221,15 @@ class FaceSource:
 
 # ---------------------------------------------------------------------------- faces
 def find_faces(path: Path, probes: int = 5) -> list[tuple[int, int, int]]:
-    """Square crop boxes of the faces in ``path`` (median over a few frames, left to right)."""
+    """Square crop boxes of the faces in ``path`` (median over a few frames, left to right).
+
+    OpenCV 5 moved the Haar cascades out of the main build: opencv-python(-headless) 5 has no
+    ``CascadeClassifier`` (seen on a GPU machine's image), opencv-contrib-python, which this
+    package depends on, has it. Without it a new user got an AttributeError traceback."""
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise _usage_error(f"this OpenCV ({cv2.__version__}) has no CascadeClassifier, which finds the faces of "
+                           "synthetic sets: install opencv-contrib-python, the OpenCV this package depends on "
+                           "(pip uninstall opencv-python opencv-python-headless; pip install opencv-contrib-python)")
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADE)
     cap = cv2.VideoCapture(str(path))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
