@@ -45,8 +45,8 @@ from fgsl.startup import startup_imports
 with startup_imports(__name__):
     import numpy as np
 
-    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output, explain,
-                          positive_int, run)
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, at_least, check_output,
+                          check_output_suffix, explain, positive_int, run)
     from fgsl.config import DEFAULT_PRESET, FGSLConfig
     from fgsl.config import preset as preset_config
     from fgsl.data.video import normalise
@@ -88,16 +88,6 @@ class CalibrationSet:
         from engines.base import split_chunks
 
         return split_chunks(self.clips(count))[0]
-
-
-def check_out_suffix(flag: str, path: str | Path, suffix: str, what: str) -> None:
-    """Refuse an output named with another suffix than its format's, before any work (one line:
-    ``--out PATH: WHAT; name it *SUFFIX``). ``calib.quantize`` needs it because onnx picks the
-    format from the name; ``calib.collect`` because a ``.npz`` archive under ``c.json`` is
-    found by nothing that looks for calibration files and opened as JSON by anything else.
-    The comparison ignores case (``C.NPZ`` is fine)."""
-    if Path(path).suffix.lower() != suffix:
-        raise UsageError(f"{flag} {path}: {what}; name it *{suffix}")
 
 
 def save(data: CalibrationSet, path: str | Path) -> Path:
@@ -374,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         check_output("--out", args.out, [("--videos", v) for v in args.videos] + [("--face-model", args.face_model)]
                      + [("--weights", path) for path in folder_files(args.weights)])
         if not is_special_file(args.out):  # a device or pipe (--out /dev/stdout) has no name to check
-            check_out_suffix("--out", args.out, ".npz", "the calibration file is an .npz archive")
+            check_output_suffix("--out", args.out, ".npz", "the calibration file is an .npz archive")
         cfg = config_from_args(args.preset, args.weights)
         data = collect(args.videos, cfg, args.count, stride=args.stride, max_faces=args.max_faces, seed=args.seed,
                        max_frames=args.max_frames, face_model=args.face_model, progress=not args.quiet,

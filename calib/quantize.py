@@ -51,11 +51,11 @@ with startup_imports(__name__):
 
     from engines.base import read_onnx
     from engines.extras import CALIB_HINT, ONNX_HINT, require
-    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, check_output, positive_int, run
+    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, check_output, check_output_suffix, positive_int, run
     from fgsl.files import atomic_output
 
     from . import CalibError
-    from .collect import CalibrationSet, check_out_suffix, load
+    from .collect import CalibrationSet, load
 
 MODES = ("int8", "fp8", "fp16")
 METHODS = ("entropy", "max")
@@ -268,7 +268,7 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
     if tool == "onnxruntime" and mode != "int8":
         raise UsageError("--tool onnxruntime makes int8 only; fp8 and fp16 need ModelOpt")
     # onnx and the quantisers pick the format from the suffix (.json: JSON text)
-    check_out_suffix("--out", out, ".onnx", "the quantised model is an ONNX file")
+    check_output_suffix("--out", out, ".onnx", "the quantised model is an ONNX file")
     require_onnx("calib.quantize")
     if not onnx_path.is_file():
         raise CalibError(f"{onnx_path}: no such ONNX file")

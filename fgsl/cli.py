@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,36 @@ def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | 
         if other is not None and same_file(path, other):
             raise UsageError(f"{flag} {path} would overwrite {other_flag} {other}; write it elsewhere")
 
+
+
+
+def refuse_given_twice(noun: str, paths: Sequence[str | Path], why: str) -> None:
+    """Refuse one file given twice among ``paths`` (under one name or two: a link, another
+    spelling) before any work, in one line: ``NOUN PATH is given twice: WHY`` or ``NOUNs A and
+    B are one file: WHY``. For commands whose outputs are named after each input
+    (``fgsl.infer``'s CSV rows, ``fgsl.data.synthetic``'s subjects), where a file twice would
+    count its intervals twice or make one face two subjects."""
+    from .files import file_identity
+
+    first: dict[tuple[object, ...], int] = {}
+    for index, path in enumerate(paths):
+        at = first.setdefault(file_identity(path), index)
+        if at == index:
+            continue
+        earlier = paths[at]
+        what = (f"{noun} {path} is given twice" if str(earlier) == str(path) else
+                f"{noun}s {earlier} and {path} are one file")
+        raise UsageError(f"{what}: {why}")
+
+
+def check_output_suffix(flag: str, path: str | Path, suffix: str, what: str) -> None:
+    """Refuse an output named with another suffix than its format's, before any work (one line:
+    ``FLAG PATH: WHAT; name it *SUFFIX``). ``calib.quantize`` needs it because onnx picks the
+    format from the name; ``calib.collect`` because a ``.npz`` archive under ``c.json`` is
+    found by nothing that looks for calibration files and opened as JSON by anything else.
+    The comparison ignores case (``C.NPZ`` is fine)."""
+    if Path(path).suffix.lower() != suffix:
+        raise UsageError(f"{flag} {path}: {what}; name it *{suffix}")
 
 def refuse_preset_with_weights(weights: object, preset: object) -> None:
     """``--preset`` picks the network only for ``--allow-untrained`` without weights; with

@@ -175,10 +175,19 @@ def unwritable_reason(path: str | Path) -> str | None:
     return None
 
 
+def file_identity(path: str | Path) -> tuple[object, ...]:
+    """What names one file whatever the path: its device and inode where it exists (links and,
+    where the file system ignores it, case included), else its resolved path. A key for
+    finding the same file among many paths at once (:func:`fgsl.cli.refuse_given_twice`)."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError:
+        return ("path", str(path.resolve()))
+    return ("inode", info.st_dev, info.st_ino)
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
-    """Whether two paths name one file (links and, where the file system ignores it, case
-    included): an output that is one of the command's inputs would destroy it."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+    """Whether two paths name one file (:func:`file_identity`): an output that is one of the
+    command's inputs would destroy it."""
+    return file_identity(a) == file_identity(b)

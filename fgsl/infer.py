@@ -33,13 +33,13 @@ with startup_imports(__name__):
     from engines.base import add_engine_device_flag
 
     from .cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
-                      refuse_preset_with_weights, run, score_threshold, subject_name)
+                      refuse_given_twice, refuse_preset_with_weights, run, score_threshold, subject_name)
     from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
     from .data.frames import open_source
     from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
     from .decode import Interval, decode
     from .evaluate import MEGC_COLUMNS, read_intervals
-    from .files import atomic_write, same_file
+    from .files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -217,14 +217,14 @@ def say_unmatched(names: dict[str, tuple[str, str]], truth: list[tuple[str, str]
 
 def refuse_rows_alike(paths: list[str], names: dict[str, tuple[str, str]]) -> None:
     """Refuse two inputs whose CSV rows would be alike (the same ``subject,video``): their
-    intervals could not be told apart; the same file twice would list each interval twice."""
+    intervals could not be told apart. One file given twice (also under two names) would list
+    each interval twice."""
+    refuse_given_twice("video", paths, "its intervals would be listed twice in the CSV; give it once")
     first: dict[tuple[str, str], str] = {}
     for path in paths:
         key = names[path]
         if key in first:
             other = first[key]
-            if same_file(other, path):
-                raise UsageError(f"--videos lists {path} twice")
             raise UsageError(f"--videos {other} and {path} would both be subject {key[0]!r}, video {key[1]!r} in the "
                              "CSV, so their intervals could not be told apart: rename one, or name subjects with "
                              "--subjects-from")

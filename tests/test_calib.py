@@ -31,6 +31,7 @@ from calib import collect as collect_mod
 from calib import quantize as quantize_mod
 from calib import report as report_mod
 from calib.collect import collect, collect_windows, load, save
+from fgsl.cli import check_output_suffix
 from fgsl.config import preset
 from fgsl.model import build
 from realtime.spotters.fgsl import window_clips
@@ -688,7 +689,7 @@ def test_collect_refuses_an_out_that_is_not_npz_before_any_work(tmp_path: Path, 
         assert capsys.readouterr().err.strip().splitlines() == [
             f"error: --out {out}: the calibration file is an .npz archive; name it *.npz"]
     assert list(tmp_path.iterdir()) == []
-    collect_mod.check_out_suffix("--out", tmp_path / "C.NPZ", ".npz", "x")  # case does not matter
+    check_output_suffix("--out", tmp_path / "C.NPZ", ".npz", "x")  # case does not matter
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")

@@ -128,3 +128,23 @@ def test_a_pending_output_left_undecided_leaves_no_hidden_file(tmp_path: Path) -
     del pending
     gc.collect()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_file_identity_finds_one_file_under_any_name_and_tells_files_apart(tmp_path):
+    """Links (soft and hard) and ``..`` spellings name one file; a copy is another file; paths
+    that do not exist are one file when they resolve alike (an output not written yet)."""
+    from fgsl.files import file_identity, same_file
+
+    original = tmp_path / "a.bin"
+    original.write_bytes(b"x")
+    (tmp_path / "soft").symlink_to(original)
+    os.link(original, tmp_path / "hard")
+    (tmp_path / "sub").mkdir()
+    copy = tmp_path / "copy.bin"
+    copy.write_bytes(b"x")
+    for other in (tmp_path / "soft", tmp_path / "hard", tmp_path / "sub" / ".." / "a.bin"):
+        assert same_file(original, other) and file_identity(original) == file_identity(other), other
+    assert not same_file(original, copy)
+    assert same_file(tmp_path / "new.csv", tmp_path / "sub" / ".." / "new.csv")
+    assert not same_file(tmp_path / "new.csv", tmp_path / "other.csv")
+    assert not same_file(tmp_path / "new.bin", original)

@@ -351,7 +351,12 @@ def test_infer_checks_every_input_before_the_long_part(untrained_engine_dir, tmp
     assert "zero.mp4: OpenCV cannot open" in refused("--videos", str(SAMPLE_VIDEO), str(unreadable),
                                                       "--out", str(tmp_path / "p.csv"))
     assert refused("--videos", str(SAMPLE_VIDEO), str(SAMPLE_VIDEO), "--out", str(tmp_path / "p.csv")) == (
-        f"error: --videos lists {SAMPLE_VIDEO} twice")
+        f"error: video {SAMPLE_VIDEO} is given twice: its intervals would be listed twice in the CSV; give it once")
+    link = tmp_path / "other_name.mp4"  # one file under two names: two rows of one video's intervals
+    link.symlink_to(SAMPLE_VIDEO)
+    assert refused("--videos", str(SAMPLE_VIDEO), str(link), "--out", str(tmp_path / "p.csv")) == (
+        f"error: videos {SAMPLE_VIDEO} and {link} are one file: its intervals would be listed twice in the CSV; "
+        "give it once")
     for folder in ("a", "b"):
         os.makedirs(tmp_path / folder)
         (tmp_path / folder / "x.mp4").write_bytes(SAMPLE_VIDEO.read_bytes())

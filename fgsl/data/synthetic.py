@@ -76,7 +76,7 @@ with startup_imports(__name__):
     from tqdm import tqdm
 
     from fgsl.config import ConfigError, is_positive_number
-    from fgsl.files import atomic_write, same_file
+    from fgsl.files import atomic_write
     from fgsl.data.table import Annotation, write_table
     from fgsl.data.frames import VideoError, opencv_quiet, open_source
 
@@ -267,14 +267,12 @@ def face_sources(videos: list[Path]) -> list[FaceSource]:
     would make each of its faces two subjects of one set. Both are a :class:`~fgsl.cli.UsageError`
     naming both paths, raised before :func:`make_set` writes anything.
     """
+    from fgsl.cli import refuse_given_twice  # here: fgsl.cli loads torch, which building a set does not need
+
+    refuse_given_twice("source video", videos, "each of its faces would be two subjects of one set; give it once")
     sources: list[FaceSource] = []
     taken: dict[str, Path] = {}  # subject -> the video that named it
-    for index, video in enumerate(videos):
-        for earlier in videos[:index]:
-            if same_file(earlier, video):
-                what = (f"source video {video} is given twice" if str(earlier) == str(video) else
-                        f"source videos {earlier} and {video} are one file")
-                raise _usage_error(f"{what}: each of its faces would be two subjects of one set; give it once")
+    for video in videos:
         open_source(video)  # a missing or unreadable file says so, not "no face found"
         boxes = find_faces(video)
         if not boxes:
