@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
 # Importing torch and ONNX Runtime takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -296,4 +296,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())

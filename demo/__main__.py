@@ -6,7 +6,7 @@ so in one ``error:`` line (status 2) instead of an import traceback.
 
 import sys
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
 #: The distribution and extra that bring the demo's own dependencies (``pyproject.toml``).
 INSTALL_HINT = "pip install 'fgsl-spotter[demo]'"
@@ -22,4 +22,4 @@ with startup_imports(__name__):
 
     from .app import main
 
-raise SystemExit(main())
+quiet_exit(main())

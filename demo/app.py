@@ -37,7 +37,7 @@ import gradio as gr
 from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
                       register_user_error, run)
 from realtime.cam import DISCLAIMER
-from realtime.interrupts import terminate_as_interrupt
+from realtime.interrupts import TERMINATING, interrupt_once
 from realtime.spotters import add_engine_flags, fgsl_only_flag
 from realtime.types import RealtimeError
 
@@ -49,6 +49,8 @@ register_user_error(RealtimeError, DemoError)
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
 DEFAULT_PORT = 7860
+#: What a Ctrl-C (or SIGTERM, SIGHUP) says while the server closes after the first one.
+STILL_CLOSING = "still closing the live sessions (Ctrl-\\ quits at once)"
 #: Seconds of the live stream the live plot shows.
 LIVE_PLOT_S = 10.0
 #: How often the page asks for the live table and plot (seconds).
@@ -449,17 +451,18 @@ def main(argv: list[str] | None = None) -> int:
         print(DISCLAIMER, file=sys.stderr)
         # SIGTERM and SIGHUP (kill, timeout, docker stop, a closed terminal) end the server as
         # Ctrl-C does: sessions closed (MediaPipe released), temporary files removed at exit.
-        # Python's default for them stops the process on the spot.
-        with terminate_as_interrupt():
+        # Python's default for them stops the process on the spot. A second Ctrl-C waits for
+        # the closing (it stopped it half-way: "interrupted", status 130, sessions left open).
+        with interrupt_once(("SIGINT", *TERMINATING), later=STILL_CLOSING):
             try:
                 app.launch(args.host, args.port, args.share)  # until Ctrl-C (serve_until_interrupted)
             except OSError as exc:  # taken in the meantime
                 raise UsageError(f"cannot serve on {args.host}:{args.port}: {first_line(exc)}") from None
             finally:
                 app.close()
-        # Ctrl-C is how a server ends, so this is status 0; before it served (loading, starting),
-        # Ctrl-C is an interruption like any command's: `interrupted`, status 130 (fgsl.cli.run).
-        print("server stopped", file=sys.stderr, flush=True)
+            # Ctrl-C is how a server ends, so this is status 0; before it served (loading, starting),
+            # Ctrl-C is an interruption like any command's: `interrupted`, status 130 (fgsl.cli.run).
+            print("server stopped", file=sys.stderr, flush=True)
         return 0
 
     return run(body)

@@ -73,7 +73,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -790,4 +790,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())

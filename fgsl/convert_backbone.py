@@ -15,7 +15,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .startup import startup_imports
+from .startup import quiet_exit, startup_imports
 
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())

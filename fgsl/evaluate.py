@@ -31,14 +31,13 @@ import io
 import json
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
 # Importing torch (fgsl.cli) takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -552,4 +551,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    quiet_exit(run(main))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .startup import startup_imports
+from .startup import quiet_exit, startup_imports
 
 # Importing torch and OpenCV takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -326,4 +326,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())

@@ -15,7 +15,7 @@ level's stride) over the N points of all pyramid levels, level 0 first.
 
 from __future__ import annotations
 
-from .startup import startup_imports
+from .startup import quiet_exit, startup_imports
 
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -120,4 +120,4 @@ if __name__ == "__main__":  # python -m fgsl.model --preset NAME
     with startup_imports(__name__):  # fgsl.summary's imports, before its run() catches Ctrl-C (fgsl.startup)
         from .summary import main
 
-        raise SystemExit(main())
+        quiet_exit(main())

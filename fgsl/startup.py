@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import NoReturn
 
 
 #: The exit status of a command line ended by Ctrl-C (128 + SIGINT, as shells report it).
@@ -27,6 +28,21 @@ def say_interrupted() -> int:
     print("interrupted", file=sys.stderr)
     return INTERRUPTED
 
+
+
+def quiet_exit(code: int) -> NoReturn:
+    """End a command line with ``code``, with Ctrl-C, SIGTERM and SIGHUP ignored while the
+    interpreter shuts down. Every ``python -m`` entry point ends with it: pressing Ctrl-C two
+    or three times is common, and a late one landed in the exit handlers (torch's
+    ``_del_library`` among them), which printed a traceback and ended the process by the
+    signal (status -2) instead of the 130 or 0 the run returned. The run's work is done."""
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(code)
 
 @contextmanager
 def interrupted_quietly() -> Iterator[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .startup import startup_imports
+from .startup import quiet_exit, startup_imports
 
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -95,4 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # also reachable as python -m fgsl.model
-    raise SystemExit(main())
+    quiet_exit(main())

@@ -51,7 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
+
+from .interrupts import interrupt_once
 
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -491,8 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rep), flush=True)
         return 0
 
-    return run(body)
+    with interrupt_once():  # the first Ctrl-C ends the run; more would stop its closing
+        return run(body)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())

@@ -18,9 +18,9 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
-from .interrupts import later_interrupts_held, quiet_exit, terminate_as_interrupt
+from .interrupts import STILL_FINISHING, TERMINATING, interrupt_once
 
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -157,11 +157,9 @@ def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
 
 def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
            display: Display | None = None, saver: VideoSaver | None = None,
-           on_first_face: Callable[[], None] = lambda: None,
-           on_interrupt: Callable[[], None] = lambda: None) -> Summary:
+           on_first_face: Callable[[], None] = lambda: None) -> Summary:
     """Run the pipeline over the capture until it ends, the user quits, or Ctrl-C;
-    ``on_first_face`` is called after the first step that tracked a face, ``on_interrupt``
-    once a Ctrl-C has ended the stream (:func:`realtime.interrupts.later_interrupts_held`).
+    ``on_first_face`` is called after the first step that tracked a face.
 
     The caller owns (and closes) the capture, the pipeline, the window and the saver."""
     overlay = OverlayState(signal_rate=pipeline.spotter.fps) if (display or saver) else None
@@ -196,7 +194,6 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                     interrupted = True
                     break
     except KeyboardInterrupt:
-        on_interrupt()
         print("interrupted: finishing open events", file=sys.stderr)
         interrupted = True
     except RealtimeError as exc:  # the source failed (camera gone for good): keep what was spotted
@@ -250,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
             print(DISCLAIMER, file=sys.stderr)
             pipeline = Pipeline(tracker, spotter, sinks)
-            summary = stream(args, capture, pipeline, display, saver, lambda: start_outputs(sinks, saver),
-                             hold_interrupts)
+            summary = stream(args, capture, pipeline, display, saver, lambda: start_outputs(sinks, saver))
             if saver is not None:  # (now: a video that cannot be written whole is the run's error)
                 try:
                     saver.close()
@@ -270,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Once Ctrl-C has ended the stream, later ones are held until the run has returned: the
     # finishing writes the open events, closes every file and prints the summary.
-    with terminate_as_interrupt(), later_interrupts_held() as hold_interrupts:
+    with interrupt_once(("SIGINT", *TERMINATING), later=STILL_FINISHING):
         return run(body)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam turns into Ctrl-C
+TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam and the demo turn into Ctrl-C
 
 
 def handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
@@ -23,27 +23,6 @@ def handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
     ignores SIGHUP; a background job of a non-interactive shell ignores SIGINT)."""
     found = [getattr(signal, name, None) for name in names]
     return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (``kill``, ``timeout``, ``docker stop``, a closed terminal) end the run
-    as Ctrl-C does: open events finished and written, the ``--save`` video closed (killed
-    outright, an mp4 has no index and does not play), the summary printed. Python's default
-    for them stops the process on the spot. Only the main thread may set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in handled_signals(TERMINATING)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -74,38 +53,41 @@ STILL_FINISHING = "still finishing open events and closing files (Ctrl-\\ quits 
 
 
 @contextmanager
-def later_interrupts_held() -> Iterator[Callable[[], None]]:
-    """A ``hold()`` to call once the run has been interrupted: from then until the block ends,
-    a further Ctrl-C, SIGTERM or SIGHUP says :data:`STILL_FINISHING` (once) instead of
-    stopping the finishing half-way. Pressing Ctrl-C twice is common; the second one used to
-    land in the finishing (open events not yet written: lost) or in torch's exit handlers (a
-    traceback and a death by SIGINT). Ctrl-\\ (SIGQUIT) still ends a finishing that hangs."""
+def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = None) -> Iterator[None]:
+    """The first of the signals ``names`` raises KeyboardInterrupt, as Ctrl-C does; later ones,
+    until the block ends, are held (``later``, where given, is said once) so that the closing
+    the first one began runs to its end.
+
+    * SIGTERM and SIGHUP among ``names`` (``kill``, ``timeout``, ``docker stop``, a closed
+      terminal) end the run as Ctrl-C does: open events finished and written, the ``--save``
+      video closed (killed outright, an mp4 has no index and does not play), the summary
+      printed, the demo's sessions closed. Python's default for them stops the process on the
+      spot. A signal someone set to be ignored (``nohup``) stays ignored.
+    * Pressing Ctrl-C two or three times is common. The second one landed in the finishing
+      (``realtime.cam``'s open events not yet written: lost), in the closing of the face
+      tracker (MediaPipe's ``FaceLandmarker.__del__`` printed a traceback at exit) or in the
+      demo's closing of its sessions. Ctrl-\\ (SIGQUIT) still ends a closing that hangs.
+
+    Only the main thread may set handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
+        yield
         return
-    previous: dict[signal.Signals, object] = {}
+    handled = handled_signals(names)
     said: list[bool] = []
 
-    def note(signum: int, frame: object) -> None:
-        if not said:
+    def hold(signum: int, frame: object) -> None:
+        if later and not said:
             said.append(True)
-            print(STILL_FINISHING, file=sys.stderr, flush=True)
+            print(later, file=sys.stderr, flush=True)
 
-    def hold() -> None:
-        if not previous:
-            previous.update({sig: signal.signal(sig, note) for sig in handled_signals(("SIGINT", *TERMINATING))})
+    def interrupt(signum: int, frame: object) -> None:
+        for sig in handled:
+            signal.signal(sig, hold)
+        raise KeyboardInterrupt
 
+    previous = {sig: signal.signal(sig, interrupt) for sig in handled}
     try:
-        yield hold
+        yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-
-
-def quiet_exit(code: int) -> None:
-    """End the program with ``code``, with Ctrl-C, SIGTERM and SIGHUP ignored while the
-    interpreter shuts down: its exit handlers (torch's among them) printed a traceback and
-    ended the process by the signal when a late Ctrl-C came then. The run's work is done."""
-    for sig in handled_signals(("SIGINT", *TERMINATING)):
-        signal.signal(sig, signal.SIG_IGN)
-    raise SystemExit(code)
+            signal.signal(sig, handler)

@@ -248,11 +248,11 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
 def test_a_hangup_someone_ignores_stays_ignored():
     """Under ``nohup`` SIGHUP is ignored: closing the terminal must not end the run."""
-    from realtime.interrupts import terminate_as_interrupt
+    from realtime.interrupts import TERMINATING, interrupt_once
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        with terminate_as_interrupt():
+        with interrupt_once(("SIGINT", *TERMINATING)):
             assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
             assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)  # ours
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN

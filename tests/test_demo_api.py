@@ -31,7 +31,7 @@ gradio_client = pytest.importorskip("gradio_client", reason="the API tests need 
 
 from demo import bench  # noqa: E402
 from demo import browser as B  # noqa: E402
-from demo.app import DemoApp, DemoConfig, build_parser, main  # noqa: E402
+from demo.app import STILL_CLOSING, DemoApp, DemoConfig, build_parser, main  # noqa: E402
 from demo.browser import synthetic_clip  # noqa: E402
 from demo.session import (FGSL_NEEDS_WEIGHTS, DemoError, LiveSession, PipelineFactory, SessionBusy,  # noqa: E402
                           SessionRegistry, Settings)
@@ -433,12 +433,14 @@ def _ephemeral_ports() -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_and_ctrl_c_ends_it(stop):
+@pytest.mark.parametrize("stop, times", [("SIGINT", 1), ("SIGTERM", 1), ("SIGINT", 3)],
+                         ids=["ctrl-c", "sigterm", "ctrl-c-thrice"])
+def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_and_ctrl_c_ends_it(stop, times):
     """``--port 0`` is a port the OS assigns (not Gradio's first free one from 7860), and the
     address printed is the one that serves. Ctrl-C (SIGINT; SIGTERM alike) is how a server ends:
     one line of ours, status 0, not Gradio's "Keyboard interruption in main thread" (nor, for
-    SIGTERM, Python's death on the spot with status -15)."""
+    SIGTERM, Python's death on the spot with status -15). Ctrl-C pressed thrice, 50 ms apart,
+    waits for the closing (it stopped it: "interrupted", status 130, sessions left open)."""
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "demo", "--port", "0"], cwd=ROOT,
@@ -460,7 +462,9 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_a
         assert low <= port <= high, f"port {port} is not one the OS assigns ({low}-{high})"
         page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
         assert "<html" in page.lower()
-        proc.send_signal(getattr(signal, stop))
+        for _ in range(times):
+            proc.send_signal(getattr(signal, stop))
+            time.sleep(0.05)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -473,6 +477,7 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_a
     assert not any("Keyboard interruption" in line or "Closing server" in line for line in seen), seen
     assert proc.returncode == 0, err[-2000:]
     assert DISCLAIMER in err and err.strip().splitlines()[-1] == "server stopped", err[-2000:]
+    assert err.count(STILL_CLOSING) <= (times > 1), err[-2000:]  # said at most once, for the later Ctrl-Cs
     assert "Traceback" not in err and "interrupted" not in err
 
 

@@ -318,7 +318,7 @@ def test_ctrl_c_while_mediapipe_starts_comes_once_the_landmarker_is_whole(name: 
 
     from mediapipe.tasks.python import vision
 
-    from realtime.interrupts import terminate_as_interrupt
+    from realtime.interrupts import TERMINATING, interrupt_once
 
     sig = getattr(signal, name, None)
     if sig is None:
@@ -340,7 +340,7 @@ def test_ctrl_c_while_mediapipe_starts_comes_once_the_landmarker_is_whole(name: 
 
     monkeypatch.setattr(vision.FaceLandmarker, "create_from_options", interrupted_while_loading)
     monkeypatch.setattr(vision.FaceLandmarker, "close", recorded_close)
-    with terminate_as_interrupt(), pytest.raises(KeyboardInterrupt):
+    with interrupt_once(("SIGINT", *TERMINATING)), pytest.raises(KeyboardInterrupt):
         FaceTracker()
     assert len(made) == 1  # the landmarker was finished before the interrupt came...
     assert closed == made  # ...and closed then, not left to the garbage collector at exit

@@ -636,13 +636,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from fgsl.startup import startup_imports
+    from fgsl.startup import quiet_exit, startup_imports
 
     # Importing torch (fgsl.cli) takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
     with startup_imports(__name__):
         from fgsl.cli import register_user_error, run
 
     register_user_error(AnnotationError)
-    sys.exit(run(main))
+    quiet_exit(run(main))

@@ -67,7 +67,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fgsl.startup import startup_imports
+from fgsl.startup import quiet_exit, startup_imports
 
 # Importing OpenCV takes a moment: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -708,4 +708,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    quiet_exit(main())
