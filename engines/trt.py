@@ -302,7 +302,10 @@ class OnnxPrecision:
 
     @property
     def label(self) -> str:
-        for kind in ("fp8", "int8", "int4", "fp4"):
+        """The quantized type that sets the build (fp8 before int8 ...; else the first other
+        one, "uint8" say, which :func:`check_precision` refuses), else fp16 or fp32. A file with
+        only uint8 Q/DQ was called "fp32" in calib.quantize's report."""
+        for kind in ("fp8", "int8", "int4", "fp4", *self.qdq):
             if kind in self.qdq:
                 return kind
         return "fp16" if self.float16 else "fp32"

@@ -168,7 +168,9 @@ def test_onnx_precision_detection(exported: dict[str, Path]) -> None:
     assert onnx_precision(onnx.load(str(exported["plugin"]))).plugin is True
     assert onnx_precision(_qdq_model(TensorProto.INT8)).label == "int8"
     assert onnx_precision(_qdq_model(TensorProto.FLOAT8E4M3FN)).label == "fp8"
-    assert onnx_precision(_qdq_model(TensorProto.UINT8)).qdq == ("uint8",)
+    uint8 = onnx_precision(_qdq_model(TensorProto.UINT8))
+    assert uint8.qdq == ("uint8",) and uint8.label == "uint8"  # (was "fp32": no type it knew)
+    assert OnnxPrecision(("int8", "uint8"), False, False).label == "int8"
 
 
 def test_check_precision_explains_strong_typing() -> None:
