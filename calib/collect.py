@@ -3,8 +3,8 @@
 Calibration data must look like what the engine will see live, so it is gathered **through
 the live pipeline**, not by a separate reader: each video goes through
 :class:`realtime.capture.Capture` (the capture thread) -> :class:`realtime.pipeline.Pipeline`
-(:class:`realtime.face.FaceTracker`: MediaPipe, track ids, stabilised alignment at the
-model's image size; :class:`realtime.buffer.Buffers`: per-track windows resampled to the
+(:class:`realtime.face.FaceTracker`: MediaPipe, track ids, stabilised alignment at the crop
+size the live FGSL spotter asks for, ``max(image_size, 128)`` px; :class:`realtime.buffer.Buffers`: per-track windows resampled to the
 model's fps, every ``stride`` model frames, the last window of each track padded as live).
 The pipeline's spotter is a recorder that keeps a uniform random sample of all the windows it
 is handed (reservoir sampling, seeded: the same videos and seed give the same file), so the
@@ -13,8 +13,9 @@ sample spreads over all videos, faces and moments in proportion to how often the
 What is saved (``.npz``, written atomically)
 --------------------------------------------
 * ``crops`` ``[N, T, S, S, 3]`` uint8 RGB: each window's aligned crops, at the model's image
-  size S (the tracker makes them at that size, so the FGSL spotter's resize step is the
-  identity); a quarter of the size of the float32 model input.
+  size S (the tracker's crops shrunk with ``INTER_AREA`` by
+  :func:`realtime.spotters.fgsl.model_crops`, as the live FGSL spotter does); a quarter of
+  the size of the float32 model input.
 * ``video`` ``[N]`` (index into ``videos``), ``track`` ``[N]``, ``indices`` ``[N, T]`` (source
   frame of each model frame), ``videos`` (file names), ``config`` (the FGSL config JSON),
   ``format``/``version``.

@@ -884,8 +884,30 @@ def check_ranks_agree(model: FGSL, env: Dist, out: Path) -> list[str]:
     return digests
 
 
+
+def refuse_triton_shadowed() -> None:
+    """Refuse a folder named ``triton`` that Python would import as the triton package.
+
+    ``python -m`` puts the current folder first on the import path, so where triton is not
+    installed (CPU machines) a ``triton/`` folder there (a Triton model repository, say) is
+    imported as a namespace package; torch then takes triton as present, and building the
+    optimiser died in ``torch._dynamo`` with "module 'triton' has no attribute 'language'".
+    An installed triton is a regular package, which Python prefers to any such folder."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        return
+    if spec is None or spec.origin is not None or not spec.submodule_search_locations:
+        return
+    folders = ", ".join(str(Path(f).resolve()) for f in spec.submodule_search_locations)
+    raise UsageError(f"the folder {folders} would be imported as the triton package (python -m puts the current "
+                     "folder on the import path), which breaks torch's optimiser: run from another folder, or "
+                     "rename that one")
+
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see the module docs).",
+    parser = ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see docs/training.md).",
                             formatter_class=HelpFormatter)
     parser.add_argument("--preset", default="realtime", choices=sorted(PRESETS), help="model size (fgsl.config)")
     parser.add_argument("--data", default="synthetic", help="synthetic[=DIR or VIDEO] | table=CSV | casme2=FILE | casme3=FILE | samm=FILE")
@@ -939,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(_: list[str] | None) -> int:
         if args.ema >= 1:
             raise UsageError(f"--ema must be below 1 (1 would keep the first weights forever), got {args.ema:g}")
+        refuse_triton_shadowed()
         result = train(args)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"done: {result['epochs']} epoch(s), {result['step']} steps; weights in {args.out}", file=sys.stderr)

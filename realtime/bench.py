@@ -63,6 +63,7 @@ with startup_imports(__name__):
     from engines.machine import machine_info
     from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_flag_given, at_least, positive_int, positive_number, register_user_error, run
     from fgsl.data.frames import open_source
+    from fgsl.data.synthetic import MAX_FRAMES, Recipe
 
     from .capture import Capture, parse_source
     from .pipeline import STAGES, Pipeline
@@ -83,7 +84,8 @@ def add_recipe_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) 
     parser.add_argument("--amplitude", type=positive_number, default=12.0,
                         help="peak displacement, pixels of the 128 px face crop (at most 16)")
     parser.add_argument("--count", type=positive_int, default=4, help="synthetic videos per face")
-    parser.add_argument("--frames", type=at_least(16), default=192, help="frames per synthetic video")
+    parser.add_argument("--frames", type=positive_int, default=192,
+                        help=f"frames per synthetic video ({Recipe.max_frames}-{MAX_FRAMES})")
     parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the synthetic set")
     parser.add_argument("--still", action="store_true",
                         help="hold one real frame per video (a still face) instead of playing it")
@@ -222,19 +224,24 @@ def run_stream(video: Path, spotter: Spotter, faces: int, repeat: int, realtime:
 
 
 # ------------------------------------------------------------------------------ synthetic
-def make_synthetic(video: Path, folder: Path, args: argparse.Namespace) -> tuple[list[Path], Path]:
-    """Write the synthetic set into ``folder``; return its videos and its annotations.csv.
+def synthetic_recipe(args: argparse.Namespace) -> Recipe:
+    """The ``--synthetic`` recipe, built (and so checked: one error line) before any model
+    loads or any progress line says it is being made.
 
     The held-out ``test`` part of the source (its last quarter) is used, so FGSL weights
     trained on synthetic data made from the same video are not scored on training frames.
     """
-    from fgsl.data.synthetic import Recipe, make_set
+    return Recipe(count=args.count, frames=args.frames, size=128, amplitude=args.amplitude,
+                  part="test", events=True, still=args.still, seed=args.seed)
 
-    recipe = Recipe(count=args.count, frames=args.frames, size=128, amplitude=args.amplitude,
-                    part="test", events=True, still=args.still, seed=args.seed)
+
+def make_synthetic(video: Path, folder: Path, recipe: Recipe) -> tuple[list[Path], Path]:
+    """Write the synthetic set of ``recipe`` into ``folder``; return its videos and its annotations.csv."""
+    from fgsl.data.synthetic import make_set
+
     made = make_set([video], folder, recipe, progress=False)
     if not made:
-        raise UsageError(f"--count {args.count} --frames {args.frames}: the synthetic set holds no injected movement, "
+        raise UsageError(f"--count {recipe.count} --frames {recipe.frames}: the synthetic set holds no injected movement, "
                          "so there is nothing to score; give more --frames or --count")
     return sorted((folder / "videos").glob("*.avi")), folder / "annotations.csv"
 
@@ -465,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         open_source(video)  # a bad path fails here, in one line, before any model loads
         if not args.synthetic and (flag := recipe_flag(args)):
             raise UsageError(f"{flag} describes the injected movements of --synthetic; without it, it would be ignored")
+        recipe = synthetic_recipe(args) if args.synthetic else None
         spotter = make_spotter(args)
         if spotter.name != "fgsl" and (args.compare_backend or args.cached_only):
             flag = "--compare-backend" if args.compare_backend else "--cached-only"
@@ -473,10 +481,10 @@ def main(argv: list[str] | None = None) -> int:
                  if args.compare_backend else None)
         with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
             videos, annotations = [video], None
-            if args.synthetic:
-                print(f"bench: injecting micro-expressions into {video} ({args.count} videos, "
-                      f"{args.amplitude:g} px)", file=sys.stderr, flush=True)
-                videos, annotations = make_synthetic(video, Path(tmp), args)
+            if recipe is not None:
+                print(f"bench: injecting micro-expressions into {video} ({recipe.count} videos, "
+                      f"{recipe.amplitude:g} px)", file=sys.stderr, flush=True)
+                videos, annotations = make_synthetic(video, Path(tmp), recipe)
             print(f"bench: {len(videos)} video(s), {args.faces} face(s), repeat {args.repeat}, "
                   f"{spotter.name} spotter", file=sys.stderr, flush=True)
             warm_up(spotter)

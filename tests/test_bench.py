@@ -146,6 +146,13 @@ def test_bad_flag_value_is_one_error_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         "error: --count 1 --frames 16: the synthetic set holds no injected movement, so there is nothing to score; "
         "give more --frames or --count")
+    # A recipe out of range is refused before any work: it said "injecting ..." first, and named
+    # the generator's --size, which the benchmark does not have.
+    for flags, line in ((["--amplitude", "17"], "--amplitude must be at most 16 pixels (an eighth of the 128 px crop), "
+                                                "got 17"),
+                        (["--frames", "10"], "--frames must be 15-3000 (room for the longest event, and memory), got 10")):
+        proc = bench("--synthetic", *flags, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {line}"], proc.stderr
 
 
 def test_synthetic_reports_spotting(tmp_path):

@@ -301,7 +301,7 @@ def test_folders_that_are_not_a_synthetic_set_are_left_alone(tmp_path):
     (dict(amplitude=float("inf")), "--amplitude must be a positive number"),
     (dict(amplitude=0.0), "--amplitude must be a positive number"),
     (dict(sway=float("nan")), "--sway must be >= 0"),
-    (dict(amplitude=500.0), r"--amplitude must be at most 16 pixels \(an eighth of --size 128\), got 500"),
+    (dict(amplitude=500.0), r"--amplitude must be at most 16 pixels \(an eighth of the 128 px crop\), got 500"),
     (dict(size=64, amplitude=8.5), "--amplitude must be at most 8 pixels"),
 ])
 def test_recipes_refuse_numbers_that_make_no_set(bad, words):
@@ -325,11 +325,11 @@ def test_cli_refuses_bad_numbers_files_and_missing_videos_in_one_line(tmp_path):
         (["--videos", video, "--count", "-2"], "error: --count must be at least 1, got -2"),
         (["--videos", video, "--size", "0"], "error: --size must be 32-512 pixels, got 0"),
         (["--videos", video, "--size", "100000"], "error: --size must be 32-512 pixels, got 100000"),
-        (["--videos", video, "--sway", "1e6"], "error: --sway must be at most 16 pixels (an eighth of --size 128), got 1e+06"),
+        (["--videos", video, "--sway", "1e6"], "error: --sway must be at most 16 pixels (an eighth of the 128 px crop), got 1e+06"),
         (["--videos", video, "--seed", "-1"], "error: argument --seed: must be at least 0, got '-1'"),
         (["--videos", video, "--amplitude", "nan"], "error: argument --amplitude: must be a finite number, got 'nan'"),
         (["--videos", video, "--amplitude", "500"],
-         "error: --amplitude must be at most 16 pixels (an eighth of --size 128), got 500"),
+         "error: --amplitude must be at most 16 pixels (an eighth of the 128 px crop), got 500"),
         (["--videos", video, "--sway", "nan"], "error: argument --sway: must be a finite number, got 'nan'"),
         (["--videos", "/nonexistent.mp4"], "error: /nonexistent.mp4: no such video file or frame folder"),
         (["--videos", video, "--out", str(tmp_path / "afile")], f"error: {tmp_path / 'afile'} is a file, not a folder for a synthetic set"),

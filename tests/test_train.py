@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -849,3 +850,21 @@ def test_more_torchrun_processes_than_gpus_is_one_line_per_rank_not_cudas_traceb
         "error: torchrun started 2 processes on this machine and it has 1 visible CUDA device(s): one process per GPU "
         "(--nproc-per-node 1), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
     assert not out.exists()
+
+
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("triton") is not None,
+                    reason="triton is installed here: Python prefers it to a folder of that name")
+def test_a_folder_named_triton_where_the_command_runs_is_one_line_not_dynamos_traceback(tmp_path, face_dir):
+    """``python -m`` imports from the current folder first: a ``triton/`` folder there (a Triton
+    model repository) became the triton package, and building the optimiser died in
+    torch._dynamo ("module 'triton' has no attribute 'language'", exit 1)."""
+    (tmp_path / "triton").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "fgsl.train", *SMALL, "--data", f"synthetic={face_dir}",
+                           "--max-steps", "1", "--val", "none", "--out", "run"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: the folder {tmp_path.resolve() / 'triton'} would be imported as the triton package (python -m puts "
+        "the current folder on the import path), which breaks torch's optimiser: run from another folder, or rename "
+        "that one"], proc.stderr
+    assert not (tmp_path / "run").exists()

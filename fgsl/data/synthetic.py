@@ -30,7 +30,7 @@ How a set is made
    regions that move and how (``REGIONS``): positive = mouth corners up and out, cheeks
    up; negative = inner brows down and together, mouth corners down; surprise = brows and
    upper lids up, jaw drop; others = one mouth corner pulled sideways (unilateral).
-4. **Motion.** A smooth displacement field (Gaussian bumps, sigma 7 % of the crop, around
+4. **Motion.** A smooth displacement field (Gaussian bumps, sigma 7 % of the face box, 6.1 % of the crop, around
    each region, times the region's direction, times ``amplitude`` pixels of the crop, at
    most :data:`MAX_AMPLITUDE` of it), scaled in time by a raised cosine that rises from 0
    at the onset to 1 at the apex and falls back to 0 at the offset; frames are warped with
@@ -201,13 +201,13 @@ class Recipe:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise RecipeError(f"--size must be {MIN_SIZE}-{MAX_SIZE} pixels, got {self.size}")
         if self.sway > MAX_SWAY * self.size:
-            raise RecipeError(f"--sway must be at most {MAX_SWAY * self.size:g} pixels (an eighth of --size "
-                              f"{self.size}), got {self.sway:g}")
+            raise RecipeError(f"--sway must be at most {MAX_SWAY * self.size:g} pixels (an eighth of the "
+                              f"{self.size} px crop), got {self.sway:g}")
         if not is_positive_number(self.amplitude):
             raise RecipeError(f"--amplitude must be a positive number of pixels, got {self.amplitude}")
         if self.amplitude > MAX_AMPLITUDE * self.size:
-            raise RecipeError(f"--amplitude must be at most {MAX_AMPLITUDE * self.size:g} pixels (an eighth of --size "
-                              f"{self.size}), got {self.amplitude:g}")
+            raise RecipeError(f"--amplitude must be at most {MAX_AMPLITUDE * self.size:g} pixels (an eighth of the "
+                              f"{self.size} px crop), got {self.amplitude:g}")
 
 
 @dataclass(frozen=True)
