@@ -276,10 +276,16 @@ def missing_module(modules: Iterable[str], needed_by: str, hint: str) -> str | N
     that is installed but broken (one of its own dependencies missing) is told apart."""
     import importlib
 
+    from .signals import interrupts_deferred
+
     for module in modules:
         top = module.split(".")[0]
         try:
-            importlib.import_module(module)
+            # Ctrl-C is held until the import is done: raised inside a native module's
+            # initialisation it became "ImportError: initialization failed" (pybind11), and
+            # fgsl.infer fell back from ONNX Runtime to torch and ran to the end (exit 0).
+            with interrupts_deferred():
+                importlib.import_module(module)
         except ImportError as exc:
             if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == top:
                 return f"{needed_by} needs {top}: {hint}"

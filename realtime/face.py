@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from realtime.interrupts import interrupts_deferred
+from fgsl.signals import interrupts_deferred
 from realtime.types import FaceObservation, Frame, RealtimeError
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "face_landmarker.task"

@@ -2,9 +2,11 @@
 
 Three moments need care: Python importing torch, OpenCV and MediaPipe (the first ~1.5 s;
 :func:`fgsl.startup.startup_imports`, shared by every CLI), MediaPipe building its
-landmarker (interrupted half-way it prints tracebacks at exit), and the run itself (SIGTERM
-and SIGHUP must finish open events and close the ``--save`` video as Ctrl-C does). This
-module imports nothing heavy: ``realtime.cam`` imports it before its guarded imports.
+landmarker (interrupted half-way it prints tracebacks at exit; both hold the signals with
+:func:`fgsl.signals.interrupts_deferred`), and the run itself (SIGTERM and SIGHUP must finish
+open events and close the ``--save`` video as Ctrl-C does, and a second Ctrl-C must not stop
+that: :func:`interrupt_once`). This module imports nothing heavy: ``realtime.cam`` imports it
+before its guarded imports.
 """
 
 from __future__ import annotations
@@ -15,38 +17,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam and the demo turn into Ctrl-C
+from fgsl.signals import TERMINATING, handled_signals
 
-
-def handled_signals(names: tuple[str, ...]) -> list[signal.Signals]:
-    """The signals of ``names`` this system has and nobody set to be ignored (``nohup``
-    ignores SIGHUP; a background job of a non-interactive shell ignores SIGINT)."""
-    found = [getattr(signal, name, None) for name in names]
-    return [sig for sig in found if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN]
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (and SIGTERM and SIGHUP, which ``realtime.cam`` turns into it) until the
-    block is done: used while MediaPipe builds its landmarker, whose half-built objects,
-    left to the garbage collector at exit, print tracebacks of their own (``Image.__del__``,
-    ``FaceLandmarker.__del__``). A signal that came meanwhile is raised again right after, to
-    the handlers there were before. (Blocking it with ``pthread_sigmask`` would not do: the
-    kernel hands a process's signal to any thread not blocking it, MediaPipe's among them.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[int] = []
-    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-            for sig in handled_signals(("SIGINT", *TERMINATING))}
-    try:
-        yield
-    finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
-        if came:
-            signal.raise_signal(came[0])
-
+__all__ = ["STILL_FINISHING", "TERMINATING", "interrupt_once"]
 
 #: What a Ctrl-C (or SIGTERM, SIGHUP) says while the run finishes after the first one.
 STILL_FINISHING = "still finishing open events and closing files (Ctrl-\\ quits at once, losing them)"

@@ -145,10 +145,12 @@ def test_every_command_line_says_a_bad_flag_in_one_line(tmp_path, module):
         "error: the following arguments are required: "), line
 
 
-def interrupted_while_importing_torch(args: list[str], cwd: Path, path: list[str] | None = None) -> tuple[int, str, str]:
+def interrupted_while_importing_torch(args: list[str], cwd: Path, path: list[str] | None = None,
+                                      library: str = "libtorch") -> tuple[int, str, str]:
     """(status, stdout, stderr) of ``python ARGS`` sent SIGINT (Ctrl-C) as soon as torch's
     native library is mapped: early in torch's import, a second before the imports end.
-    ``path``: the PYTHONPATH folders (default: the repository)."""
+    ``path``: the PYTHONPATH folders (default: the repository); ``library``: another native
+    library to wait for."""
     root = Path(__file__).resolve().parents[1]
     folders = path or [str(root)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*folders, os.environ.get("PYTHONPATH", "")])}
@@ -157,9 +159,9 @@ def interrupted_while_importing_torch(args: list[str], cwd: Path, path: list[str
     try:
         deadline = time.monotonic() + 60
         maps = Path(f"/proc/{proc.pid}/maps")
-        while "libtorch" not in maps.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        while library not in maps.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert proc.poll() is None, "ended before it imported torch"
+        assert proc.poll() is None, f"ended before it loaded {library}"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -180,6 +182,21 @@ def test_ctrl_c_while_python_imports_torch_is_one_line_not_a_traceback(tmp_path,
     torch with it: that counts too (:mod:`fgsl.startup`)."""
     status = interrupted_while_importing_torch(["-m", module, *COMMANDS[module]], tmp_path)
     assert status == (130, "", "interrupted\n")
+
+
+@needs_proc
+def test_ctrl_c_while_onnx_runtime_loads_ends_the_run_not_the_backend(tmp_path):
+    """Ctrl-C while ``fgsl.infer`` first imports ONNX Runtime (``--backend auto``, mid-run):
+    pybind11 turned the KeyboardInterrupt into "ImportError: initialization failed", so the
+    backend was taken for broken, torch ran instead and the run ended with status 0 (3 times in
+    6 here). The import now runs with the signal held (fgsl.signals), then it ends the run."""
+    pytest.importorskip("onnxruntime")
+    video = Path(__file__).resolve().parents[1] / "samples" / "pyfeat_single_face.mp4"
+    status = interrupted_while_importing_torch(
+        ["-m", "fgsl.infer", "--preset", "tiny", "--allow-untrained", "--videos", str(video), "--out", "p.csv",
+         "--quiet"], tmp_path, library="onnxruntime_pybind11")
+    assert status == (130, "", "interrupted\n")
+    assert not (tmp_path / "p.csv").exists()
 
 
 @needs_proc
