@@ -204,7 +204,9 @@ def test_a_truncated_upload_says_where_decoding_stopped(served, tmp_path):
                     str(whole)], check=True, capture_output=True)
     cut = tmp_path / "cut_short.mp4"
     cut.write_bytes(whole.read_bytes()[:110_000])  # `head -c 110000`: 32 of its 72 frames decode
-    summary = analyse(client, cut)[0]
+    # The server's log says it too (the reader's warning, naming the server's copy of the upload).
+    with pytest.warns(UserWarning, match=r"/cut_short\.mp4: decoding stopped at frame 32 of 72 \(damaged"):
+        summary = analyse(client, cut)[0]
     assert summary.startswith("**Warning: cut_short.mp4: decoding stopped at frame 32 of 72 (damaged or truncated "
                               "file): the events cover only the frames before it.**"), summary
     assert "in 32 frames" in summary
