@@ -466,9 +466,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(body)
-
-
-if __name__ == "__main__":  # `python -m demo` is the documented way (it says what to install when gradio is missing)
-    from fgsl.startup import quiet_exit
-
-    quiet_exit(main())
