@@ -235,22 +235,13 @@ def check_output(flag: str, path: str | Path, inputs: Iterable[tuple[str, str | 
 
 
 def refuse_given_twice(noun: str, paths: Sequence[str | Path], why: str) -> None:
-    """Refuse one file given twice among ``paths`` (under one name or two: a link, another
-    spelling) before any work, in one line: ``NOUN PATH is given twice: WHY`` or ``NOUNs A and
-    B are one file: WHY``. For commands whose outputs are named after each input
-    (``fgsl.infer``'s CSV rows, ``fgsl.data.synthetic``'s subjects), where a file twice would
-    count its intervals twice or make one face two subjects."""
-    from .files import file_identity
+    """Refuse one file given twice among ``paths`` before any work, in one line
+    (:func:`fgsl.files.given_twice`)."""
+    from .files import given_twice
 
-    first: dict[tuple[object, ...], int] = {}
-    for index, path in enumerate(paths):
-        at = first.setdefault(file_identity(path), index)
-        if at == index:
-            continue
-        earlier = paths[at]
-        what = (f"{noun} {path} is given twice" if str(earlier) == str(path) else
-                f"{noun}s {earlier} and {path} are one file")
-        raise UsageError(f"{what}: {why}")
+    message = given_twice(noun, paths, why)
+    if message is not None:
+        raise UsageError(message)
 
 
 def check_output_suffix(flag: str, path: str | Path, suffix: str, what: str) -> None:

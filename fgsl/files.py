@@ -22,7 +22,7 @@ import os
 import stat
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -183,8 +183,30 @@ def file_identity(path: str | Path) -> tuple[object, ...]:
     try:
         info = path.stat()
     except OSError:
-        return ("path", str(path.resolve()))
+        try:
+            return ("path", str(path.resolve()))
+        except (OSError, RuntimeError):  # a symbolic-link loop (RuntimeError before Python 3.13)
+            return ("path", os.path.abspath(path))
     return ("inode", info.st_dev, info.st_ino)
+
+
+def given_twice(noun: str, paths: Sequence[str | Path], why: str) -> str | None:
+    """The line that refuses one file given twice among ``paths`` (under one name or two: a
+    link, another spelling): ``NOUN PATH is given twice: WHY`` or ``NOUNs A and B are one
+    file: WHY``; ``None`` when each is another file. For commands whose outputs are named
+    after each input (``fgsl.infer``'s CSV rows, ``fgsl.data.synthetic``'s subjects), where a
+    file twice would count its intervals twice or make one face two subjects; raised by
+    :func:`fgsl.cli.refuse_given_twice` (this module does not load torch, as fgsl.cli does)."""
+    first: dict[tuple[object, ...], int] = {}
+    for index, path in enumerate(paths):
+        at = first.setdefault(file_identity(path), index)
+        if at == index:
+            continue
+        earlier = paths[at]
+        what = (f"{noun} {path} is given twice" if str(earlier) == str(path) else
+                f"{noun}s {earlier} and {path} are one file")
+        return f"{what}: {why}"
+    return None
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:

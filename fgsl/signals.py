@@ -20,6 +20,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 TERMINATING = ("SIGTERM", "SIGHUP")  # what realtime.cam and the demo turn into Ctrl-C
 
@@ -42,12 +43,30 @@ def interrupts_deferred() -> Iterator[None]:
         yield
         return
     came: list[int] = []
-    held = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
-            for sig in handled_signals(("SIGINT", *TERMINATING))}
+    previous: dict[signal.Signals, Any] = {}
     try:
+        for sig in handled_signals(("SIGINT", *TERMINATING)):
+            previous[sig] = signal.getsignal(sig)  # first: a signal may come right after the next line
+            signal.signal(sig, lambda signum, frame: came.append(signum))
         yield
     finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
+        restore_handlers(previous)
         if came:
             signal.raise_signal(came[0])
+
+
+def restore_handlers(previous: dict[signal.Signals, Any]) -> None:
+    """Put the handlers of ``previous`` back, every one of them even when a handler put back
+    raises at once (Ctrl-C arriving mid-way): SIGTERM was otherwise left held for good, and
+    ``docker stop`` did nothing. (Signal masks cannot help: Python runs its handlers in the
+    main thread whichever thread the kernel hands the signal to.)"""
+    items = list(previous.items())
+
+    def restore(index: int) -> None:
+        if index < len(items):
+            try:
+                signal.signal(*items[index])
+            finally:
+                restore(index + 1)
+
+    restore(0)

@@ -31,18 +31,19 @@ def say_interrupted() -> int:
 
 
 def quiet_exit(code: int) -> NoReturn:
-    """End a command line with ``code``, with Ctrl-C, SIGTERM and SIGHUP ignored while the
-    interpreter shuts down. Every ``python -m`` entry point ends with it: pressing Ctrl-C two
-    or three times is common, and a late one landed in the exit handlers (torch's
-    ``_del_library`` among them), which printed a traceback and ended the process by the
-    signal (status -2) instead of the 130 or 0 the run returned. The run's work is done."""
+    """End a command line with ``code``, with Ctrl-C ignored while the interpreter shuts down.
+    Every ``python -m`` entry point ends with it: pressing Ctrl-C two or three times is
+    common, and a late one landed in the exit handlers (torch's ``_del_library`` among them),
+    which printed a traceback and ended the process by the signal (status -2) instead of the
+    130 or 0 the run returned. The run's work is done. SIGTERM keeps its default, so that
+    ``kill`` still ends a shutdown that hangs; off the main thread nothing is changed."""
     import signal
+    import threading
 
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise SystemExit(code)
+
 
 @contextmanager
 def interrupted_quietly() -> Iterator[None]:

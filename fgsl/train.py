@@ -108,10 +108,12 @@ class Dist:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available()
-        if cuda and self.local >= torch.cuda.device_count():
-            # set_device would fail with CUDA's "invalid device ordinal" in a traceback per rank.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.local + 1))
+        if cuda and local_world > torch.cuda.device_count():
+            # A rank past the last GPU failed set_device with CUDA's "invalid device ordinal" (a
+            # traceback) while the others waited for it: every rank refuses, before CUDA.
             gpus = torch.cuda.device_count()
-            raise UsageError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', self.local + 1)} processes on this "
+            raise UsageError(f"torchrun started {local_world} processes on this "
                              f"machine and it has {gpus} visible CUDA device(s): one process per GPU (--nproc-per-node "
                              f"{gpus}), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
         self.device = torch.device(f"cuda:{self.local}" if cuda else "cpu")
@@ -902,9 +904,9 @@ def refuse_triton_shadowed() -> None:
     if spec is None or spec.origin is not None or not spec.submodule_search_locations:
         return
     folders = ", ".join(str(Path(f).resolve()) for f in spec.submodule_search_locations)
-    raise UsageError(f"the folder {folders} would be imported as the triton package (python -m puts the current "
-                     "folder on the import path), which breaks torch's optimiser: run from another folder, or "
-                     "rename that one")
+    raise UsageError(f"the folder {folders} would be imported as the triton package (it is on Python's import "
+                     "path, where python -m puts the current folder), which breaks torch's optimiser: run from "
+                     "another folder, or rename that one")
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m fgsl.train", description="Train FGSL (see docs/training.md).",

@@ -55,6 +55,9 @@ from fgsl.startup import quiet_exit, startup_imports
 
 from .interrupts import interrupt_once
 
+#: What a Ctrl-C says while the benchmark closes after the first one.
+STILL_CLOSING = "still closing the face tracker (Ctrl-\\ quits at once)"
+
 # Importing torch, OpenCV and MediaPipe takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
     import cv2
@@ -501,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rep), flush=True)
         return 0
 
-    with interrupt_once():  # the first Ctrl-C ends the run; more would stop its closing
+    with interrupt_once(later=STILL_CLOSING):  # the first Ctrl-C ends the run; more would stop its closing
         return run(body)
 
 

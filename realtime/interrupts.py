@@ -14,10 +14,11 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fgsl.signals import TERMINATING, handled_signals
+from fgsl.signals import TERMINATING, handled_signals, restore_handlers
 
 __all__ = ["STILL_FINISHING", "TERMINATING", "interrupt_once"]
 
@@ -25,11 +26,18 @@ __all__ = ["STILL_FINISHING", "TERMINATING", "interrupt_once"]
 STILL_FINISHING = "still finishing open events and closing files (Ctrl-\\ quits at once, losing them)"
 
 
+#: Seconds after the first Ctrl-C (or SIGTERM, SIGHUP) in which later ones are held; one after
+#: that interrupts again: the closing hangs, or the first KeyboardInterrupt was lost (raised
+#: inside a ``__del__``, MediaPipe's ``Image.__del__`` among them, Python only prints it).
+HOLD_S = 5.0
+
+
 @contextmanager
-def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = None) -> Iterator[None]:
-    """The first of the signals ``names`` raises KeyboardInterrupt, as Ctrl-C does; later ones,
-    until the block ends, are held (``later``, where given, is said once) so that the closing
-    the first one began runs to its end.
+def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = None,
+                   hold_s: float = HOLD_S) -> Iterator[None]:
+    """The first of the signals ``names`` raises KeyboardInterrupt, as Ctrl-C does; later ones
+    in the next ``hold_s`` seconds are held (``later``, where given, is said once) so that the
+    closing the first one began runs to its end.
 
     * SIGTERM and SIGHUP among ``names`` (``kill``, ``timeout``, ``docker stop``, a closed
       terminal) end the run as Ctrl-C does: open events finished and written, the ``--save``
@@ -40,27 +48,31 @@ def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = Non
       (``realtime.cam``'s open events not yet written: lost), in the closing of the face
       tracker (MediaPipe's ``FaceLandmarker.__del__`` printed a traceback at exit) or in the
       demo's closing of its sessions. Ctrl-\\ (SIGQUIT) still ends a closing that hangs.
+    * The hold is for :data:`HOLD_S` seconds, not for good: were the first KeyboardInterrupt
+      lost, a live run could otherwise not be stopped by any later Ctrl-C.
 
     Only the main thread may set handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    handled = handled_signals(names)
+    first: list[float] = []  # when the signal that raised came
     said: list[bool] = []
 
-    def hold(signum: int, frame: object) -> None:
-        if later and not said:
-            said.append(True)
-            print(later, file=sys.stderr, flush=True)
-
     def interrupt(signum: int, frame: object) -> None:
-        for sig in handled:
-            signal.signal(sig, hold)
+        now = time.monotonic()
+        if first and now - first[0] < hold_s:
+            if later and not said:
+                said.append(True)
+                print(later, file=sys.stderr, flush=True)
+            return
+        first[:] = [now]
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in handled}
+    previous: dict[signal.Signals, object] = {}
     try:
+        for sig in handled_signals(names):
+            previous[sig] = signal.getsignal(sig)  # first: a signal may come right after the next line
+            signal.signal(sig, interrupt)
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore_handlers(previous)

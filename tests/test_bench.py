@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.bench import StreamRun, percentiles, score
+from realtime.bench import STILL_CLOSING, StreamRun, percentiles, score
 from realtime.pipeline import STAGES
 from realtime.spotters.fgsl import UNTRAINED_BANNER
 from realtime.types import Event
@@ -114,7 +114,9 @@ def test_ctrl_c_mid_run_says_interrupted_without_a_traceback(tmp_path, times):
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert (proc.returncode, out, err.strip().splitlines()) == (130, "", ["interrupted"])
+    lines = err.strip().splitlines()
+    assert lines.count(STILL_CLOSING) <= (times > 1), err  # a later Ctrl-C while it closes: said once
+    assert (proc.returncode, out, [line for line in lines if line != STILL_CLOSING]) == (130, "", ["interrupted"])
 
 
 def test_bad_flag_value_is_one_error_line(tmp_path):

@@ -837,19 +837,21 @@ def test_ddp_ranks_stop_for_max_minutes_together_on_rank_0s_clock(tmp_path, face
 def test_more_torchrun_processes_than_gpus_is_one_line_per_rank_not_cudas_traceback(tmp_path, face_dir, monkeypatch,
                                                                                     capsys):
     """``torchrun --nproc-per-node 2`` on a one-GPU machine: rank 1 asked for ``cuda:1``
-    (CUDA's "invalid device ordinal" traceback). A GPU cannot exist here, so torch is told
-    there is one; the check comes before anything touches CUDA or the process group."""
+    (CUDA's "invalid device ordinal" traceback) while rank 0 waited for it in the process
+    group. Every rank refuses now, rank 0 too. A GPU cannot exist here, so torch is told there
+    is one; the check comes before anything touches CUDA or the process group."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail(f"set_device({device}) was called"))
-    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
-        monkeypatch.setenv(name, value)
-    out = tmp_path / "run"
-    assert main([*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: torchrun started 2 processes on this machine and it has 1 visible CUDA device(s): one process per GPU "
-        "(--nproc-per-node 1), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
-    assert not out.exists()
+    for rank in ("0", "1"):
+        for name, value in {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank, "LOCAL_WORLD_SIZE": "2"}.items():
+            monkeypatch.setenv(name, value)
+        out = tmp_path / f"run{rank}"
+        assert main([*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            "error: torchrun started 2 processes on this machine and it has 1 visible CUDA device(s): one process per "
+            "GPU (--nproc-per-node 1), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")
+        assert not out.exists()
 
 
 @pytest.mark.skipif(__import__("importlib.util").util.find_spec("triton") is not None,
@@ -864,7 +866,7 @@ def test_a_folder_named_triton_where_the_command_runs_is_one_line_not_dynamos_tr
                            "--max-steps", "1", "--val", "none", "--out", "run"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: the folder {tmp_path.resolve() / 'triton'} would be imported as the triton package (python -m puts "
-        "the current folder on the import path), which breaks torch's optimiser: run from another folder, or rename "
-        "that one"], proc.stderr
+        f"error: the folder {tmp_path.resolve() / 'triton'} would be imported as the triton package (it is on Python's "
+        "import path, where python -m puts the current folder), which breaks torch's optimiser: run from another "
+        "folder, or rename that one"], proc.stderr
     assert not (tmp_path / "run").exists()

@@ -76,7 +76,7 @@ with startup_imports(__name__):
     from tqdm import tqdm
 
     from fgsl.config import ConfigError, is_positive_number
-    from fgsl.files import atomic_write
+    from fgsl.files import atomic_write, given_twice
     from fgsl.data.table import Annotation, write_table
     from fgsl.data.frames import VideoError, opencv_quiet, open_source
 
@@ -113,7 +113,7 @@ REGIONS: dict[str, list[tuple[tuple[float, float], tuple[float, float]]]] = {
     ],
 }
 CLASSES = tuple(REGIONS)
-SIGMA = 0.07  # bump width, fraction of the crop
+SIGMA = 0.07  # bump width, fraction of the face box (SIGMA / MARGIN of the crop: 6.1 %)
 
 #: Face-box coordinates -> coordinates of the live spotter's aligned crop (``realtime.face``:
 #: eyes and nose on fixed positions): ``aligned = scale * box + offset`` per axis. Fitted by
@@ -126,7 +126,7 @@ _CASCADE = "haarcascade_frontalface_default.xml"
 
 
 #: The smallest crop, pixels: the tiny preset's input. Smaller crops blur an injected bump
-#: (sigma 7 % of the crop) to about a pixel, and a 0 px crop cannot be made at all.
+#: (sigma 6.1 % of the crop) to about two pixels, and a 0 px crop cannot be made at all.
 MIN_SIZE = 32
 #: The largest crop, pixels: four times the default and the models' 112 px input. Every
 #: frame of a source is held in memory as a crop (a 1,008-frame source at 512 px is 0.8 GB,
@@ -267,9 +267,9 @@ def face_sources(videos: list[Path]) -> list[FaceSource]:
     would make each of its faces two subjects of one set. Both are a :class:`~fgsl.cli.UsageError`
     naming both paths, raised before :func:`make_set` writes anything.
     """
-    from fgsl.cli import refuse_given_twice  # here: fgsl.cli loads torch, which building a set does not need
-
-    refuse_given_twice("source video", videos, "each of its faces would be two subjects of one set; give it once")
+    twice = given_twice("source video", videos, "each of its faces would be two subjects of one set; give it once")
+    if twice is not None:
+        raise _usage_error(twice)
     sources: list[FaceSource] = []
     taken: dict[str, Path] = {}  # subject -> the video that named it
     for video in videos:
