@@ -29,6 +29,9 @@ class UsageError(ValueError):
     """A bad combination of command-line arguments or inputs."""
 
 
+#: How pathlib (before Python 3.13) words a symbolic link that points at itself, in a RuntimeError.
+SYMLINK_LOOP = "Symlink loop from "
+
 #: Errors that describe bad input, not bugs: reported in one line.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UsageError,
@@ -326,4 +329,9 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
     except OSError as exc:  # the machine, not the input or a bug: a full disk, a read-only folder, an I/O error
         print(f"error: {error_line(exc)}", file=sys.stderr)
         _drop_stdout_if_broken()
+        return 2
+    except RuntimeError as exc:  # Path.resolve() before Python 3.13 (since then an OSError, ELOOP)
+        if not str(exc).startswith(SYMLINK_LOOP):
+            raise
+        print(f"error: {str(exc)[len(SYMLINK_LOOP):].strip(chr(39))}: a symbolic link loop", file=sys.stderr)
         return 2

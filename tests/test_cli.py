@@ -232,3 +232,16 @@ def test_ctrl_c_while_their_own_package_imports_ours_is_their_keyboard_interrupt
                                                        path=[str(tmp_path), str(root)])
     assert (code, out) == (-signal.SIGINT, ""), err
     assert err.startswith("Traceback (most recent call last):") and err.endswith("\nKeyboardInterrupt\n"), err
+
+
+def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
+    """``Path.resolve()`` on a link to itself raises RuntimeError("Symlink loop from ...")
+    before Python 3.13 (an OSError since): it was a traceback."""
+    from fgsl.data.synthetic import main
+
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    assert main(["--videos", str(loop), "--out", str(tmp_path / "set")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] in (
+        f"error: {loop}: a symbolic link loop", f"error: {loop}: Too many levels of symbolic links")
+    assert not (tmp_path / "set").exists()
