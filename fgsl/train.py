@@ -109,10 +109,10 @@ class Dist:
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
         cuda = torch.cuda.is_available()
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.local + 1))
-        if cuda and local_world > torch.cuda.device_count():
+        gpus = torch.cuda.device_count() if cuda else 0
+        if cuda and local_world > gpus:
             # A rank past the last GPU failed set_device with CUDA's "invalid device ordinal" (a
             # traceback) while the others waited for it: every rank refuses, before CUDA.
-            gpus = torch.cuda.device_count()
             raise UsageError(f"torchrun started {local_world} processes on this "
                              f"machine and it has {gpus} visible CUDA device(s): one process per GPU (--nproc-per-node "
                              f"{gpus}), or none visible (CUDA_VISIBLE_DEVICES=) to train on the CPU")

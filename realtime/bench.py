@@ -66,7 +66,7 @@ with startup_imports(__name__):
     from engines.machine import machine_info
     from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_flag_given, at_least, positive_int, positive_number, register_user_error, run
     from fgsl.data.frames import open_source
-    from fgsl.data.synthetic import MAX_FRAMES, Recipe
+    from fgsl.data.synthetic import MAX_FRAMES, Recipe, make_set
 
     from .capture import Capture, parse_source
     from .pipeline import STAGES, Pipeline
@@ -240,8 +240,6 @@ def synthetic_recipe(args: argparse.Namespace) -> Recipe:
 
 def make_synthetic(video: Path, folder: Path, recipe: Recipe) -> tuple[list[Path], Path]:
     """Write the synthetic set of ``recipe`` into ``folder``; return its videos and its annotations.csv."""
-    from fgsl.data.synthetic import make_set
-
     made = make_set([video], folder, recipe, progress=False)
     if not made:
         raise UsageError(f"--count {recipe.count} --frames {recipe.frames}: the synthetic set holds no injected movement, "
