@@ -1,7 +1,10 @@
 """``python -m fgsl.infer``: offline FGSL inference on videos -> MEGC submission CSV.
 
-Each video is read (centre-square crop, see :mod:`fgsl.data.video`), resampled to the
-model's fps and cut into windows of ``T`` frames every ``T/4`` frames (the last window is
+Each video is read as the weights were trained (:func:`reads_aligned`): MediaPipe-aligned
+crops of its face, as the live spotter frames faces, for weights trained on those
+(``fgsl.train --align-faces``, :mod:`fgsl.data.aligned`), else the centre square of each
+frame (:mod:`fgsl.data.video`); ``--align-faces`` / ``--no-align-faces`` choose. It is
+resampled to the model's fps and cut into windows of ``T`` frames every ``T/4`` frames (the last window is
 aligned to the end; a video shorter than a window is padded by repeating its last frame).
 Windows go through the engine in batches, are decoded with :func:`fgsl.decode.decode`, moved
 to video time, merged across windows into one interval per movement (:func:`merge`), and written as
@@ -14,6 +17,7 @@ benchmarks before trained weights exist.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import sys
@@ -33,10 +37,11 @@ with startup_imports(__name__):
     from engines.base import add_engine_device_flag
 
     from .cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, check_output, positive_int,
-                      refuse_given_twice, refuse_preset_with_weights, run, score_threshold, subject_name)
+                      refuse_given_twice, refuse_preset_with_weights, register_user_error, run, score_threshold,
+                      subject_name)
     from .config import DEFAULT_PRESET, PRESETS, FGSLConfig, preset
     from .data.frames import open_source
-    from .data.video import normalise, pad_frames, read_centre_crops, resample_indices, to_source_frame
+    from .data.video import normalise, pad_frames, read_crops, resample_indices, to_source_frame
     from .decode import Interval, decode
     from .evaluate import MEGC_COLUMNS, read_intervals
     from .files import atomic_write
@@ -149,11 +154,12 @@ def to_detections(intervals: list[Interval], cfg: FGSLConfig, video: str, source
 
 def infer_video(
     engine, path: str | Path, batch: int = 4, progress: bool = True, threshold: float | None = None,
-    fps: float | None = None,
+    fps: float | None = None, aligned: bool = False,
 ) -> list[Detection]:
-    """Detections in one video file or frame folder (``fps``: required for a folder)."""
+    """Detections in one video file or frame folder (``fps``: required for a folder), read as
+    aligned face crops or centre crops (``aligned``, :func:`fgsl.data.video.read_crops`)."""
     cfg: FGSLConfig = engine.cfg
-    video = read_centre_crops(path, cfg.image_size, fps)
+    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress)
     frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
     intervals = spot_frames(engine, frames, batch, threshold, progress, desc=Path(path).name)
     return to_detections(intervals, cfg, str(path), video.fps, video.count)
@@ -258,12 +264,77 @@ def open_engine(weights: str | Path | None, *, allow_untrained: bool = False, pr
     return engine, False
 
 
+def weights_folder(engine: Any) -> Path | None:
+    """The engine's weights folder, when it was opened from one."""
+    from . import weights
+
+    source = getattr(engine, "source", None)
+    if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
+        return Path(source)
+    return None
+
+
+def trained_crops(engine: Any) -> str | None:
+    """What the engine's weights were trained on, as recorded with them: ``"centre"``
+    (:data:`fgsl.data.video.CROPS`, centre crops of face videos) or ``"aligned"``
+    (:data:`fgsl.data.aligned.ALIGNED`, the live spotter's framing); ``None`` when unknown
+    (random weights, weights from elsewhere)."""
+    from engines.export import is_engine_dir, read_manifest
+
+    from . import weights
+
+    source = getattr(engine, "source", None)
+    if source and is_engine_dir(source):  # engines.build copied it from the weights
+        manifest = read_manifest(source, verify=False)
+        if "crops" in manifest:
+            return manifest["crops"]
+        weights_dir = Path(str(manifest.get("source") or ""))  # built before manifests had it
+        return weights.info(weights_dir).get("crops") if (weights_dir / weights.WEIGHTS_FILE).is_file() else None
+    folder = weights_folder(engine)
+    return None if folder is None else weights.info(folder).get("crops")
+
+
+def reads_aligned(engine: Any, given: bool | None) -> bool:
+    """Whether ``fgsl.infer`` and ``fgsl.tune`` align faces: as ``--align-faces`` /
+    ``--no-align-faces`` say (``given``), else when the weights were trained on aligned crops.
+    Weights trained on centre crops, or of unknown origin, get the centre crops they have always got."""
+    from .data.aligned import ALIGNED
+
+    return trained_crops(engine) == ALIGNED if given is None else given
+
+
+def add_align_faces_flag(parser: ArgumentParser) -> None:
+    """``--align-faces`` / ``--no-align-faces`` for ``fgsl.infer`` and ``fgsl.tune`` (default:
+    :func:`reads_aligned`)."""
+    parser.add_argument("--align-faces", action=argparse.BooleanOptionalAction, default=None,
+                        help="read MediaPipe-aligned crops of each video's face (as the live spotter frames faces) "
+                             "instead of the centre square of each frame (default: as the weights were trained; "
+                             "docs/training.md)")
+
+
+def crops_line(aligned: bool, engine: Any) -> str:
+    """How the videos are read, for the start-up line; it says when that is not how the
+    weights were trained (a ``--no-align-faces`` or ``--align-faces`` against them)."""
+    from .data.aligned import ALIGNED
+    from .data.video import CROPS
+
+    used = ALIGNED if aligned else CROPS
+    trained = trained_crops(engine)
+    text = "faces aligned with MediaPipe" if aligned else "centre crops"
+    if trained is not None and trained != used:
+        text += f" (the weights were trained on {trained} crops: expect lower accuracy)"
+    return text
+
+
 #: What each output line says about the weights (``engines.trained``: True, False or unknown).
 WEIGHTS_TAG = {True: "", False: " [UNTRAINED WEIGHTS: intervals are meaningless]",
                None: " [weights of unknown origin: the engine folder does not say whether they were trained]"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from realtime.types import RealtimeError  # (light: no MediaPipe)
+
+    register_user_error(RealtimeError)  # aligned reading: MediaPipe cannot start (not installed, no libEGL)
     parser = ArgumentParser(prog="python -m fgsl.infer", description=__doc__.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("--weights", help="weights folder (model.safetensors + config.json) or engine folder "
@@ -283,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, default=4, help="windows per engine call (default: 4)")
     parser.add_argument("--threshold", type=score_threshold,
                         help="minimum score, in [0, 1) (default: the config's score_threshold)")
+    add_align_faces_flag(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
@@ -302,13 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         engine, trained = open_engine(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset,
                                       backend=args.backend, device=args.engine_device)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
+        aligned = reads_aligned(engine, args.align_faces)
         d = engine.describe()
-        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}){tag}", file=sys.stderr)
+        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, engine)}{tag}",
+              file=sys.stderr)
         rows: list[Detection] = []
         console: OSError | None = None  # stdout failed (a log on a full disk): the CSV is written all the same
         for path in args.videos:
             found = infer_video(engine, path, batch=args.batch, progress=not args.quiet, threshold=args.threshold,
-                                fps=args.fps)
+                                fps=args.fps, aligned=aligned)
             rows.extend(found)
             try:
                 for det in found if console is None else ():

@@ -75,6 +75,7 @@ with startup_imports(__name__):
                           positive_number, register_user_error, run)
     from fgsl.config import PRESETS, FGSLConfig, preset
     from fgsl.data import spec as data_spec
+    from fgsl.data.aligned import ALIGNED
     from fgsl.data.synthetic import MAX_FRAMES, Recipe, make_set
     from fgsl.data.table import Annotation
     from fgsl.data.video import CROPS, normalise, pad_frames
@@ -148,8 +149,6 @@ class Dist:
 # ---------------------------------------------------------------------------- data
 def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist) -> data_spec.TrainData:
     kind, value = data_spec.parse(args.data)
-    if args.align_faces and kind != "synthetic":
-        raise UsageError("--align-faces applies to synthetic data (align annotated videos before training)")
     if args.micro_sheet and kind != "samm":
         raise UsageError(f"--micro-sheet is SAMM's micro-expression sheet: it applies to --data samm=FILE, not {kind}")
     if kind != "synthetic":
@@ -162,7 +161,8 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
             if env.main:
                 print(f"micro-expression sheet (emotions): {sheet} (found beside {value}; --micro-sheet to choose)",
                       file=sys.stderr)
-        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val, sheet)
+        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val, sheet,
+                                        aligned=args.align_faces, progress=env.main and not args.quiet)
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
     if args.video_root:  # (it was ignored without a word)
@@ -472,11 +472,16 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: {out / CHECKPOINT} was written in the middle of epoch {state['within']['epoch']}, "
                          f"which counts each process's own micro-batches (--batch {took[0]} x --accum {took[1]} x "
                          f"{took[2]} process(es)): resume it with those")
-    saved_data, data_now = state.get("data"), data_identity(args)
-    if saved_data is not None and saved_data != data_now:
-        differ = ", ".join(f"{k} {saved_data.get(k)!r} -> {data_now.get(k)!r}" for k in data_now if saved_data.get(k) != data_now[k])
-        raise UsageError(f"--resume: the run was trained on other data ({differ}): its subject split, validation and "
-                         "test set would change; resume with the run's own data flags")
+    saved_data, data_now = state.get("data"), {**IDENTITY_DEFAULTS, **data_identity(args)}
+    if saved_data is not None:
+        saved_data = {**IDENTITY_DEFAULTS, **saved_data}
+        keys = [k for k in {**saved_data, **data_now} if saved_data.get(k) != data_now.get(k)]
+        if keys:
+            differ = ", ".join(f"{k} {saved_data.get(k)!r} -> {data_now.get(k)!r}" for k in keys)
+            change = ("the crops its weights learned" if keys == ["crops"]
+                      else "its subject split, validation and test set")
+            raise UsageError(f"--resume: the run was trained on other data ({differ}): {change} would change; resume "
+                             "with the run's own data flags")
     if state["epoch"] + 1 >= args.epochs and held_out_scored(out):
         raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs} and its "
                          f"held-out test is scored ({out / METRICS}): nothing left to do")
@@ -485,8 +490,8 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
 
 def data_identity(args: argparse.Namespace) -> dict[str, Any]:
     """What a resumed run must keep of its data flags: the annotation file, its videos, the
-    subject split and the validation choice (synthetic sets are compared by recipe and source
-    videos in :func:`prepare_data`, so only ``--val`` here)."""
+    subject split, the validation choice and the crops read (``--align-faces``; synthetic sets
+    are compared by recipe and source videos in :func:`prepare_data`, so only ``--val`` here)."""
     kind, value = data_spec.parse(args.data)
     if kind == "synthetic":
         return {"kind": kind, "val": args.val}
@@ -494,7 +499,12 @@ def data_identity(args: argparse.Namespace) -> dict[str, Any]:
                 if args.video_root else None, "split": args.split, "val": args.val, "skip_bad_rows": args.skip_bad_rows}
     if args.micro_sheet:  # (only when given: runs before the flag keep their identity)
         identity["micro_sheet"] = str(Path(args.micro_sheet).resolve())
-    return identity
+    return {**identity, "crops": ALIGNED if args.align_faces else CROPS}
+
+
+#: Data identity entries that runs saved before them lack, with the value those runs had
+#: (synthetic runs lack them too: their recipe records ``--align-faces``).
+IDENTITY_DEFAULTS = {"crops": CROPS}
 
 
 def held_out_scored(out: Path) -> bool:
@@ -557,9 +567,9 @@ class _Run:
 
     @property
     def crops(self) -> str:
-        """What the model sees, recorded with the weights (centre crops of aligned videos with
-        ``--align-faces``), so the live spotter can say when it feeds other crops."""
-        return "aligned" if self.args.align_faces else CROPS
+        """What the model sees, recorded with the weights (aligned crops with ``--align-faces``),
+        so the live spotter can say when it feeds other crops and ``fgsl.infer`` reads videos the same way."""
+        return ALIGNED if self.args.align_faces else CROPS
 
     def past_deadline(self) -> bool:
         """``--max-minutes`` has run out on this process's clock."""
@@ -955,8 +965,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amplitude", type=positive_number, default=12.0,
                         help="synthetic peak displacement, px of the 128 px face crop (default %(default)s; see docs/training.md)")
     parser.add_argument("--align-faces", action="store_true",
-                        help="synthetic data: align faces with the live spotter's face pipeline (MediaPipe), so the "
-                             "weights suit realtime.cam --weights (see docs/training.md)")
+                        help="read faces aligned by the live spotter's face pipeline (MediaPipe) instead of centre "
+                             "crops: synthetic sets are made from aligned faces, annotated videos are read aligned; "
+                             "the weights then suit realtime.cam --weights, and fgsl.infer reads videos the same way "
+                             "(see docs/training.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 

@@ -38,12 +38,14 @@ with startup_imports(__name__):
     from engines.base import add_engine_device_flag
     from engines.export import MANIFEST, config_of, is_engine_dir, read_manifest, write_manifest
 
-    from .cli import ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, positive_int, run
+    from .cli import (ArgumentParser, HelpFormatter, UsageError, add_source_fps_flag, positive_int, register_user_error,
+                      run)
     from .config import FGSLConfig, is_score_threshold
     from .data.spec import VideoItem, load_item
     from .evaluate import MegcInterval, evaluate, read_intervals
     from .files import atomic_write, unwritable_reason
-    from .infer import merge_windows, table_names, to_detections, truth_keys, video_name, window_intervals
+    from .infer import (add_align_faces_flag, crops_line, merge_windows, reads_aligned, table_names, to_detections,
+                        truth_keys, video_name, window_intervals)
     from .weights import CONFIG_FILE, UntrainedWeights
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -128,6 +130,9 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from realtime.types import RealtimeError  # (light: no MediaPipe)
+
+    register_user_error(RealtimeError)  # aligned reading: MediaPipe cannot start (not installed, no libEGL)
     parser = ArgumentParser(prog="python -m fgsl.tune", description=__doc__.split("\n\n")[0],
                             formatter_class=HelpFormatter)
     parser.add_argument("--weights", required=True, help="trained weights folder, or engine folder (engines.build)")
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, default=4, help="windows per engine call (at least 1)")
     parser.add_argument("--write", action="store_true",
                         help="store the best threshold in the folder's config.json (manifest.json of an engine folder)")
+    add_align_faces_flag(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -167,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                              "so fgsl.tune takes trained weights only") from None
         if args.write:
             threshold_file(Path(args.weights))
-        items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps) for v in args.videos]
+        aligned = reads_aligned(engine, args.align_faces)
+        print(f"videos read as {crops_line(aligned, engine)}", file=sys.stderr)
+        items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps, aligned=aligned, progress=not args.quiet)
+                 for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)
         print(format_sweep(rows))
         choice = best(rows)

@@ -79,7 +79,7 @@ def test_windows_come_through_the_live_pipeline(collected: tuple[list[tuple[int,
     assert starts == sorted(starts) and starts[:5] == [0, 8, 16, 24, 32]
     # The tracker makes the crops the live FGSL spotter asks for (ALIGNED_CROP px, shrunk to the
     # model's 32 with INTER_AREA when the clips are made), not model-size crops of its own.
-    from realtime.spotters.fgsl import ALIGNED_CROP
+    from fgsl.data.aligned import ALIGNED_CROP
 
     for _, window in samples:
         assert window.crops.shape == (32, ALIGNED_CROP, ALIGNED_CROP, 3) and window.crops.dtype == np.uint8

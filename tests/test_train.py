@@ -551,6 +551,11 @@ def test_resume_refuses_another_model_or_another_step_size(capsys, tmp_path):
                       str(tmp_path), "--split", "loso:1")
     assert line == ("error: --resume: the run was trained on other data (split 'loso:0' -> 'loso:1'): its subject "
                     "split, validation and test set would change; resume with the run's own data flags")
+    # ... or read its videos framed otherwise (--align-faces: aligned face crops instead of centre crops).
+    line = _cli_error(capsys, "--out", str(tmp_path), "--resume", "--data", f"table={table}", "--video-root",
+                      str(tmp_path), "--split", "loso:0", "--align-faces")
+    assert line == ("error: --resume: the run was trained on other data (crops 'centre' -> 'aligned'): the crops its "
+                    "weights learned would change; resume with the run's own data flags")
 
 
 def test_synthetic_data_can_come_from_one_video_file(tmp_path):

@@ -3,6 +3,8 @@ the chosen threshold is written into the weights' config (tensors untouched)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -179,3 +181,31 @@ def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_swee
         "error: no threshold found a single movement of the ground truth (spotting F1 0 throughout): nothing to "
         "choose; nothing written")
     assert (tmp_path / "blind" / "config.json").read_text() == before
+
+
+def test_tune_reads_the_videos_as_the_weights_were_trained(val_set, tmp_path, capsys):
+    """Weights trained on aligned crops (fgsl.train --align-faces) are tuned on aligned crops,
+    as fgsl.infer reads them (fgsl.data.aligned); --no-align-faces says what it changes."""
+    from fgsl.data.spec import load_item
+    from fgsl.infer import table_names
+    from fgsl.tune import format_sweep
+
+    model = build(preset("tiny"), seed=0)
+    randomise_adapters(model)
+    with torch.no_grad():  # class scores around 0.5: intervals at every threshold
+        model.heads.class_out.bias.fill_(0.0)
+    weights.save(model, tmp_path / "run", trained=True, info={"crops": "aligned"})
+    videos = sorted(str(v) for v in (val_set / "videos").glob("*.avi"))
+    gt = str(val_set / "annotations.csv")
+    args = ["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *videos, "--gt", gt,
+            "--thresholds", "0.05,0.5", "--quiet"]
+    assert tune_main(args) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == "videos read as faces aligned with MediaPipe"
+    names = table_names(videos, sorted({(r.subject, r.video) for r in read_intervals(gt)}))
+    items = [load_item(model.cfg, *names[v], Path(v), [], aligned=True) for v in videos]
+    rows = sweep(TorchEngine(weights.load(tmp_path / "run")), items, read_intervals(gt), (0.05, 0.5))
+    assert out.startswith(format_sweep(rows) + "\n")
+    assert tune_main([*args, "--no-align-faces"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == ("videos read as centre crops (the weights were trained on "
+                                                       "aligned crops: expect lower accuracy)")

@@ -26,15 +26,17 @@ rule (:func:`fgsl.data.video.to_model_frame`: nearest frame, ties half up).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fgsl.config import FGSLConfig
 from fgsl.data.table import Annotation, AnnotationError, read_table
-from fgsl.data.video import read_centre_crops, resample_indices, to_model_frame
+from fgsl.data.video import read_crops, resample_indices, to_model_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -103,14 +105,16 @@ def parse(spec: str) -> tuple[str, str | None]:
 
 
 def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[Annotation],
-              fps: float | None = None, table: Path | None = None) -> VideoItem:
+              fps: float | None = None, table: Path | None = None, aligned: bool = False,
+              progress: bool = False) -> VideoItem:
     """Read a video (``fps``: the data set's rate, needed for frame folders and overriding a
-    video file's header, as ``fgsl.infer --fps`` does) and move its annotations (from ``table``,
-    named in errors) to model frames.
+    video file's header, as ``fgsl.infer --fps`` does; ``aligned``: MediaPipe-aligned face
+    crops instead of centre crops, :func:`fgsl.data.video.read_crops`) and move its
+    annotations (from ``table``, named in errors) to model frames.
 
     A row that ends past the video's last frame is refused: its event never fits in a window,
     and every window that would cut it is dropped, so it silently removes training data."""
-    video = read_centre_crops(path, cfg.image_size, fps)
+    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress)
     index = resample_indices(video.count, video.fps, cfg.fps)
     events = []
     for r in rows:
@@ -242,7 +246,11 @@ def read_annotation_file(kind: str, path: Path, skip_bad: bool = False,
 
 
 def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | None, split: str | None,
-                   skip_bad: bool = False, val: str = "auto", micro_sheet: Path | None = None) -> TrainData:
+                   skip_bad: bool = False, val: str = "auto", micro_sheet: Path | None = None,
+                   aligned: bool = False, progress: bool = False) -> TrainData:
+    """The annotated videos, split by subject (module docstring), read as centre crops or
+    (``aligned``, ``fgsl.train --align-faces``) as MediaPipe-aligned face crops, with a
+    progress bar over the videos when ``progress``."""
     if video_root is None:
         raise DataSpecError(f"--data {kind}=... needs --video-root DIR (where the videos are)")
     rows = read_annotation_file(kind, path, skip_bad, micro_sheet)
@@ -255,10 +263,14 @@ def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | No
         if checked == set(rest):
             raise DataSpecError(f"--val {val!r}: leaves no training subject")
     parts: dict[str, list[VideoItem]] = {"train": [], "val": [], "test": []}
-    for (subject, video), group in group_rows(rows).items():
-        item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind), path)
+    groups = group_rows(rows)
+    for (subject, video), group in tqdm(groups.items(), desc="reading videos", unit="video", total=len(groups),
+                                        disable=not progress, file=sys.stderr):
+        item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind), path,
+                         aligned=aligned, progress=progress)
         parts["test" if subject in held else "val" if subject in checked else "train"].append(item)
-    description = f"{kind}={path} (held out: {', '.join(sorted(held))}; validation: {', '.join(sorted(checked)) or 'none'})"
+    description = (f"{kind}={path} (held out: {', '.join(sorted(held))}; validation: {', '.join(sorted(checked)) or 'none'}"
+                   f"{'; faces aligned as the live spotter aligns them' if aligned else ''})")
     return TrainData(parts["train"], parts["test"], [r for r in rows if r.subject in held], description,
                      parts["val"], [r for r in rows if r.subject in checked])
 

@@ -323,31 +323,16 @@ def read_aligned_face_frames(source: FaceSource, size: int) -> tuple[np.ndarray,
     source's Haar box centre (within half the box); a frame without it repeats the nearest
     aligned frame before it (or, at the start, the first one found).
     """
-    import time
-
-    from realtime.face import FaceTracker  # lazy: only aligned sets need MediaPipe
-    from realtime.types import Frame
+    from fgsl.data.aligned import aligned_faces, fill_gaps, nearest_face  # lazy: only aligned sets need MediaPipe
 
     video = open_source(source.video)
     x, y, side = source.box
-    centre, reach = np.array([x + side / 2, y + side / 2]), side / 2
-    crops: list[np.ndarray | None] = []
-    with FaceTracker(max_faces=4, crop_size=size) as tracker:
-        for i, frame in enumerate(video):
-            update = tracker.process(Frame(i, i / video.fps, time.monotonic(), frame))
-            best, gap = None, reach
-            for face in update.faces:
-                distance = float(np.abs(np.array([face.box[0] + face.box[2], face.box[1] + face.box[3]]) / 2 - centre).max())
-                if distance < gap:
-                    best, gap = face, distance
-            crops.append(None if best is None else cv2.cvtColor(best.crop, cv2.COLOR_RGB2BGR))
-    found = [c for c in crops if c is not None]
-    if not found:
+    centre = np.array([x + side / 2, y + side / 2])
+    crops = [None if face is None else cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR)
+             for face in (nearest_face(faces, centre, side / 2) for faces in aligned_faces(video, size))]
+    if all(c is None for c in crops):
         raise VideoError(f"{source.video}: MediaPipe found no face near {source.subject}'s box to align")
-    last = found[0]
-    for i, crop in enumerate(crops):
-        last = crops[i] = last if crop is None else crop
-    return np.stack(crops), video.fps  # type: ignore[arg-type]
+    return fill_gaps(crops), video.fps
 
 
 # ---------------------------------------------------------------------------- motion

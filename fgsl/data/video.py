@@ -1,10 +1,10 @@
 """Reading videos into model-ready clips (OpenCV), with clear errors for bad files.
 
-Offline inference and training use a fixed centre square crop of each frame (the synthetic
+Offline inference and training read a fixed centre square crop of each frame (the synthetic
 sets are fixed face crops too): right for face crops and webcam-style frontal recordings,
 wrong for faces away from the centre. The live spotter (``realtime``) tracks and aligns
-faces with MediaPipe instead; feeding its aligned crops to offline inference and training is
-not done yet (it would change what trained weights expect).
+faces with MediaPipe instead; weights trained on its framing (``fgsl.train --align-faces``)
+are read that way offline too (``aligned=True`` in :func:`read_crops`, :mod:`fgsl.data.aligned`).
 
 Frame rates: the annotation table and every output stay in source frames; the model runs at
 ``cfg.fps``. The one mapping between the two is :func:`to_model_frame` / :func:`to_source_frame`:
@@ -29,7 +29,7 @@ from fgsl.config import IMAGENET_MEAN, IMAGENET_STD, is_positive_number
 from fgsl.data.frames import VideoError, open_source
 
 __all__ = ["CROPS", "Video", "VideoError", "nearest_frame", "normalise", "pad_frames", "read_centre_crops",
-           "resample_indices", "to_model_frame", "to_source_frame"]
+           "read_crops", "resample_indices", "to_model_frame", "to_source_frame"]
 
 #: What this reader feeds a model, recorded with trained weights (``weights.info(...)["crops"]``)
 #: so that the live spotter, which feeds MediaPipe-aligned crops, can say when they differ.
@@ -66,6 +66,18 @@ def read_centre_crops(path: str | Path, size: int, fps: float | None = None) -> 
     if not frames:
         raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
     return Video(Path(path), source.fps, np.stack(frames))
+
+
+def read_crops(path: str | Path, size: int, fps: float | None = None, *, aligned: bool = False,
+               progress: bool = False) -> Video:
+    """All frames as ``size``-pixel RGB crops: MediaPipe-aligned crops of the video's face
+    (``aligned``, :func:`fgsl.data.aligned.read_aligned_crops`, with a progress bar when
+    ``progress``), else centre squares (:func:`read_centre_crops`)."""
+    if aligned:
+        from fgsl.data.aligned import read_aligned_crops  # lazy: MediaPipe only for aligned crops
+
+        return read_aligned_crops(path, size, fps, progress)
+    return read_centre_crops(path, size, fps)
 
 
 def nearest_frame(position: float) -> int:

@@ -73,28 +73,19 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from fgsl.config import CHUNK_FRAMES, FGSLConfig, is_positive_number
+from fgsl.data.aligned import fit_crops, tracker_crop_size
 from fgsl.data.datasets import CASME3_EMOTIONS, SAMM_EMOTIONS
-from fgsl.data.synthetic import Recipe
 from fgsl.data.video import nearest_frame, normalise
 from fgsl.decode import Interval, decode
-from fgsl.infer import MERGE_GAP_S, merge_windows
+from fgsl.infer import MERGE_GAP_S, merge_windows, trained_crops, weights_folder
 
 from ..types import LABELS, MICRO_MAX_S, Candidate, RealtimeError, Window
 from .base import next_window_start
-
-#: Smallest crop the face tracker makes for this spotter (px); :meth:`FGSLSpotter._crops` shrinks
-#: it to the model's ``image_size`` with ``INTER_AREA``. The tracker's ``warpAffine`` samples
-#: bilinearly, which aliases when it shrinks a face of a few hundred pixels straight to the tiny
-#: preset's 32; and the aligned training sets (``fgsl.data.synthetic --align``) are aligned at
-#: this size and shrunk the same way when read (live F1 0.624 -> 0.680, docs/realtime.md).
-ALIGNED_CROP = Recipe.size
 
 UNTRAINED_BANNER = "UNTRAINED WEIGHTS: candidates are meaningless (benchmarks only)"
 
@@ -120,39 +111,12 @@ def scaled_threshold(threshold: float, sensitivity: float) -> float:
     return odds / (1 + odds)
 
 
-def _weights_folder(engine: Any) -> Path | None:
-    """The engine's weights folder, when it was opened from one."""
-    from fgsl import weights
-
-    source = getattr(engine, "source", None)
-    if source and (Path(source) / weights.WEIGHTS_FILE).is_file():
-        return Path(source)
-    return None
-
-
 def _weights_trained(engine: Any) -> bool | None:
     """Whether the engine's weights folder says trained; ``None`` when it has no folder."""
     from fgsl import weights
 
-    folder = _weights_folder(engine)
+    folder = weights_folder(engine)
     return None if folder is None else weights.is_trained(folder)
-
-
-def _weights_crops(engine: Any) -> str | None:
-    """What the weights were trained on (``"centre"``: ``fgsl.train``'s centre crops of face
-    videos; ``"aligned"``: crops like this spotter's); ``None`` when unknown."""
-    from engines.export import is_engine_dir, read_manifest
-    from fgsl import weights
-
-    source = getattr(engine, "source", None)
-    if source and is_engine_dir(source):  # engines.build copied it from the weights
-        manifest = read_manifest(source, verify=False)
-        if "crops" in manifest:
-            return manifest["crops"]
-        weights_dir = Path(str(manifest.get("source") or ""))  # built before manifests had it
-        return weights.info(weights_dir).get("crops") if (weights_dir / weights.WEIGHTS_FILE).is_file() else None
-    folder = _weights_folder(engine)
-    return None if folder is None else weights.info(folder).get("crops")
 
 
 #: Said when trained weights saw other crops than the live spotter feeds them.
@@ -161,14 +125,14 @@ CROPS_CAVEAT = ("trained on centre crops of face videos, not on the MediaPipe-al
 
 
 def live_crop_size(cfg: FGSLConfig) -> int:
-    """The aligned crop the face tracker makes for an FGSL model (px): :data:`ALIGNED_CROP`, or
-    the model's own size when larger; :func:`model_crops` shrinks it to the model's."""
-    return max(cfg.image_size, ALIGNED_CROP)
+    """The aligned crop the face tracker makes for an FGSL model (px), the one offline reading
+    makes too (:func:`fgsl.data.aligned.tracker_crop_size`); :func:`model_crops` shrinks it to the model's."""
+    return tracker_crop_size(cfg.image_size)
 
 
 def model_crops(window: Window, cfg: FGSLConfig) -> np.ndarray:
-    """A window's tracker crops at the model's size, ``[T, S, S, 3]`` RGB uint8: shrunk with
-    ``INTER_AREA`` (see :data:`ALIGNED_CROP`). The same for the live spotter and for the
+    """A window's tracker crops at the model's size, ``[T, S, S, 3]`` RGB uint8, fitted as
+    offline aligned reading fits them (:func:`fgsl.data.aligned.fit_crops`). The same for the live spotter and for the
     calibration windows of ``calib.collect``, which must be what the engine sees live."""
     crops = np.asarray(window.crops)
     if crops.ndim != 4 or crops.shape[3] != 3 or crops.dtype != np.uint8:
@@ -177,12 +141,7 @@ def model_crops(window: Window, cfg: FGSLConfig) -> np.ndarray:
     if len(crops) != cfg.window_frames or len(window.indices) != cfg.window_frames:
         raise RealtimeError(f"track {window.track}: window of {len(crops)} frames, the FGSL model "
                             f"takes {cfg.window_frames}")
-    size = cfg.image_size
-    if crops.shape[1:3] != (size, size):
-        shrink = crops.shape[1] * crops.shape[2] > size * size
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        crops = np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
-    return crops
+    return fit_crops(crops, cfg.image_size)
 
 
 def window_clips(windows: list[Window], cfg: FGSLConfig) -> np.ndarray:
@@ -234,7 +193,7 @@ class FGSLSpotter:
         self.threshold = scaled_threshold(base, self.sensitivity)
         self.labels = tuple(megc_label(c) for c in cfg.classes)
         self.trained = _weights_trained(engine) if trained is None else bool(trained)
-        self.trained_on_crops = _weights_crops(engine)  # "centre", "aligned" or None: see describe()
+        self.trained_on_crops = trained_crops(engine)  # "centre", "aligned" or None: see describe()
 
     # ------------------------------------------------------------------ construction
     @classmethod

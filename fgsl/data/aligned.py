@@ -1,0 +1,144 @@
+"""Whole videos read as the live spotter frames faces: MediaPipe-aligned crops, for offline use.
+
+Why: weights trained for the live spotter (``fgsl.train --align-faces``, marked
+``"crops": "aligned"``) learned MediaPipe-aligned crops (eyes and nose on fixed positions,
+:mod:`realtime.face`). Offline inference (``fgsl.infer``), threshold tuning (``fgsl.tune``)
+and training on annotated videos must feed them that framing too, or the weights see another
+picture than the one they learned; a centre crop also cuts off a face away from the frame's
+centre. Everything here runs the live spotter's own tracker, so the framing is the same by
+construction: the tracker's crop is :func:`tracker_crop_size` pixels and is shrunk to the
+model's size with :func:`fit_crops`, exactly as the live FGSL spotter does
+(``realtime.spotters.fgsl.model_crops``).
+
+Which face: a video read for offline use stands for one subject (a MEGC CSV has one set of
+rows per video). The face followed is the largest in the first frame that shows one; after
+that, in each frame, the face nearest the followed one's last position (within half its box
+side, :func:`nearest_face`). So a face the tracker loses and finds again under a new track id
+is still followed, and a person passing by is not taken for it. A frame without it repeats
+the nearest aligned frame before it (at the start, the first one found), and a warning says
+how many frames that was. ``realtime.cam`` spots every face of a multi-face video.
+
+MediaPipe makes aligning the slow part of reading (12 ms a frame against 1.3 ms for centre
+crops on 2 cores here, docs/training.md); ``progress`` shows a bar.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fgsl.data.frames import FrameSource, VideoError, open_source
+from fgsl.data.synthetic import Recipe
+from fgsl.data.video import Video
+
+if TYPE_CHECKING:
+    from realtime.types import FaceObservation
+
+__all__ = ["ALIGNED", "ALIGNED_CROP", "aligned_faces", "fill_gaps", "fit_crops", "nearest_face", "read_aligned_crops",
+           "tracker_crop_size"]
+
+#: The ``"crops"`` record of weights trained on these crops (``weights.info``); ``fgsl.data.video.CROPS``
+#: (``"centre"``) is the other.
+ALIGNED = "aligned"
+
+#: The smallest aligned crop the tracker makes for a model (px); :func:`fit_crops` shrinks it
+#: to the model's ``image_size`` with ``INTER_AREA``. The tracker's ``warpAffine`` samples
+#: bilinearly, which aliases when it shrinks a face of a few hundred pixels straight to the
+#: tiny preset's 32; and the aligned training sets (``fgsl.data.synthetic --align``) are
+#: aligned at this size (the generator's crop) and shrunk the same way when read (live F1
+#: 0.624 -> 0.680, docs/realtime.md).
+ALIGNED_CROP = Recipe.size
+
+
+def tracker_crop_size(size: int) -> int:
+    """The tracker's crop for a model taking ``size`` pixels: :data:`ALIGNED_CROP`, or the
+    model's own size when larger (never enlarged from fewer pixels)."""
+    return max(size, ALIGNED_CROP)
+
+
+def fit_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    """``[T, s, s, 3]`` crops at ``size`` pixels: shrunk with ``INTER_AREA`` (it averages the
+    pixels a bilinear shrink would skip, so fine motion is not aliased), enlarged bilinearly."""
+    if crops.shape[1:3] == (size, size):
+        return crops
+    interp = cv2.INTER_AREA if crops.shape[1] * crops.shape[2] > size * size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(c, (size, size), interpolation=interp) for c in crops])
+
+
+def box_centre(box: Sequence[float]) -> np.ndarray:
+    """The centre ``(x, y)`` of an ``(x0, y0, x1, y1)`` box."""
+    return np.array([box[0] + box[2], box[1] + box[3]], np.float64) / 2
+
+
+def nearest_face(faces: Iterable[FaceObservation], centre: np.ndarray, reach: float) -> FaceObservation | None:
+    """The face whose box centre is nearest ``centre`` (largest coordinate difference),
+    if nearer than ``reach`` pixels; else ``None`` (the face looked for is not in view)."""
+    best, gap = None, reach
+    for face in faces:
+        distance = float(np.abs(box_centre(face.box) - centre).max())
+        if distance < gap:
+            best, gap = face, distance
+    return best
+
+
+def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False,
+                  desc: str | None = None) -> Iterator[list[FaceObservation]]:
+    """The faces the live spotter's tracker sees in each frame of ``source``, with
+    ``crop_size`` aligned crops (RGB). A tracker that cannot start (no MediaPipe, no libEGL, a
+    damaged face model) raises ``realtime.types.RealtimeError``, which says which."""
+    from realtime.face import FaceTracker  # lazy: MediaPipe only where aligned crops are read
+    from realtime.types import Frame
+
+    with FaceTracker(crop_size=crop_size) as tracker:
+        bar = tqdm(source, desc=desc or f"aligning {source.path.name}", unit="frame", total=source.count,
+                   disable=not progress, file=sys.stderr, leave=False)
+        for i, frame in enumerate(bar):
+            yield tracker.process(Frame(i, i / source.fps, time.monotonic(), frame)).faces
+
+
+def fill_gaps(crops: list[np.ndarray | None]) -> np.ndarray:
+    """The crops with each missing one (``None``) replaced by the nearest crop before it, or
+    at the start by the first one present. At least one must be present."""
+    filled, last = [], next(c for c in crops if c is not None)
+    for crop in crops:
+        last = last if crop is None else crop
+        filled.append(last)
+    return np.stack(filled)
+
+
+def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, progress: bool = False) -> Video:
+    """All frames of a video file or numbered-frame folder as ``size``-pixel RGB crops of its
+    face, aligned by the live spotter's tracker (see the module docstring for which face and
+    for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`."""
+    source = open_source(path, fps)
+    crops: list[np.ndarray | None] = []
+    centre, reach, most = None, 0.0, 0
+    for faces in aligned_faces(source, tracker_crop_size(size), progress):
+        most = max(most, len(faces))
+        if centre is None:
+            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+        else:
+            face = nearest_face(faces, centre, reach)
+        if face is not None:
+            centre, reach = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2
+        crops.append(None if face is None else face.crop)
+    if not crops:
+        raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
+    missing = sum(c is None for c in crops)
+    if missing == len(crops):
+        raise VideoError(f"{path}: MediaPipe found no face to align in its {len(crops)} frames")
+    if missing:
+        warnings.warn(f"{path}: the face is out of view in {missing} of {len(crops)} frames; each repeats the "
+                      "aligned frame before it", stacklevel=2)
+    if most > 1:
+        warnings.warn(f"{path}: up to {most} faces in view; reading the largest at the start (offline reading "
+                      "spots one face per video; realtime.cam spots each)", stacklevel=2)
+    return Video(Path(path), source.fps, fit_crops(fill_gaps(crops), size))

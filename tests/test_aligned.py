@@ -1,0 +1,164 @@
+"""Whole videos read as MediaPipe-aligned face crops (fgsl.data.aligned): real videos, real MediaPipe."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fgsl.config import preset
+from fgsl.data.aligned import aligned_faces, fit_crops, read_aligned_crops, tracker_crop_size
+from fgsl.data.frames import VideoError, open_source
+from fgsl.data.spec import load_annotated
+from fgsl.data.synthetic import write_video
+from fgsl.data.table import Annotation, write_table
+from fgsl.data.video import read_centre_crops, read_crops
+from tests.conftest import shared_video
+
+SAMPLE = shared_video("pyfeat_single_face.mp4")
+
+
+@pytest.fixture(scope="module")
+def sample_frames() -> np.ndarray:
+    """The sample's 72 BGR frames (640x360)."""
+    return np.stack(list(open_source(SAMPLE)))
+
+
+def off_centre(frames: np.ndarray, path: Path, widen: int = 320) -> Path:
+    """The frames on a wider grey canvas, flush right: the face moves 320 px away from the
+    canvas's centre, where a centre crop looks for it (lossless, so only the framing differs)."""
+    f, h, w, _ = frames.shape
+    canvas = np.full((f, h, w + widen, 3), 90, np.uint8)
+    canvas[:, :, widen:] = frames
+    write_video(path, canvas, 30.0)
+    return path
+
+
+def test_aligned_crops_follow_the_face_where_centre_crops_lose_it(tmp_path, sample_frames):
+    """The reason for aligned reading: the face's crops do not depend on where it sits in the frame."""
+    moved = off_centre(sample_frames, tmp_path / "moved.avi")
+    here, there = read_aligned_crops(SAMPLE, 112), read_aligned_crops(moved, 112)
+    assert here.frames.shape == there.frames.shape == (72, 112, 112, 3) and here.frames.dtype == np.uint8
+    assert here.fps == there.fps == 30.0
+    aligned_gap = np.abs(here.frames.astype(int) - there.frames.astype(int)).mean()
+    centre_gap = np.abs(read_centre_crops(SAMPLE, 112).frames.astype(int)
+                        - read_centre_crops(moved, 112).frames.astype(int)).mean()
+    assert aligned_gap < 4 < 40 < centre_gap, (aligned_gap, centre_gap)  # measured 1.6 and 82
+    # read_crops is the one switch between the two readers.
+    assert np.array_equal(read_crops(moved, 112, aligned=True).frames, there.frames)
+    assert np.array_equal(read_crops(moved, 112).frames, read_centre_crops(moved, 112).frames)
+
+
+def test_crops_are_made_at_the_live_size_and_shrunk_like_the_live_spotters():
+    """The tracker crops at least 128 px and shrinks to the model's size with INTER_AREA, as
+    realtime.spotters.fgsl.model_crops does live (it calls the same fit_crops)."""
+    assert tracker_crop_size(32) == tracker_crop_size(112) == 128 and tracker_crop_size(160) == 160
+    faces = [f[0].crop for f in aligned_faces(open_source(SAMPLE), 128)]
+    assert np.array_equal(read_aligned_crops(SAMPLE, 32).frames, fit_crops(np.stack(faces), 32))
+    big = np.zeros((2, 16, 16, 3), np.uint8)
+    assert fit_crops(big, 16) is big and fit_crops(big, 32).shape == (2, 32, 32, 3)
+
+
+def test_frames_without_the_face_repeat_the_one_before_with_a_warning(tmp_path, sample_frames):
+    frames = sample_frames.copy()
+    frames[30:40] = 128  # ten frames of plain grey: the face is gone
+    write_video(tmp_path / "gap.avi", frames, 30.0)
+    with pytest.warns(UserWarning, match=r"gap\.avi: the face is out of view in 10 of 72 frames; each repeats the "
+                                         r"aligned frame before it"):
+        video = read_aligned_crops(tmp_path / "gap.avi", 64)
+    assert all(np.array_equal(video.frames[i], video.frames[29]) for i in range(30, 40))
+    assert not np.array_equal(video.frames[40], video.frames[29])
+
+
+def test_a_video_without_a_face_is_one_clear_error(tmp_path):
+    write_video(tmp_path / "empty.avi", np.full((12, 240, 320, 3), 100, np.uint8), 30.0)
+    with pytest.raises(VideoError, match=r"empty\.avi: MediaPipe found no face to align in its 12 frames"):
+        read_aligned_crops(tmp_path / "empty.avi", 64)
+
+
+def test_a_two_face_video_follows_the_larger_face_throughout_and_says_so():
+    """One subject per video offline: the face that is largest at the start, in every frame
+    (never the other face's crop), with a warning that realtime.cam spots each."""
+    path = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
+    with pytest.warns(UserWarning, match=r"up to 2 faces in view; reading the largest at the start"):
+        video = read_aligned_crops(path, 64)
+    per_frame = [sorted(faces, key=lambda f: f.box[0]) for faces in aligned_faces(open_source(path), 128)]
+    assert all(len(faces) == 2 for faces in per_frame)
+    first = per_frame[0]
+    area = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in first]
+    side = int(np.argmax(area))  # 0: the left face, 1: the right one
+    for i, faces in enumerate(per_frame):
+        assert np.array_equal(video.frames[i], fit_crops(faces[side].crop[None], 64)[0]), i
+        assert not np.array_equal(video.frames[i], fit_crops(faces[1 - side].crop[None], 64)[0]), i
+
+
+def test_annotated_training_videos_can_be_read_aligned(tmp_path, sample_frames):
+    """fgsl.train --align-faces on annotated data: each video's frames are its aligned face."""
+    cfg = preset("tiny")
+    for subject in ("a", "b"):  # (a split needs two subjects; b is held out)
+        (tmp_path / subject).mkdir()
+        off_centre(sample_frames, tmp_path / subject / "face.avi")
+    rows = [Annotation("a", "face", 10, 12, 16, "micro", "positive"), Annotation("b", "face", 30, 31, 33, "micro", "surprise")]
+    write_table(rows, tmp_path / "gt.csv")
+    aligned = load_annotated(cfg, "table", tmp_path / "gt.csv", tmp_path, "subjects:b", val="none", aligned=True)
+    centre = load_annotated(cfg, "table", tmp_path / "gt.csv", tmp_path, "subjects:b", val="none")
+    assert "faces aligned as the live spotter aligns them" in aligned.description
+    assert "aligned" not in centre.description
+    (item,) = aligned.train
+    assert item.frames.shape == (72, 32, 32, 3) and item.events == centre.train[0].events
+    assert np.array_equal(item.frames, read_aligned_crops(tmp_path / "a" / "face.avi", 32).frames)
+    assert not np.array_equal(item.frames, centre.train[0].frames)
+
+
+def _intervals(csv_path: Path) -> dict[str, set[tuple[str, str, str]]]:
+    """Each video's rows of a MEGC CSV as a set of (onset, offset, emotion)."""
+    rows: dict[str, set[tuple[str, str, str]]] = {}
+    for subject, video, onset, offset, emotion in list(csv.reader(csv_path.open()))[1:]:
+        rows.setdefault(video, set()).add((onset, offset, emotion))
+    return rows
+
+
+def test_infer_reads_videos_as_the_weights_were_trained(tmp_path, sample_frames, capsys):
+    """Weights marked ``"crops": "aligned"`` (fgsl.train --align-faces) are fed aligned face
+    crops by default: the same face gives the same intervals wherever it sits in the frame.
+    ``--no-align-faces`` feeds centre crops and says that the weights learned other crops."""
+    from fgsl import weights
+    from fgsl.infer import main as infer_main
+    from fgsl.model import build
+
+    run = weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True, info={"crops": "aligned"})
+    moved = off_centre(sample_frames, tmp_path / "moved.avi")
+    common = ["--weights", str(run), "--backend", "torch", "--engine-device", "cpu", "--quiet", "--threshold", "0",
+              "--videos", str(SAMPLE), str(moved)]
+    assert infer_main([*common, "--out", str(tmp_path / "aligned.csv")]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].endswith("), faces aligned with MediaPipe"), err
+    found = _intervals(tmp_path / "aligned.csv")
+    assert found["moved"] == found["pyfeat_single_face"] and len(found["moved"]) >= 5
+
+    assert infer_main([*common, "--out", str(tmp_path / "centre.csv"), "--no-align-faces"]) == 0
+    err = capsys.readouterr().err
+    assert ("centre crops (the weights were trained on aligned crops: expect lower accuracy)" in err), err
+    found = _intervals(tmp_path / "centre.csv")
+    assert found["moved"] != found["pyfeat_single_face"]
+
+
+def test_infer_keeps_centre_crops_for_other_weights_and_aligns_on_request(tmp_path, capsys):
+    from fgsl import weights
+    from fgsl.infer import main as infer_main
+    from fgsl.model import build
+
+    run = weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True, info={"crops": "centre"})
+    common = ["--weights", str(run), "--backend", "torch", "--engine-device", "cpu", "--quiet", "--videos", str(SAMPLE)]
+    assert infer_main([*common, "--out", str(tmp_path / "a.csv")]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("), centre crops")
+    assert infer_main([*common, "--out", str(tmp_path / "b.csv"), "--align-faces"]) == 0
+    assert ("faces aligned with MediaPipe (the weights were trained on centre crops: expect lower accuracy)"
+            in capsys.readouterr().err)
+    # A video with no face to align: one error line, no CSV.
+    write_video(tmp_path / "empty.avi", np.full((12, 240, 320, 3), 100, np.uint8), 30.0)
+    assert infer_main([*common[:-1], str(tmp_path / "empty.avi"), "--out", str(tmp_path / "c.csv"),
+                       "--align-faces"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1] == f"error: {tmp_path / 'empty.avi'}: MediaPipe found no face to align in its 12 frames"
+    assert not (tmp_path / "c.csv").exists()
