@@ -153,12 +153,12 @@ class _Recorder:
     trained = None
 
     def __init__(self, cfg: FGSLConfig, count: int, stride: int, seed: int) -> None:
-        from realtime.spotters.fgsl import live_crop_size
+        from fgsl.data.aligned import tracker_crop_size
 
         self.window = cfg.window_frames
         self.stride = stride
         self.fps = float(cfg.fps)
-        self.crop_size = live_crop_size(cfg)  # the tracker's crops for the live FGSL spotter
+        self.crop_size = tracker_crop_size(cfg.image_size)  # the tracker's crops for the live FGSL spotter
         self.count = count
         self.rng = np.random.default_rng(seed)
         self.seen = 0

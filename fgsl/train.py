@@ -472,9 +472,10 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
         raise UsageError(f"--resume: {out / CHECKPOINT} was written in the middle of epoch {state['within']['epoch']}, "
                          f"which counts each process's own micro-batches (--batch {took[0]} x --accum {took[1]} x "
                          f"{took[2]} process(es)): resume it with those")
-    saved_data, data_now = state.get("data"), {**IDENTITY_DEFAULTS, **data_identity(args)}
+    saved_data, data_now = state.get("data"), data_identity(args)
     if saved_data is not None:
-        saved_data = {**IDENTITY_DEFAULTS, **saved_data}
+        if saved_data.get("kind") != "synthetic":
+            saved_data = {**IDENTITY_DEFAULTS, **saved_data}
         keys = [k for k in {**saved_data, **data_now} if saved_data.get(k) != data_now.get(k)]
         if keys:
             differ = ", ".join(f"{k} {saved_data.get(k)!r} -> {data_now.get(k)!r}" for k in keys)
@@ -502,8 +503,8 @@ def data_identity(args: argparse.Namespace) -> dict[str, Any]:
     return {**identity, "crops": ALIGNED if args.align_faces else CROPS}
 
 
-#: Data identity entries that runs saved before them lack, with the value those runs had
-#: (synthetic runs lack them too: their recipe records ``--align-faces``).
+#: Annotated-data identity entries that runs saved before them lack, with the value those
+#: runs had (synthetic identities have none: their recipe records ``--align-faces``).
 IDENTITY_DEFAULTS = {"crops": CROPS}
 
 

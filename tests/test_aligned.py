@@ -1,13 +1,15 @@
 """Whole videos read as MediaPipe-aligned face crops (fgsl.data.aligned): real videos, real MediaPipe."""
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fgsl.config import preset
-from fgsl.data.aligned import aligned_faces, fit_crops, read_aligned_crops, tracker_crop_size
+from fgsl.data.aligned import REACQUIRE_AFTER, aligned_faces, fit_crops, read_aligned_crops, tracker_crop_size
 from fgsl.data.frames import VideoError, open_source
 from fgsl.data.spec import load_annotated
 from fgsl.data.synthetic import write_video
@@ -61,13 +63,30 @@ def test_crops_are_made_at_the_live_size_and_shrunk_like_the_live_spotters():
 
 def test_frames_without_the_face_repeat_the_one_before_with_a_warning(tmp_path, sample_frames):
     frames = sample_frames.copy()
-    frames[30:40] = 128  # ten frames of plain grey: the face is gone
+    frames[:3] = frames[30:40] = 128  # plain grey: the face is gone, at the start and for ten frames
     write_video(tmp_path / "gap.avi", frames, 30.0)
-    with pytest.warns(UserWarning, match=r"gap\.avi: the face is out of view in 10 of 72 frames; each repeats the "
+    with pytest.warns(UserWarning, match=r"gap\.avi: the face is not found in 13 of 72 frames; each repeats the "
                                          r"aligned frame before it"):
         video = read_aligned_crops(tmp_path / "gap.avi", 64)
+    assert all(np.array_equal(video.frames[i], video.frames[3]) for i in range(3))  # the first one found
     assert all(np.array_equal(video.frames[i], video.frames[29]) for i in range(30, 40))
     assert not np.array_equal(video.frames[40], video.frames[29])
+
+
+def test_a_face_that_reappears_elsewhere_is_followed_again(tmp_path, sample_frames):
+    """The subject moves 320 px at frame 36 (the tracker starts a new track far away): after
+    REACQUIRE_AFTER frames the largest face in view is followed again, not frozen for good."""
+    f, h, w, _ = sample_frames.shape
+    canvas = np.full((f, h, w + 320, 3), 90, np.uint8)
+    canvas[:36, :, 320:], canvas[36:, :, :w] = sample_frames[:36], sample_frames[36:]
+    write_video(tmp_path / "jump.avi", canvas, 30.0)
+    with pytest.warns(UserWarning, match=rf"the face is not found in {REACQUIRE_AFTER} of 72 frames"):
+        video = read_aligned_crops(tmp_path / "jump.avi", 112)
+    gap = range(36, 36 + REACQUIRE_AFTER)
+    assert all(np.array_equal(video.frames[i], video.frames[35]) for i in gap)
+    # From then on the crops are the face again, as in the unmoved video (measured 0.8-2.3 grey levels apart).
+    steady = read_aligned_crops(SAMPLE, 112).frames[gap.stop:].astype(int)
+    assert np.abs(video.frames[gap.stop:].astype(int) - steady).mean(axis=(1, 2, 3)).max() < 4
 
 
 def test_a_video_without_a_face_is_one_clear_error(tmp_path):
@@ -148,6 +167,11 @@ def test_infer_keeps_centre_crops_for_other_weights_and_aligns_on_request(tmp_pa
     from fgsl.infer import main as infer_main
     from fgsl.model import build
 
+    # Weights saved before "crops" was recorded (or from elsewhere) keep the centre crops they always had.
+    unknown = weights.save(build(preset("tiny"), seed=0), tmp_path / "old", trained=True)
+    assert infer_main(["--weights", str(unknown), "--backend", "torch", "--engine-device", "cpu", "--quiet",
+                       "--videos", str(SAMPLE), "--out", str(tmp_path / "old.csv")]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("), centre crops")
     run = weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True, info={"crops": "centre"})
     common = ["--weights", str(run), "--backend", "torch", "--engine-device", "cpu", "--quiet", "--videos", str(SAMPLE)]
     assert infer_main([*common, "--out", str(tmp_path / "a.csv")]) == 0
@@ -162,3 +186,67 @@ def test_infer_keeps_centre_crops_for_other_weights_and_aligns_on_request(tmp_pa
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1] == f"error: {tmp_path / 'empty.avi'}: MediaPipe found no face to align in its 12 frames"
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_an_engine_folder_of_aligned_weights_is_read_aligned(tmp_path, capsys):
+    """engines.build copies the weights' "crops" into its manifest; fgsl.infer follows it."""
+    from engines.export import export_engine_dir
+    from fgsl import weights
+    from fgsl.infer import main as infer_main
+    from fgsl.model import build
+
+    run = weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True, info={"crops": "aligned"})
+    export_engine_dir(run, tmp_path / "engine")
+    assert infer_main(["--weights", str(tmp_path / "engine"), "--backend", "onnxruntime", "--engine-device", "cpu",
+                       "--quiet", "--videos", str(SAMPLE), "--out", str(tmp_path / "p.csv")]) == 0
+    assert capsys.readouterr().err.splitlines()[0].endswith("), faces aligned with MediaPipe")
+
+
+@pytest.mark.parametrize("command", ["fgsl.infer", "fgsl.tune"])
+def test_aligned_reading_without_mediapipe_is_one_error_line(tmp_path, command):
+    """MediaPipe cannot start (not installed, or no libEGL on a headless server): one line, as in realtime.cam."""
+    from fgsl import weights
+    from fgsl.model import build
+
+    run = weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True, info={"crops": "aligned"})
+    gt = tmp_path / "gt.csv"
+    gt.write_text("subject,video,onset,offset,emotion\ns1,pyfeat_single_face,10,15,positive\n")
+    extra = ["--out", str(tmp_path / "p.csv")] if command == "fgsl.infer" else ["--gt", str(gt)]
+    script = (f"import sys; sys.modules['mediapipe'] = None\nfrom {command} import main\n"
+              "raise SystemExit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", script, "--weights", str(run), "--backend", "torch", "--quiet",
+                           "--videos", str(SAMPLE), *extra], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: face tracking needs mediapipe"), done.stderr
+
+
+@pytest.mark.slow
+def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp_path, sample_frames):
+    """fgsl.train --align-faces on annotated data: the weights say "aligned" (so fgsl.infer and
+    the live spotter read them right), and --resume goes on only with the same crops."""
+    from fgsl import weights
+
+    for subject in ("a", "b"):
+        (tmp_path / "videos" / subject).mkdir(parents=True)
+        off_centre(sample_frames, tmp_path / "videos" / subject / "face.avi")
+    write_table([Annotation("a", "face", 10, 12, 16, "micro", "positive"),
+                 Annotation("b", "face", 30, 31, 33, "micro", "surprise")], tmp_path / "gt.csv")
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fgsl.train", "--preset", "tiny", "--data",
+                               f"table={tmp_path / 'gt.csv'}", "--video-root", str(tmp_path / "videos"), "--split",
+                               "subjects:b", "--val", "none", "--batch", "2", "--quiet", "--out", str(tmp_path / "run"),
+                               *extra], capture_output=True, text=True, timeout=600)
+
+    first = train("--align-faces", "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    info = weights.info(tmp_path / "run")
+    assert info["crops"] == "aligned" and "faces aligned as the live spotter aligns them" in info["data"]
+    refused = train("--epochs", "2", "--resume")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "error: --resume: the run was trained on other data (crops 'aligned' -> 'centre'): the crops its weights "
+        "learned would change; resume with the run's own data flags")
+    again = train("--align-faces", "--epochs", "2", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert weights.info(tmp_path / "run")["crops"] == "aligned"

@@ -100,3 +100,14 @@ def test_one_image_is_not_a_one_frame_video(tmp_path, name):
     assert cam.returncode == 2 and cam.stderr.strip().splitlines() == [f"error: {image}: an image, not a video; give "
                                                                        "the folder of numbered frames it belongs to "
                                                                        "(with its frame rate)"]
+
+
+def test_progress_bars_know_how_many_frames_to_expect(tmp_path):
+    """estimated_count: a folder's exact count, a file's header count (OpenCV's estimate)."""
+    import cv2
+
+    assert open_source(SAMPLE_VIDEO).estimated_count() == 72
+    for i, frame in enumerate(open_source(SAMPLE_VIDEO)):
+        if i < 5:
+            cv2.imwrite(str(tmp_path / f"img{i}.png"), frame)
+    assert open_source(tmp_path, fps=30).estimated_count() == 5

@@ -183,9 +183,10 @@ def test_tune_refuses_videos_its_ground_truth_lacks_untrained_weights_and_a_swee
     assert (tmp_path / "blind" / "config.json").read_text() == before
 
 
-def test_tune_reads_the_videos_as_the_weights_were_trained(val_set, tmp_path, capsys):
+def test_tune_reads_the_videos_as_the_weights_were_trained(val_set, tmp_path, capsys, monkeypatch):
     """Weights trained on aligned crops (fgsl.train --align-faces) are tuned on aligned crops,
     as fgsl.infer reads them (fgsl.data.aligned); --no-align-faces says what it changes."""
+    import fgsl.tune
     from fgsl.data.spec import load_item
     from fgsl.infer import table_names
     from fgsl.tune import format_sweep
@@ -199,13 +200,23 @@ def test_tune_reads_the_videos_as_the_weights_were_trained(val_set, tmp_path, ca
     gt = str(val_set / "annotations.csv")
     args = ["--weights", str(tmp_path / "run"), "--backend", "torch", "--videos", *videos, "--gt", gt,
             "--thresholds", "0.05,0.5", "--quiet"]
+    read = []  # how each video was read (this set's two readings happen to score alike, so ask the reader)
+
+    def load_item_seen(*a, **k):
+        read.append(k["aligned"])
+        return load_item(*a, **k)
+
+    monkeypatch.setattr(fgsl.tune, "load_item", load_item_seen)
     assert tune_main(args) == 0
     out, err = capsys.readouterr()
     assert err.splitlines()[0] == "videos read as faces aligned with MediaPipe"
+    assert read == [True] * len(videos)
     names = table_names(videos, sorted({(r.subject, r.video) for r in read_intervals(gt)}))
     items = [load_item(model.cfg, *names[v], Path(v), [], aligned=True) for v in videos]
     rows = sweep(TorchEngine(weights.load(tmp_path / "run")), items, read_intervals(gt), (0.05, 0.5))
     assert out.startswith(format_sweep(rows) + "\n")
+    read.clear()
     assert tune_main([*args, "--no-align-faces"]) == 0
     assert capsys.readouterr().err.splitlines()[0] == ("videos read as centre crops (the weights were trained on "
                                                        "aligned crops: expect lower accuracy)")
+    assert read == [False] * len(videos)

@@ -13,10 +13,14 @@ model's size with :func:`fit_crops`, exactly as the live FGSL spotter does
 Which face: a video read for offline use stands for one subject (a MEGC CSV has one set of
 rows per video). The face followed is the largest in the first frame that shows one; after
 that, in each frame, the face nearest the followed one's last position (within half its box
-side, :func:`nearest_face`). So a face the tracker loses and finds again under a new track id
-is still followed, and a person passing by is not taken for it. A frame without it repeats
-the nearest aligned frame before it (at the start, the first one found), and a warning says
-how many frames that was. ``realtime.cam`` spots every face of a multi-face video.
+side, :func:`nearest_face`), so a face the tracker loses and finds again under a new track id
+is still followed, and a person passing by is not taken for it. After
+:data:`REACQUIRE_AFTER` frames without it, the largest face in view is followed again (the
+subject sat down elsewhere). A frame without the followed face repeats the aligned frame
+before it (at the start, the first one found), and a warning says how many frames that was.
+``realtime.cam`` spots every face of a multi-face video. (``fgsl.data.synthetic
+--align`` follows its own rule, the face nearest each source's fixed Haar box, with the same
+:func:`nearest_face`: its subjects are found before tracking.)
 
 MediaPipe makes aligning the slow part of reading (12 ms a frame against 1.3 ms for centre
 crops on 2 cores here, docs/training.md); ``progress`` shows a bar.
@@ -42,8 +46,8 @@ from fgsl.data.video import Video
 if TYPE_CHECKING:
     from realtime.types import FaceObservation
 
-__all__ = ["ALIGNED", "ALIGNED_CROP", "aligned_faces", "fill_gaps", "fit_crops", "nearest_face", "read_aligned_crops",
-           "tracker_crop_size"]
+__all__ = ["ALIGNED", "ALIGNED_CROP", "REACQUIRE_AFTER", "aligned_faces", "fill_gaps", "fit_crops", "largest_face",
+           "nearest_face", "read_aligned_crops", "tracker_crop_size"]
 
 #: The ``"crops"`` record of weights trained on these crops (``weights.info``); ``fgsl.data.video.CROPS``
 #: (``"centre"``) is the other.
@@ -98,8 +102,9 @@ def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False,
     from realtime.types import Frame
 
     with FaceTracker(crop_size=crop_size) as tracker:
-        bar = tqdm(source, desc=desc or f"aligning {source.path.name}", unit="frame", total=source.count,
-                   disable=not progress, file=sys.stderr, leave=False)
+        bar = tqdm(source, desc=desc or f"aligning {source.path.name}", unit="frame",
+                   total=source.estimated_count() if progress else None, disable=not progress, file=sys.stderr,
+                   leave=False)
         for i, frame in enumerate(bar):
             yield tracker.process(Frame(i, i / source.fps, time.monotonic(), frame)).faces
 
@@ -114,31 +119,42 @@ def fill_gaps(crops: list[np.ndarray | None]) -> np.ndarray:
     return np.stack(filled)
 
 
+#: Frames without the followed face after which :func:`read_aligned_crops` follows the
+#: largest face in view instead: the tracker's own ``lost_after``, after which it ends a track.
+REACQUIRE_AFTER = 10
+
+
+def largest_face(faces: Iterable[FaceObservation]) -> FaceObservation | None:
+    """The face with the largest box, ``None`` when there is none."""
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
+
+
 def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, progress: bool = False) -> Video:
     """All frames of a video file or numbered-frame folder as ``size``-pixel RGB crops of its
     face, aligned by the live spotter's tracker (see the module docstring for which face and
-    for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`."""
+    for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`. Each crop is
+    shrunk as it comes, so memory holds the model-sized frames only."""
     source = open_source(path, fps)
     crops: list[np.ndarray | None] = []
-    centre, reach, most = None, 0.0, 0
+    centre, reach, missed, most = None, 0.0, 0, 0
     for faces in aligned_faces(source, tracker_crop_size(size), progress):
         most = max(most, len(faces))
-        if centre is None:
-            face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
-        else:
-            face = nearest_face(faces, centre, reach)
-        if face is not None:
-            centre, reach = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2
-        crops.append(None if face is None else face.crop)
+        face = largest_face(faces) if centre is None or missed >= REACQUIRE_AFTER else nearest_face(faces, centre, reach)
+        if face is None:
+            missed += 1
+            crops.append(None)
+            continue
+        centre, reach, missed = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2, 0
+        crops.append(fit_crops(face.crop[None], size)[0])
     if not crops:
         raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
     missing = sum(c is None for c in crops)
     if missing == len(crops):
         raise VideoError(f"{path}: MediaPipe found no face to align in its {len(crops)} frames")
     if missing:
-        warnings.warn(f"{path}: the face is out of view in {missing} of {len(crops)} frames; each repeats the "
+        warnings.warn(f"{path}: the face is not found in {missing} of {len(crops)} frames; each repeats the "
                       "aligned frame before it", stacklevel=2)
     if most > 1:
         warnings.warn(f"{path}: up to {most} faces in view; reading the largest at the start (offline reading "
                       "spots one face per video; realtime.cam spots each)", stacklevel=2)
-    return Video(Path(path), source.fps, fit_crops(fill_gaps(crops), size))
+    return Video(Path(path), source.fps, fill_gaps(crops))

@@ -90,6 +90,17 @@ class FrameSource:
     def count(self) -> int | None:
         return len(self.files) if self.files else None
 
+    def estimated_count(self) -> int | None:
+        """Frames to expect, for a progress bar: a folder's count, a file's header count (an
+        estimate in OpenCV; ``None`` when the file reports none)."""
+        if self.files:
+            return len(self.files)
+        cap = _open_capture(self.path)
+        try:
+            return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        finally:
+            cap.release()
+
     def __iter__(self) -> Iterator[np.ndarray]:
         return self._folder_frames() if self.files else self._video_frames()
 

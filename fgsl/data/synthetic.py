@@ -319,9 +319,11 @@ def read_aligned_face_frames(source: FaceSource, size: int) -> tuple[np.ndarray,
     nose on fixed positions) as ``[F, size, size, 3]`` BGR crops, and the fps.
 
     Why: the live spotter feeds a model aligned crops, so a model trained on these sees the
-    framing it will meet live. The face is the track whose box centre lies nearest the
-    source's Haar box centre (within half the box); a frame without it repeats the nearest
-    aligned frame before it (or, at the start, the first one found).
+    framing it will meet live. The face is the one whose box centre lies nearest the
+    source's Haar box centre (within half the box, :func:`fgsl.data.aligned.nearest_face`;
+    ``fgsl.data.aligned.read_aligned_crops``, which has no such box, follows the largest face
+    instead); a frame without it repeats the nearest aligned frame before it (or, at the
+    start, the first one found).
     """
     from fgsl.data.aligned import aligned_faces, fill_gaps, nearest_face  # lazy: only aligned sets need MediaPipe
 

@@ -124,12 +124,6 @@ CROPS_CAVEAT = ("trained on centre crops of face videos, not on the MediaPipe-al
                 "expect lower accuracy than offline fgsl.infer (docs/realtime.md)")
 
 
-def live_crop_size(cfg: FGSLConfig) -> int:
-    """The aligned crop the face tracker makes for an FGSL model (px), the one offline reading
-    makes too (:func:`fgsl.data.aligned.tracker_crop_size`); :func:`model_crops` shrinks it to the model's."""
-    return tracker_crop_size(cfg.image_size)
-
-
 def model_crops(window: Window, cfg: FGSLConfig) -> np.ndarray:
     """A window's tracker crops at the model's size, ``[T, S, S, 3]`` RGB uint8, fitted as
     offline aligned reading fits them (:func:`fgsl.data.aligned.fit_crops`). The same for the live spotter and for the
@@ -185,7 +179,7 @@ class FGSLSpotter:
         self.work: dict[str, list[float]] = {"encode_ms": [], "decode_ms": [], "infer_ms": []}
         self.encoded_chunks = 0
         self.fps = float(cfg.fps)
-        self.crop_size = live_crop_size(cfg)
+        self.crop_size = tracker_crop_size(cfg.image_size)  # model_crops shrinks it to the model's
         base = cfg.score_threshold if threshold is None else float(threshold)
         if not 0 <= base < 1:
             raise ValueError(f"fgsl score threshold must be in [0, 1), got {base}")
