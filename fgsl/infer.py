@@ -159,7 +159,7 @@ def infer_video(
     """Detections in one video file or frame folder (``fps``: required for a folder), read as
     aligned face crops or centre crops (``aligned``, :func:`fgsl.data.video.read_crops`)."""
     cfg: FGSLConfig = engine.cfg
-    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress)
+    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress, model_fps=cfg.fps)
     frames = video.frames[resample_indices(video.count, video.fps, cfg.fps)]
     intervals = spot_frames(engine, frames, batch, threshold, progress, desc=Path(path).name)
     return to_detections(intervals, cfg, str(path), video.fps, video.count)

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from fgsl.config import preset
-from fgsl.data.aligned import REACQUIRE_AFTER, aligned_faces, fit_crops, read_aligned_crops, tracker_crop_size
+from fgsl.data.aligned import (REACQUIRE_AFTER, aligned_faces, fit_crops, model_frames, read_aligned_crops,
+                                tracker_crop_size)
 from fgsl.data.frames import VideoError, open_source
 from fgsl.data.spec import load_annotated
 from fgsl.data.synthetic import write_video
 from fgsl.data.table import Annotation, write_table
-from fgsl.data.video import read_centre_crops, read_crops
+from fgsl.data.video import read_centre_crops, read_crops, resample_indices
 from tests.conftest import shared_video
 
 SAMPLE = shared_video("pyfeat_single_face.mp4")
@@ -65,7 +66,7 @@ def test_frames_without_the_face_repeat_the_one_before_with_a_warning(tmp_path, 
     frames = sample_frames.copy()
     frames[:3] = frames[30:40] = 128  # plain grey: the face is gone, at the start and for ten frames
     write_video(tmp_path / "gap.avi", frames, 30.0)
-    with pytest.warns(UserWarning, match=r"gap\.avi: the face is not found in 13 of 72 frames; each repeats the "
+    with pytest.warns(UserWarning, match=r"gap\.avi: the face is not found in 13 of the 72 frames read; each repeats the "
                                          r"aligned frame before it"):
         video = read_aligned_crops(tmp_path / "gap.avi", 64)
     assert all(np.array_equal(video.frames[i], video.frames[3]) for i in range(3))  # the first one found
@@ -80,7 +81,7 @@ def test_a_face_that_reappears_elsewhere_is_followed_again(tmp_path, sample_fram
     canvas = np.full((f, h, w + 320, 3), 90, np.uint8)
     canvas[:36, :, 320:], canvas[36:, :, :w] = sample_frames[:36], sample_frames[36:]
     write_video(tmp_path / "jump.avi", canvas, 30.0)
-    with pytest.warns(UserWarning, match=rf"the face is not found in {REACQUIRE_AFTER} of 72 frames"):
+    with pytest.warns(UserWarning, match=rf"the face is not found in {REACQUIRE_AFTER} of the 72 frames read"):
         video = read_aligned_crops(tmp_path / "jump.avi", 112)
     gap = range(36, 36 + REACQUIRE_AFTER)
     assert all(np.array_equal(video.frames[i], video.frames[35]) for i in gap)
@@ -89,9 +90,39 @@ def test_a_face_that_reappears_elsewhere_is_followed_again(tmp_path, sample_fram
     assert np.abs(video.frames[gap.stop:].astype(int) - steady).mean(axis=(1, 2, 3)).max() < 4
 
 
+@pytest.mark.parametrize("source_fps, model_fps", [(200, 30), (60, 30), (31, 30), (30, 30), (25, 30), (30, None)])
+def test_only_the_frames_the_model_is_shown_are_tracked(source_fps, model_fps):
+    """model_frames picks the source frames resample_indices shows the model; not knowing
+    where the video ends, it may also pick the last frame, which a model frame just past the
+    end would show."""
+    count = 1000
+    shown = [i for i, keep in zip(range(count), model_frames(source_fps, model_fps)) if keep]
+    expected = sorted(set(resample_indices(count, source_fps, model_fps or source_fps)))
+    assert shown[:len(expected)] == expected and shown[len(expected):] in ([], [count - 1])
+    assert len(shown) == (count if model_fps is None or model_fps >= source_fps else
+                          pytest.approx(count * model_fps / source_fps, abs=1))
+
+
+def test_a_fast_video_is_tracked_at_the_models_rate(tmp_path, sample_frames):
+    """The sample taken as a 60 fps video read for a 30 fps model: every other frame is
+    tracked (the gap warning counts 36 frames read), the others repeat the one before, and the
+    tracked ones are the face as when every frame is tracked."""
+    frames = sample_frames.copy()
+    frames[30:40] = 128  # ten source frames without the face: five of those read
+    write_video(tmp_path / "gap.avi", frames, 60.0)
+    with pytest.warns(UserWarning, match=r"the face is not found in 5 of the 36 frames read"):
+        video = read_aligned_crops(tmp_path / "gap.avi", 64, model_fps=30)
+    assert video.frames.shape == (72, 64, 64, 3) and video.fps == 60.0
+    assert all(np.array_equal(video.frames[i + 1], video.frames[i]) for i in range(0, 72, 2))
+    with pytest.warns(UserWarning, match=r"not found in 10 of the 72 frames read"):
+        every = read_aligned_crops(tmp_path / "gap.avi", 64)
+    keep = [i for i in range(0, 72, 2) if not 30 <= i < 40]
+    assert np.abs(video.frames[keep].astype(int) - every.frames[keep].astype(int)).mean() < 4
+
+
 def test_a_video_without_a_face_is_one_clear_error(tmp_path):
     write_video(tmp_path / "empty.avi", np.full((12, 240, 320, 3), 100, np.uint8), 30.0)
-    with pytest.raises(VideoError, match=r"empty\.avi: MediaPipe found no face to align in its 12 frames"):
+    with pytest.raises(VideoError, match=r"empty\.avi: MediaPipe found no face to align in the 12 frames read"):
         read_aligned_crops(tmp_path / "empty.avi", 64)
 
 
@@ -184,7 +215,7 @@ def test_infer_keeps_centre_crops_for_other_weights_and_aligns_on_request(tmp_pa
     assert infer_main([*common[:-1], str(tmp_path / "empty.avi"), "--out", str(tmp_path / "c.csv"),
                        "--align-faces"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1] == f"error: {tmp_path / 'empty.avi'}: MediaPipe found no face to align in its 12 frames"
+    assert lines[-1] == f"error: {tmp_path / 'empty.avi'}: MediaPipe found no face to align in the 12 frames read"
     assert not (tmp_path / "c.csv").exists()
 
 

@@ -23,7 +23,8 @@ before it (at the start, the first one found), and a warning says how many frame
 :func:`nearest_face`: its subjects are found before tracking.)
 
 MediaPipe makes aligning the slow part of reading (12 ms a frame against 1.3 ms for centre
-crops on 2 cores here, docs/training.md); ``progress`` shows a bar.
+crops on 2 cores here, docs/training.md), so only the frames the model is shown are aligned
+(``model_fps``, :func:`model_frames`); ``progress`` shows a bar.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from realtime.types import FaceObservation
 
 __all__ = ["ALIGNED", "ALIGNED_CROP", "REACQUIRE_AFTER", "aligned_faces", "fill_gaps", "fit_crops", "largest_face",
-           "nearest_face", "read_aligned_crops", "tracker_crop_size"]
+           "model_frames", "nearest_face", "read_aligned_crops", "tracker_crop_size"]
 
 #: The ``"crops"`` record of weights trained on these crops (``weights.info``); ``fgsl.data.video.CROPS``
 #: (``"centre"``) is the other.
@@ -93,10 +94,32 @@ def nearest_face(faces: Iterable[FaceObservation], centre: np.ndarray, reach: fl
     return best
 
 
-def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False,
-                  desc: str | None = None) -> Iterator[list[FaceObservation]]:
+def model_frames(source_fps: float, model_fps: float | None) -> Iterator[bool]:
+    """For each source frame in turn, whether a model at ``model_fps`` shows it: source frame
+    ``i`` is shown when it is :func:`fgsl.data.video.to_source_frame` of some model frame (the
+    rule of :func:`fgsl.data.video.resample_indices`). Every frame when ``model_fps`` is
+    ``None`` or not below the source's rate."""
+    from fgsl.data.video import to_source_frame
+
+    if model_fps is None or model_fps >= source_fps:
+        while True:
+            yield True
+    i, shown, model = 0, 0, 0
+    while True:
+        while shown < i:
+            model += 1
+            shown = to_source_frame(model, source_fps, model_fps)
+        yield shown == i
+        i += 1
+
+
+def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False, desc: str | None = None,
+                  model_fps: float | None = None) -> Iterator[list[FaceObservation] | None]:
     """The faces the live spotter's tracker sees in each frame of ``source``, with
-    ``crop_size`` aligned crops (RGB). A tracker that cannot start (no MediaPipe, no libEGL, a
+    ``crop_size`` aligned crops (RGB). With ``model_fps`` below the source's rate, only the
+    frames a model at that rate is shown are tracked (:func:`model_frames`), the others are
+    ``None``: a 200 fps SAMM video is tracked at about 30 fps, as a live camera's frames
+    are, in a sixth of the time. A tracker that cannot start (no MediaPipe, no libEGL, a
     damaged face model) raises ``realtime.types.RealtimeError``, which says which."""
     from realtime.face import FaceTracker  # lazy: MediaPipe only where aligned crops are read
     from realtime.types import Frame
@@ -105,8 +128,8 @@ def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False,
         bar = tqdm(source, desc=desc or f"aligning {source.path.name}", unit="frame",
                    total=source.estimated_count() if progress else None, disable=not progress, file=sys.stderr,
                    leave=False)
-        for i, frame in enumerate(bar):
-            yield tracker.process(Frame(i, i / source.fps, time.monotonic(), frame)).faces
+        for i, (frame, shown) in enumerate(zip(bar, model_frames(source.fps, model_fps))):
+            yield tracker.process(Frame(i, i / source.fps, time.monotonic(), frame)).faces if shown else None
 
 
 def fill_gaps(crops: list[np.ndarray | None]) -> np.ndarray:
@@ -129,30 +152,36 @@ def largest_face(faces: Iterable[FaceObservation]) -> FaceObservation | None:
     return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), default=None)
 
 
-def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, progress: bool = False) -> Video:
+def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, progress: bool = False,
+                       model_fps: float | None = None) -> Video:
     """All frames of a video file or numbered-frame folder as ``size``-pixel RGB crops of its
     face, aligned by the live spotter's tracker (see the module docstring for which face and
-    for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`. Each crop is
+    for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`. With
+    ``model_fps`` (the model's rate) only the frames that model is shown are aligned
+    (:func:`aligned_faces`); each other frame repeats the aligned frame before it, and the
+    model, which reads :func:`fgsl.data.video.resample_indices`, never sees them. Each crop is
     shrunk as it comes, so memory holds the model-sized frames only."""
     source = open_source(path, fps)
     crops: list[np.ndarray | None] = []
-    centre, reach, missed, most = None, 0.0, 0, 0
-    for faces in aligned_faces(source, tracker_crop_size(size), progress):
-        most = max(most, len(faces))
+    centre, reach, missed, most, shown, missing = None, 0.0, 0, 0, 0, 0
+    for faces in aligned_faces(source, tracker_crop_size(size), progress, model_fps=model_fps):
+        if faces is None:  # a frame the model is not shown
+            crops.append(None)
+            continue
+        shown, most = shown + 1, max(most, len(faces))
         face = largest_face(faces) if centre is None or missed >= REACQUIRE_AFTER else nearest_face(faces, centre, reach)
         if face is None:
-            missed += 1
+            missed, missing = missed + 1, missing + 1
             crops.append(None)
             continue
         centre, reach, missed = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2, 0
         crops.append(fit_crops(face.crop[None], size)[0])
     if not crops:
         raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
-    missing = sum(c is None for c in crops)
-    if missing == len(crops):
-        raise VideoError(f"{path}: MediaPipe found no face to align in its {len(crops)} frames")
+    if missing == shown:
+        raise VideoError(f"{path}: MediaPipe found no face to align in the {shown} frames read")
     if missing:
-        warnings.warn(f"{path}: the face is not found in {missing} of {len(crops)} frames; each repeats the "
+        warnings.warn(f"{path}: the face is not found in {missing} of the {shown} frames read; each repeats the "
                       "aligned frame before it", stacklevel=2)
     if most > 1:
         warnings.warn(f"{path}: up to {most} faces in view; reading the largest at the start (offline reading "

@@ -114,7 +114,7 @@ def load_item(cfg: FGSLConfig, subject: str, name: str, path: Path, rows: list[A
 
     A row that ends past the video's last frame is refused: its event never fits in a window,
     and every window that would cut it is dropped, so it silently removes training data."""
-    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress)
+    video = read_crops(path, cfg.image_size, fps, aligned=aligned, progress=progress, model_fps=cfg.fps)
     index = resample_indices(video.count, video.fps, cfg.fps)
     events = []
     for r in rows:

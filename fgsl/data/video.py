@@ -69,14 +69,15 @@ def read_centre_crops(path: str | Path, size: int, fps: float | None = None) -> 
 
 
 def read_crops(path: str | Path, size: int, fps: float | None = None, *, aligned: bool = False,
-               progress: bool = False) -> Video:
+               progress: bool = False, model_fps: float | None = None) -> Video:
     """All frames as ``size``-pixel RGB crops: MediaPipe-aligned crops of the video's face
     (``aligned``, :func:`fgsl.data.aligned.read_aligned_crops`, with a progress bar when
-    ``progress``), else centre squares (:func:`read_centre_crops`)."""
+    ``progress``; only the frames a model at ``model_fps`` is shown are aligned), else centre
+    squares (:func:`read_centre_crops`)."""
     if aligned:
         from fgsl.data.aligned import read_aligned_crops  # lazy: MediaPipe only for aligned crops
 
-        return read_aligned_crops(path, size, fps, progress)
+        return read_aligned_crops(path, size, fps, progress, model_fps)
     return read_centre_crops(path, size, fps)
 
 
