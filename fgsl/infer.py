@@ -294,13 +294,14 @@ def trained_crops(engine: Any) -> str | None:
     return None if folder is None else weights.info(folder).get("crops")
 
 
-def reads_aligned(engine: Any, given: bool | None) -> bool:
+def reads_aligned(trained: str | None, given: bool | None) -> bool:
     """Whether ``fgsl.infer`` and ``fgsl.tune`` align faces: as ``--align-faces`` /
-    ``--no-align-faces`` say (``given``), else when the weights were trained on aligned crops.
-    Weights trained on centre crops, or of unknown origin, get the centre crops they have always got."""
+    ``--no-align-faces`` say (``given``), else when the weights were trained on aligned crops
+    (``trained``, :func:`trained_crops`). Weights trained on centre crops, or of unknown
+    origin, get the centre crops they have always got."""
     from .data.aligned import ALIGNED
 
-    return trained_crops(engine) == ALIGNED if given is None else given
+    return trained == ALIGNED if given is None else given
 
 
 def add_align_faces_flag(parser: ArgumentParser) -> None:
@@ -312,14 +313,13 @@ def add_align_faces_flag(parser: ArgumentParser) -> None:
                              "docs/training.md)")
 
 
-def crops_line(aligned: bool, engine: Any) -> str:
+def crops_line(aligned: bool, trained: str | None) -> str:
     """How the videos are read, for the start-up line; it says when that is not how the
-    weights were trained (a ``--no-align-faces`` or ``--align-faces`` against them)."""
+    weights were trained (``trained``: a ``--no-align-faces`` or ``--align-faces`` against them)."""
     from .data.aligned import ALIGNED
     from .data.video import CROPS
 
     used = ALIGNED if aligned else CROPS
-    trained = trained_crops(engine)
     text = "faces aligned with MediaPipe" if aligned else "centre crops"
     if trained is not None and trained != used:
         text += f" (the weights were trained on {trained} crops: expect lower accuracy)"
@@ -374,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         engine, trained = open_engine(args.weights, allow_untrained=args.allow_untrained, preset_name=args.preset,
                                       backend=args.backend, device=args.engine_device)
         tag = WEIGHTS_TAG.get(trained, WEIGHTS_TAG[None])
-        aligned = reads_aligned(engine, args.align_faces)
+        trained_on = trained_crops(engine)
+        aligned = reads_aligned(trained_on, args.align_faces)
         d = engine.describe()
-        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, engine)}{tag}",
+        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, trained_on)}{tag}",
               file=sys.stderr)
         rows: list[Detection] = []
         console: OSError | None = None  # stdout failed (a log on a full disk): the CSV is written all the same

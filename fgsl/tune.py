@@ -45,7 +45,7 @@ with startup_imports(__name__):
     from .evaluate import MegcInterval, evaluate, read_intervals
     from .files import atomic_write, unwritable_reason
     from .infer import (add_align_faces_flag, crops_line, merge_windows, reads_aligned, table_names, to_detections,
-                        truth_keys, video_name, window_intervals)
+                        trained_crops, truth_keys, video_name, window_intervals)
     from .weights import CONFIG_FILE, UntrainedWeights
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                              "so fgsl.tune takes trained weights only") from None
         if args.write:
             threshold_file(Path(args.weights))
-        aligned = reads_aligned(engine, args.align_faces)
-        print(f"videos read as {crops_line(aligned, engine)}", file=sys.stderr)
+        trained_on = trained_crops(engine)
+        aligned = reads_aligned(trained_on, args.align_faces)
+        print(f"videos read as {crops_line(aligned, trained_on)}", file=sys.stderr)
         items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps, aligned=aligned, progress=not args.quiet)
                  for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)
