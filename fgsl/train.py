@@ -51,11 +51,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fgsl.startup import quiet_exit, startup_imports
 
@@ -101,6 +102,10 @@ RANKS = "ranks.json"
 
 
 # ---------------------------------------------------------------------------- distributed
+#: What the work :meth:`Dist.main_first` runs returns.
+T = TypeVar("T")
+
+
 class Dist:
     """Rank/world/device of this process; a no-op when not launched by torchrun."""
 
@@ -130,6 +135,24 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def main_first(self, work: Callable[[], T]) -> T:
+        """``work()`` on rank 0, then on the other ranks once rank 0 has done it: for work
+        that leaves on disk what makes it fast the second time (the aligned-crop cache,
+        :mod:`fgsl.data.crop_cache`), so that it is done once, not once per rank at the same
+        time. The other ranks poll the rendezvous store instead of waiting at a barrier,
+        whose timeout (30 minutes with gloo, 10 with NCCL) reading a data set may pass; a
+        rank 0 that fails ends the job (torchrun stops the others)."""
+        if self.world == 1:
+            return work()
+        store = dist.distributed_c10d._get_default_store()
+        if self.main:
+            result = work()
+            store.add("fgsl_main_first", 1)
+            return result
+        while store.add("fgsl_main_first", 0) == 0:
+            time.sleep(0.5)
+        return work()
 
     def close(self) -> None:
         """Tear the process group down, and leave only once every rank has (at most 10 s of
@@ -161,8 +184,17 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
             if env.main:
                 print(f"micro-expression sheet (emotions): {sheet} (found beside {value}; --micro-sheet to choose)",
                       file=sys.stderr)
-        return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val, sheet,
-                                        aligned=args.align_faces, progress=env.main and not args.quiet)
+
+        def read() -> data_spec.TrainData:
+            with warnings.catch_warnings():
+                if not env.main:
+                    warnings.simplefilter("ignore")  # rank 0 says what reading the videos finds
+                return data_spec.load_annotated(cfg, kind, Path(value), root, args.split, args.skip_bad_rows, args.val,
+                                                sheet, aligned=args.align_faces, progress=env.main and not args.quiet)
+
+        # Aligned crops: rank 0 aligns each video once, into the crop cache, and the other
+        # ranks then read its entries (centre crops are as fast to read as an entry).
+        return env.main_first(read) if args.align_faces else read()
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")
     if args.video_root:  # (it was ignored without a word)

@@ -38,6 +38,13 @@ def _engine_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FGSL_ENGINE_CACHE", str(tmp_path_factory.getbasetemp() / "engine-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _crop_cache(tmp_path_factory, monkeypatch):
+    """Aligned crops go to a cache of each test's own (never ~/.cache): a test that aligns a
+    video aligns it, whatever ran before it."""
+    monkeypatch.setenv("FGSL_CROP_CACHE", str(tmp_path_factory.mktemp("crop-cache")))
+
+
 @pytest.fixture
 def tiny_cfg():
     """The tiny preset with one-chunk (16-frame) windows: the structure, at the least cost."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fgsl.config import preset
+from fgsl.data import crop_cache
 from fgsl.data.aligned import (REACQUIRE_AFTER, aligned_faces, fit_crops, model_frames, read_aligned_crops,
                                 tracker_crop_size)
 from fgsl.data.frames import VideoError, open_source
@@ -274,10 +275,14 @@ def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp
     assert first.returncode == 0, first.stderr
     info = weights.info(tmp_path / "run")
     assert info["crops"] == "aligned" and "faces aligned as the live spotter aligns them" in info["data"]
+    cached = {p: p.stat().st_mtime_ns for p in crop_cache.default_dir().glob("*.safetensors")}
+    assert len(cached) == 2  # one entry per video
     refused = train("--epochs", "2", "--resume")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
         "error: --resume: the run was trained on other data (crops 'aligned' -> 'centre'): the crops its weights "
         "learned would change; resume with the run's own data flags")
     again = train("--align-faces", "--epochs", "2", "--resume")
     assert again.returncode == 0, again.stderr
+    # The resumed run read the entries: nothing was aligned (and written) again.
+    assert {p: p.stat().st_mtime_ns for p in crop_cache.default_dir().glob("*.safetensors")} == cached
     assert weights.info(tmp_path / "run")["crops"] == "aligned"

@@ -24,7 +24,8 @@ before it (at the start, the first one found), and a warning says how many frame
 
 MediaPipe makes aligning the slow part of reading (12 ms a frame against 1.3 ms for centre
 crops on 2 cores here, docs/training.md), so only the frames the model is shown are aligned
-(``model_fps``, :func:`model_frames`); ``progress`` shows a bar.
+(``model_fps``, :func:`model_frames`), ``progress`` shows a bar, and the crops are kept on
+disk (:mod:`fgsl.data.crop_cache`), so each video is aligned once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fgsl.data.crop_cache import CachedCrops, entry_for
 from fgsl.data.frames import FrameSource, VideoError, open_source
 from fgsl.data.synthetic import Recipe
 from fgsl.data.video import Video
@@ -47,8 +49,8 @@ from fgsl.data.video import Video
 if TYPE_CHECKING:
     from realtime.types import FaceObservation
 
-__all__ = ["ALIGNED", "ALIGNED_CROP", "REACQUIRE_AFTER", "aligned_faces", "fill_gaps", "fit_crops", "largest_face",
-           "model_frames", "nearest_face", "read_aligned_crops", "tracker_crop_size"]
+__all__ = ["ALIGNED", "ALIGNED_CROP", "REACQUIRE_AFTER", "align_source", "aligned_faces", "fill_gaps", "fill_index",
+           "fit_crops", "largest_face", "model_frames", "nearest_face", "read_aligned_crops", "tracker_crop_size"]
 
 #: The ``"crops"`` record of weights trained on these crops (``weights.info``); ``fgsl.data.video.CROPS``
 #: (``"centre"``) is the other.
@@ -132,14 +134,19 @@ def aligned_faces(source: FrameSource, crop_size: int, progress: bool = False, d
             yield tracker.process(Frame(i, i / source.fps, time.monotonic(), frame)).faces if shown else None
 
 
+def fill_index(present: Sequence[bool]) -> np.ndarray:
+    """For each position, which of the present items fills it: its own (counted among the
+    present ones), else the nearest present one before it, or at the start the first one.
+    At least one must be present."""
+    rank = np.cumsum(present) - 1
+    return np.maximum(rank, 0)
+
+
 def fill_gaps(crops: list[np.ndarray | None]) -> np.ndarray:
     """The crops with each missing one (``None``) replaced by the nearest crop before it, or
-    at the start by the first one present. At least one must be present."""
-    filled, last = [], next(c for c in crops if c is not None)
-    for crop in crops:
-        last = last if crop is None else crop
-        filled.append(last)
-    return np.stack(filled)
+    at the start by the first one present (:func:`fill_index`). At least one must be present."""
+    present = [c for c in crops if c is not None]
+    return np.stack(present)[fill_index([c is not None for c in crops])]
 
 
 #: Frames without the followed face after which :func:`read_aligned_crops` follows the
@@ -153,15 +160,34 @@ def largest_face(faces: Iterable[FaceObservation]) -> FaceObservation | None:
 
 
 def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, progress: bool = False,
-                       model_fps: float | None = None) -> Video:
+                       model_fps: float | None = None, cache: bool = True) -> Video:
     """All frames of a video file or numbered-frame folder as ``size``-pixel RGB crops of its
     face, aligned by the live spotter's tracker (see the module docstring for which face and
     for frames without it). ``fps`` as :func:`fgsl.data.video.read_centre_crops`. With
     ``model_fps`` (the model's rate) only the frames that model is shown are aligned
     (:func:`aligned_faces`); each other frame repeats the aligned frame before it, and the
-    model, which reads :func:`fgsl.data.video.resample_indices`, never sees them. Each crop is
-    shrunk as it comes, so memory holds the model-sized frames only."""
+    model, which reads :func:`fgsl.data.video.resample_indices`, never sees them.
+
+    With ``cache`` the crops are kept on disk (:mod:`fgsl.data.crop_cache`), so a video is
+    aligned once: a later reading of the same video, unchanged, for the same model loads
+    them, and says the first reading's warnings again."""
     source = open_source(path, fps)
+    entry = entry_for(source, size, model_fps) if cache else None
+    read = entry.load() if entry is not None else None
+    if read is None:
+        read = align_source(source, size, progress, model_fps)
+        if entry is not None:
+            entry.store(read)
+    for message in read.said:
+        warnings.warn(f"{path}: {message}", stacklevel=2)
+    return Video(Path(path), source.fps, read.crops[read.index])
+
+
+def align_source(source: FrameSource, size: int, progress: bool = False,
+                 model_fps: float | None = None) -> CachedCrops:
+    """:func:`read_aligned_crops` without the cache: the distinct aligned crops (each is shrunk
+    as it comes, so memory holds model-sized frames only), which one each frame shows, and
+    what the reading has to say."""
     crops: list[np.ndarray | None] = []
     centre, reach, missed, most, shown, missing = None, 0.0, 0, 0, 0, 0
     for faces in aligned_faces(source, tracker_crop_size(size), progress, model_fps=model_fps):
@@ -177,13 +203,15 @@ def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, pr
         centre, reach, missed = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2, 0
         crops.append(fit_crops(face.crop[None], size)[0])
     if not crops:
-        raise VideoError(f"{path}: no decodable frames (corrupt or not a video)")
+        raise VideoError(f"{source.path}: no decodable frames (corrupt or not a video)")
     if missing == shown:
-        raise VideoError(f"{path}: MediaPipe found no face to align in the {shown} frames read")
+        raise VideoError(f"{source.path}: MediaPipe found no face to align in the {shown} frames read")
+    said = []
     if missing:
-        warnings.warn(f"{path}: the face is not found in {missing} of the {shown} frames read; each repeats the "
-                      "aligned frame before it", stacklevel=2)
+        said.append(f"the face is not found in {missing} of the {shown} frames read; each repeats the aligned frame "
+                    "before it")
     if most > 1:
-        warnings.warn(f"{path}: up to {most} faces in view; reading the largest at the start (offline reading "
-                      "spots one face per video; realtime.cam spots each)", stacklevel=2)
-    return Video(Path(path), source.fps, fill_gaps(crops))
+        said.append(f"up to {most} faces in view; reading the largest at the start (offline reading spots one face "
+                    "per video; realtime.cam spots each)")
+    present = [c for c in crops if c is not None]
+    return CachedCrops(np.stack(present), fill_index([c is not None for c in crops]), tuple(said))

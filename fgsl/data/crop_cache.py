@@ -1,0 +1,179 @@
+"""Aligned face crops kept on disk, so that each video is aligned with MediaPipe once.
+
+Why: aligning is the slow part of reading a video for weights trained on aligned crops (12 ms
+a frame against 1.3 ms for centre crops on 2 cores, docs/training.md: about 22 minutes per
+hour of 30 fps video), and the same videos are read again and again: by ``--resume``, by each
+fold of a leave-one-subject-out evaluation, by ``fgsl.tune`` and ``fgsl.infer`` after
+training, and by every ``torchrun`` rank (``fgsl.train`` lets rank 0 read first, then the
+others read its entries). Reading an entry back takes 33 ms for the 1,008-frame expressions
+video at 112 px, against 12.8 s aligning it (2 cores, 2026-11-28). Centre crops are not
+cached: decoding them takes 1.5 s there, and an entry would take as much disk as the crops.
+
+Key: everything the crops depend on.
+
+- The video: its resolved path, and the size and modification time (ns) of the file or of
+  each frame of a folder. A video edited, re-encoded or replaced in place misses the cache.
+- The reading: the crop size, the frame rate used (the file's own or the one given) and the
+  model's rate (which frames are aligned, :func:`fgsl.data.aligned.model_frames`).
+- The aligner: the SHA-256 of the source of :mod:`realtime.face` and
+  :mod:`fgsl.data.aligned` (any change to how crops are made misses the cache, with no
+  version number to forget), the face model's hash, and the MediaPipe and OpenCV versions.
+
+Entry: one safetensors file per key, ``<video name>-<16 hex digits of the key>.safetensors``
+in :func:`default_dir`: ``crops`` ``[K, S, S, 3]`` uint8, the distinct aligned frames (a
+frame the model is not shown, or without the face, repeats another: it is stored once), and
+``index`` ``[N]`` int32, which crop each of the video's N frames is. The metadata holds the
+key (checked on load) and the frame rate, and the reading's warnings, said again on each
+use, so a cached video is not quieter than a fresh one. Memory and disk: the crops a reader
+holds anyway (112 px: 37.6 kB a model frame).
+
+Writes are atomic (:func:`fgsl.files.atomic_write`): a reader sees a whole entry or none. An
+entry that cannot be read back (cut short, not ours, another key) is aligned again and
+replaced. A folder that cannot be written gives one warning per process, and reading goes on
+without the cache. Entries are never removed on their own: delete the folder, or any file in
+it, to free the space (each is made again on its next use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fgsl.data.frames import FrameSource
+from fgsl.files import atomic_write
+
+__all__ = ["CachedCrops", "CropEntry", "default_dir", "entry_for", "reading_key"]
+
+SUFFIX = ".safetensors"
+
+#: The folders whose write failure was already said, so a data set of a thousand videos gives
+#: one warning, not a thousand.
+_unwritable: set[Path] = set()
+
+
+def default_dir() -> Path:
+    """``$FGSL_CROP_CACHE``, else ``$XDG_CACHE_HOME/fgsl/crops``, else ``~/.cache/fgsl/crops``
+    (beside the engine cache, ``engines.cache.default_dir``)."""
+    if os.environ.get("FGSL_CROP_CACHE"):
+        return Path(os.environ["FGSL_CROP_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fgsl" / "crops"
+
+
+@dataclass(frozen=True)
+class CachedCrops:
+    """A video read as aligned crops: the distinct ``crops`` and, for each frame of the video,
+    the ``index`` of its crop (``crops[index]`` is the video); ``said``: the reading's warnings,
+    without the video's name (a later reading may name it by another path)."""
+
+    crops: np.ndarray
+    index: np.ndarray
+    said: tuple[str, ...] = ()
+
+
+def _source_digest() -> str:
+    """SHA-256 of the code that makes aligned crops (see the module docstring)."""
+    import fgsl.data.aligned
+    import realtime.face
+
+    digest = hashlib.sha256()
+    for module in (realtime.face, fgsl.data.aligned):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def reading_key(source: FrameSource, size: int, model_fps: float | None) -> dict[str, Any]:
+    """What aligned crops of ``source`` at ``size`` pixels depend on (the module docstring)."""
+    from realtime.face import MODEL_SHA256
+
+    files = source.files or (source.path,)
+    stats = [os.stat(f) for f in files]
+    return {
+        "video": str(source.path.resolve()),
+        "files": hashlib.sha256(json.dumps([[f.name, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)])
+                                .encode()).hexdigest(),  # (a frame folder's thousands of files, in 64 digits)
+        "size": size,
+        "fps": source.fps,
+        "model_fps": model_fps,
+        "code": _source_digest(),
+        "face_model": MODEL_SHA256,
+        "mediapipe": _version("mediapipe"),
+        "opencv": cv2.__version__,
+    }
+
+
+def key_text(key: dict[str, Any]) -> str:
+    """``key`` as sorted, compact JSON: what an entry records and its name hashes."""
+    return json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class CropEntry:
+    """The cache file of one key: :meth:`load` it, or :meth:`store` what was read."""
+
+    path: Path
+    key: dict[str, Any]
+
+    def load(self) -> CachedCrops | None:
+        """The entry's crops, or ``None`` when there is none or it cannot be used (it is then
+        aligned again and replaced)."""
+        from safetensors import SafetensorError, safe_open
+
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="numpy") as f:
+                info = f.metadata() or {}
+                if info.get("key") != key_text(self.key) or set(f.keys()) != {"crops", "index"}:
+                    return None  # another key (a hash collision) or not ours
+                crops, index = f.get_tensor("crops"), f.get_tensor("index")
+            said = tuple(json.loads(info.get("said", "[]")))
+        except (SafetensorError, OSError, ValueError):  # cut short or damaged: made again
+            return None
+        size = self.key["size"]
+        if (crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3) or index.ndim != 1 or not len(index)
+                or index.min() < 0 or index.max() >= len(crops)):
+            return None
+        return CachedCrops(crops, index.astype(np.intp), said)
+
+    def store(self, read: CachedCrops) -> None:
+        """Write ``read`` as this entry (atomically); a folder that cannot be written is said
+        once, and the reading goes on without the cache."""
+        from safetensors.numpy import save
+
+        data = save({"crops": np.ascontiguousarray(read.crops), "index": read.index.astype(np.int32)},
+                    metadata={"key": key_text(self.key), "said": json.dumps(list(read.said))})
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, data)
+        except OSError as exc:
+            folder = self.path.parent
+            if folder not in _unwritable:
+                _unwritable.add(folder)
+                reason = exc.strerror or str(exc)
+                warnings.warn(f"aligned-crop cache {folder}: cannot write ({reason}); videos are aligned again on "
+                              "each reading (set FGSL_CROP_CACHE to a writable folder)", stacklevel=3)
+
+
+def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Path | None = None) -> CropEntry:
+    """The cache entry of ``source`` read as ``size``-pixel aligned crops for a model at
+    ``model_fps``, in ``root`` (default :func:`default_dir`)."""
+    key = reading_key(source, size, model_fps)
+    digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:16]
+    return CropEntry((root or default_dir()) / f"{source.path.name}-{digest}{SUFFIX}", key)

@@ -1,0 +1,179 @@
+"""The aligned-crop cache (fgsl.data.crop_cache): each video aligned once; real videos, real MediaPipe."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import fgsl.data.aligned
+from fgsl.data import crop_cache
+from fgsl.data.aligned import read_aligned_crops
+from fgsl.data.frames import open_source
+from fgsl.data.synthetic import write_video
+from fgsl.data.table import Annotation, write_table
+from tests.conftest import shared_video
+
+SAMPLE = shared_video("pyfeat_single_face.mp4")
+
+
+@pytest.fixture(scope="module")
+def sample_frames() -> np.ndarray:
+    """The sample's 72 BGR frames (640x360)."""
+    return np.stack(list(open_source(SAMPLE)))
+
+
+def entries() -> list[Path]:
+    return sorted(crop_cache.default_dir().glob("*.safetensors"))
+
+
+def forbid_aligning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, aligning a video fails the test: what is read must come from the cache."""
+    def aligned_faces(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the video was aligned again")
+
+    monkeypatch.setattr(fgsl.data.aligned, "aligned_faces", aligned_faces)
+
+
+def test_a_video_is_aligned_once_and_read_back_with_its_warnings(tmp_path, sample_frames, monkeypatch):
+    frames = sample_frames.copy()
+    frames[:3] = 128  # no face in the first three frames: the reading has a warning to say
+    write_video(tmp_path / "gap.avi", frames, 30.0)
+    said = r"gap\.avi: the face is not found in 3 of the 72 frames read"
+    with pytest.warns(UserWarning, match=said):
+        first = read_aligned_crops(tmp_path / "gap.avi", 32)
+    assert len(entries()) == 1
+    forbid_aligning(monkeypatch)
+    with pytest.warns(UserWarning, match=said):
+        again = read_aligned_crops(tmp_path / "gap.avi", 32)
+    assert np.array_equal(again.frames, first.frames) and again.fps == first.fps == 30.0
+    # Named by another path, the video is the same entry, and the warning names the path given.
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"^gap\.avi: the face is not found"):
+        assert np.array_equal(read_aligned_crops("gap.avi", 32).frames, first.frames)
+    assert len(entries()) == 1
+
+
+def test_only_the_distinct_crops_are_stored(tmp_path, sample_frames):
+    """A 60 fps video read for a 30 fps model: half its frames are aligned, and the entry holds
+    those (each other frame repeats one), yet reads back as the whole video."""
+    write_video(tmp_path / "fast.avi", sample_frames, 60.0)
+    video = read_aligned_crops(tmp_path / "fast.avi", 32, model_fps=30)
+    (entry,) = entries()
+    stored = crop_cache.entry_for(open_source(tmp_path / "fast.avi"), 32, 30).load()
+    assert entry == crop_cache.entry_for(open_source(tmp_path / "fast.avi"), 32, 30).path
+    assert stored.crops.shape == (36, 32, 32, 3) and len(stored.index) == 72
+    assert np.array_equal(stored.crops[stored.index], video.frames)
+
+
+def test_another_size_rate_or_content_is_another_entry(tmp_path, sample_frames, monkeypatch):
+    """What the crops depend on misses the cache: the model's size and rate, and a video
+    changed in place (here one frame of a frame folder)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(sample_frames[:24]):
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), frame)
+    small = read_aligned_crops(folder, 32, fps=30)
+    read_aligned_crops(folder, 48, fps=30)
+    read_aligned_crops(folder, 32, fps=30, model_fps=15)
+    assert len(entries()) == 3
+    cv2.imwrite(str(folder / "img010.png"), np.ascontiguousarray(sample_frames[50]))  # one frame replaced
+    changed = read_aligned_crops(folder, 32, fps=30)
+    assert len(entries()) == 4
+    assert np.array_equal(changed.frames, read_aligned_crops(folder, 32, fps=30, cache=False).frames)
+    assert not np.array_equal(changed.frames[10], small.frames[10])
+    assert np.array_equal(changed.frames[:10], small.frames[:10])
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not ours"])
+def test_a_damaged_entry_is_aligned_again_and_replaced(damage, tmp_path, sample_frames):
+    write_video(tmp_path / "face.avi", sample_frames[:24], 30.0)
+    first = read_aligned_crops(tmp_path / "face.avi", 32)
+    (entry,) = entries()
+    whole = entry.read_bytes()
+    entry.write_bytes(whole[:len(whole) // 2] if damage == "cut short" else b"\0" * 64 + whole[64:])
+    again = read_aligned_crops(tmp_path / "face.avi", 32)
+    assert np.array_equal(again.frames, first.frames)
+    replaced = crop_cache.entry_for(open_source(tmp_path / "face.avi"), 32, None).load()  # a whole entry again
+    assert replaced is not None and np.array_equal(replaced.crops[replaced.index], first.frames)
+    assert len(entry.read_bytes()) == len(whole)
+
+
+def test_an_unwritable_cache_is_said_once_and_reading_goes_on(tmp_path, sample_frames, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FGSL_CROP_CACHE", str(blocker / "crops"))
+    monkeypatch.setattr(crop_cache, "_unwritable", set())
+    write_video(tmp_path / "a.avi", sample_frames[:12], 30.0)
+    write_video(tmp_path / "b.avi", sample_frames[12:24], 30.0)
+    with pytest.warns(UserWarning) as said:
+        a = read_aligned_crops(tmp_path / "a.avi", 32)
+        b = read_aligned_crops(tmp_path / "b.avi", 32)
+    cache_lines = [str(w.message) for w in said if "aligned-crop cache" in str(w.message)]
+    assert cache_lines == [f"aligned-crop cache {blocker / 'crops'}: cannot write (Not a directory); videos are "
+                           "aligned again on each reading (set FGSL_CROP_CACHE to a writable folder)"]
+    assert np.array_equal(a.frames, read_aligned_crops(tmp_path / "a.avi", 32, cache=False).frames)
+    assert a.count == b.count == 12
+
+
+def test_without_the_cache_nothing_is_stored(tmp_path, sample_frames):
+    write_video(tmp_path / "face.avi", sample_frames[:12], 30.0)
+    read_aligned_crops(tmp_path / "face.avi", 32, cache=False)
+    assert entries() == []
+
+
+MAIN_FIRST = """
+import json, sys, time
+from fgsl.train import Dist
+
+env = Dist()
+
+def work():
+    start = time.time()
+    time.sleep(1.0 if env.main else 0.0)
+    return [env.rank, start, time.time()]
+
+with open(sys.argv[1] + f".{env.rank}", "w") as f:
+    json.dump(env.main_first(work), f)
+env.close()
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_does_the_work_first(tmp_path):
+    """Dist.main_first: the other ranks start only once rank 0 has finished (so they read its
+    cache entries instead of aligning every video at the same time)."""
+    import json
+
+    script = tmp_path / "main_first.py"
+    script.write_text(MAIN_FIRST)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           str(script), str(tmp_path / "times")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (main, main_start, main_end), (other, other_start, _) = (
+        json.loads((tmp_path / f"times.{rank}").read_text()) for rank in (0, 1))
+    assert (main, other) == (0, 1)
+    assert other_start >= main_end > main_start
+
+
+@pytest.mark.slow
+def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
+    """fgsl.train --align-faces on two ranks: rank 0 aligns each video into the cache and says
+    what it finds; the other rank reads the entries quietly (one warning per video, not two)."""
+    two_faces = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
+    frames = np.stack(list(open_source(two_faces)))[:48]
+    for subject in ("a", "b"):
+        (tmp_path / "videos" / subject).mkdir(parents=True)
+        write_video(tmp_path / "videos" / subject / "face.avi", frames, 30.0)
+    write_table([Annotation("a", "face", 10, 12, 16, "micro", "positive"),
+                 Annotation("b", "face", 30, 31, 33, "micro", "surprise")], tmp_path / "gt.csv")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           "-m", "fgsl.train", "--preset", "tiny", "--data", f"table={tmp_path / 'gt.csv'}",
+                           "--video-root", str(tmp_path / "videos"), "--split", "subjects:b", "--val", "none",
+                           "--batch", "2", "--epochs", "1", "--quiet", "--align-faces", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("up to 2 faces in view") == 2, done.stderr
+    assert len(entries()) == 2
