@@ -36,6 +36,7 @@ import gradio as gr
 
 from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
                       register_user_error, run)
+from fgsl.startup import quiet_exit
 from realtime.cam import DISCLAIMER
 from realtime.interrupts import TERMINATING, interrupt_once
 from realtime.spotters import add_engine_flags, fgsl_only_flag
@@ -466,3 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(body)
+
+
+if __name__ == "__main__":  # `python -m demo.app` serves as `python -m demo` does (it printed nothing and ended)
+    quiet_exit(main())

@@ -484,13 +484,15 @@ def test_python_m_demo_serves_on_localhost_on_the_port_the_os_picks_for_port_0_a
 
 
 
-def test_python_m_demo_refuses_a_taken_port_and_a_bad_host_in_its_own_words():
+@pytest.mark.parametrize("module", ["demo", "demo.app"])
+def test_python_m_demo_refuses_a_taken_port_and_a_bad_host_in_its_own_words(module):
     """Gradio's messages name its Python arguments and environment variables; ours the flags.
-    Both are refused before the app (and MediaPipe) loads."""
+    Both are refused before the app (and MediaPipe) loads. ``python -m demo.app`` is the same
+    command (it once printed nothing and ended)."""
     import socket
 
     def demo(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "demo", *args], cwd=ROOT, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
 
     with socket.socket() as taken:
