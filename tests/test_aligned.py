@@ -1,6 +1,7 @@
 """Whole videos read as MediaPipe-aligned face crops (fgsl.data.aligned): real videos, real MediaPipe."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,21 @@ def test_a_fast_video_is_tracked_at_the_models_rate(tmp_path, sample_frames):
         every = read_aligned_crops(tmp_path / "gap.avi", 64)
     keep = [i for i in range(0, 72, 2) if not 30 <= i < 40]
     assert np.abs(video.frames[keep].astype(int) - every.frames[keep].astype(int)).mean() < 4
+
+
+def test_clips_of_an_aligned_synthetic_set_are_read_as_they_are(tmp_path):
+    """A set made with --align holds aligned crops already: asked for aligned crops, its clips
+    are read as training on the set read them, not aligned a second time; the same clip in a
+    set made without --align (or in an unfinished one) is aligned."""
+    clip = np.ascontiguousarray(read_aligned_crops(SAMPLE, 128).frames[:24, :, :, ::-1])  # BGR for the writer
+    for name, recipe in (("aligned", {"align": True}), ("plain", {"align": False}), ("unfinished", None)):
+        write_video(tmp_path / name / "videos" / "clip.avi", clip, 30.0)
+        (tmp_path / name / "synthetic.json").write_text(json.dumps({"recipe": recipe}))
+    as_is = read_centre_crops(tmp_path / "aligned" / "videos" / "clip.avi", 32).frames
+    assert np.array_equal(read_crops(tmp_path / "aligned" / "videos" / "clip.avi", 32, aligned=True).frames, as_is)
+    for name in ("plain", "unfinished"):
+        again = read_crops(tmp_path / name / "videos" / "clip.avi", 32, aligned=True).frames
+        assert np.abs(again.astype(int) - as_is).mean() > 1, name  # moved by the second alignment
 
 
 def test_a_video_without_a_face_is_one_clear_error(tmp_path):

@@ -501,6 +501,20 @@ def _write_failure(path: Path) -> tuple[int, str]:
     return errno.EIO, "the video file is cut short"
 
 
+def made_aligned(video: str | Path) -> bool:
+    """Whether ``video`` is a clip of a finished set made with ``--align`` (``DIR/videos/X``
+    beside ``DIR/synthetic.json``): a MediaPipe-aligned face crop already, read as it is by
+    :func:`fgsl.data.video.read_crops` even when aligned crops are asked for."""
+    path = Path(video)
+    if path.parent.name != "videos":
+        return False
+    try:
+        recipe = json.loads((path.parent.parent / "synthetic.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):  # no record, not ours, not a JSON object
+        return False
+    return isinstance(recipe, dict) and recipe.get("align") is True
+
+
 #: The hidden folder inside ``--out`` where a new set is built before it replaces the old one.
 STAGING = ".synthetic-partial"
 #: ``synthetic.json`` of a set that is not whole: fgsl.train reuses only a record with a recipe.

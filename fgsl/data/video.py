@@ -73,8 +73,15 @@ def read_crops(path: str | Path, size: int, fps: float | None = None, *, aligned
     """All frames as ``size``-pixel RGB crops: MediaPipe-aligned crops of the video's face
     (``aligned``, :func:`fgsl.data.aligned.read_aligned_crops`, with a progress bar when
     ``progress``; only the frames a model at ``model_fps`` is shown are aligned), else centre
-    squares (:func:`read_centre_crops`)."""
-    if aligned:
+    squares (:func:`read_centre_crops`).
+
+    A clip of a synthetic set made with ``--align`` is an aligned face crop already
+    (:func:`fgsl.data.synthetic.made_aligned`): it is read as it is, which is how training
+    on that set read it, not aligned a second time (which moved the picture by a mean 2.9-4.2
+    grey levels on four such clips, docs/training.md)."""
+    from fgsl.data.synthetic import made_aligned  # lazy: synthetic imports this module
+
+    if aligned and not made_aligned(path):
         from fgsl.data.aligned import read_aligned_crops  # lazy: MediaPipe only for aligned crops
 
         return read_aligned_crops(path, size, fps, progress, model_fps)
