@@ -42,7 +42,6 @@ import os
 import platform
 import struct
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from fgsl.startup import quiet_exit, startup_imports
 
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
+    from fgsl import cache_files
     from fgsl.files import atomic_write
 
     from .base import EngineError
@@ -226,7 +226,7 @@ class EngineCache:
         if path.exists():
             try:
                 payload, _ = read_entry(path, key)
-                _touch(path)
+                cache_files.touch(path)
                 return payload, path
             except CacheError as exc:
                 say_once(f"{exc}; rebuilding it")
@@ -235,74 +235,22 @@ class EngineCache:
         return payload, path
 
 
-def _touch(path: Path) -> None:
-    """Mark an entry as used now (its mtime), so ``--older-than`` prunes entries no one opens."""
-    try:
-        os.utime(path)
-    except OSError:  # a read-only cache still serves its entries
-        pass
-
-
 def entries(root: Path) -> list[Path]:
     """The cache's files: entries and temporary files a killed writer left (``.<entry>.*.tmp``)."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_file() and (p.name.endswith(SUFFIX) or
-                                                                 (p.name.startswith(".") and f"{SUFFIX}." in p.name
-                                                                  and p.name.endswith(".tmp"))))
+    return cache_files.entries(root, SUFFIX)
 
 
 def prune(root: Path, older_than_days: float | None = None) -> int:
     """Delete the cache's files (all, or those not used for ``older_than_days``); returns the
     bytes freed. Nothing else in the folder is touched; a deleted entry is rebuilt on its next use."""
-    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
-    freed = 0
-    for path in entries(root):
-        info = path.stat()
-        if cutoff is None or info.st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            freed += info.st_size
-    return freed
+    return cache_files.prune(root, SUFFIX, older_than_days)
 
 
 def main(argv: list[str] | None = None) -> int:
-
-    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, non_negative_number, run
-
-    parser = ArgumentParser(prog="python -m engines.cache", formatter_class=HelpFormatter,
-                            description="Show the engine cache (what it holds, how big), or prune it. "
-                                                 "Entries are never removed on their own: every weights file opened "
-                                                 "with onnxruntime or tensorrt adds its graphs.")
-    parser.add_argument("--dir", help="cache folder (default: $FGSL_ENGINE_CACHE, else $XDG_CACHE_HOME/fgsl/engines, "
-                                      "else ~/.cache/fgsl/engines)")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--clear", action="store_true", help="delete every entry (each is rebuilt on its next use)")
-    which.add_argument("--older-than", type=non_negative_number, metavar="DAYS",
-                       help="delete the entries not used for DAYS days")
-    args = parser.parse_args(argv)
-
-    def body(_: list[str] | None) -> int:
-        root = Path(args.dir) if args.dir else default_dir()
-        if root.exists() and not root.is_dir():
-            raise UsageError(f"--dir {root}: not a folder")
-        if not root.exists():
-            print(f"{root}: no engine cache yet (made on the first onnxruntime or tensorrt use)")
-            return 0
-        if args.clear or args.older_than is not None:
-            before = len(entries(root))
-            freed = prune(root, args.older_than)
-            left = len(entries(root))
-            print(f"{root}: deleted {before - left} file(s), {freed / 1e6:.1f} MB ({left} remain; a deleted entry "
-                  "is rebuilt on its next use)")
-            return 0
-        files = entries(root)
-        print(f"{root}: {len(files)} file(s), {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
-        for path in files:
-            age = (time.time() - path.stat().st_mtime) / 86400
-            print(f"  {path.stat().st_size / 1e6:8.1f} MB  used {age:5.1f} days ago  {path.name}")
-        return 0
-
-    return run(body)
+    return cache_files.cache_command(
+        argv, prog="python -m engines.cache", noun="engine cache", suffix=SUFFIX, default_dir=default_dir,
+        dir_help="$FGSL_ENGINE_CACHE, else $XDG_CACHE_HOME/fgsl/engines, else ~/.cache/fgsl/engines",
+        filled_by="for every weights file opened with onnxruntime or tensorrt")
 
 
 if __name__ == "__main__":

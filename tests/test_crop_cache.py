@@ -1,5 +1,6 @@
 """The aligned-crop cache (fgsl.data.crop_cache): each video aligned once; real videos, real MediaPipe."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,34 @@ def test_an_unwritable_cache_is_said_once_and_reading_goes_on(tmp_path, sample_f
                            "aligned again on each reading (set FGSL_CROP_CACHE to a writable folder)"]
     assert np.array_equal(a.frames, read_aligned_crops(tmp_path / "a.avi", 32, cache=False).frames)
     assert a.count == b.count == 12
+
+
+def test_the_cache_command_lists_and_prunes_by_last_use(tmp_path, sample_frames, capsys):
+    """Entries are never removed on their own; ``python -m fgsl.data.crop_cache`` shows and
+    prunes them, and reading an entry counts as use (``--older-than`` keeps what is read)."""
+    import time
+
+    write_video(tmp_path / "face.avi", sample_frames[:12], 30.0)
+    for size in (32, 48):
+        read_aligned_crops(tmp_path / "face.avi", size)
+    root = crop_cache.default_dir()
+    old, used = (crop_cache.entry_for(open_source(tmp_path / "face.avi"), size, None).path for size in (32, 48))
+    (root / f".{old.name}.abc.tmp").write_bytes(b"left by a killed writer")
+    (root / "notes.txt").write_text("not the cache's")
+    month_ago = time.time() - 30 * 86400
+    for path in (old, used, root / f".{old.name}.abc.tmp"):
+        os.utime(path, (month_ago, month_ago))
+    read_aligned_crops(tmp_path / "face.avi", 48)  # read from the cache: used now
+    assert crop_cache.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{root}: 3 file(s)") and old.name in out and "used  30.0 days ago" in out
+    assert crop_cache.main(["--older-than", "7"]) == 0
+    assert "deleted 2 file(s)" in capsys.readouterr().out  # the old entry and the leftover temporary file
+    assert not old.exists() and used.exists() and (root / "notes.txt").exists()
+    assert crop_cache.main(["--clear"]) == 0
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]
+    assert crop_cache.main(["--dir", str(root / "notes.txt")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --dir {root / 'notes.txt'}: not a folder"
 
 
 def test_without_the_cache_nothing_is_stored(tmp_path, sample_frames):

@@ -30,8 +30,10 @@ holds anyway (112 px: 37.6 kB a model frame).
 Writes are atomic (:func:`fgsl.files.atomic_write`): a reader sees a whole entry or none. An
 entry that cannot be read back (cut short, not ours, another key) is aligned again and
 replaced. A folder that cannot be written gives one warning per process, and reading goes on
-without the cache. Entries are never removed on their own: delete the folder, or any file in
-it, to free the space (each is made again on its next use).
+without the cache. Entries are never removed on their own: ``python -m fgsl.data.crop_cache``
+shows them (size, last use) and ``--clear`` or ``--older-than DAYS`` deletes them (each is
+made again on its next use), as ``python -m engines.cache`` does for engines
+(:mod:`fgsl.cache_files`).
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fgsl.cache_files import cache_command, touch
 from fgsl.data.frames import FrameSource
 from fgsl.files import atomic_write
+from fgsl.startup import quiet_exit
 
 __all__ = ["CachedCrops", "CropEntry", "default_dir", "entry_for", "reading_key"]
 
@@ -150,6 +154,7 @@ class CropEntry:
         if (crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3) or index.ndim != 1 or not len(index)
                 or index.min() < 0 or index.max() >= len(crops)):
             return None
+        touch(self.path)  # used now: `--older-than` keeps it
         return CachedCrops(crops, index.astype(np.intp), said)
 
     def store(self, read: CachedCrops) -> None:
@@ -177,3 +182,14 @@ def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Pat
     key = reading_key(source, size, model_fps)
     digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:16]
     return CropEntry((root or default_dir()) / f"{source.path.name}-{digest}{SUFFIX}", key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cache_command(argv, prog="python -m fgsl.data.crop_cache", noun="aligned-crop cache", suffix=SUFFIX,
+                         default_dir=default_dir,
+                         dir_help="$FGSL_CROP_CACHE, else $XDG_CACHE_HOME/fgsl/crops, else ~/.cache/fgsl/crops",
+                         filled_by="as fgsl.train, fgsl.infer and fgsl.tune read videos as aligned face crops")
+
+
+if __name__ == "__main__":
+    quiet_exit(main())
