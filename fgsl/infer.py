@@ -314,13 +314,18 @@ def add_align_faces_flag(parser: ArgumentParser) -> None:
 
 
 def crops_line(aligned: bool, trained: str | None) -> str:
-    """How the videos are read, for the start-up line; it says when that is not how the
+    """How the videos are read, for the start-up line: for aligned crops, where they are kept
+    (the crop cache writes to the user's disk: it says so); and when that is not how the
     weights were trained (``trained``: a ``--no-align-faces`` or ``--align-faces`` against them)."""
+    from .data import crop_cache
     from .data.aligned import ALIGNED
     from .data.video import CROPS
 
     used = ALIGNED if aligned else CROPS
-    text = "faces aligned with MediaPipe" if aligned else "centre crops"
+    text = "centre crops"
+    if aligned:
+        kept = f"cached in {crop_cache.default_dir()}" if crop_cache.enabled() else "not cached"
+        text = f"faces aligned with MediaPipe, {kept}"
     if trained is not None and trained != used:
         text += f" (the weights were trained on {trained} crops: expect lower accuracy)"
     return text

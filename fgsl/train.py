@@ -104,6 +104,16 @@ RANKS = "ranks.json"
 # ---------------------------------------------------------------------------- distributed
 #: What the work :meth:`Dist.main_first` runs returns.
 T = TypeVar("T")
+#: Rendezvous-store counters of :meth:`Dist.main_first`: rank 0's state (0 working, 1 done,
+#: -1 failed) and the ranks done.
+MAIN_FIRST, MAIN_FIRST_DONE = "fgsl_main_first", "fgsl_main_first_done"
+
+
+class RankStopped(RuntimeError):
+    """A rank stops because another failed (which said why)."""
+
+
+register_user_error(RankStopped)  # one line: the failing rank's own error says what went wrong
 
 
 class Dist:
@@ -137,22 +147,36 @@ class Dist:
             dist.barrier()
 
     def main_first(self, work: Callable[[], T]) -> T:
-        """``work()`` on rank 0, then on the other ranks once rank 0 has done it: for work
-        that leaves on disk what makes it fast the second time (the aligned-crop cache,
-        :mod:`fgsl.data.crop_cache`), so that it is done once, not once per rank at the same
-        time. The other ranks poll the rendezvous store instead of waiting at a barrier,
-        whose timeout (30 minutes with gloo, 10 with NCCL) reading a data set may pass; a
-        rank 0 that fails ends the job (torchrun stops the others)."""
+        """``work()`` on rank 0, then on the other ranks once rank 0 has done it, and back
+        when every rank has: for work that leaves on disk what makes it fast the second time
+        (the aligned-crop cache, :mod:`fgsl.data.crop_cache`), so that it is done once, not
+        once per rank at the same time.
+
+        The ranks wait by polling the rendezvous store, not at a barrier, whose timeout (30
+        minutes with gloo, 10 with NCCL) reading a data set may pass: rank 0 while it aligns,
+        and every rank while the others finish (they align again where the cache could not be
+        written: a read-only or full folder, or one per machine). A rank 0 that fails tells
+        the others, which stop with one line instead of waiting."""
         if self.world == 1:
             return work()
         store = dist.distributed_c10d._get_default_store()
         if self.main:
+            try:
+                result = work()
+            except BaseException:
+                store.add(MAIN_FIRST, -1)
+                raise
+            store.add(MAIN_FIRST, 1)
+        else:
+            while (state := store.add(MAIN_FIRST, 0)) == 0:
+                time.sleep(0.5)
+            if state < 0:
+                raise RankStopped(f"rank {self.rank}: rank 0 failed (its error is above); stopping")
             result = work()
-            store.add("fgsl_main_first", 1)
-            return result
-        while store.add("fgsl_main_first", 0) == 0:
+        store.add(MAIN_FIRST_DONE, 1)
+        while store.add(MAIN_FIRST_DONE, 0) < self.world:
             time.sleep(0.5)
-        return work()
+        return result
 
     def close(self) -> None:
         """Tear the process group down, and leave only once every rank has (at most 10 s of

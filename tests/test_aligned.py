@@ -199,7 +199,7 @@ def test_infer_reads_videos_as_the_weights_were_trained(tmp_path, sample_frames,
               "--videos", str(SAMPLE), str(moved)]
     assert infer_main([*common, "--out", str(tmp_path / "aligned.csv")]) == 0
     err = capsys.readouterr().err
-    assert err.splitlines()[0].endswith("), faces aligned with MediaPipe"), err
+    assert err.splitlines()[0].endswith(f"), faces aligned with MediaPipe, cached in {crop_cache.default_dir()}"), err
     found = _intervals(tmp_path / "aligned.csv")
     assert found["moved"] == found["pyfeat_single_face"] and len(found["moved"]) >= 5
 
@@ -225,8 +225,8 @@ def test_infer_keeps_centre_crops_for_other_weights_and_aligns_on_request(tmp_pa
     assert infer_main([*common, "--out", str(tmp_path / "a.csv")]) == 0
     assert capsys.readouterr().err.splitlines()[0].endswith("), centre crops")
     assert infer_main([*common, "--out", str(tmp_path / "b.csv"), "--align-faces"]) == 0
-    assert ("faces aligned with MediaPipe (the weights were trained on centre crops: expect lower accuracy)"
-            in capsys.readouterr().err)
+    assert (f"faces aligned with MediaPipe, cached in {crop_cache.default_dir()} (the weights were trained on centre "
+            "crops: expect lower accuracy)" in capsys.readouterr().err)
     # A video with no face to align: one error line, no CSV.
     write_video(tmp_path / "empty.avi", np.full((12, 240, 320, 3), 100, np.uint8), 30.0)
     assert infer_main([*common[:-1], str(tmp_path / "empty.avi"), "--out", str(tmp_path / "c.csv"),
@@ -247,7 +247,8 @@ def test_an_engine_folder_of_aligned_weights_is_read_aligned(tmp_path, capsys):
     export_engine_dir(run, tmp_path / "engine")
     assert infer_main(["--weights", str(tmp_path / "engine"), "--backend", "onnxruntime", "--engine-device", "cpu",
                        "--quiet", "--videos", str(SAMPLE), "--out", str(tmp_path / "p.csv")]) == 0
-    assert capsys.readouterr().err.splitlines()[0].endswith("), faces aligned with MediaPipe")
+    assert capsys.readouterr().err.splitlines()[0].endswith(f"), faces aligned with MediaPipe, cached in "
+                                                            f"{crop_cache.default_dir()}")
 
 
 @pytest.mark.parametrize("command", ["fgsl.infer", "fgsl.tune"])
@@ -291,7 +292,7 @@ def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp
     assert first.returncode == 0, first.stderr
     info = weights.info(tmp_path / "run")
     assert info["crops"] == "aligned" and "faces aligned as the live spotter aligns them" in info["data"]
-    cached = {p: p.stat().st_mtime_ns for p in crop_cache.default_dir().glob("*.safetensors")}
+    cached = {p: p.stat().st_ino for p in crop_cache.default_dir().glob("*.safetensors")}
     assert len(cached) == 2  # one entry per video
     refused = train("--epochs", "2", "--resume")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
@@ -299,6 +300,6 @@ def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp
         "learned would change; resume with the run's own data flags")
     again = train("--align-faces", "--epochs", "2", "--resume")
     assert again.returncode == 0, again.stderr
-    # The resumed run read the entries: nothing was aligned (and written) again.
-    assert {p: p.stat().st_mtime_ns for p in crop_cache.default_dir().glob("*.safetensors")} == cached
+    # The resumed run read the entries: nothing was aligned (and written, as a new file) again.
+    assert {p: p.stat().st_ino for p in crop_cache.default_dir().glob("*.safetensors")} == cached
     assert weights.info(tmp_path / "run")["crops"] == "aligned"

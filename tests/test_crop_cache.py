@@ -1,6 +1,7 @@
 """The aligned-crop cache (fgsl.data.crop_cache): each video aligned once; real videos, real MediaPipe."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,61 @@ def test_another_size_rate_or_content_is_another_entry(tmp_path, sample_frames, 
     assert np.array_equal(changed.frames[:10], small.frames[:10])
 
 
+def test_the_same_video_and_reading_named_otherwise_is_the_same_entry(tmp_path, sample_frames, monkeypatch):
+    """A symbolic link to a video is the video; a model at or above the source's rate is
+    shown every frame, as with no rate at all."""
+    write_video(tmp_path / "face.avi", sample_frames[:24], 30.0)
+    first = read_aligned_crops(tmp_path / "face.avi", 32)
+    (tmp_path / "link.avi").symlink_to(tmp_path / "face.avi")
+    forbid_aligning(monkeypatch)
+    for path, model_fps in ((tmp_path / "link.avi", None), (tmp_path / "face.avi", 30), (tmp_path / "face.avi", 60.0)):
+        assert np.array_equal(read_aligned_crops(path, 32, model_fps=model_fps).frames, first.frames)
+    assert len(entries()) == 1
+
+
+def test_the_trackers_crop_size_is_part_of_the_key(tmp_path, sample_frames, monkeypatch):
+    """The tracker's crop (ALIGNED_CROP, the synthetic recipe's size) changes the crops."""
+    write_video(tmp_path / "face.avi", sample_frames[:12], 30.0)
+    source = open_source(tmp_path / "face.avi")
+    before = crop_cache.entry_for(source, 32, None).path
+    monkeypatch.setattr(fgsl.data.aligned, "ALIGNED_CROP", 48)
+    assert crop_cache.entry_for(source, 32, None).path != before
+
+
+def test_a_cut_off_video_is_said_so_also_when_read_from_the_cache(tmp_path):
+    """Decoding that stops short of the container's count is a warning of the reading (the
+    file is damaged): a cached reading says it again, not a shorter video without a word."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg program to move the video's index to the front")
+    whole = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE), "-c", "copy", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    for reading in ("fresh", "cached"):
+        with pytest.warns(UserWarning, match=r"cut\.mp4: decoding stopped at frame \d+ of 72 \(damaged or truncated"):
+            video = read_aligned_crops(cut, 32)
+        assert 0 < video.count < 72, reading
+    assert len(entries()) == 1
+
+
+def test_an_entry_is_named_within_the_limits_of_a_file_name(tmp_path, sample_frames):
+    long = tmp_path / ("顔" * 80 + ".avi")  # 244 bytes: with a key and a suffix, too long for a file name
+    write_video(long, sample_frames[:12], 30.0)
+    read_aligned_crops(long, 32)
+    (entry,) = entries()
+    assert len(entry.name.encode()) <= 255 and entry.name.startswith("顔")
+    assert crop_cache.default_dir().stat().st_mode & 0o777 == 0o700  # faces: a private folder
+
+
+def test_fgsl_crop_cache_off_reads_without_the_cache(tmp_path, sample_frames, monkeypatch):
+    write_video(tmp_path / "face.avi", sample_frames[:12], 30.0)
+    folder = crop_cache.default_dir()
+    monkeypatch.setenv("FGSL_CROP_CACHE", "off")
+    read_aligned_crops(tmp_path / "face.avi", 32)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 @pytest.mark.parametrize("damage", ["cut short", "not ours"])
 def test_a_damaged_entry_is_aligned_again_and_replaced(damage, tmp_path, sample_frames):
     write_video(tmp_path / "face.avi", sample_frames[:24], 30.0)
@@ -114,7 +170,7 @@ def test_an_unwritable_cache_is_said_once_and_reading_goes_on(tmp_path, sample_f
         b = read_aligned_crops(tmp_path / "b.avi", 32)
     cache_lines = [str(w.message) for w in said if "aligned-crop cache" in str(w.message)]
     assert cache_lines == [f"aligned-crop cache {blocker / 'crops'}: cannot write (Not a directory); videos are "
-                           "aligned again on each reading (set FGSL_CROP_CACHE to a writable folder)"]
+                           "aligned again on each reading (set FGSL_CROP_CACHE to a writable folder, or to off)"]
     assert np.array_equal(a.frames, read_aligned_crops(tmp_path / "a.avi", 32, cache=False).frames)
     assert a.count == b.count == 12
 
@@ -161,36 +217,69 @@ env = Dist()
 
 def work():
     start = time.time()
-    time.sleep(1.0 if env.main else 0.0)
+    if sys.argv[2] == "fail" and env.main:
+        raise ValueError("rank 0's work failed")
+    time.sleep(1.0)
     return [env.rank, start, time.time()]
 
+try:
+    times = env.main_first(work) + [time.time()]
+except Exception as exc:
+    times = [env.rank, type(exc).__name__, str(exc)]
 with open(sys.argv[1] + f".{env.rank}", "w") as f:
-    json.dump(env.main_first(work), f)
+    json.dump(times, f)
 env.close()
 """
 
 
-@pytest.mark.slow
-def test_under_torchrun_rank_0_does_the_work_first(tmp_path):
-    """Dist.main_first: the other ranks start only once rank 0 has finished (so they read its
-    cache entries instead of aligning every video at the same time)."""
+def main_first(tmp_path: Path, mode: str) -> list[list]:
+    """Run MAIN_FIRST on two ranks; what each rank wrote."""
     import json
 
     script = tmp_path / "main_first.py"
     script.write_text(MAIN_FIRST)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                           str(script), str(tmp_path / "times")], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    (main, main_start, main_end), (other, other_start, _) = (
-        json.loads((tmp_path / f"times.{rank}").read_text()) for rank in (0, 1))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                    str(script), str(tmp_path / "times"), mode], capture_output=True, text=True, timeout=300)
+    return [json.loads((tmp_path / f"times.{rank}").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_does_the_work_first_and_every_rank_waits_for_all(tmp_path):
+    """Dist.main_first: the other ranks start only once rank 0 has finished (so they read its
+    cache entries instead of aligning every video at the same time), and rank 0 goes on only
+    once they have (not into a barrier whose timeout their work may pass)."""
+    (main, main_start, main_end, main_back), (other, other_start, other_end, _) = main_first(tmp_path, "ok")
     assert (main, other) == (0, 1)
     assert other_start >= main_end > main_start
+    assert main_back >= other_end
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_failing_rank_0_stops_the_others_at_once(tmp_path):
+    (main, main_error, _), (other, other_error, message) = main_first(tmp_path, "fail")
+    assert (main, main_error) == (0, "ValueError")
+    assert (other, other_error, message) == (1, "RankStopped", "rank 1: rank 0 failed (its error is above); stopping")
+
+
+#: fgsl.train with aligning refused on every rank but 0: the others must read rank 0's entries.
+RANK_0_ALIGNS = """
+import os, runpy, sys
+import fgsl.data.aligned
+
+if os.environ["RANK"] != "0":
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"rank {os.environ['RANK']} aligned a video")
+    fgsl.data.aligned.aligned_faces = refuse
+sys.argv[0] = "fgsl.train"
+runpy.run_module("fgsl.train", run_name="__main__")
+"""
 
 
 @pytest.mark.slow
 def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
     """fgsl.train --align-faces on two ranks: rank 0 aligns each video into the cache and says
-    what it finds; the other rank reads the entries quietly (one warning per video, not two)."""
+    what it finds; the other rank reads the entries (aligning fails there) quietly (one
+    warning per video, not two)."""
     two_faces = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
     frames = np.stack(list(open_source(two_faces)))[:48]
     for subject in ("a", "b"):
@@ -198,8 +287,10 @@ def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
         write_video(tmp_path / "videos" / subject / "face.avi", frames, 30.0)
     write_table([Annotation("a", "face", 10, 12, 16, "micro", "positive"),
                  Annotation("b", "face", 30, 31, 33, "micro", "surprise")], tmp_path / "gt.csv")
+    launcher = tmp_path / "train_rank_0_aligns.py"
+    launcher.write_text(RANK_0_ALIGNS)
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                           "-m", "fgsl.train", "--preset", "tiny", "--data", f"table={tmp_path / 'gt.csv'}",
+                           str(launcher), "--preset", "tiny", "--data", f"table={tmp_path / 'gt.csv'}",
                            "--video-root", str(tmp_path / "videos"), "--split", "subjects:b", "--val", "none",
                            "--batch", "2", "--epochs", "1", "--quiet", "--align-faces", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600)

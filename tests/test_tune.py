@@ -11,6 +11,7 @@ import torch
 from engines.torch_backend import TorchEngine
 from fgsl import weights
 from fgsl.config import FGSLConfig, preset
+from fgsl.data import crop_cache
 from fgsl.data.spec import load_folder
 from fgsl.data.synthetic import Recipe, make_set
 from fgsl.evaluate import evaluate, read_intervals
@@ -209,7 +210,7 @@ def test_tune_reads_the_videos_as_the_weights_were_trained(val_set, tmp_path, ca
     monkeypatch.setattr(fgsl.tune, "load_item", load_item_seen)
     assert tune_main(args) == 0
     out, err = capsys.readouterr()
-    assert err.splitlines()[0] == "videos read as faces aligned with MediaPipe"
+    assert err.splitlines()[0] == f"videos read as faces aligned with MediaPipe, cached in {crop_cache.default_dir()}"
     assert read == [True] * len(videos)
     names = table_names(videos, sorted({(r.subject, r.video) for r in read_intervals(gt)}))
     items = [load_item(model.cfg, *names[v], Path(v), [], aligned=True) for v in videos]

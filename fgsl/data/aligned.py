@@ -30,6 +30,7 @@ disk (:mod:`fgsl.data.crop_cache`), so each video is aligned once.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import warnings
@@ -41,6 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fgsl.data import crop_cache
 from fgsl.data.crop_cache import CachedCrops, entry_for
 from fgsl.data.frames import FrameSource, VideoError, open_source
 from fgsl.data.synthetic import Recipe
@@ -172,7 +174,7 @@ def read_aligned_crops(path: str | Path, size: int, fps: float | None = None, pr
     aligned once: a later reading of the same video, unchanged, for the same model loads
     them, and says the first reading's warnings again."""
     source = open_source(path, fps)
-    entry = entry_for(source, size, model_fps) if cache else None
+    entry = entry_for(source, size, model_fps) if cache and crop_cache.enabled() else None
     read = entry.load() if entry is not None else None
     if read is None:
         read = align_source(source, size, progress, model_fps)
@@ -187,7 +189,36 @@ def align_source(source: FrameSource, size: int, progress: bool = False,
                  model_fps: float | None = None) -> CachedCrops:
     """:func:`read_aligned_crops` without the cache: the distinct aligned crops (each is shrunk
     as it comes, so memory holds model-sized frames only), which one each frame shows, and
-    what the reading has to say."""
+    what the reading has to say: its own findings, and the warnings that name the video
+    (decoding that stopped short, :func:`fgsl.data.frames.cut_short`), which a cached
+    reading says again."""
+    with warnings.catch_warnings(record=True) as caught:  # (others under the filters they had)
+        warnings.filterwarnings("always", message=re.escape(f"{source.path}: "))
+        crops, shown, missing, most = _follow_face(source, size, progress, model_fps)
+    said = []
+    for w in caught:  # ours, about this video: kept with the crops; any other: said now, as it came
+        if str(w.message).startswith(f"{source.path}: "):
+            said.append(str(w.message).removeprefix(f"{source.path}: "))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not crops:
+        raise VideoError(f"{source.path}: no decodable frames (corrupt or not a video)")
+    if missing == shown:
+        raise VideoError(f"{source.path}: MediaPipe found no face to align in the {shown} frames read")
+    if missing:
+        said.append(f"the face is not found in {missing} of the {shown} frames read; each repeats the aligned frame "
+                    "before it")
+    if most > 1:
+        said.append(f"up to {most} faces in view; reading the largest at the start (offline reading spots one face "
+                    "per video; realtime.cam spots each)")
+    present = [c for c in crops if c is not None]
+    return CachedCrops(np.stack(present), fill_index([c is not None for c in crops]), tuple(said))
+
+
+def _follow_face(source: FrameSource, size: int, progress: bool,
+                 model_fps: float | None) -> tuple[list[np.ndarray | None], int, int, int]:
+    """The followed face's crop in each frame (``None``: not shown to the model, or not in
+    view), with the frames tracked, those without the face and the most faces seen at once."""
     crops: list[np.ndarray | None] = []
     centre, reach, missed, most, shown, missing = None, 0.0, 0, 0, 0, 0
     for faces in aligned_faces(source, tracker_crop_size(size), progress, model_fps=model_fps):
@@ -202,16 +233,4 @@ def align_source(source: FrameSource, size: int, progress: bool = False,
             continue
         centre, reach, missed = box_centre(face.box), max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2, 0
         crops.append(fit_crops(face.crop[None], size)[0])
-    if not crops:
-        raise VideoError(f"{source.path}: no decodable frames (corrupt or not a video)")
-    if missing == shown:
-        raise VideoError(f"{source.path}: MediaPipe found no face to align in the {shown} frames read")
-    said = []
-    if missing:
-        said.append(f"the face is not found in {missing} of the {shown} frames read; each repeats the aligned frame "
-                    "before it")
-    if most > 1:
-        said.append(f"up to {most} faces in view; reading the largest at the start (offline reading spots one face "
-                    "per video; realtime.cam spots each)")
-    present = [c for c in crops if c is not None]
-    return CachedCrops(np.stack(present), fill_index([c is not None for c in crops]), tuple(said))
+    return crops, shown, missing, most

@@ -11,26 +11,30 @@ cached: decoding them takes 1.5 s there, and an entry would take as much disk as
 
 Key: everything the crops depend on.
 
-- The video: its resolved path, and the size and modification time (ns) of the file or of
-  each frame of a folder. A video edited, re-encoded or replaced in place misses the cache.
-- The reading: the crop size, the frame rate used (the file's own or the one given) and the
-  model's rate (which frames are aligned, :func:`fgsl.data.aligned.model_frames`).
-- The aligner: the SHA-256 of the source of :mod:`realtime.face` and
-  :mod:`fgsl.data.aligned` (any change to how crops are made misses the cache, with no
+- The video: its resolved path (a symbolic link is the file it points to), and the size and
+  modification time (ns) of the file or of each frame of a folder. A video edited,
+  re-encoded or replaced in place misses the cache.
+- The reading: the crop size, the tracker's crop size, the frame rate used (the file's own or
+  the one given) and the model's rate (which frames are aligned,
+  :func:`fgsl.data.aligned.model_frames`; any rate not below the source's is every frame).
+- The aligner: the SHA-256 of the source of :data:`CODE` (the tracker, the aligned reader,
+  frame picking and decoding: a change to how crops are made misses the cache, with no
   version number to forget), the face model's hash, and the MediaPipe and OpenCV versions.
 
 Entry: one safetensors file per key, ``<video name>-<16 hex digits of the key>.safetensors``
 in :func:`default_dir`: ``crops`` ``[K, S, S, 3]`` uint8, the distinct aligned frames (a
 frame the model is not shown, or without the face, repeats another: it is stored once), and
 ``index`` ``[N]`` int32, which crop each of the video's N frames is. The metadata holds the
-key (checked on load) and the frame rate, and the reading's warnings, said again on each
-use, so a cached video is not quieter than a fresh one. Memory and disk: the crops a reader
-holds anyway (112 px: 37.6 kB a model frame).
+key (checked on load) and the reading's warnings (a damaged file's too), said again on each
+use, so a cached video is not quieter than a fresh one. Disk: the crops a reader holds in
+memory anyway (112 px: 37.6 kB a model frame, about 4.1 GB per hour of 30 fps video). The
+folder is made private (0700): its crops are faces, perhaps of a licensed data set.
+``FGSL_CROP_CACHE=off`` reads without the cache.
 
-Writes are atomic (:func:`fgsl.files.atomic_write`): a reader sees a whole entry or none. An
-entry that cannot be read back (cut short, not ours, another key) is aligned again and
-replaced. A folder that cannot be written gives one warning per process, and reading goes on
-without the cache. Entries are never removed on their own: ``python -m fgsl.data.crop_cache``
+Writes are atomic (:func:`fgsl.files.atomic_output`): a reader sees a whole entry or none.
+An entry that cannot be read back (cut short, not ours, another key, unreadable) is aligned
+again and replaced. A folder that cannot be written gives one warning per process, and
+reading goes on without the cache. Entries are never removed on their own: ``python -m fgsl.data.crop_cache``
 shows them (size, last use) and ``--clear`` or ``--older-than DAYS`` deletes them (each is
 made again on its next use), as ``python -m engines.cache`` does for engines
 (:mod:`fgsl.cache_files`).
@@ -52,10 +56,10 @@ import numpy as np
 
 from fgsl.cache_files import cache_command, touch
 from fgsl.data.frames import FrameSource
-from fgsl.files import atomic_write
+from fgsl.files import atomic_output
 from fgsl.startup import quiet_exit
 
-__all__ = ["CachedCrops", "CropEntry", "default_dir", "entry_for", "reading_key"]
+__all__ = ["CachedCrops", "CropEntry", "default_dir", "enabled", "entry_for", "reading_key"]
 
 SUFFIX = ".safetensors"
 
@@ -64,13 +68,26 @@ SUFFIX = ".safetensors"
 _unwritable: set[Path] = set()
 
 
+#: ``FGSL_CROP_CACHE=off``: read without the cache (every aligned reading aligns).
+OFF = "off"
+
+#: Bytes of a video's name kept in its entry's name: with the key's 16 hex digits and the
+#: suffix, the entry stays within the 255 bytes a file name may have, whatever the video's.
+NAME_CHARS = 80
+
+
 def default_dir() -> Path:
     """``$FGSL_CROP_CACHE``, else ``$XDG_CACHE_HOME/fgsl/crops``, else ``~/.cache/fgsl/crops``
     (beside the engine cache, ``engines.cache.default_dir``)."""
-    if os.environ.get("FGSL_CROP_CACHE"):
+    if os.environ.get("FGSL_CROP_CACHE") not in (None, "", OFF):
         return Path(os.environ["FGSL_CROP_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fgsl" / "crops"
+
+
+def enabled() -> bool:
+    """Whether aligned readings use the cache: all but with ``FGSL_CROP_CACHE=off``."""
+    return os.environ.get("FGSL_CROP_CACHE") != OFF
 
 
 @dataclass(frozen=True)
@@ -84,14 +101,17 @@ class CachedCrops:
     said: tuple[str, ...] = ()
 
 
-def _source_digest() -> str:
-    """SHA-256 of the code that makes aligned crops (see the module docstring)."""
-    import fgsl.data.aligned
-    import realtime.face
+#: The code that decides aligned crops: the tracker, the aligned reader, which frames a model
+#: is shown, and decoding.
+CODE = ("realtime/face.py", "fgsl/data/aligned.py", "fgsl/data/video.py", "fgsl/data/frames.py")
 
+
+def _source_digest() -> str:
+    """SHA-256 of :data:`CODE` (see the module docstring)."""
+    root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
-    for module in (realtime.face, fgsl.data.aligned):
-        digest.update(Path(module.__file__ or "").read_bytes())
+    for name in CODE:
+        digest.update((root / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -103,18 +123,23 @@ def _version(distribution: str) -> str:
 
 
 def reading_key(source: FrameSource, size: int, model_fps: float | None) -> dict[str, Any]:
-    """What aligned crops of ``source`` at ``size`` pixels depend on (the module docstring)."""
+    """What aligned crops of ``source`` at ``size`` pixels for a model at ``model_fps`` depend
+    on (the module docstring). A video named through a symbolic link is the file it points to;
+    a model at or above the source's rate is shown every frame, whatever its rate."""
+    from fgsl.data.aligned import tracker_crop_size
     from realtime.face import MODEL_SHA256
 
-    files = source.files or (source.path,)
+    files = [f.resolve() for f in source.files or (source.path,)]
     stats = [os.stat(f) for f in files]
+    shown = None if model_fps is None or model_fps >= source.fps else float(model_fps)
     return {
         "video": str(source.path.resolve()),
         "files": hashlib.sha256(json.dumps([[f.name, s.st_size, s.st_mtime_ns] for f, s in zip(files, stats)])
                                 .encode()).hexdigest(),  # (a frame folder's thousands of files, in 64 digits)
         "size": size,
-        "fps": source.fps,
-        "model_fps": model_fps,
+        "tracker_crop": tracker_crop_size(size),
+        "fps": float(source.fps),
+        "model_fps": shown,
         "code": _source_digest(),
         "face_model": MODEL_SHA256,
         "mediapipe": _version("mediapipe"),
@@ -136,44 +161,47 @@ class CropEntry:
 
     def load(self) -> CachedCrops | None:
         """The entry's crops, or ``None`` when there is none or it cannot be used (it is then
-        aligned again and replaced)."""
+        aligned again and replaced; a folder that cannot be read is said by :meth:`store`)."""
         from safetensors import SafetensorError, safe_open
 
-        if not self.path.is_file():
-            return None
         try:
+            if not self.path.is_file():
+                return None
             with safe_open(str(self.path), framework="numpy") as f:
                 info = f.metadata() or {}
                 if info.get("key") != key_text(self.key) or set(f.keys()) != {"crops", "index"}:
                     return None  # another key (a hash collision) or not ours
                 crops, index = f.get_tensor("crops"), f.get_tensor("index")
-            said = tuple(json.loads(info.get("said", "[]")))
-        except (SafetensorError, OSError, ValueError):  # cut short or damaged: made again
+            said = json.loads(info.get("said", "[]"))
+        except (SafetensorError, OSError, ValueError):  # cut short, damaged, or not readable: made again
             return None
         size = self.key["size"]
-        if (crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3) or index.ndim != 1 or not len(index)
-                or index.min() < 0 or index.max() >= len(crops)):
+        if (not isinstance(said, list) or not all(isinstance(m, str) for m in said) or crops.dtype != np.uint8
+                or crops.shape[1:] != (size, size, 3) or index.ndim != 1 or not len(index) or index.min() < 0
+                or index.max() >= len(crops)):
             return None
         touch(self.path)  # used now: `--older-than` keeps it
-        return CachedCrops(crops, index.astype(np.intp), said)
+        return CachedCrops(crops, index.astype(np.intp), tuple(said))
 
     def store(self, read: CachedCrops) -> None:
-        """Write ``read`` as this entry (atomically); a folder that cannot be written is said
-        once, and the reading goes on without the cache."""
-        from safetensors.numpy import save
+        """Write ``read`` as this entry (atomically, streamed to the file: no copy of the crops
+        in memory). The cache folder is made private (0700): its crops are faces, perhaps of a
+        licensed data set. A folder that cannot be written is said once, and the reading goes
+        on without the cache."""
+        from safetensors.numpy import save_file
 
-        data = save({"crops": np.ascontiguousarray(read.crops), "index": read.index.astype(np.int32)},
-                    metadata={"key": key_text(self.key), "said": json.dumps(list(read.said))})
+        folder = self.path.parent
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, data)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with atomic_output(self.path) as tmp:
+                save_file({"crops": np.ascontiguousarray(read.crops), "index": read.index.astype(np.int32)}, str(tmp),
+                          metadata={"key": key_text(self.key), "said": json.dumps(list(read.said))})
         except OSError as exc:
-            folder = self.path.parent
             if folder not in _unwritable:
                 _unwritable.add(folder)
                 reason = exc.strerror or str(exc)
                 warnings.warn(f"aligned-crop cache {folder}: cannot write ({reason}); videos are aligned again on "
-                              "each reading (set FGSL_CROP_CACHE to a writable folder)", stacklevel=3)
+                              f"each reading (set FGSL_CROP_CACHE to a writable folder, or to {OFF})", stacklevel=3)
 
 
 def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Path | None = None) -> CropEntry:
@@ -181,7 +209,8 @@ def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Pat
     ``model_fps``, in ``root`` (default :func:`default_dir`)."""
     key = reading_key(source, size, model_fps)
     digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:16]
-    return CropEntry((root or default_dir()) / f"{source.path.name}-{digest}{SUFFIX}", key)
+    name = Path(key["video"]).name.encode()[:NAME_CHARS].decode(errors="ignore")
+    return CropEntry((root or default_dir()) / f"{name}-{digest}{SUFFIX}", key)
 
 
 def main(argv: list[str] | None = None) -> int:
