@@ -19,6 +19,11 @@ nothing at run time.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m demo.app` is `python -m demo` (it printed nothing and ended), with its
+    import runpy  # check for the [demo] extra and its quiet Ctrl-C while importing; it ends the process
+
+    runpy.run_module("demo", run_name="__main__")
+
 import argparse
 import atexit
 import errno
@@ -36,7 +41,6 @@ import gradio as gr
 
 from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
                       register_user_error, run)
-from fgsl.startup import quiet_exit
 from realtime.cam import DISCLAIMER
 from realtime.interrupts import TERMINATING, interrupt_once
 from realtime.spotters import add_engine_flags, fgsl_only_flag
@@ -467,7 +471,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(body)
-
-
-if __name__ == "__main__":  # `python -m demo.app` serves as `python -m demo` does (it printed nothing and ended)
-    quiet_exit(main())

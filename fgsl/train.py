@@ -217,7 +217,7 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
                                                 sheet, aligned=args.align_faces, progress=env.main and not args.quiet)
 
         # Aligned crops: rank 0 aligns each video once, into the crop cache, and the other
-        # ranks then read its entries (centre crops are as fast to read as an entry).
+        # ranks then read its entries. Centre crops are not cached: every rank decodes them.
         return env.main_first(read) if args.align_faces else read()
     if args.split:
         raise UsageError("--split does not apply to synthetic data (held-out videos come from unseen parts of each source)")

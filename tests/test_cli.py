@@ -115,6 +115,8 @@ COMMANDS = {
     "realtime.cam": ["--source", "none.mp4", "--headless"],
     "demo.bench": ["--video", "none.mp4"],
     "demo": ["--port", "0"],
+    "demo.app": ["--port", "0"],
+    "fgsl.data.crop_cache": ["--dir", "cache"],
 }
 
 

@@ -43,6 +43,7 @@ made again on its next use), as ``python -m engines.cache`` does for engines
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import warnings
@@ -51,13 +52,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
+from fgsl.startup import quiet_exit, startup_imports
 
-from fgsl.cache_files import cache_command, touch
-from fgsl.data.frames import FrameSource
-from fgsl.files import atomic_output
-from fgsl.startup import quiet_exit
+# OpenCV and numpy take a moment to import: Ctrl-C then is no bug (fgsl.startup).
+with startup_imports(__name__):
+    import cv2
+    import numpy as np
+
+    from fgsl.cache_files import cache_command, touch
+    from fgsl.data.frames import FrameSource
+    from fgsl.files import atomic_output
 
 __all__ = ["CachedCrops", "CropEntry", "default_dir", "enabled", "entry_for", "reading_key"]
 
@@ -221,4 +225,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    with startup_imports(__name__):  # the command's plumbing (fgsl.cli) imports torch: its first second or two
+        importlib.import_module("fgsl.cli")
     quiet_exit(main())
