@@ -42,7 +42,10 @@ def prune(root: Path, suffix: str, older_than_days: float | None = None) -> int:
     cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
     freed = 0
     for path in entries(root, suffix):
-        info = path.stat()
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # a writer's temporary file, renamed (or another prune) meanwhile
+            continue
         if cutoff is None or info.st_mtime < cutoff:
             path.unlink(missing_ok=True)
             freed += info.st_size

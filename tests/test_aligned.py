@@ -122,7 +122,7 @@ def test_a_fast_video_is_tracked_at_the_models_rate(tmp_path, sample_frames):
     assert np.abs(video.frames[keep].astype(int) - every.frames[keep].astype(int)).mean() < 4
 
 
-def test_clips_of_an_aligned_synthetic_set_are_read_as_they_are(tmp_path):
+def test_clips_of_an_aligned_synthetic_set_are_read_as_they_are(tmp_path, monkeypatch):
     """A set made with --align holds aligned crops already: asked for aligned crops, its clips
     are read as training on the set read them, not aligned a second time; the same clip in a
     set made without --align (or in an unfinished one) is aligned."""
@@ -132,6 +132,11 @@ def test_clips_of_an_aligned_synthetic_set_are_read_as_they_are(tmp_path):
         (tmp_path / name / "synthetic.json").write_text(json.dumps({"recipe": recipe}))
     as_is = read_centre_crops(tmp_path / "aligned" / "videos" / "clip.avi", 32).frames
     assert np.array_equal(read_crops(tmp_path / "aligned" / "videos" / "clip.avi", 32, aligned=True).frames, as_is)
+    # However it is named: from inside its folder, through a link.
+    (tmp_path / "link.avi").symlink_to(tmp_path / "aligned" / "videos" / "clip.avi")
+    assert np.array_equal(read_crops(tmp_path / "link.avi", 32, aligned=True).frames, as_is)
+    monkeypatch.chdir(tmp_path / "aligned" / "videos")
+    assert np.array_equal(read_crops("clip.avi", 32, aligned=True).frames, as_is)
     for name in ("plain", "unfinished"):
         again = read_crops(tmp_path / name / "videos" / "clip.avi", 32, aligned=True).frames
         assert np.abs(again.astype(int) - as_is).mean() > 1, name  # moved by the second alignment
@@ -292,7 +297,7 @@ def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp
     assert first.returncode == 0, first.stderr
     info = weights.info(tmp_path / "run")
     assert info["crops"] == "aligned" and "faces aligned as the live spotter aligns them" in info["data"]
-    cached = {p: p.stat().st_ino for p in crop_cache.default_dir().glob("*.safetensors")}
+    cached = {p: p.stat().st_ino for p in crop_cache.default_dir().glob(f"*{crop_cache.SUFFIX}")}
     assert len(cached) == 2  # one entry per video
     refused = train("--epochs", "2", "--resume")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
@@ -301,5 +306,5 @@ def test_training_on_annotated_videos_aligned_records_it_and_resumes_only_so(tmp
     again = train("--align-faces", "--epochs", "2", "--resume")
     assert again.returncode == 0, again.stderr
     # The resumed run read the entries: nothing was aligned (and written, as a new file) again.
-    assert {p: p.stat().st_ino for p in crop_cache.default_dir().glob("*.safetensors")} == cached
+    assert {p: p.stat().st_ino for p in crop_cache.default_dir().glob(f"*{crop_cache.SUFFIX}")} == cached
     assert weights.info(tmp_path / "run")["crops"] == "aligned"

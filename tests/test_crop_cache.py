@@ -28,7 +28,7 @@ def sample_frames() -> np.ndarray:
 
 
 def entries() -> list[Path]:
-    return sorted(crop_cache.default_dir().glob("*.safetensors"))
+    return sorted(crop_cache.default_dir().glob(f"*{crop_cache.SUFFIX}"))
 
 
 def forbid_aligning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,7 +110,7 @@ def test_the_trackers_crop_size_is_part_of_the_key(tmp_path, sample_frames, monk
     assert crop_cache.entry_for(source, 32, None).path != before
 
 
-def test_a_cut_off_video_is_said_so_also_when_read_from_the_cache(tmp_path):
+def test_a_cut_off_video_is_said_so_also_when_read_from_the_cache(tmp_path, monkeypatch):
     """Decoding that stops short of the container's count is a warning of the reading (the
     file is damaged): a cached reading says it again, not a shorter video without a word."""
     if shutil.which("ffmpeg") is None:
@@ -124,6 +124,7 @@ def test_a_cut_off_video_is_said_so_also_when_read_from_the_cache(tmp_path):
         with pytest.warns(UserWarning, match=r"cut\.mp4: decoding stopped at frame \d+ of 72 \(damaged or truncated"):
             video = read_aligned_crops(cut, 32)
         assert 0 < video.count < 72, reading
+        forbid_aligning(monkeypatch)  # the second reading is the entry's
     assert len(entries()) == 1
 
 
@@ -136,12 +137,51 @@ def test_an_entry_is_named_within_the_limits_of_a_file_name(tmp_path, sample_fra
     assert crop_cache.default_dir().stat().st_mode & 0o777 == 0o700  # faces: a private folder
 
 
-def test_fgsl_crop_cache_off_reads_without_the_cache(tmp_path, sample_frames, monkeypatch):
+def test_fgsl_crop_cache_off_reads_without_the_cache(tmp_path, sample_frames, monkeypatch, capsys):
     write_video(tmp_path / "face.avi", sample_frames[:12], 30.0)
-    folder = crop_cache.default_dir()
     monkeypatch.setenv("FGSL_CROP_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where the cache would otherwise be
     read_aligned_crops(tmp_path / "face.avi", 32)
-    assert not folder.exists() or not any(folder.iterdir())
+    assert not (tmp_path / "xdg").exists()
+    assert crop_cache.main([]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "(FGSL_CROP_CACHE=off: readings do not use the cache; this is where it would be)",
+        f"{tmp_path / 'xdg' / 'fgsl' / 'crops'}: no aligned-crop cache yet (its entries are made as fgsl.train, "
+        "fgsl.infer and fgsl.tune read videos as aligned face crops)"]
+
+
+FILE_SIZE_LIMIT = """
+import resource, sys
+from fgsl.data.aligned import read_aligned_crops
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # a full disk or a quota, for this process's writes
+video = read_aligned_crops(sys.argv[1], 32)
+print(video.count)
+"""
+
+
+def test_a_full_disk_while_storing_is_one_warning_and_the_reading_goes_on(tmp_path, sample_frames):
+    """safetensors reports a write that fails (ENOSPC, EDQUOT, EFBIG) as its own error, not an
+    OSError: it once ended the reading with a traceback, the video's alignment lost."""
+    write_video(tmp_path / "face.avi", sample_frames[:24], 30.0)
+    done = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path / "face.avi")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "24", done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"aligned-crop cache {crop_cache.default_dir()}: cannot write (" in done.stderr
+    assert "File too large" in done.stderr and entries() == []
+
+
+def test_clearing_a_folder_that_is_not_the_cache_keeps_its_weights(tmp_path, capsys):
+    """A weights folder given as --dir by mistake: its safetensors files are not entries."""
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "checkpoint.safetensors", ".model.safetensors.x1.tmp"):
+        (run / name).write_bytes(b"weights")
+    assert crop_cache.main(["--dir", str(run), "--clear"]) == 0
+    assert "deleted 0 file(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir()) == [".model.safetensors.x1.tmp", "checkpoint.safetensors",
+                                                     "model.safetensors"]
 
 
 @pytest.mark.parametrize("damage", ["cut short", "not ours"])

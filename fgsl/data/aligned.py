@@ -30,13 +30,13 @@ disk (:mod:`fgsl.data.crop_cache`), so each video is aligned once.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import cv2
 import numpy as np
@@ -192,19 +192,18 @@ def align_source(source: FrameSource, size: int, progress: bool = False,
     what the reading has to say: its own findings, and the warnings that name the video
     (decoding that stopped short, :func:`fgsl.data.frames.cut_short`), which a cached
     reading says again."""
-    with warnings.catch_warnings(record=True) as caught:  # (others under the filters they had)
-        warnings.filterwarnings("always", message=re.escape(f"{source.path}: "))
-        crops, shown, missing, most = _follow_face(source, size, progress, model_fps)
-    said = []
-    for w in caught:  # ours, about this video: kept with the crops; any other: said now, as it came
-        if str(w.message).startswith(f"{source.path}: "):
-            said.append(str(w.message).removeprefix(f"{source.path}: "))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not crops:
-        raise VideoError(f"{source.path}: no decodable frames (corrupt or not a video)")
-    if missing == shown:
-        raise VideoError(f"{source.path}: MediaPipe found no face to align in the {shown} frames read")
+    said: list[str] = []
+    try:
+        with _warnings_about(source.path, said):
+            crops, shown, missing, most = _follow_face(source, size, progress, model_fps)
+        if not crops:
+            raise VideoError(f"{source.path}: no decodable frames (corrupt or not a video)")
+        if missing == shown:
+            raise VideoError(f"{source.path}: MediaPipe found no face to align in the {shown} frames read")
+    except BaseException:
+        for message in said:  # (a cut-off file, then no face in what it held: both are said)
+            warnings.warn(f"{source.path}: {message}", stacklevel=2)
+        raise
     if missing:
         said.append(f"the face is not found in {missing} of the {shown} frames read; each repeats the aligned frame "
                     "before it")
@@ -213,6 +212,29 @@ def align_source(source: FrameSource, size: int, progress: bool = False,
                     "per video; realtime.cam spots each)")
     present = [c for c in crops if c is not None]
     return CachedCrops(np.stack(present), fill_index([c is not None for c in crops]), tuple(said))
+
+
+@contextmanager
+def _warnings_about(path: Path, kept: list[str]) -> Iterator[None]:
+    """Within the block, each warning that names ``path`` is kept in ``kept`` (without the
+    name) instead of shown; every other warning is shown as it would have been. Done by
+    wrapping ``warnings.showwarning``, not with ``catch_warnings``, whose filter reset would
+    show a library's once-per-process warnings again for every video."""
+    prefix = f"{path}: "
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if str(message).startswith(prefix):
+            kept.append(str(message).removeprefix(prefix))
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _follow_face(source: FrameSource, size: int, progress: bool,

@@ -21,14 +21,15 @@ Key: everything the crops depend on.
   frame picking and decoding: a change to how crops are made misses the cache, with no
   version number to forget), the face model's hash, and the MediaPipe and OpenCV versions.
 
-Entry: one safetensors file per key, ``<video name>-<16 hex digits of the key>.safetensors``
-in :func:`default_dir`: ``crops`` ``[K, S, S, 3]`` uint8, the distinct aligned frames (a
+Entry: one safetensors file per key, ``<video name>-<16 hex digits of the key>.fgsl-crops``
+in :func:`default_dir` (its own suffix: ``--clear`` never takes a weights file for one): ``crops`` ``[K, S, S, 3]`` uint8, the distinct aligned frames (a
 frame the model is not shown, or without the face, repeats another: it is stored once), and
 ``index`` ``[N]`` int32, which crop each of the video's N frames is. The metadata holds the
 key (checked on load) and the reading's warnings (a damaged file's too), said again on each
 use, so a cached video is not quieter than a fresh one. Disk: the crops a reader holds in
-memory anyway (112 px: 37.6 kB a model frame, about 4.1 GB per hour of 30 fps video). The
-folder is made private (0700): its crops are faces, perhaps of a licensed data set.
+memory anyway (112 px: 37.6 kB a model frame, about 4.1 GB per hour of 30 fps video). A
+folder the cache makes is private (0700): its crops are faces, perhaps of a licensed data set
+(a folder given that exists keeps its own permissions).
 ``FGSL_CROP_CACHE=off`` reads without the cache.
 
 Writes are atomic (:func:`fgsl.files.atomic_output`): a reader sees a whole entry or none.
@@ -65,7 +66,9 @@ with startup_imports(__name__):
 
 __all__ = ["CachedCrops", "CropEntry", "default_dir", "enabled", "entry_for", "reading_key"]
 
-SUFFIX = ".safetensors"
+#: Entries are safetensors files, named apart from any other (a weights folder's
+#: ``model.safetensors`` given as ``--dir`` must never pass for an entry and be pruned).
+SUFFIX = ".fgsl-crops"
 
 #: The folders whose write failure was already said, so a data set of a thousand videos gives
 #: one warning, not a thousand.
@@ -188,10 +191,13 @@ class CropEntry:
         return CachedCrops(crops, index.astype(np.intp), tuple(said))
 
     def store(self, read: CachedCrops) -> None:
-        """Write ``read`` as this entry (atomically, streamed to the file: no copy of the crops
-        in memory). The cache folder is made private (0700): its crops are faces, perhaps of a
-        licensed data set. A folder that cannot be written is said once, and the reading goes
-        on without the cache."""
+        """Write ``read`` as this entry (atomically; safetensors' ``save_file`` writes the
+        arrays to the file, without the whole file built in memory first as ``save`` does, in
+        the installed 0.8). A folder the cache makes is private (0700): its crops are faces,
+        perhaps of a licensed data set. A folder that cannot be written (read-only, full, a
+        quota: safetensors reports the last two as its own error) is said once, and the
+        reading goes on without the cache."""
+        from safetensors import SafetensorError
         from safetensors.numpy import save_file
 
         folder = self.path.parent
@@ -200,10 +206,10 @@ class CropEntry:
             with atomic_output(self.path) as tmp:
                 save_file({"crops": np.ascontiguousarray(read.crops), "index": read.index.astype(np.int32)}, str(tmp),
                           metadata={"key": key_text(self.key), "said": json.dumps(list(read.said))})
-        except OSError as exc:
+        except (OSError, SafetensorError) as exc:
             if folder not in _unwritable:
                 _unwritable.add(folder)
-                reason = exc.strerror or str(exc)
+                reason = getattr(exc, "strerror", None) or str(exc)
                 warnings.warn(f"aligned-crop cache {folder}: cannot write ({reason}); videos are aligned again on "
                               f"each reading (set FGSL_CROP_CACHE to a writable folder, or to {OFF})", stacklevel=3)
 
@@ -218,6 +224,8 @@ def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not enabled():
+        print(f"(FGSL_CROP_CACHE={OFF}: readings do not use the cache; this is where it would be)")
     return cache_command(argv, prog="python -m fgsl.data.crop_cache", noun="aligned-crop cache", suffix=SUFFIX,
                          default_dir=default_dir,
                          dir_help="$FGSL_CROP_CACHE, else $XDG_CACHE_HOME/fgsl/crops, else ~/.cache/fgsl/crops",

@@ -504,8 +504,9 @@ def _write_failure(path: Path) -> tuple[int, str]:
 def made_aligned(video: str | Path) -> bool:
     """Whether ``video`` is a clip of a finished set made with ``--align`` (``DIR/videos/X``
     beside ``DIR/synthetic.json``): a MediaPipe-aligned face crop already, read as it is by
-    :func:`fgsl.data.video.read_crops` even when aligned crops are asked for."""
-    path = Path(video)
+    :func:`fgsl.data.video.read_crops` even when aligned crops are asked for. However the
+    clip is named (relative to its own folder, through a link)."""
+    path = Path(video).resolve()
     if path.parent.name != "videos":
         return False
     try:
