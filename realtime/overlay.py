@@ -24,7 +24,7 @@ import numpy as np
 
 from fgsl.config import is_positive_number
 from fgsl.files import PendingOutput, unwritable_reason
-from fgsl.data.frames import opencv_quiet
+from fgsl.data.frames import NOT_UTF8, is_utf8_name, opencv_quiet
 from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -385,6 +385,8 @@ class VideoSaver:
         reason = unwritable_reason(self.path)
         if reason is None and self.path.suffix.lower() not in VIDEO_SUFFIXES:
             reason = f"name it {', '.join(VIDEO_SUFFIXES)} (the container comes from the name)"
+        if reason is None and not is_utf8_name(self.path):
+            reason = NOT_UTF8
         if reason is not None:
             raise RealtimeError(f"cannot write video {self.path}: {reason}")
         self.frames = 0

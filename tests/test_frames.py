@@ -3,6 +3,7 @@ as a shorter video."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,10 +11,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fgsl.data.frames import cut_short, open_source
-from fgsl.data.synthetic import Recipe, make_set
+from fgsl.data.frames import VideoError, cut_short, open_source
+from fgsl.data.synthetic import Recipe, make_set, write_video
 from tests.conftest import SAMPLE_VIDEO, SHARED_DATA, shared_video
 
 
@@ -31,6 +33,24 @@ def truncated(tmp_path_factory) -> Path:
     data = whole.read_bytes()
     half.write_bytes(data[: len(data) // 2])
     return half
+
+
+def test_a_file_name_opencv_cannot_take_is_one_clear_error(tmp_path):
+    """A name that is not UTF-8 (bytes a Linux name may hold) crashed the process inside
+    OpenCV, reading (VideoCapture) and writing (VideoWriter) alike: a segmentation fault,
+    no message. It is refused in one line, through the command line too."""
+    name = os.fsdecode(b"clip\xff.mp4")
+    shutil.copy(SAMPLE_VIDEO, tmp_path / name)
+    with pytest.raises(VideoError, match=r"the file name is not valid UTF-8, which OpenCV's video reader and writer "
+                                         r"cannot take \(rename the file\)"):
+        open_source(tmp_path / name)
+    with pytest.raises(VideoError, match="not valid UTF-8"):
+        write_video(tmp_path / os.fsdecode(b"out\xff.avi"), np.zeros((2, 16, 16, 3), np.uint8), 30.0)
+    done = subprocess.run([sys.executable, "-m", "realtime.cam", "--source", str(tmp_path / name), "--headless"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines()[-1].endswith("the file name is not valid UTF-8, which OpenCV's video "
+                                                         "reader and writer cannot take (rename the file)")
 
 
 def test_a_truncated_video_is_read_with_one_warning(truncated):

@@ -237,7 +237,8 @@ def test_video_saver_keeps_a_live_streams_clock(tmp_path, frame):
 def test_video_saver_refuses_unwritable_paths(tmp_path, frame):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    for bad in (blocker / "out.mp4", tmp_path, tmp_path / "no_suffix", tmp_path / "out.txt"):
+    not_utf8 = tmp_path / "out\udcff.mp4"  # (OpenCV's writer crashed the process on such a name)
+    for bad in (blocker / "out.mp4", tmp_path, tmp_path / "no_suffix", tmp_path / "out.txt", not_utf8):
         with pytest.raises(RealtimeError, match="cannot write video"):
             with VideoSaver(bad, fps=30) as saver:
                 saver.write(frame)

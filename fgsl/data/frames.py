@@ -234,8 +234,32 @@ def _open_video(path: Path, fps: float | None) -> FrameSource:
     return FrameSource(path, float(fps))
 
 
+#: Why a file name cannot go to OpenCV's video reader or writer (:func:`is_utf8_name`).
+NOT_UTF8 = "the file name is not valid UTF-8, which OpenCV's video reader and writer cannot take (rename the file)"
+
+
+def is_utf8_name(path: str | Path) -> bool:
+    """Whether OpenCV's ``VideoCapture`` and ``VideoWriter`` can take ``path``. Why: they take
+    the name as UTF-8, and a name that is not (bytes a Linux file name may hold, which Python
+    keeps as surrogates) crashed the process inside OpenCV with a segmentation fault
+    (opencv-python 4.x here, 2026-11-28), for reading and for writing alike."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def opencv_name(path: str | Path) -> str:
+    """``path`` as OpenCV's video reader and writer take it; a name they cannot take is a
+    :class:`VideoError` (:func:`is_utf8_name`)."""
+    if not is_utf8_name(path):
+        raise VideoError(f"{path}: {NOT_UTF8}")
+    return str(path)
+
+
 def _open_capture(path: Path) -> cv2.VideoCapture:
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(opencv_name(path))
     if not cap.isOpened():
         cap.release()
         raise VideoError(f"{path}: OpenCV cannot open this file as a video")

@@ -78,7 +78,7 @@ with startup_imports(__name__):
     from fgsl.config import ConfigError, is_positive_number
     from fgsl.files import atomic_write, given_twice
     from fgsl.data.table import Annotation, write_table
-    from fgsl.data.frames import VideoError, opencv_quiet, open_source
+    from fgsl.data.frames import VideoError, opencv_name, opencv_quiet, open_source
 
 #: The crop is the detected face box enlarged by this factor (square, same centre).
 MARGIN = 1.15
@@ -231,7 +231,7 @@ def find_faces(path: Path, probes: int = 5) -> list[tuple[int, int, int]]:
                            "synthetic sets: install opencv-contrib-python, the OpenCV this package depends on "
                            "(pip uninstall opencv-python opencv-python-headless; pip install opencv-contrib-python)")
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADE)
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(opencv_name(path))
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
     detections: list[np.ndarray] = []
     for i in range(probes):
@@ -463,7 +463,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     size = frames.shape[2], frames.shape[1]
     with opencv_quiet():  # our error says it, not a WARN per frame
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, size)
+        writer = cv2.VideoWriter(opencv_name(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, size)
         if not writer.isOpened():
             raise VideoError(f"{path}: OpenCV cannot write FFV1 video here")
         for frame in frames:
