@@ -135,6 +135,14 @@ def test_an_entry_is_named_within_the_limits_of_a_file_name(tmp_path, sample_fra
     (entry,) = entries()
     assert len(entry.name.encode()) <= 255 and entry.name.startswith("顔")
     assert crop_cache.default_dir().stat().st_mode & 0o777 == 0o700  # faces: a private folder
+    # A frame folder may have a name that is not UTF-8 (its images are read without OpenCV's video reader).
+    folder = tmp_path / os.fsdecode(b"frames\xff")
+    folder.mkdir()
+    for i, frame in enumerate(sample_frames[:6]):
+        cv2.imwrite(str(tmp_path / "frame.png"), frame)
+        (folder / f"img{i}.png").write_bytes((tmp_path / "frame.png").read_bytes())
+    assert read_aligned_crops(folder, 32, fps=30).count == 6
+    assert sorted(p.name[:7] for p in entries()) == ["frames-", "顔顔顔顔顔顔顔"]
 
 
 def test_fgsl_crop_cache_off_reads_without_the_cache(tmp_path, sample_frames, monkeypatch, capsys):

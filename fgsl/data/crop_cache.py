@@ -43,6 +43,7 @@ made again on its next use), as ``python -m engines.cache`` does for engines
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -80,7 +81,7 @@ OFF = "off"
 
 #: Bytes of a video's name kept in its entry's name: with the key's 16 hex digits and the
 #: suffix, the entry stays within the 255 bytes a file name may have, whatever the video's.
-NAME_CHARS = 80
+NAME_BYTES = 80
 
 
 def default_dir() -> Path:
@@ -113,8 +114,9 @@ class CachedCrops:
 CODE = ("realtime/face.py", "fgsl/data/aligned.py", "fgsl/data/video.py", "fgsl/data/frames.py")
 
 
+@functools.cache
 def _source_digest() -> str:
-    """SHA-256 of :data:`CODE` (see the module docstring)."""
+    """SHA-256 of :data:`CODE` (see the module docstring); once per process, not per video."""
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for name in CODE:
@@ -122,6 +124,7 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
@@ -219,7 +222,7 @@ def entry_for(source: FrameSource, size: int, model_fps: float | None, root: Pat
     ``model_fps``, in ``root`` (default :func:`default_dir`)."""
     key = reading_key(source, size, model_fps)
     digest = hashlib.sha256(key_text(key).encode()).hexdigest()[:16]
-    name = Path(key["video"]).name.encode()[:NAME_CHARS].decode(errors="ignore")
+    name = os.fsencode(Path(key["video"]).name)[:NAME_BYTES].decode(errors="ignore")  # (any bytes a name holds)
     return CropEntry((root or default_dir()) / f"{name}-{digest}{SUFFIX}", key)
 
 
