@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from fgsl.model import build
 #: What the test modules import from here; ``randomise_adapters`` is the self-test's own loop
 #: (a random network's IGA adapters made non-zero), not a copy of it.
 __all__ = ["ROOT", "SAMPLE_VIDEO", "SHARED_DATA", "live_windows", "randomise_adapters", "real_face_clips",
-           "real_face_frame_count", "shared_video", "track_faces"]
+           "real_face_frame_count", "shared_video", "track_faces", "TWO_CPU_RANKS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,11 @@ def _shared_data() -> Path:
 
 SHARED_DATA = _shared_data()
 SAMPLE_VIDEO = ROOT / "samples" / "pyfeat_single_face.mp4"
+
+#: ``torchrun`` with two ranks on the CPU (gloo), GPUs hidden: on a one-GPU machine two ranks
+#: would be refused (fgsl.train wants a GPU per rank), so these tests run the same everywhere.
+TWO_CPU_RANKS = ("env", "CUDA_VISIBLE_DEVICES=", sys.executable, "-m", "torch.distributed.run",
+                 "--nproc-per-node", "2", "--standalone")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import fgsl.data.aligned
 from fgsl.data import crop_cache
@@ -16,7 +17,7 @@ from fgsl.data.aligned import read_aligned_crops
 from fgsl.data.frames import open_source
 from fgsl.data.synthetic import write_video
 from fgsl.data.table import Annotation, write_table
-from tests.conftest import shared_video
+from tests.conftest import TWO_CPU_RANKS, shared_video
 
 SAMPLE = shared_video("pyfeat_single_face.mp4")
 
@@ -286,7 +287,7 @@ def main_first(tmp_path: Path, mode: str) -> list[list]:
 
     script = tmp_path / "main_first.py"
     script.write_text(MAIN_FIRST)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+    subprocess.run([*TWO_CPU_RANKS,
                     str(script), str(tmp_path / "times"), mode], capture_output=True, text=True, timeout=300)
     return [json.loads((tmp_path / f"times.{rank}").read_text()) for rank in (0, 1)]
 
@@ -323,11 +324,9 @@ runpy.run_module("fgsl.train", run_name="__main__")
 """
 
 
-@pytest.mark.slow
-def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
-    """fgsl.train --align-faces on two ranks: rank 0 aligns each video into the cache and says
-    what it finds; the other rank reads the entries (aligning fails there) quietly (one
-    warning per video, not two)."""
+def train_aligned(tmp_path: Path, launcher: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """fgsl.train --align-faces (tiny, one epoch) under ``launcher`` on two subjects' copies of
+    the two-faces video, aligning refused on every rank but 0."""
     two_faces = shared_video("liveportrait_d18_d19_two_faces_sidebyside.mp4")
     frames = np.stack(list(open_source(two_faces)))[:48]
     for subject in ("a", "b"):
@@ -335,13 +334,32 @@ def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
         write_video(tmp_path / "videos" / subject / "face.avi", frames, 30.0)
     write_table([Annotation("a", "face", 10, 12, 16, "micro", "positive"),
                  Annotation("b", "face", 30, 31, 33, "micro", "surprise")], tmp_path / "gt.csv")
-    launcher = tmp_path / "train_rank_0_aligns.py"
-    launcher.write_text(RANK_0_ALIGNS)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                           str(launcher), "--preset", "tiny", "--data", f"table={tmp_path / 'gt.csv'}",
+    script = tmp_path / "train_rank_0_aligns.py"
+    script.write_text(RANK_0_ALIGNS)
+    return subprocess.run([*launcher, str(script), "--preset", "tiny", "--data", f"table={tmp_path / 'gt.csv'}",
                            "--video-root", str(tmp_path / "videos"), "--split", "subjects:b", "--val", "none",
                            "--batch", "2", "--epochs", "1", "--quiet", "--align-faces", "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
+    """fgsl.train --align-faces on two ranks: rank 0 aligns each video into the cache and says
+    what it finds; the other rank reads the entries (aligning fails there) quietly (one
+    warning per video, not two)."""
+    done = train_aligned(tmp_path, TWO_CPU_RANKS)
     assert done.returncode == 0, done.stderr
+    assert done.stderr.count("up to 2 faces in view") == 2, done.stderr
+    assert len(entries()) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_aligned_training_under_torchrun_on_the_gpu(tmp_path):
+    """The same on a GPU: NCCL's process group, ``Dist.main_first`` polling its rendezvous
+    store, and training on ``cuda:0``."""
+    done = train_aligned(tmp_path, (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+                                    "--standalone"))
+    assert done.returncode == 0, done.stderr
+    assert "device cuda:0, 1 process(es)" in done.stderr, done.stderr
     assert done.stderr.count("up to 2 faces in view") == 2, done.stderr
     assert len(entries()) == 2

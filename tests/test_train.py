@@ -21,7 +21,7 @@ from fgsl.data.spec import VideoItem
 from fgsl.losses import assign_targets
 from fgsl.train import (epoch_windows, lr_factor, lr_schedule, main, make_batch, prepare_data, rank_windows,
                         schedule_steps)
-from tests.conftest import SHARED_DATA, disk_full_when_replacing, shared_video
+from tests.conftest import SHARED_DATA, TWO_CPU_RANKS, disk_full_when_replacing, shared_video
 
 
 def _item(events, frames=64):
@@ -394,8 +394,7 @@ def test_train_cli_errors_are_one_line(tmp_path):
 def test_torchrun_ddp_on_cpu_keeps_both_ranks_identical(tmp_path, face_dir):
     out = tmp_path / "ddp"
     run = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "20", "--max-steps", "5",
-                 launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                           "-m", "fgsl.train"))
+                 launcher=(*TWO_CPU_RANKS, "-m", "fgsl.train"))
     assert run.returncode == 0, run.stderr
     ranks = json.loads((out / "ranks.json").read_text())
     assert ranks["world_size"] == 2 and len(ranks["digests"]) == 2
@@ -747,19 +746,18 @@ sys.exit(train.main())
 def test_a_resumed_ddp_run_trains_the_weights_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir):
     """Under torchrun each rank resumes with its own loss normaliser (it follows the rank's own
     shard) and draws its own augmentations again: the weights are those of the unbroken run."""
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
     stop = tmp_path / "stop_after_first_epoch.py"
     stop.write_text(STOP_AFTER_FIRST_EPOCH.format(root=str(Path(__file__).resolve().parents[1])))
     flags = [*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none"]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    first = _train(*flags, "--out", str(unbroken), launcher=(*torchrun, "-m", "fgsl.train"))
+    first = _train(*flags, "--out", str(unbroken), launcher=(*TWO_CPU_RANKS, "-m", "fgsl.train"))
     assert first.returncode == 0, first.stderr
     shutil.copytree(unbroken / "data", broken / "data")
-    cut = _train(*flags, "--out", str(broken), launcher=(*torchrun, str(stop)))
+    cut = _train(*flags, "--out", str(broken), launcher=(*TWO_CPU_RANKS, str(stop)))
     assert cut.returncode != 0 and "interrupted" in cut.stderr, cut.stderr
     state = load_state(broken / "checkpoint.safetensors")
     assert state["epoch"] == 0 and len(set(state["normalisers"])) == 2  # the ranks' normalisers differ
-    resumed = _train(*flags, "--out", str(broken), "--resume", launcher=(*torchrun, "-m", "fgsl.train"))
+    resumed = _train(*flags, "--out", str(broken), "--resume", launcher=(*TWO_CPU_RANKS, "-m", "fgsl.train"))
     assert resumed.returncode == 0, resumed.stderr
     assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # the last epoch's (no validation)
     assert json.loads((broken / "ranks.json").read_text()) == json.loads((unbroken / "ranks.json").read_text())
@@ -787,21 +785,20 @@ sys.exit(train.main())
 def test_a_ddp_run_resumed_mid_epoch_trains_the_weights_of_an_unbroken_one_bit_for_bit(tmp_path, face_dir):
     """Under torchrun each rank checkpoints its own position, generator state and loss sums
     mid-epoch, and resumes from its own: the weights are those of the unbroken run."""
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
     stop = tmp_path / "stop_after_a_checkpoint_within.py"
     stop.write_text(STOP_AFTER_A_CHECKPOINT_WITHIN.format(root=str(Path(__file__).resolve().parents[1])))
     flags = [*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none", "--batch", "2"]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    first = _train(*flags, "--out", str(unbroken), launcher=(*torchrun, "-m", "fgsl.train"))
+    first = _train(*flags, "--out", str(unbroken), launcher=(*TWO_CPU_RANKS, "-m", "fgsl.train"))
     assert first.returncode == 0, first.stderr
     shutil.copytree(unbroken / "data", broken / "data")
-    cut = _train(*flags, "--checkpoint-every", "1", "--out", str(broken), launcher=(*torchrun, str(stop)))
+    cut = _train(*flags, "--checkpoint-every", "1", "--out", str(broken), launcher=(*TWO_CPU_RANKS, str(stop)))
     assert cut.returncode != 0 and "interrupted" in cut.stderr, cut.stderr
     state = load_state(broken / "checkpoint.safetensors")
     assert (state["epoch"], state["within"]["epoch"]) == (0, 1) and len(state["within"]["ranks"]) == 2
     assert state["within"]["ranks"][0]["rng"] != state["within"]["ranks"][1]["rng"]  # each rank its own generator
     resumed = _train(*flags, "--checkpoint-every", "1", "--out", str(broken), "--resume",
-                     launcher=(*torchrun, "-m", "fgsl.train"))
+                     launcher=(*TWO_CPU_RANKS, "-m", "fgsl.train"))
     assert resumed.returncode == 0, resumed.stderr
     assert "after batch 1 of the epoch" in resumed.stderr
     assert weights.read_metadata(broken) == weights.read_metadata(unbroken)  # the last epoch's (no validation)
@@ -828,12 +825,11 @@ def test_ddp_ranks_stop_for_max_minutes_together_on_rank_0s_clock(tmp_path, face
     """Each process counts ``--max-minutes`` from its own start: a rank whose minutes ran out
     first left the loop while the other waited at the next all-reduce for ever (torchrun hung).
     Rank 0's clock decides for all: here it has time left, so both train every epoch."""
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone")
     script = tmp_path / "rank_1_clock_runs_fast.py"
     script.write_text(RANK_1_CLOCK_RUNS_FAST.format(root=str(Path(__file__).resolve().parents[1])))
     out = tmp_path / "run"
     done = _train(*SMALL, "--data", f"synthetic={face_dir}", "--epochs", "2", "--val", "none", "--max-minutes", "30",
-                  "--out", str(out), launcher=(*torchrun, str(script)), timeout=300)
+                  "--out", str(out), launcher=(*TWO_CPU_RANKS, str(script)), timeout=300)
     assert done.returncode == 0, done.stderr
     records = [r for r in _records(out) if not r.get("final")]
     assert [r["epoch"] for r in records] == [0, 1] and not any("stopped_after_batch" in r for r in records)
