@@ -22,6 +22,7 @@ import csv
 import io
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,19 +314,27 @@ def add_align_faces_flag(parser: ArgumentParser) -> None:
                              "docs/training.md)")
 
 
-def crops_line(aligned: bool, trained: str | None) -> str:
+def crops_line(aligned: bool, trained: str | None, videos: Sequence[str | Path] = ()) -> str:
     """How the videos are read, for the start-up line: for aligned crops, where they are kept
-    (the crop cache writes to the user's disk: it says so); and when that is not how the
-    weights were trained (``trained``: a ``--no-align-faces`` or ``--align-faces`` against them)."""
+    (the crop cache writes to the user's disk: it says so) and which ``videos`` are clips of an
+    aligned synthetic set, read as they are (neither aligned again nor cached); and when that
+    is not how the weights were trained (``trained``: a ``--no-align-faces`` or
+    ``--align-faces`` against them)."""
     from .data import crop_cache
     from .data.aligned import ALIGNED
+    from .data.synthetic import made_aligned
     from .data.video import CROPS
 
     used = ALIGNED if aligned else CROPS
     text = "centre crops"
     if aligned:
+        as_made = sum(made_aligned(v) for v in videos)
         kept = f"cached in {crop_cache.default_dir()}" if crop_cache.enabled() else "not cached"
         text = f"faces aligned with MediaPipe, {kept}"
+        if as_made == len(videos) > 0:
+            text = "faces aligned already (clips of an aligned synthetic set, read as they are)"
+        elif as_made:
+            text += f"; {as_made} clip(s) of an aligned synthetic set read as they are"
     if trained is not None and trained != used:
         text += f" (the weights were trained on {trained} crops: expect lower accuracy)"
     return text
@@ -382,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = trained_crops(engine)
         aligned = reads_aligned(trained_on, args.align_faces)
         d = engine.describe()
-        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, trained_on)}{tag}",
+        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, trained_on, args.videos)}{tag}",
               file=sys.stderr)
         rows: list[Detection] = []
         console: OSError | None = None  # stdout failed (a log on a full disk): the CSV is written all the same

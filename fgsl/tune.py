@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             threshold_file(Path(args.weights))
         trained_on = trained_crops(engine)
         aligned = reads_aligned(trained_on, args.align_faces)
-        print(f"videos read as {crops_line(aligned, trained_on)}", file=sys.stderr)
+        print(f"videos read as {crops_line(aligned, trained_on, args.videos)}", file=sys.stderr)
         items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps, aligned=aligned, progress=not args.quiet)
                  for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)

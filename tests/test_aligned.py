@@ -18,6 +18,7 @@ from fgsl.data.spec import load_annotated
 from fgsl.data.synthetic import write_video
 from fgsl.data.table import Annotation, write_table
 from fgsl.data.video import read_centre_crops, read_crops, resample_indices
+from fgsl.infer import crops_line
 from tests.conftest import shared_video
 
 SAMPLE = shared_video("pyfeat_single_face.mp4")
@@ -140,6 +141,14 @@ def test_clips_of_an_aligned_synthetic_set_are_read_as_they_are(tmp_path, monkey
     for name in ("plain", "unfinished"):
         again = read_crops(tmp_path / name / "videos" / "clip.avi", 32, aligned=True).frames
         assert np.abs(again.astype(int) - as_is).mean() > 1, name  # moved by the second alignment
+    # The start-up line of fgsl.infer / fgsl.tune says so, rather than that they are aligned and cached.
+    aligned_clip, plain_clip = tmp_path / "aligned" / "videos" / "clip.avi", tmp_path / "plain" / "videos" / "clip.avi"
+    assert crops_line(True, None, [aligned_clip]) == ("faces aligned already (clips of an aligned synthetic set, "
+                                                      "read as they are)")
+    assert crops_line(True, None, [aligned_clip, plain_clip]) == (
+        f"faces aligned with MediaPipe, cached in {crop_cache.default_dir()}; 1 clip(s) of an aligned synthetic set "
+        "read as they are")
+    assert crops_line(False, None, [aligned_clip]) == "centre crops"
 
 
 def test_a_video_without_a_face_is_one_clear_error(tmp_path):
