@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
-from fgsl.data.frames import cut_short, cut_short_message
+from fgsl.data.frames import cut_short, cut_short_message, opencv_name
 from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
@@ -147,7 +147,7 @@ class UploadResult:
 
 def frame_count(path: Path) -> int:
     """The container's frame count (an estimate; 0 when unknown), for the progress bar."""
-    cap = cv2.VideoCapture(str(path))
+    cap = cv2.VideoCapture(opencv_name(path))  # (open_upload has read it: a name OpenCV takes)
     try:
         n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     finally:
