@@ -21,7 +21,7 @@ from .config import ConfigError, is_score_threshold
 from .data.frames import VideoError
 from .data.table import AnnotationError
 from .model import InputShapeError
-from .startup import say_interrupted
+from .startup import say, say_interrupted
 from .weights import WeightsError
 
 
@@ -209,8 +209,13 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     through tqdm so that it does not land on the line of a progress bar being drawn."""
     from tqdm import tqdm
 
-    tqdm.write(f"warning: {first_line(message) if isinstance(message, BaseException) else message}",
-               file=file or sys.stderr)
+    stream = file or sys.stderr
+    if stream is None:  # 2>&-: tqdm would write to stdout, among the results
+        return
+    try:
+        tqdm.write(f"warning: {first_line(message) if isinstance(message, BaseException) else message}", file=stream)
+    except (OSError, ValueError):  # stderr gone (a closed terminal): the run goes on (fgsl.startup.say)
+        pass
 
 
 def add_source_fps_flag(parser: argparse.ArgumentParser) -> None:
@@ -319,7 +324,7 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
     try:
         return int(main(argv) or 0)
     except USER_ERRORS as exc:
-        print(f"error: {error_line(exc)}", file=sys.stderr)
+        say(f"error: {error_line(exc)}")
         return 2
     except KeyboardInterrupt:
         return say_interrupted()
@@ -327,11 +332,11 @@ def _run(main: Callable[[list[str] | None], int | None], argv: list[str] | None)
         sys.stderr.close()
         return 0
     except OSError as exc:  # the machine, not the input or a bug: a full disk, a read-only folder, an I/O error
-        print(f"error: {error_line(exc)}", file=sys.stderr)
+        say(f"error: {error_line(exc)}")
         _drop_stdout_if_broken()
         return 2
     except RuntimeError as exc:  # Path.resolve() before Python 3.13 (since then an OSError, ELOOP)
         if not str(exc).startswith(SYMLINK_LOOP):
             raise
-        print(f"error: {str(exc)[len(SYMLINK_LOOP):].strip(chr(39))}: a symbolic link loop", file=sys.stderr)
+        say(f"error: {str(exc)[len(SYMLINK_LOOP):].strip(chr(39))}: a symbolic link loop")
         return 2

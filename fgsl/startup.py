@@ -22,10 +22,23 @@ from typing import NoReturn
 INTERRUPTED = 130
 
 
+def say(line: str) -> None:
+    """``line`` on stderr, flushed, if stderr can take it. A status line is not worth the run:
+    a closed terminal (SIGHUP, then EIO on every write), ``2>/dev/full`` or a closed stderr
+    (``2>&-``: ``sys.stderr`` is None) made the print raise, and the open events that the run
+    was about to finish and write to its files were lost."""
+    if sys.stderr is None:  # (print's file=None would be stdout, among the event lines)
+        return
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # (ValueError: a closed file object)
+        pass
+
+
 def say_interrupted() -> int:
     """How every command line ends on Ctrl-C, during its imports (:func:`interrupted_quietly`)
     or its run (``fgsl.cli.run``): one ``interrupted`` line; returns the exit status."""
-    print("interrupted", file=sys.stderr)
+    say("interrupted")
     return INTERRUPTED
 
 

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fgsl.startup import quiet_exit, startup_imports
+from fgsl.startup import quiet_exit, say, startup_imports
 
-from .interrupts import interrupt_once
+from .interrupts import TERMINATING, interrupt_once
 
 #: What a Ctrl-C says while the benchmark closes after the first one.
 STILL_CLOSING = "still closing the face tracker (Ctrl-\\ quits at once)"
@@ -428,7 +428,7 @@ def warm_up(spotter: Spotter) -> None:
 def compare_backend(args: argparse.Namespace, video: Path, rep: dict[str, Any], other: Spotter) -> dict[str, Any]:
     """``other``, the same FGSL spotter on another backend (opened before the first pass, so a
     backend that cannot run fails at once), on the same video in the same process: the speed ratio."""
-    print(f"bench: the same video on the {args.compare_backend} backend", file=sys.stderr, flush=True)
+    say(f"bench: the same video on the {args.compare_backend} backend")
     warm_up(other)
     x_realtime = speed([run_stream(video, other, args.faces, args.repeat, args.realtime)])["x_realtime"]
     return {"backend": backend_of(other), "x_realtime": x_realtime,
@@ -445,7 +445,7 @@ def streaming_modes(cached: Spotter, video: Path, args: argparse.Namespace, runs
 
     plain = FGSLSpotter(cached.engine, threshold=cached.threshold, stride=cached.stride, cached=False,
                         trained=cached.trained)
-    print("bench: the same video again without the chunk cache", file=sys.stderr, flush=True)
+    say("bench: the same video again without the chunk cache")
     warm_up(plain)
     plain_runs = [run_stream(video, plain, args.faces, args.repeat, args.realtime)]
 
@@ -483,11 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="realtime_bench_") as tmp:
             videos, annotations = [video], None
             if recipe is not None:
-                print(f"bench: injecting micro-expressions into {video} ({recipe.count} videos, "
-                      f"{recipe.amplitude:g} px)", file=sys.stderr, flush=True)
+                say(f"bench: injecting micro-expressions into {video} ({recipe.count} videos, "
+                    f"{recipe.amplitude:g} px)")
                 videos, annotations = make_synthetic(video, Path(tmp), recipe)
-            print(f"bench: {len(videos)} video(s), {args.faces} face(s), repeat {args.repeat}, "
-                  f"{spotter.name} spotter", file=sys.stderr, flush=True)
+            say(f"bench: {len(videos)} video(s), {args.faces} face(s), repeat {args.repeat}, "
+                f"{spotter.name} spotter")
             warm_up(spotter)
             runs = [run_stream(v, spotter, args.faces, args.repeat, args.realtime) for v in videos]
             rep = report(runs, spotter, args, video)
@@ -502,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rep), flush=True)
         return 0
 
-    with interrupt_once(later=STILL_CLOSING):  # the first Ctrl-C ends the run; more would stop its closing
+    # The first Ctrl-C (or SIGTERM, SIGHUP: `timeout`, a closed terminal) ends the run, closes the face
+    # tracker and removes the --synthetic videos; more would stop that closing.
+    with interrupt_once(("SIGINT", *TERMINATING), later=STILL_CLOSING):
         return run(body)
 
 

@@ -11,14 +11,13 @@ Without ``--weights`` the spotter is the training-free optical-flow spotter; it 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from fgsl.startup import quiet_exit, startup_imports
+from fgsl.startup import quiet_exit, say, startup_imports
 
 from .interrupts import STILL_FINISHING, TERMINATING, interrupt_once
 
@@ -157,9 +156,11 @@ def check_outputs(args: argparse.Namespace, source: CaptureSource) -> None:
 
 def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
            display: Display | None = None, saver: VideoSaver | None = None,
-           on_first_face: Callable[[], None] = lambda: None) -> Summary:
+           on_first_face: Callable[[], None] = lambda: None, finishing: Callable[[], None] = lambda: None) -> Summary:
     """Run the pipeline over the capture until it ends, the user quits, or Ctrl-C;
-    ``on_first_face`` is called after the first step that tracked a face.
+    ``on_first_face`` is called after the first step that tracked a face, ``finishing`` (from
+    :func:`interrupt_once`) before the last events are finished: a Ctrl-C then (a file's end
+    came first) is held, not allowed to lose them.
 
     The caller owns (and closes) the capture, the pipeline, the window and the saver."""
     overlay = OverlayState(signal_rate=pipeline.spotter.fps) if (display or saver) else None
@@ -176,7 +177,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                 on_first_face()
             seen = pipeline.last_face_s if pipeline.last_face_s is not None else 0.0
             if args.no_face_warning and frame.timestamp - seen >= args.no_face_warning and not warned:
-                print(f"warning: no face in view for {args.no_face_warning:g} s ({capture.name})", file=sys.stderr, flush=True)
+                say(f"warning: no face in view for {args.no_face_warning:g} s ({capture.name})")
                 warned = True
             elif result.faces:
                 warned = False
@@ -194,10 +195,11 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                     interrupted = True
                     break
     except KeyboardInterrupt:
-        print("interrupted: finishing open events", file=sys.stderr)
+        say("interrupted: finishing open events")
         interrupted = True
     except RealtimeError as exc:  # the source failed (camera gone for good): keep what was spotted
         failure = exc
+    finishing()
     try:
         pipeline.finish()
     except SinkError as exc:  # an event file failed while the last events were written
@@ -210,7 +212,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body(_: list[str] | None) -> int:
+    def body(finishing: Callable[[], None]) -> int:
         from .face import FaceTracker
 
         device = 0 if args.source is None and args.device is None else args.device
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         # found", or a failing source) before any face, leaves an earlier run's files as they were.
         with ExitStack() as opened:
             capture = Capture(source, realtime=args.realtime,
-                              on_outage=lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
+                              on_outage=lambda line: say(f"warning: {line}"))
             opened.callback(capture.stop)
             saver = (opened.enter_context(VideoSaver(args.save, capture.fps, keep=False, name=f"--save {args.save}"))
                      if args.save else None)
@@ -244,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                 max_faces=args.max_faces, crop_size=spotter.crop_size, model_path=args.face_model))
             untrained = spotter.trained is False
             sinks = open_sinks(args, untrained, subject, video, opened)
-            print(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}", file=sys.stderr)
-            print(DISCLAIMER, file=sys.stderr)
+            say(f"spotting {capture.name} ({capture.fps:g} fps) with the {spotter.describe()}")
+            say(DISCLAIMER)
             pipeline = Pipeline(tracker, spotter, sinks)
-            summary = stream(args, capture, pipeline, display, saver, lambda: start_outputs(sinks, saver))
+            summary = stream(args, capture, pipeline, display, saver, lambda: start_outputs(sinks, saver), finishing)
             if saver is not None:  # (now: a video that cannot be written whole is the run's error)
                 try:
                     saver.close()
@@ -255,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                     summary.failure = summary.failure or exc
         outputs = named(args, "events", "csv", "save")
         if pipeline.last_face_s is None and summary.interrupted and outputs:  # (no face, no error: say why)
-            print(f"warning: no face was tracked: {' and '.join(outputs)} left as they were", file=sys.stderr)
-        print(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""), file=sys.stderr)
+            say(f"warning: no face was tracked: {' and '.join(outputs)} left as they were")
+        say(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""))
         failure = summary.failure or console_failure(args, sinks)
         if failure is not None:
             raise failure
@@ -266,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Once Ctrl-C has ended the stream, later ones are held until the run has returned: the
     # finishing writes the open events, closes every file and prints the summary.
-    with interrupt_once(("SIGINT", *TERMINATING), later=STILL_FINISHING):
-        return run(body)
+    with interrupt_once(("SIGINT", *TERMINATING), later=STILL_FINISHING) as finishing:
+        return run(lambda _: body(finishing))
 
 
 if __name__ == "__main__":

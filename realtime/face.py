@@ -177,13 +177,33 @@ class _Track:
     missed: int = 0
 
 
+def _close_failed(landmarker: Any) -> None:
+    """Close a landmarker, also one whose graph has failed. Its ``close()`` then raises the graph's
+    error before it lets go of the native task, and its ``__del__`` calls ``close()`` again at
+    exit, when the modules are torn down: "Exception ignored ... TypeError" (seen with a
+    bundle of the wrong models, mediapipe 1.2.3). So the rest of ``close()`` is done here:
+    drop the handle (``__del__`` then does nothing), close the dispatcher and the library."""
+    try:
+        landmarker.close()
+    except Exception:  # noqa: BLE001 - the graph's own error, said by the caller already
+        landmarker._handle = None
+        for part in (getattr(landmarker, "_dispatcher", None), getattr(landmarker, "_lib", None)):
+            with contextlib.suppress(Exception):
+                part.close()
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
     """Hide MediaPipe's C++ start-up log lines (glog/TFLite write straight to fd 2, and no
     environment variable turns them off in mediapipe 1.2), so a user sees one clear line
     per problem instead of a screen of "W0000 ... feedback manager" notes."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # (2>&-: sys.stderr is None)
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (2>&-): nothing to hide the lines from
+        yield
+        return
     try:
         with open(os.devnull, "wb") as devnull:
             os.dup2(devnull.fileno(), 2)
@@ -313,16 +333,19 @@ class FaceTracker:
                 landmarker = vision.FaceLandmarker.create_from_options(options)
                 # The first inference logs TFLite set-up notes too: run it on a blank frame now.
                 landmarker.detect_for_video(self._mp_image(np.zeros((64, 64, 3), np.uint8)), 0)
-        except KeyboardInterrupt:  # held until now: close it, or the traceback keeps it to exit
+        except BaseException as exc:
+            # A landmarker built but failing its first frame (a bundle of the wrong models), or
+            # a Ctrl-C held until now: close it, or its __del__ prints a traceback at exit.
             if landmarker is not None:
-                landmarker.close()
-            raise
-        except OSError as exc:  # its native library did not load: a system library is missing
-            raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
-        except Exception as exc:  # MediaPipe raises RuntimeError / ValueError on a bad bundle
-            from fgsl.cli import first_line  # noqa: PLC0415 - torch only on the failure path
+                _close_failed(landmarker)
+            if isinstance(exc, OSError):  # its native library did not load: a system library is missing
+                raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
+            if isinstance(exc, Exception):  # MediaPipe raises RuntimeError / ValueError on a bad bundle
+                from fgsl.cli import first_line  # noqa: PLC0415 - torch only on the failure path
 
-            raise RealtimeError(f"MediaPipe could not load face model {path}: {first_line(exc)}") from exc
+                reason = first_line(exc).strip().rstrip(":") or type(exc).__name__
+                raise RealtimeError(f"MediaPipe could not load face model {path}: {reason}") from exc
+            raise
         return landmarker
 
     # -- per frame ------------------------------------------------------------------------
@@ -428,7 +451,7 @@ class FaceTracker:
         ended = [t.id for t in self._tracks]
         self._tracks = []
         if self._landmarker is not None:
-            self._landmarker.close()
+            _close_failed(self._landmarker)  # (a graph that failed mid-run must not raise here)
             self._landmarker = None
         return ended
 

@@ -12,13 +12,13 @@ before its guarded imports.
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fgsl.signals import TERMINATING, handled_signals, restore_handlers
+from fgsl.startup import say
 
 __all__ = ["STILL_FINISHING", "TERMINATING", "interrupt_once"]
 
@@ -34,7 +34,7 @@ HOLD_S = 5.0
 
 @contextmanager
 def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = None,
-                   hold_s: float = HOLD_S) -> Iterator[None]:
+                   hold_s: float = HOLD_S) -> Iterator[Callable[[], None]]:
     """The first of the signals ``names`` raises KeyboardInterrupt, as Ctrl-C does; later ones
     in the next ``hold_s`` seconds are held (``later``, where given, is said once) so that the
     closing the first one began runs to its end.
@@ -50,20 +50,28 @@ def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = Non
       demo's closing of its sessions. Ctrl-\\ (SIGQUIT) still ends a closing that hangs.
     * The hold is for :data:`HOLD_S` seconds, not for good: were the first KeyboardInterrupt
       lost, a live run could otherwise not be stopped by any later Ctrl-C.
+    * What it yields, ``finishing()``, says that the run has ended by itself (the end of a
+      file) and is finishing: from then on the first signal is held as a later one is (it
+      came while the run was writing its last events, which it would have lost). One that
+      comes :data:`HOLD_S` seconds after that held one interrupts: a finishing that hangs
+      can still be stopped.
 
     Only the main thread may set handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
-    first: list[float] = []  # when the signal that raised came
+    first: list[float] = []  # when the signal that raised (or, finishing, the first held) came
     said: list[bool] = []
+    ending: list[bool] = []  # finishing() was called
 
     def interrupt(signum: int, frame: object) -> None:
         now = time.monotonic()
+        if ending and not first:
+            first[:] = [now]
         if first and now - first[0] < hold_s:
             if later and not said:
                 said.append(True)
-                print(later, file=sys.stderr, flush=True)
+                say(later)
             return
         first[:] = [now]
         raise KeyboardInterrupt
@@ -73,6 +81,6 @@ def interrupt_once(names: tuple[str, ...] = ("SIGINT",), later: str | None = Non
         for sig in handled_signals(names):
             previous[sig] = signal.getsignal(sig)  # first: a signal may come right after the next line
             signal.signal(sig, interrupt)
-        yield
+        yield lambda: ending.append(True)
     finally:
         restore_handlers(previous)

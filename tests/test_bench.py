@@ -95,21 +95,26 @@ def test_a_video_without_a_face_is_an_error_not_a_benchmark(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: {video}: no face found in 40 frames: nothing to benchmark"
 
 
-@pytest.mark.parametrize("times", [1, 3], ids=["ctrl-c", "ctrl-c-thrice"])
-def test_ctrl_c_mid_run_says_interrupted_without_a_traceback(tmp_path, times):
+@pytest.mark.parametrize("sig, times", [(signal.SIGINT, 1), (signal.SIGINT, 3), (signal.SIGTERM, 1)],
+                         ids=["ctrl-c", "ctrl-c-thrice", "sigterm"])
+def test_ctrl_c_mid_run_says_interrupted_without_a_traceback(tmp_path, sig, times):
     """The face tracker was left to MediaPipe's __del__ at interpreter exit, which printed
     "Exception ignored in: <function FaceLandmarker.__del__ ...>" and a traceback after
     `interrupted`. Ctrl-C pressed thrice, 50 ms apart: the later ones landed in the tracker's
     closing (that traceback again) or in torch's exit handlers (a traceback, and a death by
-    SIGINT, status -2); they are held now (realtime.interrupts.interrupt_once, fgsl.startup.quiet_exit)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    SIGINT, status -2); they are held now (realtime.interrupts.interrupt_once, fgsl.startup.quiet_exit).
+    SIGTERM (``timeout``) killed it silently, leaving its temporary folder (the --synthetic
+    videos) behind; it ends as Ctrl-C does now."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "TMPDIR": str(temp)}
     proc = subprocess.Popen([sys.executable, "-m", "realtime.bench", "--repeat", "200", "--json"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr.readline().startswith("bench: ")  # (printed once the pipeline is set up)
         time.sleep(2)  # MediaPipe tracking the sample by now
         for _ in range(times):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             time.sleep(0.05)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -117,6 +122,7 @@ def test_ctrl_c_mid_run_says_interrupted_without_a_traceback(tmp_path, times):
     lines = err.strip().splitlines()
     assert lines.count(STILL_CLOSING) <= (times > 1), err  # a later Ctrl-C while it closes: said once
     assert (proc.returncode, out, [line for line in lines if line != STILL_CLOSING]) == (130, "", ["interrupted"])
+    assert list(temp.iterdir()) == []  # its temporary folder removed
 
 
 def test_bad_flag_value_is_one_error_line(tmp_path):

@@ -29,12 +29,12 @@ from fgsl.cli import UsageError
 from fgsl.evaluate import evaluate, read_intervals
 from realtime.cam import build_parser, main
 from realtime.capture import CameraSource, Capture
-from realtime.face import FaceTracker
+from realtime.face import MODEL_PATH, FaceTracker
 from realtime.interrupts import STILL_FINISHING
 from realtime.pipeline import Pipeline
 from realtime.spotters.flow import FlowSpotter
 from realtime.types import Frame, validate_event_line
-from tests.conftest import shared_video
+from tests.conftest import SAMPLE_VIDEO, shared_video
 from tests.fakes import FakeCamera, scripted_opener
 
 SOURCE = "pyfeat_single_face.mp4"
@@ -410,6 +410,58 @@ def test_ctrl_c_and_sigterm_end_cleanly_with_every_event_written_and_a_summary(s
     assert 0 < frames < 240  # stopped part-way through the 8-s video
     assert count == len(events_of(tmp_path / "e.jsonl")) == 1 + len(out.splitlines())
     assert len(read_frames(tmp_path / "out.mp4")) >= frames - 1  # (the frame being drawn may be cut)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this system")
+def test_a_closed_terminal_ends_the_run_with_every_event_written(still_set, tmp_path):
+    """The terminal closes: SIGHUP, and every later write to it fails (EIO). The line
+    "interrupted: finishing open events" raised, the run ended with status 1 and the open
+    event never reached --events. Status lines now give way: the events file gets every
+    event the console printed (stdout here is a pipe that still works)."""
+    video = next((still_set / "videos").glob("*.avi"))
+    main_fd, terminal = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", str(video), "--headless", "--realtime",
+                             "--events", "e.jsonl"], cwd=tmp_path, env=cam_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=terminal)
+    try:
+        os.close(terminal)
+        first = proc.stdout.readline()  # the first event is final
+        os.close(main_fd)  # the terminal window closes: writes to it now fail with EIO
+        proc.send_signal(signal.SIGHUP)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert first and proc.returncode == 0
+    assert len(events_of(tmp_path / "e.jsonl")) == 1 + len(out.splitlines())
+
+
+def test_with_stderr_closed_status_lines_stay_off_stdout(tmp_path):
+    """``2>&-``: ``sys.stderr`` is None, and ``print(file=None)`` writes to stdout, so the
+    status lines landed among the event lines (after MediaPipe's start-up had failed on
+    ``sys.stderr.flush()``). The run works and stdout holds events only."""
+    done = subprocess.run([sys.executable, "-m", "realtime.cam", "--source", str(SAMPLE_VIDEO), "--headless",
+                           "--events", "e.jsonl"], cwd=tmp_path, env=cam_env(), text=True,
+                          stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2), timeout=300)
+    assert done.returncode == 0 and done.stdout == "", done.stdout
+    assert (tmp_path / "e.jsonl").exists()
+
+
+def test_a_face_model_of_the_wrong_models_is_one_line_and_no_traceback_at_exit(tmp_path):
+    """A bundle whose detector and landmark models are swapped loads, then fails on its first
+    frame; its landmarker's __del__ then printed "Exception ignored ... TypeError" at exit."""
+    import zipfile
+
+    swap = {"face_detector.tflite": "face_landmarks_detector.tflite",
+            "face_landmarks_detector.tflite": "face_detector.tflite"}
+    model = tmp_path / "swapped.task"
+    with zipfile.ZipFile(MODEL_PATH) as shipped, zipfile.ZipFile(model, "w", zipfile.ZIP_STORED) as bundle:
+        for item in shipped.infolist():
+            bundle.writestr(swap.get(item.filename, item.filename), shipped.read(item))
+    done = cam_process("--source", str(shared_video(SOURCE)), "--headless", "--face-model", str(model), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: MediaPipe could not load face model {model}: "
+                                                "CalculatorGraph::Run() failed"]
 
 
 def test_bad_outputs_are_refused_before_anything_is_overwritten(tmp_path):

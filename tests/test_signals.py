@@ -34,6 +34,22 @@ def test_a_lost_first_interrupt_does_not_hold_ctrl_c_for_good(capsys):
     assert _handlers() == before
 
 
+def test_a_signal_while_a_run_finishes_by_itself_is_held_not_raised(capsys):
+    """A file's end came first, then Ctrl-C while the run writes its last events (FGSL on the
+    CPU takes seconds there): it raised inside the finishing and lost them. After
+    ``finishing()`` the first signal is held and said; one after the hold still interrupts
+    (a finishing that hangs)."""
+    with pytest.raises(KeyboardInterrupt), interrupt_once(("SIGINT", *TERMINATING), later="held",
+                                                          hold_s=0.3) as finishing:
+        finishing()
+        signal.raise_signal(signal.SIGINT)  # held, said
+        signal.raise_signal(signal.SIGTERM)  # held, not said again
+        time.sleep(0.4)
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the Ctrl-C after the hold did not interrupt")
+    assert capsys.readouterr().err == "held\n"
+
+
 def _interrupted_after(calls: int):
     """A stand-in for ``signal.signal`` that sets the handler, then raises KeyboardInterrupt
     on its ``calls``-th use: a Ctrl-C arriving right after that handler was set."""
