@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .backbone import CheckpointError
-from .config import ConfigError, is_score_threshold
+from .config import MAX_FPS, MIN_FPS, ConfigError, is_score_threshold
 from .data.frames import VideoError
 from .data.table import AnnotationError
 from .model import InputShapeError
@@ -134,10 +134,7 @@ def number_between(lowest: float, highest: float) -> Callable[[str], float]:
     return parse
 
 
-#: Frame rates the readers take (``--fps``): webcams and data sets run at 25-200 fps, high-speed
-#: cameras at up to a few thousand; below 1 fps a micro-expression (< 0.5 s) cannot be seen.
-MIN_FPS, MAX_FPS = 1.0, 10_000.0
-#: argparse ``type`` for ``--fps``.
+#: argparse ``type`` for ``--fps`` (:data:`fgsl.config.MIN_FPS` to :data:`fgsl.config.MAX_FPS`).
 frame_rate = number_between(MIN_FPS, MAX_FPS)
 
 

@@ -30,6 +30,12 @@ CHUNK_FRAMES = 16
 #: (px): beyond them no machine has the memory, and the failure would be an allocator's traceback.
 MAX_WINDOW_FRAMES = 4096
 MAX_IMAGE_SIZE = 1024
+#: Frame rates taken anywhere (``--fps``, a model's ``fps``, a video file's own): webcams and
+#: data sets run at 25-200 fps, high-speed cameras at up to a few thousand; below 1 fps a
+#: micro-expression (< 0.5 s) cannot be seen. A rate far above (a config.json edited to 1e9, a
+#: container reporting its time base) asked for that many frames a second of video: a loop
+#: that filled the memory.
+MIN_FPS, MAX_FPS = 1.0, 10_000.0
 #: The config's decoding settings (:mod:`fgsl.decode`): applied to the network's outputs, so no
 #: exported or compiled graph depends on them (:meth:`FGSLConfig.graph_dict`).
 DECODING_FIELDS = ("score_threshold", "nms_sigma", "max_intervals")
@@ -157,6 +163,8 @@ class FGSLConfig:
                         "backbone.init_values": b.init_values}
         problems = [f"{k}={v!r} must be a positive number" for k, v in positive.items() if not is_positive_number(v)]
         problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_number(v) and v >= 0)]
+        if is_positive_number(self.fps) and not MIN_FPS <= self.fps <= MAX_FPS:
+            problems.append(f"fps={self.fps!r} must be from {MIN_FPS:g} to {MAX_FPS:g}")
         if not is_score_threshold(self.score_threshold):
             problems.append(f"score_threshold={self.score_threshold!r} must be a score in [0, 1)")
         return problems

@@ -404,7 +404,8 @@ class VideoSaver:
             self._output = PendingOutput(self.path, suffix=self.path.suffix)
         except OSError as exc:
             raise RealtimeError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-        writer = cv2.VideoWriter(str(self._output.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+        with opencv_quiet():  # (its own "[ERROR] ... Failed to initialize VideoWriter" beside ours)
+            writer = cv2.VideoWriter(str(self._output.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
         if not writer.isOpened():
             writer.release()
             self._finish(keep=False)

@@ -72,6 +72,8 @@ def test_unknown_keys_and_bad_json_are_clear_errors(tmp_path):
         ({"iga_dim": 0}, "iga_dim=0"),
         ({"fifm_blocks": -1}, "fifm_blocks=-1 must be 0 or more"),
         ({"fps": "30"}, "fps='30' must be a positive number"),
+        ({"fps": 1e9}, "fps=1000000000.0 must be from 1 to 10000"),  # (a loop that filled the memory)
+        ({"fps": 0.5}, "fps=0.5 must be from 1 to 10000"),
     ],
 )
 def test_out_of_range_and_non_finite_values_are_refused_naming_the_key(change, words):

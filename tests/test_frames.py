@@ -53,6 +53,25 @@ def test_a_file_name_opencv_cannot_take_is_one_clear_error(tmp_path):
                                                          "reader and writer cannot take (rename the file)")
 
 
+@pytest.mark.parametrize("rate", [20000.0, 0.5])
+def test_a_file_reporting_a_rate_out_of_range_is_refused_until_its_rate_is_given(tmp_path, rate):
+    """A container reporting its time base (90000) or a time-lapse rate: the live spotter took
+    it as the frame rate (a writer that would not open, or a new track at every frame)."""
+    odd = tmp_path / "odd.mp4"
+    if rate > 600:  # (OpenCV's AVI writer stores at most 600)
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("needs the ffmpeg program to write such a rate")
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=64x64:d=0.1:r=30", "-vf",
+                        f"setpts=N/({rate:g}*TB)", "-r", f"{rate:g}", "-video_track_timescale", f"{rate:g}", str(odd)],
+                       check=True)
+    else:
+        write_video(odd, np.zeros((3, 16, 16, 3), np.uint8), rate)
+    with pytest.raises(VideoError, match=rf"odd\.mp4: the file reports {rate:g} frames per second, outside "
+                                         r"1-10000: pass its real rate \(--fps\)"):
+        open_source(odd)
+    assert open_source(odd, 30.0).fps == 30.0
+
+
 def test_a_truncated_video_is_read_with_one_warning(truncated):
     with pytest.warns(UserWarning) as caught:
         frames = sum(1 for _ in open_source(truncated))

@@ -35,7 +35,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fgsl.config import is_positive_number  # noqa: E402
+from fgsl.config import MAX_FPS, MIN_FPS, is_positive_number  # noqa: E402
 
 
 _quiet_lock = threading.Lock()
@@ -230,6 +230,9 @@ def _open_video(path: Path, fps: float | None) -> FrameSource:
     if fps is None:
         if not is_positive_number(reported):
             raise VideoError(f"{path}: the file reports no frame rate: pass fps")
+        if not MIN_FPS <= reported <= MAX_FPS:  # (its time base, say: 90000)
+            raise VideoError(f"{path}: the file reports {reported:g} frames per second, outside "
+                             f"{MIN_FPS:g}-{MAX_FPS:g}: pass its real rate (--fps)")
         fps = reported
     return FrameSource(path, float(fps))
 
