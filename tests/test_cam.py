@@ -620,10 +620,16 @@ def test_csv_naming_flags_without_csv_are_refused(flag, capfd):
     assert code == 2 and err == f"error: {flag[0]} names the rows of --csv; without --csv it would be ignored\n", err
 
 
-def test_an_empty_source_is_one_line(capfd):
-    code, _, err = run_cam(capfd, "--source", "", "--headless")
-    assert code == 2 and err == ("error: --source is empty: give a video file, a frame folder, a stream URL or a camera "
-                                 "path\n")
+@pytest.mark.parametrize("flag", ["--source", "--events", "--csv", "--save", "--weights", "--face-model"])
+def test_an_empty_path_is_one_line(flag, capfd):
+    """``--events "$OUT"`` with OUT unset: the run went on and wrote nothing (``--weights ''``
+    ran the flow spotter, ``--face-model ''`` looked for the current folder)."""
+    args = ["--source", str(shared_video(SOURCE)), "--headless"]
+    args = [flag, ""] + (args[2:] if flag == "--source" else args)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cam(capfd, *args)
+    assert exit_info.value.code == 2
+    assert capfd.readouterr().err == f"error: argument {flag}: empty value (an unset shell variable?)\n"
 
 
 

@@ -91,6 +91,20 @@ def test_a_bad_integer_flag_is_one_error_line_before_any_work(capsys):
     assert capsys.readouterr().err == "error: argument --batch: must be at least 1, got '0'\n"  # no usage block
 
 
+def test_an_empty_flag_value_is_refused_by_every_command_line(capsys):
+    """The project's parser refuses an option given an empty (or blank) value, in a list too;
+    a flag left out keeps its default."""
+    parser = ArgumentParser(prog="tool")
+    parser.add_argument("--video", default="sample.mp4")
+    parser.add_argument("--videos", nargs="+")
+    assert parser.parse_args([]).video == "sample.mp4"
+    for args, flag in ((["--video", ""], "--video"), (["--video", "  "], "--video"), (["--videos", "a.mp4", ""], "--videos")):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(args)
+        assert info.value.code == 2
+        assert capsys.readouterr().err == f"error: argument {flag}: empty value (an unset shell variable?)\n"
+
+
 #: Every ``python -m`` command line, with arguments that would do real work or fail on a
 #: missing file at once: the Ctrl-C below comes while Python is still importing, before any
 #: of them is read.
