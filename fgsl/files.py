@@ -66,6 +66,19 @@ def atomic_write(path: str | Path, write: Callable[[Any], None] | bytes) -> Path
     return Path(path)
 
 
+#: The longest file name most file systems take (ext4, XFS, btrfs, tmpfs: NAME_MAX, bytes).
+NAME_MAX = 255
+#: The characters ``mkstemp`` adds between prefix and suffix.
+_RANDOM_CHARS = 8
+
+
+def _temporary_prefix(name: str, suffix: str) -> str:
+    """``.NAME.``, with NAME cut so that the temporary name fits where ``name`` fits: a legal
+    250-byte ``--save`` name failed at the first frame with "File name too long"."""
+    room = NAME_MAX - _RANDOM_CHARS - len(os.fsencode(suffix)) - 2
+    return "." + os.fsencode(name)[:max(room, 1)].decode(errors="ignore") + "."
+
+
 class PendingOutput:
     """A temporary file beside ``path`` that becomes ``path`` on :meth:`commit` or goes away on
     :meth:`discard`: for a writer that decides only at its end whether its file may replace
@@ -88,7 +101,8 @@ class PendingOutput:
         except OSError as exc:
             raise _naming(exc, self.path) from None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=suffix, dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(self.path.name, suffix), suffix=suffix,
+                                       dir=self.path.parent)
         except OSError as exc:  # mkstemp names the random temporary file, which means nothing to the user
             raise OSError(exc.errno, exc.strerror, str(self.path)) from None
         os.close(fd)

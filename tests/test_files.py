@@ -148,3 +148,15 @@ def test_file_identity_finds_one_file_under_any_name_and_tells_files_apart(tmp_p
     assert same_file(tmp_path / "new.csv", tmp_path / "sub" / ".." / "new.csv")
     assert not same_file(tmp_path / "new.csv", tmp_path / "other.csv")
     assert not same_file(tmp_path / "new.bin", original)
+
+
+@pytest.mark.parametrize("name", ["v" * 251 + ".mp4", "v" + "é" * 125 + ".mp4"], ids=["ascii", "two-byte"])
+def test_an_output_whose_name_is_as_long_as_a_name_may_be_is_written(tmp_path: Path, name: str) -> None:
+    """A legal 255-byte name: its hidden temporary name (``.NAME.XXXXXXXX.mp4``) was longer
+    than the file system takes ("File name too long" at the first frame of ``--save``)."""
+    assert len(os.fsencode(name)) == 255
+    pending = PendingOutput(tmp_path / name, suffix=".mp4")
+    assert len(os.fsencode(pending.tmp.name)) <= 255 and pending.tmp.name.endswith(".mp4")
+    pending.tmp.write_bytes(b"video")
+    pending.commit()
+    assert (tmp_path / name).read_bytes() == b"video"
