@@ -39,8 +39,8 @@ from typing import Any
 
 import gradio as gr
 
-from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, positive_number,
-                      register_user_error, run)
+from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, number_between, positive_int,
+                      positive_number, register_user_error, run)
 from realtime.cam import DISCLAIMER
 from realtime.interrupts import TERMINATING, interrupt_once
 from realtime.spotters import add_engine_flags, fgsl_only_flag
@@ -384,6 +384,9 @@ def check_address(host: str, port: int) -> None:
     """Refuse, before anything loads, a ``--host`` that does not resolve or is not this
     machine's and a ``--port`` in use, in our words (Gradio's own advice names its Python
     arguments and environment variables)."""
+    if ":" in host:  # an IPv6 address: Gradio's launch() checks its own server at http://::1:PORT, an invalid URL
+        raise UsageError(f"--host {host}: an IPv6 address, which Gradio cannot serve on (its start-up check builds "
+                         "no valid URL of it); give an IPv4 address (127.0.0.1, 0.0.0.0) or a host name")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -428,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--weights", help="FGSL run folder (model.safetensors + config.json): offers the fgsl spotter")
     add_engine_flags(p)
-    p.add_argument("--max-upload-mb", type=positive_number, default=200.0, help="largest video the upload tab accepts")
+    p.add_argument("--max-upload-mb", type=number_between(0.01, 1e6), default=200.0,
+                   help="largest video the upload tab accepts (0.01-1000000)")
     p.add_argument("--max-sessions", type=positive_int, default=4, help="live webcam sessions at once")
     p.add_argument("--idle-timeout", type=positive_number, default=120.0,
                    help="seconds without a webcam frame after which a live session is released")

@@ -506,6 +506,13 @@ def test_python_m_demo_refuses_a_taken_port_and_a_bad_host_in_its_own_words(modu
     done = demo("--host", "256.1.1.1")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("error: --host 256.1.1.1: ") and "launch()" not in done.stderr
+    done = demo("--host", "::1")  # Gradio's start-up check raised httpx.InvalidURL (a traceback)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: --host ::1: an IPv6 address, which Gradio cannot serve on (its start-up check builds no valid URL of "
+        "it); give an IPv4 address (127.0.0.1, 0.0.0.0) or a host name"]
+    done = demo("--max-upload-mb", "1e308")  # int(1e308 * 2**20): OverflowError
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: argument --max-upload-mb: must be from 0.01 to 1e+06, got '1e308'"]
 
 def test_launch_port_0_serves_on_a_free_port_and_says_where(factory, tmp_path):
     app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
