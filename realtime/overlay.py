@@ -490,6 +490,44 @@ class VideoSaver:
         self.close()
 
 
+def _needs_x_server() -> bool:
+    """Whether OpenCV's windows need an X server: its Qt build (the pip wheels) ships Qt's xcb
+    platform plugin only, and Qt *aborts the process* (SIGABRT, no exception to catch) when it
+    cannot connect, e.g. to a stale ``DISPLAY`` left by an ended ``ssh -X`` session, or with
+    only ``WAYLAND_DISPLAY`` set. ``QT_QPA_PLATFORM`` set by the user is left to them."""
+    framework = getattr(cv2, "currentUIFramework", lambda: "")()
+    return framework.upper().startswith("QT") and not os.environ.get("QT_QPA_PLATFORM")
+
+
+def x_server_answers(display: str, timeout_s: float = 2.0) -> bool:
+    """Whether an X server accepts a connection at ``display`` (``:N``, ``unix:N``, ``HOST:N``,
+    with an optional ``.SCREEN``): the local socket ``/tmp/.X11-unix/XN`` (Linux's abstract
+    one first, as Xlib tries it) or TCP port 6000 + N. It does not check authorisation."""
+    import re
+    import socket
+
+    match = re.fullmatch(r"(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?", display)
+    if match is None:
+        return False
+    host, number = match["host"], int(match["number"])
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in ("\0" + path, path):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(timeout_s)
+                    s.connect(address)
+                return True
+            except OSError:
+                continue
+        return False
+    try:
+        socket.create_connection((host, 6000 + number), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 class Display:
     """A ``cv2.imshow`` window for the CLI; refuses early when there is no screen.
 
@@ -499,10 +537,13 @@ class Display:
 
     def __init__(self, title: str = "micro-expression spotter") -> None:
         self.title = title
-        if sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-        ):
-            raise RealtimeError("no display available: use --headless")
+        if sys.platform.startswith("linux"):
+            display = os.environ.get("DISPLAY")
+            if not (display or os.environ.get("WAYLAND_DISPLAY")):
+                raise RealtimeError("no display available: use --headless")
+            if _needs_x_server() and not (display and x_server_answers(display)):
+                where = f"no X server answers at DISPLAY={display}" if display else "DISPLAY is not set"
+                raise RealtimeError(f"no display available: use --headless ({where})")
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as err:  # headless OpenCV build, or the X server refused us

@@ -447,6 +447,19 @@ def test_with_stderr_closed_status_lines_stay_off_stdout(tmp_path):
     assert (tmp_path / "e.jsonl").exists()
 
 
+def test_a_stale_display_is_one_line_not_an_abort(tmp_path):
+    """DISPLAY left by an ended ``ssh -X`` session: Qt (OpenCV's window) aborted the process
+    (SIGABRT, status 134) after the camera and model had loaded."""
+    from realtime.overlay import _needs_x_server
+
+    if not _needs_x_server():
+        pytest.skip("this OpenCV's windows do not need an X server")
+    done = subprocess.run([sys.executable, "-m", "realtime.cam", "--source", str(SAMPLE_VIDEO)], cwd=tmp_path,
+                          env={**cam_env(), "DISPLAY": ":987"}, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2, ["error: no display available: use --headless (no X server answers at DISPLAY=:987)"])
+
+
 def test_a_face_model_of_the_wrong_models_is_one_line_and_no_traceback_at_exit(tmp_path):
     """A bundle whose detector and landmark models are swapped loads, then fails on its first
     frame; its landmarker's __del__ then printed "Exception ignored ... TypeError" at exit."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 import cv2
@@ -271,8 +273,48 @@ def test_display_without_a_screen_says_use_headless(monkeypatch):
         Display("spotter")
 
 
+needs_x = pytest.mark.skipif(not overlay._needs_x_server(), reason="this OpenCV's windows do not need an X server")
+
+
+@needs_x
+@pytest.mark.parametrize("display, wayland, where", [(":987", None, "no X server answers at DISPLAY=:987"),
+                                                     (None, "wayland-0", "DISPLAY is not set")],
+                         ids=["stale", "wayland-only"])
+def test_a_display_without_an_x_server_says_use_headless(monkeypatch, display, wayland, where):
+    """OpenCV's Qt build (xcb only) aborted the whole process (SIGABRT) on a stale DISPLAY
+    or with only WAYLAND_DISPLAY set; it is refused before Qt is asked."""
+    monkeypatch.setattr(overlay.sys, "platform", "linux")
+    for name, value in (("DISPLAY", display), ("WAYLAND_DISPLAY", wayland)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(overlay.cv2, "namedWindow", lambda *a: pytest.fail("Qt was asked for a window"))
+    with pytest.raises(RealtimeError, match=re.escape(f"no display available: use --headless ({where})")):
+        Display("spotter")
+
+
+def test_an_x_server_is_found_on_its_local_socket_or_its_tcp_port():
+    import socket
+
+    number = 900 + os.getpid() % 5000
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(f"\0/tmp/.X11-unix/X{number}")  # Linux's abstract socket, as an X server listens
+        server.listen()
+        assert overlay.x_server_answers(f":{number}") and overlay.x_server_answers(f"unix:{number}.0")
+    assert not overlay.x_server_answers(f":{number}")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        if port > 6000:
+            server.listen()
+            assert overlay.x_server_answers(f"127.0.0.1:{port - 6000}")
+    assert not overlay.x_server_answers("not a display")
+
+
 def test_display_when_opencv_cannot_open_a_window(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(overlay, "x_server_answers", lambda display: True)
 
     def refuse(*args):
         raise cv2.error("The function is not implemented")
@@ -286,6 +328,7 @@ def test_display_show_stops_on_q_esc_or_closed_window(monkeypatch, frame):
     """HighGUI replaced by fakes (no screen in CI): the key/close logic of ``show``."""
     keys, visible = [-1], [1.0]
     monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(overlay, "x_server_answers", lambda display: True)
     monkeypatch.setattr(overlay.cv2, "namedWindow", lambda *a: None)
     monkeypatch.setattr(overlay.cv2, "imshow", lambda *a: None)
     monkeypatch.setattr(overlay.cv2, "waitKey", lambda *a: keys[0])
