@@ -253,7 +253,7 @@ class Capture:
         self._reader: FrameReader | None = None
         self._frames: FrameSource | None = None
         if isinstance(source, CameraSource):
-            self._reader = self._open_camera()
+            self._reader = self._first_open()
             if self._reader is None:
                 raise RealtimeError(
                     f"{self.name}: cannot open (not connected, in use by another program, or no permission)"
@@ -421,6 +421,19 @@ class Capture:
         """Say that the camera was lost or came back (``on_outage``; the overlay shows ``stats.status``)."""
         if self.on_outage is not None:
             self.on_outage(message)
+
+    def _first_open(self) -> FrameReader | None:
+        """:meth:`_open_camera` in a thread of its own, waited for in short steps. A stream
+        URL whose server never answers holds OpenCV's open for its 30-s timeout, and a Ctrl-C
+        meanwhile waited for it (the main thread was inside OpenCV); now it ends the run at
+        once, and the open is left to finish or time out in that daemon thread."""
+        opened: list[FrameReader | None] = []
+        thread = threading.Thread(target=lambda: opened.append(self._open_camera()), name="capture-open",
+                                  daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(_POLL_S)
+        return opened[0] if opened else None
 
     def _open_camera(self) -> FrameReader | None:
         """A fresh opened reader, or ``None`` (an opener that raises counts as a failed open)."""

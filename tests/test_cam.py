@@ -447,6 +447,32 @@ def test_with_stderr_closed_status_lines_stay_off_stdout(tmp_path):
     assert (tmp_path / "e.jsonl").exists()
 
 
+def test_ctrl_c_while_a_silent_stream_opens_ends_the_run_at_once(tmp_path):
+    """A stream URL whose server takes the connection and never answers: OpenCV's open waits
+    for its 30-s timeout, and Ctrl-C waited with it (the main thread was inside OpenCV). The
+    open runs in a thread of its own now; Ctrl-C ends the run with ``interrupted``."""
+    import socket
+
+    with socket.socket() as silent:  # connections complete in its backlog; nothing is ever sent
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/stream.mp4"
+        proc = subprocess.Popen([sys.executable, "-m", "realtime.cam", "--source", url, "--headless"], cwd=tmp_path,
+                                env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        held = []  # the accepted connection, kept open and silent
+        try:
+            silent.settimeout(60)
+            held.append(silent.accept()[0])  # the open has begun
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)  # not OpenCV's 30 s
+        finally:
+            proc.kill()
+            for connection in held:
+                connection.close()
+    assert (proc.returncode, err.strip().splitlines()[-1:]) == (130, ["interrupted"]), err
+
+
 def test_a_stale_display_is_one_line_not_an_abort(tmp_path):
     """DISPLAY left by an ended ``ssh -X`` session: Qt (OpenCV's window) aborted the process
     (SIGABRT, status 134) after the camera and model had loaded."""
