@@ -37,6 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from fgsl.files import TableTooLarge, read_table_text
 from fgsl.startup import quiet_exit, startup_imports
 
 # Importing torch (fgsl.cli) takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
@@ -111,8 +112,9 @@ def read_intervals(path: str | Path) -> list[MegcInterval]:
     """
     path = Path(path)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            text = f.read()
+        text = read_table_text(path)
+    except TableTooLarge as exc:
+        raise EvaluationError(str(exc)) from None
     except FileNotFoundError:
         raise EvaluationError(f"{path}: file not found") from None
     except IsADirectoryError:

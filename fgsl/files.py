@@ -227,3 +227,26 @@ def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two paths name one file (:func:`file_identity`): an output that is one of the
     command's inputs would destroy it."""
     return file_identity(a) == file_identity(b)
+
+
+#: The most characters a CSV table is read to (64 Mi: a million rows; a MEGC table of a whole
+#: data set is a few hundred kB).
+MAX_TABLE_CHARS = 64 * 2**20
+
+
+class TableTooLarge(ValueError):
+    """A "CSV" longer than :data:`MAX_TABLE_CHARS`: not a table (``/dev/zero``, a log)."""
+
+
+def read_table_text(path: Path) -> str:
+    """The whole text of a CSV table: UTF-8, an Excel byte-order mark dropped ("CSV UTF-8"
+    starts with one, which would read as part of the first column's name), line ends kept
+    for the csv module. Read whole, so a file in another encoding fails here, wherever its
+    first bad byte is; read to :data:`MAX_TABLE_CHARS` at most, so a device or stream that
+    never ends (``--pred /dev/zero``) is :class:`TableTooLarge`, not a process that fills
+    the memory until the kernel kills it."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        text = f.read(MAX_TABLE_CHARS + 1)
+    if len(text) > MAX_TABLE_CHARS:
+        raise TableTooLarge(f"{path}: longer than {MAX_TABLE_CHARS:,} characters: not an annotation table")
+    return text

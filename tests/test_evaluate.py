@@ -594,3 +594,15 @@ def test_a_wrong_subject_column_is_named_as_such():
                    for w in result["warnings"]), result["warnings"]
         assert not any("'other'" in w for w in result["warnings"][1:])
 
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero on this system")
+@pytest.mark.parametrize("reader", ["read_intervals", "read_table"])
+def test_a_table_that_never_ends_is_one_error_not_a_full_memory(reader):
+    """``--pred /dev/zero`` (or a stream that never ends) was read whole: the kernel killed
+    the process once the memory was full."""
+    from fgsl.data.table import AnnotationError, read_table
+
+    read, error = {"read_intervals": (read_intervals, EvaluationError), "read_table": (read_table, AnnotationError)}[reader]
+    with pytest.raises(error, match=r"^/dev/zero: longer than 67,108,864 characters: not an annotation table$"):
+        read("/dev/zero")

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from fgsl.config import MEGC_CLASSES
-from fgsl.files import atomic_write
+from fgsl.files import TableTooLarge, atomic_write, read_table_text
 
 COLUMNS = ("subject", "video", "onset", "apex", "offset", "type", "emotion", "aus")
 TYPES = ("micro", "macro")
@@ -67,15 +67,13 @@ def read_table(path: str | Path) -> list[Annotation]:
     """Read a table written by :func:`write_table`; every bad row is a clear error."""
     path = Path(path)
     try:
-        # "utf-8-sig": Excel's "CSV UTF-8" starts the file with a byte-order mark, which would
-        # otherwise be read as part of the first column's name. Read whole, so that a file in
-        # another encoding fails here, as one error, wherever its first bad byte is.
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            text = f.read()
+        text = read_table_text(path)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: annotation file not found") from None
     except UnicodeDecodeError:  # worded as fgsl.evaluate words it
         raise AnnotationError(f"{path}: not a UTF-8 text file") from None
+    except TableTooLarge as exc:
+        raise AnnotationError(str(exc)) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
