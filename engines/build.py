@@ -36,7 +36,7 @@ with startup_imports(__name__):
 
     from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, positive_int, refuse_preset_with_weights, run
     from fgsl.config import DEFAULT_PRESET, PRESETS
-    from fgsl.files import DIR_MODE
+    from fgsl.files import DIR_MODE, name_cut_for
 
     from . import tensorrt_backend
     from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
@@ -108,13 +108,22 @@ def check_triton_repo(repo: Path, out: Path, weights_dir: str | None) -> None:
                          "Triton model repository to a folder of its own")
 
 
+#: What a staging folder's name adds to ``out``'s: the dot, ``.build-``, mkdtemp's 8 characters, ``.old``.
+STAGING_ADDS = 1 + len(".build-") + 8 + len(".old")
+
+
+def staging_stem(out: Path) -> str:
+    """``out``'s name as its staging folders carry it: cut to fit a file name's 255 bytes."""
+    return name_cut_for(out.name, STAGING_ADDS)
+
+
 def staging_folder(out: Path) -> Path:
     """A new hidden sibling of ``out`` to build into: on the same file system, so that
     :func:`install` moves the finished engine into place by renaming, never by copying (beside
     the folder a link names, for a link)."""
     out = Path(os.path.realpath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{staging_stem(out)}.build-", dir=out.parent))
     os.chmod(staging, DIR_MODE)  # mkdtemp's 0700 would lock out a server running as another user
     return staging
 
@@ -129,7 +138,7 @@ def leftovers(out: Path, staging: Path) -> list[str]:
     engine with the user's files that were not moved yet. Matched exactly: the name
     :func:`staging_folder` gives (``tempfile.mkdtemp``'s 8 characters), so no other folder
     beside it (another engine's, the user's) is ever named."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.build-[a-z0-9_]{{8}}(\.old)?")
+    pattern = re.compile(rf"\.{re.escape(staging_stem(out))}\.build-[a-z0-9_]{{8}}(\.old)?")
     found = []
     for path in sorted(out.parent.iterdir()):
         match = pattern.fullmatch(path.name)

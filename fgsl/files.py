@@ -72,11 +72,16 @@ NAME_MAX = 255
 _RANDOM_CHARS = 8
 
 
+def name_cut_for(name: str, added: int) -> str:
+    """``name`` cut (whole characters) to leave ``added`` bytes of a :data:`NAME_MAX` name
+    for what a hidden sibling adds around it (a dot, a random part, a suffix): a legal
+    250-byte ``--save`` or ``--out`` name failed with "File name too long"."""
+    return os.fsencode(name)[:max(NAME_MAX - added, 1)].decode(errors="ignore")
+
+
 def _temporary_prefix(name: str, suffix: str) -> str:
-    """``.NAME.``, with NAME cut so that the temporary name fits where ``name`` fits: a legal
-    250-byte ``--save`` name failed at the first frame with "File name too long"."""
-    room = NAME_MAX - _RANDOM_CHARS - len(os.fsencode(suffix)) - 2
-    return "." + os.fsencode(name)[:max(room, 1)].decode(errors="ignore") + "."
+    """``.NAME.`` for ``mkstemp``, NAME cut so the temporary name fits where ``name`` fits."""
+    return "." + name_cut_for(name, _RANDOM_CHARS + len(os.fsencode(suffix)) + 2) + "."
 
 
 class PendingOutput:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .startup import quiet_exit, startup_imports
+from .startup import quiet_exit, say, startup_imports
 
 # Importing torch and OpenCV takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -391,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         trained_on = trained_crops(engine)
         aligned = reads_aligned(trained_on, args.align_faces)
         d = engine.describe()
-        print(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, trained_on, args.videos)}{tag}",
-              file=sys.stderr)
+        say(f"FGSL {d['preset']} on {d['backend']} ({d['device']}), {crops_line(aligned, trained_on, args.videos)}{tag}")
         rows: list[Detection] = []
         console: OSError | None = None  # stdout failed (a log on a full disk): the CSV is written all the same
         for path in args.videos:
@@ -406,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 console = exc
         write_csv(rows, out, names)
-        print(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}", file=sys.stderr)
+        say(f"wrote {len(rows)} intervals from {len(args.videos)} video(s) to {out}{tag}")
         if console is not None:
             raise console  # (after the CSV: fgsl.cli.run reports it in one line)
         return 0

@@ -12,6 +12,7 @@ with it. :mod:`fgsl.cli` cannot host it: it imports torch itself.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -31,8 +32,8 @@ def say(line: str) -> None:
         return
     try:
         print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # (ValueError: a closed file object)
-        pass
+    except (OSError, ValueError, RuntimeError):  # (a closed file object; a signal handler's line while
+        pass  # the main thread was inside a write to stderr: "reentrant call")
 
 
 def say_interrupted() -> int:
@@ -91,7 +92,25 @@ def startup_imports(name: str) -> AbstractContextManager[None]:
     target = located_module() if locating else None
     ours = target is None or target == name or target.startswith(name + ".")
     starting = name == "__main__" or (locating and ours)
+    if starting:
+        keep_stderr_open()
     return interrupted_quietly() if starting else nullcontext()
+
+
+def keep_stderr_open() -> None:
+    """A command line started with stderr closed (``2>&-``) gets stderr on /dev/null. Else the
+    first file it opens takes descriptor 2, into which native libraries log (MediaPipe's
+    glog, TFLite: an events file or a video would get their lines), and ``sys.stderr`` is
+    None: ``print(file=None)`` writes to stdout among the results, and tqdm's bars raise."""
+    try:
+        os.fstat(2)
+    except OSError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != 2:
+            os.dup2(null, 2)
+            os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's own stderr, never closed
 
 
 def located_module() -> str | None:

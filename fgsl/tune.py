@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .startup import quiet_exit, startup_imports
+from .startup import quiet_exit, say, startup_imports
 
 # Importing torch and ONNX Runtime takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             threshold_file(Path(args.weights))
         trained_on = trained_crops(engine)
         aligned = reads_aligned(trained_on, args.align_faces)
-        print(f"videos read as {crops_line(aligned, trained_on, args.videos)}", file=sys.stderr)
+        say(f"videos read as {crops_line(aligned, trained_on, args.videos)}")
         items = [load_item(engine.cfg, *names[v], Path(v), [], fps=args.fps, aligned=aligned, progress=not args.quiet)
                  for v in args.videos]
         rows = sweep(engine, items, gt, thresholds, args.batch, progress=not args.quiet)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                              "nothing to choose" + ("; nothing written" if args.write else ""))
         if args.write:
             target = write_threshold(Path(args.weights), float(choice["threshold"]))
-            print(f"wrote score_threshold {choice['threshold']:g} to {target}", file=sys.stderr)
+            say(f"wrote score_threshold {choice['threshold']:g} to {target}")
         return 0
 
     return run(body)

@@ -428,11 +428,28 @@ class Capture:
         meanwhile waited for it (the main thread was inside OpenCV); now it ends the run at
         once, and the open is left to finish or time out in that daemon thread."""
         opened: list[FrameReader | None] = []
-        thread = threading.Thread(target=lambda: opened.append(self._open_camera()), name="capture-open",
-                                  daemon=True)
+        abandoned = threading.Event()  # the caller is gone (Ctrl-C): a late reader is released there
+        handover = threading.Lock()
+
+        def open_camera() -> None:
+            reader = self._open_camera()
+            with handover:
+                if abandoned.is_set():
+                    _release(reader)  # (the camera would stay busy for the next program)
+                else:
+                    opened.append(reader)
+
+        thread = threading.Thread(target=open_camera, name="capture-open", daemon=True)
         thread.start()
-        while thread.is_alive():
-            thread.join(_POLL_S)
+        try:
+            while thread.is_alive():
+                thread.join(_POLL_S)
+        except BaseException:
+            with handover:
+                abandoned.set()
+                for reader in opened:  # opened between the interrupt and here
+                    _release(reader)
+            raise
         return opened[0] if opened else None
 
     def _open_camera(self) -> FrameReader | None:

@@ -499,33 +499,36 @@ def _needs_x_server() -> bool:
     return framework.upper().startswith("QT") and not os.environ.get("QT_QPA_PLATFORM")
 
 
-def x_server_answers(display: str, timeout_s: float = 2.0) -> bool:
-    """Whether an X server accepts a connection at ``display`` (``:N``, ``unix:N``, ``HOST:N``,
-    with an optional ``.SCREEN``): the local socket ``/tmp/.X11-unix/XN`` (Linux's abstract
-    one first, as Xlib tries it) or TCP port 6000 + N. It does not check authorisation."""
+def no_x_server_at(display: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``display`` names an X server that does not answer. Read as libxcb reads it:
+    ``[PROTOCOL/]HOST:N[.SCREEN]``, HOST empty or ``unix`` for the local socket
+    ``/tmp/.X11-unix/XN`` (Linux's abstract one tried first, as xcb does), else TCP port
+    6000 + N (an IPv6 HOST bare or in brackets). A value it cannot read is not refused
+    (Qt is left to judge it); authorisation is not checked."""
     import re
     import socket
 
-    match = re.fullmatch(r"(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?", display)
+    match = re.fullmatch(r"(?:(?P<protocol>[A-Za-z]+)/)?(?P<host>.*):(?P<number>\d+)(?:\.\d+)?", display)
     if match is None:
         return False
-    host, number = match["host"], int(match["number"])
-    if host in ("", "unix"):
+    protocol, host, number = (match["protocol"] or "").lower(), match["host"], int(match["number"])
+    if protocol == "unix" or (host in ("", "unix") and protocol in ("", "unix")):
         path = f"/tmp/.X11-unix/X{number}"
         for address in ("\0" + path, path):
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                     s.settimeout(timeout_s)
                     s.connect(address)
-                return True
+                return False
             except OSError:
                 continue
-        return False
-    try:
-        socket.create_connection((host, 6000 + number), timeout=timeout_s).close()
         return True
-    except OSError:
+    try:
+        socket.create_connection((host.removeprefix("[").removesuffix("]") or "localhost", 6000 + number),
+                                 timeout=timeout_s).close()
         return False
+    except OSError:
+        return True
 
 
 class Display:
@@ -541,7 +544,7 @@ class Display:
             display = os.environ.get("DISPLAY")
             if not (display or os.environ.get("WAYLAND_DISPLAY")):
                 raise RealtimeError("no display available: use --headless")
-            if _needs_x_server() and not (display and x_server_answers(display)):
+            if _needs_x_server() and (not display or no_x_server_at(display)):
                 where = f"no X server answers at DISPLAY={display}" if display else "DISPLAY is not set"
                 raise RealtimeError(f"no display available: use --headless ({where})")
         try:

@@ -461,8 +461,17 @@ def test_ctrl_c_while_a_silent_stream_opens_ends_the_run_at_once(tmp_path):
                                 env=cam_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         held = []  # the accepted connection, kept open and silent
         try:
-            silent.settimeout(60)
-            held.append(silent.accept()[0])  # the open has begun
+            silent.settimeout(1)
+            deadline = time.monotonic() + 60
+            while not held and proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    held.append(silent.accept()[0])  # the open has begun
+                except TimeoutError:
+                    continue
+            if not held:
+                _, err = proc.communicate(timeout=60)
+                assert "cannot open" in err, err  # it ended for another reason than its OpenCV's
+                pytest.skip("this OpenCV does not open HTTP streams (no FFmpeg backend)")
             time.sleep(0.5)
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=15)  # not OpenCV's 30 s

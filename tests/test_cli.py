@@ -92,13 +92,14 @@ def test_a_bad_integer_flag_is_one_error_line_before_any_work(capsys):
 
 
 def test_an_empty_flag_value_is_refused_by_every_command_line(capsys):
-    """The project's parser refuses an option given an empty (or blank) value, in a list too;
-    a flag left out keeps its default."""
+    """The project's parser refuses an option given an empty value, in a list too; a flag
+    left out keeps its default, and a blank one is left to the flag's own type."""
     parser = ArgumentParser(prog="tool")
     parser.add_argument("--video", default="sample.mp4")
     parser.add_argument("--videos", nargs="+")
     assert parser.parse_args([]).video == "sample.mp4"
-    for args, flag in ((["--video", ""], "--video"), (["--video", "  "], "--video"), (["--videos", "a.mp4", ""], "--videos")):
+    assert parser.parse_args(["--video", " "]).video == " "
+    for args, flag in ((["--video", ""], "--video"), (["--videos", "a.mp4", ""], "--videos")):
         with pytest.raises(SystemExit) as info:
             parser.parse_args(args)
         assert info.value.code == 2
@@ -261,3 +262,16 @@ def test_a_symbolic_link_loop_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] in (
         f"error: {loop}: a symbolic link loop", f"error: {loop}: Too many levels of symbolic links")
     assert not (tmp_path / "set").exists()
+
+
+def test_a_command_started_with_stderr_closed_runs_and_keeps_stdout_for_results(tmp_path):
+    """``2>&-``: Python's ``sys.stderr`` is None, so the start-up line went to stdout among
+    the results and the first progress bar raised (tqdm writes to None); and the first file
+    opened took descriptor 2. Stderr goes to /dev/null now (fgsl.startup.keep_stderr_open)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "fgsl.infer", "--preset", "tiny", "--allow-untrained", "--videos",
+                           str(root / "samples" / "pyfeat_single_face.mp4"), "--out", str(tmp_path / "p.csv")],
+                          env=env, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300)
+    assert (done.returncode, done.stdout) == (0, "")
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "subject,video,onset,offset,emotion"

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from engines import export
+from engines.build import leftovers, staging_stem
 from engines.build import main as build_main
 from engines.base import EngineError
 from engines.export import ExportError
@@ -473,6 +474,20 @@ def test_a_rebuild_names_what_killed_builds_left_beside_the_folder_and_deletes_n
     assert all(path.exists() for path in [killed, *decoys])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".engine.build-") and p not in
                 (killed, swapped, *decoys) and p.is_dir()]  # its own staging folder is gone, and not named
+
+
+def test_an_engine_folder_named_as_long_as_a_name_may_be_is_built(good_engine, tmp_path):
+    """Its hidden staging folder (``.NAME.build-XXXXXXXX``) was longer than a file name may be:
+    "File name too long". It carries the name cut to fit, and killed builds of it are still named."""
+    run, _ = good_engine
+    out = tmp_path / ("e" * 255)
+    killed = tmp_path / f".{staging_stem(out)}.build-k1_lled8"
+    killed.mkdir()
+    assert build_main(["--weights", str(run), "--backend", "onnxruntime", "--out", str(out), "--no-verify"]) == 0
+    assert export.read_manifest(out)["source"] == str(run)
+    assert leftovers(out, tmp_path / "none") == [
+        f"{killed}: an unfinished build of {out.name} (killed, or still running in another process); delete it once "
+        "no build of it is running"]
 
 
 def test_a_triton_repo_the_build_cannot_write_is_refused_before_exporting(good_engine, tmp_path, capsys, monkeypatch):

@@ -67,7 +67,8 @@ def test_a_file_reporting_a_rate_out_of_range_is_refused_until_its_rate_is_given
     else:
         write_video(odd, np.zeros((3, 16, 16, 3), np.uint8), rate)
     with pytest.raises(VideoError, match=rf"odd\.mp4: the file reports {rate:g} frames per second, outside "
-                                         r"1-10000: pass its real rate \(--fps\)"):
+                                         r"1-10000 \(too slow to show a micro-expression, or a wrong header\): give "
+                                         r"its real rate with --fps where the command has it, or re-encode"):
         open_source(odd)
     assert open_source(odd, 30.0).fps == 30.0
 

@@ -295,26 +295,39 @@ def test_a_display_without_an_x_server_says_use_headless(monkeypatch, display, w
 
 
 def test_an_x_server_is_found_on_its_local_socket_or_its_tcp_port():
+    """DISPLAY as libxcb reads it: the local socket (``:N``, ``unix:N``, ``unix/:N``) or TCP
+    (``HOST:N``, ``tcp/HOST:N``, IPv6 bare or in brackets), with an optional screen."""
     import socket
 
     number = 900 + os.getpid() % 5000
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(f"\0/tmp/.X11-unix/X{number}")  # Linux's abstract socket, as an X server listens
         server.listen()
-        assert overlay.x_server_answers(f":{number}") and overlay.x_server_answers(f"unix:{number}.0")
-    assert not overlay.x_server_answers(f":{number}")
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        port = server.getsockname()[1]
-        if port > 6000:
+        for display in (f":{number}", f"unix:{number}.0", f"unix/:{number}"):
+            assert not overlay.no_x_server_at(display), display
+    assert overlay.no_x_server_at(f":{number}")
+    listeners = [(socket.AF_INET, "127.0.0.1", ["127.0.0.1:{n}", "tcp/127.0.0.1:{n}.0"])]
+    if socket.has_ipv6:
+        listeners.append((socket.AF_INET6, "::1", ["[::1]:{n}", "::1:{n}"]))
+    for family, host, forms in listeners:
+        with socket.socket(family) as server:
+            try:
+                server.bind((host, 0))
+            except OSError:  # (no IPv6 loopback in this container)
+                continue
+            port = server.getsockname()[1]
+            if port <= 6000:
+                continue
             server.listen()
-            assert overlay.x_server_answers(f"127.0.0.1:{port - 6000}")
-    assert not overlay.x_server_answers("not a display")
+            for form in forms:
+                assert not overlay.no_x_server_at(form.format(n=port - 6000)), form
+        assert overlay.no_x_server_at(forms[0].format(n=port - 6000))
+    assert not overlay.no_x_server_at("not a display")  # read as Qt would: left to it
 
 
 def test_display_when_opencv_cannot_open_a_window(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(overlay, "x_server_answers", lambda display: True)
+    monkeypatch.setattr(overlay, "no_x_server_at", lambda display: False)
 
     def refuse(*args):
         raise cv2.error("The function is not implemented")
@@ -328,7 +341,7 @@ def test_display_show_stops_on_q_esc_or_closed_window(monkeypatch, frame):
     """HighGUI replaced by fakes (no screen in CI): the key/close logic of ``show``."""
     keys, visible = [-1], [1.0]
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(overlay, "x_server_answers", lambda display: True)
+    monkeypatch.setattr(overlay, "no_x_server_at", lambda display: False)
     monkeypatch.setattr(overlay.cv2, "namedWindow", lambda *a: None)
     monkeypatch.setattr(overlay.cv2, "imshow", lambda *a: None)
     monkeypatch.setattr(overlay.cv2, "waitKey", lambda *a: keys[0])

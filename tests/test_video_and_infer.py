@@ -120,8 +120,8 @@ def test_a_blank_subject_is_refused_as_fgsl_evaluate_would_refuse_its_rows(capsy
     with pytest.raises(SystemExit) as info:
         infer_main(["--preset", "tiny", "--allow-untrained", "--videos", str(SAMPLE_VIDEO), "--subject", value])
     assert info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        f"error: argument --subject: must name a subject, got {value!r}")
+    reason = f"must name a subject, got {value!r}" if value else "empty value (an unset shell variable?)"
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: argument --subject: {reason}")
 
 
 def test_normalise_uses_imagenet_statistics():

@@ -230,9 +230,10 @@ def _open_video(path: Path, fps: float | None) -> FrameSource:
     if fps is None:
         if not is_positive_number(reported):
             raise VideoError(f"{path}: the file reports no frame rate: pass fps")
-        if not MIN_FPS <= reported <= MAX_FPS:  # (its time base, say: 90000)
-            raise VideoError(f"{path}: the file reports {reported:g} frames per second, outside "
-                             f"{MIN_FPS:g}-{MAX_FPS:g}: pass its real rate (--fps)")
+        if not MIN_FPS <= reported <= MAX_FPS:  # (a wrong header: its time base, say, 90000)
+            raise VideoError(f"{path}: the file reports {reported:g} frames per second, outside {MIN_FPS:g}-"
+                             f"{MAX_FPS:g} (too slow to show a micro-expression, or a wrong header): give its real "
+                             "rate with --fps where the command has it, or re-encode the video at that rate")
         fps = reported
     return FrameSource(path, float(fps))
 
