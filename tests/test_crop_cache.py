@@ -362,9 +362,10 @@ def test_aligned_training_under_torchrun_aligns_and_warns_once(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_aligned_training_under_torchrun_on_the_gpu(tmp_path):
-    """The same on a GPU: NCCL's process group, ``Dist.main_first`` polling its rendezvous
-    store, and training on ``cuda:0``."""
+def test_aligned_training_under_torchrun_on_one_gpu(tmp_path):
+    """The same launcher with one rank on ``cuda:0``: training on the GPU from the aligned
+    crops the cache holds. (One rank starts no process group, so neither NCCL nor
+    ``Dist.main_first``'s polling runs: that needs two GPUs.)"""
     done = train_aligned(tmp_path, (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
                                     "--standalone"))
     assert done.returncode == 0, done.stderr
