@@ -195,6 +195,7 @@ def test_dispatcher_rejects_unknown_data_set_and_misplaced_micro_sheet():
     [
         ("C3", "abc", 3, "onset 'abc' is not a whole frame number"),
         ("C3", 1200.5, 3, "onset 1200.5 is not a whole frame number"),
+        ("C3", "9" * 5000, 3, f"onset '{'9' * 59} is not a whole frame number"),  # (int()'s digit limit: a traceback)
         ("C3", None, 3, "onset is missing"),
         ("C3", 1300, 3, "onset 1300 is after offset 1215"),
         ("D1", 700, 1, "apex 700 is outside onset 557 .. offset 608"),
@@ -420,3 +421,16 @@ def test_a_skipped_row_is_one_warning_line_on_the_command_line(tmp_path, capsys)
     assert run(main, ["casme3", str(path), "--skip-bad-rows"]) == 0
     err = capsys.readouterr().err
     assert err == f"warning: {path}, sheet 'label', row 3: onset 166 is after offset 160\n"
+
+
+@pytest.mark.parametrize("reader", ["casme3", "table"])
+def test_a_csv_with_an_unclosed_quote_is_one_error_naming_its_row(tmp_path, reader):
+    """An unclosed quote makes the csv module read the rest of the file as one field, past its
+    131072-character limit: ``_csv.Error`` escaped as a traceback."""
+    from fgsl.data.table import read_table
+
+    path = tmp_path / "bad.csv"
+    rows = "".join(f"s1,clip{i},{i},{i + 2},{i + 5},micro,positive,\n" for i in range(6000))
+    path.write_text("subject,video,onset,apex,offset,type,emotion,aus\n\"s1,clip,1,2,3,micro,positive,\n" + rows)
+    with pytest.raises(AnnotationError, match=r"bad\.csv: row \d+: field larger than field limit .* \(an unclosed quote\?\)"):
+        read_table(path) if reader == "table" else read_annotations(path, "casme3")

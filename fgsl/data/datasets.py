@@ -373,9 +373,9 @@ def _integer(value: object, name: str) -> int:
         return int(value)
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"[+-]?\d+(\.0*)?", text):
+        if re.fullmatch(r"[+-]?\d{1,18}(\.0*)?", text):  # (a 5000-digit "number" exceeds int()'s digit limit)
             return int(float(text)) if "." in text else int(text)
-    raise _RowError(f"{name} {value!r} is not a whole frame number")
+    raise _RowError(f"{name} {value!r:.60} is not a whole frame number")
 
 
 def _lookup(value: object, table: dict[str, str], name: str, squeeze: bool = False) -> str:
@@ -463,9 +463,12 @@ def _csv_rows(path: Path) -> list[tuple[object, ...]]:
     for encoding in ("utf-8-sig", "cp1252"):  # Excel on Windows exports cp1252
         try:
             with path.open(newline="", encoding=encoding) as f:
-                return [tuple(r) for r in csv.reader(f)]
+                reader = csv.reader(f)
+                return [tuple(r) for r in reader]
         except UnicodeDecodeError:
             continue
+        except csv.Error as exc:  # an unclosed quote runs into a field over the csv module's limit
+            raise AnnotationError(f"{path}: row {reader.line_num}: {exc} (an unclosed quote?)") from None
     raise AnnotationError(f"{path}: cannot decode this CSV (not UTF-8 or Windows-1252 text)")
 
 

@@ -75,14 +75,17 @@ def read_table(path: str | Path) -> list[Annotation]:
     except TableTooLarge as exc:
         raise AnnotationError(str(exc)) from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
-        raise AnnotationError(f"{path}: header must be {','.join(COLUMNS)}, found {header}")
-    rows = []
-    for number, values in enumerate(reader, start=2):
-        if not values:
-            continue
-        rows.append(parse_row(values, path, number))
+    try:
+        header = next(reader, None)
+        if header is None or tuple(h.strip().lower() for h in header) != COLUMNS:
+            raise AnnotationError(f"{path}: header must be {','.join(COLUMNS)}, found {header}")
+        rows = []
+        for number, values in enumerate(reader, start=2):
+            if not values:
+                continue
+            rows.append(parse_row(values, path, number))
+    except csv.Error as exc:  # an unclosed quote runs into a field over the csv module's limit
+        raise AnnotationError(f"{path}: row {reader.line_num}: {exc} (an unclosed quote?)") from None
     return rows
 
 
@@ -97,7 +100,7 @@ def parse_row(values: list[str], path: Path, number: int) -> Annotation:
             try:
                 data[name] = int(raw)
             except ValueError:
-                raise AnnotationError(f"{path}: row {number}: {name} {raw!r} is not a frame number") from None
+                raise AnnotationError(f"{path}: row {number}: {name} {raw!r:.60} is not a frame number") from None
         else:
             data[name] = raw
     row = Annotation(**data)  # type: ignore[arg-type]
