@@ -378,6 +378,14 @@ def _subject_mismatches(gt_by_video: dict[tuple[str, str], list[Any]],
     return out[:3] + ([f"... and {len(out) - 3} more video(s) under another subject"] if len(out) > 3 else [])
 
 
+def repeated_rows(gt: Sequence[MegcInterval]) -> str | None:
+    """The warning for ground-truth rows that repeat an earlier row exactly (no data set has
+    two identical intervals: a row copied twice in the file), or None."""
+    repeated = len(gt) - len(set(gt))
+    return (f"{repeated} ground-truth row(s) repeat an earlier row exactly; each copy counts as an interval of its "
+            "own") if repeated else None
+
+
 def evaluate(
     gt_rows: Iterable[Any],
     pred_rows: Iterable[Any],
@@ -407,11 +415,7 @@ def evaluate(
         classes = sorted({g.emotion for g in gt})
     threshold = Fraction(iou_threshold)
     gt_by_video, pred_by_video = _group(gt), _group(pred)
-    warnings: list[str] = []
-    repeated = len(gt) - len(set(gt))
-    if repeated:  # (no data set has two identical intervals: a row copied twice in the file)
-        warnings.append(f"{repeated} ground-truth row(s) repeat an earlier row exactly; each copy counts as an "
-                        "interval of its own")
+    warnings: list[str] = [w for w in [repeated_rows(gt)] if w]
     pairs: list[Pair] = []
     fp = fn = 0
 

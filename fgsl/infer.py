@@ -222,19 +222,21 @@ def say_unmatched(names: dict[str, tuple[str, str]], truth: list[tuple[str, str]
                           f"video {video!r}, which fgsl.evaluate cannot match with it")
 
 
-def refuse_rows_alike(paths: list[str], names: dict[str, tuple[str, str]]) -> None:
-    """Refuse two inputs whose CSV rows would be alike (the same ``subject,video``): their
+def refuse_rows_alike(paths: list[str], names: dict[str, tuple[str, str]], scoring: bool = False) -> None:
+    """Refuse two inputs whose rows would be alike (the same ``subject,video``): their
     intervals could not be told apart. One file given twice (also under two names) would list
-    each interval twice."""
-    refuse_given_twice("video", paths, "its intervals would be listed twice in the CSV; give it once")
+    each interval twice. ``scoring`` (``fgsl.tune``): both would be scored against the same
+    ground-truth rows, each other's intervals counting as false positives."""
+    twice = "scored twice against the same --gt rows" if scoring else "listed twice in the CSV"
+    refuse_given_twice("video", paths, f"its intervals would be {twice}; give it once")
     first: dict[tuple[str, str], str] = {}
     for path in paths:
         key = names[path]
         if key in first:
             other = first[key]
-            raise UsageError(f"--videos {other} and {path} would both be subject {key[0]!r}, video {key[1]!r} in the "
-                             "CSV, so their intervals could not be told apart: rename one, or name subjects with "
-                             "--subjects-from")
+            raise UsageError(f"--videos {other} and {path} would both be subject {key[0]!r}, video {key[1]!r} "
+                             f"{'in --gt' if scoring else 'in the CSV'}, so their intervals could not be told apart: "
+                             f"rename one{'' if scoring else ', or name subjects with --subjects-from'}")
         first[key] = path
 
 

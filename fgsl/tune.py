@@ -42,10 +42,10 @@ with startup_imports(__name__):
                       run)
     from .config import FGSLConfig, is_score_threshold
     from .data.spec import VideoItem, load_item
-    from .evaluate import MegcInterval, evaluate, read_intervals
+    from .evaluate import MegcInterval, evaluate, read_intervals, repeated_rows
     from .files import atomic_write, unwritable_reason
-    from .infer import (add_align_faces_flag, crops_line, merge_windows, reads_aligned, table_names, to_detections,
-                        trained_crops, truth_keys, video_name, window_intervals)
+    from .infer import (add_align_faces_flag, crops_line, merge_windows, reads_aligned, refuse_rows_alike, table_names,
+                        to_detections, trained_crops, truth_keys, video_name, window_intervals)
     from .weights import CONFIG_FILE, UntrainedWeights
 
 DEFAULT_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
@@ -156,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
         thresholds = _thresholds(args.thresholds)
         gt = read_intervals(args.gt)
+        repeated = repeated_rows(gt)
+        if repeated:  # (said once here: the sweep's evaluations keep theirs)
+            warnings.warn(f"--gt {args.gt}: {repeated}")
         keys = truth_keys(args.gt)
         names = table_names(args.videos, keys)
+        refuse_rows_alike(args.videos, names, scoring=True)
         lacking = [v for v in args.videos if names[v] not in keys]
         if len(lacking) == len(args.videos):
             # Every video would count as event-free and every threshold score 0.

@@ -133,6 +133,33 @@ def test_write_on_an_engine_folder_stores_the_threshold_in_its_manifest(val_set,
     assert "UNTRAINED" not in capsys.readouterr().err  # the manifest says trained
 
 
+def test_a_video_given_twice_or_two_of_one_name_are_refused_before_the_sweep(val_set, tmp_path, capsys, monkeypatch):
+    """Both copies were scored against the same --gt rows, each other's intervals counting
+    as false positives: a threshold chosen on wrong scores, exit 0."""
+    import fgsl.tune as tune_mod
+
+    weights.save(build(preset("tiny"), seed=0), tmp_path / "run", trained=True)
+    monkeypatch.setattr(tune_mod, "sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    video = next((val_set / "videos").glob("*.avi"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / video.name).symlink_to(video)
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / video.name).write_bytes(video.read_bytes())
+    common = ["--weights", str(tmp_path / "run"), "--backend", "torch", "--gt", str(val_set / "annotations.csv")]
+    for second, words in ((tmp_path / "other" / video.name, "are one file: its intervals would be scored twice "
+                                                             "against the same --gt rows; give it once"),
+                          (tmp_path / "copy" / video.name, "so their intervals could not be told apart: rename one")):
+        assert tune_main([*common, "--videos", str(video), str(second)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    doubled = tmp_path / "doubled.csv"  # a row copied twice: said (it was dropped with the sweep's evaluations)
+    rows = (val_set / "annotations.csv").read_text().splitlines()
+    doubled.write_text("\n".join([*rows, rows[-1]]) + "\n")
+    assert tune_main([*common[:-1], str(doubled), "--videos", str(video), str(video)]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == (f"warning: --gt {doubled}: 1 ground-truth row(s) repeat an "
+                                                       "earlier row exactly; each copy counts as an interval of its own")
+
+
 def test_an_unwritable_folder_is_refused_before_the_sweep(val_set, tmp_path, capsys, monkeypatch):
     import os
 
