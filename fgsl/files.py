@@ -18,6 +18,7 @@ put a regular file where ``/dev/stdout`` was, and as root destroy the device.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -100,6 +101,8 @@ class PendingOutput:
             self.tmp = path
             return
         if path.is_symlink():
+            if _link_loop(path):  # (realpath would name a file inside the loop, replacing the link by it)
+                raise OSError(errno.ELOOP, "a symbolic link loop", str(path))
             self.path = Path(os.path.realpath(path))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,16 @@ def _naming(exc: OSError, path: Path, tmp: str | None = None) -> OSError:
     return exc
 
 
+def _link_loop(path: Path) -> bool:
+    """Whether the symbolic link ``path`` leads into a loop (a dangling link does not: it is
+    written through, making the file it names)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def unwritable_reason(path: str | Path) -> str | None:
     """Why ``path`` cannot be written as a file (its missing folders would be made), or None.
 
@@ -177,6 +190,8 @@ def unwritable_reason(path: str | Path) -> str | None:
     everywhere, even in ``/proc``, where the write would fail only after the work.
     """
     path = Path(path)
+    if path.is_symlink() and _link_loop(path):
+        return "it is a symbolic link loop"
     if path.is_dir():
         return "it is a folder"
     folder = path.parent

@@ -160,3 +160,13 @@ def test_an_output_whose_name_is_as_long_as_a_name_may_be_is_written(tmp_path: P
     pending.tmp.write_bytes(b"video")
     pending.commit()
     assert (tmp_path / name).read_bytes() == b"video"
+
+
+def test_an_output_that_is_a_symbolic_link_loop_is_refused_and_kept(tmp_path: Path) -> None:
+    """``--out l1`` with ``l1 -> l2 -> l1``: the link was replaced by a regular file, exit 0."""
+    (tmp_path / "l1").symlink_to("l2")
+    (tmp_path / "l2").symlink_to("l1")
+    assert unwritable_reason(tmp_path / "l1") == "it is a symbolic link loop"
+    with pytest.raises(OSError, match="a symbolic link loop"):
+        atomic_write(tmp_path / "l1", b"data")
+    assert os.readlink(tmp_path / "l1") == "l2" and os.readlink(tmp_path / "l2") == "l1"
