@@ -36,6 +36,8 @@ MAX_IMAGE_SIZE = 1024
 #: container reporting its time base) asked for that many frames a second of video: a loop
 #: that filled the memory.
 MIN_FPS, MAX_FPS = 1.0, 10_000.0
+#: Most blocks of any one stack, and widest layer, a config may ask for (see ``_range_problems``).
+MAX_LAYERS, MAX_WIDTH = 256, 16_384
 #: The config's decoding settings (:mod:`fgsl.decode`): applied to the network's outputs, so no
 #: exported or compiled graph depends on them (:meth:`FGSLConfig.graph_dict`).
 DECODING_FIELDS = ("score_threshold", "nms_sigma", "max_intervals")
@@ -56,7 +58,12 @@ def is_score_threshold(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range (JSON allows 10**400): not a usable number
+        return False
 
 
 def is_positive_number(value: Any) -> bool:
@@ -161,8 +168,18 @@ class FGSLConfig:
                     "backbone.tubelet_size": b.tubelet_size, "backbone.pretrain_image_size": b.pretrain_image_size}
         non_negative = {"neck_layers": self.neck_layers, "fifm_blocks": self.fifm_blocks,
                         "backbone.init_values": b.init_values}
-        problems = [f"{k}={v!r} must be a positive number" for k, v in positive.items() if not is_positive_number(v)]
+        problems = [f"{k}={v!r:.40} must be a positive number" for k, v in positive.items() if not is_positive_number(v)]
         problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_number(v) and v >= 0)]
+        # Upper bounds far above any real network (ViT-g: 40 blocks, 1408 wide), so that a
+        # config.json edited by hand is refused here, not built for hours or past the memory.
+        largest = {"backbone.depth": (b.depth, MAX_LAYERS), "neck_layers": (self.neck_layers, MAX_LAYERS),
+                   "head_layers": (self.head_layers, MAX_LAYERS), "fifm_blocks": (self.fifm_blocks, MAX_LAYERS),
+                   "num_levels": (self.num_levels, MAX_LAYERS), "backbone.embed_dim": (b.embed_dim, MAX_WIDTH),
+                   "neck_dim": (self.neck_dim, MAX_WIDTH), "iga_dim": (self.iga_dim, MAX_WIDTH),
+                   "backbone.num_heads": (b.num_heads, MAX_WIDTH), "neck_heads": (self.neck_heads, MAX_WIDTH),
+                   "backbone.mlp_ratio": (b.mlp_ratio, 64), "fifm_mlp_ratio": (self.fifm_mlp_ratio, 64),
+                   "max_intervals": (self.max_intervals, 100_000)}
+        problems += [f"{k}={v!r} is more than {most}" for k, (v, most) in largest.items() if _number(v) and v > most]
         if is_positive_number(self.fps) and not MIN_FPS <= self.fps <= MAX_FPS:
             problems.append(f"fps={self.fps!r} must be from {MIN_FPS:g} to {MAX_FPS:g}")
         if not is_score_threshold(self.score_threshold):

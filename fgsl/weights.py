@@ -108,7 +108,13 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
             f"{folder / WEIGHTS_FILE}: these are untrained (random) weights; their outputs mean nothing. "
             "Train with `python -m fgsl.train`, or pass --allow-untrained for benchmarks"
         )
-    model = build(cfg, seed=None)
+    try:
+        model = build(cfg, seed=None)
+    except (RuntimeError, MemoryError, SystemError, OverflowError, ValueError) as exc:
+        # A config.json edited by hand past what its checks bound (neck_dim 2**20: torch cannot
+        # allocate it; pretrain_image_size under the patch size): its own line, not torch's traceback.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{folder / CONFIG_FILE}: describes a network that cannot be built ({reason})") from None
     expected = model.state_dict()
     problems = mismatch(stored, expected, limit=8)
     if problems:

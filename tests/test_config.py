@@ -74,6 +74,9 @@ def test_unknown_keys_and_bad_json_are_clear_errors(tmp_path):
         ({"fps": "30"}, "fps='30' must be a positive number"),
         ({"fps": 1e9}, "fps=1000000000.0 must be from 1 to 10000"),  # (a loop that filled the memory)
         ({"fps": 0.5}, "fps=0.5 must be from 1 to 10000"),
+        ({"image_size": 10**400}, f"image_size={'1' + '0' * 39} must be a positive number"),  # (JSON allows it)
+        ({"neck_dim": 2**20}, "neck_dim=1048576 is more than 16384"),  # (torch could not allocate it)
+        ({"head_layers": 10**6}, "head_layers=1000000 is more than 256"),  # (built for hours)
     ],
 )
 def test_out_of_range_and_non_finite_values_are_refused_naming_the_key(change, words):

@@ -64,6 +64,20 @@ def test_config_that_does_not_match_the_weights_is_refused(saved):
         weights.load(folder)
 
 
+@pytest.mark.parametrize("key, value, reason", [
+    ("pretrain_image_size", 1, "Input and output sizes should be greater than 0"),
+    ("init_values", 1e300, "value cannot be converted to type float without overflow"),
+])
+def test_a_config_json_whose_network_cannot_be_built_is_one_error(saved, key, value, reason):
+    """Values within the config's checks that torch cannot build: a torch traceback before."""
+    folder, _ = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["backbone"][key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(weights.WeightsError, match=rf"config\.json: describes a network that cannot be built \({reason}"):
+        weights.load(folder)
+
+
 def test_untrained_weights_are_refused_unless_allowed(tmp_path):
     weights.save(build(preset("tiny", window_frames=16)), tmp_path, trained=False)
     with pytest.raises(weights.WeightsError, match="untrained"):
