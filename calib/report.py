@@ -37,7 +37,9 @@ with startup_imports(__name__):
     from engines.base import read_onnx
     from engines.export import metadata_of
     from engines.onnx_backend import import_onnxruntime, session_options
-    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, first_line, positive_int, run, score_threshold
+    from engines.machine import usable_cpus
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, at_least, first_line, positive_int, run,
+                          score_threshold)
     from fgsl.config import FGSLConfig
     from fgsl.decode import Interval, decode, temporal_iou
 
@@ -279,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=score_threshold,
                    help="decoding score threshold, in [0, 1) (default: the FP32 model's score_threshold)")
     p.add_argument("--providers", default="CPUExecutionProvider", help="ONNX Runtime providers, comma-separated")
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
+    cpus = usable_cpus() or 1  # (more threads than CPUs: 300 on 2 cores ran for minutes instead of seconds)
+    p.add_argument("--threads", type=at_least(1, most=cpus), help=f"ONNX Runtime intra-op threads (1-{cpus}: this "
+                   "machine's usable CPUs)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     args = p.parse_args(argv)
 

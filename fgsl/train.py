@@ -994,7 +994,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True,
                         help="run folder (weights, checkpoint, metrics.jsonl); one that holds a run needs --resume")
     parser.add_argument("--backbone", help="converted VideoMAE V2 weights (python -m fgsl.convert_backbone)")
-    parser.add_argument("--epochs", type=positive_int, default=40, help="passes over the training windows")
+    # (at most 100000: every epoch's windows are drawn up front, which took 16 s for 100000 epochs of a
+    # tiny set; 1e9 stalled for hours without a word)
+    parser.add_argument("--epochs", type=at_least(1, most=100_000), default=40,
+                        help="passes over the training windows (1-100000)")
     parser.add_argument("--max-steps", type=positive_int, help="stop after this many optimiser steps")
     parser.add_argument("--max-minutes", type=positive_number,
                         help="stop after this many minutes of training (data preparation not counted), checked after "

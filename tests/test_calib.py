@@ -743,3 +743,14 @@ def test_a_file_that_is_not_onnx_is_named_as_such(content: bytes, reason: str, f
         quantize_mod.quantize_file(bad, calib_file, tmp_path / "q.onnx", tool="onnxruntime")
     with pytest.raises(CalibError, match="not an ONNX model"):
         report_mod.report(fp32_onnx, bad, calib_file)
+
+
+def test_report_threads_are_bounded_by_the_machines_cpus(capsys):
+    """``--threads 300`` on 2 cores ran for minutes instead of seconds: at most the usable CPUs."""
+    from engines.machine import usable_cpus
+
+    cpus = usable_cpus()
+    with pytest.raises(SystemExit) as info:
+        report_mod.main(["--fp32", "a.onnx", "--quantized", "b.onnx", "--data", "c.npz", "--threads", str(cpus + 1)])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"error: argument --threads: must be at most {cpus}, got '{cpus + 1}'\n"

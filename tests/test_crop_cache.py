@@ -169,6 +169,13 @@ print(video.count)
 """
 
 
+@pytest.mark.parametrize("value", ["off", "OFF", " Off "])
+def test_fgsl_crop_cache_off_is_read_in_any_case(monkeypatch, value):
+    """``FGSL_CROP_CACHE=OFF`` made a folder called OFF in the current folder."""
+    monkeypatch.setenv("FGSL_CROP_CACHE", value)
+    assert not crop_cache.enabled() and crop_cache.default_dir().name == "crops"
+
+
 def test_a_full_disk_while_storing_is_one_warning_and_the_reading_goes_on(tmp_path, sample_frames):
     """safetensors reports a write that fails (ENOSPC, EDQUOT, EFBIG) as its own error, not an
     OSError: it once ended the reading with a traceback, the video's alignment lost."""

@@ -19,6 +19,9 @@ def test_parse_specs():
         parse("samm")
     with pytest.raises(DataSpecError, match="kind must be one of"):
         parse("kinetics=/x")
+    for spec in ("synthetic=", "casme2="):  # (`synthetic=$VIDEOS`, VIDEOS unset: it trained on the shared videos)
+        with pytest.raises(DataSpecError, match=rf"^--data '{spec}': nothing after '=' \(an unset shell variable\?\)$"):
+            parse(spec)
 
 
 def test_subject_splits():

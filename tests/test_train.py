@@ -374,6 +374,8 @@ def test_train_cli_errors_are_one_line(tmp_path):
         (["--data", "table=" + str(tmp_path / "none.csv"), "--video-root", str(tmp_path), "--out", str(tmp_path / "c")],
          "annotation file not found"),
         (["--out", str(tmp_path / "d"), "--resume"], "does not exist"),
+        (["--out", str(tmp_path / "e"), "--epochs", "100001"], "argument --epochs: must be at most 100000"),
+        (["--out", str(tmp_path / "e2"), "--data", "synthetic="], "nothing after '=' (an unset shell variable?)"),
         (["--out", str(tmp_path / "f"), "--val", "loso:1"], "--val for synthetic data is auto"),
         (["--out", str(tmp_path / "g"), "--data", f"synthetic={tmp_path / 'made'}"],
          "that is a set fgsl.data.synthetic made, not a folder of source face videos"),

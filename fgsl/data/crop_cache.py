@@ -90,7 +90,7 @@ NAME_BYTES = 80
 def default_dir() -> Path:
     """``$FGSL_CROP_CACHE``, else ``$XDG_CACHE_HOME/fgsl/crops``, else ``~/.cache/fgsl/crops``
     (beside the engine cache, ``engines.cache.default_dir``)."""
-    if os.environ.get("FGSL_CROP_CACHE") not in (None, "", OFF):
+    if os.environ.get("FGSL_CROP_CACHE") not in (None, "") and enabled():
         return Path(os.environ["FGSL_CROP_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fgsl" / "crops"
@@ -98,7 +98,7 @@ def default_dir() -> Path:
 
 def enabled() -> bool:
     """Whether aligned readings use the cache: all but with ``FGSL_CROP_CACHE=off``."""
-    return os.environ.get("FGSL_CROP_CACHE") != OFF
+    return os.environ.get("FGSL_CROP_CACHE", "").strip().lower() != OFF  # (OFF or Off too: no folder "OFF")
 
 
 @dataclass(frozen=True)

@@ -95,10 +95,12 @@ def _has_videos(folder: Path) -> bool:
 
 
 def parse(spec: str) -> tuple[str, str | None]:
-    kind, _, value = spec.partition("=")
+    kind, equals, value = spec.partition("=")
     kinds = ("synthetic", "table", "casme2", "casme3", "samm")
     if kind not in kinds:
         raise DataSpecError(f"--data {spec!r}: kind must be one of {', '.join(kinds)} (e.g. casme2=annotations.xlsx)")
+    if equals and not value:  # `synthetic=$VIDEOS` with VIDEOS unset trained on the shared videos
+        raise DataSpecError(f"--data {spec!r}: nothing after '=' (an unset shell variable?)")
     if kind != "synthetic" and not value:
         raise DataSpecError(f"--data {kind} needs a file: --data {kind}=ANNOTATIONS")
     return kind, value or None
