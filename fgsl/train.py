@@ -510,6 +510,12 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
     if not (out / CHECKPOINT).is_file():
         raise UsageError(f"--resume: {out / CHECKPOINT} does not exist")
     state = load_state(out / CHECKPOINT)
+    gone = [name for name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE) if not (out / name).is_file()]
+    if gone and state.get("epoch", -1) >= 0:  # (epoch 0 done: its weights were saved; an epoch cut short has none yet)
+        # The best epoch's weights are saved only when an epoch beats them: resumed without them,
+        # the run ended "done" with no weights at all.
+        raise UsageError(f"--resume: {out} has lost {' and '.join(gone)} (the best epoch's weights, which the rest "
+                         "of the run only replaces when an epoch beats them): put them back, or train in a new folder")
     saved, here = state.get("config"), json.loads(cfg.to_json())  # tuples as the checkpoint's lists
     differ = [key for key in here if saved and saved.get(key) != here[key]]
     if differ:

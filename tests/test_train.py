@@ -364,6 +364,19 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     assert (out / "data" / "test" / "synthetic.json").read_text() == made
 
 
+def test_resume_refuses_a_run_that_lost_its_weights(tmp_path, face_dir, capsys):
+    """model.safetensors deleted, then --resume: the best epoch's weights are saved only when an
+    epoch beats them, so the run ended "done" (exit 0) with no weights at all."""
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--out", str(tmp_path / "run")]
+    assert main(["--preset", "tiny", *flags, "--epochs", "1"]) == 0
+    (tmp_path / "run" / "model.safetensors").unlink()
+    capsys.readouterr()
+    assert main(["--preset", "tiny", *flags, "--epochs", "2", "--resume"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --resume: {tmp_path / 'run'} has lost model.safetensors (the best epoch's weights, which the rest of "
+        "the run only replaces when an epoch beats them): put them back, or train in a new folder")
+
+
 def test_train_cli_errors_are_one_line(tmp_path):
     (tmp_path / "made").mkdir()
     (tmp_path / "made" / "synthetic.json").write_text('{"recipe": {}}')
