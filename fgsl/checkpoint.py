@@ -54,9 +54,17 @@ def save_state(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` atomically (a crash mid-write leaves the previous checkpoint intact)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "state", tensors)
-    tensorfile.write(tensors, path, {"format": FORMAT, "skeleton": json.dumps(skeleton)})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensorfile.write(tensors, path, {"format": FORMAT, "skeleton": json.dumps(skeleton),
+                                     "sha256": tensorfile.tensor_digest(tensors)})
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
+    """The state :func:`save_state` wrote; flipped bits on disk are :class:`CheckpointStateError`
+    (its SHA-256, as weights files keep: safetensors checks only the header and the length;
+    resumed from them, a run went on with damaged weights or optimiser moments and blamed
+    the learning rate when it diverged). Checkpoints written before the checksum load as they are."""
     meta, tensors = tensorfile.read(path, CheckpointStateError, FORMAT, "training checkpoint")
+    if "sha256" in meta and meta["sha256"] != tensorfile.tensor_digest(tensors):
+        raise CheckpointStateError(f"{path}: corrupt (tensor checksum does not match the one written at save time)")
     return _unflatten(json.loads(meta["skeleton"]), tensors)

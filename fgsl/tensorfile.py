@@ -7,6 +7,7 @@ one clear error for a missing, truncated, corrupt or foreign file.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -14,6 +15,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .files import atomic_write
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, shapes and bytes of all tensors: detects flipped bytes on disk,
+    which the safetensors format itself does not."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def write(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:

@@ -510,12 +510,6 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
     if not (out / CHECKPOINT).is_file():
         raise UsageError(f"--resume: {out / CHECKPOINT} does not exist")
     state = load_state(out / CHECKPOINT)
-    gone = [name for name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE) if not (out / name).is_file()]
-    if gone and state.get("epoch", -1) >= 0:  # (epoch 0 done: its weights were saved; an epoch cut short has none yet)
-        # The best epoch's weights are saved only when an epoch beats them: resumed without them,
-        # the run ended "done" with no weights at all.
-        raise UsageError(f"--resume: {out} has lost {' and '.join(gone)} (the best epoch's weights, which the rest "
-                         "of the run only replaces when an epoch beats them): put them back, or train in a new folder")
     saved, here = state.get("config"), json.loads(cfg.to_json())  # tuples as the checkpoint's lists
     differ = [key for key in here if saved and saved.get(key) != here[key]]
     if differ:
@@ -548,6 +542,12 @@ def open_run(out: Path, cfg: FGSLConfig, args: argparse.Namespace, world: int) -
     if state["epoch"] + 1 >= args.epochs and held_out_scored(out):
         raise UsageError(f"--resume: the run has done {state['epoch'] + 1} epoch(s) of --epochs {args.epochs} and its "
                          f"held-out test is scored ({out / METRICS}): nothing left to do")
+    gone = [name for name in (weights.WEIGHTS_FILE, weights.CONFIG_FILE) if not (out / name).is_file()]
+    if gone and state.get("epoch", -1) >= 0:  # (epoch 0 done: its weights were saved; an epoch cut short has none yet)
+        # The best epoch's weights are saved only when an epoch beats them: resumed without them,
+        # the run ended "done" with no weights at all.
+        raise UsageError(f"--resume: {out} has lost {' and '.join(gone)} (the best epoch's weights, which the rest "
+                         "of the run only replaces when an epoch beats them): put them back, or train in a new folder")
     return state
 
 
@@ -741,11 +741,17 @@ def _restore(run: _Run, state: dict[str, Any]) -> tuple[int, dict[str, Any] | No
     if trained and held_out_scored(run.out):  # (the epochs were checked before the data was prepared, in open_run)
         raise UsageError(f"--resume: the run has done {run.step} steps, and this schedule ends at step {run.total_steps} "
                          f"(--epochs, --max-steps), and its held-out test is scored: nothing left to do")
-    run.model.load_state_dict(state["model"])
-    run.ema.load_state_dict(state["ema"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
+    try:
+        run.model.load_state_dict(state["model"])
+        run.ema.load_state_dict(state["ema"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a tensor of another shape: torch's traceback
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # (torch: a heading, then the first)
+        raise UsageError(f"--resume: {run.out / CHECKPOINT} does not fit this model ({reason}): damaged, or "
+                         "written by other code; train in a new folder") from None
     normalisers = state.get("normalisers")  # every rank's (rank 0's alone in checkpoints before them)
     same_ranks = isinstance(normalisers, list) and len(normalisers) == run.env.world
     run.criterion.normaliser = normalisers[run.env.rank] if same_ranks else state["normaliser"]

@@ -8,7 +8,6 @@ Nothing is ever unpickled here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from . import tensorfile
+from .tensorfile import tensor_digest  # (re-exported: engines.export names fgsl.weights.tensor_digest)
 from .config import ConfigError, FGSLConfig
 from .files import atomic_write
 from .model import FGSL, build
@@ -33,17 +33,6 @@ class WeightsError(ValueError):
 
 class UntrainedWeights(WeightsError):
     """Weights saved as untrained (random), refused unless the caller allows them."""
-
-
-def tensor_digest(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over names, shapes and bytes of all tensors: detects flipped bytes on disk,
-    which the safetensors format itself does not."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        tensor = state[key].contiguous()
-        digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -377,6 +377,30 @@ def test_resume_refuses_a_run_that_lost_its_weights(tmp_path, face_dir, capsys):
         "the run only replaces when an epoch beats them): put them back, or train in a new folder")
 
 
+def test_a_damaged_checkpoint_is_refused_on_resume(tmp_path, face_dir, capsys):
+    """Flipped bits in its tensors were resumed from (the run later "diverged", blaming the
+    learning rate); a tensor of another shape was torch's size-mismatch traceback."""
+    from fgsl.checkpoint import save_state
+
+    flags = [*SMALL[2:], "--data", f"synthetic={face_dir}", "--out", str(tmp_path / "run")]
+    assert main(["--preset", "tiny", *flags, "--epochs", "1"]) == 0
+    path = tmp_path / "run" / "checkpoint.safetensors"
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-100] + bytes([whole[-100] ^ 0xFF]) + whole[-99:])  # inside the tensor data
+    capsys.readouterr()
+    assert main(["--preset", "tiny", *flags, "--epochs", "2", "--resume"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {path}: corrupt (tensor checksum does not match the one written at save time)")
+    path.write_bytes(whole)
+    state = load_state(path)
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3, 3)  # written whole, by other code: its own checksum matches
+    save_state(state, path)
+    assert main(["--preset", "tiny", *flags, "--epochs", "2", "--resume"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --resume: {path} does not fit this model (") and "size mismatch" in last, last
+
+
 def test_train_cli_errors_are_one_line(tmp_path):
     (tmp_path / "made").mkdir()
     (tmp_path / "made" / "synthetic.json").write_text('{"recipe": {}}')
