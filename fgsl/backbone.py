@@ -242,7 +242,15 @@ def infer_backbone_config(state: dict[str, torch.Tensor]) -> BackboneConfig:
         hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not a VideoMAE ViT checkpoint: no {exc.args[0]}") from None
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    except ValueError:  # (a patch embedding that is not a 5-D Conv3d weight)
+        shape = tuple(state["patch_embed.proj.weight"].shape)
+        raise CheckpointError(f"not a VideoMAE ViT checkpoint: patch_embed.proj.weight has shape {shape}, not "
+                              "(width, 3, tubelet, patch, patch)") from None
+    numbers = [k.split(".")[1] for k in state if k.startswith("blocks.")]
+    odd = next((n for n in numbers if not n.isdigit() or len(n) > 3), None)
+    if odd is not None or not dim:  # ("blocks.x.foo"; "blocks.100000000.x" would build a hundred million blocks)
+        raise CheckpointError(f"not a VideoMAE ViT checkpoint: {'block ' + repr(odd) if odd else 'width 0'}")
+    depth = 1 + max(int(n) for n in numbers)
     heads = STANDARD_HEADS.get(dim, max(1, dim // 64))
     return BackboneConfig(
         embed_dim=dim,

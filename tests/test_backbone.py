@@ -1,5 +1,6 @@
 """The VideoMAE V2 importer and the encoder's faithfulness to the official formulas."""
 
+import re
 import subprocess
 import sys
 
@@ -221,3 +222,17 @@ def test_standard_vit_sizes_are_recognised_from_tensor_shapes(standard):
     assert (found.embed_dim, found.depth, found.num_heads) == (standard.embed_dim, standard.depth, standard.num_heads)
     assert found.mlp_ratio == pytest.approx(standard.mlp_ratio, rel=1e-3)
     assert STANDARD_HEADS == {384: 6, 768: 12, 1024: 16, 1408: 16}
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"patch_embed.proj.weight": torch.empty(8, 48)}, "patch_embed.proj.weight has shape (8, 48), not (width, 3,"),
+    ({"blocks.x.foo": torch.empty(1)}, "block 'x'"),
+    ({"blocks.100000000.x": torch.empty(1)}, "block '100000000'"),
+    ({"patch_embed.proj.weight": torch.empty(0, 3, 2, 16, 16)}, "width 0"),
+])
+def test_a_foreign_checkpoint_is_one_checkpoint_error(change, words):
+    """Shapes and names no ViT has: ValueError, ZeroDivisionError or an allocator error before."""
+    state = {"patch_embed.proj.weight": torch.empty(8, 3, 2, 16, 16), "blocks.0.mlp.fc1.weight": torch.empty(32, 8),
+             "blocks.0.norm1.weight": torch.empty(8), **change}
+    with pytest.raises(CheckpointError, match=r"^not a VideoMAE ViT checkpoint: " + re.escape(words)):
+        infer_backbone_config(state)
