@@ -117,6 +117,19 @@ def test_validation_subjects_come_from_the_training_subjects(tmp_path):
         assert str(refused.value).startswith(words)
 
 
+def test_one_video_file_under_two_subjects_is_refused_before_reading(tmp_path, monkeypatch):
+    """Found through the ROOT/VIDEO fallback for both: trained on as one subject and scored as
+    the other's held-out test, without a word."""
+    import fgsl.data.spec as spec_mod
+
+    (tmp_path / "face.mp4").write_bytes(shared_video("pyfeat_single_face.mp4").read_bytes())
+    write_table([Annotation("s1", "face", 10, 12, 16, "micro", "positive"),
+                 Annotation("s3", "face", 30, 31, 33, "micro", "surprise")], tmp_path / "gt.csv")
+    monkeypatch.setattr(spec_mod, "load_item", lambda *a, **k: pytest.fail("a video was read"))
+    with pytest.raises(DataSpecError, match=rf"gt\.csv: s1/face and s3/face are one video file \({tmp_path / 'face.mp4'}\)"):
+        load_annotated(preset("tiny"), "table", tmp_path / "gt.csv", tmp_path, "subjects:s3")
+
+
 def test_a_row_past_the_end_of_its_video_is_refused(tmp_path):
     """Such an event never fits in a window: it would silently drop training windows instead."""
     cfg = preset("tiny")

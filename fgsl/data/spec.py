@@ -37,6 +37,7 @@ from tqdm import tqdm
 from fgsl.config import FGSLConfig
 from fgsl.data.table import Annotation, AnnotationError, read_table
 from fgsl.data.video import read_crops, resample_indices, to_model_frame
+from fgsl.files import file_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -247,6 +248,18 @@ def read_annotation_file(kind: str, path: Path, skip_bad: bool = False,
     return datasets.read_annotations(path, kind, skip_bad=skip_bad, micro_sheet=micro_sheet)
 
 
+def refuse_shared_files(files: dict[tuple[str, str], Path], table: Path) -> None:
+    """Refuse two (subject, video) rows that find one file (a video listed under two subjects,
+    found through ``--video-root``'s ``ROOT/VIDEO`` fallback): it would be trained on as one
+    subject and scored as the other's held-out test, without a word."""
+    seen: dict[object, tuple[str, str]] = {}
+    for key, found in files.items():
+        other = seen.setdefault(file_identity(found), key)
+        if other != key:
+            raise DataSpecError(f"{table}: {other[0]}/{other[1]} and {key[0]}/{key[1]} are one video file ({found}): "
+                                "a video belongs to one subject; fix the table, or give each subject its own folder")
+
+
 def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | None, split: str | None,
                    skip_bad: bool = False, val: str = "auto", micro_sheet: Path | None = None,
                    aligned: bool = False, progress: bool = False) -> TrainData:
@@ -266,9 +279,11 @@ def load_annotated(cfg: FGSLConfig, kind: str, path: Path, video_root: Path | No
             raise DataSpecError(f"--val {val!r}: leaves no training subject")
     parts: dict[str, list[VideoItem]] = {"train": [], "val": [], "test": []}
     groups = group_rows(rows)
+    files = {key: find_video(video_root, *key) for key in groups}
+    refuse_shared_files(files, path)
     for (subject, video), group in tqdm(groups.items(), desc="reading videos", unit="video", total=len(groups),
                                         disable=not progress, file=sys.stderr):
-        item = load_item(cfg, subject, video, find_video(video_root, subject, video), group, dataset_fps(kind), path,
+        item = load_item(cfg, subject, video, files[subject, video], group, dataset_fps(kind), path,
                          aligned=aligned, progress=progress)
         parts["test" if subject in held else "val" if subject in checked else "train"].append(item)
     description = (f"{kind}={path} (held out: {', '.join(sorted(held))}; validation: {', '.join(sorted(checked)) or 'none'}"
@@ -287,5 +302,6 @@ __all__ = [
     "load_folder",
     "load_item",
     "parse",
+    "refuse_shared_files",
     "split_subjects",
 ]
