@@ -561,6 +561,10 @@ def check_manifest(manifest: Mapping[str, Any], path: Path) -> None:
     missing = [key for key in ("config", "graphs") if key not in manifest]
     if missing:
         raise EngineError(f"{path}: incomplete engine manifest (no {', '.join(missing)}); {rebuild}")
+    for key in ("source", "weights_sha256"):  # (read as text by engines.selftest: a number was a TypeError)
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise EngineError(f"{path}: damaged engine manifest ({key} must be text, found {manifest[key]!r}); "
+                              f"{rebuild}")
     for section in ("graphs", "plans"):
         entries = manifest.get(section)
         if section == "plans" and entries is None:

@@ -223,6 +223,10 @@ class OnnxEngine:
                 options = session_options(self.threads["intra_op"], self.threads["inter_op"])
                 session = self.ort.InferenceSession(self._load_graph(graph), sess_options=options,
                                                     providers=self.providers)
+                recorded = session.get_modelmeta().custom_metadata_map.get("fgsl.graph")
+                if recorded is not None and recorded != graph:  # (a manifest edited to name another graph's file)
+                    raise EngineError(f"the {graph} graph's file holds the {recorded} graph (its own metadata): "
+                                      "a damaged engine folder; rebuild it with `python -m engines.build`")
                 if self.device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
                     say_once(f"onnxruntime could not start CUDA for {self.device}; the {graph} graph runs on "
                              f"{', '.join(session.get_providers())}")

@@ -346,6 +346,9 @@ DAMAGED_MANIFESTS = [
      r"\[B, 3, 16, 32, 32\], the config gives clips \[B, 3, 32, 32, 32\]\)"),
     ("image 32 -> 64", lambda m: m["config"].update(image_size=64),
      r"config \(preset 'tiny', window_frames 16, image_size 64\) does not match graph model\.onnx"),
+    ("source a number", lambda m: m.update(source=5), r"damaged engine manifest \(source must be text, found 5\)"),
+    ("digest a number", lambda m: m.update(weights_sha256=5),
+     r"damaged engine manifest \(weights_sha256 must be text, found 5\)"),
 ]
 
 
@@ -368,6 +371,22 @@ def test_a_damaged_or_contradictory_manifest_is_one_engine_error(damage, message
         assert line.endswith("; rebuild it with `python -m engines.build`") and "\n" not in line
     with pytest.raises(EngineError, match=message):
         engines.open(folder, backend="onnxruntime")
+
+
+def test_a_manifest_naming_another_graphs_file_is_one_engine_error(built, tmp_path):
+    """The model entry pointed at encode_chunk.onnx, with that file's size and hash: ONNX
+    Runtime's "Required inputs (['chunks']) are missing" traceback at the first window. Each
+    file's own ``fgsl.graph`` metadata is checked when its session opens."""
+    import engines
+
+    _, folder, manifest = _copy(built, tmp_path)
+    manifest["graphs"]["model"] = {**manifest["graphs"]["encode_chunk"], "inputs": manifest["graphs"]["model"]["inputs"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    engine = engines.open(folder, backend="onnxruntime")
+    with pytest.raises(EngineError, match=r"^the model graph's file holds the encode_chunk graph \(its own metadata\): "
+                                          r"a damaged engine folder; rebuild it"):
+        cfg = engine.cfg
+        engine.infer(np.zeros((1, 3, cfg.window_frames, cfg.image_size, cfg.image_size), np.float32))
 
 
 def test_a_manifest_config_missing_a_field_opens_with_the_default_and_says_so(built, tmp_path, recwarn):
