@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHUNK_FRAMES, VIT_B, VIT_G, VIT_L, VIT_S, BackboneConfig
+from .messages import explain
 from .statedict import mismatch
 
 
@@ -218,8 +219,6 @@ def read_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as exc:  # torch raises many types for corrupt/unsafe pickles
-        from .cli import explain  # noqa: PLC0415 - fgsl.cli imports this module
-
         raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint "
                               f"({explain(exc)})") from None
     if not isinstance(raw, dict):

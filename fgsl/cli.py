@@ -20,6 +20,7 @@ from .backbone import CheckpointError
 from .config import MAX_FPS, MIN_FPS, ConfigError, is_score_threshold
 from .data.frames import VideoError
 from .data.table import AnnotationError
+from .messages import explain, first_line
 from .model import InputShapeError
 from .startup import say, say_interrupted
 from .weights import WeightsError
@@ -47,20 +48,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     NotADirectoryError,
     FileExistsError,
 )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (its type name when it has none): a library's
-    multi-line error (MediaPipe, ONNX Runtime) folded into our one-line errors."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def explain(exc: BaseException) -> str:
-    """``Type: first line`` of a library's exception, for "(why)" in our own error lines; only
-    ``Type`` when it has no message (not "KeyError: KeyError")."""
-    name = type(exc).__name__
-    text = first_line(exc)
-    return name if text == name else f"{name}: {text}"
 
 
 class ArgumentParser(argparse.ArgumentParser):

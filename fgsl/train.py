@@ -83,6 +83,7 @@ with startup_imports(__name__):
     from fgsl.files import atomic_write
     from fgsl.infer import spot_frames, to_detections
     from fgsl.losses import FGSLLoss, assign_targets
+    from fgsl.messages import first_line
     from fgsl.model import FGSL
     from realtime.types import RealtimeError  # (light: no MediaPipe)
 
@@ -748,9 +749,7 @@ def _restore(run: _Run, state: dict[str, Any]) -> tuple[int, dict[str, Any] | No
         if state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # a tensor of another shape: torch's traceback
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-        reason = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # (torch: a heading, then the first)
-        raise UsageError(f"--resume: {run.out / CHECKPOINT} does not fit this model ({reason}): damaged, or "
+        raise UsageError(f"--resume: {run.out / CHECKPOINT} does not fit this model ({first_line(exc, skip_heading=True)}): damaged, or "
                          "written by other code; train in a new folder") from None
     normalisers = state.get("normalisers")  # every rank's (rank 0's alone in checkpoints before them)
     same_ranks = isinstance(normalisers, list) and len(normalisers) == run.env.world

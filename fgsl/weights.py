@@ -18,6 +18,7 @@ from . import tensorfile
 from .tensorfile import tensor_digest  # (re-exported: engines.export names fgsl.weights.tensor_digest)
 from .config import ConfigError, FGSLConfig
 from .files import atomic_write
+from .messages import first_line
 from .model import FGSL, build
 from .statedict import mismatch
 
@@ -102,8 +103,7 @@ def load(folder: str | Path, *, allow_untrained: bool = False, device: str | tor
     except (RuntimeError, MemoryError, SystemError, OverflowError, ValueError) as exc:
         # A config.json edited by hand past what its checks bound (neck_dim 2**20: torch cannot
         # allocate it; pretrain_image_size under the patch size): its own line, not torch's traceback.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{folder / CONFIG_FILE}: describes a network that cannot be built ({reason})") from None
+        raise WeightsError(f"{folder / CONFIG_FILE}: describes a network that cannot be built ({first_line(exc)})") from None
     expected = model.state_dict()
     problems = mismatch(stored, expected, limit=8)
     if problems:

@@ -428,13 +428,13 @@ class Capture:
         meanwhile waited for it (the main thread was inside OpenCV); now it ends the run at
         once, and the open is left to finish or time out in that daemon thread."""
         opened: list[FrameReader | None] = []
-        abandoned = threading.Event()  # the caller is gone (Ctrl-C): a late reader is released there
+        abandoned = False  # the caller is gone (Ctrl-C): a late reader is released there; read and set under handover
         handover = threading.Lock()
 
         def open_camera() -> None:
             reader = self._open_camera()
             with handover:
-                if abandoned.is_set():
+                if abandoned:
                     _release(reader)  # (the camera would stay busy for the next program)
                 else:
                     opened.append(reader)
@@ -446,7 +446,7 @@ class Capture:
                 thread.join(_POLL_S)
         except BaseException:
             with handover:
-                abandoned.set()
+                abandoned = True
                 for reader in opened:  # opened between the interrupt and here
                     _release(reader)
             raise

@@ -33,6 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from fgsl.messages import first_line
 from fgsl.signals import interrupts_deferred
 from realtime.types import FaceObservation, Frame, RealtimeError
 
@@ -242,8 +243,6 @@ SYSTEM_LIBRARIES = {"libEGL.so.1": "libegl1", "libGLESv2.so.2": "libgles2", "lib
 
 def missing_library_hint(exc: OSError) -> str:
     """One line for a native-library load failure, naming the package to install when known."""
-    from fgsl.cli import first_line  # noqa: PLC0415 - on the failure path only: fgsl.cli imports torch
-
     text = first_line(exc)
     packages = [pkg for lib, pkg in SYSTEM_LIBRARIES.items() if lib in text]
     if packages:
@@ -341,10 +340,7 @@ class FaceTracker:
             if isinstance(exc, OSError):  # its native library did not load: a system library is missing
                 raise RealtimeError(f"MediaPipe cannot start: {missing_library_hint(exc)}") from exc
             if isinstance(exc, Exception):  # MediaPipe raises RuntimeError / ValueError on a bad bundle
-                from fgsl.cli import first_line  # noqa: PLC0415 - torch only on the failure path
-
-                reason = first_line(exc).strip().rstrip(":") or type(exc).__name__
-                raise RealtimeError(f"MediaPipe could not load face model {path}: {reason}") from exc
+                raise RealtimeError(f"MediaPipe could not load face model {path}: {first_line(exc)}") from exc
             raise
         return landmarker
 

@@ -275,3 +275,20 @@ def test_a_command_started_with_stderr_closed_runs_and_keeps_stdout_for_results(
                           env=env, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(2), timeout=300)
     assert (done.returncode, done.stdout) == (0, "")
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "subject,video,onset,offset,emotion"
+
+
+def test_first_line_folds_a_library_error_into_one_telling_line():
+    """torch's load_state_dict error opens with a heading line; skip_heading gives the line
+    that names the tensor. A heading alone (or a message-less error) still gives a line."""
+    import torch
+
+    from fgsl.messages import explain, first_line
+
+    with pytest.raises(RuntimeError) as caught:
+        torch.nn.Linear(2, 3).load_state_dict(torch.nn.Linear(2, 4).state_dict())
+    exc = caught.value
+    assert first_line(exc) == "Error(s) in loading state_dict for Linear"
+    assert first_line(exc, skip_heading=True).startswith("size mismatch for weight:")
+    assert first_line(RuntimeError("CalculatorGraph::Run() failed:"), skip_heading=True) == "CalculatorGraph::Run() failed"
+    assert first_line(KeyError()) == "KeyError" and explain(KeyError()) == "KeyError"
+    assert explain(ValueError("bad\nmore")) == "ValueError: bad"
