@@ -6,8 +6,12 @@ memory whatever the video length) that emits a :class:`~realtime.types.Window` e
 nearest in time to ``t0 + k / fps`` (``t0`` = the track's first timestamp), so a 25 fps
 webcam, a 200 fps SAMM video and a 30 fps file all reach the spotter at ``config.fps``; a
 camera that skips frames just repeats the nearest one. When a track ends (face lost, stream
-over) :meth:`TrackBuffer.finish` emits one last window covering the model frames no window
-has covered yet, padded by repeating the last frame if the track was shorter than a window.
+over) :meth:`TrackBuffer.finish` emits one last window, ``final``: the last ``window`` model
+frames (padded by repeating the last frame if the track was shorter than a window), also when
+they are exactly the frames of the track's last regular window: a spotter may leave a
+window's end to later windows (the flow spotter takes apexes near a window's end only in a
+track's last window), and a track whose length happened to complete a regular window used to
+lose the movements of its last half second (1 track end in 8 at the defaults).
 
 :class:`Buffers` holds the buffers of all tracks and is what the pipeline talks to.
 """
@@ -53,7 +57,7 @@ class TrackBuffer:
         self._slots: deque[_Slot] = deque(maxlen=window)
         self._t0: float | None = None
         self._produced = 0  # model frames produced so far
-        self._covered = 0  # model frames covered by an emitted window
+        self._regular_at = -1  # model frames produced when the last regular window was emitted
         self._last: _Slot | None = None
 
     def push(self, face: FaceObservation) -> list[Window]:
@@ -74,13 +78,14 @@ class TrackBuffer:
             self._produced += 1
             if self._produced >= self.window and (self._produced - self.window) % self.stride == 0:
                 windows.append(self._emit(final=False))
+                self._regular_at = self._produced
         self._last = slot
         return windows
 
     def finish(self) -> Window | None:
-        """The last window, if some model frames were never covered; the buffer is then empty."""
-        if not self._slots or self._covered >= self._produced:
-            self._slots.clear()
+        """The track's last window (``None`` once finished, or for a track with no frame); the
+        buffer is then empty."""
+        if not self._slots:
             return None
         window = self._emit(final=True)
         self._slots.clear()
@@ -91,7 +96,6 @@ class TrackBuffer:
         position = self._produced - len(slots)
         if len(slots) < self.window:
             slots += [slots[-1]] * (self.window - len(slots))
-        self._covered = self._produced
         return Window(
             track=self.track,
             indices=np.array([s.index for s in slots], np.int64),
@@ -102,6 +106,7 @@ class TrackBuffer:
             final=final,
             position=position,
             inside=None if any(s.inside is None for s in slots) else np.stack([s.inside for s in slots]),
+            repeats_last=final and self._regular_at == self._produced,
         )
 
 

@@ -44,9 +44,10 @@ class EventMerger:
     """Cross-window NMS per track; emits each movement once, when it is final.
 
     ``gap_s`` > 0 (the FGSL spotter's ``merge_gap_s``, as offline ``fgsl.infer``): candidates
-    that overlap at all or lie within ``gap_s`` of each other are one movement too, and a
-    candidate rivalling an event already emitted on its track is dropped (a later window
-    saw the same movement, or a ramp of it).
+    that overlap at all or lie within ``gap_s`` of each other are one movement too. A
+    candidate rivalling an event already emitted on its track is dropped: a later window saw
+    the same movement (or a ramp of it). A spotter's ``final_before`` promise keeps that rare;
+    a track's last window, which starts wherever its last frames do, is where it happens.
     """
 
     def __init__(self, spotter: str, iou: float = 0.3, gap_s: float = 0.0) -> None:
@@ -67,7 +68,7 @@ class EventMerger:
         pending = self._pending.setdefault(track, [])
         emitted = self._emitted.setdefault(track, deque(maxlen=16))
         for cand in candidates:
-            if self.gap_s > 0 and any(self._rivals(e, cand) for e in emitted):
+            if any(self._rivals(e, cand) for e in emitted):
                 continue
             rivals = [p for p in pending if self._rivals(p, cand)]
             if all(cand.score > r.score for r in rivals):

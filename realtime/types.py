@@ -68,6 +68,9 @@ class Window:
     track start at 0, stride, 2 x stride, ...; a final window anywhere): the FGSL spotter
     keys its per-chunk encoder cache by it. ``inside`` is ``[T, S, S]`` bool, the crop pixels
     that show the frame (:attr:`FaceObservation.inside`); ``None``: all of them.
+    ``repeats_last`` marks a final window over exactly the frames of the track's last regular
+    window (the track's length completed that one): a spotter that left that window's end to
+    a later one needs it, one that sees whole windows has seen it (:mod:`realtime.buffer`).
     """
 
     track: int
@@ -79,6 +82,7 @@ class Window:
     final: bool = False
     position: int = 0
     inside: np.ndarray | None = None
+    repeats_last: bool = False
 
     @property
     def start(self) -> int:

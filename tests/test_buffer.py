@@ -46,7 +46,7 @@ def test_finish_covers_the_rest_and_pads_a_short_track():
     windows = [w for i in range(27) for w in buf.push(face(i, 30.0))]
     assert [w.start for w in windows] == [0, 8]  # ends at frames 15 and 23
     last = buf.finish()
-    assert last is not None and last.final and list(last.indices) == list(range(11, 27))
+    assert last is not None and last.final and not last.repeats_last and list(last.indices) == list(range(11, 27))
     assert buf.finish() is None  # nothing left
     short = TrackBuffer(0, window=16, stride=8, fps=30)
     for i in range(5):
@@ -55,10 +55,17 @@ def test_finish_covers_the_rest_and_pads_a_short_track():
     assert list(last.indices) == [0, 1, 2, 3, 4] + [4] * 11
 
 
-def test_finish_after_an_exact_window_emits_nothing_new():
+def test_finish_after_an_exact_window_repeats_it_as_the_final_one():
+    """The spotter examines a window's end only in the track's last window: a track whose
+    last frame completed a regular window still gets a final one (the same frames)."""
     buf = TrackBuffer(0, window=8, stride=8, fps=30)
-    assert len([w for i in range(16) for w in buf.push(face(i, 30.0))]) == 2
+    regular = [w for i in range(16) for w in buf.push(face(i, 30.0))]
+    assert len(regular) == 2 and not regular[-1].final
+    last = buf.finish()
+    assert last is not None and last.final and last.repeats_last and last.position == regular[-1].position
+    assert list(last.indices) == list(regular[-1].indices) == list(range(8, 16))
     assert buf.finish() is None
+    assert not any(w.repeats_last for w in regular)
 
 
 def test_memory_is_bounded_by_the_window():

@@ -39,6 +39,18 @@ def test_same_movement_from_two_windows_is_emitted_once_with_the_best_score():
     assert merger.add(0, [], final_before=200, now_s=9.0) == []  # never twice
 
 
+def test_a_late_report_of_an_emitted_movement_is_not_a_second_event():
+    """A track's last window starts wherever its last frames do, earlier than the next regular
+    window would have: it can report a movement whose event is already out. Without a merge
+    gap too, a candidate overlapping an emitted event (IoU >= iou) is that movement again,
+    even at a higher score; one that overlaps less is a movement of its own."""
+    merger = EventMerger("flow")
+    assert [e.onset for e in merger.add(0, [cand(10, 12, 0.8)], final_before=20, now_s=1)] == [10]
+    assert merger.add(0, [cand(10, 12, 0.99), cand(11, 13, 0.9)], final_before=0, now_s=2, track_ended=True) == []
+    merger.add(1, [cand(10, 19, 0.8)], final_before=20, now_s=1)
+    assert [e.onset for e in merger.add(1, [cand(18, 40, 0.7)], final_before=0, now_s=2, track_ended=True)] == [18]
+
+
 def test_a_merge_gap_makes_ramps_and_late_fragments_one_movement():
     """With ``gap_s`` (the FGSL spotter's, as offline): a fragment overlapping or within the
     gap of a better candidate is the same movement, even after that one was emitted."""

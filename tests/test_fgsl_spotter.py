@@ -223,6 +223,21 @@ def test_final_before_and_end_track(engine, single) -> None:
     spotter.end_track(7)
 
 
+def test_a_last_window_over_the_last_regular_frames_is_not_run_again(engine, single) -> None:
+    """A track whose length completes a regular window still gets a last window (the flow
+    spotter needs it), over the same frames: the model saw them, so it is not run again."""
+    spotter = FGSLSpotter(engine, cached=False, threshold=0.0)
+    buffers = Buffers(spotter.window, spotter.stride, spotter.fps)
+    windows = [w for faces in single[:20] for w in buffers.push(faces)]  # 16 + 4 frames: two windows
+    last = buffers.end([0])
+    assert len(windows) == 2 and len(last) == 1 and last[0].repeats_last and last[0].position == windows[-1].position
+    assert all(spotter.process(windows))  # (threshold 0: every window has candidates)
+    calls = len(spotter.work["infer_ms"])
+    assert spotter.process(last) == [[]] and len(spotter.work["infer_ms"]) == calls
+    assert spotter.process(windows[-1:] + last)[0]  # in a batch, the other windows still run
+    assert len(spotter.work["infer_ms"]) == calls + 1
+
+
 def test_pipeline_with_fgsl_emits_valid_events(engine) -> None:
     spotter = FGSLSpotter(engine, threshold=0.0)
     cap = cv2.VideoCapture(str(shared_video("pyfeat_single_face.mp4")))

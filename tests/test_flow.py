@@ -72,8 +72,8 @@ def test_cached_flow_gives_the_same_displacements_as_a_fresh_spotter(talking_fac
     windows = windows_of(talking_face, streaming)
     assert len(windows) > 5
     for window in windows:
-        streamed, _, _ = streaming.signal(window)
-        fresh, _, _ = FlowSpotter().signal(window)
+        streamed = streaming.signal(window)[0]
+        fresh = FlowSpotter().signal(window)[0]
         np.testing.assert_allclose(streamed, fresh, atol=1e-5)
         # Only the frame pairs a later window can still use stay cached.
         assert len(streaming._tracks[0].flows) <= streaming.window
@@ -117,3 +117,34 @@ def test_a_frame_edge_moving_against_a_still_face_is_not_a_movement(tmp_path: Pa
 def test_sensitivity_must_be_a_positive_number(bad):
     with pytest.raises(ValueError, match="sensitivity must be a positive number"):
         flow_module.FlowSpotter(sensitivity=bad)
+
+
+@pytest.mark.slow
+def test_a_movement_at_a_tracks_end_is_reported_once_and_in_place(tmp_path: Path):
+    """A track cut at every length over a stride and more, just after its first window and
+    just after its last movement: each movement the signal reaches is found, in place, once.
+    Before, a track whose length completed a regular window got no last window and lost the
+    movement near its end (length 48 here: 34-41-47); where an apex lay past the signal's
+    reach, its lobe k frames earlier was reported as a movement (length 100: 87-91-94 beside
+    the 91-97-104 movement); and the last window, which starts wherever the track's last
+    frames do, could report a movement already emitted a second time."""
+    still = Recipe(count=1, frames=150, part="test", amplitude=6.0, still=True, seed=1)
+    truth = make_set([shared_video(GRIMACING)], tmp_path, still, progress=False)
+    faces = faces_of(next((tmp_path / "videos").glob("*.avi")), 150)
+    spotter = FlowSpotter()
+    k, last = spotter.settings.lag, max(truth, key=lambda t: t.offset)
+    assert last.offset + 2 * spotter.stride <= 150, truth
+    lengths = [*range(spotter.window - 1, spotter.window + spotter.stride + 2),
+               *range(last.offset - 4, last.offset + 2 * spotter.stride)]
+
+    def matches(e: Event, t) -> bool:  # (a movement cut by the track's end is found shorter)
+        return iou(e, t) > 0 and abs(e.apex - t.apex) <= k // 2
+
+    for length in lengths:
+        found = spot(faces[:length], FlowSpotter())
+        spans = [(e.onset, e.apex, e.offset) for e in found]
+        assert all(iou(a, b) < 0.3 for i, a in enumerate(found) for b in found[i + 1:]), (length, spans)
+        assert all(any(matches(e, t) for t in truth) for e in found), (length, spans, truth)
+        for t in truth:
+            if t.apex + k + 2 <= length:  # the signal reaches its apex (a window's last k frames have none)
+                assert any(matches(e, t) for e in found), (length, spans, t)

@@ -238,15 +238,21 @@ class FGSLSpotter:
         return None
 
     def process(self, windows: list[Window]) -> list[list[Candidate]]:
-        """Candidates of each window; all windows (any tracks) in one engine call."""
-        if not windows:
-            return []
-        intervals = decode(self.infer(windows), self.cfg, threshold=self.threshold)
+        """Candidates of each window; all windows (any tracks) in one engine call.
+
+        A track's last window over exactly the frames of its last regular one
+        (:attr:`~realtime.types.Window.repeats_last`) tells a model that sees whole windows
+        nothing new: it is not run again."""
+        fresh = [w for w in windows if not w.repeats_last]
+        if not fresh:
+            return [[] for _ in windows]
+        intervals = iter(decode(self.infer(fresh), self.cfg, threshold=self.threshold))
         # One interval per movement within a window, as offline (fgsl.infer.merge_windows):
         # decoding keeps a ranked list in which one movement's ramps and other classes are
         # further entries, and each would become an event of its own.
-        return [[self._candidate(w, iv) for iv in merge_windows(found, self.cfg, self.threshold)]
-                for w, found in zip(windows, intervals)]
+        return [[] if w.repeats_last else
+                [self._candidate(w, iv) for iv in merge_windows(next(intervals), self.cfg, self.threshold)]
+                for w in windows]
 
     def final_before(self, window: Window) -> int:
         return next_window_start(window, self.stride)

@@ -72,9 +72,21 @@ both its lobes can be inspected (so ``stride <= window - 4k``: every apex falls 
 window). Every peak of the window, inside that range or not, claims its movement and lobes,
 so a window never reports the lobe of an apex it cannot take. Candidates then lie in
 ``[k, window-k)`` and a later window never reports anything that ends before its own
-``start + k``: that is :meth:`FlowSpotter.final_before`. Flow per frame pair is cached per
-track (the dense field: each window measures its regions with its own boxes), so
-overlapping windows cost one flow per new frame.
+``start + k``: that is :meth:`FlowSpotter.final_before`. A track's last window
+(:meth:`realtime.buffer.TrackBuffer.finish`) starts wherever the track's last ``window``
+frames do, up to ``stride - 1`` frames before the next regular one would have, so it drops
+what ends before the point its predecessor promised (else a movement already emitted came
+out twice). Flow per frame pair is cached per track (the dense field: each window measures
+its regions with its own boxes), so overlapping windows cost one flow per new frame.
+
+Track ends: the first window takes apexes from ``k + 1`` and the last up to ``window - k - 2``,
+where one of an apex's lobes has no signal. There the brief movement's other lobe may be what
+peaks: the movement itself peaks beyond the signal's reach, and its lobe, ``k`` frames
+before or after, looks like a movement of its own (reported ``k`` frames early or late, a
+false alarm and a miss). Such an apex must show its displacement against the side it can
+see: the one-sided difference (``p(a) - p(a-k)`` at a track's end) must carry at least
+``ONE_SIDED`` of ``d(a)``. For a true apex it carries all of it (more when the movement has
+not ended by ``a + k``); for the lobe of a later apex it carries nothing.
 """
 
 from __future__ import annotations
@@ -127,6 +139,10 @@ UNSURE_MARGIN = 0.01
 #: fresh moving-face set) and lowering it further merges noise into them (docs/benchmarks.md).
 EXTENT = 0.2
 STEP_LOBE = -0.8  # a brief movement has lobes of -0.5 at apex -/+ k; a lasting change reaches -1
+#: Share of ``d(a)`` the one-sided difference must carry where one lobe of apex ``a`` has no
+#: signal (a track's ends, see the module docstring): about 1 for a true apex, about 0 or less
+#: for the lobe of a movement that peaks beyond the signal.
+ONE_SIDED = 0.5
 BLINK_REGIONS = ("lid_left", "lid_right")
 BLINK_SHAPES = ("eyeBlinkLeft", "eyeBlinkRight")
 BLINK_RISE = 0.3  # rise of an eyeBlink blendshape (0..1) that makes a lid movement a blink
@@ -168,6 +184,7 @@ class _Track:
         self.signal: deque[np.ndarray] = deque(maxlen=history)  # [R] magnitudes per frame
         self.signal_until = -1  # last source frame whose signal value is in ``signal``
         self.windows = 0  # windows seen (the first may take apexes earlier than 2k)
+        self.promised = -1  # final_before of the last regular window: the last window reports nothing before it
 
 
 def _gray(crop: np.ndarray) -> np.ndarray:
@@ -266,8 +283,9 @@ class FlowSpotter:
             out[:, r] = flows[:, by0:by1, bx0:bx1].mean(axis=(1, 2)) - np.einsum("k,ktc->tc", centre, affine)
         return out
 
-    def signal(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``d [T, R, 2]`` (NaN where undefined), ``s [T]`` and the strongest region per frame."""
+    def signal(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``d [T, R, 2]`` (NaN where undefined), ``s [T]``, the strongest region per frame and
+        the regions' positions ``p [T, R, 2]`` (relative to the window's first frame)."""
         cfg = self.settings
         k, n = cfg.lag, len(window.indices)
         state = self._tracks.setdefault(window.track, _Track(max(1, round(cfg.history_s * cfg.fps))))
@@ -317,7 +335,7 @@ class FlowSpotter:
         smooth = excess.copy()
         smooth[k + 1:n - k - 1] = 0.25 * excess[k:n - k - 2] + 0.5 * excess[k + 1:n - k - 1] + 0.25 * excess[k + 2:n - k]
         self._signals[window.track] = (window.indices[k:n - k].copy(), smooth[k:n - k].copy())
-        return d, smooth, strongest
+        return d, smooth, strongest, position
 
     def signal_threshold(self) -> float:
         """Robust deviations above a region's median that make a movement."""
@@ -327,7 +345,7 @@ class FlowSpotter:
     def _process_one(self, window: Window) -> list[Candidate]:
         cfg = self.settings
         k, n = cfg.lag, len(window.indices)
-        d, s, strongest = self.signal(window)
+        d, s, strongest, position = self.signal(window)
         theta = self.signal_threshold()
         # Apexes only where both side lobes (apex -/+ k) can be inspected: [2k, n-2k). No
         # window comes before a track's first or after its last, so those also take the
@@ -363,10 +381,29 @@ class FlowSpotter:
                 continue
             if list(REGIONS)[strongest[a]] in BLINK_REGIONS and self.blink(window.blendshapes, onset, offset):
                 continue
+            if not self._seen_from_one_side(d, position, a, k):
+                continue
             cand = self._candidate(window, onset, a, offset, float(s[a] / theta))
             if cand is not None:
                 out.append(cand)
+        if window.final:  # it may start before the next regular window would have (module docstring)
+            out = [c for c in out if c.offset >= state.promised]
+        else:
+            state.promised = self.final_before(window)
         return out
+
+    @staticmethod
+    def _seen_from_one_side(d: np.ndarray, position: np.ndarray, a: int, k: int) -> bool:
+        """Whether apex ``a`` is a movement's own peak where one of its lobes has no signal
+        (``a - k < k`` or ``a + k >= n - k``): the difference against the side it can see must
+        carry ``ONE_SIDED`` of ``d(a)`` (always true where both lobes have a signal)."""
+        n = len(d)
+        if a - k >= k and a + k < n - k:
+            return True
+        other = a + k if a - k < k else a - k  # the frame a lag away on the side that has one
+        one_sided = np.nan_to_num(position[a] - position[other])
+        pattern = np.nan_to_num(d[a])
+        return float((one_sided * pattern).sum()) >= ONE_SIDED * max(float((pattern**2).sum()), 1e-9)
 
     def _candidate(self, window: Window, onset: int, apex: int, offset: int, strength: float) -> Candidate | None:
         cfg = self.settings
