@@ -104,22 +104,48 @@ def save(data: CalibrationSet, path: str | Path) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+def _read_archive(path: Path, z: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and stats of an open ``.npz`` archive, or :class:`CalibError` for one that is
+    not :func:`save`'s (another format, or a version that is not a whole number: ``int([1, 2])``
+    was a TypeError traceback)."""
+    if "format" not in z.files or str(z["format"]) != FORMAT:
+        raise CalibError(f"{path}: not a calibration file from python -m calib.collect")
+    version = z["version"]
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise CalibError(f"{path}: calibration file version {version.tolist()!r}, this code reads {VERSION}")
+    arrays = {k: z[k] for k in ("crops", "video", "track", "indices", "videos", "config")}
+    stats = json.loads(str(z["stats"])) if "stats" in z.files else {}
+    return arrays, stats if isinstance(stats, dict) else {}
+
+
+def check_sources(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse video names that are not a list of text, and window indices that are not whole
+    numbers or name no video: every reader indexes ``videos`` by ``video``."""
+    videos, video = arrays["videos"], arrays["video"]
+    if videos.ndim != 1 or videos.dtype.kind != "U":
+        raise CalibError(f"{path}: its videos must be a list of file names, got {videos.dtype} {list(videos.shape)} "
+                         "(damaged file)")
+    if any(arrays[k].dtype.kind not in "iu" for k in ("video", "track", "indices")):
+        raise CalibError(f"{path}: its video, track and frame indices must be whole numbers (damaged file)")
+    if len(video) and not (0 <= video.min() and video.max() < len(videos)):
+        raise CalibError(f"{path}: its windows name videos {int(video.min())}..{int(video.max())}, but it lists "
+                         f"{len(videos)} (damaged file)")
+
+
 def load(path: str | Path) -> CalibrationSet:
     """Read a file written by :func:`save`; :class:`CalibError` for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CalibError(f"{path}: no such calibration file (make one with python -m calib.collect)")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if "format" not in z.files or str(z["format"]) != FORMAT:
-                raise CalibError(f"{path}: not a calibration file from python -m calib.collect")
-            if int(z["version"]) != VERSION:
-                raise CalibError(f"{path}: calibration file version {int(z['version'])}, this code reads {VERSION}")
-            arrays = {k: z[k] for k in ("crops", "video", "track", "indices", "videos", "config")}
-            stats = json.loads(str(z["stats"])) if "stats" in z.files else {}
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # one .npy array saved under an .npz name
+            raise CalibError(f"{path}: not a calibration file from python -m calib.collect")
+        with archive as z:
+            arrays, stats = _read_archive(path, z)
     except CalibError:
         raise
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CalibError(f"{path}: damaged calibration file ({explain(exc)})") from None
     try:
         cfg = FGSLConfig.from_dict(json.loads(str(arrays["config"])), source=f"{path} (config)")
@@ -133,6 +159,7 @@ def load(path: str | Path) -> CalibrationSet:
     n = len(crops)
     if arrays["video"].shape != (n,) or arrays["track"].shape != (n,) or arrays["indices"].shape != (n, want[0]):
         raise CalibError(f"{path}: its arrays disagree in length (damaged file)")
+    check_sources(path, arrays)
     return CalibrationSet(crops, arrays["video"], arrays["track"], arrays["indices"],
                           [str(v) for v in arrays["videos"]], cfg, stats)
 
@@ -167,6 +194,8 @@ class _Recorder:
 
     def process(self, windows: list[Any]) -> list[list[Any]]:
         for window in windows:
+            if window.repeats_last:  # the same frames as the track's window before: not a new sample
+                continue
             self.seen += 1
             item = (self.video, window)
             if len(self.samples) < self.count:  # reservoir sampling (Algorithm R)

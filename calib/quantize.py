@@ -51,7 +51,8 @@ with startup_imports(__name__):
 
     from engines.base import read_onnx
     from engines.extras import CALIB_HINT, ONNX_HINT, require
-    from fgsl.cli import ArgumentParser, HelpFormatter, UsageError, check_output, check_output_suffix, positive_int, run
+    from fgsl.cli import (ArgumentParser, HelpFormatter, UsageError, check_output, check_output_suffix, explain,
+                          positive_int, run)
     from fgsl.files import atomic_output
 
     from . import CalibError
@@ -191,28 +192,27 @@ def scoped_nodes(model: Any, onnx_path: str | Path, scope: str) -> list[str] | N
 def quantize_modelopt(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray] | None, mode: str, method: str,
                       eps: list[str], high_precision: str, nodes: list[str] | None = None,
                       attention: bool = False) -> None:
-    """ModelOpt PTQ (int8/fp8) or AutoCast (fp16) into ``out``."""
+    """ModelOpt PTQ (int8/fp8) or AutoCast (fp16) into ``out`` (:func:`quantize_file`'s temporary file)."""
     module = "modelopt.onnx.autocast" if mode == "fp16" else "modelopt.onnx.quantization"
     require((module,), f"calib.quantize --mode {mode}", CALIB_HINT + (STAND_IN_HINT if mode == "int8" else ""),
             CalibError)
     import onnx
 
-    with atomic_output(out, suffix=".onnx") as tmp:
-        if mode == "fp16":
-            from modelopt.onnx.autocast import convert_to_mixed_precision
+    if mode == "fp16":
+        from modelopt.onnx.autocast import convert_to_mixed_precision
 
-            model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
-                                               keep_io_types=True, providers=eps)
-            onnx.save(model, str(tmp))
-        else:
-            from modelopt.onnx.quantization import quantize
+        model = convert_to_mixed_precision(onnx_path=str(onnx_path), low_precision_type="fp16",
+                                           keep_io_types=True, providers=eps)
+        onnx.save(model, str(out))
+    else:
+        from modelopt.onnx.quantization import quantize
 
-            quantize(onnx_path=str(onnx_path), quantize_mode=mode, calibration_data=inputs,
-                     calibration_method=method, calibration_eps=eps, output_path=str(tmp),
-                     high_precision_dtype=high_precision, nodes_to_quantize=nodes,
-                     disable_mha_qdq=not attention, log_level="WARNING")
-        if not tmp.is_file() or tmp.stat().st_size == 0:
-            raise CalibError(f"ModelOpt wrote no model for {onnx_path}")
+        quantize(onnx_path=str(onnx_path), quantize_mode=mode, calibration_data=inputs,
+                 calibration_method=method, calibration_eps=eps, output_path=str(out),
+                 high_precision_dtype=high_precision, nodes_to_quantize=nodes,
+                 disable_mha_qdq=not attention, log_level="WARNING")
+    if not out.is_file() or out.stat().st_size == 0:
+        raise CalibError(f"ModelOpt wrote no model for {onnx_path}")
 
 
 class _Reader:
@@ -236,19 +236,47 @@ class _Reader:
 
 def quantize_onnxruntime(onnx_path: Path, out: Path, inputs: dict[str, np.ndarray], method: str,
                          nodes: list[str] | None = None) -> None:
-    """ONNX Runtime static int8 Q/DQ (symmetric, per-channel weights), the stand-in quantiser."""
+    """ONNX Runtime static int8 Q/DQ (symmetric, per-channel weights), the stand-in quantiser,
+    into ``out`` (:func:`quantize_file`'s temporary file). Its own failures (a model it cannot
+    calibrate) are one :class:`CalibError` line naming the model, not its traceback."""
     require(("onnxruntime.quantization",), "calib.quantize --tool onnxruntime", ONNX_HINT, CalibError)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    with atomic_output(out, suffix=".onnx") as tmp:
+    try:
         quantize_static(
-            str(onnx_path), str(tmp), _Reader(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(onnx_path), str(out), _Reader(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
             calibration_providers=["CPUExecutionProvider"], op_types_to_quantize=list(ORT_OP_TYPES),
             nodes_to_quantize=nodes,
         )
+    except (OSError, MemoryError):  # the machine's, reported as such
+        raise
+    except Exception as exc:  # noqa: BLE001 (ONNX Runtime's quantiser raises many types)
+        raise CalibError(f"{onnx_path}: ONNX Runtime's quantiser failed ({explain(exc)})") from None
+
+
+def refuse_nothing_to_quantise(model: Any, onnx_path: str | Path, nodes: list[str] | None, scope: str) -> None:
+    """Refuse, before calibrating, a model whose selected nodes hold none of the ops the ONNX
+    Runtime stand-in quantises (:data:`ORT_OP_TYPES`): its entropy calibration then failed with
+    "Histogram has not been collected" (a traceback), and max calibration wrote a model without
+    Q/DQ. ``model`` is :func:`read_onnx`'s; ``nodes``: :func:`scoped_nodes`'s."""
+    if not any(n.op_type in ORT_OP_TYPES and (nodes is None or n.name in nodes) for n in model.graph.node):
+        raise CalibError(f"{onnx_path}: nothing to quantise: scope {scope!r} selects no {'/'.join(ORT_OP_TYPES)} "
+                         "node" + ("; try --scope all" if scope != "all" else ""))
+
+
+def checked_output(path: Path, onnx_path: Path, mode: str, scope: str) -> Any:
+    """The precision (``engines.trt.onnx_precision``) of the quantiser's output at ``path``;
+    an int8/fp8 output without any Q/DQ node is refused (it would be built as an FP32 engine)."""
+    from engines.trt import onnx_precision
+
+    found = onnx_precision(read_onnx(path, CalibError))
+    if mode != "fp16" and not found.qdq:
+        raise CalibError(f"{onnx_path}: nothing was quantised (scope {scope!r} matched no quantisable node); "
+                         "try --scope all")
+    return found
 
 
 def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str | Path, mode: str = "int8",
@@ -286,21 +314,20 @@ def quantize_file(onnx_path: str | Path, data_path: str | Path | None, out: str 
         inputs = calibration_inputs(names, data, count)
         windows = len(next(iter(inputs.values())))
     nodes = None if mode == "fp16" else scoped_nodes(model, onnx_path, scope)
+    if tool == "onnxruntime":
+        refuse_nothing_to_quantise(model, onnx_path, nodes, scope)
     del model  # the quantisers read the file themselves: do not hold a second copy meanwhile
     started = time.monotonic()
-    if tool == "modelopt":
-        quantize_modelopt(onnx_path, out, inputs, mode, method, eps or ["cpu"], high_precision,
-                          None if nodes is None else SCOPES[scope], attention)
-    else:
-        assert inputs is not None
-        quantize_onnxruntime(onnx_path, out, inputs, method, nodes)
-    from engines.trt import onnx_precision
-
-    found = onnx_precision(read_onnx(out, CalibError))
-    if mode != "fp16" and not found.qdq:
-        out.unlink(missing_ok=True)
-        raise CalibError(f"{onnx_path}: nothing was quantised (scope {scope!r} matched no quantisable node); "
-                         "try --scope all")
+    # Written beside --out and checked there: a run that fails, or quantises nothing, leaves the
+    # --out of an earlier run as it was (it used to be replaced, then deleted).
+    with atomic_output(out, suffix=".onnx") as tmp:
+        if tool == "modelopt":
+            quantize_modelopt(onnx_path, tmp, inputs, mode, method, eps or ["cpu"], high_precision,
+                              None if nodes is None else SCOPES[scope], attention)
+        else:
+            assert inputs is not None
+            quantize_onnxruntime(onnx_path, tmp, inputs, method, nodes)
+        found = checked_output(tmp, onnx_path, mode, scope)
     return {"onnx": str(onnx_path), "out": str(out), "mode": mode, "method": None if mode == "fp16" else method,
             "scope": None if mode == "fp16" else scope, "attention": attention if mode != "fp16" else None,
             "tool": tool, "calibration_inputs": windows, "seconds": round(time.monotonic() - started, 1),

@@ -71,10 +71,10 @@ def model_config(onnx_path: str | Path, metadata: dict[str, str]) -> FGSLConfig 
     threshold there (the graphs are hashed and stay as exported), so the ``fgsl.config``
     metadata inside the ONNX may hold the export-time threshold. Elsewhere the metadata is used.
     """
-    from engines.export import MANIFEST, config_of, read_manifest
+    from engines.export import MANIFEST, config_of, holds_engine_manifest, read_manifest
 
     folder = Path(onnx_path).parent
-    if (folder / MANIFEST).is_file():
+    if holds_engine_manifest(folder):  # (a web app's manifest.json beside the model is not an engine's)
         manifest = read_manifest(folder, verify=False)
         if any(Path(entry.get("file", "")).name == Path(onnx_path).name for entry in manifest.get("graphs", {}).values()):
             try:
@@ -141,27 +141,42 @@ def run_session(session: Any, name: str, x: np.ndarray, batch: int) -> tuple[dic
     return {n: np.concatenate(v) for n, v in parts.items()}, ms
 
 
-def compare_raw(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per common output: max/mean absolute difference (and of sigmoid(scores))."""
-    out = {}
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` where it is infinite or NaN: JSON has no Infinity or NaN
+    (``json.dumps`` writes them, and every strict reader refuses the line)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def compare_raw(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per common output: max/mean absolute difference (and of sigmoid(scores)), and how many
+    of the quantised model's values are not finite (an overflow); a difference that is not
+    finite is ``None``."""
+    out: dict[str, dict[str, Any]] = {}
     for name in ref:
         if name not in test:
             continue
         if ref[name].shape != test[name].shape:
             raise CalibError(f"output {name} differs in shape: {list(ref[name].shape)} vs {list(test[name].shape)}")
-        diff = np.abs(ref[name].astype(np.float64) - test[name].astype(np.float64))
-        out[name] = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-                     "ref_abs_max": float(np.abs(ref[name]).max())}
+        out[name] = _differences(ref[name], test[name])
     if "scores" in ref and "scores" in test:
-        p, q = (1 / (1 + np.exp(-a.astype(np.float64))) for a in (ref["scores"], test["scores"]))
-        d = np.abs(p - q)
-        out["probabilities"] = {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean()),
-                                "ref_abs_max": float(p.max())}
+        with np.errstate(over="ignore", invalid="ignore"):
+            p, q = (1 / (1 + np.exp(-a.astype(np.float64))) for a in (ref["scores"], test["scores"]))
+        out["probabilities"] = _differences(p, q)
         b = len(ref["scores"])
         top_r = ref["scores"].reshape(b, -1).argmax(1)
         top_t = test["scores"].reshape(b, -1).argmax(1)
         out["scores"]["top1_agreement"] = float((top_r == top_t).mean())
     return out
+
+
+def _differences(ref: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+    """Max and mean absolute difference of two outputs, the reference's largest magnitude and
+    the count of the test's values that are not finite (:func:`_finite` for each number)."""
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(ref.astype(np.float64) - test.astype(np.float64))
+    return {"max_abs_diff": _finite(diff.max()), "mean_abs_diff": _finite(diff.mean()),
+            "ref_abs_max": _finite(np.abs(ref).max()), "quantized_not_finite": int((~np.isfinite(test)).sum())}
 
 
 def _tiou(a: Interval, b: Interval) -> float:
@@ -191,12 +206,13 @@ def compare_intervals(ref: list[list[Interval]], test: list[list[Interval]]) -> 
                 free.remove(best)
             ious.append(best_iou)
         unmatched_test += len(free)
-    n_ref = sum(len(r) for r in ref)
+    n_ref, n_test = sum(len(r) for r in ref), sum(len(t) for t in test)
     return {
         "windows": len(ref),
-        "windows_identical": identical / len(ref) if ref else None,
+        # None when neither model gives any interval: nothing was compared (two broken models agree too)
+        "windows_identical": identical / len(ref) if ref and (n_ref or n_test) else None,
         "fp32_intervals": n_ref,
-        "quantized_intervals": sum(len(t) for t in test),
+        "quantized_intervals": n_test,
         "mean_iou": float(np.mean(ious)) if ious else None,
         "matched_at_0.5": float(np.mean([i >= 0.5 for i in ious])) if ious else None,
         "quantized_unmatched": unmatched_test,
@@ -248,6 +264,7 @@ def report(fp32: str | Path, quantized: str | Path, data_path: str | Path, *, co
 
 
 def _fmt(value: Any) -> str:
+    """A number for the readable report; ``n/a`` for none (not finite, or nothing compared)."""
     return "n/a" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
 
@@ -256,8 +273,11 @@ def print_report(r: dict[str, Any]) -> None:
           f"(preset {r['preset']!r}, {', '.join(r['providers'])})")
     for name, d in r["raw"].items():
         extra = f", top-1 (point, class) agreement {d['top1_agreement']:.3f}" if "top1_agreement" in d else ""
-        print(f"  {name:>13}: max |diff| {d['max_abs_diff']:.4g}, mean |diff| {d['mean_abs_diff']:.4g} "
-              f"(fp32 max |value| {d['ref_abs_max']:.4g}){extra}")
+        print(f"  {name:>13}: max |diff| {_fmt(d['max_abs_diff'])}, mean |diff| {_fmt(d['mean_abs_diff'])} "
+              f"(fp32 max |value| {_fmt(d['ref_abs_max'])}){extra}")
+        if d["quantized_not_finite"]:
+            print(f"  {'':>13}  the quantized {name} are not finite: {d['quantized_not_finite']} inf/NaN values "
+                  "(an overflow: the quantized model is broken)")
     if "intervals" in r:
         iv = r["intervals"]
         print(f"  intervals at score >= {r['threshold']:g}: {iv['fp32_intervals']} fp32, {iv['quantized_intervals']} "
@@ -292,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                    providers=[s.strip() for s in args.providers.split(",") if s.strip()], threads=args.threads)
         print_report(r)
         if args.json:
-            print(json.dumps(r))
+            print(json.dumps(r, allow_nan=False))  # (compare_raw leaves no inf or NaN: strict JSON)
         sys.stdout.flush()
         return 0
 

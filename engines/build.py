@@ -42,7 +42,7 @@ with startup_imports(__name__):
     from .base import GRAPHS, PRECISIONS, EngineError, stream_infer
     from .cache import sha256_file
     from .export import (DEFAULT_OPSET, FIFM_FORMS, MANIFEST, MAX_OPSET, MIN_OPSET, export_engine_dir, folder_files,
-                         is_engine_dir, load_source, read_manifest, write_manifest)
+                         holds_engine_manifest, load_source, read_manifest, write_manifest)
     from .extras import ONNX_HINT, TRITON_HINT, require
     from .selftest import TOLERANCE
     from .triton import MODULES as TRITON_MODULES
@@ -63,12 +63,14 @@ def check_args(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file: pass a folder for the engine")
+    refuse_working_directory(out)
     held = [name for name in ("model.safetensors", "config.json", "checkpoint.safetensors") if (out / name).exists()]
     if held:
         # Its manifest.json would make every tool take the run folder for an engine folder.
         raise UsageError(f"--out {out} holds a weights folder ({', '.join(held)}): write the engine to a folder of its own")
     left = [p.name for p in out.iterdir()] if out.is_dir() else []
-    if not is_engine_dir(out) and any(not is_engine_file(n) for n in left):
+    # A manifest.json that is not an engine's (a web app's) is the user's file: a rebuild would replace it.
+    if not holds_engine_manifest(out) and any(not is_engine_file(n) or n == MANIFEST for n in left):
         raise UsageError(f"--out {out} holds other files and is not an engine folder: pass a new or empty folder, "
                          "or an engine folder to rebuild")
     if args.triton_repo:
@@ -79,6 +81,18 @@ def check_args(args: argparse.Namespace) -> None:
         # The repository's configs are parsed back with Triton's proto after the export
         # (engines.triton.read_config): without it the build would fail only at its very end.
         require(TRITON_MODULES, "engines.build --triton-repo", TRITON_HINT, UsageError)
+
+
+def refuse_working_directory(out: Path) -> None:
+    """Refuse an ``--out`` that is the current directory or holds it: :func:`install` swaps the
+    folder by renaming, which would leave the caller's shell in a deleted directory."""
+    try:
+        here = Path(os.getcwd())
+    except OSError:  # the working directory is already gone: nothing to protect
+        return
+    if here.is_relative_to(os.path.realpath(out)):
+        raise UsageError(f"--out {out} is the current directory or holds it: a build replaces the folder as a "
+                         "whole; run it from elsewhere, or write the engine to another folder")
 
 
 def is_engine_file(name: str) -> bool:
@@ -121,11 +135,25 @@ def staging_folder(out: Path) -> Path:
     """A new hidden sibling of ``out`` to build into: on the same file system, so that
     :func:`install` moves the finished engine into place by renaming, never by copying (beside
     the folder a link names, for a link)."""
-    out = Path(os.path.realpath(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{staging_stem(out)}.build-", dir=out.parent))
+    given, out = out, Path(os.path.realpath(out))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{staging_stem(out)}.build-", dir=out.parent))
+    except OSError as exc:  # mkdtemp names its random folder, which means nothing to the user
+        raise OSError(exc.errno, exc.strerror, str(given)) from None
     os.chmod(staging, DIR_MODE)  # mkdtemp's 0700 would lock out a server running as another user
     return staging
+
+
+def naming_out(exc: EngineError | OSError, staging: Path, out: Path) -> Exception:
+    """``exc`` (an :class:`EngineError` or :class:`OSError`) with the hidden staging folder in
+    its message replaced by ``out``: the user never sees the staging folder, which is gone."""
+    def named(text: Any) -> Any:
+        return None if text is None else str(text).replace(str(staging), str(out))
+
+    if isinstance(exc, OSError):
+        return OSError(exc.errno, exc.strerror, named(exc.filename), None, named(exc.filename2)) if exc.strerror else exc
+    return EngineError(named(str(exc)))
 
 
 def leftovers(out: Path, staging: Path) -> list[str]:
@@ -293,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             build_into(staging, out, source, args)
             install(staging, out)
-        except EngineError as exc:  # name the user's folder, not the hidden one
-            raise EngineError(str(exc).replace(str(staging), str(out))) from None
+        except (EngineError, OSError) as exc:  # name the user's folder, not the hidden one
+            raise naming_out(exc, staging, out) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         print(out)

@@ -52,6 +52,7 @@ from fgsl.startup import quiet_exit, startup_imports
 # Importing torch takes the first second or two: Ctrl-C then is no bug (fgsl.startup).
 with startup_imports(__name__):
     from fgsl import cache_files
+    from fgsl.cli import error_line
     from fgsl.files import atomic_write
 
     from .base import EngineError
@@ -172,6 +173,8 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], int]:
         raise CacheError(path, "foreign", "unreadable header") from None
     if not isinstance(header, dict) or header.get("version") != FORMAT_VERSION:
         raise CacheError(path, "foreign", f"unknown cache format version {header.get('version') if isinstance(header, dict) else '?'}")
+    if not isinstance(header.get("key"), dict):  # (read_entry names the key's fields that differ)
+        raise CacheError(path, "foreign", "the header holds no key")
     return header, len(MAGIC) + 4 + size
 
 
@@ -180,7 +183,7 @@ def read_entry(path: str | Path, key: Mapping[str, Any] | None = None) -> tuple[
     path = Path(path)
     header, offset = read_header(path)
     if key is not None and header.get("key_sha256") != canonical_hash(key):
-        stored = header.get("key", {})
+        stored = header["key"]
         changed = sorted(k for k in set(stored) | set(key) if stored.get(k) != key.get(k))
         raise CacheError(path, "stale", f"built for another {', '.join(changed) or 'key'}")
     with open(path, "rb") as f:
@@ -220,7 +223,9 @@ class EngineCache:
         """The cached payload for ``identity``/``key``, building and storing it when absent or unusable.
 
         A foreign, truncated, corrupt or stale entry is reported once (why it is rebuilt)
-        and replaced atomically.
+        and replaced atomically. A cache folder that cannot be written (read-only, under
+        ``/proc``, a file in the way) costs the cache, not the run: the payload is used
+        uncached, said once, and the returned path does not exist.
         """
         path = self.path_for(identity)
         if path.exists():
@@ -231,7 +236,11 @@ class EngineCache:
             except CacheError as exc:
                 say_once(f"{exc}; rebuilding it")
         payload = build()
-        write_entry(path, key, payload, meta)
+        try:
+            write_entry(path, key, payload, meta)
+        except OSError as exc:
+            say_once(f"the engine cache {self.root} cannot be written ({error_line(exc)}); running without it "
+                     "(set $FGSL_ENGINE_CACHE to a writable folder to keep compiled graphs)")
         return payload, path
 
 

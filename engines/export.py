@@ -57,7 +57,7 @@ from fgsl import weights
 from fgsl.config import CHUNK_FRAMES, DEFAULT_PRESET, FGSLConfig, preset
 from fgsl.model import FGSL, build
 
-from .base import GRAPHS, IO, EngineError, read_onnx
+from .base import GRAPHS, IO, PRECISIONS, EngineError, read_onnx
 from .cache import atomic_write, sha256_bytes, sha256_file
 from .extras import ONNX_HINT, require
 # The plugin node's domain and op type come from the plugin itself (one contract).
@@ -498,7 +498,20 @@ def write_manifest(folder: str | Path, manifest: Mapping[str, Any]) -> Path:
 
 
 def is_engine_dir(path: str | Path) -> bool:
+    """Whether ``path`` has a ``manifest.json`` at all: readers open it as an engine folder and
+    refuse a foreign or damaged manifest in one line (:func:`read_manifest`)."""
     return (Path(path) / MANIFEST).is_file()
+
+
+def holds_engine_manifest(path: str | Path) -> bool:
+    """Whether ``path``'s ``manifest.json`` is an FGSL engine's (``format`` ``fgsl-engine``), not
+    merely a file of that name: a web app's or a package's ``manifest.json`` is the user's, and
+    must neither be replaced by ``engines.build`` nor read as an engine's config."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):  # (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == ENGINE_FORMAT
 
 
 def folder_files(path: str | Path | None) -> list[Path]:
@@ -576,20 +589,75 @@ def check_manifest(manifest: Mapping[str, Any], path: Path) -> None:
         unknown = sorted(set(entries) - set(GRAPHS))
         if unknown:
             raise EngineError(f"{path}: damaged engine manifest (unknown graph {unknown[0]!r} in {section}); {rebuild}")
+    check_manifest_fields(manifest, path)
     try:
         cfg = FGSLConfig.from_dict(manifest["config"], source=f"{path} (config)")
     except (ValueError, TypeError) as exc:
         raise EngineError(f"{path}: its config is unreadable ({exc}); {rebuild}") from None
     for graph, entry in manifest["graphs"].items():
-        recorded = entry.get("inputs")
-        expected = io_shapes(cfg, graph)["inputs"]
-        # The batch axis (0) is dynamic or fixed at export; every other axis follows the config.
-        if not isinstance(recorded, dict) or set(recorded) != set(expected) or any(
-                not isinstance(recorded[name], list) or recorded[name][1:] != shape[1:]
-                for name, shape in expected.items()):
-            raise EngineError(f"{path}: config (preset {cfg.name!r}, window_frames {cfg.window_frames}, image_size "
-                              f"{cfg.image_size}) does not match graph {entry['file']} (inputs {_shapes(recorded)}, "
-                              f"the config gives {_shapes(expected)}); {rebuild}")
+        for side in ("inputs", "outputs"):
+            recorded = entry.get(side)
+            expected = io_shapes(cfg, graph)[side]
+            # The batch axis (0) is dynamic or fixed at export; every other axis follows the config.
+            if not isinstance(recorded, dict) or set(recorded) != set(expected) or any(
+                    not isinstance(recorded[name], list) or recorded[name][1:] != shape[1:]
+                    for name, shape in expected.items()):
+                raise EngineError(f"{path}: config (preset {cfg.name!r}, window_frames {cfg.window_frames}, "
+                                  f"image_size {cfg.image_size}, {cfg.num_classes} classes) does not match graph "
+                                  f"{entry['file']} ({side} {_shapes(recorded)}, the config gives "
+                                  f"{_shapes(expected)}); {rebuild}")
+
+
+#: The manifest's fields every reader takes as they are, with the values they may have.
+MANIFEST_CHOICES: dict[str, tuple[Any, ...]] = {"precision": PRECISIONS, "fifm": FIFM_FORMS,
+                                                "trained": (True, False, None)}
+
+
+def check_manifest_fields(manifest: Mapping[str, Any], path: Path) -> None:
+    """Refuse a manifest whose ``precision``, ``fifm``, ``trained`` or ``opset`` is not one its
+    readers can take: an ``opset`` of ``null`` or ``"abc"`` ended in ``int()``'s traceback, an
+    unknown precision or FIFM form passed the self-test, and ``"trained": "false"`` (text, not
+    JSON's false) opened without ``--allow-untrained``. Absent keys take the readers' defaults."""
+    rebuild = "rebuild it with `python -m engines.build`"
+    for key, choices in MANIFEST_CHOICES.items():
+        value = manifest.get(key)
+        # (type and value both: 1 == True and 0 == False, so ``in`` alone would take them)
+        if key in manifest and not any(type(value) is type(choice) and value == choice for choice in choices):
+            allowed = ", ".join(json.dumps(choice) for choice in choices)
+            raise EngineError(f"{path}: damaged engine manifest ({key} {json.dumps(value)} is not one of {allowed}); "
+                              f"{rebuild}")
+    opset = manifest.get("opset", DEFAULT_OPSET)
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise EngineError(f"{path}: damaged engine manifest (opset {json.dumps(opset)} is not a whole number from "
+                          f"{MIN_OPSET} to {MAX_OPSET}); {rebuild}")
+
+
+def check_graph_metadata(meta: Mapping[str, str], where: str | Path, graph: str, *, fifm: str, precision: str,
+                         cfg: FGSLConfig) -> None:
+    """Refuse a graph file whose own metadata (``fgsl.graph``, ``fgsl.fifm``, ``fgsl.precision``,
+    ``fgsl.config``, written by the export) contradicts what its engine says it is: a manifest
+    edited to another FIFM form, precision or config (``backbone.depth`` changes no input or
+    output shape), or a file of another graph. Such a graph reached ONNX Runtime and failed
+    there (a plugin-form graph named ``conv``) or ran as something it is not. The config is
+    compared less its decoding settings, which ``fgsl.tune --write`` changes in the manifest
+    only. A key the file lacks is not checked. ``where`` names the file in the message."""
+    rebuild = "rebuild it with `python -m engines.build`"
+    want = {"fgsl.graph": graph, "fgsl.fifm": graph_fifm(graph, fifm), "fgsl.precision": precision}
+    for key, value in want.items():
+        if meta.get(key, value) != value:
+            raise EngineError(f"{where}: its own metadata says {key} {meta[key]!r}, its engine says {value!r}: a "
+                              f"damaged engine folder; {rebuild}")
+    if "fgsl.config" not in meta:
+        return
+    try:
+        recorded = FGSLConfig.from_dict(json.loads(meta["fgsl.config"])).graph_dict()
+    except (ValueError, TypeError) as exc:
+        raise EngineError(f"{where}: its fgsl.config metadata is unreadable ({exc}); {rebuild}") from None
+    expected = cfg.graph_dict()
+    changed = sorted(key for key in set(recorded) | set(expected) if recorded.get(key) != expected.get(key))
+    if changed:
+        raise EngineError(f"{where}: exported for another config than its engine's ({', '.join(changed)} differ): "
+                          f"a damaged engine folder; {rebuild}")
 
 
 def _shapes(inputs: Any) -> str:

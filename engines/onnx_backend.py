@@ -40,7 +40,8 @@ from fgsl.config import FGSLConfig
 from .base import IO, EngineError, check_chunks, check_clips, check_features
 from .cache import EngineCache, say_once, sha256_bytes
 from .export import (
-    DEFAULT_OPSET, cache_entry, check_trained, config_of, export_onnx_bytes, filter_probe, graph_fifm, read_manifest,
+    DEFAULT_OPSET, cache_entry, check_graph_metadata, check_trained, config_of, export_onnx_bytes, filter_probe,
+    graph_fifm, read_manifest,
 )
 from .extras import ONNX_HINT, require
 from .plugins.fifm_fft import ONNX_DOMAIN, OP_TYPE
@@ -220,18 +221,32 @@ class OnnxEngine:
         """The ONNX Runtime session of ``graph`` (created on first use)."""
         with self._lock:
             if graph not in self._sessions:
-                options = session_options(self.threads["intra_op"], self.threads["inter_op"])
-                session = self.ort.InferenceSession(self._load_graph(graph), sess_options=options,
-                                                    providers=self.providers)
-                recorded = session.get_modelmeta().custom_metadata_map.get("fgsl.graph")
-                if recorded is not None and recorded != graph:  # (a manifest edited to name another graph's file)
-                    raise EngineError(f"the {graph} graph's file holds the {recorded} graph (its own metadata): "
-                                      "a damaged engine folder; rebuild it with `python -m engines.build`")
+                session = self._new_session(graph)
+                check_graph_metadata(session.get_modelmeta().custom_metadata_map, self._where(graph), graph,
+                                     fifm=self.fifm, precision=self.precision, cfg=self.cfg)
                 if self.device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
                     say_once(f"onnxruntime could not start CUDA for {self.device}; the {graph} graph runs on "
                              f"{', '.join(session.get_providers())}")
                 self._sessions[graph] = session
             return self._sessions[graph]
+
+    def _where(self, graph: str) -> str:
+        """What a message about ``graph`` names: the engine folder (or weights) it comes from."""
+        return f"{self.source}: the {graph} graph" if self.source else f"the {graph} graph"
+
+    def _new_session(self, graph: str) -> Any:
+        """An ONNX Runtime session of ``graph``. ONNX Runtime's refusal (a graph of an IR version or
+        an op it does not know: a newer exporter, a plugin-form graph under another name) is one
+        :class:`EngineError` line, not its traceback; running out of memory stays what it is."""
+        data = self._load_graph(graph)
+        options = session_options(self.threads["intra_op"], self.threads["inter_op"])
+        try:
+            return self.ort.InferenceSession(data, sess_options=options, providers=self.providers)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (ONNX Runtime's errors have several types)
+            raise EngineError(f"{self._where(graph)} cannot be loaded by onnxruntime {self.ort.__version__} "
+                              f"({explain(exc)}); rebuild it with `python -m engines.build`") from None
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(graph)

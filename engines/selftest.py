@@ -285,7 +285,7 @@ def check_engine_dir(folder: str | Path, weights_dir: str | Path | None = None) 
     A stale or tampered folder is one :class:`EngineError` line naming the file: a check of
     the folder must not run graphs that are not the ones the manifest describes.
     """
-    from .export import MANIFEST, check_file, config_of, read_manifest, read_metadata
+    from .export import MANIFEST, check_file, check_graph_metadata, config_of, read_manifest, read_metadata
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -295,13 +295,16 @@ def check_engine_dir(folder: str | Path, weights_dir: str | Path | None = None) 
     if missing or not manifest["graphs"]:
         raise EngineError(f"{folder / MANIFEST}: incomplete engine manifest (no {', '.join(missing) or 'graphs'}); "
                           "rebuild it with `python -m engines.build`")
-    config_of(manifest)  # an unreadable config is its own one line (ConfigError)
+    cfg = config_of(manifest)  # an unreadable config is its own one line (ConfigError)
     verified = [entry["file"] for entry in manifest["graphs"].values()]
     for graph, entry in (manifest.get("plans") or {}).items():
         check_file(folder / entry["file"], entry, f"TensorRT engine {graph!r}")
         verified.append(entry["file"])
-    for entry in manifest["graphs"].values():
-        got = read_metadata(folder / entry["file"]).get("fgsl.weights_sha256")
+    for graph, entry in manifest["graphs"].items():
+        meta = read_metadata(folder / entry["file"])
+        check_graph_metadata(meta, folder / entry["file"], graph, fifm=manifest["fifm"],
+                             precision=manifest["precision"], cfg=cfg)
+        got = meta.get("fgsl.weights_sha256")
         if got != manifest["weights_sha256"]:
             raise EngineError(f"{folder / entry['file']}: exported from other weights than {MANIFEST} records "
                               f"({_digest_line(str(got), manifest['weights_sha256'])}); "

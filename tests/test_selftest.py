@@ -342,10 +342,10 @@ DAMAGED_MANIFESTS = [
     ("plans a list", lambda m: m.update(plans=["model.engine"]), r"damaged engine manifest \(plans must"),
     ("config a string", lambda m: m.update(config="tiny"), r"its config is unreadable \(config must be a JSON object\)"),
     ("window 16 -> 32", lambda m: m["config"].update(window_frames=32),
-     r"config \(preset 'tiny', window_frames 32, image_size 32\) does not match graph model\.onnx \(inputs clips "
+     r"config \(preset 'tiny', window_frames 32, image_size 32, 4 classes\) does not match graph model\.onnx \(inputs clips "
      r"\[B, 3, 16, 32, 32\], the config gives clips \[B, 3, 32, 32, 32\]\)"),
     ("image 32 -> 64", lambda m: m["config"].update(image_size=64),
-     r"config \(preset 'tiny', window_frames 16, image_size 64\) does not match graph model\.onnx"),
+     r"config \(preset 'tiny', window_frames 16, image_size 64, 4 classes\) does not match graph model\.onnx"),
     ("source a number", lambda m: m.update(source=5), r"damaged engine manifest \(source must be text, found 5\)"),
     ("digest a number", lambda m: m.update(weights_sha256=5),
      r"damaged engine manifest \(weights_sha256 must be text, found 5\)"),
@@ -380,11 +380,13 @@ def test_a_manifest_naming_another_graphs_file_is_one_engine_error(built, tmp_pa
     import engines
 
     _, folder, manifest = _copy(built, tmp_path)
-    manifest["graphs"]["model"] = {**manifest["graphs"]["encode_chunk"], "inputs": manifest["graphs"]["model"]["inputs"]}
+    model = manifest["graphs"]["model"]
+    manifest["graphs"]["model"] = {**manifest["graphs"]["encode_chunk"], "inputs": model["inputs"],
+                                   "outputs": model["outputs"]}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     engine = engines.open(folder, backend="onnxruntime")
-    with pytest.raises(EngineError, match=r"^the model graph's file holds the encode_chunk graph \(its own metadata\): "
-                                          r"a damaged engine folder; rebuild it"):
+    with pytest.raises(EngineError, match=r"^.*: the model graph: its own metadata says fgsl.graph 'encode_chunk', its "
+                                          r"engine says 'model': a damaged engine folder; rebuild it"):
         cfg = engine.cfg
         engine.infer(np.zeros((1, 3, cfg.window_frames, cfg.image_size, cfg.image_size), np.float32))
 

@@ -172,6 +172,11 @@ def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
         raise VideoError(f"{path}: fps must be a positive number, got {fps}")
     if path.is_dir():
         return _open_folder(path, fps)
+    if not path.is_file():
+        # OpenCV waits forever on a named pipe no one writes to, and reads a device as it comes;
+        # cameras are opened as cameras (realtime.capture), never as files.
+        raise VideoError(f"{path}: not a regular file or a folder (a named pipe, device or socket); give a video "
+                         "file or a folder of numbered frames")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         # OpenCV opens one image as a one-frame "video" at a made-up 25 fps: a frame folder's
         # file given by mistake would be spotted as a video of one frame, without a word.
