@@ -19,9 +19,11 @@ __all__ = ["cache_command", "entries", "prune", "touch"]
 
 
 def touch(path: Path) -> None:
-    """Mark an entry as used now (its mtime), so ``--older-than`` prunes entries no one opens."""
+    """Mark an entry as used now (its mtime), so ``--older-than`` prunes entries no one opens.
+    An entry that is a symbolic link (put there by hand) is marked itself, not its target:
+    :func:`prune` deletes the link, and judges and counts it, by the link's own times."""
     try:
-        os.utime(path)
+        os.utime(path, follow_symlinks=False)
     except OSError:  # a read-only cache still serves its entries
         pass
 
@@ -43,7 +45,7 @@ def prune(root: Path, suffix: str, older_than_days: float | None = None) -> int:
     freed = 0
     for path in entries(root, suffix):
         try:
-            info = path.stat()
+            info = path.lstat()  # (a link's own size and time: the link is what unlink deletes)
         except FileNotFoundError:  # a writer's temporary file, renamed (or another prune) meanwhile
             continue
         if cutoff is None or info.st_mtime < cutoff:
@@ -84,10 +86,11 @@ def cache_command(argv: list[str] | None, *, prog: str, noun: str, suffix: str, 
                   "is made again on its next use)")
             return 0
         files = entries(root, suffix)
-        print(f"{root}: {len(files)} file(s), {sum(p.stat().st_size for p in files) / 1e6:.1f} MB")
+        print(f"{root}: {len(files)} file(s), {sum(p.lstat().st_size for p in files) / 1e6:.1f} MB")
         for path in files:
-            age = (time.time() - path.stat().st_mtime) / 86400
-            print(f"  {path.stat().st_size / 1e6:8.1f} MB  used {age:5.1f} days ago  {path.name}")
+            info = path.lstat()
+            age = (time.time() - info.st_mtime) / 86400
+            print(f"  {info.st_size / 1e6:8.1f} MB  used {age:5.1f} days ago  {path.name}")
         return 0
 
     return run(body)

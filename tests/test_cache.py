@@ -329,3 +329,25 @@ def test_cache_command_lists_and_prunes_by_last_use(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert cache.main(["--dir", str(tmp_path / "notes.txt")]) == 2
     assert capsys.readouterr().err.strip() == f"error: --dir {tmp_path / 'notes.txt'}: not a folder"
+
+
+def test_an_entry_that_is_a_link_is_judged_and_pruned_as_the_link(tmp_path):
+    """A link put in the cache by hand: pruning deletes the link, counts the link's bytes (not
+    its target's), and marking it used leaves the target's time alone."""
+    import time
+
+    from fgsl import cache_files
+
+    target = tmp_path / "big.bin"
+    target.write_bytes(b"x" * 100_000)
+    old = time.time() - 30 * 86400
+    os.utime(target, (old, old))
+    root = tmp_path / "cache"
+    root.mkdir()
+    link = root / "a.fgsl-engine"
+    link.symlink_to(target)
+    cache_files.touch(link)
+    assert target.stat().st_mtime == pytest.approx(old)
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert cache_files.prune(root, ".fgsl-engine", older_than_days=7) == len(str(target))
+    assert not link.is_symlink() and target.stat().st_size == 100_000
