@@ -4,9 +4,11 @@ MediaPipe's FaceLandmarker (Tasks API, VIDEO mode) gives 478 landmarks and 52 bl
 face. On top of it this module adds what the spotter needs and MediaPipe does not give:
 
 * **stable track ids**: detections are matched to live tracks by landmark-box IoU (centre
-  distance as a fallback), a track survives ``lost_after - 1`` missed frames so one missed
-  detection does not split it, and ids are never reused, so a face that comes back after being
-  lost is a new track (its buffer starts afresh).
+  distance as a fallback), a track survives missed detections for under ``lost_after_s``
+  (1/3 s: 9 missed frames at 30 fps, 66 at SAMM's 200) so a brief dropout does not split it,
+  and ids are never reused, so a face that comes back after being lost is a new track (its
+  buffer starts afresh). The limit is stream time, not a count of frames: counted in frames,
+  a 50-ms dropout at 200 fps ended the track, and its new one waited a window to spot again.
 * **a stabilised similarity alignment**: the spotter looks for motions of a pixel or less, so
   landmark jitter must not move the crop. Three rigid key points (the two eye centres and the
   nose tip) are smoothed per track with a One Euro filter and mapped by a least-squares
@@ -175,7 +177,7 @@ class _Track:
     id: int
     box: tuple[float, float, float, float]
     filter: OneEuroFilter
-    missed: int = 0
+    seen_s: float  # stream time of the last frame that showed it
 
 
 def _close_failed(landmarker: Any) -> None:
@@ -254,6 +256,9 @@ def missing_library_hint(exc: OSError) -> str:
 DEFAULT_MAX_FACES = 4
 
 
+#: Stream time (s) without its face after which a track ends (:class:`FaceTracker` ``lost_after_s``).
+LOST_AFTER_S = 1 / 3
+
 #: Stream-time gap (s) that ends every track (:class:`FaceTracker` ``max_gap_s``): well over a
 #: frame period of any camera or data set (a 1-fps frame folder still keeps its tracks).
 MAX_GAP_S = 1.5
@@ -263,7 +268,7 @@ class FaceTracker:
     """MediaPipe FaceLandmarker + track ids + stabilised alignment. Not thread-safe: one
     tracker per stream (MediaPipe's VIDEO mode keeps per-stream state).
 
-    ``lost_after``: a track ends after this many consecutive frames without its face.
+    ``lost_after_s``: a track ends once its face has been missing for this long (stream time).
     ``max_gap_s``: a longer gap in stream time (a camera outage and reconnect) ends every track:
     the face before and after it is not one continuous recording, and the buffers would fill
     the gap with copies of the last frame and spot all of them at once.
@@ -278,16 +283,16 @@ class FaceTracker:
         crop_size: int = 112,
         model_path: str | Path | None = None,
         min_confidence: float = 0.5,
-        lost_after: int = 10,
+        lost_after_s: float = LOST_AFTER_S,
         min_cutoff: float = 0.5,
         beta: float = 1.0,
         sha256: str | None = None,
         max_gap_s: float = MAX_GAP_S,
     ) -> None:
-        if max_faces < 1 or crop_size < 16 or lost_after < 1 or not max_gap_s > 0:
+        if max_faces < 1 or crop_size < 16 or not lost_after_s > 0 or not max_gap_s > 0:
             raise RealtimeError("FaceTracker needs max_faces >= 1, crop_size >= 16, "
-                                "lost_after >= 1, max_gap_s > 0")
-        self.max_faces, self.crop_size, self.lost_after = max_faces, crop_size, lost_after
+                                "lost_after_s > 0, max_gap_s > 0")
+        self.max_faces, self.crop_size, self.lost_after_s = max_faces, crop_size, lost_after_s
         self.max_gap_s = max_gap_s
         self._last_s: float | None = None  # stream time of the last frame processed
         self.min_cutoff, self.beta = min_cutoff, beta
@@ -406,10 +411,10 @@ class FaceTracker:
         for di, (pts, shapes, box) in enumerate(dets):
             track = assigned.get(di)
             if track is None:
-                track = _Track(self._next_id, box, OneEuroFilter(self.min_cutoff, self.beta))
+                track = _Track(self._next_id, box, OneEuroFilter(self.min_cutoff, self.beta), frame.timestamp)
                 self._next_id += 1
                 self._tracks.append(track)
-            track.box, track.missed = box, 0
+            track.box, track.seen_s = box, frame.timestamp
             raw = key_points(pts)
             eye_dist = float(np.linalg.norm(raw[1] - raw[0]))
             smooth = track.filter(raw.ravel(), frame.timestamp, scale=eye_dist).reshape(3, 2)
@@ -426,11 +431,10 @@ class FaceTracker:
         seen = {f.track for f in update.faces}
         live = []
         for track in self._tracks:
-            if track.id not in seen:
-                track.missed += 1
-                if track.missed >= self.lost_after:
-                    update.lost.append(track.id)
-                    continue
+            # (1e-9: frame times i / fps do not add up exactly; 10 frames at 30 fps are 1/3 s)
+            if track.id not in seen and frame.timestamp - track.seen_s >= self.lost_after_s - 1e-9:
+                update.lost.append(track.id)
+                continue
             live.append(track)
         self._tracks = live
         return update
@@ -439,7 +443,7 @@ class FaceTracker:
 
     @property
     def live_tracks(self) -> list[int]:
-        """Ids of the tracks that have not ended (seen recently, or missed < lost_after)."""
+        """Ids of the tracks that have not ended (their face seen less than ``lost_after_s`` ago)."""
         return [t.id for t in self._tracks]
 
     def close(self) -> list[int]:

@@ -228,7 +228,7 @@ def test_face_lost_then_new_id(single_face) -> None:
     images, fps, _ = single_face
     black = np.zeros_like(images[0])
     lost_after = 5
-    with FaceTracker(max_faces=2, crop_size=S, lost_after=lost_after) as tracker:
+    with FaceTracker(max_faces=2, crop_size=S, lost_after_s=lost_after / fps) as tracker:
         seq = images[:10] + [black] + images[11:20]  # one missed frame: the track survives
         first = run(tracker, seq, fps)
         assert {f.track for u in first for f in u.faces} == {0}
@@ -240,6 +240,19 @@ def test_face_lost_then_new_id(single_face) -> None:
         back = run(tracker, images[40:50], fps, first=20 + lost_after + 3)
         assert {f.track for u in back for f in u.faces} == {1}  # a new id, never 0 again
         assert tracker.close() == [1]
+
+
+@pytest.mark.parametrize("fps,lost", [(30.0, True), (60.0, False), (200.0, False)])
+def test_a_track_outlives_a_dropout_shorter_than_a_third_of_a_second(single_face, fps, lost) -> None:
+    """Ten frames without the face: a third of a second at 30 fps ends the track, a sixth at
+    60 fps or a twentieth at 200 fps (SAMM) does not (counted in frames, it ended at any rate)."""
+    images, _, _ = single_face
+    black = np.zeros_like(images[0])
+    with FaceTracker(max_faces=1, crop_size=S) as tracker:
+        updates = run(tracker, images[:5] + [black] * 10 + images[15:20], fps)
+        ended = [i for i, u in enumerate(updates) if u.lost]
+        assert ended == ([14] if lost else []), ended
+        assert {f.track for u in updates[15:] for f in u.faces} == ({1} if lost else {0})
 
 
 def test_a_gap_in_stream_time_ends_every_track(single_face) -> None:
