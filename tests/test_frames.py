@@ -151,3 +151,28 @@ def test_progress_bars_know_how_many_frames_to_expect(tmp_path):
         if i < 5:
             cv2.imwrite(str(tmp_path / f"img{i}.png"), frame)
     assert open_source(tmp_path, fps=30).estimated_count() == 5
+
+
+def test_a_variable_frame_rate_file_is_said_once_and_not_taken_for_a_damaged_one(tmp_path):
+    """The bundled sample's first 36 frames at 30 fps, the other 36 at 10 fps (a phone's
+    variable frame rate): every frame is read, frame numbers as they are; one warning says
+    the times are frame / fps, and the header's count (duration x 30 = 142) is no damage.
+    A constant-rate file says nothing."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg program to write a variable-frame-rate file")
+    uneven = tmp_path / "uneven.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-vf",
+                    "setpts='if(lt(N,36),N/30/TB,(36/30+(N-36)/10)/TB)'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    str(uneven)], check=True)
+
+    def warnings_reading(path: Path) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert sum(1 for _ in open_source(path)) == 72
+        return [str(w.message) for w in caught]
+
+    said = warnings_reading(uneven)
+    assert len(said) == 1 and said[0].startswith(f"{uneven}: its frames are not evenly spaced (a variable frame "
+                                                 "rate: frame 4"), said
+    assert "times are taken as frame / 30 fps" in said[0] and "-fps_mode cfr -r 30" in said[0]
+    assert warnings_reading(SAMPLE_VIDEO) == []

@@ -18,6 +18,7 @@ decoding stops well before the frame count its container reports gives a warning
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -120,18 +121,54 @@ class FrameSource:
     def _video_frames(self) -> Iterator[np.ndarray]:
         cap = _open_capture(self.path)
         read = 0
+        drift = UnevenFrames(self.path, self.fps)
         try:
             reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
+                drift.check(read, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
                 read += 1
                 yield frame
         finally:
             cap.release()
-        if cut_short(read, reported):  # (not reached when the reader stops early itself)
+        # (Not reached when the reader stops early itself. An uneven file's header count is its
+        # duration times the nominal rate, not a count of frames: no sign of damage.)
+        if cut_short(read, reported) and not drift.said:
             warnings.warn(cut_short_message(self.path, read, reported), stacklevel=2)
+
+
+class UnevenFrames:
+    """Warns once when a video's own frame times (its container's timestamps) drift from
+    ``frame / fps`` by more than :data:`UNEVEN_DRIFT_S`: a variable-frame-rate file (phone
+    recordings often are). Every reader here numbers frames and times them at the nominal
+    rate (frame / fps), as the model's windows and the MEGC annotations count frames; in such a
+    file those times, and how long a movement lasts, are off (frame numbers stay right)."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.start: float | None = None  # the first frame's own time (a stream may not start at 0)
+        self.said = False
+
+    def check(self, index: int, seconds: float) -> None:
+        if self.said or not math.isfinite(seconds):
+            return
+        if self.start is None:
+            self.start = seconds
+        own, nominal = seconds - self.start, index / self.fps
+        if abs(own - nominal) > UNEVEN_DRIFT_S:
+            self.said = True
+            warnings.warn(f"{self.path}: its frames are not evenly spaced (a variable frame rate: frame {index} is at "
+                          f"{own:.2f} s, not {nominal:.2f} s); times are taken as frame / {self.fps:g} fps, so times "
+                          f"and durations are off (frame numbers are right); for true times, make it constant "
+                          f"first: ffmpeg -i IN -fps_mode cfr -r {self.fps:g} OUT.mp4", stacklevel=3)
+
+
+#: How far a video's own frame times may drift from frame / fps before :class:`UnevenFrames`
+#: warns: half a second (a constant-rate file drifts by nothing; measured 2026-11-28 on the
+#: shared videos, samples/ and synthetic sets: 0.0 s).
+UNEVEN_DRIFT_S = 0.5
 
 
 #: How far decoding may fall short of a video's reported frame count before a warning: more
