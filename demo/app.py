@@ -28,6 +28,7 @@ import argparse
 import atexit
 import errno
 import html
+import json
 import shutil
 import socket
 import sys
@@ -71,7 +72,60 @@ CSS = """
 .demo-note {border-left: 4px solid #d97706; padding: 6px 10px; background: rgba(217, 119, 6, 0.08);}
 .demo-message {border: 2px solid #d97706; border-radius: 6px; padding: 14px; font-size: 1.05em;}
 .demo-untrained {color: #b91c1c; font-weight: bold;}
+.camera-status:empty {display: none;}
 """
+
+#: What the page says when the browser gives it no camera, by the error ``getUserMedia`` rejects
+#: with (``DOMException.name``). Gradio 6's webcam leaves that rejection unhandled: the page
+#: showed nothing at all.
+CAMERA_ERRORS = {
+    "NotAllowedError": "camera access was denied by the browser: allow the camera for this page (the icon in the "
+                       "address bar) and reload it; the upload tab works without a camera",
+    "NotFoundError": "no camera found: connect one and reload the page; the upload tab works without a camera",
+    "NotReadableError": "the camera could not be started (another program may be using it); close that program "
+                        "and reload the page",
+    "insecure": "this browser offers no camera to this page: it allows cameras only on https:// or localhost "
+                "addresses; the upload tab works without a camera",
+}
+CAMERA_ERRORS["SecurityError"] = CAMERA_ERRORS["NotAllowedError"]
+CAMERA_ERRORS["OverconstrainedError"] = CAMERA_ERRORS["NotFoundError"]
+
+#: A ``<script>`` for the page's head (inline: nothing is fetched) that watches the browser's
+#: camera requests and writes what went wrong, in :data:`CAMERA_ERRORS`' words, in the live tab's
+#: ``#camera-status`` line (cleared when a camera starts). The request's own promise is returned
+#: unchanged, so Gradio's webcam behaves as before.
+CAMERA_STATUS_JS = """
+<script>
+(() => {
+  const messages = %s;
+  const show = (text) => {
+    const el = document.querySelector('#camera-status .camera-status');
+    if (el) el.textContent = text; else if (text) setTimeout(() => show(text), 250);
+  };
+  const media = navigator.mediaDevices;
+  if (!media || !media.getUserMedia) {
+    document.addEventListener('click', (e) => {
+      if (e.target.closest && e.target.closest('#webcam')) show(messages.insecure);
+    }, true);
+    return;
+  }
+  const request = media.getUserMedia.bind(media);
+  media.getUserMedia = (constraints) => {
+    const asked = request(constraints);
+    if (constraints && constraints.video) {
+      asked.then(() => show(''), (err) => show(messages[err && err.name] ||
+        ('the camera could not be started: ' + ((err && (err.message || err.name)) || err))));
+    }
+    return asked;
+  };
+})();
+</script>
+"""
+
+
+def camera_status_head() -> str:
+    """The page's ``<head>`` addition: :data:`CAMERA_STATUS_JS` with its messages."""
+    return CAMERA_STATUS_JS % json.dumps(CAMERA_ERRORS)
 
 
 @dataclass
@@ -149,14 +203,12 @@ class DemoApp:
         from .upload import event_rows
 
         key = _session_key(request)
-        session = self.registry.peek(key)
+        session = self.registry.view(key)  # a released session too: its final events must show
         if session is None:
             self._panels.pop(key, None)
             return gr.skip(), gr.skip()
         with session.lock:
-            if session.closed:
-                return gr.skip(), gr.skip()
-            state = (session.frames, len(session.events) and id(session.events[-1]))
+            state = (id(session), session.frames, len(session.events) and id(session.events[-1]))
             if self._panels.get(key) == state:
                 return gr.skip(), gr.skip()
             self._panels[key] = state
@@ -185,7 +237,8 @@ class DemoApp:
         self._panels.pop(key, None)
 
     def live_clear(self, request: gr.Request | None = None) -> tuple[str, Any, Any]:
-        self.registry.release(_session_key(request))
+        """*Clear live session*: the page asked to start afresh, so its events go too."""
+        self.registry.release(_session_key(request), forget=True)
         self._panels.pop(_session_key(request), None)
         return message_html("live session cleared: events, tracks and signals start afresh"), "", []
 
@@ -196,12 +249,15 @@ class DemoApp:
         self._panels.pop(key, None)
 
     # ------------------------------------------------------------------ upload tab
-    def analyse(self, video: Any, spotter: Any, sensitivity: Any, max_faces: Any, progress: Any = None):
-        """The upload tab's button: (summary, annotated video, plot, table, files)."""
+    def analyse(self, video: Any, spotter: Any, sensitivity: Any, max_faces: Any, progress: Any = None,
+                request: gr.Request | None = None):
+        """The upload tab's button: (summary, annotated video, plot, table, files). It stops when
+        the page that asked is closed (``demo.unload``): Gradio cannot stop the thread it runs in,
+        and uploads run one at a time, so an abandoned one would hold up every other page."""
         from .upload import analyse_video
 
         if not video:
-            raise _user_error("choose a video first (or click the bundled sample below the upload box)")
+            raise _user_error("choose a video first (or use the bundled sample, the button below the upload box)")
         path = Path(video if isinstance(video, (str, Path)) else getattr(video, "path", "") or "")
         if "://" in str(video):
             raise _user_error("give a video file, not a link")
@@ -215,8 +271,10 @@ class DemoApp:
         try:
             settings = Settings.from_controls(spotter, sensitivity, max_faces)
             report(0.0, "opening the video")
+            key = _session_key(request) if request is not None else None
             result = analyse_video(path, settings, self.factory, out, max_bytes=self.max_upload_bytes,
-                                   progress=report)
+                                   progress=report,
+                                   cancelled=None if key is None else lambda: self.registry.page_closed(key))
         except (DemoError, RealtimeError) as exc:
             shutil.rmtree(out, ignore_errors=True)
             raise _user_error(str(exc)) from None
@@ -260,10 +318,11 @@ class DemoApp:
             with gr.Row():
                 spotter = spotter_control(spotters, value="flow", label="Spotter", elem_id="spotter",
                                           info="fgsl needs --weights" if len(spotters) == 1 else None)
-                sensitivity = gr.Slider(*SENSITIVITY_RANGE, value=1.0, step=0.05, label="Sensitivity",
-                                        info=">1 finds weaker movements, <1 fewer false alarms",
-                                        elem_id="sensitivity")
-                max_faces = gr.Slider(1, MAX_FACES, value=4, step=1, label="Max faces", elem_id="max-faces")
+                sensitivity = checked_by_handlers(gr.Slider(
+                    *SENSITIVITY_RANGE, value=1.0, step=0.05, label="Sensitivity",
+                    info=">1 finds weaker movements, <1 fewer false alarms", elem_id="sensitivity"))
+                max_faces = checked_by_handlers(gr.Slider(1, MAX_FACES, value=4, step=1, label="Max faces",
+                                                          elem_id="max-faces"))
             with gr.Tabs():
                 with gr.Tab("Live webcam", id="live", elem_id="tab-live"):
                     with gr.Row():
@@ -271,6 +330,9 @@ class DemoApp:
                                        elem_id="webcam", webcam_options=gr.WebcamOptions(mirror=False))
                         live_frame = gr.HTML(message_html("start the webcam (Record) to spot live"),
                                              elem_id="live-frame", label="Annotated")
+                    # Written by the page itself (CAMERA_STATUS_JS) when the browser gives no camera.
+                    gr.HTML('<div class="camera-status demo-message" role="status" aria-live="polite"></div>',
+                            elem_id="camera-status")
                     live_plot = gr.HTML("", elem_id="live-plot", label="Motion signal per face")
                     live_table = gr.Dataframe(headers=TABLE_HEADERS, value=[], interactive=False,
                                               label="Spotted events (newest first)", elem_id="live-events")
@@ -280,9 +342,11 @@ class DemoApp:
                     # Gradio's queue, silently, until another page stopped. Each stream is one call
                     # at a time; the registry bounds the pipelines (the work) and answers a page
                     # over the limit with the busy line at once (a frame decode each, no spotting).
+                    # Not an API (api_visibility="private"): a client call outside the page has no
+                    # Stop and no unload, so it held a live slot until --idle-timeout.
                     stream = cam.stream(self.live_step, [cam, spotter, sensitivity, max_faces], [live_frame],
                                         stream_every=STREAM_EVERY_S, concurrency_limit=None,
-                                        show_progress="hidden", api_name="live_step")
+                                        show_progress="hidden", api_name="live_step", api_visibility="private")
                     # Stop ends the stream event (the page closes it): its slot is freed at once.
                     stream.then(self.live_stopped, None, None, show_progress="hidden", api_name=False,
                                 concurrency_limit=None)
@@ -294,9 +358,20 @@ class DemoApp:
                 with gr.Tab("Upload a video", id="upload", elem_id="tab-upload"):
                     with gr.Row():
                         with gr.Column():
-                            video_in = gr.Video(sources=["upload"], label="Video", elem_id="video-in")
-                            gr.Examples([[str(SAMPLE_VIDEO)]], inputs=[video_in], label="Bundled sample",
-                                        elem_id="sample")
+                            # A file box, not gr.Video: its preview is the browser's own player,
+                            # which cannot play many videos the analysis reads (an FFV1 or MJPEG
+                            # .avi, a .mkv) and said "Video not playable" in a red notice over a
+                            # working upload. The annotated result is always a playable H.264 .mp4.
+                            video_in = gr.File(label="Video", file_count="single", type="filepath",
+                                               elem_id="video-in")
+                            # A button, not gr.Examples: a file box's example is copied into
+                            # Gradio's cache once, and that copy is deleted after an hour
+                            # (delete_cache) or when another server of the process stops; each
+                            # click here copies the sample afresh.
+                            sample = gr.Button(f"Use the bundled sample ({SAMPLE_VIDEO.name})", size="sm",
+                                               elem_id="sample")
+                            sample.click(lambda: str(SAMPLE_VIDEO), None, [video_in], api_name=False,
+                                         show_progress="hidden")
                             go = gr.Button("Spot micro-expressions", variant="primary", elem_id="analyse")
                             gr.Markdown(f"Videos up to {self.config.max_upload_mb:g} MB.")
                         with gr.Column():
@@ -309,8 +384,9 @@ class DemoApp:
                     files = gr.File(label="Downloads: MEGC CSV and event JSONL", file_count="multiple",
                                     elem_id="downloads", interactive=False)
 
-                    def analyse(video, spotter_, sensitivity_, max_faces_, progress=gr.Progress()):
-                        return self.analyse(video, spotter_, sensitivity_, max_faces_, progress)
+                    def analyse(video, spotter_, sensitivity_, max_faces_, request: gr.Request,
+                                progress=gr.Progress()):
+                        return self.analyse(video, spotter_, sensitivity_, max_faces_, progress, request)
 
                     go.click(analyse, [video_in, spotter, sensitivity, max_faces],
                              [summary, video_out, plot, table, files], api_name="analyse", concurrency_limit=1)
@@ -332,7 +408,7 @@ class DemoApp:
         # users do not make (the flag is --share): it runs quiet, and the addresses are said here.
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.max_upload_bytes,
                     allowed_paths=[str(self.work_dir), str(SAMPLE_VIDEO.parent)], prevent_thread_lock=True,
-                    quiet=True, show_error=True, css=CSS)
+                    quiet=True, show_error=True, css=CSS, head=camera_status_head())
         if not quiet:
             print(f"Running on local URL:  {demo.local_url.rstrip('/')}", flush=True)
             if share and demo.share_url:
@@ -350,19 +426,27 @@ class DemoApp:
 
 def spotter_control(spotters: list[str], **kwargs: Any) -> gr.Dropdown:
     """The spotter control: offers only the spotters this server runs (the page accepts nothing
-    else), but hands any other name an API caller sends to the handlers, whose one-line reason
-    (``the FGSL spotter needs trained weights: ...``) then reaches it, instead of Gradio's
-    ``Value: fgsl is not in the list of choices`` (and a traceback in the server log).
+    else); any other name an API caller sends reaches the handlers (:func:`checked_by_handlers`),
+    whose one-line reason (``the FGSL spotter needs trained weights: ...``) then reaches it."""
+    return checked_by_handlers(gr.Dropdown(spotters, **kwargs))
 
-    The check is loosened on this one control, not by subclassing ``gr.Dropdown``: Gradio writes a
-    ``.pyi`` file beside the module of every Component subclass, at import."""
-    control = gr.Dropdown(spotters, **kwargs)
+
+def checked_by_handlers(control: Any) -> Any:
+    """``control`` handing what its own check refuses to the handlers as it came, so that an API
+    caller's bad value (a spotter not offered, a sensitivity or face count out of range, empty, or
+    text) gets the demo's one line (:meth:`Settings.from_controls`) instead of Gradio's wording
+    (``Value: fgsl is not in the list of choices``, ``Value 100 is greater than maximum value
+    4.0``) and a traceback in the server log. The page's own controls send only valid values.
+
+    The check is loosened on these controls, not by subclassing: Gradio writes a ``.pyi`` file
+    beside the module of every Component subclass, at import."""
     strict = control.preprocess
 
     def preprocess(payload: Any) -> Any:
-        if isinstance(payload, str) and payload not in spotters:
+        try:
+            return strict(payload)
+        except Exception:  # noqa: BLE001 - any refusal: the handler says why, in its words
             return payload
-        return strict(payload)
 
     control.preprocess = preprocess  # type: ignore[method-assign]
     return control

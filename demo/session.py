@@ -18,7 +18,8 @@ only keeps one pipeline per browser session and makes sure it goes away:
   webcam stops (the end of its stream event), when its controls change (a fresh pipeline for the
   new settings), or after ``idle_s`` seconds without a frame (a background reaper), whichever
   comes first. Releasing finishes the pipeline, which
-  closes MediaPipe's landmarker.
+  closes MediaPipe's landmarker; the events the finish flushes join the session's, which the
+  page still shows (:meth:`SessionRegistry.view`) until it starts a new session.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fgsl.config import is_positive_number
 from realtime.events import Sink
 from realtime.face import FaceTracker
 from realtime.overlay import OverlayState
@@ -75,21 +75,30 @@ class Settings:
 
     @classmethod
     def from_controls(cls, spotter: Any, sensitivity: Any, max_faces: Any) -> "Settings":
-        """Validated settings from the widgets' values (the API can send anything)."""
+        """Validated settings from the widgets' values (the API can send anything: out of range,
+        empty, text), refused in one line naming the range the page's sliders offer."""
         name = str(spotter or "flow").strip().lower()
-        try:
-            sens = float(sensitivity if sensitivity is not None else 1.0)
-            faces = float(max_faces if max_faces is not None else 4)
-        except (TypeError, ValueError):
-            raise DemoError(f"sensitivity must be a number and max faces a whole number, got "
-                            f"{sensitivity!r} and {max_faces!r}") from None
-        if not is_positive_number(sens):
-            raise DemoError(f"sensitivity must be a positive number, got {sensitivity!r}")
+        low, high = SENSITIVITY_RANGE
+        sens = _number(sensitivity)
+        if sens is None or not low <= sens <= high:
+            raise DemoError(f"sensitivity must be a number from {low:g} to {high:g}, got {sensitivity!r}")
         # Refused, not rounded: 2.5 faces has no meaning, and int() would quietly make it 2
         # (the slider sends whole numbers, 4 or 4.0; only an API caller can send 2.5).
-        if isinstance(max_faces, bool) or not faces.is_integer() or not 1 <= faces <= MAX_FACES:
+        faces = _number(max_faces)
+        if faces is None or not faces.is_integer() or not 1 <= faces <= MAX_FACES:
             raise DemoError(f"max faces must be a whole number from 1 to {MAX_FACES}, got {max_faces!r}")
         return cls(name, round(sens, 4), int(faces))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float (a number or its text, not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class PipelineFactory:
@@ -282,14 +291,32 @@ class LiveSession:
         """Stream time of the recent frames (source frame -> seconds), for plots."""
         return dict(self.frame_times)
 
-    def close(self) -> None:
-        """Finish the pipeline (releases MediaPipe); waits for a frame in progress. Idempotent."""
+    def continue_from(self, previous: "LiveSession") -> None:
+        """Carry on the page's stream from ``previous`` (closed: its controls changed): its events,
+        signals and frame numbers stay, so a new sensitivity does not wipe the table or restart
+        the frame count; only the pipeline (and its spotting state) is new."""
+        with previous.lock, self.lock:
+            self.events.extend(previous.events)
+            self.signals = previous.signals
+            self.frame_times.extend(previous.frame_times)
+            self._arrivals.extend(previous._arrivals)
+            self.frames, self.t0 = previous.frames, previous.t0
+
+    def close(self) -> list[Event]:
+        """Finish the pipeline (releases MediaPipe); waits for a frame in progress. Idempotent.
+
+        The events the finish flushes (the movements of the stream's last moments, which the
+        spotter's look-ahead had not yet confirmed) join :attr:`events`, so the page still shows
+        them; they are also returned."""
         with self.lock:
             if self.closed:
-                return
+                return []
             self.closed = True
             try:
-                self.pipeline.finish()
+                finished = self.pipeline.finish()
+                self.events.extend(finished)
+                self.signals.update(self.pipeline.spotter)
+                return finished
             finally:
                 self.pipeline.close()
 
@@ -324,6 +351,11 @@ class SessionRegistry:
         # idle timeout. For stop_grace_s only: a page pressing Record again gets one after it.
         self._stopped: dict[str, float] = {}
         self.stop_grace_s = 1.0
+        # Each open page's last released session (Stop, idle): the page still shows its final
+        # events, the ones the pipeline's finish flushed. Dropped when the page starts a new
+        # session, is cleared or closed; bounded, oldest first.
+        self._retired: OrderedDict[str, LiveSession] = OrderedDict()
+        self.max_retired = 100
         self._lock = threading.Lock()
         self.released = 0
         self._stop = threading.Event()
@@ -342,13 +374,25 @@ class SessionRegistry:
         with self._lock:
             return self._sessions.get(key)
 
+    def page_closed(self, key: str) -> bool:
+        """Whether the page of ``key`` was closed (``release(page_closed=True)``): its uploads stop."""
+        with self._lock:
+            return key in self._ended
+
+    def view(self, key: str) -> LiveSession | None:
+        """What the page of ``key`` shows: its session, else its last released one (closed)."""
+        with self._lock:
+            return self._sessions.get(key) or self._retired.get(key)
+
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._sessions)
 
     def get(self, key: str, settings: Settings) -> LiveSession:
-        """The session of ``key`` for ``settings`` (created, or recreated when they changed)."""
+        """The session of ``key`` for ``settings`` (created, or recreated when they changed: the
+        new one continues the old one's events and frame numbers)."""
         stale: list[LiveSession] = []
+        previous: LiveSession | None = None
         try:
             with self._lock:
                 stale = self._expired_locked()
@@ -362,7 +406,8 @@ class SessionRegistry:
                 if session is not None and session.settings == settings and not session.closed:
                     return session
                 if session is not None:  # new controls: a fresh pipeline for them
-                    stale.append(self._sessions.pop(key))
+                    previous = self._sessions.pop(key)
+                    stale.append(previous)
                 if key in self._starting:
                     raise SessionBusy("this page's live session is still starting; frames resume in a moment")
                 if len(self._sessions) + len(self._starting) >= self.max_sessions:
@@ -381,19 +426,28 @@ class SessionRegistry:
             orphan = key in self._ended  # the page closed while its pipeline was being built
             if not orphan:
                 self._sessions[key] = session
+                self._retired.pop(key, None)
         if orphan:
             self._close([session])
             raise SessionClosed("this page was closed; reload it to start a new live session")
+        if previous is not None:
+            session.continue_from(previous)
         return session
 
-    def release(self, key: str, page_closed: bool = False, stream_stopped: bool = False) -> bool:
-        """Close and forget the session of ``key``; False when there was none. ``page_closed``:
+    def release(self, key: str, page_closed: bool = False, stream_stopped: bool = False,
+                forget: bool = False) -> bool:
+        """Close the session of ``key``; False when there was none. It stays the page's
+        :meth:`view` (its final events) unless ``forget`` (the page cleared it) or ``page_closed``:
         the page is gone for good, so frames still on their way must not start a new session;
         ``stream_stopped``: its webcam stopped, so for ``stop_grace_s`` they must not either."""
         with self._lock:
             session = self._sessions.pop(key, None)
             if stream_stopped and session is not None:
                 self._stopped[key] = self.clock()
+            if forget or page_closed:
+                self._retired.pop(key, None)
+            elif session is not None:
+                self._retire_locked(key, session)
             if page_closed:
                 self._ended[key] = None
                 while len(self._ended) > self.max_ended:
@@ -415,6 +469,7 @@ class SessionRegistry:
         with self._lock:
             sessions = list(self._sessions.values())
             self._sessions.clear()
+            self._retired.clear()
         self._close(sessions)
 
     def start_reaper(self, every_s: float | None = None) -> None:
@@ -440,7 +495,15 @@ class SessionRegistry:
     def _expired_locked(self) -> list[LiveSession]:
         now = self.clock()
         gone = [k for k, s in self._sessions.items() if now - s.last_used > self.idle_s or s.closed]
+        for key in gone:
+            self._retire_locked(key, self._sessions[key])
         return [self._sessions.pop(k) for k in gone]
+
+    def _retire_locked(self, key: str, session: LiveSession) -> None:
+        self._retired.pop(key, None)
+        self._retired[key] = session
+        while len(self._retired) > self.max_retired:
+            self._retired.popitem(last=False)
 
     def _close(self, sessions: list[LiveSession]) -> None:
         for session in sessions:

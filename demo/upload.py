@@ -162,13 +162,17 @@ def open_upload(path: Path, name: str, max_bytes: int | None) -> Capture:
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise DemoError(f"{name} is {size / 2**20:.1f} MB; this server accepts videos up to "
-                        f"{max_bytes / 2**20:.0f} MB (--max-upload-mb)")
+                        f"{round(max_bytes / 2**20, 2):g} MB (--max-upload-mb)")
     try:
         return Capture(parse_source(None, path))
     except RealtimeError as exc:
         reason = str(exc).split(": ", 1)[-1]
         raise DemoError(f"{name} is not a video this demo can read ({reason}); try an .mp4, .avi, .mov or "
                         f".webm file") from None
+
+
+class UploadCancelled(DemoError):
+    """The page that uploaded the video was closed while it was analysed."""
 
 
 @dataclass
@@ -181,12 +185,18 @@ class _Spotted:
 
 
 def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo, total: int,
-                      progress: Callable[[float, str], None] | None) -> _Spotted:
-    """Every frame through the pipeline and onto the annotated video, the progress bar fed."""
+                      progress: Callable[[float, str], None] | None,
+                      cancelled: Callable[[], bool] | None = None) -> _Spotted:
+    """Every frame through the pipeline and onto the annotated video, the progress bar fed.
+    ``cancelled`` is asked before each frame: the page that asked was closed, so nobody waits for
+    the result, and the upload slot (one at a time) must go to the next page now."""
     overlay = OverlayState(signal_rate=pipeline.spotter.fps)
     spotted = _Spotted([], set(), SignalHistory())
     start = time.monotonic()
     for frame in capture:
+        if cancelled is not None and cancelled():
+            raise UploadCancelled(f"analysis stopped at frame {pipeline.frames}"
+                                  f"{f' of ~{total}' if total else ''}: its page was closed")
         result = pipeline.step(frame)
         spotted.history.update(pipeline.spotter)
         spotted.events += result.events
@@ -206,9 +216,11 @@ def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo
 
 def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory, out_dir: Path,
                   max_bytes: int | None = None, name: str | None = None,
-                  progress: Callable[[float, str], None] | None = None) -> UploadResult:
+                  progress: Callable[[float, str], None] | None = None,
+                  cancelled: Callable[[], bool] | None = None) -> UploadResult:
     """Spot micro-expressions in the whole video; raises :class:`DemoError` with one clear line
-    for anything the user can fix (not a video, no face, too large)."""
+    for anything the user can fix (not a video, no face, too large), :class:`UploadCancelled`
+    (its files removed, the video reader and MediaPipe released) once ``cancelled()`` says so."""
     path = Path(path)
     name = name or path.name
     capture = open_upload(path, name, max_bytes)
@@ -227,15 +239,18 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     ok = False
     reported = frame_count(path)
     try:
-        spotted = _spot_every_frame(capture, pipeline, writer, reported, progress)
+        spotted = _spot_every_frame(capture, pipeline, writer, reported, progress, cancelled)
         ok = True
+    except UploadCancelled as exc:
+        raise UploadCancelled(f"{name}: {exc}") from None
     except RealtimeError as exc:
         raise DemoError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
     finally:
         capture.stop()
-        pipeline.close()
         if not ok:
+            pipeline.tracker.close()  # MediaPipe (finish() does it for a whole video)
             writer.abort()
+        pipeline.close()
     video = writer.close()
     frames, fps, events = pipeline.frames, capture.fps, spotted.events
     if pipeline.last_face_s is None:

@@ -171,9 +171,7 @@ def test_not_a_video_is_a_clear_message_and_the_server_keeps_serving(served, tmp
     write_video(noise, np.random.default_rng(1).integers(0, 256, (30, 160, 200, 3), dtype=np.uint8), 30.0)
     with pytest.raises(gradio_client.exceptions.AppError, match="no face found in the 30 frames of noise.avi"):
         analyse(client, noise)
-    with pytest.raises(gradio_client.exceptions.AppError, match="less than minimum value 1"):
-        analyse(client, noise, max_faces=0)  # Gradio's own slider check
-    summary = analyse(client, SAMPLE)[0]  # after three errors the server still serves
+    summary = analyse(client, SAMPLE)[0]  # after two errors the server still serves
     assert "72 frames" in summary and "Warning" not in summary  # a whole file: no truncation warning
 
 
@@ -192,6 +190,28 @@ def test_a_face_count_that_is_not_whole_is_refused_not_rounded(served, factory, 
     assert "max faces must be a whole number from 1 to 8, got 2.5" in app.live_step(
         frame, "flow", 1.0, 2.5, SimpleNamespace(session_hash="p"))
     assert len(app.registry) == 0
+
+
+@pytest.mark.parametrize("sensitivity, max_faces, message", [
+    (100, 4, "sensitivity must be a number from 0.25 to 4, got 100"),
+    (0, 4, "sensitivity must be a number from 0.25 to 4, got 0"),
+    (-1, 4, "sensitivity must be a number from 0.25 to 4, got -1"),
+    ("abc", 4, "sensitivity must be a number from 0.25 to 4, got 'abc'"),
+    (None, 4, "sensitivity must be a number from 0.25 to 4, got None"),
+    (1, 0, "max faces must be a whole number from 1 to 8, got 0"),
+    (1, 9, "max faces must be a whole number from 1 to 8, got 9"),
+    (1, None, "max faces must be a whole number from 1 to 8, got None"),
+])
+def test_controls_out_of_the_sliders_range_through_the_api_are_one_line(served, sensitivity, max_faces, message,
+                                                                        capfd):
+    """The sliders' own check answered in Gradio's words (``Value 100 is greater than maximum
+    value 4.0``) with a traceback in the server's log."""
+    _, client = served
+    with pytest.raises(gradio_client.exceptions.AppError) as err:
+        analyse(client, SAMPLE, sensitivity=sensitivity, max_faces=max_faces)
+    assert str(err.value).endswith(message)
+    log = capfd.readouterr().err
+    assert f"demo: {message}" in log and "Traceback" not in log
 
 
 @needs_ffmpeg
@@ -248,9 +268,11 @@ def test_fgsl_spotter_is_offered_with_an_engine_and_says_untrained(tmp_path):
     assert plot.ndim == 3 and Path(video).is_file() and all(Path(f).is_file() for f in files)
     # Untrained heads score about their prior, 0.01 (fgsl/heads.py), far below the 0.3 threshold.
     assert table == [] and "**0 events**" in summary
-    # Sensitivity 1000 divides the threshold's odds by 1000 (0.3 -> 0.0004): now the prior reports.
-    summary, _, _, table, files = app.analyse(str(SAMPLE), "fgsl", 1000.0, 1)
-    lines = event_lines(next(f for f in files if str(f).endswith(".jsonl")))
+    # Sensitivity 1000 (beyond the page's range, so not through it) divides the threshold's odds by
+    # 1000 (0.3 -> 0.0004): now the prior reports.
+    result = analyse_video(SAMPLE, Settings("fgsl", 1000.0, 1), factory, tmp_path / "sensitive")
+    summary, table = result.summary, result.rows
+    lines = event_lines(str(result.jsonl))
     assert lines and all(line["untrained"] is True for line in lines)  # as realtime.cam --events marks them
     assert f"**{len(table)} events**" in summary and all(len(r) == len(TABLE_HEADERS) for r in table)
     assert [(r[0], r[1], r[4], r[6]) for r in table] == [(e["track"], e["kind"], e["onset"], e["offset"]) for e in lines]
@@ -273,11 +295,43 @@ def test_the_page_escapes_the_weights_folder_it_names(tmp_path):
     assert "demo-untrained" in page  # the untrained marking itself is still HTML
 
 
+def test_an_upload_stops_when_its_page_is_closed(factory, clip, tmp_path, monkeypatch):
+    """Gradio cannot stop the thread an upload runs in, and uploads run one at a time: an upload
+    whose tab was closed used to hold the slot until its last frame. ``demo.unload`` (the tab
+    closed) now stops it at the next frame, its files removed and its reader and MediaPipe closed."""
+    import gradio as gr
+
+    from realtime.face import FaceTracker
+
+    closed_trackers: list[FaceTracker] = []
+    real_close = FaceTracker.close
+    monkeypatch.setattr(FaceTracker, "close", lambda self: closed_trackers.append(self) or real_close(self))
+    app = DemoApp(factory, DemoConfig(work_dir=tmp_path))
+    page = SimpleNamespace(session_hash="tab")
+    seen: list[str] = []
+
+    def progress(fraction: float, desc: str) -> None:
+        seen.append(desc)
+        if desc.startswith("frame 20 "):
+            app.release(page)  # what demo.unload calls when the tab closes
+
+    with pytest.raises(gr.Error) as err:
+        app.analyse(str(clip[0]), "flow", 1.0, 4, progress, page)
+    assert err.value.message == (f"{clip[0].name}: analysis stopped at frame 20 of ~240: its page was closed")
+    assert not seen[-1].startswith("frame 30")
+    assert list(tmp_path.glob("run-*")) == []  # its folder is gone
+    assert closed_trackers and closed_trackers[-1]._landmarker is None  # noqa: SLF001 (MediaPipe released)
+    summary = app.analyse(str(SAMPLE), "flow", 1.0, 4, None, SimpleNamespace(session_hash="other"))[0]
+    assert "72 frames" in summary  # other pages still analyse
+
+
 def test_oversized_upload_is_refused_with_a_clear_message(factory, tmp_path):
     big = tmp_path / "long_recording.mp4"
     big.write_bytes(b"\0" * (2 * 2**20 + 1))
     with pytest.raises(DemoError, match=r"long_recording.mp4 is 2.0 MB; this server accepts videos up to 1 MB"):
         analyse_video(big, Settings(), factory, tmp_path / "out", max_bytes=2**20)
+    with pytest.raises(DemoError, match=r"accepts videos up to 0.4 MB"):  # (it said "up to 0 MB")
+        analyse_video(big, Settings(), factory, tmp_path / "out", max_bytes=int(0.4 * 2**20))
     app = DemoApp(factory, DemoConfig(max_upload_mb=0.1, work_dir=tmp_path / "work"))
     demo = app.launch(port=free_port(), block=False, quiet=True)
     try:
@@ -351,6 +405,48 @@ def test_live_handler_returns_annotated_frame_and_release_frees_the_session(fact
     app.registry.close_all()
 
 
+@pytest.mark.slow
+def test_events_the_finish_flushes_reach_the_live_table_and_new_controls_keep_the_stream(factory, clip, tmp_path):
+    """The last moments of a stream: the movements at frames 41-46 and 64-66 of the clip are confirmed by the
+    flow spotter's look-ahead only at frames 87 and 103; a stream that ends at frame 80 gets them from the
+    pipeline's finish, which Stop, new controls and the idle reaper all call. It used to be
+    dropped: the table kept 0 rows (and new controls wiped it and restarted the frame count)."""
+    app = DemoApp(factory, DemoConfig(max_sessions=2, idle_s=60, work_dir=tmp_path))
+    frames = frames_of(clip[0])[:80]
+    now = [len(frames) / 30]  # the registry's clock: stream time (the frames arrive at 30 fps)
+    app.registry.clock = lambda: now[0]
+
+    def stream(page: str, settings: Settings):
+        session = app.registry.get(page, settings)
+        for i, frame in enumerate(frames):
+            session.step(frame, received=i / 30)
+        return session
+
+    def table(page: str) -> list[tuple[int, int]]:
+        rows = app.live_panels(SimpleNamespace(session_hash=page))[1]
+        return [(r[4], r[6]) for r in rows]
+
+    finished = [(64, 66), (41, 46), (18, 24)]  # newest first
+    session = stream("stop", Settings())
+    assert table("stop") == [(18, 24)]
+    app.live_stopped(SimpleNamespace(session_hash="stop"))  # Stop
+    assert session.closed and table("stop") == finished
+    # New controls mid-stream: the finished events stay and the frame count carries on.
+    session = stream("controls", Settings())
+    changed = app.registry.get("controls", Settings(sensitivity=1.05))
+    assert session.closed and changed is not session and not changed.closed
+    assert table("controls") == finished
+    assert changed.step(frames[0], received=now[0]).index == 80
+    # The idle reaper keeps the page's final table; Clear forgets it.
+    stream("idle", Settings())
+    now[0] += 61
+    assert app.registry.reap() == 2 and table("idle") == finished
+    assert app.live_clear(SimpleNamespace(session_hash="idle"))[2] == [] and app.registry.view("idle") is None
+    app.release(SimpleNamespace(session_hash="stop"))  # the tab closed: nothing is left for it
+    assert app.registry.view("stop") is None
+    app.registry.close_all()
+
+
 def test_the_live_stream_is_not_queued_behind_other_pages_and_stop_frees_its_slot(factory, tmp_path):
     """A Gradio stream holds its concurrency slot until it stops, so a limit on the stream event
     parked the page over --max-sessions silently in the queue: the registry alone limits."""
@@ -360,6 +456,17 @@ def test_the_live_stream_is_not_queued_behind_other_pages_and_stop_frees_its_slo
     assert blocks.fns[live["id"]].concurrency_limit is None
     after = [blocks.fns[d["id"]].fn for d in blocks.config["dependencies"] if d.get("trigger_after") == live["id"]]
     assert after == [app.live_stopped]  # Stop ends the stream: the slot is freed
+
+
+def test_the_live_stream_is_no_api_so_a_client_call_holds_no_live_slot(served):
+    """One gradio_client call to /live_step started a session that nothing (no Stop, no unload)
+    ended before --idle-timeout: with --max-sessions 1 every page was told the server was busy."""
+    app, client = served
+    with pytest.raises(ValueError, match="live_step"):
+        client.predict(None, "flow", 1.0, 4, api_name="/live_step")
+    assert len(app.registry) == 0
+    assert "/live_step" not in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/analyse" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
 
 
 def test_registry_limits_recreates_on_new_controls_and_reaps_idle_sessions(factory):

@@ -21,8 +21,9 @@ pytest.importorskip("gradio", reason="the demo needs gradio (the dev extra)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the dev extra)")
 
 from demo import browser as B  # noqa: E402
-from demo.app import DemoApp, DemoConfig  # noqa: E402
+from demo.app import CAMERA_ERRORS, DemoApp, DemoConfig  # noqa: E402
 from demo.session import PipelineFactory  # noqa: E402
+from tests.conftest import shared_video  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -66,12 +67,17 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def chromium(clips):
-    ARTIFACTS.mkdir(exist_ok=True)
+def playwright():
     with sync_api.sync_playwright() as pw:
-        browser = B.launch_chromium(pw, clips["y4m"])
-        yield browser
-        browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright, clips):
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = B.launch_chromium(playwright, clips["y4m"])
+    yield browser
+    browser.close()
 
 
 def open_page(chromium, url: str):
@@ -81,6 +87,12 @@ def open_page(chromium, url: str):
     page.goto(url)
     page.wait_for_selector("#webcam", timeout=30_000)
     return page
+
+
+def wait_for_upload(page, name: str) -> None:
+    """Until the upload box lists the file ``name`` (uploaded to the server, ready to analyse)."""
+    page.wait_for_function("name => document.querySelector('#video-in').innerText.replace(/\\n/g, '')"
+                           ".includes(name)", arg=name, timeout=30_000)
 
 
 def wait_until(predicate, timeout_s: float, what: str) -> None:
@@ -197,11 +209,33 @@ def test_a_page_over_max_sessions_is_told_at_once_and_starts_when_stop_frees_the
         app.close()
 
 
+@pytest.mark.parametrize("flag, message", [
+    ("--use-fake-device-for-media-stream", CAMERA_ERRORS["NotAllowedError"]),  # a camera, no permission
+    ("--use-fake-ui-for-media-stream", CAMERA_ERRORS["NotFoundError"]),  # permission, no camera
+], ids=["denied", "no-camera"])
+def test_a_page_the_browser_gives_no_camera_says_why(server, playwright, flag, message):
+    """Gradio's webcam leaves the browser's refusal unhandled: the page used to show nothing."""
+    _, url = server
+    browser = playwright.chromium.launch(executable_path=B.find_chromium(), headless=True, args=[flag])
+    try:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector("#webcam", timeout=30_000)
+        assert not page.locator("#camera-status .camera-status").is_visible()  # nothing to say yet
+        page.get_by_role("button", name="Click to Access Webcam").click(timeout=10_000)
+        status = page.locator("#camera-status .camera-status")
+        status.wait_for(state="visible", timeout=10_000)
+        assert status.inner_text() == message
+    finally:
+        browser.close()
+
+
 def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium, clips):
     _, url = server
     page = open_page(chromium, url)
     page.get_by_role("tab", name="Upload a video").click()
     page.locator("#video-in input[type=file]").set_input_files(str(clips["mp4"]))
+    wait_for_upload(page, "still_face.mp4")
     page.locator("#analyse").click()
     page.wait_for_function("() => document.querySelector('#upload-events').innerText.includes('micro')",
                            timeout=90_000)
@@ -218,8 +252,8 @@ def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium,
     # The bundled sample, one click away.
     page.reload()
     page.get_by_role("tab", name="Upload a video").click()
-    page.locator("#sample").get_by_role("button").first.click()
-    page.wait_for_selector("#video-in video", timeout=30_000)
+    page.locator("#sample").click()
+    wait_for_upload(page, "pyfeat_single_face.mp4")
     page.locator("#analyse").click()
     page.wait_for_function("() => document.querySelector('#upload-summary').innerText.includes('72 frames')",
                            timeout=60_000)
@@ -245,6 +279,41 @@ def test_upload_tab_produces_table_plot_files_and_clear_errors(server, chromium,
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "demo_too_large.png"), full_page=True)
     page.context.close()
+
+
+def test_an_avi_upload_shows_no_error_notice(server, chromium, clips):
+    """An MJPEG .avi (the bundled sample's frames), which the analysis reads and chromium cannot
+    play: the upload box's preview player (gr.Video's) said "Video not playable" in a red notice."""
+    _, url = server
+    video = clips["tmp"] / "sample_mjpeg.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(B.SAMPLE_VIDEO), "-c:v", "mjpeg", "-q:v", "4",
+                    str(video)], check=True, capture_output=True)
+    page = open_page(chromium, url)
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(video))
+    wait_for_upload(page, video.name)
+    page.locator("#analyse").click()
+    page.wait_for_function("() => document.querySelector('#upload-summary').innerText.includes('72 frames')",
+                           timeout=90_000)
+    page.wait_for_selector("#video-out video", timeout=30_000)
+    assert page.locator(".toast-body").all_inner_texts() == []
+    page.context.close()
+
+
+def test_closing_the_tab_stops_its_upload(server, chromium):
+    """Uploads run one at a time: one whose tab was closed used to hold the slot to its end."""
+    app, url = server
+    video = shared_video("liveportrait_d6_expressions.mp4")  # 1008 frames, 1.9 MB
+    page = open_page(chromium, url)
+    page.get_by_role("tab", name="Upload a video").click()
+    page.locator("#video-in input[type=file]").set_input_files(str(video))
+    wait_for_upload(page, video.name)
+    page.locator("#analyse").click()
+    runs = lambda: list(app.work_dir.glob("run-*/liveportrait_d6_expressions_megc.csv"))  # noqa: E731
+    wait_until(lambda: runs(), 30, "the analysis to start")
+    page.get_by_text("frame 10").first.wait_for(timeout=30_000)  # the progress bar moves
+    page.context.close()
+    wait_until(lambda: not runs(), 20, "the analysis to stop and remove its files")
 
 
 def test_bench_streams_a_real_video_larger_than_the_camera():
