@@ -25,7 +25,7 @@ from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
 from realtime.pipeline import Pipeline
-from realtime.types import Event, RealtimeError
+from realtime.types import Event, RealtimeError, too_short
 
 from .plots import signal_plot
 from .session import DemoError, PipelineFactory, Settings, SignalHistory
@@ -264,6 +264,9 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
     if cut_short(capture.stats.read, reported):
         notes.append(f"{cut_short_message(name, capture.stats.read, reported)}: the events cover only the frames "
                      "before it")
+    short = too_short(frames, fps)
+    if short is not None:
+        notes.append(f"{name}: {short}")
     series = {t: (idx / fps, v) for t, (idx, v) in spotted.history.series().items()}
     micro = sum(e.kind == "micro" for e in events)
     plot = signal_plot(series, events, threshold=pipeline.spotter.signal_threshold(),

@@ -36,7 +36,7 @@ with startup_imports(__name__):
     from .pipeline import Pipeline
     from .spotters import add_cache_flag, add_spotter_flags, make_spotter
     from .spotters.fgsl import UNTRAINED_BANNER
-    from .types import RealtimeError
+    from .types import RealtimeError, too_short
 
 register_user_error(RealtimeError)
 
@@ -258,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         outputs = named(args, "events", "csv", "save")
         if pipeline.last_face_s is None and summary.interrupted and outputs:  # (no face, no error: say why)
             say(f"warning: no face was tracked: {' and '.join(outputs)} left as they were")
+        short = None if capture.live or summary.interrupted else too_short(summary.frames, capture.fps)
+        if short is not None:
+            say(f"warning: {capture.name}: {short}")
         say(summary.line() + (f" [{UNTRAINED_BANNER}]" if untrained else ""))
         failure = summary.failure or console_failure(args, sinks)
         if failure is not None:

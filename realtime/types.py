@@ -164,6 +164,17 @@ MICRO_MAX_S = 0.5
 MIN_MOVEMENT_S = 0.065
 
 
+def too_short(frames: int, fps: float) -> str | None:
+    """Why a whole recording of ``frames`` at ``fps`` is too short to spot anything in (one
+    frame: an image given as a video), or ``None``. Its "0 events" would otherwise read as
+    "nothing happened" when nothing could be seen: a movement lasts up to ``MICRO_MAX_S``."""
+    seconds = frames / fps
+    if seconds >= MICRO_MAX_S:
+        return None
+    return (f"{frames} frame{'' if frames == 1 else 's'} ({seconds:.2f} s) is too short to spot in: a "
+            f"micro-expression lasts up to {MICRO_MAX_S:g} s")
+
+
 def validate_event_line(obj: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the first way ``obj`` breaks the event schema."""
     for key, kind in EVENT_SCHEMA.items():

@@ -744,3 +744,15 @@ def test_untrained_weights_mark_every_event_line_and_the_summary(tmp_path, capfd
     assert events and len(out) == len(events)  # (a sensitivity of 1000 makes random weights report)
     assert all("UNTRAINED WEIGHTS" in line for line in out) and all(e["untrained"] is True for e in events)
     assert "UNTRAINED WEIGHTS" in next(line for line in err.splitlines() if line.startswith("summary:"))
+
+
+def test_a_file_too_short_to_spot_in_is_said(tmp_path, capfd):
+    """A 10-frame clip (0.33 s): "0 events" would read as "nothing happened"; one warning line
+    says nothing could be seen. The whole 2.4-s sample gets no such line."""
+    clip = tmp_path / "short.avi"
+    write_video(clip, np.stack(read_frames(SAMPLE_VIDEO)[:10])[..., ::-1], 30.0)
+    code, _, err = run_cam(capfd, "--source", str(clip), "--headless")
+    assert code == 0 and (f"warning: {clip}: 10 frames (0.33 s) is too short to spot in: a micro-expression "
+                          "lasts up to 0.5 s") in err.splitlines(), err
+    code, _, err = run_cam(capfd, "--source", str(SAMPLE_VIDEO), "--headless")
+    assert code == 0 and "too short" not in err

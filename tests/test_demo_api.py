@@ -325,6 +325,25 @@ def test_an_upload_stops_when_its_page_is_closed(factory, clip, tmp_path, monkey
     assert "72 frames" in summary  # other pages still analyse
 
 
+def test_a_video_too_short_to_spot_in_says_so(factory, tmp_path):
+    """10 frames of the sample (0.33 s), and a still image given a video's name (OpenCV reads
+    it as one frame): "0 events" would read as "nothing happened"; the summary says why nothing
+    could be seen. The whole 2.4-s sample says nothing of the kind."""
+    cap = cv2.VideoCapture(str(SAMPLE))
+    frames = np.stack([cap.read()[1] for _ in range(10)])[..., ::-1]  # (write_video takes RGB)
+    cap.release()
+    clip = tmp_path / "short.avi"
+    write_video(clip, frames, 30.0)
+    result = analyse_video(clip, Settings(), factory, tmp_path / "short")
+    assert result.warnings == ["short.avi: 10 frames (0.33 s) is too short to spot in: a micro-expression lasts up to 0.5 s"]
+    assert result.summary.startswith(f"**Warning: {result.warnings[0]}.**")
+    image = tmp_path / "image.mp4"
+    image.write_bytes(cv2.imencode(".png", frames[0][..., ::-1])[1].tobytes())
+    result = analyse_video(image, Settings(), factory, tmp_path / "image")
+    assert result.frames == 1 and result.warnings[0].startswith("image.mp4: 1 frame (")
+    assert analyse_video(SAMPLE, Settings(), factory, tmp_path / "whole").warnings == []
+
+
 def test_oversized_upload_is_refused_with_a_clear_message(factory, tmp_path):
     big = tmp_path / "long_recording.mp4"
     big.write_bytes(b"\0" * (2 * 2**20 + 1))
