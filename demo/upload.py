@@ -166,7 +166,9 @@ def open_upload(path: Path, name: str, max_bytes: int | None) -> Capture:
     try:
         return Capture(parse_source(None, path))
     except RealtimeError as exc:
-        reason = str(exc).split(": ", 1)[-1]
+        # The reader's reason without its advice for the command line ("an image, not a video;
+        # give the folder of numbered frames it belongs to"): a browser can send one file only.
+        reason = str(exc).split(": ", 1)[-1].split("; ")[0]
         raise DemoError(f"{name} is not a video this demo can read ({reason}); try an .mp4, .avi, .mov or "
                         f".webm file") from None
 

@@ -342,6 +342,12 @@ def test_a_video_too_short_to_spot_in_says_so(factory, tmp_path):
     result = analyse_video(image, Settings(), factory, tmp_path / "image")
     assert result.frames == 1 and result.warnings[0].startswith("image.mp4: 1 frame (")
     assert analyse_video(SAMPLE, Settings(), factory, tmp_path / "whole").warnings == []
+    png = tmp_path / "frame.png"  # an image by its name: refused, without the command line's advice
+    png.write_bytes(image.read_bytes())
+    with pytest.raises(DemoError) as refused:
+        analyse_video(png, Settings(), factory, tmp_path / "png")
+    assert refused.value.args[0] == ("frame.png is not a video this demo can read (an image, not a video); try an "
+                                     ".mp4, .avi, .mov or .webm file")
 
 
 def test_oversized_upload_is_refused_with_a_clear_message(factory, tmp_path):
