@@ -183,7 +183,8 @@ class DemoApp:
         micro = sum(e.kind == "micro" for e in events)
         median = sorted(session.latencies_ms)[len(session.latencies_ms) // 2]
         untrained = " (UNTRAINED weights)" if session.spotter_name == "fgsl" and self.factory.trained is False else ""
-        stats = (f"{step.fps:.1f} frames/s reach the server · processing {step.latency_ms:.0f} ms (median "
+        rate = "…" if step.fps is None else f"{step.fps:.1f}"
+        stats = (f"{rate} frames/s reach the server · processing {step.latency_ms:.0f} ms (median "
                  f"{median:.0f}) · {step.faces} face(s) · {len(events)} events ({micro} micro) · "
                  f"frame {step.index} · "
                  f"spotter {session.spotter_name}{untrained}")

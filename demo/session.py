@@ -206,13 +206,17 @@ def to_bgr(image: Any) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
+#: Seconds of frame arrivals :meth:`LiveSession.fps` needs before it gives a rate.
+FPS_SPAN_S = 1.0
+
+
 @dataclass
 class LiveStep:
     """What one webcam frame gave the page."""
 
     image_bgr: np.ndarray
     index: int
-    fps: float  # frames reaching the server per second (recent)
+    fps: float | None  # frames reaching the server per second (recent; None: not a second of them yet)
     latency_ms: float  # this frame: arrival at the server -> annotated frame ready
     faces: int
     received_wall: float  # time.time() when the frame reached the handler (for the benchmark)
@@ -245,14 +249,16 @@ class LiveSession:
     def spotter_name(self) -> str:
         return self.pipeline.spotter.name
 
-    def fps(self) -> float:
-        """Frames that reached the server per second, over the last 60 frames (or 5 s)."""
+    def fps(self) -> float | None:
+        """Frames that reached the server per second, over the last 60 frames (or 5 s); ``None``
+        until they span a second: over the first few frames the browser's send jitter read as
+        34-35 frames/s from a page that sends at most 25."""
         if len(self._arrivals) < 2:
-            return 0.0
+            return None
         now = self._arrivals[-1]
         recent = [t for t in self._arrivals if now - t <= 5.0]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
-            return 0.0
+        if len(recent) < 2 or recent[-1] - recent[0] < FPS_SPAN_S:
+            return None
         return (len(recent) - 1) / (recent[-1] - recent[0])
 
     def step(self, image: Any, received: float | None = None) -> LiveStep:

@@ -380,6 +380,21 @@ def frames_of(video: Path) -> list[np.ndarray]:
     return out
 
 
+def test_the_live_rate_waits_for_a_second_of_frames(factory, clip):
+    """Three frames 28 ms apart (a browser's send jitter) read as 35 frames/s from a page that
+    sends at most 25: no rate is given until the arrivals span a second."""
+    frames = frames_of(clip[0])
+    session = LiveSession(Settings(), factory.pipeline(Settings()))
+    try:
+        steps = [session.step(frames[i], received=100.0 + i * 0.028) for i in range(3)]
+        assert session.fps() is None and all(step.fps is None for step in steps)
+        for i in range(3, 40):
+            session.step(frames[i % len(frames)], received=100.0 + 0.056 + (i - 2) / 25)
+        assert session.fps() == pytest.approx(25, abs=1.5)
+    finally:
+        session.close()
+
+
 @pytest.mark.slow
 def test_live_session_spots_injected_movements_and_stays_bounded(factory, clip):
     frames = frames_of(clip[0])
