@@ -679,6 +679,8 @@ def _train(args: argparse.Namespace, env: Dist) -> dict[str, Any]:
         history.append(record)
         env.barrier()
     ranks = check_ranks_agree(run.model, env, run.out)
+    if env.main:
+        say_nothing_chosen(run)
     final = score_on_test(run.data, run.out, env) if env.main else None
     return {"epochs": len(history), "step": run.step, "best": run.best, "history": history, "rank_digests": ranks,
             "final": final}
@@ -926,6 +928,21 @@ def _state(run: _Run, epoch: int, normalisers: list[float], positions: list[dict
         "seed": args.seed,
         "data": data_identity(args),
     }
+
+
+def say_nothing_chosen(run: _Run) -> None:
+    """Warn when no validation found a single movement (spotting F1 0 in every epoch, at
+    every threshold): the weights kept are then the first epoch validated and their threshold
+    is the sweep's first, a default rather than a choice. ``fgsl.tune`` refuses that case;
+    training ends as it always does, but says so."""
+    if run.best is None or run.best[0] > 0:
+        return
+    kept = weights.info(run.out)
+    print(f"warning: no validation found a single movement (spotting F1 0 in every epoch, at every threshold): the "
+          f"weights kept (epoch {kept.get('epoch')}) and their score threshold "
+          f"{kept.get('validation', {}).get('threshold')} were not chosen by anything; train "
+          f"longer or on more data, or choose the threshold with python -m fgsl.tune on other validation videos",
+          file=sys.stderr)
 
 
 def score_on_test(data: data_spec.TrainData, out: Path, env: Dist) -> dict[str, Any] | None:

@@ -301,6 +301,26 @@ def _train(*args, launcher=(sys.executable, "-m", "fgsl.train"), timeout: float 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("best,said", [([0.0, 0.0], True), ([0.25, 0.1], False), (None, False)])
+def test_weights_no_validation_chose_are_said_to_be_unchosen(tmp_path, capsys, best, said):
+    """Spotting F1 0 in every epoch at every threshold: the first epoch and the sweep's first
+    threshold are kept by default, which fgsl.tune would refuse; training says so. A run that
+    found something (or had no validation) says nothing."""
+    from types import SimpleNamespace
+
+    from fgsl.model import build
+    from fgsl.train import say_nothing_chosen
+
+    weights.save(build(preset("tiny"), seed=0), tmp_path, trained=True, score_threshold=0.7,
+                 info={"epoch": 0, "validation": {"threshold": 0.7, "spotting_f1": 0.0}})
+    say_nothing_chosen(SimpleNamespace(best=best, out=tmp_path))
+    err = capsys.readouterr().err
+    assert (err == "warning: no validation found a single movement (spotting F1 0 in every epoch, at every threshold): "
+                   "the weights kept (epoch 0) and their score threshold 0.7 were not chosen by anything; train longer "
+                   "or on more data, or choose the threshold with python -m fgsl.tune on other validation videos\n"
+            ) if said else err == "", err
+
+
 def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_dir):
     out = tmp_path / "run"
     first = _train(*SMALL, "--data", f"synthetic={face_dir}", "--out", str(out), "--epochs", "2")
@@ -317,6 +337,9 @@ def test_train_cli_writes_weights_metrics_checkpoint_and_resumes(tmp_path, face_
     # The test set is scored once, at the end, on those weights.
     assert final["final"] and final["epoch"] == saved["epoch"] and {"megc", "strict"} <= set(final["held_out"])
     assert final["score_threshold"] == saved["validation"]["threshold"]
+    # Said when no epoch's validation found a movement: then nothing chose those weights or that threshold.
+    unchosen = all(r["validation"]["spotting_f1"] == 0 for r in epochs)
+    assert ("warning: no validation found a single movement" in first.stderr) == unchosen, first.stderr
     assert sorted(p.name for p in (out / "data").iterdir()) == ["test", "train", "val"]
     assert weights.is_trained(out) and "synthetic" in weights.info(out)["data"]
     assert weights.info(out)["crops"] == "centre"  # what the live spotter checks against its aligned crops
