@@ -302,6 +302,7 @@ class LiveSession:
         signals and frame numbers stay, so a new sensitivity does not wipe the table or restart
         the frame count; only the pipeline (and its spotting state) is new."""
         with previous.lock, self.lock:
+            self.pipeline.tracker.continue_ids(previous.pipeline.tracker)  # (ids are never reused)
             self.events.extend(previous.events)
             self.signals = previous.signals
             self.frame_times.extend(previous.frame_times)
@@ -359,9 +360,10 @@ class SessionRegistry:
         self.stop_grace_s = 1.0
         # Each open page's last released session (Stop, idle): the page still shows its final
         # events, the ones the pipeline's finish flushed. Dropped when the page starts a new
-        # session, is cleared or closed; bounded, oldest first.
+        # session, is cleared or closed; bounded, oldest first (a page's next tick, within a
+        # second, reads it; each holds its closed pipeline's spotter and history, about 1 MB).
         self._retired: OrderedDict[str, LiveSession] = OrderedDict()
-        self.max_retired = 100
+        self.max_retired = 16
         self._lock = threading.Lock()
         self.released = 0
         self._stop = threading.Event()
@@ -414,6 +416,9 @@ class SessionRegistry:
                 if session is not None:  # new controls: a fresh pipeline for them
                     previous = self._sessions.pop(key)
                     stale.append(previous)
+                    # The page's view while the new one starts (and if it cannot): the old one's
+                    # events, with what its finish flushes.
+                    self._retire_locked(key, previous)
                 if key in self._starting:
                     raise SessionBusy("this page's live session is still starting; frames resume in a moment")
                 if len(self._sessions) + len(self._starting) >= self.max_sessions:
@@ -427,6 +432,8 @@ class SessionRegistry:
             with self._lock:
                 self._starting.discard(key)
             raise
+        if previous is not None:  # before the page can see it (an empty table meanwhile, else)
+            session.continue_from(previous)
         with self._lock:
             self._starting.discard(key)
             orphan = key in self._ended  # the page closed while its pipeline was being built
@@ -436,8 +443,6 @@ class SessionRegistry:
         if orphan:
             self._close([session])
             raise SessionClosed("this page was closed; reload it to start a new live session")
-        if previous is not None:
-            session.continue_from(previous)
         return session
 
     def release(self, key: str, page_closed: bool = False, stream_stopped: bool = False,

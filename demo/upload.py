@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from fgsl.config import is_positive_number
-from fgsl.data.frames import cut_short, cut_short_message, opencv_name
+from fgsl.data.frames import opencv_name
 from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
@@ -259,13 +259,10 @@ def analyse_video(path: str | Path, settings: Settings, factory: PipelineFactory
         raise DemoError(f"no face found in the {frames} frames of {name}: the spotter needs a visible, roughly "
                         f"frontal face")
     seconds = time.monotonic() - start
-    notes: list[str] = []
-    # The reader's own test (fgsl.data.frames.cut_short, which realtime.cam's warning comes from):
-    # OpenCV ends a damaged stream like a finished one, so a cut-off upload would otherwise look
-    # like a shorter video. (That warning itself goes to the server's log, from the reading thread.)
-    if cut_short(capture.stats.read, reported):
-        notes.append(f"{cut_short_message(name, capture.stats.read, reported)}: the events cover only the frames "
-                     "before it")
+    # What the reader found and warned about (fgsl.data.frames: a cut-off end, which OpenCV ends
+    # like a finished stream, or a variable frame rate), as realtime.cam says it; its warnings
+    # themselves go to the server's log, from the reading thread.
+    notes = [f"{name}: {reason}" for reason in capture.notes]
     short = too_short(frames, fps)
     if short is not None:
         notes.append(f"{name}: {short}")

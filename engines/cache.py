@@ -225,7 +225,7 @@ class EngineCache:
         A foreign, truncated, corrupt or stale entry is reported once (why it is rebuilt)
         and replaced atomically. A cache folder that cannot be written (read-only, under
         ``/proc``, a file in the way) costs the cache, not the run: the payload is used
-        uncached, said once, and the returned path does not exist.
+        uncached, said once (the returned path then holds no entry of it).
         """
         path = self.path_for(identity)
         if path.exists():

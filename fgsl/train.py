@@ -932,9 +932,9 @@ def _state(run: _Run, epoch: int, normalisers: list[float], positions: list[dict
 
 def say_nothing_chosen(run: _Run) -> None:
     """Warn when no validation found a single movement (spotting F1 0 in every epoch, at
-    every threshold): the weights kept are then the first epoch validated and their threshold
-    is the sweep's first, a default rather than a choice. ``fgsl.tune`` refuses that case;
-    training ends as it always does, but says so."""
+    every threshold): the weights kept are then the epoch of the best STRS (all 0: the first)
+    and their threshold the sweep's first, a default rather than a choice. ``fgsl.tune``
+    refuses that case; training ends as it always does, but says so."""
     if run.best is None or run.best[0] > 0:
         return
     kept = weights.info(run.out)

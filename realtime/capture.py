@@ -422,6 +422,12 @@ class Capture:
         if self.on_outage is not None:
             self.on_outage(message)
 
+    @property
+    def notes(self) -> list[str]:
+        """What reading a file found and warned about so far (:attr:`fgsl.data.frames.FrameSource.notes`:
+        a cut-off end, a variable frame rate), as reasons without the file's name; none for a camera."""
+        return list(self._frames.notes) if self._frames is not None else []
+
     def _first_open(self) -> FrameReader | None:
         """:meth:`_open_camera` in a thread of its own, waited for in short steps. A stream
         URL whose server never answers holds OpenCV's open for its 30-s timeout, and a Ctrl-C

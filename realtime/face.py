@@ -4,11 +4,13 @@ MediaPipe's FaceLandmarker (Tasks API, VIDEO mode) gives 478 landmarks and 52 bl
 face. On top of it this module adds what the spotter needs and MediaPipe does not give:
 
 * **stable track ids**: detections are matched to live tracks by landmark-box IoU (centre
-  distance as a fallback), a track survives missed detections for under ``lost_after_s``
-  (1/3 s: 9 missed frames at 30 fps, 66 at SAMM's 200) so a brief dropout does not split it,
-  and ids are never reused, so a face that comes back after being lost is a new track (its
-  buffer starts afresh). The limit is stream time, not a count of frames: counted in frames,
-  a 50-ms dropout at 200 fps ended the track, and its new one waited a window to spot again.
+  distance as a fallback), a track ends once its face has been missed for ``lost_after_s``
+  (1/3 s: 10 frames at 30 fps, 67 at SAMM's 200) and in at least ``MIN_MISSED`` frames, so a
+  brief dropout does not split it, and ids are never reused, so a face that comes back after
+  being lost is a new track (its buffer starts afresh). The limit is mainly stream time:
+  counted in frames alone (10), a 50-ms dropout at 200 fps ended the track, and its new one
+  waited a window to spot again; counted in time alone, one missed frame of a slow stream (a
+  1-fps frame folder, a throttled browser tab) did.
 * **a stabilised similarity alignment**: the spotter looks for motions of a pixel or less, so
   landmark jitter must not move the crop. Three rigid key points (the two eye centres and the
   nose tip) are smoothed per track with a One Euro filter and mapped by a least-squares
@@ -178,6 +180,7 @@ class _Track:
     box: tuple[float, float, float, float]
     filter: OneEuroFilter
     seen_s: float  # stream time of the last frame that showed it
+    missed: int = 0  # frames in a row without it
 
 
 def _close_failed(landmarker: Any) -> None:
@@ -256,8 +259,10 @@ def missing_library_hint(exc: OSError) -> str:
 DEFAULT_MAX_FACES = 4
 
 
-#: Stream time (s) without its face after which a track ends (:class:`FaceTracker` ``lost_after_s``).
+#: Stream time (s) without its face after which a track ends (:class:`FaceTracker` ``lost_after_s``),
+#: once it has also been missed in :data:`MIN_MISSED` frames in a row.
 LOST_AFTER_S = 1 / 3
+MIN_MISSED = 3
 
 #: Stream-time gap (s) that ends every track (:class:`FaceTracker` ``max_gap_s``): well over a
 #: frame period of any camera or data set (a 1-fps frame folder still keeps its tracks).
@@ -268,7 +273,8 @@ class FaceTracker:
     """MediaPipe FaceLandmarker + track ids + stabilised alignment. Not thread-safe: one
     tracker per stream (MediaPipe's VIDEO mode keeps per-stream state).
 
-    ``lost_after_s``: a track ends once its face has been missing for this long (stream time).
+    ``lost_after_s``: a track ends once its face has been missing for this long (stream time)
+    and in :data:`MIN_MISSED` frames in a row.
     ``max_gap_s``: a longer gap in stream time (a camera outage and reconnect) ends every track:
     the face before and after it is not one continuous recording, and the buffers would fill
     the gap with copies of the last frame and spot all of them at once.
@@ -414,7 +420,7 @@ class FaceTracker:
                 track = _Track(self._next_id, box, OneEuroFilter(self.min_cutoff, self.beta), frame.timestamp)
                 self._next_id += 1
                 self._tracks.append(track)
-            track.box, track.seen_s = box, frame.timestamp
+            track.box, track.seen_s, track.missed = box, frame.timestamp, 0
             raw = key_points(pts)
             eye_dist = float(np.linalg.norm(raw[1] - raw[0]))
             smooth = track.filter(raw.ravel(), frame.timestamp, scale=eye_dist).reshape(3, 2)
@@ -431,19 +437,26 @@ class FaceTracker:
         seen = {f.track for f in update.faces}
         live = []
         for track in self._tracks:
-            # (1e-9: frame times i / fps do not add up exactly; 10 frames at 30 fps are 1/3 s)
-            if track.id not in seen and frame.timestamp - track.seen_s >= self.lost_after_s - 1e-9:
-                update.lost.append(track.id)
-                continue
+            if track.id not in seen:
+                track.missed += 1
+                # (1e-9: frame times i / fps do not add up exactly; 10 frames at 30 fps are 1/3 s)
+                if track.missed >= MIN_MISSED and frame.timestamp - track.seen_s >= self.lost_after_s - 1e-9:
+                    update.lost.append(track.id)
+                    continue
             live.append(track)
         self._tracks = live
         return update
+
+    def continue_ids(self, other: "FaceTracker") -> None:
+        """Number new tracks after ``other``'s: this tracker takes over ``other``'s stream (the
+        demo's new pipeline for new controls), and a track id is never reused within a stream."""
+        self._next_id = max(self._next_id, other._next_id)
 
     # -- end ------------------------------------------------------------------------------
 
     @property
     def live_tracks(self) -> list[int]:
-        """Ids of the tracks that have not ended (their face seen less than ``lost_after_s`` ago)."""
+        """Ids of the tracks that have not ended (their face seen recently, see ``lost_after_s``)."""
         return [t.id for t in self._tracks]
 
     def close(self) -> list[int]:

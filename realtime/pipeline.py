@@ -90,8 +90,8 @@ class Pipeline:
     def _spot(self, windows: list[Window], ended_tracks: set[int]) -> tuple[list[Event], float]:
         """Run the spotter on ``windows`` (one batch) and merge; returns events and ms in events.
 
-        Every track in ``ended_tracks`` is finished here, also when it brings no last window (its
-        last frame completed a window already, :meth:`TrackBuffer.finish`): its pending events are
+        Every track in ``ended_tracks`` is finished here, also when it brings no last window (a
+        track whose buffer had no frame): its pending events are
         emitted now, not at the end of the stream, and the spotter and merger drop its state."""
         results = self.spotter.process(windows) if windows else []
         t0 = time.monotonic()

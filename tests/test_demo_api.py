@@ -228,8 +228,23 @@ def test_a_truncated_upload_says_where_decoding_stopped(served, tmp_path):
     with pytest.warns(UserWarning, match=r"/cut_short\.mp4: decoding stopped at frame 32 of 72 \(damaged"):
         summary = analyse(client, cut)[0]
     assert summary.startswith("**Warning: cut_short.mp4: decoding stopped at frame 32 of 72 (damaged or truncated "
-                              "file): the events cover only the frames before it.**"), summary
+                              "file).**"), summary
     assert "in 32 frames" in summary
+
+
+def test_a_variable_frame_rate_upload_is_said_so_and_not_called_cut_short(factory, tmp_path):
+    """A phone's variable frame rate (the sample's second half at 10 fps): its header count is
+    duration x rate, so a count of its own said "decoding stopped" of a healthy file. The summary
+    says what the reader found, as realtime.cam warns it."""
+    uneven = tmp_path / "phone.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE), "-vf",
+                    "setpts='if(lt(N,36),N/30/TB,(36/30+(N-36)/10)/TB)'", "-fps_mode", "vfr", "-c:v", "libx264",
+                    str(uneven)], check=True, capture_output=True)
+    with pytest.warns(UserWarning, match="its frames are not evenly spaced"):
+        result = analyse_video(uneven, Settings(), factory, tmp_path / "out")
+    assert len(result.warnings) == 1 and result.warnings[0].startswith(
+        "phone.mkv: its frames are not evenly spaced (a variable frame rate: frame 4"), result.warnings
+    assert "decoding stopped" not in result.summary and result.frames == 72
 
 
 def test_fgsl_without_weights_is_explained(served, factory):
@@ -477,6 +492,7 @@ def test_events_the_finish_flushes_reach_the_live_table_and_new_controls_keep_th
     assert session.closed and changed is not session and not changed.closed
     assert table("controls") == finished
     assert changed.step(frames[0], received=now[0]).index == 80
+    assert changed.pipeline.tracker.live_tracks == [1]  # the face's new track is not "track 0" again
     # The idle reaper keeps the page's final table; Clear forgets it.
     stream("idle", Settings())
     now[0] += 61

@@ -25,7 +25,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # FFmpeg inside OpenCV prints its own lines ("moov atom not found") for a broken file before
@@ -86,6 +86,10 @@ class FrameSource:
     path: Path
     fps: float
     files: tuple[Path, ...] = ()
+    #: What reading the file found and warned about (a variable frame rate, a cut-off end), as
+    #: reasons without the file's name: for a caller that shows them elsewhere than the log
+    #: (the demo's summary names the upload as its user named it).
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def count(self) -> int | None:
@@ -121,14 +125,17 @@ class FrameSource:
     def _video_frames(self) -> Iterator[np.ndarray]:
         cap = _open_capture(self.path)
         read = 0
-        drift = UnevenFrames(self.path, self.fps)
+        drift = UnevenFrames(self.fps)
+        self.notes.clear()
         try:
             reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             while True:
                 ok, frame = cap.read()
                 if not ok:
                     break
-                drift.check(read, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+                uneven = drift.check(read, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+                if uneven is not None:
+                    self._note(uneven)
                 read += 1
                 yield frame
         finally:
@@ -136,33 +143,49 @@ class FrameSource:
         # (Not reached when the reader stops early itself. An uneven file's header count is its
         # duration times the nominal rate, not a count of frames: no sign of damage.)
         if cut_short(read, reported) and not drift.said:
-            warnings.warn(cut_short_message(self.path, read, reported), stacklevel=2)
+            self._note(cut_short_reason(read, reported))
+
+    def _note(self, reason: str) -> None:
+        """Keep ``reason`` in :attr:`notes` and warn with it, naming the file."""
+        self.notes.append(reason)
+        warnings.warn(f"{self.path}: {reason}", stacklevel=3)
 
 
 class UnevenFrames:
-    """Warns once when a video's own frame times (its container's timestamps) drift from
+    """Finds, once, a video whose own frame times (its container's timestamps) drift from
     ``frame / fps`` by more than :data:`UNEVEN_DRIFT_S`: a variable-frame-rate file (phone
     recordings often are). Every reader here numbers frames and times them at the nominal
     rate (frame / fps), as the model's windows and the MEGC annotations count frames; in such a
-    file those times, and how long a movement lasts, are off (frame numbers stay right)."""
+    file those times, and how long a movement lasts, are off (frame numbers stay right).
 
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.fps = path, fps
+    Only times that rise from frame to frame are trusted: a raw stream (``.h264``) has none,
+    and OpenCV gives 0 for every frame; once a time fails to rise, nothing more is checked."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
         self.start: float | None = None  # the first frame's own time (a stream may not start at 0)
+        self.last: float | None = None
         self.said = False
+        self.trusted = True
 
-    def check(self, index: int, seconds: float) -> None:
-        if self.said or not math.isfinite(seconds):
-            return
+    def check(self, index: int, seconds: float) -> str | None:
+        """The reason to give (once), when frame ``index`` at ``seconds`` shows the drift."""
+        if self.said or not self.trusted:
+            return None
+        if not math.isfinite(seconds) or (self.last is not None and seconds <= self.last):
+            self.trusted = False
+            return None
         if self.start is None:
             self.start = seconds
+        self.last = seconds
         own, nominal = seconds - self.start, index / self.fps
-        if abs(own - nominal) > UNEVEN_DRIFT_S:
-            self.said = True
-            warnings.warn(f"{self.path}: its frames are not evenly spaced (a variable frame rate: frame {index} is at "
-                          f"{own:.2f} s, not {nominal:.2f} s); times are taken as frame / {self.fps:g} fps, so times "
-                          f"and durations are off (frame numbers are right); for true times, make it constant "
-                          f"first: ffmpeg -i IN -fps_mode cfr -r {self.fps:g} OUT.mp4", stacklevel=3)
+        if abs(own - nominal) <= UNEVEN_DRIFT_S:
+            return None
+        self.said = True
+        return (f"its frames are not evenly spaced (a variable frame rate: frame {index} is at {own:.2f} s, not "
+                f"{nominal:.2f} s); times are taken as frame / {self.fps:g} fps, so times and durations are off "
+                f"(frame numbers are right); for true times, make it constant first: ffmpeg -i IN -fps_mode cfr "
+                f"-r {self.fps:g} OUT.mp4")
 
 
 #: How far a video's own frame times may drift from frame / fps before :class:`UnevenFrames`
@@ -190,10 +213,9 @@ def cut_short(read: int, reported: int) -> bool:
     return reported > 0 and reported - read > max(SHORT_FRAMES, SHORT_FRACTION * reported)
 
 
-def cut_short_message(name: str | Path, read: int, reported: int) -> str:
-    """What is said of a file :func:`cut_short` judges damaged: one wording for the readers'
-    warning and the demo's upload summary."""
-    return f"{name}: decoding stopped at frame {read} of {reported} (damaged or truncated file)"
+def cut_short_reason(read: int, reported: int) -> str:
+    """What is said of a file :func:`cut_short` judges damaged (after its name)."""
+    return f"decoding stopped at frame {read} of {reported} (damaged or truncated file)"
 
 
 def open_source(path: str | Path, fps: float | None = None) -> FrameSource:
