@@ -190,7 +190,8 @@ def _close_failed(landmarker: Any) -> None:
     bundle of the wrong models, mediapipe 1.2.3). So the rest of ``close()`` is done here:
     drop the handle (``__del__`` then does nothing), close the dispatcher and the library."""
     try:
-        landmarker.close()
+        with interrupts_deferred():  # (its calls run in MediaPipe's worker thread, as detect's do)
+            landmarker.close()
     except Exception:  # noqa: BLE001 - the graph's own error, said by the caller already
         landmarker._handle = None
         for part in (getattr(landmarker, "_dispatcher", None), getattr(landmarker, "_lib", None)):
@@ -375,7 +376,12 @@ class FaceTracker:
         # (a still image fed again) or round to the same ms, so force monotonic.
         ms = max(int(round(frame.timestamp * 1000.0)), self._last_ms + 1)
         self._last_ms = ms
-        result = self._landmarker.detect_for_video(self._mp_image(rgb), ms)
+        # Ctrl-C held for the call: MediaPipe runs it in a worker thread that writes into memory
+        # this thread owns (the image, the result struct); a KeyboardInterrupt here freed that
+        # memory under the worker, and the heap it corrupted crashed the close (SIGSEGV, 1 run in
+        # about 10 of test_cam's Ctrl-C tests).
+        with interrupts_deferred():
+            result = self._landmarker.detect_for_video(self._mp_image(rgb), ms)
         t1 = time.perf_counter()
         update = self._track(frame, rgb, result)
         update.lost[:0] = gap_ended

@@ -176,6 +176,11 @@ def test_a_variable_frame_rate_file_is_said_once_and_not_taken_for_a_damaged_one
                                                  "rate: frame 4"), said
     assert "times are taken as frame / 30 fps" in said[0] and "-fps_mode cfr -r 30" in said[0]
     assert warnings_reading(SAMPLE_VIDEO) == []
+    # A rate given by the user is not the one the file's times were written at: nothing drifts.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sum(1 for _ in open_source(SAMPLE_VIDEO, fps=15)) == 72
+    assert [str(w.message) for w in caught] == []
     # A raw stream has no frame times (OpenCV gives 0 for each): nothing to judge, nothing said.
     raw = tmp_path / "raw.h264"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-c:v", "libx264", "-f", "h264", str(raw)],

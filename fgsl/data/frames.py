@@ -125,7 +125,9 @@ class FrameSource:
     def _video_frames(self) -> Iterator[np.ndarray]:
         cap = _open_capture(self.path)
         read = 0
-        drift = UnevenFrames(self.fps)
+        # Judged against the file's own rate (a rate given by the user, --fps, is not the one its
+        # frame times were written at); the reason names the rate the times are taken at.
+        drift = UnevenFrames(cap.get(cv2.CAP_PROP_FPS), self.fps)
         self.notes.clear()
         try:
             reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -161,12 +163,12 @@ class UnevenFrames:
     Only times that rise from frame to frame are trusted: a raw stream (``.h264``) has none,
     and OpenCV gives 0 for every frame; once a time fails to rise, nothing more is checked."""
 
-    def __init__(self, fps: float) -> None:
-        self.fps = fps
+    def __init__(self, own_fps: float, used_fps: float) -> None:
+        self.own_fps, self.fps = own_fps, used_fps
         self.start: float | None = None  # the first frame's own time (a stream may not start at 0)
         self.last: float | None = None
         self.said = False
-        self.trusted = True
+        self.trusted = is_positive_number(own_fps)  # (a file reporting no rate has nothing to drift from)
 
     def check(self, index: int, seconds: float) -> str | None:
         """The reason to give (once), when frame ``index`` at ``seconds`` shows the drift."""
@@ -178,7 +180,7 @@ class UnevenFrames:
         if self.start is None:
             self.start = seconds
         self.last = seconds
-        own, nominal = seconds - self.start, index / self.fps
+        own, nominal = seconds - self.start, index / self.own_fps
         if abs(own - nominal) <= UNEVEN_DRIFT_S:
             return None
         self.said = True
