@@ -79,18 +79,18 @@ class Settings:
         empty, text), refused in one line naming the range the page's sliders offer."""
         name = str(spotter or "flow").strip().lower()
         low, high = SENSITIVITY_RANGE
-        sens = _number(sensitivity)
+        sens = _as_finite_float(sensitivity)
         if sens is None or not low <= sens <= high:
             raise DemoError(f"sensitivity must be a number from {low:g} to {high:g}, got {sensitivity!r}")
         # Refused, not rounded: 2.5 faces has no meaning, and int() would quietly make it 2
         # (the slider sends whole numbers, 4 or 4.0; only an API caller can send 2.5).
-        faces = _number(max_faces)
+        faces = _as_finite_float(max_faces)
         if faces is None or not faces.is_integer() or not 1 <= faces <= MAX_FACES:
             raise DemoError(f"max faces must be a whole number from 1 to {MAX_FACES}, got {max_faces!r}")
         return cls(name, round(sens, 4), int(faces))
 
 
-def _number(value: Any) -> float | None:
+def _as_finite_float(value: Any) -> float | None:
     """``value`` as a finite float (a number or its text, not a bool), else None."""
     if isinstance(value, bool):
         return None

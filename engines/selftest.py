@@ -313,6 +313,20 @@ def check_engine_dir(folder: str | Path, weights_dir: str | Path | None = None) 
     return EngineFolder(folder, manifest, model, reference, verified)
 
 
+def threshold_note(checked: EngineFolder) -> str | None:
+    """A line when the engine's score threshold is not its weights folder's. The weights digest
+    covers tensors only, so ``fgsl.tune --write`` on the weights folder after the build leaves a
+    verified engine deciding at the old threshold: not a failure (both are someone's choice),
+    but the user should know which one ``--weights ENGINE`` runs with."""
+    from .export import config_of
+
+    built, reference = config_of(checked.manifest).score_threshold, checked.model.cfg.score_threshold
+    if built == reference:
+        return None
+    return (f"{checked.path} decides at score threshold {built:g}, its weights {checked.reference} at {reference:g} "
+            f"(tuned after the build?): the engine's own is used; rebuild it to decide at {reference:g}")
+
+
 def engine_variants(folder: EngineFolder, info: dict[str, Any]) -> list[Variant]:
     """What of ``folder`` this machine can run, opened as ``engines.open`` opens it: its ONNX
     graphs on ONNX Runtime (CPU; CUDA where the provider is), its TensorRT plans where a GPU
@@ -422,6 +436,7 @@ def engine_selftest(folder: str | Path, weights_dir: str | Path | None, batches:
     manifest, model = checked.manifest, checked.model
     log(f"ok    {checked.path}: manifest, {len(checked.verified)} file digests and the weights digest "
         f"({checked.reference})")
+    note = threshold_note(checked)
     found = engine_variants(checked, info)
     runnable = any(v.opener is not None for v in found)
     if runnable:
@@ -433,7 +448,7 @@ def engine_selftest(folder: str | Path, weights_dir: str | Path | None, batches:
     report["engine"] = {"folder": str(checked.path), "backend": manifest.get("backend"),
                         "precision": manifest["precision"], "fifm": manifest["fifm"],
                         "weights_sha256": manifest["weights_sha256"], "reference": checked.reference,
-                        "verified": checked.verified}
+                        "verified": checked.verified, "notes": [note] if note else []}
     return report
 
 
@@ -447,6 +462,7 @@ def format_report(report: dict[str, Any]) -> str:
     if e:
         lines.append(f"verified: manifest, SHA-256 of {', '.join(e['verified'])}, weights {e['weights_sha256'][:12]}... "
                      f"({e['reference']})")
+        lines += [f"note: {line}" for line in e.get("notes", [])]
     if report["checks"]:  # (none where nothing here runs the folder: the skipped list says why)
         lines += ["", "checks (max abs diff vs torch fp32 on CPU):"]
     for c in report["checks"]:

@@ -54,10 +54,10 @@ def is_score_threshold(value: Any) -> bool:
     keeps none, and the live spotter scales the threshold's odds ``t / (1 - t)``. NaN fails
     here rather than silently failing every comparison (no interval at all).
     """
-    return _number(value) and 0 <= value < 1
+    return _is_finite_real(value) and 0 <= value < 1
 
 
-def _number(value: Any) -> bool:
+def _is_finite_real(value: Any) -> bool:
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
     try:
@@ -70,7 +70,7 @@ def is_positive_number(value: Any) -> bool:
     """Whether ``value`` is a finite real number above 0 (not NaN, not inf, not a bool): the
     check every rate, size and sensitivity takes, where ``value > 0`` alone lets inf through
     and NaN fails silently."""
-    return bool(_number(value) and value > 0)
+    return bool(_is_finite_real(value) and value > 0)
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class FGSLConfig:
         non_negative = {"neck_layers": self.neck_layers, "fifm_blocks": self.fifm_blocks,
                         "backbone.init_values": b.init_values}
         problems = [f"{k}={v!r:.40} must be a positive number" for k, v in positive.items() if not is_positive_number(v)]
-        problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_number(v) and v >= 0)]
+        problems += [f"{k}={v!r} must be 0 or more" for k, v in non_negative.items() if not (_is_finite_real(v) and v >= 0)]
         # Upper bounds far above any real network (ViT-g: 40 blocks, 1408 wide), so that a
         # config.json edited by hand is refused here, not built for hours or past the memory.
         largest = {"backbone.depth": (b.depth, MAX_LAYERS), "neck_layers": (self.neck_layers, MAX_LAYERS),
@@ -179,7 +179,7 @@ class FGSLConfig:
                    "backbone.num_heads": (b.num_heads, MAX_WIDTH), "neck_heads": (self.neck_heads, MAX_WIDTH),
                    "backbone.mlp_ratio": (b.mlp_ratio, 64), "fifm_mlp_ratio": (self.fifm_mlp_ratio, 64),
                    "max_intervals": (self.max_intervals, 100_000)}
-        problems += [f"{k}={v!r} is more than {most}" for k, (v, most) in largest.items() if _number(v) and v > most]
+        problems += [f"{k}={v!r} is more than {most}" for k, (v, most) in largest.items() if _is_finite_real(v) and v > most]
         if is_positive_number(self.fps) and not MIN_FPS <= self.fps <= MAX_FPS:
             problems.append(f"fps={self.fps!r} must be from {MIN_FPS:g} to {MAX_FPS:g}")
         if not is_score_threshold(self.score_threshold):

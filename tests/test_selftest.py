@@ -406,3 +406,21 @@ def test_a_manifest_config_missing_a_field_opens_with_the_default_and_says_so(bu
     assert messages == [f"{folder / 'manifest.json'} (config) gives no score_threshold: the defaults are used "
                         f"(score_threshold={FGSLConfig().score_threshold!r}); every config this project writes has "
                         "them all"], messages
+
+
+def test_a_threshold_tuned_after_the_build_is_named_not_failed(built, tmp_path, capsys):
+    """The weights digest covers tensors only: `fgsl.tune --write` on the weights folder after
+    engines.build leaves the engine deciding at its own threshold, which the check must say."""
+    from fgsl.tune import write_threshold
+
+    run_dir, folder, manifest = _copy(built, tmp_path)
+    code, out, err = check(capsys, str(folder))
+    assert code == 0, out + err
+    assert json.loads(out.strip().splitlines()[-1])["engine"]["notes"] == [] and "note:" not in out
+    write_threshold(run_dir, 0.61)
+    code, out, err = check(capsys, str(folder))
+    assert code == 0, out + err  # a note, not a failure: both thresholds are someone's choice
+    notes = json.loads(out.strip().splitlines()[-1])["engine"]["notes"]
+    assert len(notes) == 1 and "at score threshold" in notes[0] and f"{run_dir} at 0.61" in notes[0]
+    assert f"note: {notes[0]}" in out
+    assert f"decides at score threshold {manifest['config']['score_threshold']:g}, " in notes[0]
