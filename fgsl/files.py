@@ -199,6 +199,8 @@ def unwritable_reason(path: str | Path) -> str | None:
         folder = folder.parent
     if not folder.is_dir():
         return f"{folder} is not a folder"
+    if _read_only_mount(folder):  # (os.access says "no permission" there, which sends one to chmod)
+        return "a read-only file system"
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return "no permission"
     try:
@@ -207,6 +209,13 @@ def unwritable_reason(path: str | Path) -> str | None:
     except OSError as exc:
         return f"no file can be made in {folder}: {exc.strerror or exc}"
     return None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: not POSIX)
+        return False
 
 
 def file_identity(path: str | Path) -> tuple[object, ...]:

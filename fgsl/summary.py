@@ -59,7 +59,7 @@ def format_table(s: dict) -> str:
     g = s["gmacs"]
     rows = [
         ("preset", s["preset"]),
-        ("backbone", f"{s['backbone']} (frozen with pretrained --backbone weights)"),
+        ("backbone", f"{s['backbone']} (frozen when trained with pretrained --backbone weights, else trained too)"),
         ("parameters total", f"{s['params_total']:,}"),
         ("parameters trainable", f"{s['params_trainable']:,} (IGA + neck + FIFM + heads; fgsl.train without --backbone trains the encoder too)"),
         ("GMACs per 16-frame chunk", f"{g['encoder_per_chunk']:.4g} (encoder)"),

@@ -59,6 +59,9 @@ DEFAULT_CAMERA_FPS = 30.0
 LIVE_QUEUE_SIZE = 2
 #: Frames decoded ahead for files: enough to smooth decode jitter, bounded in memory.
 FILE_QUEUE_SIZE = 16
+#: How far (s) a ``--realtime`` file may fall behind its own clock before that is said: more
+#: than the file queue's half second of frames, so a short stall is no news.
+BEHIND_S = 1.0
 _POLL_S = 0.05  # how often blocked waits look at the stop flag
 #: Frames short of its reported count at which a recording behind a URL counts as finished
 #: (containers' counts are estimates).
@@ -216,7 +219,9 @@ class Capture:
     ``backoff_s`` is the (first, longest) wait between camera reopen attempts; ``realtime`` only
     affects files (a camera is real time already). ``on_outage`` is called (from the capture
     thread) with one line when a camera is lost and one when it is back: while it is away the
-    consumer waits for frames and cannot say so itself.
+    consumer waits for frames and cannot say so itself; and once when a ``realtime`` file falls
+    :data:`BEHIND_S` behind its clock (its frames are never dropped, so a slow machine would
+    otherwise show no sign of what a camera would have dropped).
     """
 
     def __init__(
@@ -346,6 +351,7 @@ class Capture:
         assert self._frames is not None
         frames = iter(self._frames)
         index = 0
+        behind_said = False
         try:
             while not self._stop.is_set():
                 try:
@@ -360,6 +366,11 @@ class Capture:
                 timestamp = index / self.fps
                 if self.realtime and self._stop.wait(max(0.0, self._t0 + timestamp - time.monotonic())):
                     return
+                if self.realtime and not behind_said and time.monotonic() - self._t0 - timestamp > BEHIND_S:
+                    behind_said = True
+                    self._tell(f"{self.name}: --realtime: the spotter is more than {BEHIND_S:g} s behind the "
+                               "file's clock (slower than real time on this machine); every frame is still "
+                               "spotted, where a camera would drop frames")
                 captured = time.monotonic()  # paced: the frame "arrives" now, as a camera's would
                 if not self._put_blocking(Frame(index, timestamp, captured, image)):
                     return

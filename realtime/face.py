@@ -7,7 +7,8 @@ face. On top of it this module adds what the spotter needs and MediaPipe does no
   distance as a fallback), a track ends once its face has been missed for ``lost_after_s``
   (1/3 s: 10 frames at 30 fps, 67 at SAMM's 200) and in at least ``MIN_MISSED`` frames, so a
   brief dropout does not split it, and ids are never reused, so a face that comes back after
-  being lost is a new track (its buffer starts afresh). The limit is mainly stream time:
+  being lost is a new track (its buffer starts afresh); a hard cut in edited footage
+  (:mod:`realtime.cuts`) or a gap in stream time ends every track. The limit is mainly stream time:
   counted in frames alone (10), a 50-ms dropout at 200 fps ended the track, and its new one
   waited a window to spot again; counted in time alone, one missed frame of a slow stream (a
   1-fps frame folder, a throttled browser tab) did.
@@ -39,6 +40,7 @@ import numpy as np
 
 from fgsl.messages import first_line
 from fgsl.signals import interrupts_deferred
+from realtime.cuts import CutDetector
 from realtime.types import FaceObservation, Frame, RealtimeError
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "face_landmarker.task"
@@ -278,7 +280,9 @@ class FaceTracker:
     and in :data:`MIN_MISSED` frames in a row.
     ``max_gap_s``: a longer gap in stream time (a camera outage and reconnect) ends every track:
     the face before and after it is not one continuous recording, and the buffers would fill
-    the gap with copies of the last frame and spot all of them at once.
+    the gap with copies of the last frame and spot all of them at once. A hard cut in edited
+    footage ends every track too (:mod:`realtime.cuts`): the face after it may be another
+    person's in the same place.
     ``min_cutoff`` / ``beta``: the One Euro filter on the key points (:class:`OneEuroFilter`).
     ``sha256``: the expected hash of a ``model_path`` of your own (``None``: not checked); the
     bundled model (no ``model_path``) is always checked against its recorded hash.
@@ -307,6 +311,7 @@ class FaceTracker:
         self._landmarker = self._load(self.model_path, MODEL_SHA256 if model_path is None else sha256, min_confidence)
         self._tracks: list[_Track] = []
         self._next_id = 0
+        self._cuts = CutDetector()
         self._last_ms = 0  # _load's warm-up frame used timestamp 0
 
     def _load(self, path: Path, sha256: str | None, min_confidence: float) -> Any:
@@ -366,11 +371,12 @@ class FaceTracker:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise RealtimeError(f"frame {frame.index}: expected a BGR uint8 image, got "
                                 f"{image.dtype} {image.shape}")
+        t0 = time.perf_counter()
         gap_ended = []
-        if self._last_s is not None and frame.timestamp - self._last_s > self.max_gap_s:
+        gap = self._last_s is not None and frame.timestamp - self._last_s > self.max_gap_s
+        if self._cuts.is_cut(image) or gap:  # (always asked: it keeps the previous frame)
             gap_ended, self._tracks = [t.id for t in self._tracks], []
         self._last_s = frame.timestamp
-        t0 = time.perf_counter()
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         # VIDEO mode demands strictly increasing integer milliseconds; stream time may repeat
         # (a still image fed again) or round to the same ms, so force monotonic.

@@ -1,7 +1,8 @@
-"""How the live spotter's command lines end on Ctrl-C, SIGTERM and SIGHUP: cleanly, at any moment.
+"""How the live spotter's command lines end on Ctrl-C, SIGTERM and SIGHUP: cleanly.
 
 Three moments need care: Python importing torch, OpenCV and MediaPipe (the first ~1.5 s;
-:func:`fgsl.startup.startup_imports`, shared by every CLI), MediaPipe building its
+:func:`fgsl.startup.startup_imports`, shared by every CLI, turns Ctrl-C into ``interrupted``;
+SIGTERM and SIGHUP keep their default there and end the process before anything is opened), MediaPipe building its
 landmarker (interrupted half-way it prints tracebacks at exit; both hold the signals with
 :func:`fgsl.signals.interrupts_deferred`), and the run itself (SIGTERM and SIGHUP must finish
 open events and close the ``--save`` video as Ctrl-C does, and a second Ctrl-C must not stop

@@ -222,7 +222,7 @@ def test_face_lost_mid_video_ends_the_track_and_keeps_its_events(still_set, tmp_
     lost, whole = events_of(tmp_path / "e.jsonl"), events_of(tmp_path / "whole.jsonl")
     # The movements before the face left are all there, exactly as without the blank tail...
     assert lost and [(e["onset"], e["offset"]) for e in lost] == [(e["onset"], e["offset"]) for e in whole]
-    # ...and were emitted when the track ended (10 blank frames later), not at the end of the file.
+    # ...and were emitted when the track ended (at the cut to blank frames), not at the end of the file.
     assert max(e["emitted_s"] for e in lost) < (len(frames) + 30) / 30
 
 
@@ -235,7 +235,7 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
     video = next((still_set / "videos").glob("*.avi"))
     spotter = FlowSpotter()
     face = read_frames(video)[:spotter.window + spotter.stride]
-    images = face + [np.zeros_like(face[0])] * 60  # the tracker gives a face up after 10 missed frames
+    images = face + [np.zeros_like(face[0])] * 60  # (a cut to black: the track ends at once)
     pipeline = Pipeline(FaceTracker(max_faces=1), spotter)
     events = []
     for index, image in enumerate(images):

@@ -16,6 +16,7 @@ import pytest
 
 from fgsl.data.frames import VideoError
 from realtime.capture import (
+    BEHIND_S,
     DEFAULT_CAMERA_FPS,
     CameraSource,
     Capture,
@@ -175,6 +176,24 @@ def test_realtime_pacing_follows_the_file_clock():
     assert np.median(waits) < 0.02
     assert elapsed < 10
     assert not capture.running
+
+
+@pytest.mark.timeout(30)
+def test_a_realtime_file_the_spotter_cannot_keep_up_with_is_said_once():
+    """A file paced at its clock never drops frames, so a consumer slower than real time only
+    falls behind: said once when over BEHIND_S, not per frame, and not for one that keeps up."""
+    said: list[str] = []
+    capture = Capture(FileSource(shared_video(VIDEO)), realtime=True, on_outage=said.append)
+    for frame in capture:
+        time.sleep(2.5 / 30)  # 2.5 times slower than the file's 30 fps
+        if frame.index == 45:  # 1.5 s of file, about 3.75 s of consumer
+            break
+    capture.stop()
+    assert len(said) == 1 and said[0].startswith(f"{capture.name}: --realtime: the spotter is more than "
+                                                 f"{BEHIND_S:g} s behind the file's clock"), said
+    keeping_up: list[str] = []
+    capture = Capture(FileSource(shared_video(VIDEO)), realtime=True, on_outage=keeping_up.append)
+    assert len(list(capture)) > 60 and keeping_up == []
 
 
 @pytest.mark.timeout(30)

@@ -224,16 +224,38 @@ def test_one_face_allowed_and_two_in_view_keeps_one_stable_track() -> None:
     assert len(halves) == 1  # always the same face
 
 
+def face_hidden(single_face) -> np.ndarray:
+    """A frame of the video with its face painted over (the frame's median colour over the
+    face's box and a margin): the face is missed, but the frame is not a cut (realtime.cuts),
+    as when a hand covers the face. A black frame would be a cut, which ends every track at once."""
+    images, _, updates = single_face
+    x0, y0, x1, y1 = updates[0].faces[0].box
+    mx, my = 0.25 * (x1 - x0), 0.25 * (y1 - y0)
+    image = images[0].copy()
+    h, w = image.shape[:2]
+    image[max(0, int(y0 - my)):min(h, int(y1 + my)), max(0, int(x0 - mx)):min(w, int(x1 + mx))] = \
+        np.median(image.reshape(-1, 3), axis=0)
+    return image
+
+
+def test_a_hidden_face_is_missed_but_is_no_cut(single_face) -> None:
+    images, fps, _ = single_face
+    hidden = face_hidden(single_face)
+    with FaceTracker(max_faces=1, crop_size=S) as tracker:
+        updates = run(tracker, [images[0], hidden, hidden], fps)
+    assert [len(u.faces) for u in updates] == [1, 0, 0] and not any(u.lost for u in updates)
+
+
 def test_face_lost_then_new_id(single_face) -> None:
     images, fps, _ = single_face
-    black = np.zeros_like(images[0])
+    hidden = face_hidden(single_face)
     lost_after = 5
     with FaceTracker(max_faces=2, crop_size=S, lost_after_s=lost_after / fps) as tracker:
-        seq = images[:10] + [black] + images[11:20]  # one missed frame: the track survives
+        seq = images[:10] + [hidden] + images[11:20]  # one missed frame: the track survives
         first = run(tracker, seq, fps)
         assert {f.track for u in first for f in u.faces} == {0}
         assert first[10].faces == [] and not any(u.lost for u in first)
-        gone = run(tracker, [black] * (lost_after + 3), fps, first=20)
+        gone = run(tracker, [hidden] * (lost_after + 3), fps, first=20)
         lost_at = [i for i, u in enumerate(gone) if u.lost]
         assert lost_at == [lost_after - 1] and gone[lost_after - 1].lost == [0]
         assert tracker.live_tracks == []
@@ -250,9 +272,9 @@ def test_a_track_outlives_a_dropout_shorter_than_a_third_of_a_second(single_face
     At 1 frame a second (a frame folder, a throttled tab) one or two missed frames do not end
     it either (counted in time alone, one did); three do."""
     images, _, _ = single_face
-    black = np.zeros_like(images[0])
+    hidden = face_hidden(single_face)
     with FaceTracker(max_faces=1, crop_size=S) as tracker:
-        updates = run(tracker, images[:5] + [black] * missed + images[15:20], fps)
+        updates = run(tracker, images[:5] + [hidden] * missed + images[15:20], fps)
         ended = [i for i, u in enumerate(updates) if u.lost]
         assert ended == ([] if lost_at is None else [lost_at]), ended
         assert {f.track for u in updates[5 + missed:] for f in u.faces} == ({0} if lost_at is None else {1})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -170,3 +171,18 @@ def test_an_output_that_is_a_symbolic_link_loop_is_refused_and_kept(tmp_path: Pa
     with pytest.raises(OSError, match="a symbolic link loop"):
         atomic_write(tmp_path / "l1", b"data")
     assert os.readlink(tmp_path / "l1") == "l2" and os.readlink(tmp_path / "l2") == "l1"
+
+
+def test_a_read_only_file_system_is_called_so_not_no_permission(tmp_path):
+    """EROFS: os.access says "no permission" there, and the user goes looking for a chmod."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "none", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        assert unwritable_reason(folder / "e.jsonl") == "a read-only file system"
+        assert unwritable_reason(folder / "new" / "e.jsonl") == "a read-only file system"
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+    assert unwritable_reason(folder / "e.jsonl") is None

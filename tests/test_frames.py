@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -189,3 +190,21 @@ def test_a_variable_frame_rate_file_is_said_once_and_not_taken_for_a_damaged_one
         warnings.simplefilter("always")
         assert sum(1 for _ in open_source(raw)) == 72
     assert not [w for w in caught if "evenly spaced" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_a_folder_copied_from_a_mac_reads_its_frames_not_their_appledouble_files(tmp_path):
+    """A zip or an exFAT disk from a Mac puts a hidden ``._00001.png`` beside each frame: it is
+    no frame (it was "frame number 1 appears twice"). WebP frames are frames."""
+    rng = np.random.default_rng(0)
+    for i in (1, 2, 3):
+        image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        assert cv2.imwrite(str(tmp_path / f"{i:05d}.webp"), image)
+        (tmp_path / f"._{i:05d}.webp").write_bytes(b"\x00\x05\x16\x07AppleDouble metadata")
+    source = open_source(tmp_path, fps=30)
+    assert [p.name for p in source.files] == ["00001.webp", "00002.webp", "00003.webp"]
+
+
+def test_an_empty_file_is_called_empty(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match=r"clip\.mp4: an empty file \(0 bytes\)$"):
+        open_source(tmp_path / "clip.mp4")

@@ -523,3 +523,22 @@ def test_an_opencv_without_haar_cascades_is_one_line_naming_the_opencv_to_instal
         "install opencv-contrib-python, the OpenCV this package depends on (pip uninstall opencv-python "
         "opencv-python-headless; pip install opencv-contrib-python)"]
     assert not out.exists()
+
+
+def test_a_recipe_too_big_for_the_memory_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    """--frames 3000 --size 480 --still --sway 3 was killed by the kernel after 7.5 minutes
+    ("Killed", nothing else) on a 24 GB machine. Now its need (6 bytes a pixel of 500 px crops: 13.5 GB) is
+    weighed against what the machine has before anything is read; here it is given 8 GB."""
+    import fgsl.data.synthetic as synthetic
+
+    available = synthetic._available_memory()
+    assert available is not None and available > 0  # (Linux: MemAvailable of /proc/meminfo)
+    monkeypatch.setattr(synthetic, "_available_memory", lambda: 8 * 10**9)
+    code = synthetic.main(["--videos", str(shared_video("pyfeat_single_face.mp4")), "--out", str(tmp_path / "s"),
+                           "--count", "1", "--frames", "3000", "--size", "480", "--still", "--sway", "3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "error: --frames 3000 at --size 480 needs about 13.5 GB of memory per video, and 8.0 GB is available: use "
+        "fewer --frames or a smaller --size")
+    assert not (tmp_path / "s").exists()  # refused before the set's folder was made
+    synthetic.check_memory(synthetic.Recipe(frames=3000, size=128))  # 0.9 GB: made

@@ -70,7 +70,7 @@ class VideoError(ValueError):
     """A video that cannot be read (the message names the file and the reason)."""
 
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -265,7 +265,10 @@ def _open_folder(path: Path, fps: float | None) -> FrameSource:
 
 def _numbered_images(path: Path) -> dict[int, Path]:
     """{frame number: file} for the images of ``path``; clear errors for anything ambiguous."""
-    images = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    # Hidden files are never frames: a folder copied from a Mac through a zip or an exFAT disk
+    # has a ``._00001.png`` (AppleDouble metadata) beside each ``00001.png``.
+    images = [p for p in path.iterdir()
+              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not images:
         subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
         hint = f"; it has subfolders ({', '.join(subfolders[:5])}): point at the one with the frames"
@@ -332,7 +335,8 @@ def _open_capture(path: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(opencv_name(path))
     if not cap.isOpened():
         cap.release()
-        raise VideoError(f"{path}: OpenCV cannot open this file as a video")
+        empty = path.is_file() and path.stat().st_size == 0  # (an upload or a copy that never got its bytes)
+        raise VideoError(f"{path}: {'an empty file (0 bytes)' if empty else 'OpenCV cannot open this file as a video'}")
     return cap
 
 
