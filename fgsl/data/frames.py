@@ -156,7 +156,8 @@ class FrameSource:
 class UnevenFrames:
     """Finds, once, a video whose own frame times (its container's timestamps) drift from
     ``frame / fps`` by more than :data:`UNEVEN_DRIFT_S`: a variable-frame-rate file (phone
-    recordings often are). Every reader here numbers frames and times them at the nominal
+    recordings often are), or one whose header gives another rate than its frames have (OpenCV
+    reads an animated GIF of 15 fps as 16.7). Every reader here numbers frames and times them at the nominal
     rate (frame / fps), as the model's windows and the MEGC annotations count frames; in such a
     file those times, and how long a movement lasts, are off (frame numbers stay right).
 
@@ -184,16 +185,20 @@ class UnevenFrames:
         if abs(own - nominal) <= UNEVEN_DRIFT_S:
             return None
         self.said = True
-        return (f"its frames are not evenly spaced (a variable frame rate: frame {index} is at {own:.2f} s, not "
-                f"{nominal:.2f} s); times are taken as frame / {self.fps:g} fps, so times and durations are off "
+        return (f"its own frame times drift from frame / {self.own_fps:g} fps (frame {index} is at {own:.2f} s, not "
+                f"{nominal:.2f} s: a variable frame rate, or a wrong rate in its header); times are taken as "
+                f"frame / {self.fps:g} fps, so times and durations are off "
                 f"(frame numbers are right); for true times, make it constant first: ffmpeg -i IN -fps_mode cfr "
                 f"-r {self.fps:g} OUT.mp4")
 
 
 #: How far a video's own frame times may drift from frame / fps before :class:`UnevenFrames`
-#: warns: half a second (a constant-rate file drifts by nothing; measured 2026-11-28 on the
-#: shared videos, samples/ and synthetic sets: 0.0 s).
-UNEVEN_DRIFT_S = 0.5
+#: warns: a tenth of a second, a fifth of the longest micro-expression (events' times off by
+#: more are wrong for this work). A constant-rate file drifts by nothing: measured 2026-11-28 on
+#: the shared videos, samples/, synthetic sets and 40 re-encodings of them (webm, mkv, mov, avi,
+#: 10-bit, 4K): 0.000 s. Half a second (before) let a file with 12 dropped frames, whose
+#: events came out 0.32 s early, pass unsaid.
+UNEVEN_DRIFT_S = 0.1
 
 
 #: How far decoding may fall short of a video's reported frame count before a warning: more
