@@ -114,7 +114,7 @@ class CachedCrops:
 
 #: The code that decides aligned crops: the tracker, the aligned reader, which frames a model
 #: is shown, and decoding.
-CODE = ("realtime/face.py", "fgsl/data/aligned.py", "fgsl/data/video.py", "fgsl/data/frames.py")
+CODE = ("realtime/face.py", "realtime/cuts.py", "fgsl/data/aligned.py", "fgsl/data/video.py", "fgsl/data/frames.py")
 
 
 @functools.cache
