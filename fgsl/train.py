@@ -234,8 +234,7 @@ def prepare_data(cfg: FGSLConfig, args: argparse.Namespace, out: Path, env: Dist
         raise data_spec.DataSpecError(
             f"--data synthetic={source}: that is a set fgsl.data.synthetic made, not a folder of source face videos; "
             f"train on it as annotated data: --data table={source / 'annotations.csv'} --video-root {source / 'videos'}")
-    videos = [source] if source.is_file() else sorted(
-        p for p in source.iterdir() if p.suffix.lower() in data_spec.VIDEO_SUFFIXES)
+    videos = [source] if source.is_file() else data_spec.video_files(source)
     if not videos:
         raise data_spec.DataSpecError(f"{source}: no videos to inject micro-expressions into")
     few = max(1, args.synthetic_count // 4)

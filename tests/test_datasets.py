@@ -29,7 +29,7 @@ from fgsl.data.datasets import (
 from fgsl.data.frames import open_source
 from fgsl.data.table import Annotation, AnnotationError, read_table
 from fgsl.data.video import VideoError
-from tests.conftest import disk_full_when_replacing, shared_video
+from tests.conftest import SAMPLE_VIDEO, disk_full_when_replacing, shared_video
 from tests.fixtures.datasets import make_fixtures as fx
 
 CASME2 = fx.CASME2_FILE
@@ -434,3 +434,20 @@ def test_a_csv_with_an_unclosed_quote_is_one_error_naming_its_row(tmp_path, read
     path.write_text("subject,video,onset,apex,offset,type,emotion,aus\n\"s1,clip,1,2,3,micro,positive,\n" + rows)
     with pytest.raises(AnnotationError, match=r"bad\.csv: row \d+: field larger than field limit .* \(an unclosed quote\?\)"):
         read_table(path) if reader == "table" else read_annotations(path, "casme3")
+
+
+def test_a_video_folder_copied_from_a_mac_lists_its_videos_not_their_appledouble_files(tmp_path, monkeypatch):
+    """`fgsl.train --data synthetic=DIR` on a folder from a Mac stopped at `._clip.mp4`
+    ("OpenCV cannot open this file as a video"): hidden files are never videos."""
+    from fgsl.data import spec
+
+    shutil.copy(SAMPLE_VIDEO, tmp_path / "clip.mp4")
+    (tmp_path / "._clip.mp4").write_bytes(b"\x00\x05\x16\x07AppleDouble metadata")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00")
+    (tmp_path / "notes.txt").write_text("not a video\n")
+    (tmp_path / "folder.mp4").mkdir()
+    assert spec.video_files(tmp_path) == [tmp_path / "clip.mp4"]
+    (tmp_path / "clip.mp4").unlink()
+    monkeypatch.setenv("FGSL_FACE_VIDEOS", str(tmp_path))
+    with pytest.raises(spec.DataSpecError, match="not a folder of face videos"):
+        spec.default_face_videos()

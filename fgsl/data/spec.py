@@ -91,8 +91,16 @@ def default_face_videos() -> Path:
     raise DataSpecError("no face videos for synthetic data: pass --data synthetic=DIR")
 
 
+def video_files(folder: Path) -> list[Path]:
+    """The video files of ``folder``, sorted. Hidden files are never videos: a folder copied
+    from a Mac through a zip or an exFAT disk has a ``._clip.mp4`` (AppleDouble metadata)
+    beside each ``clip.mp4``, which OpenCV cannot open."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
 def _has_videos(folder: Path) -> bool:
-    return folder.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in folder.iterdir())
+    return folder.is_dir() and bool(video_files(folder))
 
 
 def parse(spec: str) -> tuple[str, str | None]:
@@ -166,7 +174,7 @@ def _continued(base: Path) -> Path | None:
     if not base.parent.is_dir():
         return None
     named = [p for p in base.parent.iterdir()
-             if p.name.startswith(base.name) and len(p.name) > len(base.name) and p.name[len(base.name)].isalpha()]
+             if not p.name.startswith(".") and p.name.startswith(base.name) and len(p.name) > len(base.name) and p.name[len(base.name)].isalpha()]
     for group in ([p for p in named if p.is_dir()], [p for p in named if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]):
         if len(group) == 1:
             return group[0]
@@ -189,7 +197,7 @@ def load_folder(cfg: FGSLConfig, folder: Path) -> tuple[list[VideoItem], list[An
     groups = group_rows(rows)
     subjects = {r.video: r.subject for r in rows}
     items = []
-    for path in sorted((folder / "videos").iterdir()):
+    for path in video_files(folder / "videos"):
         subject = subjects.get(path.stem, path.stem.rsplit("_", 1)[0])
         items.append(load_item(cfg, subject, path.stem, path, groups.get((subject, path.stem), []),
                                table=folder / "annotations.csv"))
@@ -304,4 +312,5 @@ __all__ = [
     "parse",
     "refuse_shared_files",
     "split_subjects",
+    "video_files",
 ]
