@@ -348,8 +348,8 @@ def test_infer_checks_every_input_before_the_long_part(untrained_engine_dir, tmp
     assert manifest.read_bytes() == before
     unreadable = tmp_path / "zero.mp4"
     unreadable.write_bytes(b"")
-    assert "zero.mp4: OpenCV cannot open" in refused("--videos", str(SAMPLE_VIDEO), str(unreadable),
-                                                      "--out", str(tmp_path / "p.csv"))
+    assert "zero.mp4: an empty file (0 bytes)" in refused("--videos", str(SAMPLE_VIDEO), str(unreadable),
+                                                        "--out", str(tmp_path / "p.csv"))
     assert refused("--videos", str(SAMPLE_VIDEO), str(SAMPLE_VIDEO), "--out", str(tmp_path / "p.csv")) == (
         f"error: video {SAMPLE_VIDEO} is given twice: its intervals would be listed twice in the CSV; give it once")
     link = tmp_path / "other_name.mp4"  # one file under two names: two rows of one video's intervals
