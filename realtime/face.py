@@ -372,10 +372,10 @@ class FaceTracker:
             raise RealtimeError(f"frame {frame.index}: expected a BGR uint8 image, got "
                                 f"{image.dtype} {image.shape}")
         t0 = time.perf_counter()
-        gap_ended = []
+        all_ended = []  # (by a gap in stream time or a cut: every track at once)
         gap = self._last_s is not None and frame.timestamp - self._last_s > self.max_gap_s
         if self._cuts.is_cut(image) or gap:  # (always asked: it keeps the previous frame)
-            gap_ended, self._tracks = [t.id for t in self._tracks], []
+            all_ended, self._tracks = [t.id for t in self._tracks], []
         self._last_s = frame.timestamp
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         # VIDEO mode demands strictly increasing integer milliseconds; stream time may repeat
@@ -390,7 +390,7 @@ class FaceTracker:
             result = self._landmarker.detect_for_video(self._mp_image(rgb), ms)
         t1 = time.perf_counter()
         update = self._track(frame, rgb, result)
-        update.lost[:0] = gap_ended
+        update.lost[:0] = all_ended
         t2 = time.perf_counter()
         update.face_ms, update.align_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
         return update

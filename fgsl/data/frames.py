@@ -157,9 +157,10 @@ class UnevenFrames:
     """Finds, once, a video whose own frame times (its container's timestamps) drift from
     ``frame / fps`` by more than :data:`UNEVEN_DRIFT_S`: a variable-frame-rate file (phone
     recordings often are), or one whose header gives another rate than its frames have (OpenCV
-    reads an animated GIF of 15 fps as 16.7). Every reader here numbers frames and times them at the nominal
-    rate (frame / fps), as the model's windows and the MEGC annotations count frames; in such a
-    file those times, and how long a movement lasts, are off (frame numbers stay right).
+    reads an animated GIF of 15 fps as 16.7). Every reader here numbers frames and times them
+    at the nominal rate (frame / fps), as the model's windows and the MEGC annotations count
+    frames; in such a file those times, and how long a movement lasts, are off (frame numbers
+    stay right).
 
     Only times that rise from frame to frame are trusted: a raw stream (``.h264``) has none,
     and OpenCV gives 0 for every frame; once a time fails to rise, nothing more is checked."""

@@ -174,7 +174,8 @@ def _continued(base: Path) -> Path | None:
     if not base.parent.is_dir():
         return None
     named = [p for p in base.parent.iterdir()
-             if not p.name.startswith(".") and p.name.startswith(base.name) and len(p.name) > len(base.name) and p.name[len(base.name)].isalpha()]
+             if p.name.startswith(base.name) and len(p.name) > len(base.name) and p.name[len(base.name)].isalpha()
+             and not p.name.startswith(".")]
     for group in ([p for p in named if p.is_dir()], [p for p in named if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]):
         if len(group) == 1:
             return group[0]

@@ -608,14 +608,19 @@ def make_set(videos: list[Path], out: Path, recipe: Recipe, progress: bool = Tru
     return rows
 
 
+def sway_pad(recipe: Recipe) -> int:
+    """Pixels read around each crop for ``recipe.sway``. A sway moves the crop's corners by up
+    to about 2.4 x ``sway`` pixels (``sway`` sideways plus a roll of ``sway`` at the frame's
+    edge): more picture than that is read around each crop, moved, and the crop cut from its
+    middle, so no border is ever made up."""
+    return math.ceil(3 * recipe.sway) + 1 if recipe.sway else 0
+
+
 def _build(sources: list[FaceSource], out: Path, recipe: Recipe, bar: tqdm) -> list[Annotation]:
     """Write the set's videos and ``annotations.csv`` into ``out`` (the staging folder)."""
     rng = np.random.default_rng(recipe.seed)
     rows: list[Annotation] = []
-    # A sway moves the crop's corners by up to about 2.4 x ``sway`` pixels (``sway`` sideways
-    # plus a roll of ``sway`` at the frame's edge): read more picture than that around each
-    # crop, move it, and cut the crop from its middle, so no border is ever made up.
-    pad = math.ceil(3 * recipe.sway) + 1 if recipe.sway else 0
+    pad = sway_pad(recipe)
     for source in sources:
         if recipe.align:
             faces, fps = read_aligned_face_frames(source, recipe.size)
@@ -679,7 +684,7 @@ BYTES_PER_PIXEL = 1 + 4 + 1
 def check_memory(recipe: Recipe) -> None:
     """Refuse a recipe whose videos cannot be made in this machine's memory, before minutes of
     reading: the kernel would kill the process with no message (``Killed``)."""
-    pad = math.ceil(3 * recipe.sway) + 1 if recipe.sway else 0
+    pad = sway_pad(recipe)
     need = recipe.frames * (recipe.size + 2 * pad) ** 2 * 3 * BYTES_PER_PIXEL
     available = _available_memory()
     if available is not None and need > available:
