@@ -209,3 +209,28 @@ def test_an_empty_file_is_called_empty(tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"")
     with pytest.raises(VideoError, match=r"clip\.mp4: an empty file \(0 bytes\)$"):
         open_source(tmp_path / "clip.mp4")
+
+
+def test_a_file_with_non_square_pixels_is_said_once_and_the_given_fix_works(tmp_path):
+    """A 4:3 sample aspect ratio (an anamorphic recording): OpenCV gives the stored pixels, so
+    the face is read squeezed. Said before the first frame; the ffmpeg line it gives squares them."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg program to write an anamorphic file")
+    squeezed = tmp_path / "squeezed.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(SAMPLE_VIDEO), "-vf", "scale=480:360,setsar=4/3",
+                    "-frames:v", "10", str(squeezed)], check=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = open_source(squeezed)
+        frames = list(source)
+    said = [str(w.message) for w in caught]
+    assert len(frames) == 10 and frames[0].shape == (360, 480, 3)  # (the stored pixels)
+    assert said == [f"{squeezed}: its pixels are not square (sample aspect ratio 4:3): faces are read squeezed "
+                    "sideways; make them square first: ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT.mp4"]
+    assert source.notes == [said[0].split(": ", 1)[1]]
+    fix = said[0].split("first: ")[1].replace("IN", str(squeezed)).replace("OUT.mp4", str(tmp_path / "square.mp4"))
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *fix.split()[1:]], check=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert next(iter(open_source(tmp_path / "square.mp4"))).shape == (360, 640, 3)
+    assert [str(w.message) for w in caught] == []

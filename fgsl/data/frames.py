@@ -129,6 +129,9 @@ class FrameSource:
         # frame times were written at); the reason names the rate the times are taken at.
         drift = UnevenFrames(cap.get(cv2.CAP_PROP_FPS), self.fps)
         self.notes.clear()
+        squeezed = non_square_reason(cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN))
+        if squeezed is not None:
+            self._note(squeezed)
         try:
             reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             while True:
@@ -191,6 +194,18 @@ class UnevenFrames:
                 f"frame / {self.fps:g} fps, so times and durations are off "
                 f"(frame numbers are right); for true times, make it constant first: ffmpeg -i IN -fps_mode cfr "
                 f"-r {self.fps:g} OUT.mp4")
+
+
+def non_square_reason(num: float, den: float) -> str | None:
+    """Why a file whose pixels are not square (its sample aspect ratio ``num:den``, 0 or 1:1
+    for square or unknown) is read wrong: OpenCV gives the stored pixels, so a face recorded
+    anamorphic (DV, some broadcast and phone files) is seen squeezed or stretched by the face
+    tracker and the model, and an annotated video saved from it plays distorted."""
+    if not (num > 0 and den > 0) or abs(num / den - 1) < 0.01:
+        return None
+    return (f"its pixels are not square (sample aspect ratio {num:g}:{den:g}): faces are read "
+            f"{'stretched' if num < den else 'squeezed'} sideways; make them square first: "
+            "ffmpeg -i IN -vf scale=iw*sar:ih,setsar=1 OUT.mp4")
 
 
 #: How far a video's own frame times may drift from frame / fps before :class:`UnevenFrames`
