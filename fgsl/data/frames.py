@@ -284,12 +284,18 @@ def _open_folder(path: Path, fps: float | None) -> FrameSource:
     return FrameSource(path, float(fps), tuple(numbered[n] for n in numbers))
 
 
+def media_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files of ``folder`` with one of ``suffixes`` (any case), sorted. Hidden files are
+    never frames or videos: a folder copied from a Mac through a zip or an exFAT disk has a
+    ``._00001.png`` or ``._clip.mp4`` (AppleDouble metadata) beside each file, which OpenCV
+    cannot read."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file())
+
+
 def _numbered_images(path: Path) -> dict[int, Path]:
     """{frame number: file} for the images of ``path``; clear errors for anything ambiguous."""
-    # Hidden files are never frames: a folder copied from a Mac through a zip or an exFAT disk
-    # has a ``._00001.png`` (AppleDouble metadata) beside each ``00001.png``.
-    images = [p for p in path.iterdir()
-              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    images = media_files(path, IMAGE_SUFFIXES)
     if not images:
         subfolders = sorted(p.name for p in path.iterdir() if p.is_dir())
         hint = f"; it has subfolders ({', '.join(subfolders[:5])}): point at the one with the frames"

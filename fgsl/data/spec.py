@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fgsl.config import FGSLConfig
+from fgsl.data.frames import media_files
 from fgsl.data.table import Annotation, AnnotationError, read_table
 from fgsl.data.video import read_crops, resample_indices, to_model_frame
 from fgsl.files import file_identity
@@ -92,11 +93,8 @@ def default_face_videos() -> Path:
 
 
 def video_files(folder: Path) -> list[Path]:
-    """The video files of ``folder``, sorted. Hidden files are never videos: a folder copied
-    from a Mac through a zip or an exFAT disk has a ``._clip.mp4`` (AppleDouble metadata)
-    beside each ``clip.mp4``, which OpenCV cannot open."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    """The video files of ``folder``, sorted, hidden ones left out (:func:`fgsl.data.frames.media_files`)."""
+    return media_files(folder, VIDEO_SUFFIXES)
 
 
 def _has_videos(folder: Path) -> bool:
