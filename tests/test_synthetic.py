@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -542,3 +543,30 @@ def test_a_recipe_too_big_for_the_memory_is_one_line_before_any_work(tmp_path, m
         "fewer --frames or a smaller --size")
     assert not (tmp_path / "s").exists()  # refused before the set's folder was made
     synthetic.check_memory(synthetic.Recipe(frames=3000, size=128))  # 0.9 GB: made
+
+
+def test_available_memory_is_the_containers_when_its_limit_is_lower(tmp_path):
+    """A container's cgroup limit kills the process whatever /proc/meminfo says the machine
+    has; page cache the kernel can give back (inactive file pages) is not counted as used."""
+    import fgsl.data.synthetic as synthetic
+
+    def machine(files: dict[str, str]) -> Path:
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for name, text in {"proc/meminfo": "MemTotal: 33554432 kB\nMemAvailable: 20971520 kB\n", **files}.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return root
+
+    gb = 2**30
+    v2 = {"sys/fs/cgroup/memory.max": f"{2 * gb}\n", "sys/fs/cgroup/memory.current": f"{gb + gb // 2}\n",
+          "sys/fs/cgroup/memory.stat": f"anon {gb}\nfile {gb // 2}\ninactive_file {gb // 2}\n"}
+    assert synthetic._available_memory(machine(v2)) == gb  # 2 - (1.5 - 0.5) GiB, under the machine's 20
+    assert synthetic._available_memory(machine({**v2, "sys/fs/cgroup/memory.max": "max\n"})) == 20 * gb
+    v1 = {"sys/fs/cgroup/memory/memory.limit_in_bytes": f"{4 * gb}\n",
+          "sys/fs/cgroup/memory/memory.usage_in_bytes": f"{3 * gb}\n",
+          "sys/fs/cgroup/memory/memory.stat": f"inactive_file 0\ntotal_inactive_file {gb}\n"}
+    assert synthetic._available_memory(machine(v1)) == 2 * gb
+    unlimited_v1 = {**v1, "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}
+    assert synthetic._available_memory(machine(unlimited_v1)) == 20 * gb
+    assert synthetic._available_memory(machine({})) == 20 * gb  # no cgroup files: the machine's
+    assert synthetic._available_memory(tmp_path / "nothing") is None

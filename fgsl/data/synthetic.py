@@ -693,15 +693,42 @@ def check_memory(recipe: Recipe) -> None:
                           "smaller --size")
 
 
-def _available_memory() -> int | None:
-    """MemAvailable of ``/proc/meminfo`` (what can be allocated without swapping), else None."""
+#: A container's memory limit, use and statistics: cgroup v2, then v1 (no limit reads "max" in
+#: v2 and a huge number in v1). The kernel kills a process at its cgroup's limit however much
+#: the machine has, and ``/proc/meminfo`` shows the machine's.
+CGROUP_MEMORY = (("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current", "sys/fs/cgroup/memory.stat"),
+                 ("sys/fs/cgroup/memory/memory.limit_in_bytes", "sys/fs/cgroup/memory/memory.usage_in_bytes",
+                  "sys/fs/cgroup/memory/memory.stat"))
+
+
+def _available_memory(root: Path = Path("/")) -> int | None:
+    """What can be allocated without swapping or being killed: MemAvailable of
+    ``/proc/meminfo``, or less where a cgroup's limit minus its use is less; None if unknown.
+
+    A cgroup's use counts the page cache, most of which the kernel gives back before it kills:
+    as ``docker stats`` does, inactive file pages are not counted as used."""
+    found: list[int] = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (root / "proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit_file, usage_file, stat_file in CGROUP_MEMORY:
+        try:
+            limit = (root / limit_file).read_text().strip()
+            used = int((root / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            stats = dict(line.split() for line in (root / stat_file).read_text().splitlines())
+            used -= int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))  # v1: whole subtree
+        except (OSError, ValueError):
+            pass
+        if limit.isdigit():
+            found.append(max(0, int(limit) - max(0, used)))
+        break
+    return min(found) if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
