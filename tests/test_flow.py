@@ -43,7 +43,7 @@ def windows_of(faces: list[list[FaceObservation]], spotter: FlowSpotter) -> list
 
 
 def spot(faces: list[list[FaceObservation]], spotter: FlowSpotter) -> list[Event]:
-    merger, events = EventMerger(spotter.name), []
+    merger, events = EventMerger(spotter.name, gap_s=spotter.merge_gap_s), []
     for window in windows_of(faces, spotter):
         now = float(window.timestamps[-1])
         events += merger.add(0, spotter.process([window])[0], spotter.final_before(window), now,
