@@ -40,6 +40,7 @@ from realtime.events import Sink
 from realtime.face import FaceTracker
 from realtime.overlay import OverlayState
 from realtime.pipeline import Pipeline
+from realtime.signals import SignalHistory
 from realtime.spotters.base import Spotter
 from realtime.types import Event, Frame
 
@@ -151,46 +152,6 @@ class PipelineFactory:
         return Pipeline(tracker, spotter, sinks)
 
 
-class SignalHistory:
-    """Each track's motion signal by source frame, as the spotter last computed it.
-
-    The flow spotter publishes its latest window's signal per track (``Spotter.signals()``: source
-    frames and values); windows overlap, so the newest value of a frame wins. ``max_frames``
-    bounds each track (oldest frames go first), ``max_tracks`` the number of tracks kept
-    (tracks not updated for longest go first); ``None`` keeps everything (an uploaded file,
-    whose length the upload limit bounds). Spotters without a signal (FGSL) leave it empty.
-    """
-
-    def __init__(self, max_frames: int | None = None, max_tracks: int | None = None) -> None:
-        self.max_frames, self.max_tracks = max_frames, max_tracks
-        self._tracks: dict[int, dict[int, float]] = {}
-
-    def update(self, spotter: Spotter) -> None:
-        for track, (indices, values) in spotter.signals().items():
-            series = self._tracks.pop(int(track), {})
-            self._tracks[int(track)] = series  # most recently updated last
-            for index, value in zip(np.asarray(indices).tolist(), np.asarray(values, np.float64).tolist()):
-                series[int(index)] = float(value) if math.isfinite(value) else 0.0
-            if self.max_frames is not None and len(series) > self.max_frames:
-                for index in sorted(series)[: len(series) - self.max_frames]:
-                    del series[index]
-        if self.max_tracks is not None:
-            while len(self._tracks) > self.max_tracks:
-                del self._tracks[next(iter(self._tracks))]
-
-    def series(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Per track: sorted source frames and their values."""
-        out = {}
-        for track, series in sorted(self._tracks.items()):
-            if series:
-                idx = np.array(sorted(series), np.int64)
-                out[track] = (idx, np.array([series[i] for i in idx.tolist()], np.float64))
-        return out
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._tracks.values())
-
-
 def to_bgr(image: Any) -> np.ndarray:
     """A webcam frame as Gradio delivers it (RGB, RGBA or grey uint8) as BGR uint8."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 16:
@@ -232,7 +193,7 @@ class LiveSession:
         self.settings = settings
         self.pipeline = pipeline
         self.clock = clock
-        self.overlay = OverlayState(signal_rate=pipeline.spotter.fps)
+        self.overlay = OverlayState.for_spotter(pipeline.spotter)
         self.events: deque[Event] = deque(maxlen=max_events)
         self.signals = SignalHistory(max_frames=max(2, round(signal_s * 60)), max_tracks=max_tracks)
         self.no_face_s = no_face_s
@@ -285,9 +246,10 @@ class LiveSession:
                 status = "no face in view"
             fps = self.fps()
             previous = self.latencies_ms[-1] if self.latencies_ms else None
-            stats = {"fps": fps, "latency_ms": previous, "spotter": self.spotter_name, "status": status}
-            image_out = self.overlay.draw(bgr, result.faces, self.pipeline.signals(), result.events, stats,
-                                          frame.timestamp)
+            stats = {"fps": fps, "latency_ms": previous, "spotter": self.spotter_name,
+                     "untrained": self.pipeline.spotter.trained is False, "status": status}
+            image_out = self.overlay.draw(bgr, result.faces, self.signals.recent(self.overlay.signal_samples),
+                                          result.events, stats, frame.timestamp)
             latency = (self.clock() - received) * 1000
             self.latencies_ms.append(latency)
             stats["latency_ms"] = latency

@@ -25,10 +25,11 @@ from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
 from realtime.pipeline import Pipeline
+from realtime.signals import SignalHistory
 from realtime.types import Event, RealtimeError, too_short
 
 from .plots import signal_plot
-from .session import DemoError, PipelineFactory, Settings, SignalHistory
+from .session import DemoError, PipelineFactory, Settings
 
 #: Columns of the event tables (live and upload).
 TABLE_HEADERS = ["face", "kind", "emotion", "score", "onset", "apex", "offset", "onset s", "offset s", "emitted +s"]
@@ -192,7 +193,7 @@ def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo
     """Every frame through the pipeline and onto the annotated video, the progress bar fed.
     ``cancelled`` is asked before each frame: the page that asked was closed, so nobody waits for
     the result, and the upload slot (one at a time) must go to the next page now."""
-    overlay = OverlayState(signal_rate=pipeline.spotter.fps)
+    overlay = OverlayState.for_spotter(pipeline.spotter)
     spotted = _Spotted([], set(), SignalHistory())
     start = time.monotonic()
     for frame in capture:
@@ -204,8 +205,9 @@ def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo
         spotted.events += result.events
         spotted.tracks.update(f.track for f in result.faces)
         elapsed = max(time.monotonic() - start, 1e-6)
-        writer.write(overlay.draw(frame.image, result.faces, pipeline.signals(), result.events,
-                                  {"fps": pipeline.frames / elapsed, "spotter": pipeline.spotter.name},
+        writer.write(overlay.draw(frame.image, result.faces, spotted.history.recent(overlay.signal_samples),
+                                  result.events, {"fps": pipeline.frames / elapsed, "spotter": pipeline.spotter.name,
+                                                  "untrained": pipeline.spotter.trained is False},
                                   frame.timestamp))
         if progress is not None and (pipeline.frames % 10 == 0):
             fraction = min(0.99, pipeline.frames / total) if total else 0.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -34,11 +35,16 @@ with startup_imports(__name__):
     from .face import DEFAULT_MAX_FACES, MODEL_PATH
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
+    from .signals import SignalHistory
     from .spotters import add_cache_flag, add_spotter_flags, make_spotter
     from .spotters.fgsl import UNTRAINED_BANNER
     from .types import RealtimeError, too_short
 
 register_user_error(RealtimeError)
+
+#: The fps on screen is over the last this many frames (about two seconds at 30 fps): the
+#: average since the start would hide a slowdown late in a session.
+RECENT_FRAMES = 60
 
 DISCLAIMER = "research tool: spotted facial movements are not evidence of deception or of what a person feels"
 
@@ -163,7 +169,9 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
     came first) is held, not allowed to lose them.
 
     The caller owns (and closes) the capture, the pipeline, the window and the saver."""
-    overlay = OverlayState(signal_rate=pipeline.spotter.fps) if (display or saver) else None
+    overlay = OverlayState.for_spotter(pipeline.spotter) if (display or saver) else None
+    history = SignalHistory(max_frames=2 * overlay.signal_samples, max_tracks=16) if overlay else None
+    recent: deque[float] = deque(maxlen=RECENT_FRAMES)  # when the last frames were taken, for the fps shown
     start = time.monotonic()
     warned = False
     failure: RealtimeError | None = None
@@ -171,6 +179,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
     started = False
     try:
         for frame in capture:
+            taken = time.monotonic()
             result = pipeline.step(frame)
             if result.faces and not started:
                 started = True
@@ -181,13 +190,20 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
                 warned = True
             elif result.faces:
                 warned = False
-            if overlay is not None:
+            if overlay is not None and history is not None:
                 stats = capture.stats
-                elapsed = max(time.monotonic() - start, 1e-6)
-                image = overlay.draw(frame.image, result.faces, pipeline.signals(), result.events,
-                                     {"fps": pipeline.frames / elapsed, "dropped": stats.dropped,
-                                      "latency_ms": (time.monotonic() - frame.captured) * 1000,
-                                      "spotter": pipeline.spotter.name, "status": stats.status},
+                history.update(pipeline.spotter)
+                recent.append(taken)
+                # Latency: from the camera's capture (its queue keeps the newest frames only, so
+                # waiting there is part of it); a file's frames wait in a read-ahead queue that
+                # says nothing about the spotter, so theirs starts when the loop takes them.
+                since = frame.captured if capture.live else taken
+                image = overlay.draw(frame.image, result.faces, history.recent(overlay.signal_samples), result.events,
+                                     {"fps": (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1
+                                      else None, "dropped": stats.dropped,
+                                      "latency_ms": (time.monotonic() - since) * 1000,
+                                      "spotter": pipeline.spotter.name, "untrained": pipeline.spotter.trained is False,
+                                      "status": stats.status},
                                      frame.timestamp)
                 if saver is not None:  # a camera's file keeps the camera's clock over dropped frames
                     saver.write(image, frame.timestamp if capture.live else None)

@@ -11,6 +11,7 @@ or slower than real time shows banners for the same span of the video.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -29,8 +30,8 @@ from realtime.types import Event, FaceObservation, RealtimeError
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
-#: BGR colours, one per track (``track % len``): distinct hues that read on skin and on dark
-#: backgrounds. A colour fixed per track lets the eye follow a face, its plot and its banners.
+#: BGR colours, one per track (``track % len``): distinct saturated hues that read on skin, on
+#: dark and on light backgrounds (no grey: it vanished on a light wall). A colour fixed per track lets the eye follow a face, its plot and its banners.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (80, 220, 80),
     (255, 160, 0),
@@ -39,7 +40,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 140, 255),
     (255, 120, 200),
     (60, 255, 200),
-    (200, 200, 200),
+    (120, 120, 255),
 )
 MICRO_FILL = (30, 30, 210)  # saturated red: micro-expressions are what the tool is for
 MACRO_FILL = (90, 90, 90)  # grey: macro movements are context, not findings
@@ -49,6 +50,13 @@ WARN_COLOUR = (0, 200, 255)  # amber: status warnings (camera lost, ...); no tra
 def track_colour(track: int) -> tuple[int, int, int]:
     """The BGR colour of ``track`` (stable for the track's whole life)."""
     return PALETTE[int(track) % len(PALETTE)]
+
+
+#: The smallest Hershey font scale that stays readable.
+MIN_SCALE = 0.38
+#: Banners' text against the status bar's: a frame holds several banners (faces x
+#: ``max_banners``) and one status line, and full-size banners crowded four-face frames.
+BANNER_SCALE = 0.8
 
 
 @dataclass(frozen=True)
@@ -62,16 +70,22 @@ class _Style:
     baseline: int
 
     @classmethod
+    @functools.lru_cache(maxsize=64)
     def for_shape(cls, height: int, width: int) -> "_Style":
-        # 0.38 is the smallest Hershey scale that stays readable; 1.5 keeps 4K from shouting.
-        scale = float(np.clip(min(height, width) / 800.0, 0.38, 1.5))
-        thick = 1 if scale < 0.75 else 2
-        (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, thick)
-        pad = max(2, round(4 * scale))
-        return cls(scale, thick, pad, text_h + baseline + pad, baseline)
+        # 1.5 keeps 4K from shouting.
+        return cls(1.0, 1, 0, 0, 0).smaller(float(np.clip(min(height, width) / 800.0, MIN_SCALE, 1.5)))
 
     def width(self, text: str) -> int:
         return cv2.getTextSize(text, FONT, self.scale, self.thick)[0][0]
+
+    @functools.lru_cache(maxsize=64)  # (drawn every frame: text measured once per size)
+    def smaller(self, factor: float) -> "_Style":
+        """The same style with text ``factor`` times as large (not below the legible minimum)."""
+        scale = max(MIN_SCALE, self.scale * factor)
+        thick = 1 if scale < 0.75 else 2
+        (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, thick)
+        pad = max(2, round(4 * scale))
+        return _Style(scale, thick, pad, text_h + baseline + pad, baseline)
 
 
 def _put(img: np.ndarray, text: str, x: int, y_top: int, st: _Style, colour, outline=True) -> None:
@@ -119,20 +133,87 @@ def _clip_box(box: Iterable[float], height: int, width: int) -> tuple[int, int, 
     return cx(x0), cy(y0), cx(x1), cy(y1)
 
 
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    """Area shared by two rectangles."""
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+#: How much covering each thing costs, per pixel, when nothing free is left (a frame full of
+#: faces): the upper half of a face (eyes and brows, where most micro-expressions show) most,
+#: then banners (text half hidden cannot be read), a face's lower half (mouth corners), plots.
+EYES_COST, BANNER_COST, MOUTH_COST, PLOT_COST = 4.0, 3.0, 2.0, 1.0
+#: How much a box may cover (cost per pixel of its area) and keep its side from the last frame.
+STAY_SLACK = 0.05
+
+
+def _face_costs(box: Rect) -> list[tuple[Rect, float]]:
+    """A face box as the two halves a layout should cover least."""
+    x0, y0, x1, y1 = box
+    mid = (y0 + y1) // 2
+    return [((x0, y0, x1, mid), EYES_COST), ((x0, mid, x1, y1), MOUTH_COST)]
+
+
+def _place(size: tuple[int, int], spots: list[tuple[int, int]], taken: list[tuple[Rect, float]], bounds: Rect,
+           prefer: int | None = None) -> tuple[int, Rect, float]:
+    """Where a ``(w, h)`` box goes: the first of ``spots`` (top-left corners, in order of
+    preference; ``prefer`` tried first, so a box stays where it was while that is free), moved
+    inside ``bounds``, that overlaps nothing ``taken`` (rectangles with a cost per pixel);
+    else the spot that costs least. ``prefer`` is kept while it covers no more than
+    ``STAY_SLACK`` of its own area (a face moving by a few pixels does not flip its banners
+    from side to side). Returns the spot's number, the rectangle and its cost."""
+    w, h = size
+    order = list(range(len(spots)))
+    if prefer is not None and prefer in order:
+        order.remove(prefer)
+        order.insert(0, prefer)
+    best: tuple[float, int, Rect] | None = None
+    for i in order:
+        x = int(np.clip(spots[i][0], bounds[0], max(bounds[0], bounds[2] - w)))
+        y = int(np.clip(spots[i][1], bounds[1], max(bounds[1], bounds[3] - h)))
+        rect = (x, y, x + w, y + h)
+        cost = sum(_overlap(rect, t) * weight for t, weight in taken)
+        if cost == 0 or (i == prefer and cost <= STAY_SLACK * w * h):
+            return i, rect, cost
+        if best is None or cost < best[0]:
+            best = (cost, i, rect)
+    assert best is not None
+    return best[1], best[2], best[0]
+
+
 class OverlayState:
-    """Draws annotated frames and remembers recent events so their banners outlive one frame.
+    """Draws annotated frames and remembers what must stay steady from frame to frame.
 
     An event is emitted in exactly one frame (``events_new``), after its offset; a banner drawn
     only then would flash for 33 ms. The state keeps each event for ``banner_s`` seconds of
     stream time after it arrived, fading out over the last ``fade_s``, at most ``max_banners``
-    per track (newest first). A clock that runs backwards (a new stream) clears the memory.
+    per track (newest first; only the newest with its frame numbers, the older ones in one
+    line). A clock that runs backwards (a new stream) clears the memory.
+
+    Layout: each face gets a filled id chip above its box, its signal plot and its banners
+    beside it, each put on the first side (below, beside, above) where it covers no face, no
+    chip, no plot and no other banner: a micro-expression is watched on the eyes and brows,
+    which a banner must not hide. Boxes and plots follow the face through a smoothed anchor
+    (landmark boxes shake by a few pixels a frame on a talking head), and a face keeps its side
+    while that stays free. Banners of a face that is gone go to a free corner.
 
     ``signal_s`` seconds of each track's signal are plotted, assuming ``signal_rate`` samples a
-    second (the spotter's model frame rate: one value per model frame). ``signal_floor`` is the
-    smallest full-scale span of the plot, in signal units: below it the plot does not zoom in,
-    so sensor noise on a still face stays a flat line instead of being blown up into fake
-    motion.
+    second (the spotter's model frame rate: one value per model frame). With
+    ``signal_threshold`` (the spotter's, in the signal's units) the plot has a fixed scale,
+    0 to twice the threshold, a dashed threshold line and what crosses it filled in red: a
+    peak can be read against the verdicts. Without one, the plot scales to its values, never
+    to a span under ``signal_floor`` (so sensor noise stays a flat line). ``fps`` and
+    ``latency_ms`` of the status bar are refreshed every ``stats_s`` seconds of stream time,
+    so they can be read.
     """
+
+    #: Fraction of the way a layout anchor moves to the face's box each frame (an
+    #: exponential average: about 4 frames to settle), unless the box moved by more than
+    #: ``JUMP`` of its size (another face, a cut): then it follows at once.
+    SMOOTHING = 0.25
+    JUMP = 0.25
 
     def __init__(
         self,
@@ -142,18 +223,33 @@ class OverlayState:
         signal_rate: float = 30.0,
         signal_floor: float = 0.5,
         max_banners: int = 3,
+        signal_threshold: float | None = None,
+        stats_s: float = 0.5,
     ) -> None:
         if not banner_s > 0 or not 0 <= fade_s <= banner_s:
             raise RealtimeError("overlay needs banner_s > 0 and 0 <= fade_s <= banner_s")
         if not signal_s > 0 or not signal_rate > 0 or not signal_floor > 0:
             raise RealtimeError("overlay needs signal_s, signal_rate and signal_floor > 0")
+        if signal_threshold is not None and not is_positive_number(signal_threshold):
+            raise RealtimeError(f"overlay needs a positive signal threshold, got {signal_threshold!r}")
         self.banner_s = float(banner_s)
         self.fade_s = float(fade_s)
         self.signal_samples = max(2, round(signal_s * signal_rate))
         self.signal_floor = float(signal_floor)
+        self.signal_threshold = None if signal_threshold is None else float(signal_threshold)
         self.max_banners = int(max_banners)
+        self.stats_s = float(stats_s)
         self._events: dict[int, list[tuple[float, Event]]] = {}
         self._last_now: float | None = None
+        self._anchors: dict[int, np.ndarray] = {}  # track -> smoothed box (layout only)
+        self._sides: dict[tuple[int, str], int] = {}  # (track, "plot"/"banners") -> spot used last
+        self._shown: dict[str, Any] = {}  # fps and latency as last refreshed
+        self._shown_at: float | None = None
+
+    @classmethod
+    def for_spotter(cls, spotter: Any, **options: Any) -> "OverlayState":
+        """The overlay for ``spotter``'s signal: its rate, and its threshold when it has one."""
+        return cls(signal_rate=spotter.fps, signal_threshold=spotter.signal_threshold(), **options)
 
     # -- event memory ---------------------------------------------------------------------
 
@@ -182,6 +278,7 @@ class OverlayState:
     def _expire(self, now_s: float) -> None:
         if self._last_now is not None and now_s < self._last_now:
             self._events.clear()  # the stream restarted: old banners describe another video
+            self._shown_at = None
         self._last_now = now_s
         for track in list(self._events):
             kept = [(t0, e) for t0, e in self._events[track] if now_s - t0 < self.banner_s]
@@ -189,6 +286,19 @@ class OverlayState:
                 self._events[track] = kept
             else:
                 del self._events[track]
+
+    def _anchor(self, track: int, box: Rect) -> Rect:
+        """The face's box for laying out its chip, plot and banners, smoothed over frames."""
+        new = np.asarray(box, np.float64)
+        old = self._anchors.get(track)
+        size = max(new[2] - new[0], new[3] - new[1], 1.0)
+        if old is None or np.abs(new - old).max() > self.JUMP * size:
+            old = new
+        else:
+            old = old + self.SMOOTHING * (new - old)
+        self._anchors[track] = old
+        x0, y0, x1, y1 = (int(round(v)) for v in old)
+        return x0, y0, x1, y1
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -204,9 +314,9 @@ class OverlayState:
         """Return an annotated copy of ``image_bgr`` (the input is never modified).
 
         ``signals``: per track, the recent motion-signal values (oldest first; the last
-        ``signal_s`` seconds are plotted). ``stats``: a mapping (or object) with any of
-        ``fps``, ``dropped``, ``latency_ms``, ``spotter``, ``status``; missing ones are left
-        out of the status bar.
+        ``signal_s`` seconds are plotted; a face without one gets no plot).
+        ``stats``: a mapping (or object) with any of ``fps``, ``dropped``, ``latency_ms``,
+        ``spotter``, ``untrained``, ``status``; missing ones are left out of the status bar.
         """
         if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8 or (
             image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or min(image_bgr.shape[:2]) < 2
@@ -218,42 +328,130 @@ class OverlayState:
         st = _Style.for_shape(h, w)
         self.add_events(events_new, now_s)
         banners = self.active(now_s)
-        bar = self._status_layout(stats, st, w)
+        bar = self._status_layout(self._refreshed(stats, now_s), st, w)
         bar_h = len(bar) * st.line_h + st.pad if bar else 0
-        placed: dict[int, tuple[int, int]] = {}  # track -> the face's top-left corner
-        for face in faces:
-            box = _clip_box(face.box, h, w)
-            if box is None:
-                continue
+        bounds: Rect = (0, bar_h, w, h)
+        shown = [(face, box) for face in faces if (box := _clip_box(face.box, h, w)) is not None]
+        for track in set(self._anchors) - {int(face.track) for face, _ in shown}:
+            del self._anchors[track]
+        # Boxes, chips, plots and banners follow each face through its smoothed anchor.
+        anchors = {int(face.track): self._anchor(int(face.track), box) for face, box in shown}
+        taken = [part for box in anchors.values() for part in _face_costs(box)]  # what is covered least: faces
+        tops: dict[int, int] = {}  # track -> the top of its box and chip: what "above" it means
+        for face, _ in shown:
+            box = anchors[int(face.track)]
             colour = track_colour(face.track)
-            x0, y0, x1, y1 = box
-            cv2.rectangle(out, (x0, y0), (x1, y1), colour, max(1, st.thick), cv2.LINE_AA)
-            tag = f"#{face.track}"
-            _put(out, tag, int(np.clip(x0 + st.pad, 0, w - st.width(tag))),
-                 int(np.clip(y0 + st.pad, bar_h, h - st.line_h)), st, colour)
-            self._signal_panel(out, box, signals.get(face.track), colour, st)
-            placed.setdefault(face.track, (x0, y0))
-        # Banners after all faces, so no other face's plot hides them. Banners of a track that
-        # is not in this frame (face lost right after its event) stack at the top left.
-        free_y = bar_h
-        for track, shown in banners.items():
-            canvases = [(self._banner(e, track, st, w), alpha) for e, alpha in shown]
-            total = sum(c.shape[0] + st.pad for c, _ in canvases)
-            if track in placed:
-                x, y0 = placed[track]
-                # Above the face if there is room, else as high as the status bar allows.
-                top = int(np.clip(y0 - total, bar_h, max(bar_h, h - total)))
-                self._banners(out, canvases, x, top, st)
-            else:
-                free_y = self._banners(out, canvases, 0, free_y, st)
+            cv2.rectangle(out, box[:2], box[2:], colour, max(1, st.thick), cv2.LINE_AA)
+            chip = self._chip(out, face.track, box, bar_h, st)
+            taken.append((chip, EYES_COST))
+            tops[int(face.track)] = min(anchors[int(face.track)][1], chip[1])
+        plots: dict[int, Rect] = {}
+        for face, _ in shown:
+            track = int(face.track)
+            values = signals.get(track)
+            if values is not None:
+                canvas = self._signal_canvas(values, track_colour(track), out.shape[:2], anchors[track], st)
+                plots[track] = self._put_beside(out, canvas, track, anchors[track], tops[track], taken, bounds, st)
+                taken.append((plots[track], PLOT_COST))
+        # Banners after all faces and plots, so nothing hides them and they hide none of them.
+        bst = st.smaller(BANNER_SCALE)
+        corners = [(0, h), (w, h), (0, bar_h), (w, bar_h)]
+        for track, events in banners.items():
+            stacks = [[(self._banner(e, track, bst, w, detail=i == 0), alpha) for i, (e, alpha) in enumerate(events)],
+                      [(self._banner(events[0][0], track, bst, w, detail=False), events[0][1])]]  # crowded: one line
+            if track in anchors:
+                rect = self._stack_beside(out, stacks, track, anchors[track], tops[track], plots.get(track), taken,
+                                          bounds, bst)
+            else:  # the face is gone (lost right after its event): a free corner
+                size = self._stack_size(stacks[0], bst)
+                spots = [(x - size[0] if x else x, y - size[1] if y > h // 2 else y) for x, y in corners]
+                _, rect, _ = _place(size, spots, taken, bounds)
+                self._paste_stack(out, stacks[0], rect, newest_last=False, st=bst)
+            taken.append((rect, BANNER_COST))
         self._status_bar(out, bar, bar_h, st)  # last: nothing may hide the pipeline's health
         return out
 
-    def _status_layout(self, stats: Any, st: _Style, width: int) -> list[list[tuple]]:
+    def _chip(self, out: np.ndarray, track: int, box: Rect, bar_h: int, st: _Style) -> Rect:
+        """The track's id as a chip of its colour on the box's top left corner, outside the box
+        when there is room above it; returns the chip's rectangle."""
+        tag = f"#{track}"
+        cw, ch = st.width(tag) + 2 * st.pad, st.line_h
+        h, w = out.shape[:2]
+        x = int(np.clip(box[0], 0, max(0, w - cw)))
+        y = box[1] - ch if box[1] - ch >= bar_h else int(np.clip(box[1], bar_h, max(bar_h, h - ch)))
+        canvas = np.empty((ch, cw, 3), np.uint8)
+        canvas[:] = track_colour(track)
+        _put(canvas, tag, st.pad, 0, st, (0, 0, 0), outline=False)
+        _paste(out, canvas, x, y, 1.0)
+        return x, y, x + cw, y + ch
+
+    def _put_beside(self, out, canvas, track: int, anchor: Rect, top: int, taken: list[tuple[Rect, float]],
+                    bounds: Rect, st: _Style) -> Rect:
+        """Paste a face's plot below it, or beside it, or above it (``top``: over its chip): the
+        first side free."""
+        ch, cw = canvas.shape[:2]
+        x0, y0, x1, y1 = anchor
+        spots = [(x0, y1 + st.pad), (x1 + st.pad, y1 - ch), (x0 - cw - st.pad, y1 - ch), (x0, top - ch - st.pad)]
+        side, rect, _ = _place((cw, ch), spots, taken, bounds, self._sides.get((track, "plot")))
+        self._sides[(track, "plot")] = side
+        _paste(out, canvas, rect[0], rect[1], 0.85)
+        return rect
+
+    @staticmethod
+    def _stack_size(canvases, st: _Style) -> tuple[int, int]:
+        return max(c.shape[1] for c, _ in canvases), sum(c.shape[0] + st.pad for c, _ in canvases) - st.pad
+
+    def _stack_beside(self, out, stacks, track: int, anchor: Rect, top: int, plot: Rect | None,
+                      taken: list[tuple[Rect, float]], bounds: Rect, st: _Style) -> Rect:
+        """A face's banners above it (``top``: over its chip), or beside it, or below it (and its plot):
+        the first side free; where none is, the newest banner alone in one line, if that covers
+        less. The newest banner is nearest the face, so an old one fading at the far end moves
+        none."""
+        x0, y0, x1, y1 = anchor
+        below = max(y1, plot[3] if plot is not None else y1) + st.pad
+        best = None
+        for canvases in stacks:
+            bw, bh = self._stack_size(canvases, st)
+            spots = [(x0, top - st.pad - bh), (x1 + st.pad, y0), (x0 - bw - st.pad, y0), (x0, below)]
+            side, rect, cost = _place((bw, bh), spots, taken, bounds, self._sides.get((track, "banners")))
+            if best is None or cost < best[0]:
+                best = (cost, canvases, side, rect)
+            if cost == 0:
+                break
+        _, canvases, side, rect = best
+        self._sides[(track, "banners")] = side
+        self._paste_stack(out, canvases, rect, newest_last=side == 0, st=st)
+        return rect
+
+    def _paste_stack(self, out, canvases, rect: Rect, newest_last: bool, st: _Style) -> None:
+        """Banners (newest first in ``canvases``) stacked in ``rect``, left-aligned; from the
+        bottom up when ``newest_last`` (a stack above its face keeps the newest at the face)."""
+        if newest_last:
+            y = rect[3]
+            for canvas, alpha in canvases:
+                y -= canvas.shape[0]
+                _paste(out, canvas, rect[0], y, alpha)
+                y -= st.pad
+        else:
+            y = rect[1]
+            for canvas, alpha in canvases:
+                _paste(out, canvas, rect[0], y, alpha)
+                y += canvas.shape[0] + st.pad
+
+    def _refreshed(self, stats: Any, now_s: float) -> dict[str, Any]:
+        """The status items, with ``fps`` and ``latency_ms`` as last refreshed (every ``stats_s``
+        of stream time: numbers redrawn every frame flicker and cannot be read)."""
+        items = {key: _stat(stats, key) for key in ("fps", "dropped", "latency_ms", "spotter", "untrained", "status")}
+        if self._shown_at is None or now_s - self._shown_at >= self.stats_s:
+            self._shown = {key: items[key] for key in ("fps", "latency_ms")}
+            self._shown_at = now_s
+        return {**items, **self._shown}
+
+    def _status_layout(self, stats: Mapping[str, Any], st: _Style, width: int) -> list[list[tuple]]:
         """The status items, wrapped into lines that fit ``width``: [(x, text, colour)] each."""
         items: list[tuple[str, tuple[int, int, int]]] = []
-        fps, dropped, latency, spotter, status = (
-            _stat(stats, key) for key in ("fps", "dropped", "latency_ms", "spotter", "status"))
+        fps, dropped, latency, spotter, untrained, status = (
+            stats.get(key) for key in ("fps", "dropped", "latency_ms", "spotter", "untrained", "status"))
         white = (255, 255, 255)
         if isinstance(fps, (int, float)):
             items.append((f"fps {fps:.1f}", white))
@@ -262,7 +460,7 @@ class OverlayState:
         if isinstance(latency, (int, float)):
             items.append((f"latency {latency:.0f} ms", white))
         if spotter:
-            items.append((f"spotter {spotter}", white))
+            items.append((f"spotter {spotter} UNTRAINED", WARN_COLOUR) if untrained else (f"spotter {spotter}", white))
         if status:
             items.append((str(status), WARN_COLOUR))
         lines: list[list[tuple[int, str, tuple]]] = []
@@ -285,58 +483,60 @@ class OverlayState:
             for x, text, colour in line:
                 _put(out, text, x, st.pad // 2 + i * st.line_h, st, colour, outline=False)
 
-    def _signal_panel(self, out, box, sig, colour, st: _Style) -> None:
-        """The track's last ``signal_s`` seconds, newest at the right edge, below the face."""
-        h, w = out.shape[:2]
-        x0, y0, x1, y1 = box
-        ph = int(np.clip(0.12 * h, 24, 110))
-        pw = int(np.clip(x1 - x0, min(3 * ph, w), max(min(3 * ph, w), w // 2)))
+    def _signal_canvas(self, sig, colour, shape: tuple[int, int], anchor: Rect, st: _Style) -> np.ndarray:
+        """The track's last ``signal_s`` seconds, newest at the right edge, as a panel as wide
+        as the face and a quarter as high (within 24 px and an eighth of the frame: several
+        faces leave room for little more)."""
+        h, w = shape
+        face_w, face_h = anchor[2] - anchor[0], anchor[3] - anchor[1]
+        ph = int(np.clip(0.25 * face_h, min(24, h // 4), max(24, 0.12 * h)))
+        pw = int(np.clip(face_w, min(3 * ph, w), max(min(3 * ph, w), w // 2)))
         canvas = np.full((ph, pw, 3), 24, np.uint8)
         cv2.rectangle(canvas, (0, 0), (pw - 1, ph - 1), colour, 1)
-        values = np.asarray(sig if sig is not None else [], np.float64).ravel()
+        values = np.asarray(sig, np.float64).ravel()
         values = np.nan_to_num(values[-self.signal_samples :], nan=0.0, posinf=0.0, neginf=0.0)
         m = max(2, ph // 10)
-        lo = min(0.0, float(values.min())) if values.size else 0.0
-        hi = max(0.0, float(values.max())) if values.size else 0.0
+        if self.signal_threshold is not None:  # fixed: 0 to twice the threshold
+            lo, hi = 0.0, 2 * self.signal_threshold
+            values = np.clip(values, lo, hi)
+        else:
+            lo = min(0.0, float(values.min())) if values.size else 0.0
+            hi = max(0.0, float(values.max())) if values.size else 0.0
         span = max(hi - lo, self.signal_floor)
-        zero_y = ph - m - (0.0 - lo) / span * (ph - 2 * m)
-        cv2.line(canvas, (1, int(round(zero_y))), (pw - 2, int(round(zero_y))), (90, 90, 90), 1)
+        y_of = lambda v: ph - m - (v - lo) / span * (ph - 2 * m)  # noqa: E731
+        zero_y = int(round(y_of(0.0)))
+        cv2.line(canvas, (1, zero_y), (pw - 2, zero_y), (90, 90, 90), 1)
+        step = (pw - 2 * m) / (self.signal_samples - 1)
+        xs = (pw - m) - (values.size - 1 - np.arange(values.size)) * step
+        ys = y_of(values)
+        if self.signal_threshold is not None and values.size >= 2:
+            ty = int(round(y_of(self.signal_threshold)))
+            cols = np.arange(pw)
+            top = np.interp(cols, xs, ys, left=np.inf, right=np.inf)  # the curve's height per column
+            rows = np.arange(ph)[:, None]
+            canvas[(rows >= top[None, :]) & (rows <= ty)] = MICRO_FILL  # what crosses it, in the micro red
+            for x in range(1, pw - 2, 6):  # the threshold, dashed
+                cv2.line(canvas, (x, ty), (min(x + 2, pw - 2), ty), (200, 200, 200), 1)
         if values.size >= 2:
-            step = (pw - 2 * m) / (self.signal_samples - 1)
-            xs = (pw - m) - (values.size - 1 - np.arange(values.size)) * step
-            ys = ph - m - (values - lo) / span * (ph - 2 * m)
             pts = np.round(np.stack([xs, ys], 1)).astype(np.int32).reshape(-1, 1, 2)
             cv2.polylines(canvas, [pts], False, colour, 1 + (st.thick > 1), cv2.LINE_AA)
-        px = int(np.clip(x0, 0, max(0, w - pw)))
-        py = y1 + st.pad
-        if py + ph > h:  # no room below the face: along the bottom edge
-            py = h - ph
-        _paste(out, canvas, px, int(py), 0.85)
+        return canvas
 
-    def _banners(self, out: np.ndarray, canvases, x: int, y: int, st: _Style) -> int:
-        """Paste rendered banners downwards from ``y``, newest on top; the next free y."""
-        w = out.shape[1]
-        for canvas, alpha in canvases:
-            bh, bw = canvas.shape[:2]
-            bx = int(np.clip(x, 0, max(0, w - bw)))  # keep the whole banner on screen if it fits
-            _paste(out, canvas, bx, y, alpha)
-            y += bh + st.pad
-        return y
-
-    def _banner(self, event: Event, track: int, st: _Style, max_w: int) -> np.ndarray:
-        """One banner: ``#0 MICRO positive 0.82`` over ``onset 123 apex 127 offset 131 (4.10-4.37 s)``.
+    def _banner(self, event: Event, track: int, st: _Style, max_w: int, detail: bool = True) -> np.ndarray:
+        """One banner: ``#0 MICRO positive 0.82`` over ``onset 123 apex 127 offset 131 (4.10-4.37 s)``;
+        without ``detail`` (an older one) one line, ``#0 MICRO positive 0.82 4.10-4.37 s``.
 
         The detail wraps onto more lines when the image is too narrow for it, so a 320 px
         wide stream still shows every number. Macro movements are grey and lower case.
         """
         micro = event.kind != "macro"
         head = f"#{track} {'MICRO' if micro else 'macro'} {event.label} {event.score:.2f}"
-        chunks = [f"onset {event.onset}", f"apex {event.apex}", f"offset {event.offset}",
-                  f"({event.onset_s:.2f}-{event.offset_s:.2f} s)"]
+        span = f"({event.onset_s:.2f}-{event.offset_s:.2f} s)"
+        chunks = [f"onset {event.onset}", f"apex {event.apex}", f"offset {event.offset}", span] if detail else [span]
         stripe = max(3, st.pad)
         inner = max_w - stripe - 2 * st.pad
-        lines = [head, chunks[0]]
-        for chunk in chunks[1:]:
+        lines = [head] if not detail else [head, chunks.pop(0)]
+        for chunk in chunks:
             joined = f"{lines[-1]} {chunk}"
             if st.width(joined) <= inner:
                 lines[-1] = joined

@@ -16,8 +16,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .buffer import Buffers
 from .events import EventMerger, Sink, SinkError
 from .face import FaceTracker
@@ -81,10 +79,6 @@ class Pipeline:
         self._write(tail)
         self._raise_sink_failure()
         return events + tail
-
-    def signals(self) -> dict[int, np.ndarray]:
-        """The spotter's latest motion signal per track (empty for spotters without one)."""
-        return {track: values for track, (_, values) in self.spotter.signals().items()}
 
     # ------------------------------------------------------------------ internals
     def _spot(self, windows: list[Window], ended_tracks: set[int]) -> tuple[list[Event], float]:

@@ -240,7 +240,7 @@ def test_a_face_lost_right_after_a_window_is_finished_when_it_is_lost(still_set)
     events = []
     for index, image in enumerate(images):
         events += pipeline.step(Frame(index, index / 30, time.monotonic(), image)).events
-    assert pipeline.signals() == {} and pipeline.merger.pending == 0  # nothing left of the track
+    assert pipeline.spotter.signals() == {} and pipeline.merger.pending == 0  # nothing left of the track
     assert events and max(e.emitted_s for e in events) < (len(face) + 20) / 30  # emitted as it was lost
     assert pipeline.finish() == []
 
@@ -575,6 +575,21 @@ def good_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
                       "--save", "out.mp4", cwd=folder)
     assert run.returncode == 0 and run.stdout.count("\n") >= 2, run.stderr  # enough events to cut short
     return folder, run
+
+
+def test_one_movement_of_a_face_is_one_event(good_run):
+    """The flow spotter's windows each see a movement with its lobes (a lag either side);
+    across windows the merger joins what lies that close on one face. Before, the two-face
+    video's left face got two overlapping events 0.13 s apart (frames 58-66 and 63-72)."""
+    from realtime.spotters.flow import FlowSettings
+
+    lag_s = FlowSettings().lag / FlowSettings().fps
+    events = events_of(good_run[0] / "e.jsonl")
+    assert events
+    for track in {e["track"] for e in events}:
+        mine = sorted((e for e in events if e["track"] == track), key=lambda e: e["onset_s"])
+        for a, b in zip(mine, mine[1:]):
+            assert b["onset_s"] - a["offset_s"] > lag_s, (a, b)
 
 
 def test_a_closed_stdout_silences_the_console_but_not_the_files(good_run, tmp_path):

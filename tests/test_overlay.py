@@ -387,3 +387,110 @@ def test_video_saver_refuses_a_video_that_does_not_read_back_whole(tmp_path, fra
                                             r"\(OpenCV reads back 2 of the 3 frames written"):
         saver.close()
     assert path.read_bytes() == b"an earlier video" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_banners_of_two_faces_cover_no_eyes_and_not_each_other(frame):
+    """Two faces near the top of the picture (a webcam's framing), no room above them: each
+    face's banners go beside it, over neither face's eyes and brows (its box's upper half) nor
+    over the other face's banners (before, they were pushed down onto the face)."""
+    image = cv2.resize(frame, (960, 480))
+    faces = [face(0, (120.0, 40.0, 360.0, 330.0)), face(1, (560.0, 40.0, 800.0, 330.0))]
+    sigs = {0: np.zeros(90), 1: np.zeros(90)}
+    both = [event(0), event(1)]
+
+    def drawn(events):
+        return OverlayState().draw(image, faces, sigs, events, STATS, now_s=4.5)
+
+    plain = drawn([])
+    masks = [changed(drawn([e]), plain) for e in both]
+    together = changed(drawn(both), plain)
+    assert all(m.sum() > 2000 for m in masks)
+    for x0, y0, x1, y1 in (map(int, f.box) for f in faces):
+        assert not together[y0 + 2 : (y0 + y1) // 2, x0 + 2 : x1 - 1].any(), "a banner covers a face's eyes"
+    assert not (masks[0] & masks[1]).any() and together.sum() == (masks[0] | masks[1]).sum()
+
+
+def test_a_stack_does_not_move_when_its_oldest_banner_expires(frame):
+    """The newest banner sits nearest the face; the oldest, fading out at the far end, takes
+    nothing with it when it goes (before, the whole stack dropped by a banner's height)."""
+    faces, sig = [face(0, BOX)], {0: np.zeros(90)}
+    state = OverlayState(banner_s=2.5, fade_s=0.6)
+    state.draw(frame, faces, sig, [event(emitted=10.0)], STATS, now_s=10.0)
+    state.draw(frame, faces, sig, [event(emitted=11.0)], STATS, now_s=11.0)
+    last_together = state.draw(frame, faces, sig, [], STATS, now_s=12.45)
+    assert len(state.active(12.45)[0]) == 2
+    alone = state.draw(frame, faces, sig, [], STATS, now_s=12.55)
+    assert len(state.active(12.55)[0]) == 1
+    plain = OverlayState().draw(frame, faces, sig, [], STATS, now_s=12.55)
+    newest = changed(alone, plain)
+    newest[:40] = False  # (the status bar)
+    assert newest.sum() > 1000 and np.array_equal(last_together[newest], alone[newest])
+
+
+def test_layout_follows_a_shaking_face_smoothly(frame):
+    """A talking head's landmark box shakes by a few pixels a frame; the banner beside it moves
+    by far less (before, it shook with the box), and follows a face that really moved."""
+    state, sig = OverlayState(), {0: np.zeros(90)}
+    plain = OverlayState()
+    tops = []
+    for i in range(12):
+        dy = 4.0 if i % 2 else -4.0
+        box = (BOX[0], BOX[1] + dy, BOX[2], BOX[3] + dy)
+        out = state.draw(frame, [face(0, box)], sig, [event(emitted=4.5)] if i == 0 else [], STATS, now_s=4.5 + i / 30)
+        ref = plain.draw(frame, [face(0, box)], sig, [], STATS, now_s=4.5 + i / 30)
+        rows = np.nonzero(changed(out, ref)[40:].any(axis=1))[0]
+        tops.append(int(rows.min()))
+    assert max(tops[4:]) - min(tops[4:]) <= 4, tops  # the raw box moves 8 px every frame
+    moved = (BOX[0], BOX[1] + 60, BOX[2], BOX[3] + 60)  # more than a quarter of its size: a jump, followed at once
+    out = state.draw(frame, [face(0, moved)], sig, [], STATS, now_s=5.0)
+    ref = plain.draw(frame, [face(0, moved)], sig, [], STATS, now_s=5.0)
+    assert int(np.nonzero(changed(out, ref)[40:].any(axis=1))[0].min()) > max(tops) + 40
+
+
+def test_the_plot_has_the_spotters_threshold_and_fills_what_crosses_it(frame):
+    """With the spotter's threshold the scale is fixed (0 to twice the threshold), a dashed
+    line marks it, and what crosses it is filled red: a peak can be read against the verdicts."""
+    faces = [face(0, BOX)]
+    x0, y0, x1, y1 = map(int, BOX)
+    state = lambda: OverlayState(signal_threshold=3.0)  # noqa: E731
+    under, over = np.full(90, 2.5), np.zeros(90)
+    over[40:50] = 5.0
+
+    def panel(values):
+        out = state().draw(frame, faces, {0: values}, [], {}, now_s=3.0)
+        return out[y1 + 1 :].astype(int)
+
+    red = lambda img: ((img[..., 2] > 150) & (img[..., 0] < 80) & (img[..., 1] < 80)).sum()  # noqa: E731
+    assert red(panel(under)) == 0 and red(panel(over)) > 50
+    # The scale is fixed: a signal at half the threshold does not fill the panel as it would unscaled.
+    rows = lambda img: np.nonzero(changed(img, panel(np.zeros(90))).any(axis=1))[0]  # noqa: E731
+    half = panel(np.full(90, 1.5))
+    assert np.array_equal(panel(np.full(90, 1.5)), half)
+    zoomed = OverlayState().draw(frame, faces, {0: np.r_[np.zeros(45), np.full(45, 1.5)]}, [], {}, now_s=3.0)[y1 + 1 :]
+    fixed = state().draw(frame, faces, {0: np.r_[np.zeros(45), np.full(45, 1.5)]}, [], {}, now_s=3.0)[y1 + 1 :]
+    assert np.ptp(rows(fixed.astype(int))) < np.ptp(rows(zoomed.astype(int)))
+
+
+def test_a_face_without_a_signal_gets_no_empty_plot_and_untrained_is_said(frame):
+    """The FGSL spotter has no signal to plot: no empty panel under the face. Untrained weights
+    are said on the picture itself, in the warning colour, as on the console."""
+    faces = [face(0, BOX)]
+    x0, y0, x1, y1 = map(int, BOX)
+    bare = OverlayState().draw(frame, faces, {}, [], {}, now_s=1.0)
+    assert not changed(bare, frame)[y1 + 3 :].any()
+    amber = lambda img: (np.abs(img[:40].astype(int) - overlay.WARN_COLOUR).max(axis=2) < 40).sum()  # noqa: E731
+    trained = OverlayState().draw(frame, faces, {}, [], {"spotter": "fgsl", "untrained": False}, now_s=1.0)
+    untrained = OverlayState().draw(frame, faces, {}, [], {"spotter": "fgsl", "untrained": True}, now_s=1.0)
+    assert amber(trained) == 0 and amber(untrained) > 30
+
+
+def test_fps_and_latency_are_refreshed_twice_a_second_not_every_frame(frame):
+    """Numbers redrawn every frame flicker (738, 727, 705, 817 ms...) and cannot be read."""
+    state = OverlayState(stats_s=0.5)
+    bar = lambda img: img[:30]  # noqa: E731
+    first = state.draw(frame, [], {}, [], {"fps": 10.0, "latency_ms": 700.0}, now_s=0.0)
+    soon = state.draw(frame, [], {}, [], {"fps": 24.0, "latency_ms": 20.0}, now_s=0.3)
+    later = state.draw(frame, [], {}, [], {"fps": 24.0, "latency_ms": 20.0}, now_s=0.6)
+    assert np.array_equal(bar(first), bar(soon)) and not np.array_equal(bar(first), bar(later))
+    dropped = state.draw(frame, [], {}, [], {"fps": 30.0, "latency_ms": 5.0, "dropped": 3}, now_s=0.7)
+    assert not np.array_equal(bar(later), bar(dropped))  # drops and status are said at once
