@@ -40,7 +40,7 @@ from realtime.events import Sink
 from realtime.face import FaceTracker
 from realtime.overlay import OverlayState
 from realtime.pipeline import Pipeline
-from realtime.signals import SignalHistory
+from realtime.signal_history import SignalHistory
 from realtime.spotters.base import Spotter
 from realtime.types import Event, Frame
 

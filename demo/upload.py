@@ -25,7 +25,7 @@ from realtime.capture import Capture, parse_source
 from realtime.events import CsvSink, JsonlSink
 from realtime.overlay import OverlayState, VideoSaver
 from realtime.pipeline import Pipeline
-from realtime.signals import SignalHistory
+from realtime.signal_history import SignalHistory
 from realtime.types import Event, RealtimeError, too_short
 
 from .plots import signal_plot

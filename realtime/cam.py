@@ -35,7 +35,7 @@ with startup_imports(__name__):
     from .face import DEFAULT_MAX_FACES, MODEL_PATH
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
-    from .signals import SignalHistory
+    from .signal_history import SignalHistory
     from .spotters import add_cache_flag, add_spotter_flags, make_spotter
     from .spotters.fgsl import UNTRAINED_BANNER
     from .types import RealtimeError, too_short

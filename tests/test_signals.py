@@ -1,33 +1,102 @@
-"""SignalHistory: the spotter's per-window signals joined into one series per track."""
+"""Ctrl-C, SIGTERM and SIGHUP held where they must not land, and every handler put back
+(:mod:`fgsl.signals`, :func:`realtime.interrupts.interrupt_once`), in this process's main thread."""
 
-from __future__ import annotations
+import signal
+import time
 
-import numpy as np
+import pytest
 
-from realtime.signals import SignalHistory
-
-
-class Windows:
-    """What a spotter publishes: its latest window's (source frames, values) per track."""
-
-    def __init__(self) -> None:
-        self.latest: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def signals(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        return dict(self.latest)
+from fgsl.signals import TERMINATING, interrupts_deferred, restore_handlers
+from realtime.interrupts import interrupt_once
 
 
-def test_overlapping_windows_join_with_the_newest_value_of_each_frame():
-    spotter, history = Windows(), SignalHistory(max_frames=20, max_tracks=2)
-    for start in range(0, 40, 8):  # windows of 16 frames every 8: each frame seen twice
-        frames = np.arange(start, start + 16)
-        spotter.latest = {0: (frames, frames + start / 100), 1: (frames, -frames.astype(float))}
-        history.update(spotter)
-    idx, values = history.series()[0]
-    assert idx.tolist() == list(range(28, 48))  # bounded: the last 20 frames
-    assert values.tolist() == [f + (32 / 100 if f >= 32 else 24 / 100) for f in range(28, 48)]  # newest wins
-    recent = history.recent(5)
-    assert recent[0].tolist() == values[-5:].tolist() and recent[1].tolist() == [-43.0, -44.0, -45.0, -46.0, -47.0]
-    spotter.latest = {2: (np.arange(3), np.array([np.nan, np.inf, 1.0]))}
-    history.update(spotter)
-    assert sorted(history.recent(5)) == [1, 2] and history.recent(5)[2].tolist() == [0.0, 0.0, 1.0]  # track 0 dropped
+def _handlers() -> dict[signal.Signals, object]:
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def test_a_lost_first_interrupt_does_not_hold_ctrl_c_for_good(capsys):
+    """The first Ctrl-C's KeyboardInterrupt can be lost (raised inside a ``__del__``, Python
+    only prints it; MediaPipe's ``Image.__del__`` runs every frame). Later ones were then held
+    until the block ended: a live camera run could not be stopped but by Ctrl-\\. Now they are
+    held for ``hold_s`` only, and said once."""
+    before = _handlers()
+    with pytest.raises(KeyboardInterrupt), interrupt_once(("SIGINT", *TERMINATING), later="held", hold_s=0.3):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # lost, as in a __del__
+        signal.raise_signal(signal.SIGINT)  # in the hold: said
+        signal.raise_signal(signal.SIGTERM)  # in the hold: not said again
+        time.sleep(0.4)
+        signal.raise_signal(signal.SIGINT)  # after it: interrupts again
+        pytest.fail("the Ctrl-C after the hold did not interrupt")
+    assert capsys.readouterr().err == "held\n"
+    assert _handlers() == before
+
+
+def test_a_signal_while_a_run_finishes_by_itself_is_held_not_raised(capsys):
+    """A file's end came first, then Ctrl-C while the run writes its last events (FGSL on the
+    CPU takes seconds there): it raised inside the finishing and lost them. After
+    ``finishing()`` the first signal is held and said; one after the hold still interrupts
+    (a finishing that hangs)."""
+    with pytest.raises(KeyboardInterrupt), interrupt_once(("SIGINT", *TERMINATING), later="held",
+                                                          hold_s=0.3) as finishing:
+        finishing()
+        signal.raise_signal(signal.SIGINT)  # held, said
+        signal.raise_signal(signal.SIGTERM)  # held, not said again
+        time.sleep(0.4)
+        signal.raise_signal(signal.SIGINT)
+        pytest.fail("the Ctrl-C after the hold did not interrupt")
+    assert capsys.readouterr().err == "held\n"
+
+
+def _interrupted_after(calls: int):
+    """A stand-in for ``signal.signal`` that sets the handler, then raises KeyboardInterrupt
+    on its ``calls``-th use: a Ctrl-C arriving right after that handler was set."""
+    real, used = signal.signal, []
+
+    def set_then_interrupt(sig, handler):
+        previous = real(sig, handler)
+        used.append(sig)
+        if len(used) == calls:
+            raise KeyboardInterrupt
+        return previous
+
+    return set_then_interrupt
+
+
+@pytest.mark.parametrize("calls", [1, 2])
+def test_a_signal_while_handlers_are_set_or_put_back_leaves_none_behind(monkeypatch, calls):
+    """A Ctrl-C landing between two ``signal.signal`` calls raised out of the loop that sets
+    or restores them: the signals not yet put back stayed held for good (``docker stop`` did
+    nothing). Setting up (calls 1-2 of interrupt_once) and putting back both finish now."""
+    before = _handlers()
+    try:
+        monkeypatch.setattr(signal, "signal", _interrupted_after(calls))
+        with pytest.raises(KeyboardInterrupt), interrupt_once(("SIGINT", "SIGTERM")):
+            pytest.fail("entered the block")
+        monkeypatch.undo()
+        assert _handlers() == before
+
+        with interrupt_once(("SIGINT", "SIGTERM")):
+            monkeypatch.setattr(signal, "signal", _interrupted_after(calls))
+            with pytest.raises(KeyboardInterrupt):
+                restore_handlers(dict(before))
+            monkeypatch.undo()
+            assert _handlers() == before  # both put back, whichever call the interrupt came after
+    finally:
+        monkeypatch.undo()
+        restore_handlers(before)
+
+
+def test_deferred_signals_come_after_the_block_to_the_handlers_before_it():
+    """A Ctrl-C inside :func:`interrupts_deferred` (an import, MediaPipe building its
+    landmarker) waits for the block, then reaches the handler that was there before."""
+    before = _handlers()
+    reached = []
+    with interrupt_once(("SIGINT", *TERMINATING)), pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            reached.append("block ran to its end")
+        pytest.fail("the held signal did not come after the block")
+    assert reached == ["block ran to its end"] and _handlers() == before
