@@ -570,3 +570,20 @@ def test_available_memory_is_the_containers_when_its_limit_is_lower(tmp_path):
     assert synthetic._available_memory(machine(unlimited_v1)) == 20 * gb
     assert synthetic._available_memory(machine({})) == 20 * gb  # no cgroup files: the machine's
     assert synthetic._available_memory(tmp_path / "nothing") is None
+    # A Slurm job (or a systemd slice) is a cgroup below the root: its own limit counts, and so
+    # does an ancestor's where that is lower.
+    job = "sys/fs/cgroup/system.slice/slurmstepd.scope/job_42"
+    nested = {"proc/self/cgroup": "0::/system.slice/slurmstepd.scope/job_42\n", "sys/fs/cgroup/memory.max": "max\n",
+              "sys/fs/cgroup/memory.current": f"{10 * gb}\n", f"{job}/memory.max": f"{2 * gb}\n",
+              f"{job}/memory.current": f"{gb}\n", f"{job}/memory.stat": "inactive_file 0\n"}
+    assert synthetic._available_memory(machine(nested)) == gb
+    slice_limit = {**nested, "sys/fs/cgroup/system.slice/memory.max": f"{gb // 2}\n",
+                   "sys/fs/cgroup/system.slice/memory.current": "0\n"}
+    assert synthetic._available_memory(machine(slice_limit)) == gb // 2
+    v1_job = {"proc/self/cgroup": "5:memory:/slurm/uid_1/job_7\n4:pids:/\n", **unlimited_v1,
+              "sys/fs/cgroup/memory/slurm/uid_1/job_7/memory.limit_in_bytes": f"{3 * gb}\n",
+              "sys/fs/cgroup/memory/slurm/uid_1/job_7/memory.usage_in_bytes": f"{gb}\n"}
+    assert synthetic._available_memory(machine(v1_job)) == 2 * gb
+    # A container shows its own cgroup at the mount point while /proc/self/cgroup names the
+    # host's path: the mount point's files are read.
+    assert synthetic._available_memory(machine({**v2, "proc/self/cgroup": "0::/docker/abc123\n"})) == gb

@@ -693,17 +693,38 @@ def check_memory(recipe: Recipe) -> None:
                           "smaller --size")
 
 
-#: A container's memory limit, use and statistics: cgroup v2, then v1 (no limit reads "max" in
-#: v2 and a huge number in v1). The kernel kills a process at its cgroup's limit however much
-#: the machine has, and ``/proc/meminfo`` shows the machine's.
-CGROUP_MEMORY = (("sys/fs/cgroup/memory.max", "sys/fs/cgroup/memory.current", "sys/fs/cgroup/memory.stat"),
-                 ("sys/fs/cgroup/memory/memory.limit_in_bytes", "sys/fs/cgroup/memory/memory.usage_in_bytes",
-                  "sys/fs/cgroup/memory/memory.stat"))
+#: Memory limit, use and statistics files of a cgroup folder: cgroup v2 (its mount point and
+#: the files; no limit reads "max"), then v1's memory controller (no limit: a huge number).
+#: The kernel kills a process at its cgroup's limit, or an ancestor's, however much the machine
+#: has, and ``/proc/meminfo`` shows the machine's.
+CGROUP_MEMORY = (("", "sys/fs/cgroup", ("memory.max", "memory.current", "memory.stat")),
+                 ("memory", "sys/fs/cgroup/memory",
+                  ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.stat")))
+
+
+def _cgroup_folders(root: Path, controller: str, mount: str) -> list[Path]:
+    """This process's cgroup folder for ``controller`` ("" is v2's unified line) and its
+    ancestors up to the mount point, from ``/proc/self/cgroup``. A path that is not under the
+    mount (a container that shows its own cgroup at the root) is read at the mount point."""
+    base = root / mount
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if (controllers == "" and controller == "") or (controller and controller in controllers.split(",")):
+            own = base / path.strip("/")
+            if not own.is_dir():
+                return [base]
+            return [own, *[p for p in own.parents if p.is_relative_to(base)]]
+    return [base]
 
 
 def _available_memory(root: Path = Path("/")) -> int | None:
     """What can be allocated without swapping or being killed: MemAvailable of
-    ``/proc/meminfo``, or less where a cgroup's limit minus its use is less; None if unknown.
+    ``/proc/meminfo``, or less where the limit minus the use of this process's cgroup, or of
+    an ancestor (a Slurm job, a systemd slice), is less; None if unknown.
 
     A cgroup's use counts the page cache, most of which the kernel gives back before it kills:
     as ``docker stats`` does, inactive file pages are not counted as used."""
@@ -714,20 +735,24 @@ def _available_memory(root: Path = Path("/")) -> int | None:
                 found.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    for limit_file, usage_file, stat_file in CGROUP_MEMORY:
-        try:
-            limit = (root / limit_file).read_text().strip()
-            used = int((root / usage_file).read_text())
-        except (OSError, ValueError):
-            continue
-        try:
-            stats = dict(line.split() for line in (root / stat_file).read_text().splitlines())
-            used -= int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))  # v1: whole subtree
-        except (OSError, ValueError):
-            pass
-        if limit.isdigit():
-            found.append(max(0, int(limit) - max(0, used)))
-        break
+    for controller, mount, (limit_file, usage_file, stat_file) in CGROUP_MEMORY:
+        levels = 0
+        for folder in _cgroup_folders(root, controller, mount):
+            try:
+                limit = (folder / limit_file).read_text().strip()
+                used = int((folder / usage_file).read_text())
+            except (OSError, ValueError):
+                continue
+            levels += 1
+            try:
+                stats = dict(line.split() for line in (folder / stat_file).read_text().splitlines())
+                used -= int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))  # v1: whole subtree
+            except (OSError, ValueError):
+                pass
+            if limit.isdigit():
+                found.append(max(0, int(limit) - max(0, used)))
+        if levels:
+            break  # (v2 found: v1 files, if any, are another hierarchy's leftovers)
     return min(found) if found else None
 
 
