@@ -43,8 +43,9 @@ def frame_iou(a: Candidate, b: Candidate) -> float:
 class EventMerger:
     """Cross-window NMS per track; emits each movement once, when it is final.
 
-    ``gap_s`` > 0 (the FGSL spotter's ``merge_gap_s``, as offline ``fgsl.infer``): candidates
-    that overlap at all or lie within ``gap_s`` of each other are one movement too. A
+    ``gap_s`` > 0 (the spotter's ``merge_gap_s``: FGSL's as offline ``fgsl.infer``, the flow
+    spotter's lag): candidates that overlap at all or lie within ``gap_s`` of each other are
+    one movement too. A
     candidate rivalling an event already emitted on its track is dropped: a later window saw
     the same movement (or a ramp of it). A spotter's ``final_before`` promise keeps that rare;
     a track's last window, which starts wherever its last frames do, is where it happens.

@@ -147,6 +147,11 @@ def _overlap(a: Rect, b: Rect) -> int:
 EYES_COST, BANNER_COST, MOUTH_COST, PLOT_COST = 4.0, 3.0, 2.0, 1.0
 #: How much a box may cover (cost per pixel of its area) and keep its side from the last frame.
 STAY_SLACK = 0.05
+#: Where nothing beside a face is free: the frame is searched on a GRID x GRID grid, each
+#: pixel of distance from the face's first spot costing as much as covering DISTANCE_COST
+#: pixels of a plot (a banner far from its face is still tied to it by its colour and id).
+GRID = 9
+DISTANCE_COST = 2.0
 
 
 def _face_costs(box: Rect) -> list[tuple[Rect, float]]:
@@ -156,31 +161,44 @@ def _face_costs(box: Rect) -> list[tuple[Rect, float]]:
     return [((x0, y0, x1, mid), EYES_COST), ((x0, mid, x1, y1), MOUTH_COST)]
 
 
+def _costs(rects: np.ndarray, taken: list[tuple[Rect, float]]) -> np.ndarray:
+    """What covering ``taken`` costs for each of ``rects`` (rows of x0, y0, x1, y1)."""
+    total = np.zeros(len(rects))
+    for (tx0, ty0, tx1, ty1), weight in taken:
+        ow = np.clip(np.minimum(rects[:, 2], tx1) - np.maximum(rects[:, 0], tx0), 0, None)
+        oh = np.clip(np.minimum(rects[:, 3], ty1) - np.maximum(rects[:, 1], ty0), 0, None)
+        total += ow * oh * weight
+    return total
+
+
 def _place(size: tuple[int, int], spots: list[tuple[int, int]], taken: list[tuple[Rect, float]], bounds: Rect,
-           prefer: int | None = None) -> tuple[int, Rect, float]:
-    """Where a ``(w, h)`` box goes: the first of ``spots`` (top-left corners, in order of
-    preference; ``prefer`` tried first, so a box stays where it was while that is free), moved
-    inside ``bounds``, that overlaps nothing ``taken`` (rectangles with a cost per pixel);
-    else the spot that costs least. ``prefer`` is kept while it covers no more than
-    ``STAY_SLACK`` of its own area (a face moving by a few pixels does not flip its banners
-    from side to side). Returns the spot's number, the rectangle and its cost."""
+           prefer: int | None = None) -> tuple[int | None, Rect, float]:
+    """Where a ``(w, h)`` box goes: the first of ``spots`` (top-left corners beside its face, in
+    order of preference), moved inside ``bounds``, that overlaps nothing ``taken``
+    (rectangles with a cost per pixel). ``prefer`` (the spot used last) is kept while it covers
+    no more than ``STAY_SLACK`` of its own area, so a face moving by a few pixels does not flip
+    its banners from side to side. Where no spot is free (a frame full of faces), anywhere on a
+    coarse grid of the frame, the cheapest counting ``DISTANCE_COST`` per pixel away from the
+    first spot. Returns the spot's number (None for the grid), the rectangle and its cost."""
     w, h = size
-    order = list(range(len(spots)))
-    if prefer is not None and prefer in order:
-        order.remove(prefer)
-        order.insert(0, prefer)
-    best: tuple[float, int, Rect] | None = None
-    for i in order:
-        x = int(np.clip(spots[i][0], bounds[0], max(bounds[0], bounds[2] - w)))
-        y = int(np.clip(spots[i][1], bounds[1], max(bounds[1], bounds[3] - h)))
-        rect = (x, y, x + w, y + h)
-        cost = sum(_overlap(rect, t) * weight for t, weight in taken)
-        if cost == 0 or (i == prefer and cost <= STAY_SLACK * w * h):
-            return i, rect, cost
-        if best is None or cost < best[0]:
-            best = (cost, i, rect)
-    assert best is not None
-    return best[1], best[2], best[0]
+    x_max, y_max = max(bounds[0], bounds[2] - w), max(bounds[1], bounds[3] - h)
+    corners = np.array([(np.clip(x, bounds[0], x_max), np.clip(y, bounds[1], y_max)) for x, y in spots], np.int64)
+    rects = np.concatenate([corners, corners + (w, h)], axis=1)
+    costs = _costs(rects, taken)
+    if prefer is not None and 0 <= prefer < len(spots) and costs[prefer] <= STAY_SLACK * w * h:
+        chosen: int | None = prefer
+    elif (costs == 0).any():
+        chosen = int(np.flatnonzero(costs == 0)[0])
+    else:
+        gx, gy = np.meshgrid(np.linspace(bounds[0], x_max, GRID), np.linspace(bounds[1], y_max, GRID))
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1).round().astype(np.int64)
+        every = np.concatenate([corners, grid])
+        rects = np.concatenate([every, every + (w, h)], axis=1)
+        score = _costs(rects, taken) + DISTANCE_COST * np.hypot(*(every - corners[0]).T)
+        best = int(np.argmin(score))
+        chosen = best if best < len(spots) else None
+        return chosen, tuple(int(v) for v in rects[best]), float(_costs(rects[best : best + 1], taken)[0])
+    return chosen, tuple(int(v) for v in rects[chosen]), float(costs[chosen])
 
 
 class OverlayState:
@@ -193,27 +211,32 @@ class OverlayState:
     line). A clock that runs backwards (a new stream) clears the memory.
 
     Layout: each face gets a filled id chip above its box, its signal plot and its banners
-    beside it, each put on the first side (below, beside, above) where it covers no face, no
-    chip, no plot and no other banner: a micro-expression is watched on the eyes and brows,
-    which a banner must not hide. Boxes and plots follow the face through a smoothed anchor
-    (landmark boxes shake by a few pixels a frame on a talking head), and a face keeps its side
-    while that stays free. Banners of a face that is gone go to a free corner.
+    beside it, each on the first side where it covers no face, no chip, no plot and no other
+    banner (the plot below, beside or above the face; the banners above, beside or below): a
+    micro-expression is watched on the eyes and brows, which a banner must not hide. Where no
+    side is free, a face's banners shrink to the newest in one line, and then go wherever on
+    the frame covers least (eyes and brows last), near the face. Plots and banners follow the
+    face through an anchor that ignores the box's jitter (a talking head's landmark box shakes
+    by a few pixels a frame), and keep their side while it stays free. Banners of a face that
+    is gone go to a free corner.
 
     ``signal_s`` seconds of each track's signal are plotted, assuming ``signal_rate`` samples a
     second (the spotter's model frame rate: one value per model frame). With
     ``signal_threshold`` (the spotter's, in the signal's units) the plot has a fixed scale,
-    0 to twice the threshold, a dashed threshold line and what crosses it filled in red: a
-    peak can be read against the verdicts. Without one, the plot scales to its values, never
+    0 to twice the threshold, a dashed threshold line and what crosses it filled with a dim
+    tint of the track's colour: a peak can be read against the verdicts (a crossing is not
+    one: the spotter drops steps, lobes and blinks). Without one, the plot scales to its values, never
     to a span under ``signal_floor`` (so sensor noise stays a flat line). ``fps`` and
     ``latency_ms`` of the status bar are refreshed every ``stats_s`` seconds of stream time,
     so they can be read.
     """
 
-    #: Fraction of the way a layout anchor moves to the face's box each frame (an
-    #: exponential average: about 4 frames to settle), unless the box moved by more than
-    #: ``JUMP`` of its size (another face, a cut): then it follows at once.
-    SMOOTHING = 0.25
-    JUMP = 0.25
+    #: A face's layout anchor stays put while its box moves by no more than this fraction of
+    #: its size (at least ``DEADBAND_MIN_PX``), and then takes the box's place at once: the
+    #: jitter of a talking head's landmark box (up to 8 px a frame on a 190 px face) moves no
+    #: plot or banner, and a face that really moves is followed without lag.
+    DEADBAND = 0.05
+    DEADBAND_MIN_PX = 3.0
 
     def __init__(
         self,
@@ -287,18 +310,15 @@ class OverlayState:
             else:
                 del self._events[track]
 
+    def _deadband(self, box: Rect) -> float:
+        return max(self.DEADBAND_MIN_PX, self.DEADBAND * max(box[2] - box[0], box[3] - box[1]))
+
     def _anchor(self, track: int, box: Rect) -> Rect:
-        """The face's box for laying out its chip, plot and banners, smoothed over frames."""
-        new = np.asarray(box, np.float64)
+        """The face's box for laying out its plot and banners: held while the box only jitters."""
         old = self._anchors.get(track)
-        size = max(new[2] - new[0], new[3] - new[1], 1.0)
-        if old is None or np.abs(new - old).max() > self.JUMP * size:
-            old = new
-        else:
-            old = old + self.SMOOTHING * (new - old)
-        self._anchors[track] = old
-        x0, y0, x1, y1 = (int(round(v)) for v in old)
-        return x0, y0, x1, y1
+        if old is None or max(abs(a - b) for a, b in zip(old, box)) > self._deadband(box):
+            self._anchors[track] = old = box
+        return old
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -332,41 +352,44 @@ class OverlayState:
         bar_h = len(bar) * st.line_h + st.pad if bar else 0
         bounds: Rect = (0, bar_h, w, h)
         shown = [(face, box) for face in faces if (box := _clip_box(face.box, h, w)) is not None]
-        for track in set(self._anchors) - {int(face.track) for face, _ in shown}:
+        tracks = {int(face.track) for face, _ in shown}
+        for track in set(self._anchors) - tracks:
             del self._anchors[track]
-        # Boxes, chips, plots and banners follow each face through its smoothed anchor.
+        for key in [key for key in self._sides if key[0] not in tracks]:
+            del self._sides[key]
+        # Plots and banners follow each face's anchor, which ignores the box's jitter.
         anchors = {int(face.track): self._anchor(int(face.track), box) for face, box in shown}
-        taken = [part for box in anchors.values() for part in _face_costs(box)]  # what is covered least: faces
-        tops: dict[int, int] = {}  # track -> the top of its box and chip: what "above" it means
-        for face, _ in shown:
-            box = anchors[int(face.track)]
-            colour = track_colour(face.track)
-            cv2.rectangle(out, box[:2], box[2:], colour, max(1, st.thick), cv2.LINE_AA)
-            chip = self._chip(out, face.track, box, bar_h, st)
+        taken = [part for _, box in shown for part in _face_costs(box)]  # what is covered least: faces
+        tops: dict[int, int] = {}  # track -> where "above its box and chip" ends, from the anchor
+        for face, box in shown:
+            track = int(face.track)
+            cv2.rectangle(out, box[:2], box[2:], track_colour(track), max(1, st.thick), cv2.LINE_AA)
+            chip = self._chip(out, track, box, bar_h, st)
             taken.append((chip, EYES_COST))
-            tops[int(face.track)] = min(anchors[int(face.track)][1], chip[1])
+            anchor = anchors[track]
+            tops[track] = anchor[1] - (chip[3] - chip[1] if chip[1] < box[1] else 0) - round(self._deadband(anchor))
         plots: dict[int, Rect] = {}
         for face, _ in shown:
             track = int(face.track)
             values = signals.get(track)
-            if values is not None:
-                canvas = self._signal_canvas(values, track_colour(track), out.shape[:2], anchors[track], st)
-                plots[track] = self._put_beside(out, canvas, track, anchors[track], tops[track], taken, bounds, st)
+            canvas = None if values is None else self._signal_canvas(values, track_colour(track), out.shape[:2],
+                                                                     anchors[track], st)
+            if canvas is not None:
+                plots[track] = self._place_plot(out, canvas, track, anchors[track], tops[track], taken, bounds, st)
                 taken.append((plots[track], PLOT_COST))
         # Banners after all faces and plots, so nothing hides them and they hide none of them.
         bst = st.smaller(BANNER_SCALE)
         corners = [(0, h), (w, h), (0, bar_h), (w, bar_h)]
         for track, events in banners.items():
-            stacks = [[(self._banner(e, track, bst, w, detail=i == 0), alpha) for i, (e, alpha) in enumerate(events)],
-                      [(self._banner(events[0][0], track, bst, w, detail=False), events[0][1])]]  # crowded: one line
+            stack = [(self._banner(e, track, bst, w, detail=i == 0), alpha) for i, (e, alpha) in enumerate(events)]
             if track in anchors:
-                rect = self._stack_beside(out, stacks, track, anchors[track], tops[track], plots.get(track), taken,
-                                          bounds, bst)
+                rect = self._place_banners(out, stack, events[0], track, anchors[track], tops[track],
+                                           plots.get(track), taken, bounds, bst, w)
             else:  # the face is gone (lost right after its event): a free corner
-                size = self._stack_size(stacks[0], bst)
+                size = self._stack_size(stack, bst)
                 spots = [(x - size[0] if x else x, y - size[1] if y > h // 2 else y) for x, y in corners]
                 _, rect, _ = _place(size, spots, taken, bounds)
-                self._paste_stack(out, stacks[0], rect, newest_last=False, st=bst)
+                self._paste_stack(out, stack, rect, newest_last=False, st=bst)
             taken.append((rect, BANNER_COST))
         self._status_bar(out, bar, bar_h, st)  # last: nothing may hide the pipeline's health
         return out
@@ -385,7 +408,7 @@ class OverlayState:
         _paste(out, canvas, x, y, 1.0)
         return x, y, x + cw, y + ch
 
-    def _put_beside(self, out, canvas, track: int, anchor: Rect, top: int, taken: list[tuple[Rect, float]],
+    def _place_plot(self, out, canvas, track: int, anchor: Rect, top: int, taken: list[tuple[Rect, float]],
                     bounds: Rect, st: _Style) -> Rect:
         """Paste a face's plot below it, or beside it, or above it (``top``: over its chip): the
         first side free."""
@@ -401,16 +424,18 @@ class OverlayState:
     def _stack_size(canvases, st: _Style) -> tuple[int, int]:
         return max(c.shape[1] for c, _ in canvases), sum(c.shape[0] + st.pad for c, _ in canvases) - st.pad
 
-    def _stack_beside(self, out, stacks, track: int, anchor: Rect, top: int, plot: Rect | None,
-                      taken: list[tuple[Rect, float]], bounds: Rect, st: _Style) -> Rect:
-        """A face's banners above it (``top``: over its chip), or beside it, or below it (and its plot):
-        the first side free; where none is, the newest banner alone in one line, if that covers
-        less. The newest banner is nearest the face, so an old one fading at the far end moves
-        none."""
+    def _place_banners(self, out, stack, newest: tuple[Event, float], track: int, anchor: Rect, top: int,
+                       plot: Rect | None, taken: list[tuple[Rect, float]], bounds: Rect, st: _Style,
+                       max_w: int) -> Rect:
+        """A face's banners above it (``top``: over its chip), or beside it, or below it (and its
+        plot): the first side free; where none is, the newest banner alone in one line, if that
+        covers less. The newest banner is nearest the face, so an old one fading at the far end
+        moves none."""
         x0, y0, x1, y1 = anchor
         below = max(y1, plot[3] if plot is not None else y1) + st.pad
         best = None
-        for canvases in stacks:
+        for crowded in (False, True):
+            canvases = [(self._banner(newest[0], track, st, max_w, detail=False), newest[1])] if crowded else stack
             bw, bh = self._stack_size(canvases, st)
             spots = [(x0, top - st.pad - bh), (x1 + st.pad, y0), (x0 - bw - st.pad, y0), (x0, below)]
             side, rect, cost = _place((bw, bh), spots, taken, bounds, self._sides.get((track, "banners")))
@@ -483,7 +508,7 @@ class OverlayState:
             for x, text, colour in line:
                 _put(out, text, x, st.pad // 2 + i * st.line_h, st, colour, outline=False)
 
-    def _signal_canvas(self, sig, colour, shape: tuple[int, int], anchor: Rect, st: _Style) -> np.ndarray:
+    def _signal_canvas(self, sig, colour, shape: tuple[int, int], anchor: Rect, st: _Style) -> np.ndarray | None:
         """The track's last ``signal_s`` seconds, newest at the right edge, as a panel as wide
         as the face and a quarter as high (within 24 px and an eighth of the frame: several
         faces leave room for little more)."""
@@ -491,6 +516,8 @@ class OverlayState:
         face_w, face_h = anchor[2] - anchor[0], anchor[3] - anchor[1]
         ph = int(np.clip(0.25 * face_h, min(24, h // 4), max(24, 0.12 * h)))
         pw = int(np.clip(face_w, min(3 * ph, w), max(min(3 * ph, w), w // 2)))
+        if ph < 8 or pw < 16:  # (a frame a few pixels high: no room for a plot)
+            return None
         canvas = np.full((ph, pw, 3), 24, np.uint8)
         cv2.rectangle(canvas, (0, 0), (pw - 1, ph - 1), colour, 1)
         values = np.asarray(sig, np.float64).ravel()
@@ -514,7 +541,9 @@ class OverlayState:
             cols = np.arange(pw)
             top = np.interp(cols, xs, ys, left=np.inf, right=np.inf)  # the curve's height per column
             rows = np.arange(ph)[:, None]
-            canvas[(rows >= top[None, :]) & (rows <= ty)] = MICRO_FILL  # what crosses it, in the micro red
+            # What crosses it, in a dim tint of the track's colour: a crossing is no verdict (the
+            # spotter drops steps, lobes and blinks); red is for the events' banners.
+            canvas[(rows >= top[None, :]) & (rows <= ty)] = np.asarray(colour) * 0.45
             for x in range(1, pw - 2, 6):  # the threshold, dashed
                 cv2.line(canvas, (x, ty), (min(x + 2, pw - 2), ty), (200, 200, 200), 1)
         if values.size >= 2:

@@ -449,26 +449,29 @@ def test_layout_follows_a_shaking_face_smoothly(frame):
 
 def test_the_plot_has_the_spotters_threshold_and_fills_what_crosses_it(frame):
     """With the spotter's threshold the scale is fixed (0 to twice the threshold), a dashed
-    line marks it, and what crosses it is filled red: a peak can be read against the verdicts."""
+    line marks it, and what crosses it is filled with a dim tint of the face's colour (not the
+    events' red: a crossing is no verdict): a peak can be read against the verdicts."""
     faces = [face(0, BOX)]
     x0, y0, x1, y1 = map(int, BOX)
-    state = lambda: OverlayState(signal_threshold=3.0)  # noqa: E731
     under, over = np.full(90, 2.5), np.zeros(90)
     over[40:50] = 5.0
 
-    def panel(values):
-        out = state().draw(frame, faces, {0: values}, [], {}, now_s=3.0)
-        return out[y1 + 1 :].astype(int)
+    def panel(values, threshold=3.0):
+        state = OverlayState(signal_threshold=threshold)
+        return state.draw(frame, faces, {0: values}, [], {}, now_s=3.0)[y1 + 1 :].astype(int)
 
-    red = lambda img: ((img[..., 2] > 150) & (img[..., 0] < 80) & (img[..., 1] < 80)).sum()  # noqa: E731
-    assert red(panel(under)) == 0 and red(panel(over)) > 50
-    # The scale is fixed: a signal at half the threshold does not fill the panel as it would unscaled.
+    behind = frame[y1 + 1 :].astype(float)  # the panel is pasted at 85 % opacity over the frame
+    painted = lambda img, bgr: (np.abs(img - (0.85 * np.asarray(bgr) + 0.15 * behind)).max(axis=2) < 3).sum()  # noqa: E731
+    tint = np.floor(np.asarray(track_colour(0)) * 0.45)
+    assert painted(panel(under), tint) == 0 and painted(panel(over), tint) > 50
+    assert painted(panel(over), overlay.MICRO_FILL) == 0
+    # The scale is fixed: the same step of 1.5 fills a quarter of the scale at threshold 3,
+    # where the plot without a threshold zooms it to the whole panel.
+    step = np.r_[np.zeros(45), np.full(45, 1.5)]
     rows = lambda img: np.nonzero(changed(img, panel(np.zeros(90))).any(axis=1))[0]  # noqa: E731
-    half = panel(np.full(90, 1.5))
-    assert np.array_equal(panel(np.full(90, 1.5)), half)
-    zoomed = OverlayState().draw(frame, faces, {0: np.r_[np.zeros(45), np.full(45, 1.5)]}, [], {}, now_s=3.0)[y1 + 1 :]
-    fixed = state().draw(frame, faces, {0: np.r_[np.zeros(45), np.full(45, 1.5)]}, [], {}, now_s=3.0)[y1 + 1 :]
-    assert np.ptp(rows(fixed.astype(int))) < np.ptp(rows(zoomed.astype(int)))
+    zoomed = OverlayState().draw(frame, faces, {0: step}, [], {}, now_s=3.0)[y1 + 1 :].astype(int)
+    assert np.ptp(rows(panel(step))) < 0.5 * np.ptp(rows(zoomed))
+    assert np.ptp(rows(panel(step, threshold=1.0))) > np.ptp(rows(panel(step)))  # (a lower threshold: taller)
 
 
 def test_a_face_without_a_signal_gets_no_empty_plot_and_untrained_is_said(frame):
@@ -494,3 +497,42 @@ def test_fps_and_latency_are_refreshed_twice_a_second_not_every_frame(frame):
     assert np.array_equal(bar(first), bar(soon)) and not np.array_equal(bar(first), bar(later))
     dropped = state.draw(frame, [], {}, [], {"fps": 30.0, "latency_ms": 5.0, "dropped": 3}, now_s=0.7)
     assert not np.array_equal(bar(later), bar(dropped))  # drops and status are said at once
+
+
+def test_the_box_is_drawn_where_the_face_is_also_when_it_moves(frame):
+    """The box shows the tracker's measurement: a face moving 12 px a frame is boxed where it
+    is in every frame (a smoothed box lagged up to 33 px behind and jumped back)."""
+    state, sig = OverlayState(), {0: np.zeros(90)}
+    for i in range(12):
+        box = (BOX[0] + 12 * i, BOX[1], BOX[2] + 12 * i, BOX[3])
+        out = state.draw(frame, [face(0, box)], sig, [], {}, now_s=i / 30)
+        x0, yc = int(box[0]), int((box[1] + box[3]) / 2)
+        assert any(np.abs(out[yc, x].astype(int) - track_colour(0)).max() < 60 for x in range(x0 - 1, x0 + 2)), i
+
+
+def test_a_frame_full_of_faces_puts_banners_where_no_eyes_are(frame):
+    """Eight faces in the top half of the frame, nothing free beside them: their banners go to
+    the free lower half (before: across the eyes of the faces next to them)."""
+    image = cv2.resize(frame, (640, 480))
+    faces = [face(i, (10.0 + 80 * i, 40.0, 80.0 + 80 * i, 180.0)) for i in range(8)]
+    sigs = {i: np.zeros(90) for i in range(8)}
+    state = OverlayState()
+    plain = OverlayState().draw(image, faces, sigs, [], STATS, now_s=4.5)
+    out = state.draw(image, faces, sigs, [event(i) for i in range(8)], STATS, now_s=4.5)
+    banners = changed(out, plain)
+    for f in faces:
+        x0, y0, x1, y1 = map(int, f.box)
+        assert not banners[y0 + 2 : (y0 + y1) // 2, x0 + 2 : x1 - 1].any(), f.track
+    assert banners[240:].sum() > 8 * 1000  # (all eight are on screen, below the faces)
+
+
+def test_the_overlay_forgets_faces_that_are_gone_and_draws_tiny_frames(frame):
+    """Everything it keeps per face goes with the face (a long session meets thousands), and a
+    frame too small for a plot gets none instead of an OpenCV error."""
+    state = OverlayState()
+    for track in range(300):
+        state.draw(frame, [face(track, BOX)], {track: np.zeros(90)}, [], {}, now_s=track / 30)
+    assert len(state._anchors) == 1 and {key[0] for key in state._sides} == {299}
+    for shape in ((2, 2, 3), (3, 3, 3), (3, 8, 3), (12, 16, 3)):
+        tiny = np.zeros(shape, np.uint8)
+        assert state.draw(tiny, [face(0, (0.0, 0.0, 1.0, 1.0))], {0: np.ones(5)}, [event()], STATS, 5.0).shape == shape
