@@ -153,6 +153,25 @@ def test_unreadable_file_is_one_clear_line(tmp_path, capfd):
     assert err.strip().count("\n") == 0 and err.startswith("error:") and "broken.mp4" in err
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+                    reason="needs ffmpeg and ffprobe (the set-up installs them)")
+def test_files_opencv_cannot_open_say_why(tmp_path, capfd):
+    """OpenCV only says no; an audio-only file and an MP4 whose recording was cut off before
+    its index was written need other remedies than a corrupt file, so the line says which."""
+    audio, full, cut = tmp_path / "voice.m4a", tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    for args in (["-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(audio)],
+                 ["-i", str(shared_video(SOURCE)), "-c", "copy", "-movflags", "-faststart", str(full)]):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # the index (moov) comes last
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_text("not a video\n" * 100)
+    for path, why in ((audio, "it has no video stream (only audio)"),
+                      (cut, "an MP4 without its index (moov atom): a recording or download cut off before it finished"),
+                      (garbage, "OpenCV cannot open this file as a video (ffprobe: ")):
+        code, _, err = run_cam(capfd, "--source", str(path), "--headless")
+        assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {path}: {why}"), err
+
+
 def test_missing_file_and_bad_flags_are_one_clear_line(tmp_path, capfd):
     code, _, err = run_cam(capfd, "--source", str(tmp_path / "nope.mp4"), "--headless")
     assert code == 2 and err.startswith("error:") and "nope.mp4" in err and "Traceback" not in err

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -226,6 +228,10 @@ UNEVEN_DRIFT_S = 0.1
 SHORT_FRACTION = 0.05
 SHORT_FRAMES = 3
 
+#: How long ``ffprobe`` may take to say why a file cannot be opened (it reads headers only:
+#: milliseconds on a local file; a hung network share must not hang the error).
+PROBE_TIMEOUT_S = 10.0
+
 
 def cut_short(read: int, reported: int) -> bool:
     """Whether decoding ``read`` frames of a file whose container reports ``reported`` (0 or
@@ -362,9 +368,36 @@ def _open_capture(path: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(opencv_name(path))
     if not cap.isOpened():
         cap.release()
-        empty = path.is_file() and path.stat().st_size == 0  # (an upload or a copy that never got its bytes)
-        raise VideoError(f"{path}: {'an empty file (0 bytes)' if empty else 'OpenCV cannot open this file as a video'}")
+        raise VideoError(f"{path}: {unopenable_reason(path)}")
     return cap
+
+
+def unopenable_reason(path: Path) -> str:
+    """Why OpenCV could not open ``path`` as a video, as far as can be told: an empty file, a
+    file with no video stream (audio only), an MP4 cut off before its index was written (a
+    recording or download that stopped), else what ``ffprobe`` (installed with ffmpeg by the
+    set-up) says. OpenCV itself only says no, and these need different remedies."""
+    if path.is_file() and path.stat().st_size == 0:  # (an upload or a copy that never got its bytes)
+        return "an empty file (0 bytes)"
+    plain = "OpenCV cannot open this file as a video"
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None or not path.is_file():
+        return plain
+    try:
+        probe = subprocess.run([ffprobe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", str(path)],
+                               capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return plain
+    kinds = sorted({line.strip() for line in probe.stdout.splitlines() if line.strip()})
+    if probe.returncode == 0 and kinds and "video" not in kinds:
+        return f"it has no video stream (only {', '.join(kinds)})"
+    if "moov atom not found" in probe.stderr:
+        with path.open("rb") as file:
+            if file.read(12)[4:8] == b"ftyp":
+                return ("an MP4 without its index (moov atom): a recording or download cut off before it finished; "
+                        "the frames cannot be found without it")
+    said = [line.split(": ", 1)[-1] for line in probe.stderr.splitlines() if line.strip()]
+    return f"{plain} (ffprobe: {said[-1]})" if said else plain
 
 
 def _read_image(file: Path) -> np.ndarray:
