@@ -40,6 +40,7 @@ from realtime.events import Sink
 from realtime.face import FaceTracker
 from realtime.overlay import OverlayState
 from realtime.pipeline import Pipeline
+from realtime.rate import RecentRate
 from realtime.signal_history import SignalHistory
 from realtime.spotters.base import Spotter
 from realtime.types import Event, Frame
@@ -167,10 +168,6 @@ def to_bgr(image: Any) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
 
-#: Seconds of frame arrivals :meth:`LiveSession.fps` needs before it gives a rate.
-FPS_SPAN_S = 1.0
-
-
 @dataclass
 class LiveStep:
     """What one webcam frame gave the page."""
@@ -198,7 +195,7 @@ class LiveSession:
         self.signals = SignalHistory(max_frames=max(2, round(signal_s * 60)), max_tracks=max_tracks)
         self.no_face_s = no_face_s
         self.frame_times: deque[tuple[int, float]] = deque(maxlen=max(2, round(signal_s * 60)))
-        self._arrivals: deque[float] = deque(maxlen=60)
+        self._arrivals = RecentRate()
         self.latencies_ms: deque[float] = deque(maxlen=120)
         self.frames = 0
         self.t0: float | None = None
@@ -212,15 +209,8 @@ class LiveSession:
 
     def fps(self) -> float | None:
         """Frames that reached the server per second, over the last 60 frames (or 5 s); ``None``
-        until they span a second: over the first few frames the browser's send jitter read as
-        34-35 frames/s from a page that sends at most 25."""
-        if len(self._arrivals) < 2:
-            return None
-        now = self._arrivals[-1]
-        recent = [t for t in self._arrivals if now - t <= 5.0]
-        if len(recent) < 2 or recent[-1] - recent[0] < FPS_SPAN_S:
-            return None
-        return (len(recent) - 1) / (recent[-1] - recent[0])
+        until they span a second (:class:`~realtime.rate.RecentRate`)."""
+        return self._arrivals.rate()
 
     def step(self, image: Any, received: float | None = None) -> LiveStep:
         """Run one webcam frame (RGB) through the pipeline; returns the annotated frame (BGR)."""
@@ -233,7 +223,7 @@ class LiveSession:
             if self.t0 is None:
                 self.t0 = received
             self.last_used = received
-            self._arrivals.append(received)
+            self._arrivals.add(received)
             frame = Frame(self.frames, received - self.t0, received, bgr)
             result = self.pipeline.step(frame)
             self.frames += 1

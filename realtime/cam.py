@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -35,16 +34,13 @@ with startup_imports(__name__):
     from .face import DEFAULT_MAX_FACES, MODEL_PATH
     from .overlay import Display, OverlayState, VideoSaver
     from .pipeline import Pipeline
+    from .rate import RecentRate
     from .signal_history import SignalHistory
     from .spotters import add_cache_flag, add_spotter_flags, make_spotter
     from .spotters.fgsl import UNTRAINED_BANNER
     from .types import RealtimeError, too_short
 
 register_user_error(RealtimeError)
-
-#: The fps on screen is over the last this many frames (about two seconds at 30 fps): the
-#: average since the start would hide a slowdown late in a session.
-RECENT_FRAMES = 60
 
 DISCLAIMER = "research tool: spotted facial movements are not evidence of deception or of what a person feels"
 
@@ -171,7 +167,7 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
     The caller owns (and closes) the capture, the pipeline, the window and the saver."""
     overlay = OverlayState.for_spotter(pipeline.spotter) if (display or saver) else None
     history = SignalHistory(max_frames=2 * overlay.signal_samples, max_tracks=16) if overlay else None
-    recent: deque[float] = deque(maxlen=RECENT_FRAMES)  # when the last frames were taken, for the fps shown
+    recent = RecentRate()  # the fps shown: over the last frames, not since the start
     start = time.monotonic()
     warned = False
     failure: RealtimeError | None = None
@@ -193,14 +189,13 @@ def stream(args: argparse.Namespace, capture: Capture, pipeline: Pipeline,
             if overlay is not None and history is not None:
                 stats = capture.stats
                 history.update(pipeline.spotter)
-                recent.append(taken)
+                recent.add(taken)
                 # Latency: from the camera's capture (its queue keeps the newest frames only, so
                 # waiting there is part of it); a file's frames wait in a read-ahead queue that
                 # says nothing about the spotter, so theirs starts when the loop takes them.
                 since = frame.captured if capture.live else taken
                 image = overlay.draw(frame.image, result.faces, history.recent(overlay.signal_samples), result.events,
-                                     {"fps": (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6) if len(recent) > 1
-                                      else None, "dropped": stats.dropped,
+                                     {"fps": recent.rate(), "dropped": stats.dropped,
                                       "latency_ms": (time.monotonic() - since) * 1000,
                                       "spotter": pipeline.spotter.name, "untrained": pipeline.spotter.trained is False,
                                       "status": stats.status},
