@@ -223,7 +223,9 @@ class DemoApp:
             now = max(times.values(), default=0.0)
             threshold = session.pipeline.spotter.signal_threshold()
         plot = signal_plot(series, events, threshold=threshold, span=(max(0.0, now - LIVE_PLOT_S), max(now, 1.0)),
-                           width_px=1100, panel_px=120, note="no face yet", ylabel="motion (x noise)",
+                           width_px=1100, panel_px=120, ylabel="motion (x noise)",
+                           note="no face yet" if threshold is not None else
+                           f"the {session.spotter_name} spotter has no motion signal to plot (its events are shown)",
                            title=f"last {LIVE_PLOT_S:g} s; dashed: threshold; shaded: spotted (red micro, grey macro)")
         rows = event_rows(list(reversed(events)))
         return (f'<div class="live-plot-img"><img alt="motion signal per face" src="{data_url(plot, "png")}"></div>',

@@ -8,6 +8,7 @@ stream, the upload tab once over the whole video. The figure API is used without
 from __future__ import annotations
 
 import base64
+import textwrap
 from collections.abc import Iterable, Mapping
 
 import cv2
@@ -81,8 +82,8 @@ def signal_plot(series: Mapping[int, tuple[np.ndarray, np.ndarray]], events: Ite
         ax.grid(alpha=0.25)
     axes[-1].set_xlim(*span)
     axes[-1].set_xlabel("time (s)")
-    if title:
-        fig.suptitle(title, fontsize=11)
+    if title:  # wrapped: a long file name pushed both ends of one line out of the figure
+        fig.suptitle(textwrap.fill(title, max(40, width_px // 9)), fontsize=11)
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])

@@ -67,6 +67,12 @@ class SessionClosed(DemoError):
     """The session was released while a frame was on its way."""
 
 
+#: About how wide the page shows an annotated frame (CSS px): half a row of a 1280 px window
+#: (measured in chromium: 575). The overlay sizes its text for that, not for the frame's own
+#: width, which is often larger.
+SHOWN_WIDTH = 640
+
+
 @dataclass(frozen=True)
 class Settings:
     """The page's controls."""
@@ -190,7 +196,7 @@ class LiveSession:
         self.settings = settings
         self.pipeline = pipeline
         self.clock = clock
-        self.overlay = OverlayState.for_spotter(pipeline.spotter)
+        self.overlay = OverlayState.for_spotter(pipeline.spotter, shown_width=SHOWN_WIDTH)
         self.events: deque[Event] = deque(maxlen=max_events)
         self.signals = SignalHistory(max_frames=max(2, round(signal_s * 60)), max_tracks=max_tracks)
         self.no_face_s = no_face_s

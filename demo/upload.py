@@ -29,7 +29,7 @@ from realtime.signal_history import SignalHistory
 from realtime.types import Event, RealtimeError, too_short
 
 from .plots import signal_plot
-from .session import DemoError, PipelineFactory, Settings
+from .session import SHOWN_WIDTH, DemoError, PipelineFactory, Settings
 
 #: Columns of the event tables (live and upload).
 TABLE_HEADERS = ["face", "kind", "emotion", "score", "onset", "apex", "offset", "onset s", "offset s", "emitted +s"]
@@ -193,7 +193,7 @@ def _spot_every_frame(capture: Capture, pipeline: Pipeline, writer: BrowserVideo
     """Every frame through the pipeline and onto the annotated video, the progress bar fed.
     ``cancelled`` is asked before each frame: the page that asked was closed, so nobody waits for
     the result, and the upload slot (one at a time) must go to the next page now."""
-    overlay = OverlayState.for_spotter(pipeline.spotter)
+    overlay = OverlayState.for_spotter(pipeline.spotter, shown_width=SHOWN_WIDTH)
     spotted = _Spotted([], set(), SignalHistory())
     start = time.monotonic()
     for frame in capture:

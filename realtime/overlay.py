@@ -52,8 +52,8 @@ def track_colour(track: int) -> tuple[int, int, int]:
     return PALETTE[int(track) % len(PALETTE)]
 
 
-#: The smallest Hershey font scale that stays readable.
-MIN_SCALE = 0.38
+#: The smallest Hershey font scale that stays readable, and the largest (4K must not shout).
+MIN_SCALE, MAX_SCALE = 0.38, 1.5
 #: Banners' text against the status bar's: a frame holds several banners (faces x
 #: ``max_banners``) and one status line, and full-size banners crowded four-face frames.
 BANNER_SCALE = 0.8
@@ -72,16 +72,16 @@ class _Style:
     @classmethod
     @functools.lru_cache(maxsize=64)
     def for_shape(cls, height: int, width: int) -> "_Style":
-        # 1.5 keeps 4K from shouting.
-        return cls(1.0, 1, 0, 0, 0).smaller(float(np.clip(min(height, width) / 800.0, MIN_SCALE, 1.5)))
+        return cls(1.0, 1, 0, 0, 0).scaled(min(height, width) / 800.0)
 
     def width(self, text: str) -> int:
         return cv2.getTextSize(text, FONT, self.scale, self.thick)[0][0]
 
     @functools.lru_cache(maxsize=64)  # (drawn every frame: text measured once per size)
-    def smaller(self, factor: float) -> "_Style":
-        """The same style with text ``factor`` times as large (not below the legible minimum)."""
-        scale = max(MIN_SCALE, self.scale * factor)
+    def scaled(self, factor: float) -> "_Style":
+        """The same style with text ``factor`` times as large (within the legible minimum and
+        ``MAX_SCALE``)."""
+        scale = float(np.clip(self.scale * factor, MIN_SCALE, MAX_SCALE))
         thick = 1 if scale < 0.75 else 2
         (_, text_h), baseline = cv2.getTextSize("Ag", FONT, scale, thick)
         pad = max(2, round(4 * scale))
@@ -171,34 +171,44 @@ def _costs(rects: np.ndarray, taken: list[tuple[Rect, float]]) -> np.ndarray:
     return total
 
 
+Spot = int | tuple[int, int]  # a side of the face (its number), or a place in the frame
+
+
 def _place(size: tuple[int, int], spots: list[tuple[int, int]], taken: list[tuple[Rect, float]], bounds: Rect,
-           prefer: int | None = None) -> tuple[int | None, Rect, float]:
+           prefer: Spot | None = None) -> tuple[Spot, Rect, float]:
     """Where a ``(w, h)`` box goes: the first of ``spots`` (top-left corners beside its face, in
     order of preference), moved inside ``bounds``, that overlaps nothing ``taken``
-    (rectangles with a cost per pixel). ``prefer`` (the spot used last) is kept while it covers
-    no more than ``STAY_SLACK`` of its own area, so a face moving by a few pixels does not flip
-    its banners from side to side. Where no spot is free (a frame full of faces), anywhere on a
-    coarse grid of the frame, the cheapest counting ``DISTANCE_COST`` per pixel away from the
-    first spot. Returns the spot's number (None for the grid), the rectangle and its cost."""
+    (rectangles with a cost per pixel). ``prefer`` (what was chosen last: a spot's number, or a
+    place in the frame) is kept while it covers no more than ``STAY_SLACK`` of its own area, so
+    a face moving by a few pixels does not flip its banners from side to side. Where no spot is
+    free (a frame full of faces), anywhere on a coarse grid of the frame, the cheapest counting
+    ``DISTANCE_COST`` per pixel away from the first spot. Returns the spot's number or the
+    place in the frame, the rectangle and its cost."""
     w, h = size
     x_max, y_max = max(bounds[0], bounds[2] - w), max(bounds[1], bounds[3] - h)
-    corners = np.array([(np.clip(x, bounds[0], x_max), np.clip(y, bounds[1], y_max)) for x, y in spots], np.int64)
-    rects = np.concatenate([corners, corners + (w, h)], axis=1)
-    costs = _costs(rects, taken)
-    if prefer is not None and 0 <= prefer < len(spots) and costs[prefer] <= STAY_SLACK * w * h:
-        chosen: int | None = prefer
-    elif (costs == 0).any():
-        chosen = int(np.flatnonzero(costs == 0)[0])
-    else:
-        gx, gy = np.meshgrid(np.linspace(bounds[0], x_max, GRID), np.linspace(bounds[1], y_max, GRID))
-        grid = np.stack([gx.ravel(), gy.ravel()], axis=1).round().astype(np.int64)
-        every = np.concatenate([corners, grid])
-        rects = np.concatenate([every, every + (w, h)], axis=1)
-        score = _costs(rects, taken) + DISTANCE_COST * np.hypot(*(every - corners[0]).T)
-        best = int(np.argmin(score))
-        chosen = best if best < len(spots) else None
-        return chosen, tuple(int(v) for v in rects[best]), float(_costs(rects[best : best + 1], taken)[0])
-    return chosen, tuple(int(v) for v in rects[chosen]), float(costs[chosen])
+    inside = lambda xy: (int(np.clip(xy[0], bounds[0], x_max)), int(np.clip(xy[1], bounds[1], y_max)))  # noqa: E731
+    corners = np.array([inside(xy) for xy in spots], np.int64)
+    cost_of = lambda tops: _costs(np.concatenate([tops, tops + (w, h)], axis=1), taken)  # noqa: E731
+    costs = cost_of(corners)
+    if isinstance(prefer, tuple):  # a place in the frame found last time
+        kept = np.array([inside(prefer)], np.int64)
+        cost = float(cost_of(kept)[0])
+        if cost <= STAY_SLACK * w * h and not (costs == 0).any():
+            x, y = (int(v) for v in kept[0])
+            return (x, y), (x, y, x + w, y + h), cost
+    elif prefer is not None and 0 <= prefer < len(spots) and costs[prefer] <= STAY_SLACK * w * h:
+        x, y = (int(v) for v in corners[prefer])
+        return prefer, (x, y, x + w, y + h), float(costs[prefer])
+    free = np.flatnonzero(costs == 0)
+    if free.size:
+        x, y = (int(v) for v in corners[free[0]])
+        return int(free[0]), (x, y, x + w, y + h), 0.0
+    gx, gy = np.meshgrid(np.linspace(bounds[0], x_max, GRID), np.linspace(bounds[1], y_max, GRID))
+    every = np.concatenate([corners, np.stack([gx.ravel(), gy.ravel()], axis=1).round().astype(np.int64)])
+    every_cost = cost_of(every)
+    best = int(np.argmin(every_cost + DISTANCE_COST * np.hypot(*(every - corners[0]).T)))
+    x, y = (int(v) for v in every[best])
+    return (best if best < len(spots) else (x, y)), (x, y, x + w, y + h), float(every_cost[best])
 
 
 class OverlayState:
@@ -228,13 +238,16 @@ class OverlayState:
     one: the spotter drops steps, lobes and blinks). Without one, the plot scales to its values, never
     to a span under ``signal_floor`` (so sensor noise stays a flat line). ``fps`` and
     ``latency_ms`` of the status bar are refreshed every ``stats_s`` seconds of stream time,
-    so they can be read.
+    so they can be read. Text is sized for the frame; ``shown_width``: the width in pixels the
+    frame is shown at when that is less (a web page that shows a 960 px frame 575 px wide made
+    its text 6-7 px high), so the text is enlarged to stay legible there.
     """
 
-    #: A face's layout anchor stays put while its box moves by no more than this fraction of
-    #: its size (at least ``DEADBAND_MIN_PX``), and then takes the box's place at once: the
-    #: jitter of a talking head's landmark box (up to 8 px a frame on a 190 px face) moves no
-    #: plot or banner, and a face that really moves is followed without lag.
+    #: Each edge of a face's layout anchor stays put while the box's edge moves by no more than
+    #: this fraction of its size (at least ``DEADBAND_MIN_PX``), and then takes the box's place
+    #: at once: the jitter of a talking head's landmark box (up to 8 px a frame on a 190 px
+    #: face) moves no plot or banner, a jaw that drops moves only what hangs from the chin, and
+    #: a face that really moves is followed without lag.
     DEADBAND = 0.05
     DEADBAND_MIN_PX = 3.0
 
@@ -248,6 +261,7 @@ class OverlayState:
         max_banners: int = 3,
         signal_threshold: float | None = None,
         stats_s: float = 0.5,
+        shown_width: int | None = None,
     ) -> None:
         if not banner_s > 0 or not 0 <= fade_s <= banner_s:
             raise RealtimeError("overlay needs banner_s > 0 and 0 <= fade_s <= banner_s")
@@ -262,10 +276,11 @@ class OverlayState:
         self.signal_threshold = None if signal_threshold is None else float(signal_threshold)
         self.max_banners = int(max_banners)
         self.stats_s = float(stats_s)
+        self.shown_width = shown_width
         self._events: dict[int, list[tuple[float, Event]]] = {}
         self._last_now: float | None = None
         self._anchors: dict[int, np.ndarray] = {}  # track -> smoothed box (layout only)
-        self._sides: dict[tuple[int, str], int] = {}  # (track, "plot"/"banners") -> spot used last
+        self._sides: dict[tuple[int, str], Spot] = {}  # (track, "plot"/"banners") -> where it went last
         self._shown: dict[str, Any] = {}  # fps and latency as last refreshed
         self._shown_at: float | None = None
 
@@ -314,11 +329,12 @@ class OverlayState:
         return max(self.DEADBAND_MIN_PX, self.DEADBAND * max(box[2] - box[0], box[3] - box[1]))
 
     def _anchor(self, track: int, box: Rect) -> Rect:
-        """The face's box for laying out its plot and banners: held while the box only jitters."""
+        """The face's box for laying out its plot and banners: each edge held while it only jitters."""
         old = self._anchors.get(track)
-        if old is None or max(abs(a - b) for a, b in zip(old, box)) > self._deadband(box):
-            self._anchors[track] = old = box
-        return old
+        band = self._deadband(box)
+        x0, y0, x1, y1 = box if old is None else (b if abs(a - b) > band else a for a, b in zip(old, box))
+        self._anchors[track] = anchor = (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
+        return anchor
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -346,6 +362,8 @@ class OverlayState:
         out = np.array(image_bgr, copy=True, order="C")
         h, w = out.shape[:2]
         st = _Style.for_shape(h, w)
+        if self.shown_width is not None and w > self.shown_width:  # shown shrunk: text as large as it needs
+            st = st.scaled(w / self.shown_width)
         self.add_events(events_new, now_s)
         banners = self.active(now_s)
         bar = self._status_layout(self._refreshed(stats, now_s), st, w)
@@ -359,7 +377,9 @@ class OverlayState:
             del self._sides[key]
         # Plots and banners follow each face's anchor, which ignores the box's jitter.
         anchors = {int(face.track): self._anchor(int(face.track), box) for face, box in shown}
-        taken = [part for _, box in shown for part in _face_costs(box)]  # what is covered least: faces
+        # What is covered least: the faces, where plots and banners are laid out from (their
+        # jittering boxes would make a side's cost, and so the side, change from frame to frame).
+        taken = [part for box in anchors.values() for part in _face_costs(box)]
         tops: dict[int, int] = {}  # track -> where "above its box and chip" ends, from the anchor
         for face, box in shown:
             track = int(face.track)
@@ -378,7 +398,7 @@ class OverlayState:
                 plots[track] = self._place_plot(out, canvas, track, anchors[track], tops[track], taken, bounds, st)
                 taken.append((plots[track], PLOT_COST))
         # Banners after all faces and plots, so nothing hides them and they hide none of them.
-        bst = st.smaller(BANNER_SCALE)
+        bst = st.scaled(BANNER_SCALE)
         corners = [(0, h), (w, h), (0, bar_h), (w, bar_h)]
         for track, events in banners.items():
             stack = [(self._banner(e, track, bst, w, detail=i == 0), alpha) for i, (e, alpha) in enumerate(events)]

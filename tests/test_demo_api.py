@@ -808,3 +808,16 @@ def test_bench_help_shows_defaults_and_the_doc_lists_every_flag_with_its_default
         if isinstance(action.default, (int, float)) and not isinstance(action.default, bool):
             assert float(shown[flag]) == action.default, f"docs/demo.md shows {flag} {shown[flag]}, the default is " \
                                                          f"{action.default}"
+
+
+def test_a_long_plot_title_is_wrapped_inside_the_figure():
+    """The upload tab's title names the file; on one line a long name pushed both ends out of
+    the 900 px figure. Wrapped, no title text touches the figure's left or right edge."""
+    from demo.plots import signal_plot
+
+    title = ("liveportrait_d18_d19_two_faces_sidebyside_recorded_in_the_lab.mp4: motion signal per face; dashed: "
+             "threshold; shaded: spotted (red micro, grey macro)")
+    image = signal_plot({0: (np.linspace(0, 5, 150), np.zeros(150))}, [], threshold=3.0, title=title)
+    band = image[:36].astype(int).sum(axis=2)  # the title's rows (white background: 765)
+    assert (band < 600).any(), "no title drawn"
+    assert (band[:, :8] > 700).all() and (band[:, -8:] > 700).all()

@@ -536,3 +536,39 @@ def test_the_overlay_forgets_faces_that_are_gone_and_draws_tiny_frames(frame):
     for shape in ((2, 2, 3), (3, 3, 3), (3, 8, 3), (12, 16, 3)):
         tiny = np.zeros(shape, np.uint8)
         assert state.draw(tiny, [face(0, (0.0, 0.0, 1.0, 1.0))], {0: np.ones(5)}, [event()], STATS, 5.0).shape == shape
+
+
+@pytest.mark.parametrize("box, jaw", [((40, 30, 360, 380), 4), ((80, 100, 360, 420), 8), ((40, 30, 400, 420), 14)])
+def test_a_banner_stays_put_while_the_jaw_moves(frame, box, jaw):
+    """A close-up face (480x480, the expressions video's framing) leaves its banner only
+    crowded places; a talking jaw moves the box's bottom by a few pixels, and the banner must
+    not jump between places (it did, about once a second, in the demo's live tab)."""
+    image = cv2.resize(frame, (480, 480))
+    sig = {0: np.zeros(90)}
+    state, plain = OverlayState(signal_threshold=3.0), OverlayState(signal_threshold=3.0)
+    places = []
+    for i in range(15):
+        moved = (*map(float, box[:3]), float(box[3] + (jaw if i % 3 else 0)))
+        out = state.draw(image, [face(0, moved)], sig, [event(emitted=4.5)] if i == 0 else [], STATS, now_s=4.5 + i / 30)
+        ref = plain.draw(image, [face(0, moved)], sig, [], STATS, now_s=4.5 + i / 30)
+        banner = changed(out, ref)
+        banner[:30] = False  # (the status bar)
+        ys, xs = np.nonzero(banner)
+        places.append((int(xs.min()), int(ys.min())))
+    assert len(set(places[1:])) == 1, places
+
+
+def test_text_is_sized_for_the_width_a_page_shows_the_frame_at(frame):
+    """The demo shows a 960 px frame about 575 px wide: text sized for 960 px was 6-7 px high
+    there. With ``shown_width`` it is enlarged by the shrink, so it reads at the shown size."""
+    image = cv2.resize(frame, (960, 480))
+    stats = {"fps": 25.0, "spotter": "flow"}
+
+    def band_rows(state):
+        out = state.draw(image, [], {}, [], stats, now_s=1.0)
+        dark = changed(out, image)[:, :3].all(axis=1)
+        return int(np.argmin(dark))
+
+    native, shown = band_rows(OverlayState()), band_rows(OverlayState(shown_width=576))
+    assert shown >= native * 1.4  # 960 / 576 = 1.67 times the text, a little less band (padding)
+    assert band_rows(OverlayState(shown_width=1920)) == native  # shown larger: sized for the frame
