@@ -163,12 +163,14 @@ def _face_costs(box: Rect) -> list[tuple[Rect, float]]:
 
 def _costs(rects: np.ndarray, taken: list[tuple[Rect, float]]) -> np.ndarray:
     """What covering ``taken`` costs for each of ``rects`` (rows of x0, y0, x1, y1)."""
-    total = np.zeros(len(rects))
-    for (tx0, ty0, tx1, ty1), weight in taken:
-        ow = np.clip(np.minimum(rects[:, 2], tx1) - np.maximum(rects[:, 0], tx0), 0, None)
-        oh = np.clip(np.minimum(rects[:, 3], ty1) - np.maximum(rects[:, 1], ty0), 0, None)
-        total += ow * oh * weight
-    return total
+    if not taken:
+        return np.zeros(len(rects))
+    boxes = np.array([box for box, _ in taken], np.int64)[None]  # [1, taken, 4] against [rects, 1, 4]
+    weights = np.array([weight for _, weight in taken])
+    r = rects[:, None]
+    ow = np.maximum(np.minimum(r[..., 2], boxes[..., 2]) - np.maximum(r[..., 0], boxes[..., 0]), 0)
+    oh = np.maximum(np.minimum(r[..., 3], boxes[..., 3]) - np.maximum(r[..., 1], boxes[..., 1]), 0)
+    return (ow * oh) @ weights
 
 
 Spot = int | tuple[int, int]  # a side of the face (its number), or a place in the frame
