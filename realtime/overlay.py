@@ -31,7 +31,8 @@ from realtime.types import Event, FaceObservation, RealtimeError
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 #: BGR colours, one per track (``track % len``): distinct saturated hues that read on skin, on
-#: dark and on light backgrounds (no grey: it vanished on a light wall). A colour fixed per track lets the eye follow a face, its plot and its banners.
+#: dark and on light backgrounds (no grey: it vanished on a light wall). A colour fixed per
+#: track lets the eye follow a face, its plot and its banners.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (80, 220, 80),
     (255, 160, 0),
@@ -134,11 +135,6 @@ def _clip_box(box: Iterable[float], height: int, width: int) -> tuple[int, int, 
 
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive ends)
-
-
-def _overlap(a: Rect, b: Rect) -> int:
-    """Area shared by two rectangles."""
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 #: How much covering each thing costs, per pixel, when nothing free is left (a frame full of
@@ -281,7 +277,7 @@ class OverlayState:
         self.shown_width = shown_width
         self._events: dict[int, list[tuple[float, Event]]] = {}
         self._last_now: float | None = None
-        self._anchors: dict[int, np.ndarray] = {}  # track -> smoothed box (layout only)
+        self._anchors: dict[int, Rect] = {}  # track -> the box its plot and banners are laid out from
         self._sides: dict[tuple[int, str], Spot] = {}  # (track, "plot"/"banners") -> where it went last
         self._shown: dict[str, Any] = {}  # fps and latency as last refreshed
         self._shown_at: float | None = None
